@@ -1,0 +1,69 @@
+"""The ``alignloop`` command line: ``alignloop --help``."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from warehouse import db
+from warehouse.errors import AlignloopError
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets -> training, in rounds.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+console = Console(stderr=True)
+
+DbOption = Annotated[str | None, typer.Option("--db", help="Warehouse file (default: $ALIGNLOOP_DB or ./alignloop.duckdb).")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
+
+
+def db_path(value: str | None) -> str:
+    return value or db.default_path()
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One line on stderr, a non-zero exit, no traceback."""
+    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can act on into one line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (AlignloopError, db.WarehouseBusy, FileNotFoundError) as exc:
+            fail(str(exc))
+        except KeyboardInterrupt:
+            fail("interrupted; rerun the same command to resume", 130)
+
+    return wrapper
+
+
+def emit_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def _register_all() -> None:
+    from flows import cli_core, cli_stages
+
+    cli_core.register(app)
+    cli_stages.register(app)
+
+
+_register_all()
+
+if __name__ == "__main__":
+    app()

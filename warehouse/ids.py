@@ -1,0 +1,54 @@
+"""Content-hash ids: a row's id is the sha256 of the canonical JSON of what defines it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+ID_HEX = 32  # 128 bits: collisions are not a practical concern at warehouse scale
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON: sorted keys, no whitespace, UTF-8 kept, floats as Python repr."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def content_id(kind: str, obj: Any) -> str:
+    """Hex id of ``obj`` within namespace ``kind`` (the kind keeps equal payloads of two tables apart)."""
+    digest = hashlib.sha256(f"{kind}\x00{canonical_json(obj)}".encode())
+    return digest.hexdigest()[:ID_HEX]
+
+
+def prompt_id(messages: list[dict[str, str]]) -> str:
+    """A prompt is defined by its chat messages (role and content only)."""
+    return content_id("prompt", [{"role": m["role"], "content": m["content"]} for m in messages])
+
+
+def model_id(uri: str, role: str) -> str:
+    return content_id("model", {"uri": uri, "role": role})
+
+
+def response_id(
+    prompt: str,
+    model: str,
+    sampling: dict[str, Any] | None,
+    seed: int | None,
+    sample_index: int,
+    text: str | None = None,
+) -> str:
+    """A sampled response: prompt, model, sampling parameters, seed and sample index.
+
+    Responses that were not sampled by the platform (imported, human edits, corrections) also hash
+    their text, since two different imported answers may share everything else.
+    """
+    key: dict[str, Any] = {"prompt": prompt, "model": model, "sampling": sampling or {}, "seed": seed,
+                           "index": sample_index}
+    if text is not None:
+        key["text"] = text
+    return content_id("response", key)
+
+
+def judgment_id(kind: str, judge: str, items: list[str] | dict[str, Any]) -> str:
+    """A judgment: its kind, the judge (model + template version, verifier, or annotator) and the items judged."""
+    return content_id("judgment", {"kind": kind, "judge": judge, "items": items})

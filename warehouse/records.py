@@ -1,0 +1,307 @@
+"""Typed records: the rows that cross layer boundaries, one frozen dataclass per warehouse table.
+
+Bulk data crosses layers as Arrow tables built from these (``to_arrow``) or straight from SQL;
+records are for the code that makes or reads a handful of rows at a time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar, Literal
+
+import pyarrow as pa
+
+from warehouse import ids
+from warehouse.ids import canonical_json
+
+Source = Literal["human", "ai", "rule", "reward_model"]
+Winner = Literal["a", "b", "tie", "invalid"]
+Origin = Literal["policy", "aligner", "human_edit", "reference", "import"]
+Split = Literal["train", "test"]
+Message = dict[str, str]
+
+
+def flatten_messages(messages: list[Message]) -> str:
+    """One text for dedup, length filters and display: ``role: content`` lines."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+@dataclass(frozen=True, slots=True)
+class Prompt:
+    table: ClassVar[str] = "prompts"
+    json_fields: ClassVar[tuple[str, ...]] = ("messages", "meta")
+    id: str
+    messages: list[Message]
+    text: str
+    source: str
+    split: Split
+    reference: str | None = None
+    tags: list[str] = field(default_factory=list)
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def create(cls, messages: list[Message], source: str, split: Split = "train", reference: str | None = None,
+               tags: list[str] | None = None, meta: dict[str, Any] | None = None) -> Prompt:
+        msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
+        return cls(ids.prompt_id(msgs), msgs, flatten_messages(msgs), source, split, reference, tags or [], meta)
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    table: ClassVar[str] = "models"
+    json_fields: ClassVar[tuple[str, ...]] = ("meta",)
+    id: str
+    uri: str
+    role: str
+    parent_id: str | None = None
+    training_run_id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def create(cls, uri: str, role: str, **kw: Any) -> Model:
+        return cls(ids.model_id(uri, role), uri, role, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    table: ClassVar[str] = "rounds"
+    json_fields: ClassVar[tuple[str, ...]] = ("config",)
+    id: str
+    policy_model_id: str | None = None
+    parent_round_id: str | None = None
+    config: dict[str, Any] | None = None
+    status: str = "open"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    table: ClassVar[str] = "responses"
+    json_fields: ClassVar[tuple[str, ...]] = ("sampling", "meta")
+    id: str
+    prompt_id: str
+    model_id: str
+    round_id: str
+    text: str
+    origin: Origin
+    sampling: dict[str, Any] | None = None
+    seed: int | None = None
+    sample_index: int = 0
+    steps: list[str] | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    finish_reason: str | None = None
+    parent_id: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @classmethod
+    def sampled(cls, prompt_id: str, model_id: str, round_id: str, text: str, sampling: dict[str, Any],
+                seed: int | None, sample_index: int, **kw: Any) -> Response:
+        rid = ids.response_id(prompt_id, model_id, sampling, seed, sample_index)
+        return cls(rid, prompt_id, model_id, round_id, text, "policy", sampling, seed, sample_index, **kw)
+
+    @classmethod
+    def given(cls, prompt_id: str, model_id: str, round_id: str, text: str, origin: Origin, **kw: Any) -> Response:
+        """A response the platform did not sample (imported, reference, correction): its text defines it."""
+        rid = ids.response_id(prompt_id, model_id, None, None, kw.get("sample_index", 0), text=text)
+        return cls(rid, prompt_id, model_id, round_id, text, origin, **kw)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    table: ClassVar[str] = "comparisons"
+    json_fields: ClassVar[tuple[str, ...]] = ("meta",)
+    id: str
+    prompt_id: str
+    response_a: str
+    response_b: str
+    winner: Winner
+    judge: str
+    source: Source
+    round_id: str
+    prob_a: float | None = None
+    verdict_ab: str | None = None
+    verdict_ba: str | None = None
+    consistent: bool | None = None
+    rationale: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(judge: str, response_a: str, response_b: str) -> str:
+        return ids.judgment_id("pairwise", judge, [response_a, response_b])
+
+
+@dataclass(frozen=True, slots=True)
+class Ranking:
+    table: ClassVar[str] = "rankings"
+    json_fields: ClassVar[tuple[str, ...]] = ("permutations", "meta")
+    id: str
+    prompt_id: str
+    response_ids: list[str]
+    judge: str
+    source: Source
+    round_id: str
+    scores: list[float] | None = None
+    permutations: list[list[int]] | None = None
+    meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(judge: str, response_ids: list[str]) -> str:
+        return ids.judgment_id("listwise", judge, sorted(response_ids))
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    table: ClassVar[str] = "ratings"
+    json_fields: ClassVar[tuple[str, ...]] = ("meta",)
+    id: str
+    prompt_id: str
+    response_id: str
+    score: float | None
+    scale_min: float
+    scale_max: float
+    judge: str
+    source: Source
+    round_id: str
+    aspect: str = "overall"
+    rationale: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(judge: str, response_id: str, aspect: str = "overall", kind: str = "rating") -> str:
+        return ids.judgment_id(kind, judge, {"response": response_id, "aspect": aspect})
+
+
+@dataclass(frozen=True, slots=True)
+class StepLabel:
+    table: ClassVar[str] = "step_labels"
+    json_fields: ClassVar[tuple[str, ...]] = ("meta",)
+    id: str
+    prompt_id: str
+    response_id: str
+    step_index: int
+    label: int | None
+    judge: str
+    source: Source
+    round_id: str
+    flagged: bool = False
+    finish_reason: str | None = None
+    meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(judge: str, response_id: str, step_index: int) -> str:
+        return ids.judgment_id("step", judge, {"response": response_id, "step": step_index})
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    table: ClassVar[str] = "corrections"
+    json_fields: ClassVar[tuple[str, ...]] = ("meta",)
+    id: str
+    prompt_id: str
+    original_id: str
+    corrected_id: str
+    judge: str
+    source: Source
+    round_id: str
+    meta: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(judge: str, original_id: str) -> str:
+        return ids.judgment_id("correction", judge, [original_id])
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotationTask:
+    table: ClassVar[str] = "annotation_tasks"
+    json_fields: ClassVar[tuple[str, ...]] = ("payload",)
+    id: str
+    kind: str
+    round_id: str
+    item_ids: list[str]
+    payload: dict[str, Any]
+    project_id: int | None = None
+    task_id: int | None = None
+    status: str = "pushed"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetRecord:
+    table: ClassVar[str] = "datasets"
+    json_fields: ClassVar[tuple[str, ...]] = ("params", "source_counts", "row_counts")
+    id: str
+    name: str
+    version: int
+    kind: str
+    params: dict[str, Any]
+    content_hash: str
+    path: str
+    source_counts: dict[str, Any] | None = None
+    row_counts: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingRun:
+    table: ClassVar[str] = "training_runs"
+    json_fields: ClassVar[tuple[str, ...]] = ("config", "meta")
+    id: str
+    method: str
+    config: dict[str, Any]
+    dataset_id: str | None = None
+    base_model_id: str | None = None
+    reference_model_id: str | None = None
+    output_model_id: str | None = None
+    round_id: str | None = None
+    status: str = "running"
+    meta: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    table: ClassVar[str] = "training_metrics"
+    json_fields: ClassVar[tuple[str, ...]] = ()
+    run_id: str
+    step: int
+    name: str
+    value: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    table: ClassVar[str] = "evaluations"
+    json_fields: ClassVar[tuple[str, ...]] = ("details",)
+    id: str
+    kind: str
+    target: str
+    metric: str
+    value: float | None
+    round_id: str | None = None
+    details: dict[str, Any] | None = None
+
+    @classmethod
+    def create(cls, kind: str, target: str, metric: str, value: float | None, round_id: str | None = None,
+               details: dict[str, Any] | None = None, config: dict[str, Any] | None = None) -> Evaluation:
+        eid = ids.content_id("evaluation", {"kind": kind, "target": target, "round": round_id, "metric": metric,
+                                            "config": config or {}})
+        return cls(eid, kind, target, metric, value, round_id, details)
+
+
+def to_arrow(rows: list[Any]) -> pa.Table:
+    """Records of one type -> an Arrow table whose column names match the warehouse table."""
+    if not rows:
+        raise ValueError("to_arrow needs at least one record")
+    cls = type(rows[0])
+    names = [f.name for f in fields(cls)]
+    cols: dict[str, list[Any]] = {n: [] for n in names}
+    for r in rows:
+        for n in names:
+            v = getattr(r, n)
+            if n in cls.json_fields and v is not None:
+                v = canonical_json(v)
+            cols[n].append(v)
+    return pa.table(cols)
+
+
+def loads(value: str | None) -> Any:
+    """Parse a JSON column value as DuckDB returns it."""
+    return None if value is None else json.loads(value)
