@@ -1,0 +1,1 @@
+"""Generation and judging backends: one protocol, three implementations (transformers, vLLM, OpenAI-compatible)."""
