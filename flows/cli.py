@@ -21,7 +21,8 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets -> training, in rounds.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console(stderr=True)
+console = Console()
+err_console = Console(stderr=True)
 
 DbOption = Annotated[str | None, typer.Option("--db", help="Warehouse file (default: $ALIGNLOOP_DB or ./alignloop.duckdb).")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
@@ -33,7 +34,7 @@ def db_path(value: str | None) -> str:
 
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr, a non-zero exit, no traceback."""
-    console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
+    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

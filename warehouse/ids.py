@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from typing import Any
 
 ID_HEX = 32  # 128 bits: collisions are not a practical concern at warehouse scale
+
+
+_WS = re.compile(r"\s+")
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def normalise(text: str) -> str:
+    """Text as compared for exact dedup: NFKC, lower case, punctuation dropped, whitespace collapsed."""
+    text = unicodedata.normalize("NFKC", text).lower()
+    return _WS.sub(" ", _PUNCT.sub(" ", text)).strip()
 
 
 def canonical_json(obj: Any) -> str:

@@ -22,6 +22,11 @@ Split = Literal["train", "test"]
 Message = dict[str, str]
 
 
+def norm_hash(text: str) -> str:
+    """Key for exact dedup: case, punctuation and whitespace do not make a prompt new."""
+    return ids.content_id("norm", ids.normalise(text))
+
+
 def flatten_messages(messages: list[Message]) -> str:
     """One text for dedup, length filters and display: ``role: content`` lines."""
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
@@ -34,6 +39,7 @@ class Prompt:
     id: str
     messages: list[Message]
     text: str
+    norm_hash: str
     source: str
     split: Split
     reference: str | None = None
@@ -44,7 +50,8 @@ class Prompt:
     def create(cls, messages: list[Message], source: str, split: Split = "train", reference: str | None = None,
                tags: list[str] | None = None, meta: dict[str, Any] | None = None) -> Prompt:
         msgs = [{"role": m["role"], "content": m["content"]} for m in messages]
-        return cls(ids.prompt_id(msgs), msgs, flatten_messages(msgs), source, split, reference, tags or [], meta)
+        text = flatten_messages(msgs)
+        return cls(ids.prompt_id(msgs), msgs, text, norm_hash(text), source, split, reference, tags or [], meta)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,7 +5,8 @@
 CREATE TABLE IF NOT EXISTS prompts (
     id VARCHAR PRIMARY KEY,
     messages JSON NOT NULL,          -- chat list [{"role": ..., "content": ...}]
-    text VARCHAR NOT NULL,           -- the conversation flattened, for dedup and display
+    text VARCHAR NOT NULL,           -- the conversation flattened, for display and length filters
+    norm_hash VARCHAR NOT NULL,      -- hash of the normalised text, for exact dedup
     source VARCHAR NOT NULL,
     split VARCHAR NOT NULL,          -- train | test
     reference VARCHAR,               -- reference answer, if any

@@ -1,0 +1,52 @@
+"""``alignloop models``: the embedded default model and the models registry."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from pipelines import models
+from warehouse import db
+
+models_app = typer.Typer(help="Models: the embedded default and the registry.", no_args_is_help=True)
+
+
+@models_app.command("default")
+@user_errors
+def default(
+    db_file: DbOption = None,
+    dtype: Annotated[str | None, typer.Option(help="bfloat16 or float32 (default: bf16 where the CPU has it).")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Print the embedded model's folder (converting from GGUF on first use) and register it as a policy."""
+    with console.status("preparing the embedded model (first use converts the GGUF, ~20 s)"):
+        path = models.default_model_path(dtype)
+    with db.connect(db_path(db_file)) as con:
+        model_id = models.register_model(con, str(path), "policy")
+    if json_out:
+        emit_json({"path": str(path), "model_id": model_id})
+    else:
+        print(path)
+
+
+@models_app.command("list")
+@user_errors
+def list_models(db_file: DbOption = None, json_out: JsonOption = False) -> None:
+    """List registered models."""
+    with db.connect(db_path(db_file)) as con:
+        rows = db.fetch_dicts(con, db.query("list_models"))
+    if json_out:
+        emit_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("id", "role", "uri", "parent")
+    for r in rows:
+        table.add_row(r["id"][:12], r["role"], r["uri"], (r["parent_id"] or "")[:12])
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")

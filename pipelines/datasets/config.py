@@ -1,0 +1,299 @@
+"""Dataset build options: one frozen, validated config per kind plus the options every kind shares.
+
+Options also arrive as ``key=value`` strings (CLI ``-o``, flow parameters); ``parse_options`` turns them into
+these configs and names the valid keys when one is unknown.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Union
+
+from warehouse.errors import InputError
+from warehouse.snapshots import KINDS
+
+FEEDBACK_SOURCES = ("human", "ai", "rule", "reward_model")
+
+
+def _choice(name: str, value: Any, choices: tuple[Any, ...]) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}", field=name)
+
+
+def _literal(cls: type, name: str) -> tuple[Any, ...]:
+    return typing.get_args(typing.get_type_hints(cls)[name])
+
+
+def _check_literals(obj: Any) -> None:
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        if typing.get_origin(hints[f.name]) is Literal:
+            _choice(f.name, getattr(obj, f.name), typing.get_args(hints[f.name]))
+
+
+@dataclass(frozen=True)
+class CommonOptions:
+    """Options every dataset kind shares: which feedback to use, cross-source policy, decontamination."""
+
+    sources: tuple[str, ...] = FEEDBACK_SOURCES
+    """Feedback sources to use: any of human, ai, rule, reward_model."""
+    rounds: tuple[str, ...] = ()
+    """Only feedback from these rounds; empty means all rounds."""
+    aspect: str = "overall"
+    """Rating aspect used by rating-based builders."""
+    prefer_human: bool = True
+    """Where one item was judged by several source tiers keep only the highest (human > rule > ai > reward_model)."""
+    decontaminate: bool = True
+    """Drop training rows whose prompt overlaps an evaluation prompt (n-gram overlap)."""
+    ngram: int = 13
+    """Words per n-gram for decontamination (8 and 13 are common)."""
+    decontam_threshold: float = 0.0
+    """A training prompt is contaminated when it shares any n-gram and at least this fraction of its n-grams."""
+    eval_dataset: str | None = None
+    """Evaluation prompts come from this dataset snapshot (name or name@vN); default: prompts with split 'test'."""
+
+    def __post_init__(self) -> None:
+        for s in self.sources:
+            _choice("sources", s, FEEDBACK_SOURCES)
+        if not self.sources:
+            raise InputError("sources must name at least one feedback source", field="sources")
+        if self.ngram < 1:
+            raise InputError(f"ngram must be >= 1, got {self.ngram}", field="ngram")
+        if not 0.0 <= self.decontam_threshold <= 1.0:
+            raise InputError(f"decontam_threshold must be in [0, 1], got {self.decontam_threshold}",
+                             field="decontam_threshold")
+
+
+@dataclass(frozen=True)
+class PairwiseConfig:
+    """Preference pairs (chosen over rejected) from one kind of feedback."""
+
+    origin: Literal["comparisons", "rankings", "ratings", "corrections", "verifier"] = "comparisons"
+    """Feedback table the pairs come from; 'verifier' = rule ratings, correct over wrong."""
+    require_consistent: bool = True
+    """Drop comparisons whose verdict flipped under position swap."""
+    soft_labels: bool = False
+    """Keep the judge's probability as the label (prob); otherwise hard labels (1.0, ties 0.5)."""
+    min_margin: float = 0.0
+    """Keep pairs with |P(chosen better) - 0.5| >= this."""
+    ties: Literal["drop", "keep"] = "drop"
+    """Ties are dropped or kept with prob 0.5 (kept ties need min_margin = 0)."""
+    aggregate: Literal["drop", "majority", "mean"] = "drop"
+    """Several verdicts on one pair that disagree: drop them, majority vote, or mean probability."""
+    ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = "all"
+    """Pairs taken from a ranking."""
+    min_score_gap: float = 0.0
+    """Ratings/verifier: keep best-vs-worst pairs whose score gap is at least this (and above zero)."""
+    max_length_ratio: float | None = None
+    """Length-bias control: keep pairs whose longer side is at most this many times the shorter (characters)."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        if not 0.0 <= self.min_margin <= 0.5:
+            raise InputError(f"min_margin must be in [0, 0.5], got {self.min_margin}", field="min_margin")
+        if self.min_score_gap < 0:
+            raise InputError(f"min_score_gap must be >= 0, got {self.min_score_gap}", field="min_score_gap")
+        if self.max_length_ratio is not None and self.max_length_ratio < 1:
+            raise InputError(f"max_length_ratio must be >= 1, got {self.max_length_ratio}", field="max_length_ratio")
+
+
+@dataclass(frozen=True)
+class ListwiseConfig:
+    """k responses per prompt, best first, with scores."""
+
+    origin: Literal["rankings", "ratings"] = "rankings"
+    """Feedback table the lists come from."""
+    k: int = 4
+    """Responses per row; prompts (or rankings) with fewer are left out."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        if self.k < 2:
+            raise InputError(f"k must be >= 2, got {self.k}", field="k")
+
+
+@dataclass(frozen=True)
+class BinaryConfig:
+    """Unpaired rows (KTO/BCO): prompt, completion, desirable or not."""
+
+    origin: Literal["thumbs", "ratings", "pairwise"] = "thumbs"
+    """thumbs = ratings on a 0..1 scale; ratings = thresholds on graded ratings; pairwise = pairs split in two."""
+    desirable_min: float = 1.0
+    """Ratings: score at or above this is desirable (thumbs: 1)."""
+    undesirable_max: float = 0.0
+    """Ratings: score at or below this is undesirable (thumbs: 0); scores in between are left out."""
+    pairwise: PairwiseConfig = field(default_factory=PairwiseConfig)
+    """How pairs are built when origin is pairwise (options pairwise.KEY=VALUE)."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        if self.undesirable_max >= self.desirable_min:
+            raise InputError(f"undesirable_max ({self.undesirable_max}) must be below desirable_min "
+                             f"({self.desirable_min})", field="undesirable_max")
+
+
+@dataclass(frozen=True)
+class StepsConfig:
+    """Step-labelled solutions (PRM): labels kept as -1 / 0 / +1."""
+
+    truncate_after_negative: bool = False
+    """Cut each solution after its first -1 step (PRM800K phase 2 style)."""
+    neutral_label: bool = True
+    """Boolean exports map +1 -> True, -1 -> False and 0 -> this value."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+
+    def label_rule(self) -> str:
+        return f"+1 -> True, 0 -> {self.neutral_label}, -1 -> False"
+
+
+@dataclass(frozen=True)
+class CorrectionConfig:
+    """Aligner question / answer / correction rows plus an identity-copy subset."""
+
+    identity_fraction: float = 0.2
+    """Fraction of corrections also added as (question, answer, answer) identity rows."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.identity_fraction <= 1.0:
+            raise InputError(f"identity_fraction must be in [0, 1], got {self.identity_fraction}",
+                             field="identity_fraction")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Best responses for supervised fine-tuning (best-of-N, rejection sampling)."""
+
+    origin: Literal["ratings", "rankings", "verifier"] = "ratings"
+    """Where scores come from; verifier = rule ratings."""
+    min_score: float = float("-inf")
+    """Rejection sampling: keep only responses scoring at least this."""
+    per_prompt: int = 1
+    """Responses kept per prompt (1 = best-of-N)."""
+
+    def __post_init__(self) -> None:
+        _check_literals(self)
+        if self.per_prompt < 1:
+            raise InputError(f"per_prompt must be >= 1, got {self.per_prompt}", field="per_prompt")
+
+
+KindConfig = Union[PairwiseConfig, ListwiseConfig, BinaryConfig, StepsConfig, CorrectionConfig, SFTConfig]
+CONFIGS: dict[str, type] = {"pairwise": PairwiseConfig, "listwise": ListwiseConfig, "binary": BinaryConfig,
+                            "steps": StepsConfig, "correction": CorrectionConfig, "sft": SFTConfig}
+assert set(CONFIGS) == set(KINDS)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What to build: the kind, its options and the shared options."""
+
+    kind: str
+    """One of pairwise, binary, listwise, steps, correction, sft."""
+    config: Any
+    """The kind's config (PairwiseConfig, ...)."""
+    common: CommonOptions = field(default_factory=CommonOptions)
+    """Options every kind shares."""
+
+    def __post_init__(self) -> None:
+        check_kind(self.kind)
+        if not isinstance(self.config, CONFIGS[self.kind]):
+            raise InputError(f"{self.kind} needs a {CONFIGS[self.kind].__name__}, got {type(self.config).__name__}")
+
+    @property
+    def builder(self) -> str:
+        origin = getattr(self.config, "origin", None)
+        return {"steps": "steps.step_labels", "correction": "correction.corrections"}.get(
+            self.kind, f"{self.kind}.{origin}")
+
+    def params(self) -> dict[str, Any]:
+        """JSON-ready parameters: what, together with the warehouse contents, defines the dataset."""
+        return _jsonable({"kind": self.kind, "builder": self.builder, "config": dataclasses.asdict(self.config),
+                          "common": dataclasses.asdict(self.common)})
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, float) and obj in (float("inf"), float("-inf")):
+        return str(obj)
+    return obj
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise InputError(f"unknown dataset kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    return kind
+
+
+def option_names(kind: str) -> list[str]:
+    """Every option key a kind accepts (nested configs as prefix.key)."""
+    names = [f.name for f in dataclasses.fields(CommonOptions)]
+    for f in dataclasses.fields(CONFIGS[check_kind(kind)]):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            names += [f"{f.name}.{g.name}" for g in dataclasses.fields(f.default_factory)]
+        else:
+            names.append(f.name)
+    return sorted(names)
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            return None
+        return _coerce(name, value, next(a for a in args if a is not type(None)))
+    if not isinstance(value, str):
+        return tuple(value) if origin is tuple and isinstance(value, list) else value
+    try:
+        if hint is bool:
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return value.lower() in ("true", "1", "yes")
+        if hint is int:
+            return int(value)
+        if hint is float:
+            return float(value)
+        if origin is tuple:
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        if origin is Literal:
+            return value
+    except ValueError:
+        raise InputError(f"option {name}={value!r} is not a valid {getattr(hint, '__name__', hint)}",
+                         field=name) from None
+    return value
+
+
+def _build(cls: type, opts: Mapping[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):
+        nested = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+        if nested is not None and dataclasses.is_dataclass(nested):
+            sub = {k[len(f.name) + 1:]: v for k, v in opts.items() if k.startswith(f.name + ".")}
+            kwargs[f.name] = _build(nested, sub, prefix + f.name + ".")
+        elif f.name in opts:
+            kwargs[f.name] = _coerce(prefix + f.name, opts[f.name], hints[f.name])
+    return cls(**kwargs)
+
+
+def parse_options(kind: str, options: Mapping[str, Any]) -> DatasetSpec:
+    """``{"origin": "rankings", "ties": "keep", ...}`` (strings or typed values) -> a validated DatasetSpec.
+
+    Raises:
+        InputError: unknown kind or option (listing the valid ones), or a value out of range.
+    """
+    valid = option_names(kind)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(unknown)} for {kind}; valid options: {', '.join(valid)}")
+    common_keys = {f.name for f in dataclasses.fields(CommonOptions)}
+    common = _build(CommonOptions, {k: v for k, v in options.items() if k in common_keys})
+    config = _build(CONFIGS[kind], {k: v for k, v in options.items() if k not in common_keys})
+    return DatasetSpec(kind, config, common)

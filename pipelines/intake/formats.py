@@ -1,0 +1,223 @@
+"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C) and the generic field mapping, as record parsers."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.intake.parsed import ParsedItem, ParsedResponse, ParsedStepLabel, Rejected
+from pipelines.intake.readers import RawRecord
+from warehouse.errors import InputError
+
+_TURN = re.compile(r"\n\n(Human|Assistant): ")
+_ROLES = {"Human": "user", "Assistant": "assistant"}
+_VALID_ROLES = {"system", "user", "assistant"}
+
+
+@dataclass(frozen=True)
+class FieldMap:
+    """How generic records map onto chat prompts."""
+
+    text_field: str | None = None
+    """Field holding the prompt text; default: the first of prompt, text, instruction, question, input."""
+    messages_field: str | None = None
+    """Field holding a chat list; default ``messages`` when present."""
+    system: str | None = None
+    """System message prepended to every prompt."""
+    reference_field: str | None = None
+    """Field holding a reference answer; default: reference, answer, solution when present."""
+
+
+def detect(rec: dict[str, Any]) -> str:
+    """Name the known format a record is in, or ``generic``."""
+    if isinstance(rec.get("chosen"), str) and isinstance(rec.get("rejected"), str) and "Human:" in rec["chosen"]:
+        return "hh-rlhf"
+    if isinstance(rec.get("question"), dict) and isinstance(rec.get("label"), dict):
+        return "prm800k"
+    if {"question", "answer", "correction"} <= rec.keys():
+        return "qac"
+    return "generic"
+
+
+def _need(rec: dict[str, Any], key: str, file: str, line: int, kind: type = str) -> Any:
+    if key not in rec or rec[key] is None:
+        raise InputError("missing field", file=file, line=line, field=key)
+    if not isinstance(rec[key], kind):
+        raise InputError(f"expected {kind.__name__}, got {type(rec[key]).__name__}", file=file, line=line, field=key)
+    return rec[key]
+
+
+def hh_turns(transcript: str) -> list[tuple[str, str, int]]:
+    """Split an HH-RLHF transcript into (role, text, start offset of the text) turns."""
+    matches = list(_TURN.finditer(transcript))
+    if not matches or matches[0].start() != 0:
+        return []
+    turns = []
+    for i, m in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(transcript)
+        turns.append((_ROLES[m.group(1)], transcript[m.end():end], m.end()))
+    return turns
+
+
+def parse_hh(raw: RawRecord, file: str) -> ParsedItem:
+    """HH-RLHF: the shared conversation is the prompt; the two diverging assistant replies are the responses.
+
+    Chosen and rejected are compared turn by turn. They must agree up to an assistant turn where they
+    diverge; each response is everything from there on. A response that itself contains ``Human:`` turns
+    (the model wrote a fake next turn) is kept whole and flagged ``embedded_turns`` in its meta.
+    """
+    chosen = _need(raw.data, "chosen", file, raw.line)
+    rejected = _need(raw.data, "rejected", file, raw.line)
+    tc, tr = hh_turns(chosen), hh_turns(rejected)
+    if not tc or not tr:
+        raise InputError("transcript does not start with a Human: turn", file=file, line=raw.line,
+                         field="chosen" if not tc else "rejected")
+    d = 0
+    while d < min(len(tc), len(tr)) and tc[d][:2] == tr[d][:2]:
+        d += 1
+    if d == len(tc) and d == len(tr):
+        raise Rejected("chosen equals rejected")
+    if d >= len(tc) or d >= len(tr):
+        raise Rejected("one transcript is a prefix of the other", f"diverge after turn {d}")
+    if tc[d][0] != "assistant" or tr[d][0] != "assistant":
+        raise Rejected("transcripts diverge before the last assistant turn", f"at turn {d + 1} ({tc[d][0]})")
+    if d == 0:
+        raise Rejected("no shared conversation before the responses")
+    messages = [{"role": role, "content": text.strip()} for role, text, _ in tc[:d]]
+    if messages[-1]["role"] != "user":
+        raise Rejected("conversation does not end with a user turn")
+    texts = {"chosen": chosen[tc[d][2]:].strip(), "rejected": rejected[tr[d][2]:].strip()}
+    for key, text in texts.items():
+        if not text:
+            raise Rejected(f"empty {key} response")
+    responses = tuple(
+        ParsedResponse(key, text, meta={"embedded_turns": True} if turns[d + 1:] else None)
+        for (key, text), turns in zip(texts.items(), (tc, tr))
+    )
+    return ParsedItem(raw.line, messages, responses=responses, comparisons=(("chosen", "rejected", "a"),))
+
+
+def parse_prm800k(raw: RawRecord, file: str) -> ParsedItem:
+    """PRM800K: the problem (reference = ground-truth answer); the pre-generated solution as a response with
+    ``steps``; each labelled step's rating (-1/0/+1) as a step label; alternative completions kept as
+    responses that continue the shared prefix with their own rated last step."""
+    q = _need(raw.data, "question", file, raw.line, dict)
+    label = _need(raw.data, "label", file, raw.line, dict)
+    problem = _need(q, "problem", file, raw.line)
+    steps_in = label.get("steps")
+    if not isinstance(steps_in, list):
+        raise InputError("expected a list", file=file, line=raw.line, field="label.steps")
+    pre = q.get("pre_generated_steps")
+
+    def chosen_text(step: dict[str, Any], i: int) -> dict[str, Any]:
+        comps = step.get("completions") or []
+        if step.get("human_completion"):
+            hc = step["human_completion"]
+            return {"text": hc["text"] if isinstance(hc, dict) else str(hc), "rating": None, "flagged": None}
+        if pre and i < len(pre):
+            for c in comps:
+                if c.get("text") == pre[i]:
+                    return c
+        idx = step.get("chosen_completion")
+        if isinstance(idx, int) and 0 <= idx < len(comps):
+            return comps[idx]
+        if comps:
+            return comps[0]
+        raise InputError(f"step {i} has no completions", file=file, line=raw.line, field="label.steps")
+
+    path = [chosen_text(s, i) for i, s in enumerate(steps_in)]
+    steps = list(pre) if pre else [c["text"] for c in path]
+    finish = label.get("finish_reason")
+    main = ParsedResponse("solution", "\n".join(steps), steps=steps, finish_reason=finish,
+                          meta={"pre_generated_answer": q.get("pre_generated_answer"),
+                                "verifier_score": q.get("pre_generated_verifier_score")})
+    labels = [ParsedStepLabel("solution", i, int(c["rating"]), bool(c.get("flagged")))
+              for i, c in enumerate(path) if c.get("rating") is not None]
+    alts: list[ParsedResponse] = []
+    for i, s in enumerate(steps_in):
+        for j, c in enumerate(s.get("completions") or []):
+            if c is path[i] or c.get("rating") is None:
+                continue
+            key = f"alt-{i}-{j}"
+            alt_steps = steps[:i] + [c["text"]]
+            alts.append(ParsedResponse(key, "\n".join(alt_steps), steps=alt_steps, parent="solution",
+                                       meta={"alternative_for_step": i}))
+            labels.append(ParsedStepLabel(key, i, int(c["rating"]), bool(c.get("flagged"))))
+    for lab in labels:
+        if lab.label not in (-1, 0, 1):
+            raise InputError(f"step rating {lab.label} not in -1, 0, 1", file=file, line=raw.line, field="rating")
+    meta = {"ground_truth_solution": q.get("ground_truth_solution"), "generation": raw.data.get("generation"),
+            "quality_control": raw.data.get("is_quality_control_question")}
+    return ParsedItem(raw.line, [{"role": "user", "content": problem}], reference=q.get("ground_truth_answer"),
+                      meta=meta, responses=(main, *alts), step_labels=tuple(labels), step_finish_reason=finish,
+                      judge=f"labeler:{raw.data['labeler']}" if raw.data.get("labeler") else None)
+
+
+def parse_qac(raw: RawRecord, file: str) -> ParsedItem:
+    """Aligner query-answer-correction: the correction is a human edit of the answer."""
+    question = _need(raw.data, "question", file, raw.line)
+    answer = _need(raw.data, "answer", file, raw.line)
+    correction = _need(raw.data, "correction", file, raw.line)
+    responses = (ParsedResponse("answer", answer),
+                 ParsedResponse("correction", correction, origin="human_edit", parent="answer"))
+    return ParsedItem(raw.line, [{"role": "user", "content": question}], responses=responses,
+                      corrections=(("answer", "correction"),))
+
+
+def _messages_from(value: Any, file: str, line: int, field: str) -> list[dict[str, str]]:
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            raise InputError("expected a chat list (JSON)", file=file, line=line, field=field) from None
+    if not isinstance(value, list) or not value:
+        raise InputError("expected a non-empty list of {role, content}", file=file, line=line, field=field)
+    out = []
+    for m in value:
+        if not isinstance(m, dict) or not isinstance(m.get("content"), str) or m.get("role") not in _VALID_ROLES:
+            raise InputError("each message needs role (system|user|assistant) and string content",
+                             file=file, line=line, field=field)
+        out.append({"role": m["role"], "content": m["content"]})
+    return out
+
+
+def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
+    def parse(raw: RawRecord, file: str) -> ParsedItem:
+        rec = raw.data
+        if fm.messages_field or (not fm.text_field and "messages" in rec):
+            key = fm.messages_field or "messages"
+            if key not in rec:
+                raise InputError("missing field", file=file, line=raw.line, field=key)
+            messages = _messages_from(rec[key], file, raw.line, key)
+        else:
+            key = fm.text_field or next((k for k in ("prompt", "text", "instruction", "question", "input")
+                                         if k in rec), None)
+            if key is None or key not in rec:
+                raise InputError("missing field (use --text-field or --messages-field)", file=file, line=raw.line,
+                                 field=key or "prompt")
+            text = rec[key]
+            if not isinstance(text, str):
+                raise InputError(f"expected a string, got {type(text).__name__}", file=file, line=raw.line, field=key)
+            messages = [{"role": "user", "content": text}]
+        if fm.system and messages[0]["role"] != "system":
+            messages = [{"role": "system", "content": fm.system}, *messages]
+        ref_key = fm.reference_field or next((k for k in ("reference", "answer", "solution") if k in rec), None)
+        reference = rec.get(ref_key) if ref_key else None
+        if reference is not None and not isinstance(reference, str):
+            reference = json.dumps(reference) if not isinstance(reference, int | float) else str(reference)
+        tags = rec.get("tags") or []
+        if isinstance(tags, str):
+            tags = [t for t in tags.split(",") if t]
+        split = rec.get("split") if rec.get("split") in ("train", "test") else None
+        meta = rec.get("meta") if isinstance(rec.get("meta"), dict) else None
+        return ParsedItem(raw.line, messages, reference=reference, tags=[str(t) for t in tags], meta=meta, split=split)
+
+    return parse
+
+
+PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
+    "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac,
+}

@@ -1,0 +1,240 @@
+"""Import a file into the warehouse: parse, filter, dedup, assign content ids, write in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.intake import formats
+from pipelines.intake.dedup import NearDuplicateIndex
+from pipelines.intake.parsed import ParsedItem, Rejected
+from pipelines.intake.readers import FORMATS, RawRecord, container_format, read_records
+from warehouse import db
+from warehouse.errors import InputError
+from warehouse.records import Comparison, Correction, Model, Prompt, Response, StepLabel, to_arrow
+
+OnError = Literal["fail", "skip"]
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    format: str = "auto"
+    """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac."""
+    fields: formats.FieldMap = field(default_factory=formats.FieldMap)
+    round: str = "import"
+    """Round that imported responses and feedback belong to (created on first use)."""
+    source: str | None = None
+    """Source name stored with prompts; default: the file name."""
+    tags: tuple[str, ...] = ()
+    test_fraction: float = 0.1
+    """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
+    near_dup: float | None = None
+    """Drop prompts whose 3-gram Jaccard similarity to an earlier one is at least this; None disables."""
+    min_chars: int = 1
+    max_chars: int = 100_000
+    on_error: OnError = "fail"
+    limit: int | None = None
+    """Read at most this many records."""
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise InputError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if not 0 <= self.test_fraction < 1:
+            raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.on_error not in ("fail", "skip"):
+            raise InputError(f"--on-error must be fail or skip, got {self.on_error!r}")
+        if self.min_chars > self.max_chars:
+            raise InputError(f"--min-chars {self.min_chars} exceeds --max-chars {self.max_chars}")
+        if not self.round.strip():
+            raise InputError("--round must not be empty")
+
+
+@dataclass
+class ImportSummary:
+    file: str
+    format: str
+    read: int = 0
+    imported: int = 0
+    """Records that made it into the plan (new or already stored)."""
+    duplicates: int = 0
+    near_duplicates: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    rejected_lines: list[tuple[int, str]] = field(default_factory=list)
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    warnings: dict[str, int] = field(default_factory=dict)
+    inserted: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"file": self.file, "format": self.format, "read": self.read, "imported": self.imported,
+                "duplicates": self.duplicates, "near_duplicates": self.near_duplicates,
+                "rejected": dict(self.rejected), "rejected_lines": self.rejected_lines[:50],
+                "skipped": len(self.skipped), "skipped_lines": self.skipped[:50], "warnings": dict(self.warnings),
+                "inserted": self.inserted}
+
+
+@dataclass
+class ImportPlan:
+    summary: ImportSummary
+    tables: dict[str, pa.Table]
+    has_feedback: bool
+
+
+def split_of(prompt_id: str, test_fraction: float) -> str:
+    """Deterministic split from the id: the same prompt lands on the same side in every import."""
+    return "test" if int(prompt_id[:8], 16) / 0x1_0000_0000 < test_fraction else "train"
+
+
+def _records(path: Path, container: str, limit: int | None) -> Iterator[RawRecord | InputError]:
+    for n, rec in enumerate(read_records(path, container)):
+        if limit is not None and n >= limit:
+            return
+        yield rec
+
+
+def _resolve_parser(fmt: str, first: dict[str, Any], fields: formats.FieldMap
+                    ) -> tuple[str, Callable[[RawRecord, str], ParsedItem]]:
+    if fmt in formats.PARSERS:
+        return fmt, formats.PARSERS[fmt]
+    if fmt == "auto":
+        detected = formats.detect(first)
+        if detected in formats.PARSERS:
+            return detected, formats.PARSERS[detected]
+    return "generic", formats.generic_parser(fields)
+
+
+def plan_import(path: str | Path, opts: ImportOptions, existing: Callable[[list[str]], dict[str, str]]
+                ) -> ImportPlan:
+    """Parse and filter a file into Arrow tables of new rows; write nothing.
+
+    Args:
+        existing: maps normalised-text keys to ids of prompts already stored (exact dedup across imports).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError("no such file", file=str(path))
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError("file is empty", file=str(path))
+    container = opts.format if opts.format in ("jsonl", "json", "csv", "parquet", "hf") else container_format(path)
+    source = opts.source or path.name
+    summary = ImportSummary(str(path), opts.format)
+    items: list[ParsedItem] = []
+    parse = None
+    for rec in _records(path, container, opts.limit):
+        summary.read += 1
+        try:
+            if isinstance(rec, InputError):
+                raise rec
+            if parse is None:
+                summary.format, parse = _resolve_parser(opts.format, rec.data, opts.fields)
+            item = parse(rec, str(path))
+            text_len = sum(len(m["content"]) for m in item.messages)
+            if text_len < opts.min_chars:
+                raise Rejected(f"prompt shorter than {opts.min_chars} chars")
+            if text_len > opts.max_chars:
+                raise Rejected(f"prompt longer than {opts.max_chars} chars")
+            items.append(item)
+        except Rejected as rej:
+            summary.rejected[rej.reason] = summary.rejected.get(rej.reason, 0) + 1
+            summary.rejected_lines.append((rec.line, str(rej)))
+        except InputError as err:
+            if opts.on_error == "fail":
+                raise
+            summary.skipped.append((err.line or 0, str(err)))
+    if summary.read == 0:
+        raise InputError("no records found", file=str(path))
+    if parse is None and summary.skipped:
+        summary.format = "unknown"
+    return _build_tables(items, opts, source, summary, existing)
+
+
+def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, summary: ImportSummary,
+                  existing: Callable[[list[str]], dict[str, str]]) -> ImportPlan:
+    prompts: dict[str, Prompt] = {}
+    canon: dict[str, str] = {}  # norm hash -> prompt id kept
+    near = NearDuplicateIndex(opts.near_dup) if opts.near_dup else None
+    near_ids: list[str] = []
+    candidates = [Prompt.create(it.messages, source, "train", it.reference, [*opts.tags, *it.tags], it.meta)
+                  for it in items]
+    stored = existing(sorted({p.norm_hash for p in candidates}))
+    kept_items: list[tuple[ParsedItem, str]] = []
+    for it, p in zip(items, candidates):
+        if p.id in prompts or p.norm_hash in canon or p.norm_hash in stored:
+            target = prompts[p.id].id if p.id in prompts else canon.get(p.norm_hash) or stored[p.norm_hash]
+            if not (it.responses or it.comparisons):
+                summary.duplicates += 1
+                continue
+            summary.duplicates += p.id != target  # feedback on the same prompt joins the kept prompt
+            kept_items.append((it, target))
+            continue
+        if near is not None:
+            j = near.add(p.text)
+            if j is not None:
+                summary.near_duplicates += 1
+                if it.responses:
+                    kept_items.append((it, near_ids[j]))
+                continue
+            near_ids.append(p.id)
+        split = it.split or split_of(p.id, opts.test_fraction)
+        prompts[p.id] = Prompt(p.id, p.messages, p.text, p.norm_hash, p.source, split, p.reference, p.tags, p.meta)
+        canon[p.norm_hash] = p.id
+        kept_items.append((it, p.id))
+    summary.imported = len(kept_items)
+
+    model = Model.create(f"dataset:{summary.format}:{source}", "dataset")
+    rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "step_labels": [], "corrections": []}
+    for it, pid in kept_items:
+        judge = it.judge or f"dataset:{source}"
+        rid: dict[str, str] = {}
+        for r in it.responses:  # parents come before children in every parser
+            resp = Response.given(pid, model.id, opts.round, r.text, r.origin, steps=r.steps,
+                                  finish_reason=r.finish_reason, parent_id=rid.get(r.parent) if r.parent else None,
+                                  meta=r.meta)
+            rid[r.key] = resp.id
+            rows["responses"].append(resp)
+            if r.meta and r.meta.get("embedded_turns"):
+                key = "response contains further Human:/Assistant: turns (kept whole)"
+                summary.warnings[key] = summary.warnings.get(key, 0) + 1
+        for a, b, winner in it.comparisons:
+            rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
+                                                  winner, judge, "human", opts.round,
+                                                  prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
+        for s in it.step_labels:
+            rows["step_labels"].append(StepLabel(StepLabel.make_id(judge, rid[s.response], s.index), pid,
+                                                 rid[s.response], s.index, s.label, judge, "human", opts.round,
+                                                 s.flagged, it.step_finish_reason))
+        for orig, corr in it.corrections:
+            rows["corrections"].append(Correction(Correction.make_id(judge, rid[orig]), pid, rid[orig], rid[corr],
+                                                  judge, "human", opts.round))
+    tables = {"prompts": to_arrow(list(prompts.values()))} if prompts else {}
+    has_feedback = bool(rows["responses"])
+    if has_feedback:
+        tables["models"] = to_arrow([model])
+    tables.update({name: to_arrow(rs) for name, rs in rows.items() if rs})
+    return ImportPlan(summary, tables, has_feedback)
+
+
+def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, opts: ImportOptions | None = None
+                ) -> ImportSummary:
+    """Import ``path``; all rows in one transaction, so a failing import writes nothing."""
+    opts = opts or ImportOptions()
+
+    def existing(keys: list[str]) -> dict[str, str]:
+        if not keys:
+            return {}
+        return dict(con.execute(db.query("existing_prompts_by_norm"), {"keys": keys}).fetchall())
+
+    plan = plan_import(path, opts, existing)
+    plan.summary.inserted = {t: 0 for t in ("prompts", "responses", "comparisons", "step_labels", "corrections")}
+    with db.transaction(con):
+        if plan.has_feedback:
+            db.ensure_round(con, opts.round)
+        for table in ("prompts", "models", "responses", "comparisons", "step_labels", "corrections"):
+            if table in plan.tables:
+                plan.summary.inserted[table] = db.ingest(con, table, plan.tables[table])
+    return plan.summary
+

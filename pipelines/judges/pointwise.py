@@ -1,0 +1,104 @@
+"""Pointwise AI judges: a 1-10 rating per aspect, and a binary acceptable / not acceptable verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pipelines.backends.base import Backend
+from pipelines.judges import calls
+from pipelines.judges.config import JudgeConfig, ResponseItem
+from pipelines.judges.parsing import mass, parse_binary, parse_rating, two_way_prob
+from pipelines.judges.templates import Template, field, load_template
+from warehouse.records import Rating
+
+BINARY_CANDIDATES = ("Yes", "No")
+
+
+@dataclass(frozen=True)
+class _Pointwise:
+    backend: Backend
+    config: JudgeConfig = JudgeConfig()
+    template: Template | None = None
+    default_template = ""
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            object.__setattr__(self, "template", load_template(self.config.template or self.default_template,
+                                                               self.config.principles))
+
+    @property
+    def judge(self) -> str:
+        return self.template.judge_id(self.backend.name)
+
+    def _meta(self, share: dict, **extra: object) -> dict:
+        return {"template": self.template.name, "template_version": self.template.version,
+                "principles": list(self.config.principles), **share, **extra}
+
+
+@dataclass(frozen=True)
+class RatingJudge(_Pointwise):
+    """1-10 per aspect; an unparseable reply is a rating with score NULL and the reply as rationale."""
+
+    default_template = "rating"
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        return [Rating.make_id(self.judge, it.id, a) for it in items for a in self.config.aspects]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str) -> list[Rating]:
+        todo = [(it, a) for it in items for a in self.config.aspects]
+        out = []
+        mc = self.config.max_chars
+        for batch in calls.chunks(todo, self.config.calls.batch_size):
+            convs = [self.template.render(question=field(it.question, mc), response=field(it.text, mc), aspect=a)
+                     for it, a in batch]
+            stats = calls.CallStats()
+            texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
+            share = stats.share(len(batch))
+            for (it, a), text in zip(batch, texts):
+                score = parse_rating(text)
+                out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, 1.0, 10.0,
+                                  self.judge, "ai", round_id, aspect=a, rationale=text,
+                                  meta=self._meta(share, invalid=score is None)))
+        return out
+
+
+@dataclass(frozen=True)
+class BinaryJudge(_Pointwise):
+    """Acceptable (1) or not (0) on a 0..1 scale; P(Yes) / (P(Yes) + P(No)) kept in meta when log-probs exist."""
+
+    default_template = "binary"
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        return [Rating.make_id(self.judge, it.id, "acceptable", kind="binary") for it in items]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str) -> list[Rating]:
+        out = []
+        mc = self.config.max_chars
+        for batch in calls.chunks(items, self.config.calls.batch_size):
+            convs = [self.template.render(question=field(it.question, mc), response=field(it.text, mc))
+                     for it in batch]
+            stats = calls.CallStats()
+            probs: list[float | None] | None = None
+            masses: list[float | None] = [None] * len(batch)
+            if self.config.mode != "text":
+                scores = calls.logprobs(self.backend, convs, list(BINARY_CANDIDATES), self.config.calls, stats)
+                if self.config.mode == "logprobs" or all(s.available for s in scores):
+                    probs = [two_way_prob(s, *BINARY_CANDIDATES) for s in scores]
+                    masses = [mass(s, BINARY_CANDIDATES) for s in scores]
+            texts: list[str | None] = [None] * len(batch)
+            if probs is None:
+                texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
+            share = stats.share(len(batch))
+            for i, it in enumerate(batch):
+                if probs is not None:
+                    p = probs[i]
+                    score = None if p is None else float(p >= 0.5)
+                    meta = self._meta(share, mode="logprobs", p_yes=p, mass=masses[i], invalid=score is None)
+                else:
+                    ok = parse_binary(texts[i])
+                    score = None if ok is None else float(ok)
+                    meta = self._meta(share, mode="text", invalid=score is None)
+                out.append(Rating(Rating.make_id(self.judge, it.id, "acceptable", kind="binary"), it.prompt_id,
+                                  it.id, score, 0.0, 1.0, self.judge, "ai", round_id, aspect="acceptable",
+                                  rationale=texts[i], meta=meta))
+        return out

@@ -1,0 +1,199 @@
+"""Which items a judge sees (SQL), which it has judged already (ids first), and running it into Arrow tables.
+
+Caching: judgment ids are content hashes of (kind, judge id with template version, items), so they are known
+before judging; ids already stored are skipped and the backend is never called for them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import duckdb
+import pyarrow as pa
+
+from pipelines.backends.base import Backend
+from pipelines.judges.config import JUDGE_KINDS, GroupItem, JudgeConfig, PairItem, ResponseItem
+from pipelines.judges.correction import CorrectionJudge
+from pipelines.judges.listwise import ListwiseJudge
+from pipelines.judges.pairwise import PairwiseJudge
+from pipelines.judges.pointwise import BinaryJudge, RatingJudge
+from pipelines.judges.steps import StepJudge
+from warehouse import db
+from warehouse.errors import AlignloopError
+from warehouse.records import to_arrow
+
+ORIGINS = ("policy", "import", "reference", "human_edit", "aligner")
+_CLASSES = {"pairwise": PairwiseJudge, "listwise": ListwiseJudge, "rating": RatingJudge, "binary": BinaryJudge,
+            "steps": StepJudge, "correction": CorrectionJudge}
+
+
+@dataclass(frozen=True)
+class JudgeRequest:
+    kind: Literal["pairwise", "listwise", "rating", "binary", "steps", "correction"]
+    """What to judge (see JUDGE_KINDS)."""
+    round_id: str
+    """Round whose responses are judged; judgments are stored in the same round."""
+    limit: int | None = None
+    """Judge at most this many new items (pairs, groups or responses); cached ones do not count."""
+    pairs: Literal["all", "consecutive"] = "all"
+    """Pairwise: all pairs of a prompt's responses (up to max_pairs_per_prompt), or sample k with k+1."""
+    max_pairs_per_prompt: int = 6
+    group_size: int = 4
+    """Listwise: responses ranked together (a prompt's first group_size responses in sample order)."""
+    origins: tuple[str, ...] = ORIGINS
+    """Response origins to judge."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in JUDGE_KINDS:
+            raise AlignloopError(f"unknown judge kind {self.kind!r}; use one of {', '.join(JUDGE_KINDS)}")
+        if not self.round_id or not self.round_id.strip():
+            raise AlignloopError("--round must not be empty")
+        if self.limit is not None and self.limit < 1:
+            raise AlignloopError(f"--limit must be >= 1, got {self.limit}")
+        if self.max_pairs_per_prompt < 1:
+            raise AlignloopError(f"max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}")
+        if not 2 <= self.group_size <= 26:
+            raise AlignloopError(f"group_size must be in 2..26, got {self.group_size}")
+
+
+@dataclass
+class JudgeOutput:
+    judge: str
+    kind: str
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    """Warehouse table name -> rows to ingest (responses before corrections)."""
+    judged: int = 0
+    cached: int = 0
+    invalid: int = 0
+
+    def summary(self) -> dict[str, Any]:
+        return {"judge": self.judge, "kind": self.kind, "judged": self.judged, "cached": self.cached,
+                "invalid": self.invalid, "rows": {t: tb.num_rows for t, tb in self.tables.items()}}
+
+
+def _topic(tags: list[str] | None, meta: dict | None) -> tuple[str, ...]:
+    """Subject word(s): prompt meta "topic"/"subject" (str or list), else tags "topic:WORD"."""
+    for key in ("topic", "subject"):
+        v = (meta or {}).get(key)
+        if isinstance(v, str) and v.strip():
+            return (v.strip(),)
+        if isinstance(v, list) and v:
+            return tuple(str(x) for x in v)
+    return tuple(t.split(":", 1)[1] for t in tags or [] if t.startswith("topic:") and t.split(":", 1)[1])
+
+
+def load_responses(con: duckdb.DuckDBPyConnection, round_id: str, origins: tuple[str, ...] = ORIGINS
+                   ) -> list[ResponseItem]:
+    rows = con.execute(db.query("judge_responses"), {"round_id": round_id, "origins": list(origins)}).fetchall()
+    out = []
+    for rid, pid, question, text, steps, reference, tags, meta in rows:
+        out.append(ResponseItem(rid, pid, question, text, tuple(steps) if steps else None, reference,
+                                tuple(tags or ()), _topic(tags, json.loads(meta) if meta else None)))
+    return out
+
+
+def load_pairs(con: duckdb.DuckDBPyConnection, round_id: str, consecutive: bool = False, cap: int = 6,
+               origins: tuple[str, ...] = ORIGINS) -> list[PairItem]:
+    rows = con.execute(db.query("judge_pairs"), {"round_id": round_id, "consecutive": consecutive, "cap": cap,
+                                                 "origins": list(origins)}).fetchall()
+    return [PairItem(*r) for r in rows]
+
+
+def load_groups(con: duckdb.DuckDBPyConnection, round_id: str, size: int = 4, origins: tuple[str, ...] = ORIGINS
+                ) -> list[GroupItem]:
+    """Per prompt with at least two responses, its first ``size`` responses; ids sorted (the set is the item)."""
+    by_prompt: dict[str, list[ResponseItem]] = defaultdict(list)
+    for it in load_responses(con, round_id, origins):
+        by_prompt[it.prompt_id].append(it)
+    groups = []
+    for pid, items in by_prompt.items():
+        chosen = sorted(items[:size], key=lambda it: it.id)
+        if len(chosen) >= 2:
+            groups.append(GroupItem(pid, chosen[0].question, tuple(i.id for i in chosen),
+                                    tuple(i.text for i in chosen)))
+    return groups
+
+
+def existing_ids(con: duckdb.DuckDBPyConnection, ids: list[str]) -> set[str]:
+    """The subset of ``ids`` stored in any feedback table."""
+    if not ids:
+        return set()
+    return {r[0] for r in con.execute(db.query("judge_existing_ids"), {"ids": ids}).fetchall()}
+
+
+def make_judge(kind: str, backend: Backend, config: JudgeConfig | None = None):
+    return _CLASSES[kind](backend, config or JudgeConfig())
+
+
+def select_items(con: duckdb.DuckDBPyConnection, request: JudgeRequest, judge: Any) -> tuple[list, int]:
+    """(items still to judge, how many were judged before); at most ``request.limit`` items."""
+    r = request
+    if r.kind == "pairwise":
+        items: list = load_pairs(con, r.round_id, r.pairs == "consecutive", r.max_pairs_per_prompt, r.origins)
+    elif r.kind == "listwise":
+        items = load_groups(con, r.round_id, r.group_size, r.origins)
+    else:
+        items = load_responses(con, r.round_id, r.origins)
+    if r.kind == "correction":  # corrections of corrections are not wanted by default
+        items = [it for it in items if it.id not in _aligner_ids(con, r.round_id)]
+    per_item = [judge.ids([it]) for it in items]
+    done = existing_ids(con, [i for ids in per_item for i in ids])
+    todo = [it for it, ids in zip(items, per_item) if not all(i in done for i in ids)]
+    cached = len(items) - len(todo)
+    return (todo[: r.limit] if r.limit else todo), cached
+
+
+def _aligner_ids(con: duckdb.DuckDBPyConnection, round_id: str) -> set[str]:
+    return {it.id for it in load_responses(con, round_id, ("aligner",))}
+
+
+def execute(judge: Any, kind: str, items: list, round_id: str) -> JudgeOutput:
+    """Run the judge on the items; return warehouse rows as Arrow tables (nothing is written here)."""
+    out = JudgeOutput(judge.judge, kind, judged=len(items))
+    if not items:
+        return out
+    if kind == "pairwise":
+        rows = judge.judge_pairs(items, round_id)
+        out.tables["comparisons"] = to_arrow(rows)
+        out.invalid = sum(r.winner == "invalid" for r in rows)
+    elif kind == "listwise":
+        rows = judge.judge_groups(items, round_id)
+        out.tables["rankings"] = to_arrow(rows)
+        out.invalid = sum(bool((r.meta or {}).get("invalid")) for r in rows)
+    elif kind in ("rating", "binary"):
+        rows = judge.judge_items(items, round_id)
+        out.tables["ratings"] = to_arrow(rows)
+        out.invalid = sum(r.score is None for r in rows)
+    elif kind == "steps":
+        rows = judge.judge_items(items, round_id)
+        if rows:
+            out.tables["step_labels"] = to_arrow(rows)
+        out.invalid = sum(r.label is None for r in rows)
+    else:
+        res = judge.judge_items(items, round_id)
+        if res.responses:
+            out.tables["responses"] = to_arrow(res.responses)
+            out.tables["corrections"] = to_arrow(res.corrections)
+        out.invalid = len(res.invalid)
+    return out
+
+
+def store(con: duckdb.DuckDBPyConnection, output: JudgeOutput) -> dict[str, int]:
+    """Ingest all tables of one judge run in one transaction; returns new rows per table."""
+    inserted = {}
+    with db.transaction(con):
+        db.ensure_round(con, _round_of(output) or "import") if output.tables else None
+        for table in ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections"):
+            if table in output.tables:
+                inserted[table] = db.ingest(con, table, output.tables[table])
+    return inserted
+
+
+def _round_of(output: JudgeOutput) -> str | None:
+    for tb in output.tables.values():
+        if "round_id" in tb.column_names and tb.num_rows:
+            return tb.column("round_id")[0].as_py()
+    return None

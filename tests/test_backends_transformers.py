@@ -1,0 +1,88 @@
+"""The transformers backend on a tiny random Llama: batching, seeds, stop handling, length policy, scoring."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.backends import Sampling, make_backend
+from pipelines.backends.base import Backend
+from pipelines.backends.transformers_backend import TransformersBackend, TransformersOptions
+from tests.fixtures_generate import QUESTIONS, tiny_backend, tiny_model_dir, user  # noqa: F401
+from warehouse.errors import AlignloopError
+
+CONVS = [user(q) for q in QUESTIONS[:6]]
+
+
+def test_is_a_backend(tiny_backend):
+    assert isinstance(tiny_backend, Backend)
+    assert tiny_backend.name.endswith("tiny-llama0") or "tiny-llama" in tiny_backend.name
+
+
+def test_greedy_is_deterministic_and_independent_of_batching(tiny_backend):
+    s = Sampling(n=2, max_new_tokens=12)
+    batched = tiny_backend.generate(CONVS, s)
+    alone = [tiny_backend.generate([c], s)[0] for c in CONVS]
+    assert [[c.text for c in row] for row in batched] == [[c.text for c in row] for row in alone]
+    assert all(row[0].text == row[1].text for row in batched)  # greedy samples are identical
+    assert [c.sample_index for c in batched[0]] == [0, 1]
+    assert all(c.completion_tokens and c.prompt_tokens for row in batched for c in row)
+
+
+def test_sampling_seeds_do_not_depend_on_batch(tiny_backend):
+    s = Sampling(n=3, temperature=1.0, max_new_tokens=10, seed=7)
+    batched = tiny_backend.generate(CONVS, s)
+    alone = tiny_backend.generate([CONVS[3]], s)[0]
+    assert [c.text for c in batched[3]] == [c.text for c in alone]
+    assert len({c.text for c in batched[3]}) > 1  # samples differ from each other
+    other = tiny_backend.generate([CONVS[3]], Sampling(n=3, temperature=1.0, max_new_tokens=10, seed=8))[0]
+    assert [c.text for c in other] != [c.text for c in alone]
+
+
+def test_rows_that_stop_early_leave_the_batch_without_changing_others(tiny_backend):
+    free = tiny_backend.generate(CONVS, Sampling(max_new_tokens=12))
+    # A stop string taken from one row's output makes that row finish early while the others continue.
+    word = free[0][0].text[3:6]
+    assert word.strip()
+    s = Sampling(max_new_tokens=12, stop=(word,))
+    stopped = tiny_backend.generate(CONVS, s)
+    assert stopped[0][0].finish_reason == "stop" and word not in stopped[0][0].text
+    for before, after in zip(free, stopped):
+        if word not in before[0].text:
+            assert after[0].text == before[0].text and after[0].finish_reason == "length"
+    alone = [tiny_backend.generate([c], s)[0][0].text for c in CONVS]
+    assert [r[0].text for r in stopped] == alone
+
+
+def test_long_prompts_truncate_or_skip(tiny_model_dir):
+    long = user("the quick brown fox " * 40)
+    trunc = TransformersBackend.load(str(tiny_model_dir), device="cpu", dtype="float32", max_prompt_tokens=20)
+    out = trunc.generate([long, CONVS[0]], Sampling(max_new_tokens=4))
+    assert out[0][0].prompt_tokens == 20 and trunc.stats.truncated == 1 and trunc.stats.skipped == 0
+    skip = TransformersBackend.load(str(tiny_model_dir), device="cpu", dtype="float32", max_prompt_tokens=20,
+                                    long_prompts="skip")
+    out = skip.generate([long, CONVS[0]], Sampling(n=2, max_new_tokens=4))
+    assert [c.finish_reason for c in out[0]] == ["skipped", "skipped"] and skip.stats.skipped == 1
+    assert out[1][0].finish_reason in ("stop", "length")
+
+
+def test_next_token_logprobs_match_a_full_forward(tiny_backend):
+    import torch
+
+    cands = ["the", "red", "0"]
+    scores = tiny_backend.next_token_logprobs(CONVS[:3], cands)
+    ids = torch.tensor([tiny_backend.encode(CONVS[1])])
+    with torch.inference_mode():
+        logp = torch.log_softmax(tiny_backend.model(ids).logits[0, -1].float(), -1)
+    first = tiny_backend.tokenizer("red", add_special_tokens=False)["input_ids"][0]
+    assert scores[1].available and scores[1].logprobs["red"] == pytest.approx(float(logp[first]), abs=1e-4)
+    assert all(v is not None and v < 0 for s in scores for v in s.logprobs.values())
+
+
+def test_options_validate_and_unknown_model_is_one_line(tmp_path):
+    with pytest.raises(ValueError, match="max_batch_size"):
+        TransformersOptions(max_batch_size=0)
+    with pytest.raises(AlignloopError) as err:
+        make_backend("transformers", str(tmp_path / "nope"))
+    assert "\n" not in str(err.value) and "nope" in str(err.value)
+    with pytest.raises(AlignloopError, match="unknown backend"):
+        make_backend("tgi", "default")  # type: ignore[arg-type]

@@ -1,0 +1,42 @@
+"""The command line as a user meets it: exit codes, one-line errors, --json output."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CLI = [str(Path(sys.executable).with_name("alignloop"))]
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def test_init_demo_import_status_json(tmp_path):
+    assert run("init", cwd=tmp_path).returncode == 0
+    assert (tmp_path / "alignloop.duckdb").exists()
+    r = run("prompts", "demo", "--out", "demo.jsonl", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["inserted"]["prompts"] == 120
+    r = run("prompts", "demo", "--out", "demo.jsonl", "--json", cwd=tmp_path)
+    assert json.loads(r.stdout)["inserted"]["prompts"] == 0
+    st = json.loads(run("status", "--json", cwd=tmp_path).stdout)
+    assert st["tables"]["prompts"] == 120 and st["prompt_splits"] == {"test": 40, "train": 80}
+
+
+def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{oops\n')
+    r = run("prompts", "import", "bad.jsonl", "--db", "w.duckdb", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
+    assert len(lines) == 1 and "bad.jsonl:2" in lines[0] and "malformed JSON" in lines[0]
+    st = json.loads(run("status", "--json", "--db", "w.duckdb", cwd=tmp_path).stdout)
+    assert st["tables"]["prompts"] == 0
+
+
+def test_status_without_warehouse_says_so(tmp_path):
+    r = run("status", "--db", "missing.duckdb", cwd=tmp_path)
+    assert r.returncode == 2 and "alignloop init" in r.stderr

@@ -1,0 +1,329 @@
+"""Tests for the pairwise/unpaired preference losses and the loss registry in trainers.losses.
+
+Golden values are recomputed independently from each paper's formula with plain ``math`` on small numbers.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from trainers import losses as L
+
+# three pairs: (pi_chosen, pi_rejected, ref_chosen, ref_rejected, len_chosen, len_rejected)
+PC = [-1.0, -3.0, -2.5]
+PR = [-2.0, -1.5, -2.5]
+RC = [-1.5, -2.0, -2.0]
+RR = [-1.8, -2.2, -3.0]
+LC = [4, 10, 7]
+LR = [6, 3, 7]
+
+PAIR_NAMES = [name for name, spec in L.LOSSES.items() if spec.data == "pairs"]
+
+
+def lsig(x: float) -> float:
+    """log sigmoid(x), written independently of torch."""
+    return -math.log1p(math.exp(-x)) if x >= 0 else x - math.log1p(math.exp(x))
+
+
+def sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def margin(i: int) -> float:
+    return (PC[i] - RC[i]) - (PR[i] - RR[i])
+
+
+def t(values, dtype=torch.float64, grad: bool = False) -> torch.Tensor:
+    return torch.tensor(values, dtype=dtype, requires_grad=grad)
+
+
+def call_pair(name: str, pc, pr, rc, rr, lc=None, lr=None, **kw) -> L.LossOutput:
+    lc = t(LC) if lc is None else lc
+    lr = t(LR) if lr is None else lr
+    return L.get_loss(name).fn(pc, pr, rc, rr, len_chosen=lc, len_rejected=lr, **kw)
+
+
+# ----------------------------------------------------------------------------------------------- golden values
+
+
+def _orpo(i: int, lam: float) -> float:
+    a_c, a_r = PC[i] / LC[i], PR[i] / LR[i]
+    log_odds = (a_c - math.log(1 - math.exp(a_c))) - (a_r - math.log(1 - math.exp(a_r)))
+    return -a_c - lam * lsig(log_odds)
+
+
+def _exo(i: int, beta: float, eps: float) -> float:
+    p = sig(beta * margin(i))
+    return p * math.log(p / (1 - eps)) + (1 - p) * math.log((1 - p) / eps)
+
+
+GOLDEN = {
+    "dpo": ({"beta": 0.5}, lambda i: -lsig(0.5 * margin(i))),
+    "ipo": ({"beta": 0.5}, lambda i: (margin(i) - 1.0) ** 2),
+    "cdpo": ({"beta": 0.5, "eps": 0.2}, lambda i: -0.8 * lsig(0.5 * margin(i)) - 0.2 * lsig(-0.5 * margin(i))),
+    "robust": (
+        {"beta": 0.5, "eps": 0.2},
+        lambda i: (-0.8 * lsig(0.5 * margin(i)) + 0.2 * lsig(-0.5 * margin(i))) / 0.6,
+    ),
+    "hinge": ({"beta": 0.5}, lambda i: max(0.0, 1 - 0.5 * margin(i))),
+    "rdpo": ({"beta": 0.5, "alpha": 0.1}, lambda i: -lsig(0.5 * margin(i) - 0.1 * (LC[i] - LR[i]))),
+    "simpo": ({"beta": 2.0, "gamma": 0.3}, lambda i: -lsig(2.0 * (PC[i] / LC[i] - PR[i] / LR[i]) - 0.3)),
+    "orpo": ({"beta": 0.2}, lambda i: _orpo(i, 0.2)),
+    "cpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * (PC[i] - PR[i])) + 0.7 * (-PC[i] / LC[i])),
+    "bco_pair": (
+        {"beta": 0.5, "delta": 0.1},
+        lambda i: -lsig(0.5 * (PC[i] - RC[i]) - 0.1) - lsig(-(0.5 * (PR[i] - RR[i]) - 0.1)),
+    ),
+    "nca_pair": (
+        {"beta": 0.5},
+        lambda i: -lsig(0.5 * (PC[i] - RC[i]))
+        - 0.5 * lsig(-0.5 * (PC[i] - RC[i]))
+        - 0.5 * lsig(-0.5 * (PR[i] - RR[i])),
+    ),
+    # paper: (r_w - eta/2)^2 + (r_l + eta/2)^2 with eta = 1/beta = 2
+    "sppo_hard": ({"beta": 0.5}, lambda i: (PC[i] - RC[i] - 1.0) ** 2 + (PR[i] - RR[i] + 1.0) ** 2),
+    "apo_zero": ({"beta": 0.5}, lambda i: (1 - sig(0.5 * (PC[i] - RC[i]))) + sig(0.5 * (PR[i] - RR[i]))),
+    "apo_down": ({"beta": 0.5}, lambda i: sig(0.5 * (PC[i] - RC[i])) + (1 - sig(0.5 * margin(i)))),
+    "dpop": ({"beta": 0.5, "lam": 5.0}, lambda i: -lsig(0.5 * (margin(i) - 5.0 * max(0.0, RC[i] - PC[i])))),
+    "exo_pair": ({"beta": 0.5, "eps": 1e-3}, lambda i: _exo(i, 0.5, 1e-3)),
+    "rpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * margin(i)) + 0.7 * (-PC[i] / LC[i])),
+}
+
+
+def test_golden_covers_every_pair_loss_but_beta_dpo():
+    assert set(GOLDEN) == set(PAIR_NAMES) - {"beta_dpo"}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN))
+def test_golden_value(name):
+    kwargs, formula = GOLDEN[name]
+    out = call_pair(name, t(PC), t(PR), t(RC), t(RR), **kwargs)
+    assert out.losses.shape == (3,)
+    assert out.losses.tolist() == pytest.approx([formula(i) for i in range(3)], rel=1e-9, abs=1e-12)
+
+
+def test_golden_beta_dpo():
+    beta, alpha, m0 = 0.5, 0.6, 0.1
+    mean_margin = sum(beta * margin(i) for i in range(3)) / 3
+    beta_used = beta * (1 + alpha * (mean_margin - m0))
+    out = L.beta_dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta, alpha=alpha, m0=m0)
+    assert out.losses.tolist() == pytest.approx([-lsig(beta_used * margin(i)) for i in range(3)])
+    assert out.extras["beta"].item() == pytest.approx(beta_used)
+    assert out.extras["mean_margin"].item() == pytest.approx(mean_margin)
+    assert not out.extras["beta"].requires_grad
+
+
+def test_beta_dpo_clamps_beta_and_alpha_zero_is_dpo():
+    out = L.beta_dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=0.5, alpha=100.0, m0=10.0, beta_min=1e-3)
+    assert out.extras["beta"].item() == pytest.approx(1e-3)
+    dpo = L.dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=0.5).losses
+    assert torch.allclose(L.beta_dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=0.5, alpha=0.0).losses, dpo)
+
+
+def test_ipo_length_normalised_golden():
+    out = L.ipo_loss(t(PC), t(PR), t(RC), t(RR), len_chosen=t(LC), len_rejected=t(LR), beta=0.5,
+                     length_normalize=True)
+    expected = [((PC[i] - RC[i]) / LC[i] - (PR[i] - RR[i]) / LR[i] - 1.0) ** 2 for i in range(3)]
+    assert out.losses.tolist() == pytest.approx(expected)
+
+
+def test_cdpo_and_robust_reduce_to_dpo_at_eps_zero():
+    dpo = L.dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=0.3).losses
+    for fn in (L.cdpo_loss, L.robust_dpo_loss):
+        assert torch.allclose(fn(t(PC), t(PR), t(RC), t(RR), beta=0.3, eps=0.0).losses, dpo)
+    with pytest.raises(ValueError):
+        L.robust_dpo_loss(t(PC), t(PR), t(RC), t(RR), eps=0.5)
+
+
+def test_sppo_matches_beta_scaled_form():
+    beta = 0.25
+    out = L.sppo_hard_loss(t(PC), t(PR), t(RC), t(RR), beta=beta).losses
+    expected = [
+        ((beta * (PC[i] - RC[i]) - 0.5) ** 2 + (beta * (PR[i] - RR[i]) + 0.5) ** 2) / beta**2 for i in range(3)
+    ]
+    assert out.tolist() == pytest.approx(expected)
+
+
+def test_implicit_rewards_and_outputs_are_detached():
+    pc, pr = t(PC, grad=True), t(PR, grad=True)
+    c, r = L.implicit_rewards(pc, pr, t(RC), t(RR), beta=0.5)
+    assert c.tolist() == pytest.approx([0.5 * (PC[i] - RC[i]) for i in range(3)])
+    assert r.tolist() == pytest.approx([0.5 * (PR[i] - RR[i]) for i in range(3)])
+    assert not c.requires_grad and not r.requires_grad
+    out = L.dpo_loss(pc, pr, t(RC), t(RR), beta=0.5)
+    assert torch.allclose(out.chosen_rewards, c) and torch.allclose(out.rejected_rewards, r)
+    assert not out.chosen_rewards.requires_grad
+    c0, _ = L.implicit_rewards(pc, pr, None, None, beta=2.0)
+    assert c0.tolist() == pytest.approx([2.0 * x for x in PC])
+
+
+def test_log1mexp_matches_math_and_is_finite_at_zero():
+    xs = [-1e-5, -0.1, -0.69, -0.7, -1.0, -10.0, -50.0]
+    got = L.log1mexp(t(xs)).tolist()
+    assert got == pytest.approx([math.log(-math.expm1(x)) for x in xs], rel=1e-9)
+    x = torch.tensor([0.0, -1e-12], requires_grad=True)
+    y = L.log1mexp(x)
+    y.sum().backward()
+    assert torch.isfinite(y).all() and torch.isfinite(x.grad).all()
+
+
+def test_nll_and_running_mean():
+    assert L.nll_loss(t([-4.0, -6.0])).tolist() == [4.0, 6.0]
+    assert L.nll_loss(t([-4.0, -6.0]), t([2, 3])).tolist() == [2.0, 2.0]
+    assert L.running_mean_update(1.0, 3.0, momentum=0.75).item() == pytest.approx(1.5)
+
+
+# ----------------------------------------------------------------------------------- generic pairwise properties
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_lowering_rejected_lowers_loss(name):
+    base = call_pair(name, t(PC), t(PR), t(RC), t(RR)).losses
+    better = call_pair(name, t(PC), t(PR) - 0.5, t(RC), t(RR)).losses
+    assert (better < base).all(), (name, base, better)
+
+
+@pytest.mark.parametrize("name", [n for n in PAIR_NAMES if n != "apo_down"])  # apo_down pushes chosen down too
+def test_raising_chosen_lowers_loss(name):
+    base = call_pair(name, t(PC), t(PR), t(RC), t(RR)).losses
+    better = call_pair(name, t(PC) + 0.5, t(PR), t(RC), t(RR)).losses
+    assert (better < base).all(), (name, base, better)
+
+
+def test_apo_down_rewards_margin_not_chosen_likelihood():
+    base = L.apo_down_loss(t(PC), t(PR), t(RC), t(RR)).losses
+    shifted = L.apo_down_loss(t(PC) + 0.5, t(PR) + 0.5, t(RC), t(RR)).losses  # same margin, higher likelihoods
+    assert (shifted > base).all()
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_reference_is_constant(name):
+    pc, pr = t(PC, grad=True), t(PR, grad=True)
+    rc, rr = t(RC, grad=True), t(RR, grad=True)
+    out = call_pair(name, pc, pr, rc, rr)
+    out.losses.sum().backward()
+    assert rc.grad is None and rr.grad is None
+    assert pc.grad is not None and torch.isfinite(pc.grad).all() and pc.grad.abs().sum() > 0
+    for rewards in (out.chosen_rewards, out.rejected_rewards):
+        assert rewards is None or not rewards.requires_grad
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_extreme_inputs_are_finite(name):
+    # margins of about -2e4, +2e4 and 0; log-probs of -1e4 and of ~0 (probability ~1)
+    pc = torch.tensor([-1e4, -1.0, -1e-8], requires_grad=True)
+    pr = torch.tensor([-1.0, -1e4, -1e-8], requires_grad=True)
+    rc = torch.tensor([-1.0, -1e4, -5.0])
+    rr = torch.tensor([-1e4, -1.0, -5.0])
+    lc, lr = torch.tensor([1, 1, 3]), torch.tensor([1, 1, 3])
+    out = call_pair(name, pc, pr, rc, rr, lc, lr, beta=1.0)
+    assert torch.isfinite(out.losses).all(), out.losses
+    out.losses.sum().backward()
+    assert torch.isfinite(pc.grad).all() and torch.isfinite(pr.grad).all()
+
+
+@pytest.mark.parametrize("name", PAIR_NAMES)
+def test_reference_and_length_contract(name):
+    spec = L.get_loss(name)
+    if spec.needs_reference:
+        with pytest.raises(ValueError, match="reference"):
+            call_pair(name, t(PC), t(PR), None, None)
+    else:
+        out = call_pair(name, t(PC), t(PR), None, None)
+        assert torch.allclose(out.losses, call_pair(name, t(PC), t(PR), t(RC), t(RR)).losses)
+    if spec.needs_lengths:
+        with pytest.raises(ValueError, match="length"):
+            spec.fn(t(PC), t(PR), t(RC), t(RR))
+    else:
+        assert spec.fn(t(PC), t(PR), t(RC), t(RR)).losses.shape == (3,)
+
+
+# ------------------------------------------------------------------------------------------------------- KTO
+
+K_PI = [-1.0, -3.0, -2.0, -4.0]
+K_REF = [-1.5, -2.5, -2.0, -3.0]
+K_DES = [True, True, False, False]
+
+
+def test_kto_golden():
+    beta, z0, wd, wu = 0.5, 0.2, 1.5, 0.7
+    out = L.kto_loss(t(K_PI), t(K_REF), torch.tensor(K_DES), z0, beta=beta, desirable_weight=wd,
+                     undesirable_weight=wu)
+    expected = []
+    for p, r, d in zip(K_PI, K_REF, K_DES, strict=True):
+        expected.append(wd * (1 - sig(beta * (p - r - z0))) if d else wu * (1 - sig(beta * (z0 - (p - r)))))
+    assert out.losses.tolist() == pytest.approx(expected)
+    assert out.chosen_rewards.tolist() == pytest.approx([beta * 0.5, beta * -0.5])
+    assert out.rejected_rewards.tolist() == pytest.approx([0.0, beta * -1.0])
+
+
+def test_kto_negative_z0_is_clamped():
+    a = L.kto_loss(t(K_PI), t(K_REF), torch.tensor(K_DES), -3.0).losses
+    b = L.kto_loss(t(K_PI), t(K_REF), torch.tensor(K_DES), 0.0).losses
+    assert torch.allclose(a, b)
+
+
+def test_kto_kl_estimate():
+    z0 = L.kto_kl_estimate(t([-1.0, -2.0], grad=True), t([-1.5, -1.0]))
+    assert z0.item() == 0.0 and not z0.requires_grad  # mean(0.5, -1) < 0 -> clamped
+    z1 = L.kto_kl_estimate(t([-1.0, -2.0], grad=True), t([-2.0, -2.0]))
+    assert z1.item() == pytest.approx(0.5) and not z1.requires_grad
+
+
+def test_kto_preference_gradients_and_reference_constant():
+    pi, ref = t(K_PI, grad=True), t(K_REF, grad=True)
+    z0 = t(0.1, grad=True)
+    out = L.kto_loss(pi, ref, torch.tensor(K_DES), z0)
+    out.losses.sum().backward()
+    assert ref.grad is None and z0.grad is None
+    # desirable: raising pi lowers loss (negative grad); undesirable: lowering pi lowers loss (positive grad)
+    assert (pi.grad[:2] < 0).all() and (pi.grad[2:] > 0).all()
+
+
+def test_kto_extreme_inputs_are_finite():
+    pi = torch.tensor([-1e4, -1e-8, -1e4, -1e-8], requires_grad=True)
+    ref = torch.tensor([-1e-8, -1e4, -1e-8, -1e4])
+    out = L.kto_loss(pi, ref, torch.tensor(K_DES), 1e4, beta=1.0)
+    out.losses.sum().backward()
+    assert torch.isfinite(out.losses).all() and torch.isfinite(pi.grad).all()
+
+
+# -------------------------------------------------------------------------------------------------- registry
+
+EXPECTED_NAMES = {
+    "dpo", "ipo", "cdpo", "robust", "hinge", "rdpo", "simpo", "orpo", "cpo", "kto", "bco_pair", "nca_pair",
+    "sppo_hard", "apo_zero", "apo_down", "dpop", "exo_pair", "rpo", "beta_dpo", "rrhf", "lipo", "pro",
+}
+
+
+def test_registry_names_resolve():
+    assert set(L.LOSSES) == EXPECTED_NAMES
+    for name in EXPECTED_NAMES:
+        spec = L.get_loss(name)
+        assert spec.name == name and callable(spec.fn) and spec.paper
+        assert spec.data in ("pairs", "unpaired", "lists")
+
+
+def test_registry_flags():
+    reference_free = {name for name, spec in L.LOSSES.items() if not spec.needs_reference}
+    assert reference_free == {"simpo", "orpo", "cpo", "rrhf", "pro"}
+    assert L.LOSSES["kto"].data == "unpaired"
+    assert {n for n, s in L.LOSSES.items() if s.data == "lists"} == {"rrhf", "lipo", "pro"}
+    assert {n for n, s in L.LOSSES.items() if s.needs_lengths} == {"rdpo", "simpo", "orpo", "rpo", "rrhf", "pro"}
+
+
+def test_registry_is_frozen():
+    with pytest.raises(AttributeError):
+        L.LOSSES["dpo"].needs_reference = False  # type: ignore[misc]
+
+
+def test_unknown_name_lists_valid_names():
+    with pytest.raises(ValueError) as excinfo:
+        L.get_loss("dpo2")
+    message = str(excinfo.value)
+    assert "dpo2" in message
+    for name in EXPECTED_NAMES:
+        assert name in message

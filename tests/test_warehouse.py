@@ -1,0 +1,131 @@
+"""Warehouse: schema, content ids, insert-if-absent round trips for every table, history, lock waits."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from warehouse import db, ids
+from warehouse.records import (AnnotationTask, Comparison, Correction, DatasetRecord, Evaluation, Metric, Model,
+                               Prompt, Ranking, Rating, Response, Round, StepLabel, TrainingRun)
+
+
+def _sample_rows() -> dict[str, list]:
+    p = Prompt.create([{"role": "user", "content": "What is 2+2?"}], "test", reference="4", tags=["math"])
+    m = Model.create("models/tiny", "policy")
+    r1 = Response.sampled(p.id, m.id, "r1", "4", {"temperature": 0.0}, 0, 0, steps=["2+2", "=4"])
+    r2 = Response.sampled(p.id, m.id, "r1", "5", {"temperature": 0.0}, 0, 1)
+    fix = Response.given(p.id, "human", "r1", "4 (corrected)", "human_edit", parent_id=r2.id)
+    return {
+        "prompts": [p], "models": [m], "rounds": [Round("r1", policy_model_id=m.id, config={"n": 2})],
+        "responses": [r1, r2, fix],
+        "comparisons": [Comparison(Comparison.make_id("j", r1.id, r2.id), p.id, r1.id, r2.id, "a", "j", "ai", "r1",
+                                   prob_a=0.8, verdict_ab="A", verdict_ba="B", consistent=True)],
+        "rankings": [Ranking(Ranking.make_id("j", [r1.id, r2.id]), p.id, [r1.id, r2.id], "j", "ai", "r1",
+                             scores=[2.0, 0.0], permutations=[[0, 1], [1, 0]])],
+        "ratings": [Rating(Rating.make_id("v", r1.id), p.id, r1.id, 1.0, 0, 1, "v", "rule", "r1")],
+        "step_labels": [StepLabel(StepLabel.make_id("h", r1.id, 0), p.id, r1.id, 0, 1, "h", "human", "r1")],
+        "corrections": [Correction(Correction.make_id("h", r2.id), p.id, r2.id, fix.id, "h", "human", "r1")],
+        "annotation_tasks": [AnnotationTask("t1", "pairwise", "r1", [r1.id, r2.id], {"a": "4"}, 1, 10)],
+        "datasets": [DatasetRecord("prefs@1", "prefs", 1, "pairwise", {"min_margin": 0}, "h", "snapshots/prefs/v1")],
+        "training_runs": [TrainingRun("run1", "dpo", {"beta": 0.1}, dataset_id="prefs@1")],
+        "training_metrics": [Metric("run1", 1, "loss", 0.69), Metric("run1", 2, "loss", 0.5)],
+        "evaluations": [Evaluation.create("heldout", m.id, "accuracy", 0.5, round_id="r1")],
+    }
+
+
+def test_every_table_round_trips_and_reinsert_adds_nothing():
+    rows = _sample_rows()
+    with db.connect(":memory:") as con:
+        for table, recs in rows.items():
+            assert db.ingest(con, table, recs) == len(recs), table
+        for table, recs in rows.items():
+            assert db.ingest(con, table, recs) == 0, table
+        counts = db.counts(con)
+        for table, recs in rows.items():
+            assert counts[table] == len(recs)
+        msgs, tags = con.execute("SELECT messages, tags FROM prompts").fetchone()
+        assert json.loads(msgs) == [{"role": "user", "content": "What is 2+2?"}]
+        assert tags == ["math"]
+        assert con.execute("SELECT steps FROM responses WHERE text = '4'").fetchone()[0] == ["2+2", "=4"]
+        perms = con.execute("SELECT permutations FROM rankings").fetchone()[0]
+        assert json.loads(perms) == [[0, 1], [1, 0]]
+
+
+def test_ids_are_content_hashes():
+    a = ids.prompt_id([{"role": "user", "content": "hi"}])
+    assert a == ids.prompt_id([{"content": "hi", "role": "user"}])
+    assert a != ids.prompt_id([{"role": "user", "content": "hi!"}])
+    assert ids.response_id("p", "m", {"t": 1}, 0, 0) != ids.response_id("p", "m", {"t": 1}, 0, 1)
+    assert len(a) == ids.ID_HEX and int(a, 16) >= 0
+    assert Prompt.create([{"role": "user", "content": "Hi  there!"}], "s").norm_hash == \
+        Prompt.create([{"role": "user", "content": "hi there"}], "s").norm_hash
+
+
+def test_duplicates_inside_one_batch_keep_the_first():
+    p = Prompt.create([{"role": "user", "content": "x"}], "a")
+    q = dataclasses.replace(p, source="b")
+    with db.connect(":memory:") as con:
+        assert db.ingest(con, "prompts", [p, q]) == 1
+        assert con.execute("SELECT source FROM prompts").fetchone() == ("a",)
+
+
+def test_replace_feedback_keeps_history():
+    rows = _sample_rows()
+    c = rows["comparisons"][0]
+    with db.connect(":memory:") as con:
+        assert db.replace_feedback(con, "comparisons", [c]) == (1, 0)
+        assert db.replace_feedback(con, "comparisons", [c]) == (0, 0)
+        assert db.replace_feedback(con, "comparisons", [dataclasses.replace(c, winner="b")]) == (0, 1)
+        assert con.execute("SELECT winner FROM comparisons").fetchall() == [("b",)]
+        old = con.execute("SELECT row_json FROM feedback_history").fetchone()[0]
+        assert json.loads(old)["winner"] == "a"
+
+
+def test_transaction_writes_nothing_on_failure():
+    p = Prompt.create([{"role": "user", "content": "x"}], "a")
+    with db.connect(":memory:") as con:
+        with pytest.raises(RuntimeError), db.transaction(con):
+            db.ingest(con, "prompts", [p])
+            raise RuntimeError("boom")
+        assert db.counts(con)["prompts"] == 0
+
+
+def test_migrations_are_recorded_and_idempotent(tmp_path):
+    path = tmp_path / "w.duckdb"
+    with db.connect(path) as con:
+        first = con.execute("SELECT version FROM schema_version").fetchall()
+    with db.connect(path) as con:
+        again = con.execute("SELECT version FROM schema_version").fetchall()
+    assert first == again == [(v,) for v, _ in db.migrations()]
+
+
+def test_unknown_table_is_refused():
+    with db.connect(":memory:") as con, pytest.raises(ValueError, match="unknown warehouse table"):
+        db.ingest(con, "prompts; DROP TABLE prompts", [])
+
+
+def test_second_writer_waits_then_says_busy(tmp_path):
+    path = tmp_path / "busy.duckdb"
+    with db.connect(path):
+        pass
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import duckdb, sys, time
+        con = duckdb.connect({str(path)!r})
+        print("locked", flush=True)
+        time.sleep(30)
+    """)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(db.WarehouseBusy, match="busy.duckdb"):
+            db.open_connection(path, wait_s=0.5)
+    finally:
+        holder.kill()
+        holder.wait()
+    with db.connect(path, wait_s=5) as con:  # free again
+        assert con.execute("SELECT 1").fetchone() == (1,)

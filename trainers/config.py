@@ -1,0 +1,332 @@
+"""Typed, frozen training configs (TRL style: one docstring per field, validation in ``__post_init__``).
+
+A method config nests the common :class:`TrainConfig` (combined, not inherited) and adds its own knobs. Configs
+are saved as JSON with the run (``config.json`` in the output folder); resuming a run whose config differs is
+refused with one line naming the differing fields (:func:`check_resume`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from warehouse.errors import AlignloopError
+
+CONFIG_FILE = "config.json"
+
+
+@dataclass(frozen=True)
+class LoraConfig:
+    """Low-rank adapters (peft ``LoraConfig``); the base weights stay frozen."""
+
+    r: int = 8
+    """Adapter rank."""
+    alpha: int = 16
+    """LoRA scaling numerator (``alpha / r`` scales the update)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    """Module names that receive adapters (Llama attention projections by default)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1:
+            raise ValueError(f"lora.r must be >= 1, got {self.r}")
+        if self.alpha < 1:
+            raise ValueError(f"lora.alpha must be >= 1, got {self.alpha}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+        if not self.targets:
+            raise ValueError("lora.targets must name at least one module")
+        object.__setattr__(self, "targets", tuple(self.targets))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Options every method shares."""
+
+    lr: float = 5e-6
+    """Peak learning rate (AdamW, linear decay)."""
+    epochs: float = 1.0
+    """Passes over the train split (ignored when ``max_steps`` > 0)."""
+    max_steps: int = -1
+    """Optimizer steps to run; -1 = derive from ``epochs``."""
+    batch_size: int = 4
+    """Examples per device per micro-batch (a pair counts once: chosen and rejected share one forward pass)."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    max_length: int = 512
+    """Longest prompt + completion in tokens; longer rows are truncated and counted, never silently."""
+    max_prompt_length: int = 256
+    """Longest prompt in tokens (left-truncated: the end of the conversation is kept)."""
+    seed: int = 0
+    """Seed for initialisation, shuffling and dropout."""
+    bf16: bool | None = None
+    """bf16 autocast; None = auto (CUDA with bf16, or a CPU with native bf16 math)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (less memory, ~30% slower)."""
+    lora: LoraConfig | None = None
+    """Train LoRA adapters instead of all weights; merged into the saved model."""
+    output_dir: str = "runs/train"
+    """Run folder: config.json, checkpoints, the final model and the curves PNG."""
+    logging_steps: int = 1
+    """Log metrics every N optimizer steps."""
+    save_steps: int = 500
+    """Write a resumable checkpoint every N optimizer steps."""
+    eval: bool = True
+    """Evaluate on the test split after training."""
+    warmup_ratio: float = 0.0
+    """Fraction of steps with a linear learning-rate warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (self.epochs > 0, f"epochs must be > 0, got {self.epochs}"),
+            (self.max_steps == -1 or self.max_steps > 0, f"max_steps must be -1 or > 0, got {self.max_steps}"),
+            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
+            (self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}"),
+            (self.max_length >= 8, f"max_length must be >= 8, got {self.max_length}"),
+            (0 < self.max_prompt_length < self.max_length,
+             f"max_prompt_length must be in (0, max_length={self.max_length}), got {self.max_prompt_length}"),
+            (self.logging_steps >= 1, f"logging_steps must be >= 1, got {self.logging_steps}"),
+            (self.save_steps >= 1, f"save_steps must be >= 1, got {self.save_steps}"),
+            (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
+            (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        if isinstance(self.lora, dict):
+            object.__setattr__(self, "lora", LoraConfig(**self.lora))
+
+
+def _check_params(params: dict[str, float], fn: Any, what: str) -> dict[str, float]:
+    """Loss hyperparameters must be keyword arguments of the loss function (a typo fails before training)."""
+    import inspect
+
+    allowed = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
+    allowed -= {"beta", "len_chosen", "len_rejected", "ref_logps", "lengths"}
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise ValueError(f"{what} has no parameter {', '.join(unknown)}; it takes: {', '.join(sorted(allowed))}")
+    return dict(params)
+
+
+@dataclass(frozen=True)
+class PreferenceConfig:
+    """Pairwise preference optimisation with any pairwise loss of :data:`trainers.losses.LOSSES`."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Common options."""
+    loss: str = "dpo"
+    """Registry name of the loss (dpo, ipo, cdpo, robust, hinge, rdpo, simpo, orpo, cpo, ...)."""
+    beta: float = 0.1
+    """Inverse temperature / KL strength of the loss."""
+    loss_params: dict[str, float] = field(default_factory=dict)
+    """Further keyword hyperparameters of the loss (e.g. ``{"gamma": 1.0}`` for SimPO, ``{"eps": 0.1}`` for cDPO)."""
+
+    def __post_init__(self) -> None:
+        from trainers.losses import get_loss
+
+        spec = get_loss(self.loss)
+        if spec.data != "pairs":
+            raise ValueError(f"loss {self.loss!r} is not pairwise (it takes {spec.data}); use its own method")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        object.__setattr__(self, "loss_params", _check_params(self.loss_params, spec.fn, f"loss {self.loss!r}"))
+
+
+@dataclass(frozen=True)
+class UnpairedConfig:
+    """Unpaired (binary desirable / undesirable) optimisation: KTO, or an unpaired BCO when the registry has one."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Common options."""
+    loss: str = "kto"
+    """Registry name of an unpaired loss."""
+    beta: float = 0.1
+    """Reward scale."""
+    loss_params: dict[str, float] = field(default_factory=dict)
+    """Further keyword hyperparameters (KTO: desirable_weight, undesirable_weight)."""
+
+    def __post_init__(self) -> None:
+        from trainers.losses import get_loss
+
+        spec = get_loss(self.loss)
+        if spec.data != "unpaired":
+            raise ValueError(f"loss {self.loss!r} is not unpaired (it takes {spec.data})")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        object.__setattr__(self, "loss_params", _check_params(self.loss_params, spec.fn, f"loss {self.loss!r}"))
+
+
+@dataclass(frozen=True)
+class ListwiseConfig:
+    """Listwise policy optimisation over K ranked completions (RRHF, LiPO, PRO)."""
+
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Common options."""
+    loss: str = "lipo"
+    """Registry name of a list loss."""
+    beta: float = 0.1
+    """Score scale."""
+    loss_params: dict[str, float] = field(default_factory=dict)
+    """Further keyword hyperparameters (RRHF/PRO: sft_weight)."""
+    max_candidates: int = 4
+    """Keep at most this many completions per list (the best ones)."""
+
+    def __post_init__(self) -> None:
+        from trainers.losses import get_loss
+
+        spec = get_loss(self.loss)
+        if spec.data != "lists":
+            raise ValueError(f"loss {self.loss!r} is not listwise (it takes {spec.data})")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.max_candidates < 2:
+            raise ValueError(f"max_candidates must be >= 2, got {self.max_candidates}")
+        object.__setattr__(self, "loss_params", _check_params(self.loss_params, spec.fn, f"loss {self.loss!r}"))
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """Scalar reward model (sequence-classification head, one output): Bradley-Terry on pairs, Plackett-Luce on lists."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5))
+    """Common options."""
+    use_margin: bool = False
+    """Subtract the dataset's ``margin`` column inside the sigmoid (Llama 2 Eq. 2); missing margins count as 0."""
+    center_coef: float = 0.0
+    """Weight of the reward-centring term ``(r_c + r_r)^2`` (Eisenstein et al. 2023); 0 disables it."""
+    max_candidates: int = 4
+    """Listwise data: keep at most this many completions per list."""
+
+    def __post_init__(self) -> None:
+        if self.center_coef < 0:
+            raise ValueError(f"center_coef must be >= 0, got {self.center_coef}")
+        if self.max_candidates < 2:
+            raise ValueError(f"max_candidates must be >= 2, got {self.max_candidates}")
+
+
+@dataclass(frozen=True)
+class PRMConfig:
+    """Process reward model: a token-classification head read at the last token of each step."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5))
+    """Common options."""
+    num_classes: Literal[2, 3] = 3
+    """3: bad / neutral / good (PRM800K -1/0/+1); 2: step OK or not."""
+    neutral_label: Literal[0, 1] = 1
+    """Binary only: the class of a neutral (0) step; 1 counts it as OK (PRM800K convention)."""
+    step_separator: str = "\n\n"
+    """Text appended after every step; its last token carries the step's label."""
+
+    def __post_init__(self) -> None:
+        if self.num_classes not in (2, 3):
+            raise ValueError(f"num_classes must be 2 or 3, got {self.num_classes}")
+        if self.neutral_label not in (0, 1):
+            raise ValueError(f"neutral_label must be 0 or 1, got {self.neutral_label}")
+        if not self.step_separator:
+            raise ValueError("step_separator must not be empty (its last token carries the label)")
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Supervised fine-tuning on chosen completions (best-of-N, rejection sampling) or Aligner corrections."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=1e-5))
+    """Common options."""
+    include_identity: bool = True
+    """Correction data: keep the identity-copy warm-up rows (correction == answer)."""
+    min_score: float | None = None
+    """SFT data: drop rows whose ``score`` is below this (None keeps all)."""
+
+
+MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig
+CONFIG_TYPES: dict[str, type] = {c.__name__: c for c in (PreferenceConfig, UnpairedConfig, ListwiseConfig,
+                                                          RewardConfig, PRMConfig, SFTConfig)}
+
+
+def to_dict(config: MethodConfig) -> dict[str, Any]:
+    """JSON-ready dict with the config's type name under ``"type"``."""
+    data = asdict(config)
+    data["type"] = type(config).__name__
+    if data["train"].get("lora"):
+        data["train"]["lora"]["targets"] = list(data["train"]["lora"]["targets"])
+    return data
+
+
+def from_dict(data: dict[str, Any]) -> MethodConfig:
+    """Inverse of :func:`to_dict`; unknown fields fail with their names."""
+    data = dict(data)
+    cls = CONFIG_TYPES.get(data.pop("type", ""))
+    if cls is None:
+        raise ValueError(f"config has no known 'type'; expected one of {', '.join(CONFIG_TYPES)}")
+    train = dict(data.pop("train", {}))
+    if train.get("lora"):
+        train["lora"] = LoraConfig(**{**train["lora"], "targets": tuple(train["lora"]["targets"])})
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names) + sorted(set(train) - {f.name for f in fields(TrainConfig)})
+    if unknown:
+        raise ValueError(f"unknown config fields: {', '.join(unknown)}")
+    return cls(train=TrainConfig(**train), **data)
+
+
+def load_file(path: str | Path) -> MethodConfig:
+    """Read a config JSON written by :func:`save` (or by hand)."""
+    try:
+        return from_dict(json.loads(Path(path).read_text()))
+    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
+        raise AlignloopError(f"{path}: bad training config: {exc}") from None
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): data}
+
+
+def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Dotted names of the fields whose values differ, e.g. ``["beta", "train.lr"]``."""
+    a, b = _flatten(old), _flatten(new)
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+
+
+# Fields that may change between a run and its resumption without changing what is trained.
+RESUME_FREE = frozenset({"train.output_dir", "train.logging_steps", "train.save_steps", "train.eval"})
+
+
+def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[str, Any]) -> bool:
+    """Refuse to reuse a run folder whose saved config or inputs differ; write them for a new run.
+
+    Args:
+        output_dir: the run folder.
+        config: this run's config.
+        identity: what else defines the run (method, dataset hash, base model), saved beside the config.
+
+    Returns:
+        True if the folder already held this run (resume), False if it was new.
+
+    Raises:
+        AlignloopError: one line naming the differing fields.
+    """
+    path = Path(output_dir) / CONFIG_FILE
+    current = {"config": to_dict(config), "run": identity}
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        diff = [d for d in differing_fields(saved, current) if d.removeprefix("config.") not in RESUME_FREE]
+        if diff:
+            names = ", ".join(d.removeprefix("config.") for d in diff)
+            raise AlignloopError(
+                f"cannot resume {output_dir}: its saved config differs in {names}; use another output folder"
+            )
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2, sort_keys=True))
+    return False

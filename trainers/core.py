@@ -1,0 +1,79 @@
+"""The one trainer core: ``transformers.Trainer`` with ``compute_loss`` delegated to an objective.
+
+Distribution is the Trainer's: run the same code under ``accelerate launch`` / ``torchrun`` with DeepSpeed or FSDP.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from transformers import Trainer, TrainerCallback
+
+from warehouse.errors import AlignloopError
+
+Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+class NonFiniteLoss(AlignloopError):
+    """The loss became NaN or infinite; the message names the step and the examples of the batch."""
+
+
+class AlignTrainer(Trainer):
+    """Trainer whose loss comes from ``objective(model, batch)``; logs the objective's metrics (mean per log step).
+
+    Args:
+        objective: returns ``(loss, metrics)``; metrics are detached 0-d tensors.
+        row_ids: snapshot ids of each training row (index = the batch's ``rows``), for error messages.
+    """
+
+    def __init__(self, *args: Any, objective: Objective, row_ids: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.objective = objective
+        self.row_ids = row_ids
+        self.model_accepts_loss_kwargs = False  # our loss is a per-micro-batch mean: let Trainer scale by grad_accum
+        self._stash: dict[str, list[torch.Tensor]] = defaultdict(list)
+
+    def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        loss, metrics = self.objective(model, inputs)
+        if not torch.isfinite(loss.detach()).all():
+            rows = inputs["rows"].tolist()
+            ids = ", ".join(self.row_ids[r] for r in rows)
+            raise NonFiniteLoss(f"loss is {loss.item()} at step {self.state.global_step + 1}; batch examples: {ids}")
+        if model.training:
+            for name, value in metrics.items():
+                self._stash[name].append(value.detach())
+        return (loss, None) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
+        if self._stash and "loss" in logs:
+            for name, values in self._stash.items():
+                if name != "loss":
+                    logs[name] = round(torch.stack([v.float().cpu() for v in values]).mean().item(), 6)
+            self._stash.clear()
+        super().log(logs, *args, **kwargs)
+
+
+class MetricsRecorder(TrainerCallback):
+    """Keeps every logged (step, name, value) for the ``training_metrics`` table."""
+
+    def __init__(self) -> None:
+        self.rows: list[tuple[int, str, float]] = []
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        for name, value in (logs or {}).items():
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                self.rows.append((state.global_step, name, float(value)))
+
+
+class ProgressPrinter(TrainerCallback):
+    """A one-line-per-log progress report through a caller's ``report(step, max_steps, logs)``."""
+
+    def __init__(self, report: Callable[[int, int, dict[str, float]], None]) -> None:
+        self.report = report
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
+        self.report(state.global_step, state.max_steps, logs or {})

@@ -1,0 +1,129 @@
+"""Evaluation after training: held-out metrics of the objective, PRM step scores, and best-of-N selection.
+
+* Preference accuracy of the implicit reward, reward-model accuracy and PRM step accuracy are the objective's own
+  metrics (``rewards/accuracies``, ``step_accuracy``) averaged over the test split without gradients.
+* Best-of-N (Lightman et al. 2023, Sec. 3): given N sampled solutions per problem, pick one by the PRM (product of
+  per-step P(good), or the minimum), by an outcome reward model (ORM), or by majority vote over final answers, and
+  report how often the pick is correct.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from trainers.tokenize import IGNORE_INDEX, Encoded
+
+Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
+
+
+@torch.no_grad()
+def evaluate_split(model: torch.nn.Module, objective: Objective, features: Sequence[Any],
+                   collate: Callable[[list[Any]], dict[str, torch.Tensor]], batch_size: int = 8,
+                   bf16: bool = False) -> dict[str, float]:
+    """Objective metrics over ``features``, each a mean weighted by batch size (``eval/`` prefix).
+
+    Returns:
+        e.g. ``{"eval/loss": ..., "eval/rewards/accuracies": ..., "eval/examples": n}``; empty for no features.
+    """
+    if not features:
+        return {}
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    sums: dict[str, float] = defaultdict(float)
+    weights: dict[str, float] = defaultdict(float)
+    for start in range(0, len(features), batch_size):
+        chunk = list(features[start:start + batch_size])
+        batch = {k: v.to(device) for k, v in collate(chunk).items()}
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            _, metrics = objective(model, batch)
+        for name, value in metrics.items():
+            v = float(value)
+            if v == v:  # skip NaN (e.g. an empty subset)
+                sums[name] += v * len(chunk)
+                weights[name] += len(chunk)
+    model.train(was_training)
+    out = {f"eval/{k}": sums[k] / weights[k] for k in sums}
+    out["eval/examples"] = float(len(features))
+    return out
+
+
+@torch.no_grad()
+def prm_step_probabilities(model: torch.nn.Module, encoded: Sequence[Encoded], num_classes: int,
+                           pad_id: int) -> list[list[float]]:
+    """P(step is good) at every labelled position (step end) of each encoded solution.
+
+    Encode unlabelled solutions with any placeholder label (e.g. 1) so the step ends are marked. 3-class heads give
+    P(good) = softmax[2] (PRM800K "positive"); binary heads softmax[1].
+    """
+    from trainers.collators import pad
+
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for enc in encoded:
+        batch = pad([enc], pad_id)
+        logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        probs = logits.logits[0].float().softmax(-1)[:, num_classes - 1]  # (T,)
+        keep = batch["labels"][0] != IGNORE_INDEX
+        out.append(probs[keep.to(device)].tolist())
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Solution:
+    """One sampled solution of a problem."""
+
+    answer: str
+    """Final answer (for majority vote)."""
+    correct: bool
+    """Whether the final answer is right (ground truth)."""
+    step_scores: tuple[float, ...]
+    """PRM P(good) for each step."""
+    outcome_score: float | None = None
+    """ORM score of the whole solution (None when no ORM was run)."""
+
+
+def _prm_product(s: Solution) -> float:
+    p = 1.0
+    for x in s.step_scores:
+        p *= x
+    return p
+
+
+def _prm_min(s: Solution) -> float:
+    return min(s.step_scores, default=1.0)
+
+
+def _majority(solutions: Sequence[Solution]) -> Solution:
+    top = Counter(s.answer for s in solutions).most_common(1)[0][0]
+    return next(s for s in solutions if s.answer == top)
+
+
+def best_of_n_accuracy(problems: Sequence[Sequence[Solution]]) -> dict[str, float]:
+    """Selection accuracy of PRM (product and min of step scores), ORM and majority vote.
+
+    Ties keep the first solution. ORM is reported only when every solution has an ``outcome_score``.
+
+    Returns:
+        ``{"prm_product": ..., "prm_min": ..., "orm": ..., "majority": ..., "oracle": ...}`` in [0, 1];
+        ``oracle`` = share of problems with at least one correct solution (the ceiling).
+    """
+    problems = [p for p in problems if p]
+    if not problems:
+        return {}
+    pickers: dict[str, Callable[[Sequence[Solution]], Solution]] = {
+        "prm_product": lambda sols: max(sols, key=_prm_product),
+        "prm_min": lambda sols: max(sols, key=_prm_min),
+        "majority": _majority,
+    }
+    if all(s.outcome_score is not None for p in problems for s in p):
+        pickers["orm"] = lambda sols: max(sols, key=lambda s: s.outcome_score)
+    out = {name: sum(pick(p).correct for p in problems) / len(problems) for name, pick in pickers.items()}
+    out["oracle"] = sum(any(s.correct for s in p) for p in problems) / len(problems)
+    return out

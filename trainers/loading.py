@@ -1,0 +1,91 @@
+"""Load a base model for training (causal LM, reward head or PRM head), with optional LoRA; save the result."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from trainers.config import LoraConfig, TrainConfig
+from warehouse.errors import AlignloopError
+
+_AUTO = {"causal": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification",
+         "prm": "AutoModelForTokenClassification"}
+_PEFT_TASK = {"causal": "CAUSAL_LM", "reward": "SEQ_CLS", "prm": "TOKEN_CLS"}
+
+
+def bf16_supported() -> bool:
+    """bf16 is worth using: CUDA with bf16, or a CPU with native bf16 math (AVX512-BF16 / AMX)."""
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # private probes; failure means "unknown", i.e. no
+            continue
+    return False
+
+
+def use_bf16(train: TrainConfig) -> bool:
+    return bf16_supported() if train.bf16 is None else train.bf16
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def check_model_dir(path: str | Path) -> Path:
+    p = Path(path)
+    if not (p / "config.json").is_file():
+        raise AlignloopError(f"base model {path} not found (no config.json there); pass a model folder or 'default'")
+    return p
+
+
+def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id: int | None = None,
+               lora: LoraConfig | None = None, gradient_checkpointing: bool = False) -> torch.nn.Module:
+    """Load ``path`` in float32 (master weights; bf16 runs under autocast) with the head ``head`` needs.
+
+    Reward heads (``num_labels=1``) and PRM heads (``num_labels`` classes) are freshly initialised on top of a causal
+    LM folder. With ``lora`` the base is frozen and peft adapters (plus the new head) are trained.
+    """
+    import transformers
+
+    check_model_dir(path)
+    auto = getattr(transformers, _AUTO[head])
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if head != "causal":
+        kwargs["num_labels"] = num_labels
+    model = auto.from_pretrained(str(path), **kwargs)
+    if pad_token_id is not None:
+        model.config.pad_token_id = pad_token_id
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if lora is not None:
+        from peft import LoraConfig as PeftLora
+        from peft import get_peft_model
+
+        if gradient_checkpointing:
+            model.enable_input_require_grads()
+        cfg = PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                       target_modules=list(lora.targets), task_type=_PEFT_TASK[head])
+        model = get_peft_model(model, cfg)
+    return model
+
+
+def save_model(model: torch.nn.Module, tokenizer: Any, target: Path) -> Path:
+    """Save a plain HF folder (LoRA adapters merged) with the tokenizer."""
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    target.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

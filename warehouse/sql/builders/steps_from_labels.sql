@@ -1,0 +1,59 @@
+-- Step-labelled solutions: step_labels grouped per (response, judge) and aligned with responses.steps.
+-- labels[k] is the label of step k (-1 / 0 / +1, NULL where unlabelled). Steps after the last labelled one
+-- are cut; with $truncate_after_negative, steps after the first -1 are cut too (PRM800K phase 2).
+WITH allowed AS (
+    SELECT
+        s.*,
+        CASE s.source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
+    FROM step_labels AS s
+    WHERE
+        list_contains($sources, s.source)
+        AND (len($rounds) = 0 OR list_contains($rounds, s.round_id))
+        AND s.label IS NOT NULL
+    QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY s.response_id)
+),
+
+grouped AS (
+    SELECT
+        response_id,
+        judge,
+        any_value(prompt_id) AS prompt_id,
+        min(round_id) AS round_id,
+        any_value(source) AS source,
+        list(step_index ORDER BY step_index) AS idx,
+        list(label ORDER BY step_index) AS lab,
+        list_sort(list(id)) AS feedback_ids
+    FROM allowed
+    GROUP BY response_id, judge
+),
+
+aligned AS (
+    SELECT
+        g.*,
+        r.steps AS all_steps,
+        list_transform(range(len(r.steps)), k -> g.lab[list_position(g.idx, k)]) AS all_labels
+    FROM grouped AS g
+    INNER JOIN responses AS r ON g.response_id = r.id
+    WHERE r.steps IS NOT NULL AND len(r.steps) > 0
+),
+
+cut AS (
+    SELECT
+        *,
+        least(
+            len(all_labels) - coalesce(list_position(list_reverse(list_transform(all_labels, x -> x IS NOT NULL)), true), len(all_labels) + 1) + 1,
+            CASE WHEN $truncate_after_negative THEN coalesce(list_position(all_labels, -1), len(all_labels)) ELSE len(all_labels) END
+        ) AS n_keep
+    FROM aligned
+)
+
+SELECT
+    prompt_id,
+    round_id,
+    response_id AS completion_id,
+    all_steps[1:n_keep] AS steps,
+    all_labels[1:n_keep]::TINYINT[] AS labels,
+    source,
+    feedback_ids
+FROM cut
+WHERE n_keep > 0
