@@ -25,6 +25,7 @@ logger = logging.getLogger(__name__)
 URL_ENV = "LABEL_STUDIO_URL"
 API_KEY_ENV = "LABEL_STUDIO_API_KEY"
 T = TypeVar("T")
+_RETRY_STATUS = (429, 502, 503, 504)
 
 # Webhook actions that matter for feedback collection (see label_studio_sdk.types.ActionsEnum).
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
@@ -84,32 +85,48 @@ class LabelStudioClient:
         self._api_key = api_key
         self._retries = retries
         self._backoff = backoff
-        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        # the SDK's own retries are off: _call retries, so attempts do not multiply
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:  # never show the key
         return f"LabelStudioClient(url={self.url!r})"
 
     # ---------------------------------------------------------------------------------------- plumbing
 
-    def _call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; retry connection errors with exponential backoff; turn errors into one line."""
+    def _call(self, what: str, fn: Callable[[], T], *, idempotent: bool = True) -> T:
+        """Run ``fn``; retry with exponential backoff; turn errors into one token-free line.
+
+        Connection failures before the request was sent are always retried; dropped connections and
+        429/502/503/504 answers only for idempotent calls (a retried import would duplicate tasks)."""
         delay = self._backoff
         for attempt in range(self._retries + 1):
+            last = attempt == self._retries
             try:
                 return fn()
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                if attempt == self._retries:
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last:
                     raise LabelStudioClientError(
                         f"cannot reach Label Studio at {self.url} ({what}): {type(exc).__name__} after "
-                        f"{self._retries + 1} attempts") from None
-                time.sleep(delay)
-                delay *= 2
+                        f"{self._retries + 1} attempts"
+                    ) from None
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
+                if last or not idempotent:
+                    raise LabelStudioClientError(
+                        f"Label Studio at {self.url} dropped the connection ({what}): {type(exc).__name__}"
+                    ) from None
             except ApiError as exc:
+                if idempotent and not last and exc.status_code in _RETRY_STATUS:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
                 body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
                 body = _redact(body, self._api_key)[:300].replace("\n", " ")
                 hint = " (check LABEL_STUDIO_API_KEY)" if exc.status_code in (401, 403) else ""
                 raise LabelStudioClientError(
-                    f"Label Studio at {self.url} refused {what}: HTTP {exc.status_code}{hint}: {body}") from None
+                    f"Label Studio at {self.url} refused {what}: HTTP {exc.status_code}{hint}: {body}"
+                ) from None
+            time.sleep(delay)
+            delay *= 2
         raise AssertionError("unreachable")
 
     def _http(self) -> httpx.Client:
@@ -123,6 +140,7 @@ class LabelStudioClient:
     def list_projects(self) -> list[Project]:
         def run() -> list[Project]:
             return [Project(p.id, p.title or "", p.label_config or "") for p in self.sdk.projects.list(page_size=100)]
+
         return self._call("listing projects", run)
 
     def get_or_create_project(self, title: str, config: str, description: str = "") -> Project:
@@ -133,12 +151,17 @@ class LabelStudioClient:
         for project in sorted(self.list_projects(), key=lambda p: p.id):
             if project.title == title:
                 if _normalise_xml(project.label_config) != _normalise_xml(config):
-                    self._call(f"updating project {project.id} config",
-                               lambda: self.sdk.projects.update(id=project.id, label_config=config))
+                    self._call(
+                        f"updating project {project.id} config",
+                        lambda pid=project.id: self.sdk.projects.update(id=pid, label_config=config),
+                    )
                     return Project(project.id, title, config)
                 return project
-        created = self._call(f"creating project {title!r}", lambda: self.sdk.projects.create(
-            title=title, label_config=config, description=description))
+        created = self._call(
+            f"creating project {title!r}",
+            lambda: self.sdk.projects.create(title=title, label_config=config, description=description),
+            idempotent=False,
+        )
         return Project(created.id, created.title or title, created.label_config or config)
 
     def delete_project(self, project_id: int) -> None:
@@ -155,67 +178,99 @@ class LabelStudioClient:
         """
         if not tasks:
             return []
-        payload = [t if set(t) <= {"data", "meta", "annotations", "predictions"} and "data" in t else {"data": t}
-                   for t in tasks]
+        payload = [
+            t if set(t) <= {"data", "meta", "annotations", "predictions"} and "data" in t else {"data": t}
+            for t in tasks
+        ]
 
         def run() -> list[int]:
             # raw POST: the SDK's typed request model would coerce the payload, and its response model only
             # carries task_ids as an undeclared extra field.
             response = self._http().post(
-                f"{self.url}/api/projects/{project_id}/import", params={"return_task_ids": "true"},
-                json=payload, headers=self._headers(), timeout=300)
+                f"{self.url}/api/projects/{project_id}/import",
+                params={"return_task_ids": "true"},
+                json=payload,
+                headers=self._headers(),
+                timeout=300,
+            )
             if response.status_code >= 400:
                 raise ApiError(status_code=response.status_code, body=response.text)
             return list(response.json().get("task_ids") or [])
 
-        ids = self._call(f"importing {len(payload)} tasks into project {project_id}", run)
+        ids = self._call(f"importing {len(payload)} tasks into project {project_id}", run, idempotent=False)
         if len(ids) != len(payload):
             raise LabelStudioClientError(
                 f"Label Studio at {self.url} returned {len(ids)} task ids for {len(payload)} imported tasks "
-                "(async import edition?)")
+                "(async import edition?)"
+            )
         return [int(i) for i in ids]
 
     def list_tasks(self, project_id: int) -> list[Task]:
         def run() -> list[Task]:
-            return [Task(int(t.id), dict(t.data or {}), int(getattr(t, "total_annotations", 0) or 0))
-                    for t in self.sdk.tasks.list(project=project_id, page_size=500)]
+            return [
+                Task(int(t.id), dict(t.data or {}), int(getattr(t, "total_annotations", 0) or 0))
+                for t in self.sdk.tasks.list(project=project_id, page_size=500)
+            ]
+
         return self._call(f"listing tasks of project {project_id}", run)
 
     # ---------------------------------------------------------------------------------------- annotations
 
-    def create_annotation(self, task_id: int, result: list[dict[str, Any]], *, completed_by: int | None = None,
-                          was_cancelled: bool = False, lead_time: float | None = None) -> int:
+    def create_annotation(
+        self,
+        task_id: int,
+        result: list[dict[str, Any]],
+        *,
+        completed_by: int | None = None,
+        was_cancelled: bool = False,
+        lead_time: float | None = None,
+    ) -> int:
         """Create an annotation as the connected user (or, for an admin, on behalf of ``completed_by``)."""
         kwargs: dict[str, Any] = {"result": result, "was_cancelled": was_cancelled}
         if completed_by is not None:
             kwargs["completed_by"] = completed_by
         if lead_time is not None:
             kwargs["lead_time"] = lead_time
-        created = self._call(f"creating an annotation on task {task_id}",
-                             lambda: self.sdk.annotations.create(id=task_id, **kwargs))
+        created = self._call(
+            f"creating an annotation on task {task_id}",
+            lambda: self.sdk.annotations.create(id=task_id, **kwargs),
+            idempotent=False,
+        )
         return int(created.id)
 
     def export_annotations(self, project_id: int, *, include_cancelled: bool = True) -> list[ExportedAnnotation]:
         """All annotations of a project (one record per annotation), via the JSON export endpoint."""
+
         def run() -> list[dict[str, Any]]:
             response = self._http().get(
-                f"{self.url}/api/projects/{project_id}/export", params={"exportType": "JSON"},
-                headers=self._headers(), timeout=300)
+                f"{self.url}/api/projects/{project_id}/export",
+                params={"exportType": "JSON"},
+                headers=self._headers(),
+                timeout=300,
+            )
             if response.status_code >= 400:
                 raise ApiError(status_code=response.status_code, body=response.text)
             return response.json()
 
         exported = self._call(f"exporting project {project_id}", run)
+        emails = self._user_emails() if any(task.get("annotations") for task in exported) else {}
         records: list[ExportedAnnotation] = []
         for task in exported:
             for ann in task.get("annotations") or []:
                 cancelled = bool(ann.get("was_cancelled"))
                 if cancelled and not include_cancelled:
                     continue
-                records.append(ExportedAnnotation(
-                    task_id=int(task["id"]), annotation_id=int(ann["id"]),
-                    annotator=_annotator(ann.get("completed_by")), result=list(ann.get("result") or []),
-                    updated_at=ann.get("updated_at"), was_cancelled=cancelled, task_data=dict(task.get("data") or {})))
+                records.append(
+                    ExportedAnnotation(
+                        task_id=int(task["id"]),
+                        annotation_id=int(ann["id"]),
+                        annotator=_annotator(ann.get("completed_by"), emails),
+                        result=list(ann.get("result") or []),
+                        updated_at=ann.get("updated_at"),
+                        was_cancelled=cancelled,
+                        task_data=dict(task.get("data") or {}),
+                    )
+                )
         records.sort(key=lambda r: (r.task_id, r.annotation_id))
         return records
 
@@ -225,12 +280,20 @@ class LabelStudioClient:
         me = self._call("reading the current user", lambda: self.sdk.users.whoami())
         return User(int(me.id), me.email or "")
 
+    def _user_emails(self) -> dict[int, str]:
+        """id -> email of the organisation's members; empty when the key may not list users."""
+        try:
+            return {user.id: user.email for user in self.list_users()}
+        except LabelStudioClientError:
+            return {}
+
     def list_users(self) -> list[User]:
         users = self._call("listing users", lambda: self.sdk.users.list())
         return [User(int(u.id), u.email or "") for u in users]
 
-    def create_user(self, email: str, password: str | None = None, *, first_name: str = "",
-                    last_name: str = "") -> User:
+    def create_user(
+        self, email: str, password: str | None = None, *, first_name: str = "", last_name: str = ""
+    ) -> User:
         """Add a member to the organisation.
 
         Without ``password``: ``POST /api/users`` (admin only). The user cannot log in and has no usable
@@ -242,10 +305,15 @@ class LabelStudioClient:
         :func:`connect` to act as that annotator.
         """
         if password is None:
-            created = self._call(f"creating user {email}", lambda: self.sdk.users.create(
-                username=email, email=email, first_name=first_name, last_name=last_name))
+            created = self._call(
+                f"creating user {email}",
+                lambda: self.sdk.users.create(username=email, email=email, first_name=first_name, last_name=last_name),
+                idempotent=False,
+            )
             return User(int(created.id), created.email or email)
-        invite = self._call("reading the organisation invite link", lambda: self.sdk.organizations.invites.get_invite_link())
+        invite = self._call(
+            "reading the organisation invite link", lambda: self.sdk.organizations.invites.get_invite_link()
+        )
         return self._signup_with_invite(email, password, invite.token or "")
 
     def _signup_with_invite(self, email: str, password: str, invite_token: str) -> User:
@@ -255,25 +323,36 @@ class LabelStudioClient:
                 csrf = web.cookies.get("csrftoken")
                 if signup.status_code != 200 or not csrf:
                     raise ApiError(status_code=signup.status_code, body="sign-up page unavailable")
-                posted = web.post("/user/signup/", params={"token": invite_token},
-                                  data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
-                                  headers={"Referer": f"{self.url}/user/signup/", "X-CSRFToken": csrf})
+                posted = web.post(
+                    "/user/signup/",
+                    params={"token": invite_token},
+                    data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
+                    headers={"Referer": f"{self.url}/user/signup/", "X-CSRFToken": csrf},
+                )
                 if posted.status_code not in (301, 302, 303):
                     errors = re.findall(r'class="[^"]*error[^"]*"[^>]*>\s*([^<]+)', posted.text)
-                    raise ApiError(status_code=posted.status_code,
-                                   body="sign-up rejected: " + ("; ".join(e.strip() for e in errors) or "unknown"))
+                    raise ApiError(
+                        status_code=posted.status_code,
+                        body="sign-up rejected: " + ("; ".join(e.strip() for e in errors) or "unknown"),
+                    )
                 token = web.get("/api/current-user/token")
                 me = web.get("/api/current-user/whoami")
                 if token.status_code != 200 or me.status_code != 200:
                     raise ApiError(status_code=token.status_code, body="could not read the new user's token")
                 return User(int(me.json()["id"]), me.json().get("email") or email, token.json()["token"])
 
-        return self._call(f"signing up user {email}", run)
+        return self._call(f"signing up user {email}", run, idempotent=False)
 
     # ---------------------------------------------------------------------------------------- webhooks
 
-    def add_webhook(self, project_id: int, url: str, headers: dict[str, str] | None = None,
-                    actions: Iterable[str] = ANNOTATION_ACTIONS, send_payload: bool = True) -> int:
+    def add_webhook(
+        self,
+        project_id: int,
+        url: str,
+        headers: dict[str, str] | None = None,
+        actions: Iterable[str] = ANNOTATION_ACTIONS,
+        send_payload: bool = True,
+    ) -> int:
         """Register a project webhook (idempotent by project + url); returns its id.
 
         Local receivers need the server started with SSRF protection off (annotation.server does that)."""
@@ -281,24 +360,39 @@ class LabelStudioClient:
         for hook in existing:
             if hook.url == url and getattr(hook, "project", None) == project_id:
                 return int(hook.id)
-        created = self._call(f"adding a webhook to project {project_id}", lambda: self.sdk.webhooks.create(
-            url=url, project=project_id, headers=headers or {}, actions=list(actions),
-            send_for_all_actions=False, send_payload=send_payload, is_active=True))
+        created = self._call(
+            f"adding a webhook to project {project_id}",
+            lambda: self.sdk.webhooks.create(
+                url=url,
+                project=project_id,
+                headers=headers or {},
+                actions=list(actions),
+                send_for_all_actions=False,
+                send_payload=send_payload,
+                is_active=True,
+            ),
+            idempotent=False,
+        )
         return int(created.id)
 
 
-def _annotator(completed_by: Any) -> Annotator:
+def _annotator(completed_by: Any, emails: dict[int, str]) -> Annotator:
+    """The JSON export gives ``completed_by`` as a user id (older servers: a dict with id and email)."""
     if isinstance(completed_by, dict):
-        return Annotator(int(completed_by.get("id")), completed_by.get("email"))
-    return Annotator(int(completed_by)) if completed_by is not None else Annotator(-1)
+        user_id = int(completed_by.get("id"))
+        return Annotator(user_id, completed_by.get("email") or emails.get(user_id))
+    if completed_by is None:
+        return Annotator(-1)
+    return Annotator(int(completed_by), emails.get(int(completed_by)))
 
 
 def _normalise_xml(xml: str) -> str:
     return re.sub(r">\s+<", "><", xml.strip())
 
 
-def connect(url: str | None = None, api_key: str | None = None, *, check: bool = True, retries: int = 4,
-            backoff: float = 0.5) -> LabelStudioClient:
+def connect(
+    url: str | None = None, api_key: str | None = None, *, check: bool = True, retries: int = 4, backoff: float = 0.5
+) -> LabelStudioClient:
     """Client for ``url`` / ``api_key`` (default: env LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY).
 
     With ``check`` (default) the server is contacted once (retrying connection errors with backoff) and
@@ -308,7 +402,8 @@ def connect(url: str | None = None, api_key: str | None = None, *, check: bool =
     missing = [name for name, value in ((URL_ENV, url), (API_KEY_ENV, api_key)) if not value]
     if missing:
         raise LabelStudioClientError(
-            f"Label Studio connection not configured: set {' and '.join(missing)} (or pass url=/api_key=)")
+            f"Label Studio connection not configured: set {' and '.join(missing)} (or pass url=/api_key=)"
+        )
     client = LabelStudioClient(url, api_key, retries=retries, backoff=backoff)
     if check:
         client.current_user()

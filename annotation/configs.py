@@ -71,9 +71,9 @@ def validate_config(xml: str) -> LabelInterface:
     try:
         interface = LabelInterface(xml)
         interface.validate()
-    except Exception as exc:  # the SDK raises assorted exception types
+    except Exception as exc:  # noqa: BLE001 - the SDK raises assorted exception types
         raise ConfigError(f"invalid labeling config: {exc}") from None
-    if not interface._controls:  # noqa: SLF001 - no public accessor for "has no control tags"
+    if not interface._controls:  # no public accessor for "has no control tags"
         raise ConfigError("invalid labeling config: it has no control tags, nothing can be annotated")
     return interface
 
@@ -110,8 +110,10 @@ def binary_task(prompt: str, response: str, **meta: Any) -> dict[str, Any]:
 
 
 def step_task(question: str, steps: list[str], **meta: Any) -> dict[str, Any]:
-    return _with_meta({"question": question,
-                       "steps": [{"title": f"Step {n}", "text": s} for n, s in enumerate(steps, start=1)]}, meta)
+    return _with_meta(
+        {"question": question, "steps": [{"title": f"Step {n}", "text": s} for n, s in enumerate(steps, start=1)]},
+        meta,
+    )
 
 
 def correction_task(question: str, answer: str, **meta: Any) -> dict[str, Any]:
@@ -140,7 +142,7 @@ def _parsed(config_xml: str) -> tuple[LabelInterface, dict[str, dict[str, str]],
     tree = etree.fromstring(config_xml.encode())
     attrs = {el.get("name"): dict(el.attrib) for el in tree.iter() if isinstance(el.tag, str) and el.get("toName")}
     templates = {}
-    for name in list(interface._controls) + list(interface._objects):  # noqa: SLF001
+    for name in list(interface._controls) + list(interface._objects):
         if _INDEX_FLAG in name:
             templates[name] = re.compile("^" + re.escape(name).replace(re.escape(_INDEX_FLAG), r"(\d+)") + "$")
     return interface, attrs, templates
@@ -159,7 +161,9 @@ def _choices(region: dict[str, Any]) -> list[Any]:
     return list(value.get("choices") or []) if isinstance(value, dict) else []
 
 
-def validate_result(kind: str, config_xml: str, result_list: Any, task_data: dict[str, Any] | None = None) -> list[str]:
+def validate_result(
+    kind: str, config_xml: str, result_list: Any, task_data: dict[str, Any] | None = None
+) -> list[str]:
     """Problems with one annotation's ``result`` list for a feedback ``kind`` (empty list = valid).
 
     Checks with the SDK's ``LabelInterface`` (control/object names, region types, choice values that are
@@ -173,7 +177,7 @@ def validate_result(kind: str, config_xml: str, result_list: Any, task_data: dic
         return [f"result must be a list, got {type(result_list).__name__}"]
     try:
         interface, attrs, templates = _parsed(config_xml)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - lxml / SDK parse errors of any type
         return [f"invalid labeling config: {exc}"]
 
     problems: list[str] = []
@@ -193,10 +197,15 @@ def validate_result(kind: str, config_xml: str, result_list: Any, task_data: dic
                 template, index = _template_of(region[key], templates)
                 generic[key] = template
                 if index is not None and n_steps is not None and index >= n_steps:
-                    problems.append(f"Region {i}: {key} {region[key]!r} refers to step index {index}, "
-                                    f"but the task has {n_steps} steps")
-        problems.extend(interface.validate_region(generic, return_errors=True, region_index=i,
-                                                  context={"result": result_list, "region": generic}))
+                    problems.append(
+                        f"Region {i}: {key} {region[key]!r} refers to step index {index}, "
+                        f"but the task has {n_steps} steps"
+                    )
+        problems.extend(
+            interface.validate_region(
+                generic, return_errors=True, region_index=i, context={"result": result_list, "region": generic}
+            )
+        )
         if isinstance(region.get("from_name"), str):
             by_name.setdefault(region["from_name"], []).append(region)
 
@@ -252,8 +261,9 @@ def _ranking_problems(by_name: dict[str, list[dict[str, Any]]], task_data: dict[
     return problems
 
 
-def _step_problems(by_name: dict[str, list[dict[str, Any]]], templates: dict[str, re.Pattern[str]],
-                   n_steps: int | None) -> list[str]:
+def _step_problems(
+    by_name: dict[str, list[dict[str, Any]]], templates: dict[str, re.Pattern[str]], n_steps: int | None
+) -> list[str]:
     problems = []
     labels: dict[int, str] = {}
     for name, regions in by_name.items():
@@ -267,8 +277,12 @@ def _step_problems(by_name: dict[str, list[dict[str, Any]]], templates: dict[str
         number = region.get("value", {}).get("number") if isinstance(region.get("value"), dict) else None
         if isinstance(number, float) and number.is_integer():
             number = int(number)
-        if not isinstance(number, int) or isinstance(number, bool) or number < 1 or (
-                n_steps is not None and number > n_steps):
+        if (
+            not isinstance(number, int)
+            or isinstance(number, bool)
+            or number < 1
+            or (n_steps is not None and number > n_steps)
+        ):
             upper = n_steps if n_steps is not None else "number of steps"
             problems.append(f"first_error must be a step number 1..{upper}, got {number!r}")
         else:
@@ -276,8 +290,9 @@ def _step_problems(by_name: dict[str, list[dict[str, Any]]], templates: dict[str
     if first_error is not None:
         err = first_error - 1
         if labels.get(err) != "negative":
-            problems.append(f"first_error is step {first_error} but that step is labelled {labels.get(err)!r}, "
-                            "not 'negative'")
+            problems.append(
+                f"first_error is step {first_error} but that step is labelled {labels.get(err)!r}, not 'negative'"
+            )
         after = sorted(i + 1 for i in labels if i > err)
         if after:
             problems.append(f"steps after the first error must not be labelled (labelled: {after})")

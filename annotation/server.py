@@ -45,9 +45,23 @@ _TEMPLATE_SKIP = {".env", LOG_FILE_NAME, _TEMPLATE_MARKER}
 # Plain (unprefixed) variables Label Studio falls back to via get_env(); an inherited HOST, PORT,
 # USERNAME, DEBUG ... from the parent shell would silently change its behaviour.
 _PLAIN_ENV_TO_DROP = (
-    "HOST", "PORT", "USERNAME", "PASSWORD", "USER_TOKEN", "DEBUG", "LOG_LEVEL", "DJANGO_DB",
-    "DATABASE_NAME", "BASE_DATA_DIR", "SECRET_KEY", "DJANGO_SETTINGS_MODULE", "DISABLE_SIGNUP_WITHOUT_LINK",
-    "SSRF_PROTECTION_ENABLED", "LATEST_VERSION_CHECK", "COLLECT_ANALYTICS", "JSON_LOG",
+    "HOST",
+    "PORT",
+    "USERNAME",
+    "PASSWORD",
+    "USER_TOKEN",
+    "DEBUG",
+    "LOG_LEVEL",
+    "DJANGO_DB",
+    "DATABASE_NAME",
+    "BASE_DATA_DIR",
+    "SECRET_KEY",
+    "DJANGO_SETTINGS_MODULE",
+    "DISABLE_SIGNUP_WITHOUT_LINK",
+    "SSRF_PROTECTION_ENABLED",
+    "LATEST_VERSION_CHECK",
+    "COLLECT_ANALYTICS",
+    "JSON_LOG",
 )
 
 
@@ -117,8 +131,11 @@ def label_studio_executable() -> Path:
     exe = find_label_studio_executable()
     if exe is None:
         override = os.environ.get(BIN_ENV_VAR)
-        where = f"{BIN_ENV_VAR}={override} is not an executable file" if override else (
-            "no .venv-ls/bin/label-studio and no label-studio on PATH")
+        where = (
+            f"{BIN_ENV_VAR}={override} is not an executable file"
+            if override
+            else ("no .venv-ls/bin/label-studio and no label-studio on PATH")
+        )
         raise LabelStudioNotInstalled(f"Label Studio server not installed ({where}); {SETUP_HINT}")
     return exe
 
@@ -146,27 +163,38 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 # start / stop
 
 
-def _child_env(data_dir: Path, port: int, username: str | None, password: str | None, token: str | None,
-               extra_env: dict[str, str] | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("LABEL_STUDIO_", "HEARTEX_")) and k not in _PLAIN_ENV_TO_DROP}
-    env.update({
-        "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
-        "LABEL_STUDIO_DJANGO_DB": "sqlite",
-        "DJANGO_DB": "sqlite",
-        "LABEL_STUDIO_PORT": str(port),
-        "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
-        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
-        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
-        "LATEST_VERSION_CHECK": "false",
-        "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
-        "COLLECT_ANALYTICS": "false",
-        "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
-        # webhooks to local receivers (tests, local Prefect flows) are blocked otherwise
-        "SSRF_PROTECTION_ENABLED": "false",
-        "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
-        "PYTHONUNBUFFERED": "1",
-    })
+def _child_env(
+    data_dir: Path,
+    port: int,
+    username: str | None,
+    password: str | None,
+    token: str | None,
+    extra_env: dict[str, str] | None,
+) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("LABEL_STUDIO_", "HEARTEX_")) and k not in _PLAIN_ENV_TO_DROP
+    }
+    env.update(
+        {
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "LABEL_STUDIO_DJANGO_DB": "sqlite",
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_PORT": str(port),
+            "LABEL_STUDIO_HOST": f"http://127.0.0.1:{port}",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LATEST_VERSION_CHECK": "false",
+            "LABEL_STUDIO_LATEST_VERSION_CHECK": "false",
+            "COLLECT_ANALYTICS": "false",
+            "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
+            # webhooks to local receivers (tests, local Prefect flows) are blocked otherwise
+            "SSRF_PROTECTION_ENABLED": "false",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     if username is not None:
         env["LABEL_STUDIO_USERNAME"] = username
         env["LABEL_STUDIO_PASSWORD"] = password or ""
@@ -242,13 +270,30 @@ def start_server(
 
     url = f"http://127.0.0.1:{port}"
     log_path = data_dir / LOG_FILE_NAME
-    cmd = [str(exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port),
-           "--data-dir", str(data_dir), "--enable-legacy-api-token"]
+    cmd = [
+        str(exe),
+        "start",
+        "--no-browser",
+        "--internal-host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(data_dir),
+        "--enable-legacy-api-token",
+    ]
     env = _child_env(data_dir, port, username, password, token, extra_env)
     logger.info("starting Label Studio at %s (data dir %s, log %s)", url, data_dir, log_path)
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                   cwd=data_dir, start_new_session=True)
+        process = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=data_dir,
+            start_new_session=True,
+        )
     server = LabelStudioServer(url=url, data_dir=data_dir, port=port, process=process)
     try:
         _wait_healthy(server, timeout)
@@ -266,7 +311,8 @@ def _wait_healthy(server: LabelStudioServer, timeout: float) -> None:
             if code is not None:
                 raise LabelStudioError(
                     f"Label Studio exited with code {code} before answering {server.url}/health; "
-                    f"see {server.log_file}:\n{_tail(server.log_file)}")
+                    f"see {server.log_file}:\n{_tail(server.log_file)}"
+                )
             try:
                 if http.get(f"{server.url}/health").status_code == 200:
                     return
@@ -274,7 +320,8 @@ def _wait_healthy(server: LabelStudioServer, timeout: float) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise ServerStartTimeout(
-                    f"Label Studio did not answer {server.url}/health within {timeout:.0f} s; see {server.log_file}")
+                    f"Label Studio did not answer {server.url}/health within {timeout:.0f} s; see {server.log_file}"
+                )
             time.sleep(0.25)
 
 
@@ -342,7 +389,12 @@ def ensure_template(template_dir: Path | str, timeout: float = 300.0) -> Path:
                 shutil.rmtree(build_dir)
                 return template_dir
             shutil.rmtree(template_dir)
-        build_dir.rename(template_dir)
+        try:
+            build_dir.rename(template_dir)
+        except OSError:
+            if not (template_dir / _TEMPLATE_MARKER).is_file():  # not a concurrent builder winning the race
+                raise
+            shutil.rmtree(build_dir)
     except BaseException:
         shutil.rmtree(build_dir, ignore_errors=True)
         raise

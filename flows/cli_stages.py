@@ -8,7 +8,7 @@ import typer
 
 STAGE_MODULES = (
     "flows.cli_models", "flows.cli_generate", "flows.cli_judge", "flows.cli_dataset", "flows.cli_train",
-    "flows.cli_annotate", "flows.cli_round",
+    "flows.cli_annotate", "flows.cli_round", "flows.cli_serve",
 )
 
 

@@ -1,7 +1,7 @@
 """Prompts the project makes itself for the demo: short questions about a named subject.
 
 Each prompt asks for an answer "in at most N words" and carries its subject as a tag
-(``subject:<word>``) so a verifier can check that the answer is on topic.
+(``topic:<word>``) so a verifier can check that the answer is on topic.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def demo_prompts(n_train: int = 80, n_test: int = 40, max_words: int = 6, seed: 
         for subject, template in pairs[:count]:
             question = template.format(s=subject)
             records.append({"prompt": f"{question} {INSTRUCTION.format(n=max_words)}", "split": split,
-                            "tags": [f"subject:{subject}", f"max_words:{max_words}", "demo"]})
+                            "tags": [f"topic:{subject}", f"max_words:{max_words}", "demo"]})
     return records
 
 

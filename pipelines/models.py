@@ -96,11 +96,16 @@ def load_from_gguf(path: Path, dtype: str = "float32") -> tuple[Any, Any]:
 
 
 def convert_gguf(src: Path, target: Path, dtype: str) -> Path:
-    """Write an HF folder for the GGUF at ``target`` atomically (temp folder, then rename).
-
-    A crash leaves at most a ``.tmp-*`` sibling, never a half-written ``target``.
-    """
+    """Load the GGUF and write it as an HF folder at ``target`` (see :func:`save_converted`)."""
     tok, model = load_from_gguf(src, dtype)
+    return save_converted(tok, model, target)
+
+
+def save_converted(tokenizer: Any, model: Any, target: Path) -> Path:
+    """Save a GGUF-loaded model and tokenizer at ``target`` atomically (temp folder, then rename).
+
+    A crash leaves at most a ``.tmp-*`` sibling being cleaned up, never a half-written ``target``.
+    """
     # transformers marks GGUF-loaded models as quantized and refuses to save them; the weights are dense already.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -109,7 +114,7 @@ def convert_gguf(src: Path, target: Path, dtype: str) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
         try:
             tmp.rename(target)
         except OSError:

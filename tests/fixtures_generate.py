@@ -40,7 +40,7 @@ def build_tiny_model(folder: Path, seed: int = 0) -> Path:
     eos = fast.convert_tokens_to_ids("<|im_end|>")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(fast), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256,
+                         num_key_value_heads=2, intermediate_size=64, max_position_embeddings=256, initializer_range=0.5,
                          eos_token_id=eos, pad_token_id=eos, bos_token_id=fast.bos_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config).eval()
     model.generation_config.eos_token_id = eos

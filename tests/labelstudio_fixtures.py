@@ -54,7 +54,9 @@ def label_studio_template() -> Path:
 
 
 @pytest.fixture(scope="session")
-def label_studio(label_studio_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioTestServer]:
+def label_studio(
+    label_studio_template: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LabelStudioTestServer]:
     """A running server (admin user + random legacy API token) for the whole test session."""
     token = secrets.token_hex(20)
     data_dir = tmp_path_factory.mktemp("label-studio-data")

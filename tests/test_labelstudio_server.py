@@ -12,9 +12,13 @@ import httpx
 import pytest
 
 from annotation import configs
-from annotation.client import LabelStudioClientError, connect
+from annotation.client import Annotator, LabelStudioClientError, connect
 from annotation.server import LabelStudioNotInstalled, PortInUseError, start_server
-from tests.labelstudio_fixtures import label_studio, label_studio_template  # noqa: F401  (fixtures)
+from tests import labelstudio_fixtures
+
+# session fixtures (one conftest only in this repo, so they are imported here)
+label_studio_template = labelstudio_fixtures.label_studio_template
+label_studio = labelstudio_fixtures.label_studio
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -76,7 +80,12 @@ def test_validate_result_rules():
 
     rank = configs.config_for("ranking")
     data = configs.ranking_task("p", [("r1", "x"), ("r2", "y"), ("r3", "z")])
-    ranked = {"from_name": "ranker", "to_name": "items", "type": "ranker", "value": {"ranker": {"ranker": ["r3", "r1", "r2"]}}}
+    ranked = {
+        "from_name": "ranker",
+        "to_name": "items",
+        "type": "ranker",
+        "value": {"ranker": {"ranker": ["r3", "r1", "r2"]}},
+    }
     assert configs.validate_result("ranking", rank, [ranked], data) == []
     ranked["value"]["ranker"]["ranker"] = ["r3", "r1"]
     assert configs.validate_result("ranking", rank, [ranked], data)
@@ -122,7 +131,9 @@ def test_every_config_uploads_and_project_is_idempotent(label_studio):
 
 
 SAMPLE_TASKS = {
-    "pairwise": [configs.pairwise_task(f"prompt {i}", f"answer A{i}", f"answer B{i}", pair_id=f"p{i}") for i in range(3)],
+    "pairwise": [
+        configs.pairwise_task(f"prompt {i}", f"answer A{i}", f"answer B{i}", pair_id=f"p{i}") for i in range(3)
+    ],
     "ranking": [configs.ranking_task("rank these", [("r1", "one"), ("r2", "two"), ("r3", "three")], request_id="k1")],
     "binary": [configs.binary_task("hi", "hello!", response_id="b1")],
     "step": [configs.step_task("2+2*2?", ["2*2=4", "2+4=6", "answer 6"], solution_id="s1")],
@@ -136,7 +147,10 @@ def test_bulk_import_returns_ids_in_order_in_one_request(label_studio):
     tasks = [configs.pairwise_task(f"prompt {i}", "a", "b", pair_id=f"bulk-{i}") for i in range(25)]
     seen: list[str] = []
     hooks = client._http().event_hooks["request"]
-    hook = lambda request: seen.append(f"{request.method} {request.url.path}")  # noqa: E731
+
+    def hook(request: httpx.Request) -> None:
+        seen.append(f"{request.method} {request.url.path}")
+
     hooks.append(hook)
     try:
         ids = client.import_tasks(project.id, tasks)
@@ -159,16 +173,28 @@ def test_annotators_annotate_and_export(label_studio):
     bob = admin.create_user("bob@alignloop.local")
 
     results = {
-        "pairwise": [choice("preference", "prompt", "B"),
-                     {"from_name": "helpfulness_b", "to_name": "b", "type": "rating", "value": {"rating": 5}},
-                     {"from_name": "rationale", "to_name": "prompt", "type": "textarea", "value": {"text": ["B is right"]}}],
-        "ranking": [{"from_name": "ranker", "to_name": "items", "type": "ranker",
-                     "value": {"ranker": {"ranker": ["r2", "r1", "r3"]}}}],
+        "pairwise": [
+            choice("preference", "prompt", "B"),
+            {"from_name": "helpfulness_b", "to_name": "b", "type": "rating", "value": {"rating": 5}},
+            {"from_name": "rationale", "to_name": "prompt", "type": "textarea", "value": {"text": ["B is right"]}},
+        ],
+        "ranking": [
+            {
+                "from_name": "ranker",
+                "to_name": "items",
+                "type": "ranker",
+                "value": {"ranker": {"ranker": ["r2", "r1", "r3"]}},
+            }
+        ],
         "binary": [choice("thumbs", "response", "good")],
-        "step": [choice("step_label_0", "step_0", "positive"), choice("step_label_1", "step_1", "negative"),
-                 {"from_name": "first_error", "to_name": "question", "type": "number", "value": {"number": 2}}],
-        "correction": [{"from_name": "correction", "to_name": "answer", "type": "textarea",
-                        "value": {"text": ["Paris"]}}],
+        "step": [
+            choice("step_label_0", "step_0", "positive"),
+            choice("step_label_1", "step_1", "negative"),
+            {"from_name": "first_error", "to_name": "question", "type": "number", "value": {"number": 2}},
+        ],
+        "correction": [
+            {"from_name": "correction", "to_name": "answer", "type": "textarea", "value": {"text": ["Paris"]}}
+        ],
     }
     for kind in configs.KINDS:
         config = configs.config_for(kind)
@@ -181,8 +207,8 @@ def test_annotators_annotate_and_export(label_studio):
         exported = admin.export_annotations(project.id)
         by_annotation = {record.annotation_id: record for record in exported}
         assert set(by_annotation) == {alice_ann, bob_ann}
-        assert by_annotation[alice_ann].annotator.id == alice.id
-        assert by_annotation[bob_ann].annotator.id == bob.id
+        assert by_annotation[alice_ann].annotator == Annotator(alice.id, "alice@alignloop.local")
+        assert by_annotation[bob_ann].annotator == Annotator(bob.id, "bob@alignloop.local")
         for record in exported:
             assert record.task_id == ids[0]
             assert record.task_data == SAMPLE_TASKS[kind][0]
@@ -202,7 +228,7 @@ def test_webhook_reaches_local_receiver(label_studio):
     received: list[dict] = []
 
     class Receiver(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):  # noqa: N802
+        def do_POST(self):
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             received.append({"headers": dict(self.headers), "body": json.loads(body or b"{}")})
             self.send_response(200)
@@ -223,7 +249,9 @@ def test_webhook_reaches_local_receiver(label_studio):
         [task_id] = admin.import_tasks(project.id, [configs.binary_task("hi", "hello", response_id="w1")])
         admin.create_annotation(task_id, [choice("thumbs", "response", "bad")])
         deadline = time.monotonic() + 15
-        while not any(r["body"].get("action") == "ANNOTATION_CREATED" for r in received) and time.monotonic() < deadline:
+        while (
+            not any(r["body"].get("action") == "ANNOTATION_CREATED" for r in received) and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         created = [r for r in received if r["body"].get("action") == "ANNOTATION_CREATED"]
         assert created, f"no ANNOTATION_CREATED webhook; got {[r['body'].get('action') for r in received]}"

@@ -259,6 +259,10 @@ def to_dict(config: MethodConfig) -> dict[str, Any]:
     return data
 
 
+def to_dict_lora(lora: LoraConfig) -> dict[str, Any]:
+    return {**asdict(lora), "targets": list(lora.targets)}
+
+
 def from_dict(data: dict[str, Any]) -> MethodConfig:
     """Inverse of :func:`to_dict`; unknown fields fail with their names."""
     data = dict(data)

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def evaluate_split(model: torch.nn.Module, objective: Objective, features: Seque
             _, metrics = objective(model, batch)
         for name, value in metrics.items():
             v = float(value)
-            if v == v:  # skip NaN (e.g. an empty subset)
+            if not math.isnan(v):  # skip NaN (e.g. an empty subset)
                 sums[name] += v * len(chunk)
                 weights[name] += len(chunk)
     model.train(was_training)

@@ -24,8 +24,8 @@ def bf16_supported() -> bool:
         try:
             if fn is not None and fn():
                 return True
-        except Exception:  # private probes; failure means "unknown", i.e. no
-            continue
+        except (RuntimeError, AttributeError, OSError):  # private probes; failure means "unknown", i.e. no
+            pass
     return False
 
 
@@ -67,7 +67,10 @@ def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x name
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if lora is not None:
         from peft import LoraConfig as PeftLora

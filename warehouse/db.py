@@ -61,7 +61,7 @@ def _migrate(con: duckdb.DuckDBPyConnection) -> None:
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
         "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
     )
-    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0]
+    current = con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0]
     for version, sql in migrations():
         if version <= current:
             continue

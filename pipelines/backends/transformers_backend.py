@@ -8,6 +8,7 @@ so a sample does not depend on what else was in its batch.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,6 +65,9 @@ class TransformersBackend:
         self.eos_ids = flat
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(flat)
         self.context = int(getattr(model.config, "max_position_embeddings", 0) or 2048)
+        # transformers 5.24 renamed ``past_key_values`` to ``cache`` (the old name warns until 5.40).
+        params = inspect.signature(model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
     def load(cls, model: str, **opts: Any) -> TransformersBackend:
@@ -174,8 +178,8 @@ class TransformersBackend:
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
             while active:
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
-                                    use_cache=True, logits_to_keep=1).logits[:, -1, :]  # (b, V)
+                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                                    logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1, :]  # (b, V)
                 nxt = self._pick(logits.float(), sampling, None if gens is None else [gens[r] for r in active])
                 keep = []
                 for j, r in enumerate(active):

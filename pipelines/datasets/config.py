@@ -182,7 +182,7 @@ class SFTConfig:
             raise InputError(f"per_prompt must be >= 1, got {self.per_prompt}", field="per_prompt")
 
 
-KindConfig = Union[PairwiseConfig, ListwiseConfig, BinaryConfig, StepsConfig, CorrectionConfig, SFTConfig]
+KindConfig = PairwiseConfig | ListwiseConfig | BinaryConfig | StepsConfig | CorrectionConfig | SFTConfig
 CONFIGS: dict[str, type] = {"pairwise": PairwiseConfig, "listwise": ListwiseConfig, "binary": BinaryConfig,
                             "steps": StepsConfig, "correction": CorrectionConfig, "sft": SFTConfig}
 assert set(CONFIGS) == set(KINDS)

@@ -38,6 +38,9 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any],
     if missing:
         raise KeyError(f"builder {name}.sql needs parameters {missing}")
     tables = tables or {}
+    # duckdb 2 refuses a relation while an earlier execute() result is unfinished (e.g. a fetchone() elsewhere);
+    # a fresh execute() replaces that pending result.
+    con.execute("SELECT 1").fetchall()
     for key, table in tables.items():
         con.register(key, table)
     try:

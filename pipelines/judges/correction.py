@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.backends.base import Backend, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.templates import Template, field, load_template
+from pipelines.judges.templates import Template, load_template, quoted
+from warehouse import ids
 from warehouse.records import Correction, Response
 
 CORRECTION_SAMPLING = Sampling(n=1, temperature=0.0, max_new_tokens=256)
@@ -25,7 +26,7 @@ class CorrectionResult:
 @dataclass(frozen=True)
 class CorrectionJudge:
     backend: Backend
-    config: JudgeConfig = JudgeConfig()
+    config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
     sampling: Sampling = CORRECTION_SAMPLING
 
@@ -44,8 +45,9 @@ class CorrectionJudge:
     def judge_items(self, items: list[ResponseItem], round_id: str) -> CorrectionResult:
         responses, corrections, invalid = [], [], []
         mc = self.config.max_chars
+        sampling = self.sampling.identity()
         for batch in calls.chunks(items, self.config.calls.batch_size):
-            convs = [self.template.render(question=field(it.question, mc), response=field(it.text, mc))
+            convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc))
                      for it in batch]
             stats = calls.CallStats()
             done = calls.generate(self.backend, convs, self.config.calls, stats, self.sampling)
@@ -58,9 +60,12 @@ class CorrectionJudge:
                     continue
                 meta = {"template": self.template.name, "template_version": self.template.version,
                         "principles": list(self.config.principles), "unchanged": text == it.text.strip(), **share}
-                resp = Response.given(it.prompt_id, self.backend.name, round_id, text, "aligner", parent_id=it.id,
-                                      finish_reason=comp.finish_reason, prompt_tokens=comp.prompt_tokens,
-                                      completion_tokens=comp.completion_tokens, meta={"judge": self.judge})
+                # Identity includes the original: two answers corrected into the same text stay two rows.
+                rid = ids.response_id(it.prompt_id, self.backend.name, {**sampling, "parent_id": it.id}, None, 0,
+                                      text=text)
+                resp = Response(rid, it.prompt_id, self.backend.name, round_id, text, "aligner", sampling,
+                                parent_id=it.id, finish_reason=comp.finish_reason, prompt_tokens=comp.prompt_tokens,
+                                completion_tokens=comp.completion_tokens, meta={"judge": self.judge})
                 responses.append(resp)
                 corrections.append(Correction(Correction.make_id(self.judge, it.id), it.prompt_id, it.id, resp.id,
                                               self.judge, "ai", round_id, meta=meta))

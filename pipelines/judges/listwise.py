@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.backends.base import Backend
 from pipelines.judges import calls
 from pipelines.judges.config import GroupItem, JudgeConfig
 from pipelines.judges.parsing import parse_ranking
-from pipelines.judges.templates import Template, field, fenced, letters, load_template
+from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
 from warehouse.ids import content_id
 from warehouse.records import Ranking
 
@@ -51,7 +51,7 @@ def borda(rankings: list[list[int]], k: int) -> tuple[list[int], list[float]]:
 @dataclass(frozen=True)
 class ListwiseJudge:
     backend: Backend
-    config: JudgeConfig = JudgeConfig()
+    config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
 
     def __post_init__(self) -> None:
@@ -74,7 +74,7 @@ class ListwiseJudge:
         labels = letters(len(perm))
         mc = self.config.max_chars
         body = "\n\n".join(fenced(f"ANSWER {lab}", group.texts[i], mc) for lab, i in zip(labels, perm))
-        return self.template.render(question=field(group.question, mc), responses=body, count=str(len(perm)),
+        return self.template.render(question=quoted(group.question, mc), responses=body, count=str(len(perm)),
                                     example=" > ".join(reversed(labels)))
 
     def judge_groups(self, groups: list[GroupItem], round_id: str) -> list[Ranking]:

@@ -11,7 +11,7 @@ Without log-probabilities both verdicts are parsed; a disagreement is inconsiste
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -19,7 +19,7 @@ from pipelines.backends.base import Backend, Conversation
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.parsing import mass, parse_pairwise, two_way_prob
-from pipelines.judges.templates import Template, field, load_template
+from pipelines.judges.templates import Template, load_template, quoted
 from warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
@@ -66,7 +66,7 @@ class PairwiseJudge:
     """Judge pairs with one backend and one template. ``judge`` is the id written to the warehouse."""
 
     backend: Backend
-    config: JudgeConfig = JudgeConfig()
+    config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
 
     def __post_init__(self) -> None:
@@ -84,7 +84,7 @@ class PairwiseJudge:
     def conversations(self, pair: PairItem) -> tuple[Conversation, Conversation]:
         """(a shown first, b shown first)."""
         mc = self.config.max_chars
-        q, a, b = field(pair.question, mc), field(pair.a_text, mc), field(pair.b_text, mc)
+        q, a, b = quoted(pair.question, mc), quoted(pair.a_text, mc), quoted(pair.b_text, mc)
         return (self.template.render(question=q, response_a=a, response_b=b),
                 self.template.render(question=q, response_a=b, response_b=a))
 

@@ -32,8 +32,14 @@ def parse_pairwise(text: str) -> str | None:
     m = _ONLY.match(text)
     if m:
         return _norm(m.group(1))
-    found = {_norm(m.group(1)) for pat in _PATTERNS for m in pat.finditer(text)}
-    return found.pop() if len(found) == 1 else None
+    explicit = {_norm(m.group(1)) for pat in _PATTERNS[1:3] for m in pat.finditer(text)}
+    if explicit:
+        return explicit.pop() if len(explicit) == 1 else None
+    found = {_norm(m.group(1)) for pat in (_PATTERNS[0], _PATTERNS[3]) for m in pat.finditer(text)}
+    mentions = set(re.findall(r"(?<![A-Za-z])(A|B)(?![A-Za-z])", text))
+    if len(found) != 1 or len(mentions) > 1:  # "A or B ...", "A is good but B is better": no clear verdict
+        return None
+    return found.pop()
 
 
 def _norm(v: str) -> str:

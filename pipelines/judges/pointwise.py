@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.backends.base import Backend
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.parsing import mass, parse_binary, parse_rating, two_way_prob
-from pipelines.judges.templates import Template, field, load_template
+from pipelines.judges.templates import Template, load_template, quoted
 from warehouse.records import Rating
 
 BINARY_CANDIDATES = ("Yes", "No")
@@ -17,7 +17,7 @@ BINARY_CANDIDATES = ("Yes", "No")
 @dataclass(frozen=True)
 class _Pointwise:
     backend: Backend
-    config: JudgeConfig = JudgeConfig()
+    config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
     default_template = ""
 
@@ -49,7 +49,7 @@ class RatingJudge(_Pointwise):
         out = []
         mc = self.config.max_chars
         for batch in calls.chunks(todo, self.config.calls.batch_size):
-            convs = [self.template.render(question=field(it.question, mc), response=field(it.text, mc), aspect=a)
+            convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc), aspect=a)
                      for it, a in batch]
             stats = calls.CallStats()
             texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
@@ -75,7 +75,7 @@ class BinaryJudge(_Pointwise):
         out = []
         mc = self.config.max_chars
         for batch in calls.chunks(items, self.config.calls.batch_size):
-            convs = [self.template.render(question=field(it.question, mc), response=field(it.text, mc))
+            convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc))
                      for it in batch]
             stats = calls.CallStats()
             probs: list[float | None] | None = None

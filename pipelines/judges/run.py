@@ -137,17 +137,14 @@ def select_items(con: duckdb.DuckDBPyConnection, request: JudgeRequest, judge: A
         items = load_groups(con, r.round_id, r.group_size, r.origins)
     else:
         items = load_responses(con, r.round_id, r.origins)
-    if r.kind == "correction":  # corrections of corrections are not wanted by default
-        items = [it for it in items if it.id not in _aligner_ids(con, r.round_id)]
+    if r.kind == "correction":  # corrections of corrections are not wanted
+        aligner = {it.id for it in load_responses(con, r.round_id, ("aligner",))}
+        items = [it for it in items if it.id not in aligner]
     per_item = [judge.ids([it]) for it in items]
     done = existing_ids(con, [i for ids in per_item for i in ids])
     todo = [it for it, ids in zip(items, per_item) if not all(i in done for i in ids)]
     cached = len(items) - len(todo)
     return (todo[: r.limit] if r.limit else todo), cached
-
-
-def _aligner_ids(con: duckdb.DuckDBPyConnection, round_id: str) -> set[str]:
-    return {it.id for it in load_responses(con, round_id, ("aligner",))}
 
 
 def execute(judge: Any, kind: str, items: list, round_id: str) -> JudgeOutput:
@@ -183,17 +180,64 @@ def execute(judge: Any, kind: str, items: list, round_id: str) -> JudgeOutput:
 
 def store(con: duckdb.DuckDBPyConnection, output: JudgeOutput) -> dict[str, int]:
     """Ingest all tables of one judge run in one transaction; returns new rows per table."""
-    inserted = {}
+    inserted: dict[str, int] = {}
+    if not output.tables:
+        return inserted
     with db.transaction(con):
-        db.ensure_round(con, _round_of(output) or "import") if output.tables else None
+        db.ensure_round(con, _round_of(output))
         for table in ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections"):
             if table in output.tables:
                 inserted[table] = db.ingest(con, table, output.tables[table])
     return inserted
 
 
-def _round_of(output: JudgeOutput) -> str | None:
+def _round_of(output: JudgeOutput) -> str:
     for tb in output.tables.values():
         if "round_id" in tb.column_names and tb.num_rows:
             return tb.column("round_id")[0].as_py()
-    return None
+    raise AssertionError("judge output without rows")
+
+
+@dataclass(frozen=True)
+class VerifierJudge:
+    """A rule verifier behind the judge interface: binary ratings with source 'rule', judge ``name@version``."""
+
+    verifier: Any
+
+    @property
+    def judge(self) -> str:
+        return self.verifier.judge
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        from pipelines.verifiers.composite import rating_id
+
+        return [rating_id(self.verifier, it.id) for it in items]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str):
+        from pipelines.verifiers.composite import rate
+
+        return rate(self.verifier, items, round_id)
+
+
+def build_judge(kind: str, spec: str, backend: str = "transformers", config: JudgeConfig | None = None,
+                **backend_opts: Any) -> Any:
+    """A judge from ``--judge``: ``verifier:NAME`` (rule), ``rm:FOLDER`` (reward model) or a model for ``backend``.
+
+    Raises:
+        AlignloopError: a verifier or reward model asked for a kind it cannot produce.
+    """
+    if spec.startswith("verifier:"):
+        if kind not in ("binary", "rating"):
+            raise AlignloopError(f"verifiers give binary ratings; use `judge binary`, not `judge {kind}`")
+        from pipelines.verifiers import get_verifier
+
+        return VerifierJudge(get_verifier(spec.split(":", 1)[1]))
+    if spec.startswith("rm:"):
+        if kind != "rating":
+            raise AlignloopError(f"reward models give scores; use `judge rating`, not `judge {kind}`")
+        from pipelines.judges.reward_model import RewardModelJudge
+
+        return RewardModelJudge.load(spec.split(":", 1)[1])
+    from pipelines.backends import make_backend
+
+    return make_judge(kind, make_backend(backend, spec, **backend_opts), config)

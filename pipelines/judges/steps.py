@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipelines.backends.base import Backend
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.parsing import parse_steps
-from pipelines.judges.templates import Template, field, fenced, load_template
+from pipelines.judges.templates import Template, fenced, load_template, quoted
 from warehouse.records import StepLabel
 
 
@@ -34,7 +34,7 @@ def finish_reason(labels: list[int | None]) -> str:
 @dataclass(frozen=True)
 class StepJudge:
     backend: Backend
-    config: JudgeConfig = JudgeConfig()
+    config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
 
     def __post_init__(self) -> None:
@@ -54,7 +54,7 @@ class StepJudge:
         mc = self.config.max_chars
         for batch in calls.chunks(items, self.config.calls.batch_size):
             steps = [split_steps(it) for it in batch]
-            convs = [self.template.render(question=field(it.question, mc),
+            convs = [self.template.render(question=quoted(it.question, mc),
                                           steps="\n".join(fenced(f"STEP {i + 1}", s, mc) for i, s in enumerate(st)))
                      for it, st in zip(batch, steps)]
             stats = calls.CallStats()

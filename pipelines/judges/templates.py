@@ -103,7 +103,7 @@ def fenced(label: str, text: str, max_chars: int | None = None) -> str:
     return f"{_FENCE_OPEN}BEGIN {label}{_FENCE_CLOSE}\n{escape(clip(text, max_chars))}\n{_FENCE_OPEN}END {label}{_FENCE_CLOSE}"
 
 
-def field(text: str, max_chars: int | None = None) -> str:
+def quoted(text: str, max_chars: int | None = None) -> str:
     """A value for a field the template itself fences: clipped and escaped."""
     return escape(clip(text, max_chars))
 

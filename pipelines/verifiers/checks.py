@@ -18,9 +18,7 @@ from warehouse.ids import content_id
 CHECKS_VERSION = 1
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")
 STOPWORDS = frozenset(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that these "
-    "those i you he she we they them his her our your their my me us do does did not no so very can will would "
-    "should could may might must have has had just also than then there here what why how who which when".split()
+    ["a", "an", "the", "and", "or", "but", "if", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "i", "you", "he", "she", "we", "they", "them", "his", "her", "our", "your", "their", "my", "me", "us", "do", "does", "did", "not", "no", "so", "very", "can", "will", "would", "should", "could", "may", "might", "must", "have", "has", "had", "just", "also", "than", "then", "there", "here", "what", "why", "how", "who", "which", "when"]
 )
 
 
@@ -165,7 +163,7 @@ def _stem(word: str) -> str:
 
 
 def _mentions(ws: list[str], stem: str) -> bool:
-    return any(w == stem or (w.startswith(stem[:-1] if stem.endswith("y") else stem) and len(w) <= len(stem) + 3)
+    return any(w == stem or (w.startswith(stem.removesuffix("y")) and len(w) <= len(stem) + 3)
                for w in ws)
 
 

@@ -14,7 +14,7 @@ train_tokens AS (
         prompt_id,
         list_filter(
             regexp_split_to_array(lower(regexp_replace(text, '(^|\n)(system|user|assistant): ', ' ', 'g')), '[^a-z0-9]+'),
-            t -> t <> ''
+            lambda t: t <> ''
         ) AS toks
     FROM train
 ),
@@ -23,7 +23,7 @@ eval_tokens AS (
     SELECT
         list_filter(
             regexp_split_to_array(lower(regexp_replace(text, '(^|\n)(system|user|assistant): ', ' ', 'g')), '[^a-z0-9]+'),
-            t -> t <> ''
+            lambda t: t <> ''
         ) AS toks
     FROM _eval_texts
 ),
@@ -34,7 +34,7 @@ train_grams AS (
         hash(unnest(
             CASE
                 WHEN len(toks) < $ngram THEN [array_to_string(toks, ' ')]
-                ELSE list_transform(range(1, len(toks) - $ngram + 2), i -> array_to_string(toks[i:i + $ngram - 1], ' '))
+                ELSE list_transform(range(1, len(toks) - $ngram + 2), lambda i: array_to_string(toks[i:i + $ngram - 1], ' '))
             END
         )) AS g
     FROM train_tokens
@@ -45,7 +45,7 @@ eval_grams AS (
         hash(unnest(
             CASE
                 WHEN len(toks) < $ngram THEN [array_to_string(toks, ' ')]
-                ELSE list_transform(range(1, len(toks) - $ngram + 2), i -> array_to_string(toks[i:i + $ngram - 1], ' '))
+                ELSE list_transform(range(1, len(toks) - $ngram + 2), lambda i: array_to_string(toks[i:i + $ngram - 1], ' '))
             END
         )) AS g
     FROM eval_tokens

@@ -14,7 +14,7 @@ SELECT
     prompt_id,
     round_id,
     response_ids[1:$k] AS completion_ids,
-    coalesce(scores[1:$k], list_transform(range($k), x -> NULL::DOUBLE)) AS scores,
+    coalesce(scores[1:$k], list_transform(range($k), lambda x: NULL::DOUBLE)) AS scores,
     source,
     [id] AS feedback_ids
 FROM allowed

@@ -31,7 +31,7 @@ aligned AS (
     SELECT
         g.*,
         r.steps AS all_steps,
-        list_transform(range(len(r.steps)), k -> g.lab[list_position(g.idx, k)]) AS all_labels
+        list_transform(range(len(r.steps)), lambda k: g.lab[list_position(g.idx, k)]) AS all_labels
     FROM grouped AS g
     INNER JOIN responses AS r ON g.response_id = r.id
     WHERE r.steps IS NOT NULL AND len(r.steps) > 0
@@ -41,7 +41,7 @@ cut AS (
     SELECT
         *,
         least(
-            len(all_labels) - coalesce(list_position(list_reverse(list_transform(all_labels, x -> x IS NOT NULL)), true), len(all_labels) + 1) + 1,
+            len(all_labels) - coalesce(list_position(list_reverse(list_transform(all_labels, lambda x: x IS NOT NULL)), true), len(all_labels) + 1) + 1,
             CASE WHEN $truncate_after_negative THEN coalesce(list_position(all_labels, -1), len(all_labels)) ELSE len(all_labels) END
         ) AS n_keep
     FROM aligned

@@ -1,0 +1,86 @@
+"""Pairwise judging throughput: batched verdict-token log-probs (both orders) vs a naive generate-and-parse loop.
+
+    python benchmarks/judge.py --pairs 32 [--model default] [--max-chars 300] [--batch-size 16]
+
+Same model, same pairs, same run. Pairs come from the HH-RLHF harmless test file (rows 0-1999) when present
+(../shared/data or $ALIGNLOOP_SHARED_DATA), else from synthetic answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+from pipelines.backends import Sampling, make_backend
+from pipelines.judges.calls import CallPolicy
+from pipelines.judges.config import JudgeConfig, PairItem
+from pipelines.judges.pairwise import PairwiseJudge, resolve, to_response
+from pipelines.judges.parsing import parse_pairwise
+
+
+def load_pairs(n: int) -> list[PairItem]:
+    data = Path(os.environ.get("ALIGNLOOP_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+    path = data / "hh-rlhf-harmless-base-test.jsonl.gz"
+    pairs = []
+    if path.exists():
+        with gzip.open(path, "rt", encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i >= min(n, 2000):
+                    break
+                rec = json.loads(line)
+                head, _, chosen = rec["chosen"].rpartition("\n\nAssistant:")
+                _, _, rejected = rec["rejected"].rpartition("\n\nAssistant:")
+                pairs.append(PairItem(f"p{i}", head.strip(), f"c{i}", chosen.strip(), f"r{i}", rejected.strip()))
+    while len(pairs) < n:
+        i = len(pairs)
+        pairs.append(PairItem(f"p{i}", f"What is {i} plus {i}?", f"a{i}", f"It is {2 * i}.", f"b{i}", "No idea."))
+    return pairs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pairs", type=int, default=32)
+    ap.add_argument("--model", default="default")
+    ap.add_argument("--max-chars", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=8, help="Naive loop: verdict length.")
+    args = ap.parse_args()
+
+    backend = make_backend("transformers", args.model, max_batch_size=args.batch_size)
+    pairs = load_pairs(args.pairs)
+    cfg = JudgeConfig(mode="logprobs", max_chars=args.max_chars, calls=CallPolicy(batch_size=args.batch_size))
+    judge = PairwiseJudge(backend, cfg)
+    judge.judge_pairs(pairs[:2], "bench")  # warm-up
+
+    t0 = time.perf_counter()
+    fast = judge.judge_pairs(pairs, "bench")
+    t_fast = time.perf_counter() - t0
+
+    sampling = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    t0 = time.perf_counter()
+    naive = []
+    for p in pairs:
+        ab, ba = judge.conversations(p)
+        v_ab = parse_pairwise(backend.generate([ab], sampling)[0][0].text)
+        v_ba = parse_pairwise(backend.generate([ba], sampling)[0][0].text)
+        naive.append(resolve(to_response(v_ab, True), to_response(v_ba, False), "tie")[0])
+    t_naive = time.perf_counter() - t0
+
+    n = len(pairs)
+    print(f"pairs: {n} (both orders each), model {backend.name}, max_chars {args.max_chars}, batch {args.batch_size}")
+    print(f"batched log-probs : {n / t_fast:8.2f} pairs/s ({t_fast:.1f} s); winners "
+          f"{ {w: sum(r.winner == w for r in fast) for w in ('a', 'b', 'tie', 'invalid')} }")
+    print(f"naive generate    : {n / t_naive:8.2f} pairs/s ({t_naive:.1f} s); winners "
+          f"{ {w: naive.count(w) for w in ('a', 'b', 'tie', 'invalid')} }")
+    print(f"speed-up          : {t_naive / t_fast:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,230 @@
+"""Prefect flows for human feedback in Label Studio: push tasks, pull annotations, wait for a quota.
+
+    python -c "from flows.annotate import *; annotate_push(AnnotatePushParams(kind='pairwise', round='r1'))"
+
+Label Studio is reached at ``label_studio_url`` (default env LABEL_STUDIO_URL) with the token from env
+LABEL_STUDIO_API_KEY, or from the Prefect Secret block named by ``token_secret``. The token is resolved
+inside the flow and is never a parameter, a result, a log line or a warehouse value.
+
+``wait_for_annotations`` suspends (deployments: the process exits and the run is rescheduled on resume) or
+pauses (``mode='pause'``: the process keeps waiting; for local runs) until someone calls
+``resume_flow_run(flow_run_id, run_input={"done": n})``: the webhook handler from ``quota_resumer``, or the
+``check-annotation-quota`` flow run on a schedule.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict
+from typing import Any, Literal
+from uuid import UUID
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.input import RunInput
+from prefect.states import Completed
+from pydantic import BaseModel, Field
+
+from annotation import agreement, configs, push, waiting
+from annotation import pull as pulling
+from annotation.client import LabelStudioClient, connect
+from warehouse import db
+
+
+class LabelStudioParams(BaseModel):
+    """Where Label Studio is; the token itself is never a parameter."""
+
+    label_studio_url: str | None = Field(None, description="Label Studio URL; default env LABEL_STUDIO_URL.")
+    token_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API token; "
+                                                       "default env LABEL_STUDIO_API_KEY.")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+
+    def db_path(self) -> str:
+        return self.db or db.default_path()
+
+
+class AnnotatePushParams(LabelStudioParams):
+    kind: Literal["pairwise", "ranking", "binary", "step", "correction"] = Field(..., description="Feedback kind.")
+    round: str = Field(..., min_length=1, description="Round whose responses are sent.")
+    sample: int | None = Field(None, ge=1, description="Send at most this many new tasks.")
+    strategy: Literal["inconsistent", "disagreement", "random"] = Field(
+        "inconsistent", description="Pairwise order: AI-inconsistent pairs first, judge disagreements first, random.")
+    seed: int = Field(0, description="Seed of the random audit sample.")
+    audit: float = Field(0.1, ge=0, le=1, description="Share of the sample kept for random unflagged items.")
+
+    def request(self) -> push.PushRequest:
+        return push.PushRequest(self.kind, self.round, self.sample, self.strategy, self.seed, self.audit)
+
+
+class AnnotatePullParams(LabelStudioParams):
+    round: str | None = Field(None, description="Only this round's projects (default: all).")
+    report: bool = Field(True, description="Recompute annotator agreement into `evaluations` after pulling.")
+
+
+class WaitParams(LabelStudioParams):
+    round: str = Field(..., min_length=1, description="Round of the project to watch.")
+    kind: Literal["pairwise", "ranking", "binary", "step", "correction"] = Field(..., description="Feedback kind.")
+    quota: int = Field(..., ge=1, description="Wait until this many tasks have an annotation.")
+    timeout_s: int = Field(86400, ge=1, description="Give up waiting after this many seconds.")
+    mode: Literal["suspend", "pause"] = Field("suspend", description="suspend: exit and resume later (needs a "
+                                                                     "deployment); pause: keep the process.")
+    poll_interval_s: int = Field(10, ge=1, description="pause mode: how often the paused run checks for resume.")
+
+
+class QuotaReached(RunInput):
+    """What a resumer sends: the finished-task count it saw."""
+
+    done: int
+    project_id: int | None = None
+
+
+def label_studio(params: LabelStudioParams) -> LabelStudioClient:
+    """Connect, taking the token from the named Secret block or the environment."""
+    token = None
+    if params.token_secret:
+        from prefect.blocks.system import Secret
+
+        token = Secret.load(params.token_secret).get()
+    return connect(params.label_studio_url, token)
+
+
+@task(name="label-studio-send", cache_policy=NO_CACHE, persist_result=False)
+def send_tasks(client: LabelStudioClient, kind: str, round_id: str, tasks: list) -> tuple[int, list, int]:
+    return push.send(client, kind, round_id, tasks)
+
+
+@task(name="label-studio-export", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
+def export_projects(client: LabelStudioClient, project_ids: list[int]) -> tuple[dict, dict]:
+    exported = {p: client.export_annotations(p) for p in project_ids}
+    live = {p: {t.id for t in client.list_tasks(p)} for p in project_ids}
+    return exported, live
+
+
+@task(name="label-studio-count-done", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
+def count_done(client: LabelStudioClient, project_id: int) -> waiting.Progress:
+    return waiting.count_done(client, project_id)
+
+
+@flow(name="annotate-push", persist_result=True)
+def annotate_push(params: AnnotatePushParams) -> dict[str, Any]:
+    """Select items (read), send them in one bulk import, record the tasks (one short write)."""
+    client = label_studio(params)
+    req = params.request()
+    with db.connect(params.db_path()) as con:
+        tasks = push.plan_push(con, req.kind, req.round, req.sample, req.strategy, req.seed, req.audit, req.origins)
+    title = push.project_title(req.round, req.kind)
+    if not tasks:
+        return asdict(push.PushResult(None, title, 0, 0, 0, 0))
+    project_id, placed, recovered = send_tasks(client, req.kind, req.round, tasks)
+    with db.connect(params.db_path()) as con:
+        added = push.record(con, placed)
+    get_run_logger().info("pushed %d tasks to project %s (%r)", len(placed), project_id, title)
+    return asdict(push.PushResult(project_id, title, len(tasks), len(tasks) - recovered, recovered, added))
+
+
+@flow(name="annotate-pull", persist_result=True)
+def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
+    """Export annotations, validate and map them, write them in one transaction, then the agreement report."""
+    client = label_studio(params)
+    with db.connect(params.db_path()) as con:
+        sent = pulling.load_sent(con, params.round)
+        item_ids = sorted({i for t in sent for i in t.item_ids})
+        known = {r[0] for r in con.execute(db.query("annotation_known_responses"), {"ids": item_ids}).fetchall()}
+    projects = sorted({t.project_id for t in sent})
+    exported, live = export_projects(client, projects)
+    plan = pulling.collect(sent, exported, live, known)
+    with db.connect(params.db_path()) as con:
+        inserted, replaced = pulling.store(con, plan)
+        if params.report:
+            agreement.store(con, agreement.report(*agreement.collect(con, params.round)), params.round)
+    summary = pulling.PullSummary(projects, plan.annotations, inserted, replaced, plan.skipped, len(plan.annotated),
+                                  len(plan.deleted))
+    for s in plan.skipped:
+        get_run_logger().warning("skipped annotation %s on task %s: %s", s.annotation_id, s.task_id, s.reason)
+    return summary.as_dict()
+
+
+def _project_id(client: LabelStudioClient, round_id: str, kind: str) -> int:
+    title = push.project_title(round_id, kind)
+    return client.get_or_create_project(title, configs.config_for(kind)).id
+
+
+@flow(name="wait-for-annotations", persist_result=True)
+def wait_for_annotations(params: WaitParams) -> Any:
+    """Return at once when the quota is met; otherwise suspend (or pause) until resumed with ``QuotaReached``.
+
+    On timeout (pause mode) the run ends Completed with a message saying the quota was not met; rerun it to
+    keep waiting. A suspended run that nobody resumes in time is refused by ``resume_flow_run``; rerun it too.
+    """
+    from prefect.exceptions import FlowPauseTimeout
+    from prefect.flow_runs import pause_flow_run, suspend_flow_run
+
+    client = label_studio(params)
+    project_id = _project_id(client, params.round, params.kind)
+    progress = count_done(client, project_id)
+    if waiting.quota_met(progress.done, params.quota):
+        return {"status": "quota_met", "project_id": project_id, "done": progress.done, "total": progress.total}
+    get_run_logger().info("waiting for %d annotated tasks in project %d (%d done)", params.quota, project_id,
+                          progress.done)
+    try:
+        if params.mode == "suspend":
+            got = suspend_flow_run(wait_for_input=QuotaReached, timeout=params.timeout_s, key="annotation-quota")
+        else:
+            got = pause_flow_run(wait_for_input=QuotaReached, timeout=params.timeout_s,
+                                 poll_interval=params.poll_interval_s, key="annotation-quota")
+    except FlowPauseTimeout:
+        _leave_expired_pause()
+        result = {"status": "timeout", "project_id": project_id, "done": progress.done, "quota": params.quota}
+        return Completed(message=f"quota of {params.quota} not met within {params.timeout_s} s "
+                                 f"({progress.done} done); rerun to keep waiting", data=result)
+    progress = count_done(client, project_id)
+    return {"status": "resumed", "project_id": project_id, "reported_done": got.done, "done": progress.done,
+            "total": progress.total}
+
+
+def _leave_expired_pause() -> None:
+    """Force the current run from its expired Paused state back to Running, so it can finish Completed with a
+    message instead of the server failing it ("completed and never resumed")."""
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Running
+
+    context = FlowRunContext.get()
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(context.flow_run.id, Running(message="stopped waiting: pause timed out"), force=True)
+
+
+def quota_resumer(flow_run_id: UUID, quota: int, project_id: int | None = None):
+    """A ``WebhookReceiver`` ``on_event`` callback that resumes the waiting run once the quota is reached."""
+    from prefect.flow_runs import resume_flow_run
+
+    fired = threading.Event()
+
+    def on_event(project: int, counts: dict[str, int]) -> None:
+        done = counts.get("ANNOTATION_CREATED", 0)
+        if (project_id is None or project == project_id) and waiting.quota_met(done, quota) and not fired.is_set():
+            fired.set()
+            resume_flow_run(flow_run_id, run_input={"done": done, "project_id": project})
+
+    return on_event
+
+
+class CheckQuotaParams(LabelStudioParams):
+    flow_run_id: UUID = Field(..., description="The waiting wait-for-annotations run.")
+    round: str = Field(..., min_length=1)
+    kind: Literal["pairwise", "ranking", "binary", "step", "correction"] = Field(...)
+    quota: int = Field(..., ge=1)
+
+
+@flow(name="check-annotation-quota", persist_result=True)
+def check_annotation_quota(params: CheckQuotaParams) -> dict[str, Any]:
+    """Polling resumer (schedule it): resume the waiting run when the project's quota is met."""
+    from prefect.flow_runs import resume_flow_run
+
+    client = label_studio(params)
+    project_id = _project_id(client, params.round, params.kind)
+    progress = count_done(client, project_id)
+    resumed = waiting.quota_met(progress.done, params.quota)
+    if resumed:
+        resume_flow_run(params.flow_run_id, run_input={"done": progress.done, "project_id": project_id})
+    return {"project_id": project_id, "done": progress.done, "quota": params.quota, "resumed": resumed}

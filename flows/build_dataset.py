@@ -1,0 +1,73 @@
+"""Prefect flow ``build-dataset``: feedback -> immutable, versioned dataset snapshot (+ its ``datasets`` row).
+
+    python -c "from flows.build_dataset import build_dataset, BuildDatasetParams as P; \
+build_dataset(P(kind='pairwise', name='prefs', options={'ties': 'keep'}))"
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from pipelines.datasets import publish
+from pipelines.datasets.build import BuildResult
+from pipelines.datasets.config import DatasetSpec, parse_options
+from pipelines.datasets.lint import LintOptions, LintReport
+from pipelines.datasets.snapshot import SnapshotOutcome, check_name, recorded_versions, register, snapshot_root
+from warehouse import db
+from warehouse.snapshots import KINDS
+
+
+class BuildDatasetParams(BaseModel):
+    """What to build: the form the Prefect UI shows."""
+
+    kind: str = Field(..., description=f"Dataset kind: {', '.join(KINDS)}.")
+    name: str = Field(..., min_length=1, description="Dataset name; versions are added under it.")
+    options: dict[str, str | int | float | bool | list[str]] = Field(
+        default_factory=dict, description="Builder options KEY: VALUE (see `alignloop dataset build --help`).")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+    snapshots: str | None = Field(None, description="Snapshot root; default $ALIGNLOOP_SNAPSHOTS or "
+                                                    "snapshots/ next to the warehouse.")
+    max_tokens: int = Field(2048, ge=1, description="Lint: count rows longer than this.")
+    tokenizer: str | None = Field(None, description="Lint: local HF tokenizer folder (default: word estimate).")
+
+    def spec(self) -> DatasetSpec:
+        check_name(self.name)
+        return parse_options(self.kind, self.options)
+
+    def root(self) -> Path:
+        return snapshot_root(self.snapshots, self.db_path())
+
+    def db_path(self) -> str:
+        return self.db or db.default_path()
+
+
+@task(name="build-rows", persist_result=False)
+def build_rows(db_path: str, spec: DatasetSpec, root: Path, name: str) -> tuple[BuildResult, tuple[int, ...]]:
+    """Read the warehouse (short connection): the rows, plus the versions of ``name`` already recorded."""
+    with db.connect(db_path) as con:
+        return publish.build_for(con, spec, root), recorded_versions(con, name)
+
+
+@task(name="write-snapshot", persist_result=False)
+def write_snapshot(result: BuildResult, name: str, root: Path, lint_options: LintOptions,
+                   known: tuple[int, ...]) -> tuple[SnapshotOutcome, LintReport]:
+    return publish.write(result, name, root, lint_options, known)
+
+
+@flow(name="build-dataset", persist_result=True)
+def build_dataset(params: BuildDatasetParams) -> dict[str, Any]:
+    """Build rows (task) -> write the snapshot files (task) -> record the dataset (this process writes)."""
+    spec, root = params.spec(), params.root()
+    result, known = build_rows(params.db_path(), spec, root, params.name)
+    outcome, report = write_snapshot(result, params.name, root, LintOptions(params.max_tokens, params.tokenizer),
+                                     known)
+    with db.connect(params.db_path()) as con:
+        register(con, outcome.manifest, outcome.path)
+    m = outcome.manifest
+    return {"id": m.id, "version": m.version, "created": outcome.created, "path": str(outcome.path),
+            "rows": m.row_counts, "content_hash": m.content_hash, "lint": report.counts,
+            "stage_counts": m.stage_counts}

@@ -1,0 +1,203 @@
+"""``alignloop annotate ...``: a local Label Studio, push tasks, pull annotations, agreement report, progress."""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from warehouse import db
+from warehouse.errors import AlignloopError
+
+TOKEN_FILE = "alignloop-api-token"
+RETRIES = 4
+"""Connection attempts before a Label Studio that does not answer is reported (backoff doubles from BACKOFF)."""
+BACKOFF = 0.5
+KindArg = Annotated[Literal["pairwise", "ranking", "binary", "step", "correction"],
+                    typer.Argument(help="Feedback kind.")]
+RoundOpt = Annotated[str | None, typer.Option("--round", help="Only this round (default: all).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL).")]
+
+
+def label_studio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Label Studio and server errors become one-line user errors (the message names the URL, not the token)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from annotation.client import LabelStudioClientError
+        from annotation.server import LabelStudioError
+
+        try:
+            return fn(*args, **kwargs)
+        except (LabelStudioClientError, LabelStudioError) as exc:
+            raise AlignloopError(str(exc).splitlines()[0]) from None
+
+    return wrapper
+
+
+def _client(url: str | None):
+    from annotation.client import connect
+
+    return connect(url, retries=RETRIES, backoff=BACKOFF)
+
+
+def server(
+    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Label Studio data folder.")] = Path(
+        "label-studio-data"),
+) -> None:
+    """Start a local Label Studio, print its URL and where the API token is; stop it with Ctrl-C."""
+    from annotation.server import start_server, stop_server
+
+    data_dir = data_dir.absolute()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token_file = data_dir / TOKEN_FILE
+    if not token_file.exists():  # the admin and its token are created on the first start only
+        token_file.write_text(os.environ.get("LABEL_STUDIO_API_KEY") or secrets.token_hex(20))
+        token_file.chmod(0o600)
+    with console.status("starting Label Studio (the first start migrates its database, ~30 s)"):
+        srv = start_server(data_dir, port=port, token=token_file.read_text().strip())
+    console.print(f"Label Studio at {srv.url}  (log: {srv.log_file})")
+    console.print(f"  export LABEL_STUDIO_URL={srv.url}")
+    console.print(f"  export LABEL_STUDIO_API_KEY=$(cat {token_file})")
+    console.print("Press Ctrl-C to stop.")
+    try:
+        while srv.is_running():
+            time.sleep(1)
+        raise AlignloopError(f"Label Studio exited; see {srv.log_file}")
+    except KeyboardInterrupt:
+        console.print("stopping Label Studio")
+    finally:
+        stop_server(srv)
+
+
+def push_cmd(
+    kind: KindArg,
+    round_name: Annotated[str, typer.Option("--round", help="Round whose responses are sent.")],
+    sample: Annotated[int | None, typer.Option(help="Send at most this many new tasks.")] = None,
+    strategy: Annotated[Literal["inconsistent", "disagreement", "random"], typer.Option(
+        help="Pairwise order: AI-inconsistent first, judge disagreements first, or random.")] = "inconsistent",
+    seed: Annotated[int, typer.Option(help="Seed of the random audit sample.")] = 0,
+    audit: Annotated[float, typer.Option(help="Share of the sample for random unflagged items.")] = 0.1,
+    url: UrlOpt = None,
+    db_file: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Send a round's items to Label Studio (one project per round and kind; items already sent are skipped)."""
+    from annotation import push
+
+    try:
+        request = push.PushRequest(kind, round_name, sample, strategy, seed, audit)
+    except ValueError as exc:
+        raise AlignloopError(str(exc)) from None
+    client = _client(url)
+    with console.status(f"pushing {kind} tasks of round {round_name}"):
+        result = push.push(db_path(db_file), client, request)
+    if json_out:
+        emit_json(asdict(result))
+    elif result.planned == 0:
+        console.print(f"nothing new to send for {kind} in round {round_name}")
+    else:
+        console.print(f"{result.title!r} (project {result.project_id}): {result.imported} tasks imported, "
+                      f"{result.recovered} recovered, {result.recorded} recorded")
+
+
+def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption = None,
+             json_out: JsonOption = False) -> None:
+    """Bring annotations back into the warehouse (edited ones replace the old verdict; history is kept)."""
+    from annotation import agreement, pull
+
+    client = _client(url)
+    with console.status("pulling annotations"):
+        summary = pull.pull(db_path(db_file), client, round_name)
+        with db.connect(db_path(db_file)) as con:
+            agreement.store(con, agreement.report(*agreement.collect(con, round_name)), round_name)
+    if json_out:
+        emit_json(summary.as_dict())
+        return
+    console.print(f"{summary.annotations} annotations from {len(summary.projects)} projects: inserted "
+                  f"{summary.inserted or 0}, replaced {summary.replaced or 0}, {summary.annotated} tasks annotated, "
+                  f"{summary.deleted} deleted, {len(summary.skipped)} skipped")
+    for s in summary.skipped:
+        console.print(f"  skipped annotation {s.annotation_id} (project {s.project_id}, task {s.task_id}): {s.reason}",
+                      highlight=False)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: JsonOption = False) -> None:
+    """Inter-annotator agreement, human vs AI judges, throughput and gold accuracy (stored in `evaluations`)."""
+    from rich.table import Table
+
+    from annotation import agreement
+
+    with db.connect(db_path(db_file)) as con:
+        rep = agreement.report(*agreement.collect(con, round_name))
+        agreement.store(con, rep, round_name)
+    if json_out:
+        emit_json(rep.as_dict())
+        return
+    t = Table(title="Inter-annotator agreement")
+    for col in ("project", "kind", "annotators", "items", "method", "kappa", "alpha", "agreement"):
+        t.add_column(col)
+    for p in rep.projects:
+        t.add_row(str(p.project_id), p.kind, str(p.annotators), str(p.items), p.method or "-", _fmt(p.kappa),
+                  _fmt(p.alpha), _fmt(p.percent_agreement))
+    console.print(t)
+    t = Table(title="Human majority vs AI judges")
+    for col in ("judge", "items", "accuracy", "kappa"):
+        t.add_column(col)
+    for h in rep.human_vs_ai:
+        t.add_row(h.judge, str(h.items), _fmt(h.accuracy), _fmt(h.kappa))
+    console.print(t)
+    t = Table(title="Annotators")
+    for col in ("annotator", "tasks", "median lead time (s)", "gold tasks", "gold accuracy"):
+        t.add_column(col)
+    gold = {g.annotator: g for g in rep.gold}
+    for a in rep.throughput:
+        g = gold.get(a.annotator)
+        t.add_row(a.annotator, str(a.tasks), _fmt(a.median_lead_time), str(g.gold_tasks) if g else "-",
+                  _fmt(g.accuracy) if g else "-")
+    console.print(t)
+
+
+def status_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption = None,
+               json_out: JsonOption = False) -> None:
+    """Done/total tasks per Label Studio project recorded in the warehouse."""
+    from annotation import pull, waiting
+
+    with db.connect(db_path(db_file)) as con:
+        sent = pull.load_sent(con, round_name)
+    projects = sorted({(t.project_id, t.round_id, t.kind) for t in sent})
+    client = _client(url) if projects else None
+    rows = []
+    for pid, rnd, kind in projects:
+        p = waiting.count_done(client, pid)
+        rows.append({"project_id": pid, "round": rnd, "kind": kind, "done": p.done, "total": p.total})
+    if json_out:
+        emit_json(rows)
+        return
+    if not rows:
+        console.print("no annotation tasks pushed yet")
+    for r in rows:
+        console.print(f"project {r['project_id']} ({r['round']} {r['kind']}): {r['done']}/{r['total']} done")
+
+
+def register(app: typer.Typer) -> None:
+    annotate = typer.Typer(help="Human feedback in Label Studio: server, push, pull, report, status.",
+                           no_args_is_help=True)
+    annotate.command("server")(user_errors(label_studio_errors(server)))
+    annotate.command("push")(user_errors(label_studio_errors(push_cmd)))
+    annotate.command("pull")(user_errors(label_studio_errors(pull_cmd)))
+    annotate.command("report")(user_errors(label_studio_errors(report_cmd)))
+    annotate.command("status")(user_errors(label_studio_errors(status_cmd)))
+    app.add_typer(annotate, name="annotate")

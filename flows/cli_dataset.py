@@ -1,0 +1,177 @@
+"""``alignloop dataset build|list|show|export|lint``: versioned training sets from feedback, exported for trainers."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from pipelines.datasets.config import option_names, parse_options
+from pipelines.datasets.export import FORMATS, export_snapshot
+from pipelines.datasets.lint import LintOptions, lint
+from pipelines.datasets.publish import build_and_publish
+from pipelines.datasets.snapshot import Manifest, list_snapshots, load_snapshot, snapshot_root
+from pipelines.datasets.stats import stats_rows
+from warehouse import db
+from warehouse.errors import InputError
+from warehouse.snapshots import KINDS
+
+dataset_app = typer.Typer(help="Datasets: feedback -> versioned snapshots -> trainer formats.", no_args_is_help=True)
+
+SnapOption = Annotated[str | None, typer.Option("--snapshots", help="Snapshot root (default: $ALIGNLOOP_SNAPSHOTS "
+                                                                    "or snapshots/ next to the warehouse).")]
+MaxTokens = Annotated[int, typer.Option(help="Lint: count rows longer than this many tokens.")]
+TokOption = Annotated[str | None, typer.Option(help="Lint: local HF tokenizer folder (default: word estimate).")]
+
+
+def _options(pairs: list[str] | None) -> dict[str, str]:
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise InputError(f"option {item!r} must be KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _table(title: str, rows: list[tuple[str, str]]) -> Table:
+    t = Table(title=title, show_header=False)
+    t.add_column("what", style="bold")
+    t.add_column("value", overflow="fold")
+    for r in rows:
+        t.add_row(*r)
+    return t
+
+
+def _show(m: Manifest, path: Path) -> None:
+    console.print(_table(f"{m.id} ({m.kind}, {m.builder})", [
+        ("path", str(path)), ("rows", ", ".join(f"{k}={v}" for k, v in m.row_counts.items())),
+        ("content hash", m.content_hash[:16]), ("created", m.created_at),
+        ("source", ", ".join(f"{k}={v}" for k, v in m.source_counts.items())),
+        ("rows after each stage", " -> ".join(f"{k} {v}" for k, v in m.stage_counts.items())),
+        *[(k, str(v)) for k, v in m.notes.items()],
+        ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
+    ]))
+    if m.stats:
+        console.print(_table("stats (lengths in characters)", stats_rows(m.stats)))
+
+
+@dataset_app.command("build")
+@user_errors
+def build_cmd(
+    kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}.")],
+    name: Annotated[str, typer.Option("--name", help="Dataset name; a new version is added when inputs change.")],
+    option: Annotated[list[str] | None, typer.Option("--option", "-o", help="Builder option KEY=VALUE "
+                                                     "(repeatable); `alignloop dataset options KIND` lists them.")
+                      ] = None,
+    snapshots: SnapOption = None,
+    max_tokens: MaxTokens = 2048,
+    tokenizer: TokOption = None,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Build a dataset snapshot from the warehouse's feedback."""
+    spec = parse_options(kind, _options(option))
+    path = db_path(db_)
+    root = snapshot_root(snapshots, path)
+    with console.status(f"building {kind} dataset {name} ..."), db.connect(path) as con:
+        pub = build_and_publish(con, spec, name, root, LintOptions(max_tokens, tokenizer))
+    out, m = pub.outcome, pub.outcome.manifest
+    if as_json:
+        emit_json({"id": m.id, "created": out.created, "path": str(out.path), "manifest": asdict(m)})
+        return
+    if not out.created:
+        console.print(f"unchanged: same inputs and options as {m.id}; nothing written")
+    elif out.previous_version:
+        console.print(f"{name} was already used with different inputs or options: new version v{m.version} "
+                      f"(previous v{out.previous_version} kept)")
+    _show(m, out.path)
+
+
+@dataset_app.command("options")
+@user_errors
+def options_cmd(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}.")]) -> None:
+    """List the builder options a kind accepts."""
+    for n in option_names(kind):
+        typer.echo(n)
+
+
+@dataset_app.command("list")
+@user_errors
+def list_cmd(snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOption = False) -> None:
+    """Every snapshot version under the snapshot root."""
+    found = list_snapshots(snapshot_root(snapshots, db_path(db_)))
+    if as_json:
+        emit_json([{"id": m.id, "kind": m.kind, "builder": m.builder, "rows": m.row_counts,
+                    "content_hash": m.content_hash, "created_at": m.created_at} for m in found])
+        return
+    t = Table(title="datasets")
+    for col in ("id", "kind", "builder", "train", "test", "hash", "created"):
+        t.add_column(col)
+    for m in found:
+        t.add_row(m.id, m.kind, m.builder, str(m.row_counts.get("train", 0)), str(m.row_counts.get("test", 0)),
+                  m.content_hash[:12], m.created_at)
+    console.print(t)
+
+
+@dataset_app.command("show")
+@user_errors
+def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@vN (default: latest version).")],
+             snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOption = False) -> None:
+    """A snapshot's manifest: parameters, counts, lint and stats."""
+    snap = load_snapshot(name, root=snapshot_root(snapshots, db_path(db_)))
+    if as_json:
+        emit_json({"path": str(snap.path), **asdict(snap.manifest)})
+        return
+    _show(snap.manifest, snap.path)
+
+
+@dataset_app.command("export")
+@user_errors
+def export_cmd(
+    name: Annotated[str, typer.Argument(help="NAME or NAME@vN.")],
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (refused if it exists, unless --force).")],
+    version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
+    standard: Annotated[bool, typer.Option("--standard", help="Plain strings instead of chat message lists.")
+                        ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing export path.")] = False,
+    snapshots: SnapOption = None,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Export a snapshot for a trainer (TRL DatasetDict folder, OpenRLHF JSONL, JSONL, Parquet)."""
+    snap = load_snapshot(name, version, root=snapshot_root(snapshots, db_path(db_)))
+    res = export_snapshot(snap, fmt, out, standard=standard, force=force)
+    info: dict[str, Any] = {"dataset": snap.manifest.id, "format": fmt, "path": str(res.path), "rows": res.rows,
+                            "label_rule": res.label_rule}
+    if as_json:
+        emit_json(info)
+    else:
+        rule = f"; step labels: {res.label_rule}" if res.label_rule else ""
+        console.print(f"exported {snap.manifest.id} as {fmt} to {res.path} "
+                      f"(train {res.rows['train']}, test {res.rows['test']}){rule}")
+
+
+@dataset_app.command("lint")
+@user_errors
+def lint_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@vN.")], max_tokens: MaxTokens = 2048,
+             tokenizer: TokOption = None, snapshots: SnapOption = None, db_: DbOption = None,
+             as_json: JsonOption = False) -> None:
+    """Count problems in a snapshot (empty completions, chosen == rejected, too long, bad chat, unlabelled steps)."""
+    snap = load_snapshot(name, root=snapshot_root(snapshots, db_path(db_)))
+    reports = {s: lint(t, snap.manifest.kind, LintOptions(max_tokens, tokenizer)) for s, t in snap.tables.items()}
+    if as_json:
+        emit_json({s: r.as_dict() for s, r in reports.items()})
+        return
+    for s, r in reports.items():
+        console.print(_table(f"lint {snap.manifest.id} {s} ({r.rows} rows, {r.tokenizer})",
+                             [(k, str(v)) for k, v in r.counts.items()]))
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(dataset_app, name="dataset")

@@ -1,0 +1,126 @@
+"""``alignloop judge KIND``: AI / rule / reward-model feedback on a round; ``alignloop judge report``: judge biases."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Literal
+
+import typer
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.judge import JudgeParams, build_judge
+from pipelines.judges import report as quality
+from pipelines.judges import run
+from warehouse import db
+
+RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
+JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge model ('default', a folder, an API model name), "
+                                                       "'verifier:NAME' or 'rm:FOLDER'.")]
+BackendOpt = Annotated[Literal["transformers", "vllm", "openai"], typer.Option(help="Judge engine.")]
+LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new items.")]
+
+
+def _run(params: JudgeParams, json_out: bool) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with console.status(f"loading judge {params.judge}"):
+        judge_obj = build_judge(params)
+    with db.connect(params.db) as con:
+        items, cached = run.select_items(con, params.request(), judge_obj)
+    totals: dict = {"judge": judge_obj.judge, "kind": params.kind, "selected": len(items), "cached": cached,
+                    "invalid": 0, "inserted": {}}
+    cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*cols, console=console, disable=json_out) as progress:
+        bar = progress.add_task("items", total=len(items))
+        for start in range(0, len(items), params.chunk_size):
+            chunk = items[start:start + params.chunk_size]
+            out = run.execute(judge_obj, params.kind, chunk, params.round)
+            with db.connect(params.db) as con:
+                for table, n in run.store(con, out).items():
+                    totals["inserted"][table] = totals["inserted"].get(table, 0) + n
+            totals["invalid"] += out.invalid
+            progress.advance(bar, len(chunk))
+    if json_out:
+        emit_json(totals)
+    else:
+        console.print(f"{totals['judge']}: judged {len(items)} new, {cached} cached, {totals['invalid']} invalid; "
+                      f"inserted {totals['inserted']}")
+
+
+def _command(kind: str):
+    @user_errors
+    def command(
+        round_name: RoundOpt,
+        judge: JudgeOpt = "default",
+        backend: BackendOpt = "transformers",
+        base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY).")] = None,
+        limit: LimitOpt = None,
+        principle: Annotated[list[str] | None, typer.Option(help="Principle (repeatable); default helpful, "
+                                                                 "harmless, honest.")] = None,
+        mode: Annotated[Literal["auto", "logprobs", "text"], typer.Option(help="Verdict source.")] = "auto",
+        tie_band: Annotated[float, typer.Option(help="Pairwise: tie band around 0.5.")] = 0.05,
+        disagreement: Annotated[Literal["tie", "drop", "first"], typer.Option(help="Text verdicts that disagree "
+                                                                                   "across orders.")] = "tie",
+        pairs: Annotated[Literal["all", "consecutive"], typer.Option(help="Pairwise: which pairs.")] = "all",
+        max_pairs_per_prompt: Annotated[int, typer.Option(help="Pairwise: cap per prompt.")] = 6,
+        group_size: Annotated[int, typer.Option(help="Listwise: responses ranked together.")] = 4,
+        permutations: Annotated[int, typer.Option(help="Listwise: orders shown.")] = 3,
+        aspect: Annotated[list[str] | None, typer.Option(help="Rating aspect (repeatable).")] = None,
+        max_chars: Annotated[int, typer.Option(help="Clip texts to this many characters.")] = 4000,
+        batch_size: Annotated[int, typer.Option(help="Conversations per backend call.")] = 16,
+        db_file: DbOption = None,
+        json_out: JsonOption = False,
+    ) -> None:
+        params = JudgeParams(kind=kind, round=round_name, judge=judge, backend=backend, base_url=base_url,
+                             limit=limit, principles=principle or ["helpful", "harmless", "honest"], mode=mode,
+                             tie_band=tie_band, disagreement=disagreement, pairs=pairs,
+                             max_pairs_per_prompt=max_pairs_per_prompt, group_size=group_size,
+                             permutations=permutations, aspects=aspect or ["overall"], max_chars=max_chars,
+                             batch_size=batch_size, db=db_path(db_file))
+        _run(params, json_out)
+
+    command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."
+    return command
+
+
+@user_errors
+def report(
+    round_name: Annotated[str | None, typer.Option("--round", help="Only this round (default: all).")] = None,
+    png: Annotated[str | None, typer.Option(help="Also draw the report as a PNG here.")] = "judge_quality.png",
+    db_file: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost."""
+    from rich.table import Table
+
+    with db.connect(db_path(db_file)) as con:
+        rows = quality.judge_quality(con, round_name)
+        quality.store(con, rows, round_name)
+    if png and rows:
+        quality.plot(rows, png)
+    if json_out:
+        emit_json([asdict(r) for r in rows])
+        return
+    table = Table(title="judge quality")
+    for col in ("judge", "n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa",
+                "calls", "tokens", "seconds"):
+        table.add_column(col, justify="left" if col == "judge" else "right")
+
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    for r in rows:
+        table.add_row(r.judge, str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
+                      f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
+                      f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}")
+    console.print(table)
+    if png and rows:
+        console.print(f"plot: {png}")
+
+
+def register(app: typer.Typer) -> None:
+    sub = typer.Typer(help="AI, rule and reward-model feedback on a round; judge bias report.", no_args_is_help=True)
+    for kind in ("pairwise", "listwise", "rating", "binary", "steps", "correction"):
+        sub.command(kind)(_command(kind))
+    sub.command("report")(report)
+    app.add_typer(sub, name="judge")

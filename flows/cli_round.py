@@ -1,0 +1,78 @@
+"""Commands for the loop: ``alignloop round``, ``alignloop evaluate``, ``alignloop report``, ``alignloop demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from warehouse import db
+
+
+@user_errors
+def round_cmd(
+    name: Annotated[str, typer.Option("--round", help="This round's name.")],
+    policy: Annotated[str, typer.Option(help="'default', a model folder, or 'previous'.")] = "default",
+    parent_round: Annotated[str | None, typer.Option(help="Round this one continues.")] = None,
+    feedback: Annotated[str, typer.Option(help="verifier or ai_judge.")] = "verifier",
+    verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",
+    n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run one round: generate, feedback, dataset, train, evaluate, stopping rule."""
+    from flows.round import RoundParams, round_flow
+
+    out = round_flow(RoundParams(round=name, policy=policy, parent_round=parent_round, feedback=feedback,
+                                 verifier=verifier, n=n, db=db_path(db_)))
+    if as_json:
+        emit_json(out)
+    else:
+        console.print(out["heldout"])
+        console.print(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
+
+
+@user_errors
+def report_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for index.html and plots.")] = Path("reports"),
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Per-round held-out figures, judge bias and loss curves: a static HTML report (or JSON)."""
+    from pipelines.report import judge_summary, rounds_summary, write_report
+
+    path = db_path(db_)
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no warehouse at {path}; run 'alignloop init' first")
+    with db.connect(path) as con:
+        if as_json:
+            emit_json({"rounds": rounds_summary(con), "judges": judge_summary(con)})
+            return
+        page = write_report(con, out)
+    console.print(f"report written: {page}")
+
+
+@user_errors
+def demo_cmd(
+    rounds: Annotated[int, typer.Option(help="Rounds to run at least.")] = 3,
+    max_rounds: Annotated[int, typer.Option(help="Rounds to run at most (the stopping rule decides between).")] = 3,
+    n_train: Annotated[int, typer.Option(help="Training prompts.")] = 80,
+    n_test: Annotated[int, typer.Option(help="Held-out prompts.")] = 40,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Iterative DPO on the embedded model with an un-gameable verifier; prints each round, writes the report."""
+    from flows.demo import DemoConfig, run_demo
+
+    result = run_demo(DemoConfig(rounds=rounds, max_rounds=max(rounds, max_rounds), n_train=n_train, n_test=n_test,
+                                 db=db_path(db_)), say=lambda s: console.print(s, highlight=False, markup=False))
+    if as_json:
+        emit_json(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("round")(round_cmd)
+    app.command("report")(report_cmd)
+    app.command("demo")(demo_cmd)

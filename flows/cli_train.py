@@ -1,0 +1,74 @@
+"""``alignloop train METHOD``: train on a dataset snapshot and record the run (``alignloop train --help``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from trainers.methods import METHODS
+
+
+def _methods_help() -> str:
+    lines = [f"  {name:9s} {spec.help} (data: {', '.join(spec.layouts)})" for name, spec in METHODS.items()]
+    return "Train a model on a dataset snapshot.\n\nMETHOD is one of:\n\n" + "\n\n".join(lines)
+
+
+@user_errors
+def train(
+    method: Annotated[str, typer.Argument(help="Training method: " + ", ".join(METHODS) + ".")],
+    dataset: Annotated[str, typer.Option(help="Dataset name (latest version), NAME@vN, or a snapshot folder.")],
+    base: Annotated[str, typer.Option(help="'default' (embedded SmolLM2) or a model folder.")] = "default",
+    loss: Annotated[str | None, typer.Option(help="Loss (dpo: dpo, ipo, cdpo, robust, hinge, rdpo, simpo, orpo, "
+                                                  "cpo, bco_pair, nca_pair, sppo_hard, apo_zero, apo_down, dpop, "
+                                                  "exo_pair, rpo, beta_dpo; listwise: rrhf, lipo, pro).")] = None,
+    beta: Annotated[float | None, typer.Option(help="Loss beta.")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: from epochs).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the train split.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
+    lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (merged when saved).")] = False,
+    config: Annotated[str | None, typer.Option("--config", help="JSON config file; options above override it.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/METHOD-DATASET).")] = None,
+    reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
+    round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
+    db_file: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.train import TrainParams
+    from flows.train import train as train_flow
+    from trainers.methods import get_method
+
+    get_method(method)  # one line for an unknown method before anything loads
+    params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
+                         epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
+                         config_file=config, output_dir=output_dir, reference=reference, round=round_name,
+                         db=db_path(db_file))
+    columns = (TextColumn(f"training {method}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, disable=json_out) as bar:
+        task = bar.add_task("steps", total=None, info="")
+
+        def report(step: int, total: int, logs: dict[str, float]) -> None:
+            info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items()
+                            if k in ("loss", "rewards/accuracies", "step_accuracy"))
+            bar.update(task, completed=step, total=total or None, info=info)
+
+        summary = train_flow.fn(params, progress=report)
+    if json_out:
+        emit_json(summary)
+        return
+    ev = ", ".join(f"{k.removeprefix('eval/')}={v:.3f}" for k, v in summary["eval"].items())
+    trunc = summary["truncation"].get("train", {})
+    console.print(f"run {summary['run_id']}: {summary['steps']} steps in {summary['train_seconds']} s; model "
+                  f"{summary['model_id']} at {summary['model_dir']}; held-out: {ev or 'n/a'}; truncated prompts "
+                  f"{trunc.get('prompts_truncated', 0)}, completions {trunc.get('completions_truncated', 0)}; "
+                  f"curves {summary['plot']}", highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=_methods_help())(train)

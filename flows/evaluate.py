@@ -1,0 +1,104 @@
+"""Prefect flow ``evaluate``: a policy on held-out prompts it never trained on.
+
+    python -c "from flows.evaluate import evaluate, EvaluateParams; evaluate(EvaluateParams(round='r0'))"
+
+Greedy answers to the held-out prompts, a verifier's pass rate (``heldout_accuracy``), length and
+degeneration figures (distinct-n, repetition), the drift from a reference model, and optionally the
+win rate over the previous policy by an AI judge that sees both orders.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from pipelines import generate as gen
+from pipelines.backends import Sampling, make_backend
+from pipelines.evaluation import text_stats
+from pipelines.judges.run import load_responses
+from pipelines.models import register_model, resolve_model
+from pipelines.verifiers import get_verifier, rate
+from warehouse import db
+from warehouse.records import Evaluation, to_arrow
+
+
+class EvaluateParams(BaseModel):
+    """What to evaluate: the form the Prefect UI shows."""
+
+    round: str = Field(..., min_length=1, description="Round the figures belong to (created on first use).")
+    model: str = Field("default", description="Policy: 'default' (embedded SmolLM2) or a model folder.")
+    reference: str | None = Field(None, description="Reference model folder for the KL figure (empty: none).")
+    verifier: str = Field("short_on_topic:6", description="Rule judge for heldout_accuracy (e.g. final_answer).")
+    split: str = Field("test", description="Held-out prompts: this split.")
+    tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
+    limit: int | None = Field(40, ge=1, description="At most this many held-out prompts.")
+    max_new_tokens: int = Field(32, ge=1, description="Longest answer, in tokens.")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+
+    def heldout_round(self) -> str:
+        return f"{self.round}/heldout"
+
+
+@task(name="heldout-answers")
+def heldout_answers(params: EvaluateParams, path: str) -> tuple[str, dict[str, float]]:
+    """Generate (resume-aware) greedy answers; the task writes each shard (it runs in the flow's process)."""
+    backend = make_backend("transformers", params.model)
+    args = {"round": params.heldout_round(), "sampling": Sampling(n=1, temperature=0.0,
+                                                                  max_new_tokens=params.max_new_tokens),
+            "split": params.split, "tags": tuple(params.tags), "limit": params.limit, "shard_size": 64}
+    cfg, work = gen.open_run(path, backend, args)
+    t0, tokens = time.perf_counter(), 0
+    for result in gen.run_shards(backend, work, cfg):
+        with db.connect(path) as con:
+            gen.write_shard(con, result)
+        tokens += result.completion_tokens
+    return cfg.model_id, {"generation_seconds": time.perf_counter() - t0, "generated_tokens": float(tokens)}
+
+
+@task(name="kl-to-reference")
+def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], answers: list[str]) -> float:
+    from trainers.divergence import kl_to_reference
+
+    return kl_to_reference(policy, reference, prompts, answers)
+
+
+@flow(name="evaluate", persist_result=True)
+def evaluate(params: EvaluateParams) -> dict[str, Any]:
+    """Held-out figures for one policy, stored in ``evaluations`` (kind 'heldout') under the round."""
+    path = params.db or db.default_path()
+    model_dir = str(resolve_model(params.model))
+    params = params.model_copy(update={"model": model_dir})
+    model_id, timing = heldout_answers(params, path)
+    verifier = get_verifier(params.verifier)
+    with db.connect(path) as con:
+        with db.transaction(con):
+            db.ensure_round(con, params.round, policy_model_id=model_id)
+        rows = con.execute(db.query("heldout_answers"), {"round_id": params.heldout_round(),
+                                                          "model_id": model_id}).fetchall()
+        ours = {r[0] for r in rows}
+        items = [it for it in load_responses(con, params.heldout_round()) if it.id in ours]
+        ratings = rate(verifier, items, params.heldout_round())
+        with db.transaction(con):
+            if ratings:
+                db.ingest(con, "ratings", to_arrow(ratings))
+    answers = [r[3] for r in rows]
+    figures: dict[str, float] = {"heldout_accuracy": sum(r.score for r in ratings) / len(ratings) if ratings else 0.0,
+                                 "n_heldout": float(len(rows)), **text_stats(answers), **timing}
+    if params.reference:
+        ref_dir = str(resolve_model(params.reference))
+        figures["kl_to_reference"] = kl_task(model_dir, ref_dir, [json.loads(r[2]) for r in rows], answers)
+    config = {"verifier": verifier.judge, "split": params.split, "tags": params.tags, "limit": params.limit,
+              "max_new_tokens": params.max_new_tokens, "reference": params.reference}
+    evals = [Evaluation.create("heldout", model_id, name, float(value), round_id=params.round, config=config)
+             for name, value in figures.items()]
+    with db.connect(path) as con, db.transaction(con):
+        register_model(con, model_dir, "policy")
+        db.ingest(con, "evaluations", to_arrow(evals))
+    samples = [{"prompt": json.loads(r[2])[-1]["content"], "answer": r[3],
+                "passed": next((x.score for x in ratings if x.response_id == r[0]), None)} for r in rows]
+    return {"round": params.round, "model_id": model_id, "model_dir": model_dir, "figures": figures,
+            "samples": samples}

@@ -1,0 +1,98 @@
+"""Prefect flow ``judge``: AI, rule or reward-model feedback on a round's responses; cached judgments are skipped.
+
+    python -c "from flows.judge import judge, JudgeParams; judge(JudgeParams(kind='pairwise', round='r1', limit=8))"
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from pipelines.judges import report as quality
+from pipelines.judges import run
+from pipelines.judges.calls import CallPolicy
+from pipelines.judges.config import JudgeConfig
+from warehouse import db
+
+
+class JudgeParams(BaseModel):
+    """What to judge and with which judge: the form the Prefect UI shows."""
+
+    kind: Literal["pairwise", "listwise", "rating", "binary", "steps", "correction"] = Field(
+        ..., description="Feedback kind.")
+    round: str = Field(..., min_length=1, description="Round whose responses are judged.")
+    judge: str = Field("default", description="Judge model ('default', a folder, an API model), "
+                                              "'verifier:NAME' (rule) or 'rm:FOLDER' (reward model).")
+    backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Judge engine.")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (openai backend).")
+    limit: int | None = Field(None, ge=1, description="Judge at most this many new items.")
+    principles: list[str] = Field(default_factory=lambda: ["helpful", "harmless", "honest"],
+                                  description="Principle names (helpful, harmless, honest) or sentences.")
+    mode: Literal["auto", "logprobs", "text"] = Field("auto", description="Verdicts from token log-probs or text.")
+    tie_band: float = Field(0.05, ge=0, lt=0.5, description="Pairwise: |prob_a - 0.5| <= band is a tie.")
+    disagreement: Literal["tie", "drop", "first"] = Field("tie", description="Text verdicts: when the two orders "
+                                                                             "disagree.")
+    pairs: Literal["all", "consecutive"] = Field("all", description="Pairwise: which pairs of a prompt's responses.")
+    max_pairs_per_prompt: int = Field(6, ge=1)
+    group_size: int = Field(4, ge=2, le=26, description="Listwise: responses ranked together.")
+    permutations: int = Field(3, ge=1, description="Listwise: orders shown (Borda count).")
+    aspects: list[str] = Field(default_factory=lambda: ["overall"], description="Rating: aspects rated.")
+    max_chars: int | None = Field(4000, ge=16, description="Clip conversation and answers to this many characters.")
+    batch_size: int = Field(16, ge=2, description="Conversations per backend call.")
+    chunk_size: int = Field(64, ge=1, description="Items per task; each chunk is written when it finishes.")
+    retries: int = Field(3, ge=1, description="Attempts per backend call.")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+
+    def config(self) -> JudgeConfig:
+        return JudgeConfig(principles=tuple(self.principles), mode=self.mode, tie_band=self.tie_band,
+                           disagreement=self.disagreement, max_chars=self.max_chars, permutations=self.permutations,
+                           aspects=tuple(self.aspects), calls=CallPolicy(retries=self.retries,
+                                                                         batch_size=self.batch_size))
+
+    def request(self) -> run.JudgeRequest:
+        return run.JudgeRequest(self.kind, self.round, self.limit, self.pairs, self.max_pairs_per_prompt,
+                                self.group_size)
+
+    def backend_options(self) -> dict[str, Any]:
+        if self.backend == "openai":
+            return {"base_url": self.base_url}
+        return {"max_batch_size": self.batch_size} if self.backend == "transformers" else {}
+
+
+def build_judge(params: JudgeParams) -> Any:
+    return run.build_judge(params.kind, params.judge, params.backend, params.config(), **params.backend_options())
+
+
+@task(name="judge-chunk", persist_result=False)
+def judge_chunk(judge: Any, kind: str, items: list, round_id: str) -> run.JudgeOutput:
+    return run.execute(judge, kind, items, round_id)
+
+
+@flow(name="judge", persist_result=True)
+def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
+    """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
+    path = db.default_path() if params.db is None else params.db
+    judge_obj = judge_obj or build_judge(params)
+    with db.connect(path) as con:
+        items, cached = run.select_items(con, params.request(), judge_obj)
+    totals: dict[str, Any] = {"judge": judge_obj.judge, "selected": len(items), "cached": cached, "invalid": 0,
+                              "inserted": {}}
+    for start in range(0, len(items), params.chunk_size):
+        out = judge_chunk(judge_obj, params.kind, items[start:start + params.chunk_size], params.round)
+        with db.connect(path) as con:
+            for table, n in run.store(con, out).items():
+                totals["inserted"][table] = totals["inserted"].get(table, 0) + n
+        totals["invalid"] += out.invalid
+    return totals
+
+
+@flow(name="judge-report", persist_result=True)
+def judge_report(db_file: str | None = None, round_id: str | None = None) -> list[dict[str, Any]]:
+    """Compute the judge quality report and store it in ``evaluations``."""
+    path = db.default_path() if db_file is None else db_file
+    with db.connect(path) as con:
+        rows = quality.judge_quality(con, round_id)
+        quality.store(con, rows, round_id)
+    return [r.__dict__ for r in rows]

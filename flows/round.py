@@ -1,0 +1,185 @@
+"""Prefect flow ``round``: walk the loop once — generate, get feedback, build a dataset, train, evaluate.
+
+    python -c "from flows.round import round_flow, RoundParams; round_flow(RoundParams(round='r1'))"
+
+Policy k answers fresh samples of the training prompts, a verifier (or an AI judge with position swap)
+scores them, the round's pairs become a dataset snapshot, iterative DPO (or any offline method)
+trains policy k+1 against a reference (the previous policy by default), and policy k+1 is evaluated on
+held-out prompts. The stopping rule reads every round's held-out figures and says whether to go on.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from prefect import flow, task
+from prefect.artifacts import create_markdown_artifact
+from pydantic import BaseModel, Field
+
+from flows.build_dataset import BuildDatasetParams, build_dataset
+from flows.evaluate import EvaluateParams, evaluate
+from flows.generate import GenerateParams, generate
+from flows.judge import JudgeParams, judge
+from flows.train import TrainParams, train
+from pipelines.evaluation import StoppingRule
+from pipelines.models import resolve_model
+from warehouse import db
+from warehouse.errors import AlignloopError
+from warehouse.ids import canonical_json
+from warehouse.records import Evaluation, to_arrow
+
+
+class RoundParams(BaseModel):
+    """One round of the loop: the form the Prefect UI shows."""
+
+    round: str = Field(..., min_length=1, description="This round's name (e.g. r1); created on first use.")
+    policy: str = Field("default", description="Policy k: 'default' (embedded SmolLM2), a model folder, or "
+                                               "'previous' (the policy trained by the parent round).")
+    parent_round: str | None = Field(None, description="Round this one continues (for 'previous' and lineage).")
+    reference: Literal["previous", "initial"] = Field("previous", description="DPO reference: policy k, or the "
+                                                                              "initial policy.")
+    initial_policy: str = Field("default", description="The initial policy (reference when reference='initial').")
+    feedback: Literal["verifier", "ai_judge"] = Field("verifier", description="Who scores the samples.")
+    verifier: str = Field("short_on_topic:6", description="Rule judge (feedback=verifier) and held-out metric.")
+    judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders.")
+    n: int = Field(4, ge=2, description="Samples per training prompt.")
+    temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
+    max_new_tokens: int = Field(24, ge=1, description="Longest sample, in tokens.")
+    prompts_per_round: int | None = Field(None, ge=1, description="Training prompts per round (empty: all).")
+    prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
+    max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
+    method: str = Field("dpo", description="Training method (any offline method; iterative DPO by default).")
+    loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
+    beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
+    lr: float = Field(5e-6, gt=0, description="Learning rate.")
+    epochs: float = Field(2.0, gt=0, description="Passes over the round's pairs.")
+    batch_size: int = Field(4, ge=1, description="Pairs per step.")
+    max_length: int = Field(128, ge=16, description="Longest prompt + answer, in tokens.")
+    heldout_limit: int = Field(40, ge=1, description="Held-out prompts evaluated.")
+    heldout_max_new_tokens: int = Field(32, ge=1, description="Longest held-out answer, in tokens.")
+    min_improvement: float = Field(0.02, ge=0, description="Stopping rule: stop below this held-out gain.")
+    seed: int = Field(0, description="Sampling seed for this round.")
+    runs_dir: str = Field("runs", description="Where trained models are written.")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+
+    def path(self) -> str:
+        return self.db or db.default_path()
+
+
+@task(name="resolve-policy")
+def resolve_policy(params: RoundParams) -> tuple[str, str]:
+    """(policy k folder, reference folder)."""
+    if params.policy == "previous":
+        if not params.parent_round:
+            raise AlignloopError("policy 'previous' needs --parent-round")
+        with db.connect(params.path()) as con:
+            row = con.execute(db.query("round_output_model"), {"round_id": params.parent_round}).fetchall()
+        if not row:
+            raise AlignloopError(f"round {params.parent_round!r} has no trained policy; run it first")
+        policy = row[0][0]
+    else:
+        policy = str(resolve_model(params.policy))
+    reference = policy if params.reference == "previous" else str(resolve_model(params.initial_policy))
+    return policy, reference
+
+
+@task(name="stopping-rule")
+def decide(params: RoundParams) -> tuple[bool, str]:
+    """Apply the stopping rule to the held-out history and record the decision in ``evaluations``."""
+    with db.connect(params.path()) as con:
+        rows = con.execute(db.query("heldout_history")).fetchall()
+    by_round: dict[str, dict[str, float]] = {}
+    for round_id, metric, value in rows:
+        by_round.setdefault(round_id, {})[metric] = value
+    history = [m for m in by_round.values() if "heldout_accuracy" in m]
+    stop, reason = StoppingRule(min_improvement=params.min_improvement).decide(history)
+    ev = Evaluation.create("heldout", "stopping_rule", "decision", float(stop), round_id=params.round,
+                           details={"stop": stop, "reason": reason, "rounds_seen": list(by_round)})
+    with db.connect(params.path()) as con, db.transaction(con):
+        db.ingest(con, "evaluations", to_arrow([ev]))
+    return stop, reason
+
+
+@task(name="round-status")
+def set_status(params: RoundParams, status: str, policy: str | None = None) -> None:
+    from pipelines.models import register_model
+
+    with db.connect(params.path()) as con, db.transaction(con):
+        db.ensure_round(con, params.round)
+        policy_id = register_model(con, policy, "policy") if policy else None
+        con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status,
+                                                    "config": canonical_json(params.model_dump(exclude={"db"})),
+                                                    "parent": params.parent_round, "policy": policy_id})
+
+
+@flow(name="round", persist_result=True)
+def round_flow(params: RoundParams) -> dict[str, Any]:
+    """Policy k -> samples -> feedback -> dataset -> policy k+1 -> held-out evaluation -> stop or go on."""
+    timings: dict[str, float] = {}
+
+    def timed(stage: str, fn: Any, *args: Any) -> Any:
+        t0 = time.perf_counter()
+        out = fn(*args)
+        timings[stage] = time.perf_counter() - t0
+        return out
+
+    path = params.path()
+    policy, reference = resolve_policy(params)
+    set_status(params, "running", policy)
+    gen = timed("generate", generate, GenerateParams(
+        round=params.round, model=policy, n=params.n, temperature=params.temperature,
+        max_new_tokens=params.max_new_tokens, seed=params.seed, split="train", tags=params.prompt_tags,
+        limit=params.prompts_per_round, db=path))
+    if params.feedback == "verifier":
+        fb = timed("feedback", judge, JudgeParams(kind="binary", round=params.round,
+                                                  judge=f"verifier:{params.verifier}", db=path))
+        options: dict[str, Any] = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
+                                   "max_pairs_per_prompt": params.max_pairs_per_prompt,
+                                   "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
+    else:
+        fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=params.judge_model,
+                                                  max_pairs_per_prompt=params.max_pairs_per_prompt, db=path))
+        options = {"origin": "comparisons", "rounds": [params.round], "sources": ["ai"]}
+    ds = timed("dataset", build_dataset, BuildDatasetParams(kind="pairwise", name=f"{params.round}-pairs",
+                                                            options=options, db=path))
+    tr = timed("train", train, TrainParams(
+        method=params.method, dataset=f"{params.round}-pairs", base=policy, reference=reference,
+        loss=params.loss if params.method == "dpo" else None, beta=params.beta, lr=params.lr, epochs=params.epochs,
+        batch_size=params.batch_size, max_length=params.max_length, round=params.round,
+        output_dir=f"{params.runs_dir}/{params.round}", db=path))
+    ev = timed("evaluate", evaluate, EvaluateParams(
+        round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
+        limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens, db=path))
+    stop, reason = decide(params)
+    set_status(params, "stopped" if stop else "done")
+    summary = {"round": params.round, "policy": policy, "new_policy": tr["model_dir"], "generate": gen,
+               "feedback": fb, "dataset": ds, "train": {k: tr.get(k) for k in ("run_id", "steps", "train_seconds",
+                                                                              "eval", "plot")},
+               "heldout": ev["figures"], "samples": ev["samples"], "stop": stop, "reason": reason,
+               "timings": timings}
+    create_markdown_artifact(key=_artifact_key(params.round), markdown=_markdown(summary),
+                             description=f"alignloop round {params.round}")
+    return summary
+
+
+def _verifier_aspect(name: str) -> str:
+    from pipelines.verifiers.composite import get_verifier, verifier_aspect
+
+    return verifier_aspect(get_verifier(name))
+
+
+def _artifact_key(round_name: str) -> str:
+    return "round-" + "".join(c if c.isalnum() else "-" for c in round_name.lower())
+
+
+def _markdown(s: dict[str, Any]) -> str:
+    h = s["heldout"]
+    rows = "\n".join(f"| {k} | {v:.3f} |" for k, v in h.items() if isinstance(v, float))
+    stages = "\n".join(f"| {k} | {v:.1f} s |" for k, v in s["timings"].items())
+    return (f"# Round {s['round']}\n\npolicy k: `{s['policy']}` -> policy k+1: `{s['new_policy']}`\n\n"
+            f"## Held-out\n| metric | value |\n|---|---|\n{rows}\n\n"
+            f"## Data\n- samples written: {s['generate'].get('inserted')}\n- feedback: {s['feedback']}\n"
+            f"- dataset: {s['dataset'].get('name', '')} rows {s['dataset'].get('row_counts', '')}\n\n"
+            f"## Stages\n| stage | time |\n|---|---|\n{stages}\n\n"
+            f"**Stopping rule:** {'stop' if s['stop'] else 'continue'} ({s['reason']})\n")

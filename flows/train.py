@@ -1,0 +1,142 @@
+"""Prefect flow ``train``: train a model on a dataset snapshot and record the run, its metrics and the new model.
+
+    python -c "from flows.train import train, TrainParams; train(TrainParams(method='dpo', dataset='prefs'))"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from prefect import flow, task
+from pydantic import BaseModel, Field
+
+from trainers import config as cfgmod
+from trainers.methods import METHODS, default_config
+from trainers.run import Progress, TrainResult, train_model
+from warehouse import db
+from warehouse.errors import AlignloopError
+from warehouse.records import to_arrow
+
+Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft"]
+assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
+
+
+class TrainParams(BaseModel):
+    """What to train: the form the Prefect UI shows."""
+
+    method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, sft.")
+    dataset: str = Field(..., min_length=1, description="Dataset name (latest version), NAME@vN, or a snapshot "
+                                                        "folder.")
+    base: str = Field("default", description="'default' (embedded SmolLM2) or a model folder.")
+    loss: str | None = Field(None, description="Loss from the registry (dpo family: dpo, ipo, simpo, orpo, ...; "
+                                               "listwise: rrhf, lipo, pro).")
+    beta: float | None = Field(None, gt=0, description="Loss beta (empty: the method's default).")
+    max_steps: int | None = Field(None, ge=1, description="Optimizer steps (empty: from epochs).")
+    epochs: float | None = Field(None, gt=0, description="Passes over the train split.")
+    batch_size: int | None = Field(None, ge=1, description="Examples per step per device.")
+    lr: float | None = Field(None, gt=0, description="Learning rate.")
+    max_length: int | None = Field(None, ge=8, description="Longest prompt + completion in tokens.")
+    lora: bool = Field(False, description="Train LoRA adapters (merged into the saved model).")
+    config_file: str | None = Field(None, description="JSON config (trainers.config); the fields above override it.")
+    output_dir: str | None = Field(None, description="Run folder (default runs/<method>-<dataset>).")
+    reference: str | None = Field(None, description="Reference model folder (default: the base model).")
+    round: str | None = Field(None, description="Round the run belongs to.")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+
+    def config(self) -> cfgmod.MethodConfig:
+        """The method config: file (or defaults), then the form's non-empty fields."""
+        base = cfgmod.load_file(self.config_file) if self.config_file else default_config(self.method)
+        data = cfgmod.to_dict(base)
+        train = data["train"]
+        for key in ("max_steps", "epochs", "batch_size", "lr", "max_length"):
+            if getattr(self, key) is not None:
+                train[key] = getattr(self, key)
+        if self.max_length is not None and train["max_prompt_length"] >= self.max_length:
+            train["max_prompt_length"] = self.max_length // 2
+        if self.lora and not train.get("lora"):
+            train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
+        train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
+        for key in ("loss", "beta"):
+            if getattr(self, key) is not None:
+                if key not in data:
+                    raise AlignloopError(f"method {self.method} has no {key} option")
+                data[key] = getattr(self, key)
+        try:
+            return cfgmod.from_dict(data)
+        except ValueError as exc:
+            raise AlignloopError(f"method {self.method}: {exc}") from None
+
+
+def resolve_dataset(dataset: str, db_path: str) -> tuple[Path, str | None]:
+    """A snapshot folder and dataset id: an existing folder as is, else NAME[@vN] through the ``datasets`` table."""
+    if Path(dataset).is_dir():
+        return Path(dataset), None
+    name, version = dataset, None
+    if "@" in dataset:
+        name, v = dataset.split("@", 1)
+        version = int(v.lstrip("v")) if v.lstrip("v").isdigit() else None
+    with db.connect(db_path) as con:
+        found = con.execute(db.query("latest_dataset"), {"name": name, "version": version}).fetchall()
+    row = found[0] if found else None
+    if row is None:
+        raise AlignloopError(f"dataset {dataset!r} not found in the datasets table of {db_path}; build it first")
+    return Path(row[4]), row[0]
+
+
+def resolve_base(base: str, db_path: str) -> tuple[Path, str]:
+    """Model folder and warehouse id ('default' = the embedded model, registered as a policy)."""
+    from pipelines.models import register_model, resolve_model
+
+    path = resolve_model(base)
+    with db.connect(db_path) as con:
+        return path, register_model(con, str(path), "policy")
+
+
+@task
+def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
+               reference: str | None, round_id: str | None, progress: Progress | None = None) -> TrainResult:
+    return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,
+                       reference_model=reference, round_id=round_id, progress=progress)
+
+
+def record_result(db_path: str, result: TrainResult) -> dict[str, int]:
+    """Write the run, its metrics, the new model, evaluations and artifacts in one transaction."""
+    tables: list[tuple[str, list[Any]]] = [
+        ("training_runs", [result.run]), ("training_metrics", result.metrics), ("models", [result.model]),
+        ("evaluations", result.evaluations), ("artifacts", result.artifacts),
+    ]
+    written = {}
+    with db.connect(db_path) as con, db.transaction(con):
+        if result.run.round_id:
+            db.ensure_round(con, result.run.round_id)
+        for table, rows in tables:
+            written[table] = db.ingest(con, table, to_arrow(rows)) if rows else 0
+    return written
+
+
+@flow(name="train", persist_result=True)
+def train(params: TrainParams, progress: Progress | None = None) -> dict[str, Any]:
+    """Resolve inputs, train (in a task), record everything; returns a summary."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    db_path = params.db or db.default_path()
+    config = params.config()
+    snapshot, dataset_id = resolve_dataset(params.dataset, db_path)
+    base, base_id = resolve_base(params.base, db_path)
+    result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(config), base_id, params.reference,
+                        params.round, progress)
+    if dataset_id and not result.run.dataset_id:
+        result = _with_dataset(result, dataset_id)
+    written = record_result(db_path, result)
+    return {"run_id": result.run.id, "model_id": result.model.id, "model_dir": str(result.model_dir),
+            "plot": str(result.plot) if result.plot else None, "written": written,
+            "eval": result.run.meta.get("eval", {}), "truncation": result.truncation,
+            "steps": result.run.meta.get("steps"), "train_seconds": result.run.meta.get("train_seconds")}
+
+
+def _with_dataset(result: TrainResult, dataset_id: str) -> TrainResult:
+    from dataclasses import replace
+
+    return replace(result, run=replace(result.run, dataset_id=dataset_id))

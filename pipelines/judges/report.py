@@ -1,0 +1,128 @@
+"""Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost.
+
+    alignloop judge report [--round R] [--json] [--png FILE]
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import duckdb
+
+from warehouse import db
+from warehouse.records import Evaluation
+
+METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
+
+
+@dataclass(frozen=True)
+class JudgeQuality:
+    judge: str
+    """Judge id (model:template@version)."""
+    comparisons: int
+    consistency: float | None
+    """Share of pairs (both orders valid) whose two orders picked the same response."""
+    first_position: float | None
+    """P(prefers the answer shown first), over single-order verdicts that picked a side; 0.5 is unbiased."""
+    longer: float | None
+    """P(prefers the longer answer), over decided pairs of unequal length."""
+    invalid_rate: float | None
+    """Share of single-order verdicts that could not be read."""
+    human_pairs: int
+    human_accuracy: float | None
+    """Agreement with the human label on the same pair (winners a/b/tie), where both exist."""
+    human_kappa: float | None
+    """Cohen's kappa of that agreement (chance-corrected)."""
+    calls: float
+    tokens: float
+    seconds: float
+
+
+def cohen_kappa(x: list[str], y: list[str]) -> float | None:
+    """(p_o - p_e) / (1 - p_e) for two raters' labels; None when undefined (no items, or p_e = 1)."""
+    n = len(x)
+    if n == 0 or n != len(y):
+        return None
+    labels = set(x) | set(y)
+    po = sum(a == b for a, b in zip(x, y)) / n
+    pe = sum((x.count(k) / n) * (y.count(k) / n) for k in labels)
+    return None if pe >= 1.0 else (po - pe) / (1.0 - pe)
+
+
+def _mean(flags: list[bool]) -> float | None:
+    return sum(flags) / len(flags) if flags else None
+
+
+def judge_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[JudgeQuality]:
+    """One row per AI judge (model + template version) from the comparisons stored."""
+    rows = db.fetch_dicts(con, db.query("judge_quality_rows"), {"round_id": round_id})
+    by_judge: dict[str, list[dict]] = {}
+    for r in rows:
+        by_judge.setdefault(r["judge"], []).append(r)
+    return [_quality(j, rs) for j, rs in by_judge.items()]
+
+
+def _quality(judge: str, rs: list[dict]) -> JudgeQuality:
+    verdicts = [r[k] for r in rs for k in ("pos_ab", "pos_ba")]
+    sided = [v for v in verdicts if v in ("A", "B")]
+    longer = [(r["winner"] == "a") == (r["len_a"] > r["len_b"]) for r in rs
+              if r["winner"] in ("a", "b") and r["len_a"] is not None and r["len_b"] is not None
+              and r["len_a"] != r["len_b"]]
+    human = [(r["winner"], r["human_winner"]) for r in rs if r["human_winner"] and r["winner"] != "invalid"]
+    return JudgeQuality(
+        judge=judge, comparisons=len(rs),
+        consistency=_mean([bool(r["consistent"]) for r in rs if r["consistent"] is not None]),
+        first_position=_mean([v == "A" for v in sided]),
+        longer=_mean(longer),
+        invalid_rate=_mean([v is None for v in verdicts]),
+        human_pairs=len(human),
+        human_accuracy=_mean([a == h for a, h in human]),
+        human_kappa=cohen_kappa([a for a, _ in human], [h for _, h in human]),
+        calls=sum(r["calls"] or 0 for r in rs),
+        tokens=sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0) for r in rs),
+        seconds=sum(r["seconds"] or 0 for r in rs),
+    )
+
+
+def evaluations(report: list[JudgeQuality], round_id: str | None = None) -> list[Evaluation]:
+    """One ``judge_quality`` evaluation per judge and metric; details hold the whole row."""
+    return [Evaluation.create("judge_quality", q.judge, m, getattr(q, m), round_id, details=asdict(q))
+            for q in report for m in METRICS]
+
+
+def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality], round_id: str | None = None) -> int:
+    """Replace this report's evaluations (same judge, round and metric) in one transaction."""
+    rows = evaluations(report, round_id)
+    if not rows:
+        return 0
+    with db.transaction(con):
+        con.execute(db.query("delete_evaluations"), {"ids": [r.id for r in rows]})
+        return db.ingest(con, "evaluations", rows)
+
+
+def plot(report: list[JudgeQuality], path: str | Path) -> Path:
+    """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy")
+    fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(shown) * max(len(report), 1) / 2), 4))
+    width = 0.8 / max(len(report), 1)
+    for j, q in enumerate(report):
+        vals = [getattr(q, m) if getattr(q, m) is not None else 0.0 for m in shown]
+        ax.bar([i + j * width for i in range(len(shown))], vals, width, label=f"{q.judge} (n={q.comparisons})")
+    ax.axhline(0.5, ls="--", c="grey", lw=1)
+    ax.set_xticks([i + width * (len(report) - 1) / 2 for i in range(len(shown))], list(shown))
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("rate")
+    ax.set_title("Judge quality (position bias: first_position far from 0.5)")
+    ax.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

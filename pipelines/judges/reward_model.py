@@ -1,0 +1,146 @@
+"""Reward-model judge: score responses with a sequence-classification model (num_labels=1), or a PRM's per-step
+scores aggregated by product or minimum (Lightman et al. 2023); best-of-N from the scores. torch is imported
+inside functions so the data side stays light.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pipelines.judges.config import ResponseItem
+from pipelines.judges.steps import split_steps
+from warehouse.errors import AlignloopError
+from warehouse.records import Rating
+
+
+def _text(tokenizer: Any, question: str, answer: str) -> str:
+    if getattr(tokenizer, "chat_template", None):
+        conv = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+        return tokenizer.apply_chat_template(conv, tokenize=False)
+    return f"{question}\n\n{answer}"
+
+
+@dataclass
+class RewardModelScorer:
+    """A sequence-classification model with one output per sequence (higher is better)."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    max_length: int = 512
+    batch_size: int = 8
+
+    @classmethod
+    def load(cls, path: str, **kw: Any) -> RewardModelScorer:
+        """From a local folder (never a hub)."""
+        from pathlib import Path
+
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        if not (Path(path) / "config.json").is_file():
+            raise AlignloopError(f"reward model {path!r} is not a local model folder (no config.json)")
+        tok = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+        return cls(model, tok, str(path), **kw)
+
+    def __post_init__(self) -> None:
+        if getattr(self.model.config, "num_labels", 1) != 1:
+            raise AlignloopError(f"reward model {self.name} has {self.model.config.num_labels} labels; need 1")
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+
+    def score_texts(self, texts: list[str]) -> list[float]:
+        """Scalar reward per text. Inputs are right-truncated to ``max_length`` tokens."""
+        import torch
+
+        out: list[float] = []
+        self.tokenizer.padding_side = "right"
+        with torch.inference_mode():
+            for i in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
+                                     truncation=True, max_length=self.max_length, add_special_tokens=False)
+                enc = {k: v.to(self.model.device) for k, v in enc.items()}
+                logits = self.model(**enc).logits  # (b, 1)
+                out += [float(x) for x in logits[:, 0].float().cpu()]
+        return out
+
+    def score(self, items: list[ResponseItem]) -> list[float]:
+        """ORM: one reward per response."""
+        return self.score_texts([_text(self.tokenizer, it.question, it.text) for it in items])
+
+    def step_scores(self, items: list[ResponseItem]) -> list[list[float]]:
+        """PRM: P(step correct) = sigmoid(score of the solution up to and including that step), per step."""
+        flat, spans = [], []
+        for it in items:
+            steps = split_steps(it)
+            spans.append(len(steps))
+            flat += [_text(self.tokenizer, it.question, "\n".join(steps[: k + 1])) for k in range(len(steps))]
+        scores = [1.0 / (1.0 + math.exp(-s)) for s in self.score_texts(flat)]
+        out, pos = [], 0
+        for n in spans:
+            out.append(scores[pos:pos + n])
+            pos += n
+        return out
+
+
+def aggregate_steps(step_probs: list[float], how: Literal["product", "min"] = "product") -> float:
+    """A solution's PRM score: product of step probabilities (all steps right) or their minimum (weakest step)."""
+    if not step_probs:
+        raise ValueError("no steps to aggregate")
+    return math.prod(step_probs) if how == "product" else min(step_probs)
+
+
+def best_of_n(items: list[ResponseItem], scores: list[float]) -> dict[str, str]:
+    """Per prompt, the id of the highest-scoring response (the first on ties)."""
+    best: dict[str, tuple[float, str]] = {}
+    for it, s in zip(items, scores):
+        if it.prompt_id not in best or s > best[it.prompt_id][0]:
+            best[it.prompt_id] = (s, it.id)
+    return {p: rid for p, (_, rid) in best.items()}
+
+
+def rank_by_score(items: list[ResponseItem], scores: list[float]) -> dict[str, list[str]]:
+    """Per prompt, response ids best first."""
+    groups: dict[str, list[tuple[float, str]]] = defaultdict(list)
+    for it, s in zip(items, scores):
+        groups[it.prompt_id].append((s, it.id))
+    return {p: [rid for _, rid in sorted(g, key=lambda x: -x[0])] for p, g in groups.items()}
+
+
+@dataclass(frozen=True)
+class RewardModelJudge:
+    """Ratings with source 'reward_model'. ORM scores are unbounded (scale -inf..inf); PRM scores lie in 0..1."""
+
+    scorer: RewardModelScorer
+    prm: Literal["product", "min"] | None = None
+    """None: ORM (one score per response); product/min: PRM step scores aggregated this way."""
+
+    @classmethod
+    def load(cls, path: str, prm: Literal["product", "min"] | None = None, **kw: Any) -> RewardModelJudge:
+        return cls(RewardModelScorer.load(path, **kw), prm)
+
+    @property
+    def judge(self) -> str:
+        return f"{self.scorer.name}:{'prm-' + self.prm if self.prm else 'orm'}"
+
+    @property
+    def aspect(self) -> str:
+        return "prm" if self.prm else "reward"
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        return [Rating.make_id(self.judge, it.id, self.aspect, kind="reward") for it in items]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str) -> list[Rating]:
+        if self.prm:
+            steps = self.scorer.step_scores(items)
+            scores = [aggregate_steps(s, self.prm) for s in steps]
+            lo, hi, metas = 0.0, 1.0, [{"step_probs": s, "aggregate": self.prm} for s in steps]
+        else:
+            scores = self.scorer.score(items)
+            lo, hi, metas = -math.inf, math.inf, [{} for _ in items]
+        return [Rating(rid, it.prompt_id, it.id, s, lo, hi, self.judge, "reward_model", round_id, aspect=self.aspect,
+                       meta=m) for rid, it, s, m in zip(self.ids(items), items, scores, metas)]

@@ -1,0 +1,138 @@
+"""A static report across rounds: per-round held-out figures, judge bias and loss curves, as HTML with PNGs."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from warehouse import db
+
+
+def rounds_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One entry per evaluated round: ``{"round": id, "policy_model_id": ..., <metric>: value, ...}``."""
+    out: dict[str, dict[str, Any]] = {}
+    for round_id, model_id, status, _, metric, value, details in con.execute(db.query("report_rounds")).fetchall():
+        entry = out.setdefault(round_id, {"round": round_id, "policy_model_id": model_id, "status": status})
+        entry[metric] = value
+        if metric == "decision" and details:
+            entry["decision"] = json.loads(details)
+    return list(out.values())
+
+
+def judge_summary(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for judge, _round, metric, value in con.execute(db.query("report_judges")).fetchall():
+        out.setdefault(judge, {})[metric] = value
+    return out
+
+
+def _plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path | None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in ("heldout_accuracy", "repetition", "distinct_2", "kl_to_reference", "win_rate")
+               if any(m in r for r in rounds)]
+    if not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)
+    xs = list(range(len(rounds)))
+    for ax, m in zip(axes[0], metrics):
+        ax.plot(xs, [r.get(m) for r in rounds], marker="o")
+        ax.set_title(m)
+        ax.set_xticks(xs, [r["round"] for r in rounds], rotation=30, fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_losses(con: duckdb.DuckDBPyConnection, path: Path) -> Path | None:
+    rows = con.execute(db.query("report_losses")).fetchall()
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for round_id, _run, step, name, value in rows:
+        series.setdefault((name, round_id or "-"), []).append((step, value))
+    names = sorted({n for n, _ in series})
+    fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        for (n, rnd), pts in series.items():
+            if n == name:
+                ax.plot([s for s, _ in pts], [v for _, v in pts], label=rnd)
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None:
+    metrics = ["consistency", "p_first", "p_longer", "invalid_rate", "human_accuracy", "human_kappa"]
+    if not judges:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(metrics)), 3.2))
+    width = 0.8 / len(judges)
+    for i, (judge, vals) in enumerate(judges.items()):
+        ax.bar([j + i * width for j in range(len(metrics))], [vals.get(m, 0.0) or 0.0 for m in metrics], width,
+               label=judge[:40])
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=6)
+    ax.set_title("judge quality")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: dict[str, Any] | None = None) -> Path:
+    """Write ``index.html`` with plots into ``out_dir``; return its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rounds = rounds_summary(con)
+    judges = judge_summary(con)
+    plots = [p for p in (_plot_rounds(rounds, out / "rounds.png"), _plot_losses(con, out / "losses.png"),
+                         _plot_judges(judges, out / "judges.png")) if p]
+    cols = sorted({k for r in rounds for k in r} - {"round", "policy_model_id", "status", "decision"})
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["round", *cols, "decision"])
+    body = ""
+    for r in rounds:
+        cells = "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float) else f"<td>{r.get(c, '')}</td>"
+                        for c in cols)
+        decision = r.get("decision", {})
+        body += (f"<tr><td>{html.escape(r['round'])}</td>{cells}"
+                 f"<td>{html.escape(str(decision.get('reason', '')))}</td></tr>")
+    sample_html = ""
+    for title, rows in (samples or {}).items():
+        items = "".join(f"<tr><td>{html.escape(p)}</td><td>{html.escape(b)}</td><td>{html.escape(a)}</td></tr>"
+                        for p, b, a in rows)
+        sample_html += (f"<h2>{html.escape(title)}</h2><table><tr><th>prompt</th><th>before</th><th>after</th></tr>"
+                        f"{items}</table>")
+    imgs = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>alignloop report</title>
+<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
+<h1>alignloop: rounds</h1><table><tr>{head}</tr>{body}</table>{imgs}{sample_html}</body></html>"""
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path

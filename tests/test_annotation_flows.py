@@ -1,0 +1,131 @@
+"""Annotation flows and CLI against a real Label Studio and the Prefect test harness: push/pull flows with the
+token in a Secret block, waiting on a quota (paused run resumed by a webhook; timeout ends cleanly)."""
+
+from __future__ import annotations
+
+import secrets
+import socket
+import threading
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+from annotation import configs, waiting
+from annotation.client import connect
+from flows.annotate import (
+    AnnotatePullParams,
+    AnnotatePushParams,
+    WaitParams,
+    annotate_pull,
+    annotate_push,
+    quota_resumer,
+    wait_for_annotations,
+)
+from flows.cli import app
+from tests import labelstudio_fixtures
+from tests.fixtures_annotation import choice, pref, seed_round
+from warehouse import db
+
+label_studio_template = labelstudio_fixtures.label_studio_template
+label_studio = labelstudio_fixtures.label_studio
+
+pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        seed_round(con, "flr1")
+    return path
+
+
+@pytest.fixture
+def token_block(label_studio, prefect_harness):
+    from prefect.blocks.system import Secret
+
+    name = f"ls-token-{secrets.token_hex(3)}"
+    Secret(value=label_studio.token).save(name)
+    return name
+
+
+def test_push_and_pull_flows_take_the_token_from_a_secret_block(label_studio, warehouse, token_block, monkeypatch):
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    common = {"label_studio_url": label_studio.url, "token_secret": token_block, "db": warehouse}
+    pushed = annotate_push(AnnotatePushParams(kind="binary", round="flr1", sample=2, **common))
+    assert pushed["imported"] == 2 and pushed["recorded"] == 2
+    admin = connect(label_studio.url, label_studio.token)
+    for task in admin.list_tasks(pushed["project_id"]):
+        admin.create_annotation(task.id, [choice("thumbs", "response", "good")])
+    pulled = annotate_pull(AnnotatePullParams(round="flr1", **common))
+    assert pulled["inserted"] == {"ratings": 2} and pulled["skipped"] == []
+    assert label_studio.token not in repr(pulled) + repr(pushed)
+    with db.connect(warehouse) as con:
+        n = con.execute("SELECT count(*) FROM evaluations WHERE kind = 'annotation_agreement'").fetchone()[0]
+    assert n > 0
+
+
+def _paused_run_id(timeout: float = 30):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+
+    flt = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            runs = client.read_flow_runs(flow_run_filter=flt)
+            if runs:
+                return runs[0].id
+            time.sleep(0.3)
+    pytest.fail("no paused flow run appeared")
+
+
+def test_wait_for_annotations_is_resumed_by_the_webhook_at_the_quota(label_studio, warehouse, token_block):
+    admin = connect(label_studio.url, label_studio.token)
+    project = admin.get_or_create_project("alignloop flq1 pairwise", configs.config_for("pairwise"))
+    task_ids = admin.import_tasks(project.id, [configs.pairwise_task("p", "a", f"b{i}") for i in range(3)])
+    params = WaitParams(round="flq1", kind="pairwise", quota=2, timeout_s=60, mode="pause", poll_interval_s=1,
+                        label_studio_url=label_studio.url, token_secret=token_block, db=warehouse)
+    out: dict = {}
+    thread = threading.Thread(target=lambda: out.setdefault("result", wait_for_annotations(params)), daemon=True)
+    thread.start()
+    run_id = _paused_run_id()
+    with waiting.WebhookReceiver(secrets.token_hex(16), on_event=quota_resumer(run_id, 2, project.id)) as hook:
+        admin.add_webhook(project.id, hook.url, headers=hook.headers())
+        admin.create_annotation(task_ids[0], pref("A"))
+        assert thread.is_alive()  # one of two: still waiting
+        admin.create_annotation(task_ids[1], pref("B"))
+        thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert out["result"] == {"status": "resumed", "project_id": project.id, "reported_done": 2, "done": 2, "total": 3}
+    # met already: a rerun returns at once without waiting
+    again = wait_for_annotations(params.model_copy(update={"mode": "suspend"}))
+    assert again["status"] == "quota_met"
+
+
+def test_wait_for_annotations_times_out_cleanly(label_studio, warehouse, token_block):
+    params = WaitParams(round="flq2", kind="binary", quota=5, timeout_s=2, mode="pause", poll_interval_s=1,
+                        label_studio_url=label_studio.url, token_secret=token_block, db=warehouse)
+    state = wait_for_annotations(params, return_state=True)
+    assert state.is_completed() and "not met" in state.message
+    assert state.result()["status"] == "timeout"
+
+
+def test_cli_push_status_and_server_down(label_studio, warehouse, monkeypatch):
+    monkeypatch.setenv("LABEL_STUDIO_URL", label_studio.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", label_studio.token)
+    runner = CliRunner()
+    res = runner.invoke(app, ["annotate", "push", "pairwise", "--round", "flr1", "--sample", "2", "--db", warehouse])
+    assert res.exit_code == 0, res.output
+    assert "2 tasks imported" in res.output
+    res = runner.invoke(app, ["annotate", "status", "--db", warehouse, "--json"])
+    assert res.exit_code == 0 and '"done": 0' in res.output and '"total": 2' in res.output
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        monkeypatch.setattr("flows.cli_annotate.RETRIES", 1)
+        monkeypatch.setattr("flows.cli_annotate.BACKOFF", 0.01)
+        res = runner.invoke(app, ["annotate", "pull", "--url", dead, "--db", warehouse])
+    assert res.exit_code == 2 and dead in res.output and label_studio.token not in res.output

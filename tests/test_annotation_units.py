@@ -1,0 +1,186 @@
+"""Annotation without a server: push ordering and idempotency, pull mapping and rejection, agreement math,
+the webhook receiver."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import httpx
+import pytest
+
+from annotation import agreement, push, waiting
+from annotation.agreement import HumanAiRow, LabelRow
+from annotation.mapping import SentTask, to_feedback
+from annotation.pull import collect
+from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, exported, pref, seed_round
+from warehouse import db
+
+
+@pytest.fixture
+def con():
+    with db.connect(":memory:") as c:
+        yield c
+
+
+# ------------------------------------------------------------------------------------------------ push
+
+
+def test_plan_push_orders_inconsistent_then_disagreement_then_audit(con):
+    s = seed_round(con, "r1")
+    keys = s.pair_keys()
+    tasks = push.plan_push(con, "pairwise", "r1")
+    order = [keys[tuple(t.item_ids)] for t in tasks]
+    assert order[:2] == ["p0_01", "p0_02"] and sorted(order[2:]) == ["p0_12", "p1_01", "p1_02", "p1_12"]
+    assert [keys[tuple(t.item_ids)] for t in push.plan_push(con, "pairwise", "r1", strategy="disagreement")][:2] == [
+        "p0_02", "p0_01"]
+    # AI verdicts go along as predictions; judge y's swapped row is mapped to this pair's order (B)
+    preds = {p["model_version"]: p["result"][0]["value"]["choices"] for p in tasks[1].payload["predictions"]}
+    assert preds == {JUDGE_X: ["A"], JUDGE_Y: ["B"]}
+    assert tasks[1].payload["data"]["response_a_id"] == tasks[1].item_ids[0]
+    assert tasks[0].payload["meta"] == {"inconsistent": True, "disagreement": False}
+    # sample 3 with a 30% audit share: both flagged pairs + ceil(0.9) = 1 random unflagged pair
+    sampled = [keys[tuple(t.item_ids)] for t in push.plan_push(con, "pairwise", "r1", sample=3, audit=0.3)]
+    assert sampled[:2] == ["p0_01", "p0_02"] and sampled[2] in order[2:]
+    # with a sample of 1 and an audit share, the single slot goes to the audit
+    assert next(keys[tuple(t.item_ids)] for t in push.plan_push(con, "pairwise", "r1", sample=1, audit=0.5)) not in (
+        "p0_01", "p0_02")
+    # the random order is seeded and stable
+    assert [t.id for t in push.plan_push(con, "pairwise", "r1", strategy="random", seed=3)] == [
+        t.id for t in push.plan_push(con, "pairwise", "r1", strategy="random", seed=3)]
+
+
+def test_plan_push_skips_items_already_sent_and_ids_are_content_hashes(con):
+    seed_round(con, "r1")
+    tasks = push.plan_push(con, "binary", "r1", sample=2)
+    assert tasks[0].id == push.task_id("binary", "r1", tasks[0].item_ids)
+    push.record(con, [t for t in tasks])
+    again = push.plan_push(con, "binary", "r1")
+    assert len(again) == 4 and not {t.id for t in again} & {t.id for t in tasks}
+    assert push.record(con, tasks) == 0  # recording twice adds nothing
+
+
+def test_plan_push_other_kinds_and_gold(con):
+    s = seed_round(con, "r1", with_ai=False)
+    ranking = push.plan_push(con, "ranking", "r1")
+    assert [t.item_ids for t in ranking] == s.responses or [t.item_ids for t in ranking] == s.responses[::-1]
+    assert [i["id"] for i in ranking[0].payload["data"]["items"]] == ranking[0].item_ids
+    steps = push.plan_push(con, "step", "r1")
+    assert len(steps) == 6 and len(steps[0].payload["data"]["steps"]) == 3
+    gold_key = (s.responses[1][2],)
+    binary = push.plan_push(con, "binary", "r1", sample=1, gold={gold_key: "good"})
+    assert tuple(binary[0].item_ids) == gold_key and binary[0].payload["meta"]["gold_answer"] == "good"
+    assert len(binary) == 2  # gold tasks go out ahead of the sample
+    with pytest.raises(ValueError, match="unknown annotation kind"):
+        push.PushRequest("likert", "r1")
+
+
+# ------------------------------------------------------------------------------------------------ pull (pure)
+
+
+def _sent(task_id: int, items: tuple[str, str], status: str = "pushed") -> SentTask:
+    return SentTask(f"t{task_id}", "pairwise", "r1", 7, task_id, items,
+                    {"data": {"prompt_id": "p", "prompt": "q", "a": "x", "b": "y"}}, status)
+
+
+def test_collect_maps_valid_annotations_and_reports_the_rest():
+    sent = [_sent(1, ("ra", "rb")), _sent(2, ("ra", "rc")), _sent(3, ("ra", "rd"), status="deleted")]
+    anns = [
+        exported(1, 10, 5, pref("B") + [{"from_name": "rationale", "to_name": "prompt", "type": "textarea",
+                                         "value": {"text": ["b is right"]}}], email="ann@x"),
+        exported(1, 11, 6, pref("Z")),  # a choice the config does not allow
+        exported(2, 12, 5, pref("A")),  # superseded by 13
+        exported(2, 13, 5, pref("tie")),
+        exported(3, 14, 5, pref("A")),  # task marked deleted
+        exported(9, 15, 5, pref("A")),  # a task the warehouse never sent
+        exported(1, 16, 8, pref("A"), cancelled=True),
+    ]
+    plan = collect(sent, {7: anns}, {7: {1, 2, 3, 9}}, {"ra", "rb", "rc", "rd"})
+    got = {(c.response_b, c.judge): (c.winner, c.rationale) for c in plan.rows.comparisons}
+    assert got == {("rb", "annotator:ann@x"): ("b", "b is right"), ("rc", "annotator:5"): ("tie", None)}
+    reasons = {s.annotation_id: s.reason for s in plan.skipped}
+    assert set(reasons) == {11, 12, 14, 15, 16}
+    assert "'Z'" in reasons[11] and "superseded" in reasons[12] and "deleted" in reasons[14]
+    assert "not known" in reasons[15] and "cancelled" in reasons[16]
+    assert plan.annotated == {"t1", "t2"} and plan.annotations == 7
+    # a Label Studio task that disappeared is marked deleted; responses deleted from the warehouse are refused
+    plan = collect(sent, {7: [exported(1, 10, 5, pref("A"))]}, {7: {1}}, {"ra"})
+    assert plan.deleted == {"t2", "t3"} and "no longer in the warehouse" in plan.skipped[0].reason
+
+
+def test_to_feedback_steps_and_correction():
+    data = {"prompt_id": "p", "question": "q", "steps": [{"title": "Step 1", "text": "a"}] * 3, "answer": "Lyon"}
+    step = SentTask("t", "step", "r1", 1, 2, ("resp",), {"data": data})
+    result = [{"from_name": "step_label_0", "to_name": "step_0", "type": "choices", "value": {"choices": ["positive"]}},
+              {"from_name": "step_label_1", "to_name": "step_1", "type": "choices", "value": {"choices": ["negative"]}},
+              {"from_name": "first_error", "to_name": "question", "type": "number", "value": {"number": 2}}]
+    rows, problems = to_feedback(step, exported(2, 3, 4, result))
+    assert problems == []
+    assert [(r.step_index, r.label, r.finish_reason) for r in rows.step_labels] == [(0, 1, "found_error"),
+                                                                                    (1, -1, "found_error")]
+    corr = SentTask("t", "correction", "r1", 1, 2, ("orig",), {"data": data})
+    text = [{"from_name": "correction", "to_name": "answer", "type": "textarea", "value": {"text": ["Paris"]}}]
+    rows, _ = to_feedback(corr, exported(2, 3, 4, text, email="e@x"))
+    (resp,), (c,) = rows.responses, rows.corrections
+    assert (resp.text, resp.origin, resp.parent_id, c.corrected_id, c.original_id) == (
+        "Paris", "human_edit", "orig", resp.id, "orig")
+
+
+# ------------------------------------------------------------------------------------------------ agreement
+
+
+def test_cohen_fleiss_alpha_by_hand():
+    x, y = ["a", "b", "a"], ["a", "b", "b"]
+    # p_o = 2/3; p_e = (2/3)(1/3) + (1/3)(2/3) = 4/9; kappa = (2/9) / (5/9)
+    assert agreement.cohen_kappa(x, y) == pytest.approx(0.4)
+    assert agreement.cohen_kappa(["a", "a"], ["a", "a"]) is None
+    # P_i = 1, 1/3, 1 -> 7/9; p = 5/9, 4/9 -> P_e = 41/81; kappa = (7/9 - 41/81) / (40/81) = 22/40
+    assert agreement.fleiss_kappa([["a"] * 3, ["a", "a", "b"], ["b"] * 3]) == pytest.approx(0.55)
+    # coincidences o_aa = 2, o_bb = 2, o_ab = o_ba = 1; n_a = n_b = 3, n = 6: alpha = 1 - 5 * 2 / 18
+    assert agreement.krippendorff_alpha_nominal([["a", "a"], ["b", "b"], ["a", "b"]]) == pytest.approx(1 - 10 / 18)
+    assert agreement.majority(["a", "b"]) is None and agreement.majority(["a", "b", "b"]) == "b"
+
+
+def test_report_picks_cohen_or_fleiss_and_scores_ai_and_gold():
+    two = [LabelRow("binary", "r", 1, t, "", who, lab, gold="good" if t == 0 else None)
+           for t, (l1, l2) in enumerate([("good", "good"), ("bad", "bad"), ("good", "bad")])
+           for who, lab in (("u1", l1), ("u2", l2))]
+    three = [LabelRow("pairwise", "r", 2, 0, "", u, v) for u, v in (("u1", "a"), ("u2", "a"), ("u3", "b"))]
+    ai = [HumanAiRow("j", "c1", "a", "u1", "a"), HumanAiRow("j", "c1", "a", "u2", "a"),
+          HumanAiRow("j", "c2", "b", "u1", "a"), HumanAiRow("j", "c2", "b", "u2", "a"),
+          HumanAiRow("j", "c3", "a", "u1", "a"), HumanAiRow("j", "c3", "a", "u2", "b")]  # humans tie: left out
+    rep = agreement.report(two + three, ai)
+    p1, p2 = rep.projects
+    assert (p1.method, p1.annotators, p1.items) == ("cohen", 2, 3)
+    assert p1.kappa == pytest.approx(agreement.cohen_kappa(["good", "bad", "good"], ["good", "bad", "bad"]))
+    assert (p2.method, p2.items) == ("fleiss", 1)
+    (h,) = rep.human_vs_ai
+    assert (h.items, h.accuracy) == (2, 0.5)
+    assert {g.annotator: g.accuracy for g in rep.gold} == {"u1": 1.0, "u2": 1.0}
+    assert [(t.annotator, t.tasks) for t in rep.throughput] == [("u1", 4), ("u2", 4), ("u3", 1)]
+
+
+def test_agreement_store_replaces_values(con):
+    rep = agreement.report([LabelRow("binary", "r", 1, 0, "", "u1", "good"),
+                            LabelRow("binary", "r", 1, 0, "", "u2", "good")], [])
+    assert agreement.store(con, rep, "r") > 0
+    n = con.execute("SELECT count(*) FROM evaluations WHERE kind = 'annotation_agreement'").fetchone()[0]
+    agreement.store(con, rep, "r")
+    assert con.execute("SELECT count(*) FROM evaluations WHERE kind = 'annotation_agreement'").fetchone()[0] == n
+
+
+# ------------------------------------------------------------------------------------------------ waiting
+
+
+def test_quota_and_webhook_receiver_checks_secret():
+    assert waiting.quota_met(3, 3) and not waiting.quota_met(2, 3)
+    secret = secrets.token_hex(16)
+    seen = []
+    with waiting.WebhookReceiver(secret, on_event=lambda p, c: seen.append((p, dict(c)))) as hook:
+        body = json.dumps({"action": "ANNOTATION_CREATED", "project": {"id": 4}, "task": {"id": 1}})
+        assert httpx.post(hook.url, content=body, headers={waiting.SECRET_HEADER: "wrong"}).status_code == 401
+        assert httpx.post(hook.url, content=body, headers=hook.headers()).status_code == 200
+        other = json.dumps({"action": "TASKS_CREATED", "project": {"id": 4}})
+        assert httpx.post(hook.url, content=other, headers=hook.headers()).status_code == 200
+        assert hook.count(4) == 1 and hook.rejected == 1
+    assert seen == [(4, {"ANNOTATION_CREATED": 1})]

@@ -1,0 +1,178 @@
+"""Snapshots (versions, content hash, idempotency), exports (round trip), lints, CLI and the Prefect flow's steps."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from flows.build_dataset import BuildDatasetParams, build_rows, write_snapshot
+from flows.cli import app
+from pipelines.datasets.config import parse_options
+from pipelines.datasets.export import export_snapshot, read_export
+from pipelines.datasets.lint import LintOptions, lint
+from pipelines.datasets.publish import build_and_publish
+from pipelines.datasets.snapshot import load_snapshot, register
+from tests.fixtures_datasets import *
+from tests.fixtures_datasets import Wh
+from warehouse import db
+from warehouse.errors import AlignloopError
+
+
+def seed(wh: Wh, n: int = 6) -> None:
+    for i in range(n):
+        p = wh.prompt(f"Question number {i}: how should I {['cook', 'fix', 'learn'][i % 3]} this?",
+                      split="test" if i == 0 else "train")
+        a, b, c = wh.responses(p, f"A careful answer {i}", f"bad {i}", f"ok answer {i}")
+        wh.compare(p, a, b, "a")
+        wh.compare(p, c, b, "a", source="ai", judge="j", prob_a=0.8, consistent=True)
+        wh.rate(p, a, 1, lo=0, hi=1)
+        wh.rate(p, b, 0, lo=0, hi=1)
+
+
+def spec(kind: str = "pairwise", **opts):
+    return parse_options(kind, opts)
+
+
+def test_hash_determinism_versions_and_idempotency(wh: Wh, tmp_path):
+    seed(wh)
+    first = build_and_publish(wh.con, spec(), "prefs", tmp_path)
+    again = build_and_publish(wh.con, spec(), "prefs", tmp_path)
+    assert first.outcome.created and not again.outcome.created and not again.registered
+    assert again.outcome.manifest.content_hash == first.outcome.manifest.content_hash
+    assert again.outcome.manifest.version == 1
+    changed = build_and_publish(wh.con, spec(ties="keep"), "prefs", tmp_path)  # new params, same rows
+    assert changed.outcome.created and changed.outcome.manifest.version == 2
+    assert changed.outcome.previous_version == 1
+    soft = build_and_publish(wh.con, spec(soft_labels=True), "prefs", tmp_path)
+    assert soft.outcome.manifest.content_hash != first.outcome.manifest.content_hash
+    assert soft.outcome.manifest.version == 3
+    assert (tmp_path / "prefs" / "v1" / "train.parquet").exists()
+    assert (tmp_path / "prefs" / "v1" / "stats.png").stat().st_size > 1000
+    rows = wh.con.execute("SELECT id, version, row_counts FROM datasets ORDER BY version").fetchall()
+    assert [r[0] for r in rows] == ["prefs@v1", "prefs@v2", "prefs@v3"]
+    assert json.loads(rows[0][2]) == {"train": 10, "test": 2}
+    m = load_snapshot("prefs@v1", root=tmp_path).manifest
+    assert m.stage_counts["comparisons"] == 12 and m.stats["chosen_length"]["mean"] > m.stats["rejected_length"]["mean"]
+    assert m.created_at and "created_at" not in m.params
+
+
+def test_same_hash_after_rebuild_in_new_warehouse(tmp_path):
+    hashes = []
+    for _ in range(2):
+        with db.connect(":memory:") as con:
+            w = Wh(con)
+            seed(w)
+            hashes.append(build_and_publish(con, spec(), "p", tmp_path / f"r{len(hashes)}").outcome.manifest)
+    assert hashes[0].content_hash == hashes[1].content_hash
+
+
+def test_load_snapshot_splits_never_share_prompts(wh: Wh, tmp_path):
+    seed(wh)
+    build_and_publish(wh.con, spec(), "prefs", tmp_path)
+    snap = load_snapshot("prefs", root=tmp_path)
+    assert snap.train.num_rows == 10 and snap.test.num_rows == 2
+    assert not set(snap.train["prompt_id"].to_pylist()) & set(snap.test["prompt_id"].to_pylist())
+    with pytest.raises(AlignloopError, match="no version 9"):
+        load_snapshot("prefs", 9, root=tmp_path)
+
+
+def test_trl_export_round_trip_conversational_and_standard(wh: Wh, tmp_path):
+    seed(wh)
+    build_and_publish(wh.con, spec(), "prefs", tmp_path / "snaps")
+    snap = load_snapshot("prefs", root=tmp_path / "snaps")
+    export_snapshot(snap, "trl", tmp_path / "trl")
+    back = read_export(tmp_path / "trl")
+    t = back["train"]
+    assert t.column_names[:3] == ["prompt", "chosen", "rejected"]
+    assert {"prompt_id", "chosen_id", "rejected_id", "feedback_ids", "prob"} <= set(t.column_names)
+    row = t.slice(0, 1).to_pylist()[0]
+    assert row["chosen"] == [{"role": "assistant", "content": snap.train["chosen"][0].as_py()}]
+    assert row["prompt"] == json.loads(snap.train["prompt"][0].as_py())
+    assert t["chosen_id"].to_pylist() == snap.train["chosen_id"].to_pylist()
+    with pytest.raises(AlignloopError, match="exists; pass --force"):
+        export_snapshot(snap, "trl", tmp_path / "trl")
+    export_snapshot(snap, "trl", tmp_path / "trl", standard=True, force=True)
+    std = read_export(tmp_path / "trl")["test"]
+    assert std["prompt"].to_pylist() == snap.test["prompt_text"].to_pylist()
+    assert std["chosen"].to_pylist() == snap.test["chosen"].to_pylist()
+
+
+def test_jsonl_parquet_and_openrlhf_exports(wh: Wh, tmp_path):
+    seed(wh)
+    build_and_publish(wh.con, spec("binary"), "kto", tmp_path / "s")
+    snap = load_snapshot("kto", root=tmp_path / "s")
+    for fmt in ("jsonl", "parquet"):
+        export_snapshot(snap, fmt, tmp_path / fmt)
+        back = read_export(tmp_path / fmt)
+        assert back["train"].equals(snap.train) and back["test"].equals(snap.test)
+    export_snapshot(snap, "openrlhf", tmp_path / "orl", standard=True)
+    rows = [json.loads(x) for x in (tmp_path / "orl" / "train.jsonl").read_text().splitlines()]
+    assert {"prompt", "response", "label", "completion_id"} <= set(rows[0]) and len(rows) == snap.train.num_rows
+
+
+def test_steps_export_maps_labels_by_recorded_rule(wh: Wh, tmp_path):
+    p = wh.prompt("Solve it")
+    r = wh.response(p, "sol", steps=["a", "b", "c"])
+    wh.step_labels(p, r, [1, 0, -1])
+    for neutral, expect in (("true", [True, True, False]), ("false", [True, False, False])):
+        build_and_publish(wh.con, spec("steps", neutral_label=neutral), "prm", tmp_path / "s")
+        snap = load_snapshot("prm", root=tmp_path / "s")
+        res = export_snapshot(snap, "trl", tmp_path / "trl", force=True)
+        assert res.label_rule == f"+1 -> {True}, 0 -> {neutral.title()}, -1 -> False"
+        t = read_export(tmp_path / "trl")["train"]
+        assert t["labels"].to_pylist() == [expect] and t["completions"].to_pylist() == [["a", "b", "c"]]
+        assert t["raw_labels"].to_pylist() == [[1, 0, -1]]
+    with pytest.raises(AlignloopError, match="openrlhf export supports"):
+        export_snapshot(snap, "openrlhf", tmp_path / "x")
+
+
+def test_lints_count_problems():
+    from warehouse.snapshots import SCHEMAS
+
+    good = json.dumps([{"role": "user", "content": "hi"}])
+    rows = {"prompt_id": ["p1", "p2", "p3"], "split": ["train"] * 3, "round_id": ["r"] * 3,
+            "prompt": [good, "not json", json.dumps([{"role": "bot", "content": "x"}])],
+            "prompt_text": ["user: hi"] * 3, "chosen": ["same", " ", "word " * 50], "rejected": ["same", "b", "c"],
+            "chosen_id": ["a"] * 3, "rejected_id": ["b"] * 3, "prob": [1.0] * 3, "margin": [None] * 3,
+            "source": ["human"] * 3, "feedback_ids": [["f"]] * 3}
+    report = lint(pa.table(rows, schema=SCHEMAS["pairwise"]), "pairwise", LintOptions(max_tokens=20))
+    assert report.counts == {"empty_completion": 1, "chosen_equals_rejected": 1, "over_20_tokens": 1,
+                             "bad_chat_prompt": 2}
+
+
+def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
+    with db.connect(db_file) as con:
+        seed(Wh(con))
+    params = BuildDatasetParams(kind="pairwise", name="prefs", options={"ties": "keep"}, db=db_file,
+                                snapshots=str(tmp_path / "snaps"))
+    result, known = build_rows.fn(params.db_path(), params.spec(), params.root(), params.name)
+    outcome, report = write_snapshot.fn(result, "prefs", params.root(), LintOptions(), known)
+    with db.connect(db_file) as con:
+        assert register(con, outcome.manifest, outcome.path) == 1
+    assert report.counts["empty_completion"] == 0
+    runner = CliRunner()
+    base = ["--db", db_file, "--snapshots", str(tmp_path / "snaps")]
+    res = runner.invoke(app, ["dataset", "build", "pairwise", "--name", "prefs", "-o", "ties=keep", *base])
+    assert res.exit_code == 0 and "unchanged" in res.output
+    res = runner.invoke(app, ["dataset", "build", "pairwise", "--name", "prefs", "-o", "ties=drop", *base, "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["id"] == "prefs@v2"
+    res = runner.invoke(app, ["dataset", "build", "pairwise", "--name", "x", "-o", "tie=keep", *base])
+    assert res.exit_code == 2 and "valid options:" in res.output
+    res = runner.invoke(app, ["dataset", "build", "pairwise", "--name", "x", "-o", "sources=rule", *base])
+    assert res.exit_code == 2 and "'comparisons' found no rows" in res.output
+    res = runner.invoke(app, ["dataset", "build", "pairs", "--name", "x", *base])
+    assert res.exit_code == 2 and "valid kinds" in res.output
+    res = runner.invoke(app, ["dataset", "list", *base, "--json"])
+    assert [d["id"] for d in json.loads(res.stdout)] == ["prefs@v1", "prefs@v2"]
+    res = runner.invoke(app, ["dataset", "export", "prefs", "--version", "1", "--format", "trl", "--out",
+                              str(tmp_path / "out"), *base])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["dataset", "export", "prefs", "--format", "trl", "--out", str(tmp_path / "out"), *base])
+    assert res.exit_code == 2 and "--force" in res.output
+    res = runner.invoke(app, ["dataset", "lint", "prefs", *base, "--json"])
+    assert res.exit_code == 0 and json.loads(res.stdout)["train"]["counts"]["chosen_equals_rejected"] == 0
+    res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base])
+    assert res.exit_code == 0 and "prefs@v1" in res.output

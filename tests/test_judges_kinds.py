@@ -1,0 +1,124 @@
+"""Listwise (permutations, Borda), rating, binary, step and correction judges with a deterministic fake backend."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from pipelines.judges.calls import CallPolicy
+from pipelines.judges.config import JudgeConfig
+from pipelines.judges.listwise import borda, permutations
+from pipelines.judges.parsing import parse_ranking, parse_rating, parse_steps
+from pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
+from tests.fixtures_judges import *
+from tests.fixtures_judges import FakeBackend, answer, quality
+
+FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
+
+
+def test_borda_exact():
+    order, points = borda([[0, 1, 2], [1, 0, 2], [1, 2, 0]], 3)
+    assert order == [1, 0, 2] and points == [5.0, 3.0, 1.0]
+    assert borda([[0, 1], [1, 0]], 2) == ([0, 1], [1.0, 1.0])  # tie keeps the lower index first
+
+
+def test_permutations_cyclic_and_random():
+    assert permutations(4, 2, "cyclic") == [[0, 1, 2, 3], [2, 3, 0, 1]]
+    assert permutations(3, 3, "cyclic") == [[0, 1, 2], [1, 2, 0], [2, 0, 1]]
+    r1, r2 = permutations(5, 3, "random", seed=7), permutations(5, 3, "random", seed=7)
+    assert r1 == r2 and r1[0] == [0, 1, 2, 3, 4] and all(sorted(p) == list(range(5)) for p in r1)
+
+
+def test_parse_ranking_and_rating_and_steps():
+    assert parse_ranking("C > A > B", ["A", "B", "C"]) == [2, 0, 1]
+    assert parse_ranking("C > A", ["A", "B", "C"]) == [2, 0, 1]  # the last one may be left out
+    assert parse_ranking("C > D > A", ["A", "B", "C"]) is None
+    assert parse_ranking("A", ["A", "B", "C"]) is None
+    assert (parse_rating("7"), parse_rating("Rating: 8/10"), parse_rating("11"), parse_rating("3 or 4")) == \
+        (7.0, 8.0, None, None)
+    assert parse_steps("Step 1: +1\nStep 2: -1\nStep 9: 0", 3) == [1, -1, None]
+
+
+def rank_by_quality(content: str) -> str:
+    labels = [lab for lab in "ABCDEFGH" if answer(content, lab) is not None]
+    return " > ".join(sorted(labels, key=lambda lab: -quality(answer(content, lab))))
+
+
+def test_listwise_judge_borda_over_permutations(seeded):
+    backend = FakeBackend(reply=rank_by_quality)
+    judge = make_judge("listwise", backend, JudgeConfig(permutations=3, calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("listwise", "r1", group_size=3), judge)
+    out = execute(judge, "listwise", items, "r1")
+    store(seeded, out)
+    rows = seeded.execute("SELECT response_ids, scores, permutations FROM rankings").fetchall()
+    assert len(rows) == 3 and backend.generate_calls == 9
+    texts = dict(seeded.execute("SELECT id, text FROM responses").fetchall())
+    for ids, scores, perms in rows:
+        assert [quality(texts[i]) for i in ids] == sorted((quality(texts[i]) for i in ids), reverse=True)
+        assert scores == [6.0, 3.0, 0.0]
+        assert perms is not None and len(json.loads(perms)) == 3
+
+
+def test_rating_per_aspect_and_invalid(seeded):
+    backend = FakeBackend(reply=lambda c: "7" if "helpfulness" in c else "no idea")
+    judge = make_judge("rating", backend, JudgeConfig(aspects=("helpfulness", "honesty"), calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("rating", "r1"), judge)
+    out = execute(judge, "rating", items, "r1")
+    assert out.invalid == 9
+    store(seeded, out)
+    got = dict(seeded.execute("SELECT aspect, max(score) FROM ratings GROUP BY aspect").fetchall())
+    assert got == {"helpfulness": 7.0, "honesty": None}
+    assert seeded.execute("SELECT count(*) FROM ratings WHERE rationale = 'no idea'").fetchone()[0] == 9
+
+
+def test_binary_logprobs_and_text(seeded):
+    def verdict(content: str) -> str:
+        return "Yes" if "good" in (answer(content, "") or re.search(r"ANSWER\]\]\]\n(.*?)\n", content).group(1)) \
+            else "No"
+
+    judge = make_judge("binary", FakeBackend(reply=verdict), JudgeConfig(calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("binary", "r1"), judge)
+    rows = judge.judge_items(items, "r1")
+    assert [r.score for r in rows] == [float("good" in it.text) for it in items]
+    assert all(r.meta["mode"] == "logprobs" and r.meta["p_yes"] in (pytest.approx(0.8), pytest.approx(0.2))
+               for r in rows)
+    text_rows = make_judge("binary", FakeBackend(reply=verdict, logprobs=False),
+                           JudgeConfig(calls=FAST)).judge_items(items, "r1")
+    assert [r.score for r in text_rows] == [r.score for r in rows]
+
+
+def test_step_labels(seeded):
+    backend = FakeBackend(reply=lambda c: "Step 1: +1\nStep 2: -1")
+    judge = make_judge("steps", backend, JudgeConfig(calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("steps", "r1", limit=1), judge)
+    items = [type(items[0])(**{**{s: getattr(items[0], s) for s in items[0].__slots__},
+                               "steps": ("x = 2", "so y = 5", "done")})]
+    rows = judge.judge_items(items, "r1")
+    assert [r.label for r in rows] == [1, -1, None]
+    assert [r.flagged for r in rows] == [False, False, True]
+    assert {r.finish_reason for r in rows} == {"found_error"}
+
+
+def test_correction_makes_aligner_response(seeded):
+    backend = FakeBackend(reply=lambda c: "A corrected, polite answer.")
+    judge = make_judge("correction", backend, JudgeConfig(calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("correction", "r1", limit=2), judge)
+    assert store(seeded, execute(judge, "correction", items, "r1")) == {"responses": 2, "corrections": 2}
+    rows = seeded.execute(
+        "SELECT r.origin, r.parent_id, c.original_id, c.corrected_id = r.id FROM corrections c "
+        "JOIN responses r ON r.id = c.corrected_id").fetchall()
+    assert {(o, p == orig, same) for o, p, orig, same in rows} == {("aligner", True, True)}
+    # corrections are not corrected again, and the two done are cached
+    again, cached = select_items(seeded, JudgeRequest("correction", "r1"), judge)
+    assert cached == 2 and len(again) == 7
+
+
+def test_verifier_judge_writes_rule_ratings(seeded):
+    judge = build_judge("binary", "verifier:short_on_topic:8")
+    items, _ = select_items(seeded, JudgeRequest("binary", "r1"), judge)
+    store(seeded, execute(judge, "binary", items, "r1"))
+    src, judge_id, n = seeded.execute("SELECT source, judge, count(*) FROM ratings GROUP BY ALL").fetchone()
+    assert src == "rule" and judge_id.startswith("short_on_topic_8@") and n == 9
+    assert select_items(seeded, JudgeRequest("binary", "r1"), judge)[1] == 9

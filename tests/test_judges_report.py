@@ -1,0 +1,91 @@
+"""Judge quality report on hand-made comparisons; the CLI and the Prefect flow end to end with rule judges."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pipelines.judges import report
+from pipelines.judges.calls import CallPolicy
+from pipelines.judges.config import JudgeConfig
+from pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
+from tests.fixtures_judges import *
+from tests.fixtures_judges import FakeBackend, seed_round
+from warehouse import db
+from warehouse.records import Comparison
+
+FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
+
+
+def test_cohen_kappa_exact():
+    assert report.cohen_kappa(["a", "a", "b", "b"], ["a", "a", "b", "b"]) == pytest.approx(1.0)
+    # p_o = 0.5, p_e = 0.5 -> 0
+    assert report.cohen_kappa(["a", "b", "a", "b"], ["a", "a", "b", "b"]) == pytest.approx(0.0)
+    assert report.cohen_kappa(["a", "a"], ["a", "a"]) is None and report.cohen_kappa([], []) is None
+
+
+def test_report_measures_position_bias_and_human_agreement(seeded, tmp_path):
+    first_lover = make_judge("pairwise", FakeBackend(reply=lambda c: "A", name="biased"), JudgeConfig(calls=FAST))
+    fair = make_judge("pairwise", FakeBackend(name="fair"), JudgeConfig(calls=FAST))
+    for j in (first_lover, fair):
+        items, _ = select_items(seeded, JudgeRequest("pairwise", "r1"), j)
+        store(seeded, execute(j, "pairwise", items, "r1"))
+    # Human labels on the same pairs, stored in the opposite order for half of them, all agreeing with quality.
+    rows = seeded.execute("SELECT response_a, response_b, winner FROM comparisons WHERE judge LIKE 'fair:%'")
+    human = []
+    for k, (a, b, w) in enumerate(rows.fetchall()):
+        if k % 2:
+            a, b, w = b, a, {"a": "b", "b": "a"}.get(w, w)
+        human.append(Comparison(Comparison.make_id("ann1", a, b), "p", a, b, w, "ann1", "human", "r1"))
+    db.ingest(seeded, "comparisons", human)
+    by = {q.judge.split(":")[0]: q for q in report.judge_quality(seeded)}
+    assert set(by) == {"biased", "fair"}
+    assert by["biased"].first_position == 1.0 and by["biased"].consistency == 0.0
+    assert by["fair"].first_position == pytest.approx(0.5) and by["fair"].consistency == 1.0
+    assert by["fair"].human_pairs == 9 and by["fair"].human_accuracy == 1.0 and by["fair"].human_kappa == 1.0
+    assert by["biased"].human_accuracy == 0.0  # all ties
+    assert by["fair"].invalid_rate == 0.0 and by["fair"].calls == pytest.approx(18)
+    # longer answers in the fake data have fewer 'good's in some prompts: the rate is measured, not assumed
+    assert 0.0 <= by["fair"].longer <= 1.0
+    assert report.store(seeded, list(by.values())) == 12
+    assert report.store(seeded, list(by.values())) == 12  # replaced, not duplicated
+    assert seeded.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0] == 12
+    png = report.plot(list(by.values()), tmp_path / "q.png")
+    assert png.stat().st_size > 1000
+
+
+def test_cli_verifier_judge_and_report(tmp_path):
+    from flows.cli import app
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        seed_round(con)
+    runner = CliRunner()
+    res = runner.invoke(app, ["judge", "binary", "--round", "r1", "--judge", "verifier:short_on_topic:8", "--db",
+                              path, "--json"])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["selected"] == 9 and out["inserted"] == {"ratings": 9}
+    again = json.loads(runner.invoke(app, ["judge", "binary", "--round", "r1", "--judge",
+                                           "verifier:short_on_topic:8", "--db", path, "--json"]).stdout)
+    assert again["selected"] == 0 and again["cached"] == 9
+    bad = runner.invoke(app, ["judge", "pairwise", "--round", "r1", "--judge", "verifier:final_answer", "--db", path])
+    assert bad.exit_code == 2 and "binary" in bad.output
+    rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
+    assert rep.exit_code == 0 and json.loads(rep.stdout) == []
+
+
+def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
+    from flows.judge import JudgeParams, judge
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        seed_round(con)
+    backend = FakeBackend()
+    params = JudgeParams(kind="pairwise", round="r1", db=path, chunk_size=4)
+    j = make_judge("pairwise", backend, params.config())
+    res = judge.fn(params, j)
+    assert res["selected"] == 9 and res["inserted"] == {"comparisons": 9}
+    assert judge.fn(params, j)["cached"] == 9 and backend.logprob_calls == 18

@@ -1,0 +1,245 @@
+"""Prefect operations against a real server: served deployments, UI-style runs, parameter validation, work pools."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from flows.import_prompts import ImportPromptsParams, import_prompts
+from flows.limits import GPU_LIMIT, ensure_limits
+from flows.registry import FLOW_MODULES, FlowModule, deployables, flows_in
+from tests.fixtures_prefect_ops import (
+    PrefectServer,
+    prefect_server,  # noqa: F401 - fixture
+    start_python,
+    stop_all,
+    wait_for,
+    write_prompts,
+)
+from warehouse import db
+from warehouse.errors import AlignloopError
+
+SERVE_CODE = "from flows.serve import serve_registered; serve_registered(only=('import-prompts',))"
+
+
+def _read_run(run_id: UUID):
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def _finished(run_id: UUID):
+    run = _read_run(run_id)
+    return run if run.state and run.state.is_final() else None
+
+
+def _prompt_count(path: Path) -> int:
+    with db.connect(str(path)) as con:
+        return con.execute("SELECT count(*) FROM prompts").fetchone()[0]
+
+
+# ---- no server -------------------------------------------------------------------------------------------------
+
+def test_registry_finds_written_flows_and_skips_missing_modules():
+    entries = deployables()
+    names = [e.flow.name for e in entries]
+    assert names[0] == "import-prompts"
+    assert entries[0].entrypoint == "flows/import_prompts.py:import_prompts"
+    assert entries[0].full_name == "import-prompts/alignloop"
+    assert len(names) == len(set(names))
+    assert [FlowModule(m.module) for m in FLOW_MODULES if m.module == "flows.round"]  # round is a known module
+    missing = deployables(modules=(FlowModule("flows.import_prompts"), FlowModule("flows.not_written_yet")))
+    assert [e.flow.name for e in missing] == ["import-prompts"]
+
+
+def test_registry_propagates_other_import_errors(tmp_path, monkeypatch):
+    (tmp_path / "broken_flow_mod.py").write_text("import not_a_real_dependency_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError, match="not_a_real_dependency_xyz"):
+        deployables(modules=(FlowModule("broken_flow_mod"),))
+
+
+def test_registry_rejects_unknown_names_and_two_round_schedules():
+    with pytest.raises(AlignloopError, match="no registered flow named nope"):
+        deployables(only=("nope",))
+    with pytest.raises(AlignloopError, match="not both"):
+        deployables(round_cron="0 3 * * *", round_interval=60)
+    no_round = (FlowModule("flows.import_prompts"), FlowModule("flows.not_written_round"))
+    with pytest.raises(AlignloopError, match="has no flow yet"):
+        deployables(round_cron="0 3 * * *", modules=no_round)
+
+
+def test_cli_registers_commands_and_rejects_bad_round_params():
+    import typer
+    from typer.testing import CliRunner
+
+    from flows import cli_serve
+
+    app = typer.Typer()
+    cli_serve.register(app)
+    runner = CliRunner()
+    assert "--round-cron" in runner.invoke(app, ["serve", "--help"]).output
+    assert "--count" in runner.invoke(app, ["workers", "start", "--help"]).output
+    bad = runner.invoke(app, ["serve", "--round-params", "[1]"])
+    assert bad.exit_code == 2 and "--round-params must be a JSON object" in bad.output
+
+
+def test_flows_in_ignores_imported_flows():
+    import types
+
+    from flows import import_prompts as mod
+
+    fake = types.ModuleType("fake_round")
+    fake.import_prompts = mod.import_prompts  # a round module importing a stage flow must not re-deploy it
+    assert flows_in(fake) == []
+    assert [a for a, _ in flows_in(mod)] == ["import_prompts"]
+
+
+def test_params_validate_like_the_ui_form():
+    with pytest.raises(ValueError, match="test_fraction"):
+        ImportPromptsParams(path="x.jsonl", test_fraction=2)
+    with pytest.raises(ValueError, match="on_error"):
+        ImportPromptsParams(path="x.jsonl", on_error="maybe")
+    schema = ImportPromptsParams.model_json_schema()
+    assert all(p.get("description") for p in schema["properties"].values())
+
+
+def test_import_prompts_fn_writes_and_is_idempotent(tmp_path):
+    src = write_prompts(tmp_path / "p.jsonl", ["what is a cat", "name a colour", "count to three"])
+    params = ImportPromptsParams(path=str(src), db=str(tmp_path / "w.duckdb"), test_fraction=0.0)
+    first = import_prompts.fn(params)
+    again = import_prompts.fn(params)
+    assert first["inserted"]["prompts"] == 3
+    assert again["inserted"]["prompts"] == 0 and again["duplicates"] == 3
+
+
+# ---- real server -----------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def served(prefect_server: PrefectServer, tmp_path_factory):  # noqa: F811
+    """``serve_registered`` for import-prompts in a child process; stopped before the server."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    proc = start_python(SERVE_CODE, prefect_server.env(), log)
+
+    def deployment():
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_deployment_by_name("import-prompts/alignloop")
+            except ObjectNotFound:
+                return None
+
+    try:
+        yield wait_for(deployment, 60, "served deployment import-prompts/alignloop", [proc], log), log
+    finally:
+        stop_all([proc])
+
+
+@pytest.mark.slow
+def test_ui_run_of_served_deployment_completes(prefect_server, served, tmp_path):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    deployment, log = served
+    src = write_prompts(tmp_path / "prompts.jsonl", [f"prompt number {i} about sailing" for i in range(5)])
+    warehouse = tmp_path / "w.duckdb"
+    params = {"params": {"path": str(src), "db": str(warehouse), "round": "ui", "test_fraction": 0.0}}
+    start = time.monotonic()
+    with get_client(sync_client=True) as client:  # what the UI's Run button does
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=params)
+    done = wait_for(lambda: _finished(run.id), 60, "the served run to finish", log=log)
+    elapsed = time.monotonic() - start
+    assert done.state.is_completed(), f"{done.state.type}: {done.state.message}"
+    assert _prompt_count(warehouse) == 5
+    summary = done.state.result()  # persisted by the serve process's flow run, read back here
+    assert summary["inserted"]["prompts"] == 5 and summary["file"] == str(src)
+    print(f"trigger -> completed in {elapsed:.1f} s")
+
+
+@pytest.mark.slow
+def test_bad_parameter_is_rejected_at_creation(served):
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    deployment, _ = served
+    with get_client(sync_client=True) as client:
+        for bad, field in (({"test_fraction": 2}, "test_fraction"), ({"on_error": "maybe"}, "on_error")):
+            params = {"params": {"path": "x.jsonl", **bad}}
+            with pytest.raises(PrefectHTTPStatusError) as info:
+                client.create_flow_run_from_deployment(deployment.id, parameters=params)
+            text = info.value.response.text
+            assert info.value.response.status_code == 409, text
+            assert "Validation failed" in text and field in text, text
+
+
+@pytest.mark.slow
+def test_gpu_limit_exists_with_one_slot(prefect_server):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    assert ensure_limits() == {GPU_LIMIT: 1}
+    assert ensure_limits() == {GPU_LIMIT: 1}  # idempotent
+    with get_client(sync_client=True) as client:
+        limit = client.read_global_concurrency_limit_by_name(GPU_LIMIT)
+    assert limit.limit == 1 and limit.active
+
+
+@pytest.mark.slow
+def test_two_process_workers_run_two_imports_in_parallel(prefect_server, tmp_path):  # noqa: F811
+    from prefect.client.orchestration import get_client
+
+    from flows.deploy import deploy_to_pool, start_workers
+
+    pool = "cpu-test"
+    ids = deploy_to_pool(pool, only=("import-prompts",))
+    assert list(ids) == ["import-prompts/cpu-test"]
+    log = tmp_path / "workers.log"
+    with open(log, "ab") as out:
+        workers = start_workers(pool, 2, limit=1, api=prefect_server.api, stdout=out,
+                                extra_env={"PREFECT_HOME": str(prefect_server.home),
+                                           "PREFECT_WORKER_QUERY_SECONDS": "1"})
+    try:
+        warehouse = tmp_path / "w.duckdb"
+        shards = [write_prompts(tmp_path / f"shard{k}.jsonl", [f"shard {k} prompt {i} about rivers" for i in range(4)])
+                  for k in range(2)]
+        with get_client(sync_client=True) as client:
+            runs = [client.create_flow_run_from_deployment(
+                ids["import-prompts/cpu-test"],
+                parameters={"params": {"path": str(s), "db": str(warehouse), "test_fraction": 0.0}}) for s in shards]
+        done = [wait_for(lambda r=r: _finished(r.id), 75, "a pool run to finish", workers, log) for r in runs]
+    finally:
+        stop_all(workers)
+    for run in done:
+        assert run.state.is_completed(), f"{run.state.type}: {run.state.message}"
+    assert _prompt_count(warehouse) == 8
+    worker_names = {run.labels.get("prefect.worker.name") for run in done}
+    assert worker_names == {f"{pool}-1", f"{pool}-2"}, worker_names
+    a, b = done
+    assert a.start_time < b.end_time and b.start_time < a.end_time, "the two runs did not overlap"
+    assert a.infrastructure_pid != b.infrastructure_pid
+
+
+@pytest.mark.slow
+def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F811
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+
+    from flows.deploy import deploy_to_pool
+
+    # the slice of prefect-docker's job template that matters here (the plugin is not installed in tests)
+    template = {"job_configuration": {"image": "{{ image }}", "mem_limit": "{{ mem_limit }}"},
+                "variables": {"type": "object", "properties": {"image": {"type": "string"},
+                                                                "mem_limit": {"type": "string"}}}}
+    with get_client(sync_client=True) as client:
+        client.create_work_pool(WorkPoolCreate(name="docker-test", type="docker", base_job_template=template))
+    ids = deploy_to_pool("docker-test", only=("import-prompts",), image="alignloop:test",
+                         job_variables={"mem_limit": "8g"})
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment(ids["import-prompts/docker-test"])
+    assert dep.entrypoint == "flows.import_prompts.import_prompts"
+    assert dep.work_pool_name == "docker-test"
+    assert dep.job_variables == {"image": "alignloop:test", "mem_limit": "8g"}

@@ -1,0 +1,65 @@
+"""The train flow writes runs, metrics, models, evaluations and artifacts; the CLI lists every method."""
+
+from __future__ import annotations
+
+import os
+
+from typer.testing import CliRunner
+
+from tests.fixtures_trainers import make_snapshot, small_train, tiny_model_dir  # noqa: F401
+from trainers import config as C
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness):  # noqa: F811
+    from flows.train import TrainParams, train
+    from warehouse import db
+
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+    cfg_file = tmp_path / "cfg.json"
+    import json
+
+    cfg_file.write_text(json.dumps(C.to_dict(C.PreferenceConfig(train=small_train(tmp_path)))))
+    warehouse = str(tmp_path / "w.duckdb")
+    params = TrainParams(method="dpo", dataset=str(snap), base=str(tiny_model_dir), config_file=str(cfg_file),
+                         loss="ipo", max_steps=2, db=warehouse, round="r1")
+    summary = train.fn(params)
+    assert summary["written"]["training_runs"] == 1 and summary["written"]["models"] == 1
+    assert summary["written"]["artifacts"] == 2 and summary["written"]["training_metrics"] > 4
+    with db.connect(warehouse) as con:
+        [(method, cfg, status, out_model)] = con.execute(
+            "SELECT method, config, status, output_model_id FROM training_runs").fetchall()
+        assert (method, json.loads(cfg)["loss"], status) == ("dpo", "ipo", "finished")
+        [(parent,)] = con.execute("SELECT parent_id FROM models WHERE id = ?", [out_model]).fetchall()
+        [(base_uri,)] = con.execute("SELECT uri FROM models WHERE id = ?", [parent]).fetchall()
+        assert base_uri == str(tiny_model_dir)
+        [(steps,)] = con.execute("SELECT count(DISTINCT step) FROM training_metrics WHERE name = 'loss'").fetchall()
+        assert steps == 2
+    again = train.fn(params.model_copy(update={"output_dir": str(tmp_path / "run2")}))
+    # same run (the output folder is not part of its identity): reference reused, nothing written twice
+    assert again["run_id"] == summary["run_id"]
+    assert again["written"]["artifacts"] == 0 and again["written"]["training_runs"] == 0
+
+
+def test_cli_help_lists_every_method():
+    from flows.cli import app
+    from trainers.methods import METHODS
+
+    out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert out.exit_code == 0
+    for name in METHODS:
+        assert f"\n {name} " in out.output or f" {name} " in out.output
+    for option in ("--dataset", "--base", "--loss", "--max-steps", "--epochs", "--batch-size", "--lr",
+                   "--max-length", "--lora", "--config"):
+        assert option in out.output
+
+
+def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: F811
+    from flows.cli import app
+
+    snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
+    out = CliRunner().invoke(app, ["train", "kto", "--dataset", str(snap), "--base", str(tiny_model_dir),
+                                   "--db", str(tmp_path / "w.duckdb")], env={"COLUMNS": "200"})
+    assert out.exit_code == 2
+    assert "method kto needs a binary dataset; 'prefs' is pairwise" in out.output

@@ -1,0 +1,123 @@
+"""Each trainer for 2 steps on a tiny random Llama; reference cache reuse; NaN and input errors; the flow."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
+from trainers import config as C
+from trainers import reference
+from trainers.evaluate import Solution, best_of_n_accuracy
+from trainers.run import train_model
+from warehouse.errors import AlignloopError
+
+CASES = [
+    ("dpo", "pairwise", lambda t: C.PreferenceConfig(train=t), "rewards/accuracies"),
+    ("dpo", "pairwise", lambda t: C.PreferenceConfig(train=t, loss="simpo", beta=2.0), "rewards/margins"),
+    ("kto", "binary", lambda t: C.UnpairedConfig(train=t), "kl"),
+    ("listwise", "listwise", lambda t: C.ListwiseConfig(train=t, loss="lipo"), "rewards/accuracies"),
+    ("listwise", "listwise", lambda t: C.ListwiseConfig(train=t, loss="rrhf", beta=1.0), "rewards/accuracies"),
+    ("reward", "pairwise", lambda t: C.RewardConfig(train=t, use_margin=True), "rewards/accuracies"),
+    ("reward", "listwise", lambda t: C.RewardConfig(train=t), "rewards/accuracies"),
+    ("prm", "steps", lambda t: C.PRMConfig(train=t), "step_accuracy"),
+    ("sft", "sft", lambda t: C.SFTConfig(train=t), "loss"),
+    ("sft", "correction", lambda t: C.SFTConfig(train=t), "loss"),
+]
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+@pytest.mark.parametrize(("method", "kind", "make", "metric"), CASES, ids=[f"{c[0]}-{c[1]}-{i}" for i, c in
+                                                                              enumerate(CASES)])
+def test_trainer_changes_parameters_and_logs(tmp_path, tiny_model_dir, method, kind, make, metric):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", kind)
+    result = train_model(method, snap, tiny_model_dir, make(small_train(tmp_path)), base_model_id="base",
+                         cache_dir=tmp_path / "cache")
+    before, after = _weights(tiny_model_dir), _weights(result.model_dir)
+    shared = [k for k in before if k in after]
+    assert shared and any(not torch.equal(before[k], after[k]) for k in shared)
+    logged = {(m.step, m.name) for m in result.metrics}
+    assert {(1, "loss"), (2, "loss"), (2, metric)} <= logged
+    assert result.run.status == "finished" and result.run.meta["steps"] == 2
+    assert result.model.parent_id == "base" and result.model.training_run_id == result.run.id
+    assert result.evaluations and all(e.target == result.model.id for e in result.evaluations)
+    assert result.plot is not None and result.plot.stat().st_size > 1000
+
+
+def test_lora_trains_adapters_and_merges(tmp_path, tiny_model_dir):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+    t = small_train(tmp_path, lora=C.LoraConfig(r=2, alpha=4, dropout=0.0, targets=("q_proj", "v_proj")),
+                    gradient_checkpointing=True)
+    result = train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=t), base_model_id="base",
+                         cache_dir=tmp_path / "cache")
+    before, after = _weights(tiny_model_dir), _weights(result.model_dir)
+    assert set(before) == set(after)  # merged: a plain model folder
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+
+
+def test_reference_is_computed_once_and_reused(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+    calls = []
+    real = reference.compute_logps
+
+    def counting(model, features, collate, batch_size=8, bf16=False):
+        calls.append(len(features))
+        return real(model, features, collate, batch_size, bf16)
+
+    monkeypatch.setattr("trainers.run.compute_logps", counting)
+    cfg = C.PreferenceConfig(train=small_train(tmp_path / "a"))
+    first = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
+    assert calls == [8, 4]  # train and test split
+    second = train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=small_train(tmp_path / "b")),
+                         base_model_id="base", cache_dir=tmp_path / "cache")
+    assert calls == [8, 4]  # no forward pass the second time
+    assert [a.id for a in first.artifacts] == [a.id for a in second.artifacts]
+    assert first.artifacts[0].inputs["snapshot"] and first.artifacts[0].kind == "reference_logps"
+    assert second.run.reference_model_id == "base"
+
+
+def test_nan_loss_names_step_and_examples(tmp_path):
+    folder = save_tiny_model(tmp_path / "nan")
+    weights = _weights(folder)
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], float("nan"))
+    from safetensors.torch import save_file
+
+    save_file(weights, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    snap = make_snapshot(tmp_path / "snap", "sft")
+    with pytest.raises(AlignloopError, match=r"loss is nan at step 1; batch examples: c-train-\d+, c-train-\d+"):
+        train_model("sft", snap, folder, C.SFTConfig(train=small_train(tmp_path)), base_model_id="b")
+
+
+def test_input_errors_are_one_line(tmp_path, tiny_model_dir):  # noqa: F811
+    prefs = make_snapshot(tmp_path / "prefs", "pairwise")
+    with pytest.raises(AlignloopError, match="^method kto needs a binary dataset; 'pairwise' is pairwise$"):
+        train_model("kto", prefs, tiny_model_dir, base_model_id="b")
+    empty = make_snapshot(tmp_path / "empty", "pairwise", n_train=0, n_test=0, name="empty")
+    with pytest.raises(AlignloopError, match="^dataset 'empty' is empty"):
+        train_model("dpo", empty, tiny_model_dir, base_model_id="b")
+    with pytest.raises(AlignloopError, match="^base model .*missing.* not found"):
+        train_model("dpo", prefs, tmp_path / "missing", base_model_id="b")
+
+
+def test_resumed_run_with_changed_config_is_refused(tmp_path, tiny_model_dir):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "sft")
+    train_model("sft", snap, tiny_model_dir, C.SFTConfig(train=small_train(tmp_path)), base_model_id="b")
+    with pytest.raises(AlignloopError, match=r"config differs in train\.lr;"):
+        train_model("sft", snap, tiny_model_dir, C.SFTConfig(train=small_train(tmp_path, lr=0.5)), base_model_id="b")
+
+
+def test_best_of_n_prm_orm_majority():
+    def s(answer, correct, steps, orm):
+        return Solution(answer, correct, tuple(steps), orm)
+
+    problems = [
+        [s("4", True, [0.9, 0.9], 0.2), s("5", False, [0.9, 0.1], 0.9), s("5", False, [0.5, 0.5], 0.1)],
+        [s("7", False, [0.2, 0.9], 0.8), s("6", True, [0.8, 0.8], 0.3), s("6", True, [0.7, 0.7], 0.1)],
+    ]
+    acc = best_of_n_accuracy(problems)
+    assert acc == {"prm_product": 1.0, "prm_min": 1.0, "majority": 0.5, "orm": 0.0, "oracle": 1.0}

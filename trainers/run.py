@@ -1,0 +1,183 @@
+"""Train one method on one dataset snapshot and return the warehouse records (the flow writes them).
+
+    from trainers.run import train_model
+    result = train_model("dpo", "snapshots/prefs@1", "models/base", PreferenceConfig(), base_model_id="...")
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from trainers import config as cfgmod
+from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
+from trainers.evaluate import evaluate_split
+from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
+from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
+from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
+from trainers.reference import Artifact, cached_reference, compute_logps, reference_inputs
+from trainers.snapshot import Snapshot, load_snapshot_dir
+from trainers.tokenize import Encoder
+from warehouse.errors import AlignloopError
+from warehouse.records import Evaluation, Metric, Model, TrainingRun
+
+Progress = Callable[[int, int, dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """Everything a run produced; the flow ingests the records."""
+
+    run: TrainingRun
+    metrics: list[Metric]
+    model: Model
+    evaluations: list[Evaluation]
+    artifacts: list[Artifact]
+    model_dir: Path
+    plot: Path | None
+    truncation: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+@dataclass
+class _Reference:
+    """Loads the reference model only on a cache miss, once for all splits."""
+
+    path: Path
+    bf16: bool
+    batch_size: int
+    model: Any = None
+
+    def logps(self, features: list[Any], collate: Any) -> np.ndarray:
+        if self.model is None:
+            self.model = load_model(self.path, "causal")
+        return compute_logps(self.model, features, collate, self.batch_size, self.bf16)
+
+
+def _encode(spec: MethodSpec, layout: Layout, snapshot: Snapshot, tokenizer: Any,
+            config: cfgmod.MethodConfig) -> tuple[dict[str, list[Any]], dict[str, dict[str, int]], list[str]]:
+    t = config.train
+    features, counts = {}, {}
+    for split in ("train", "test"):
+        rows = snapshot.split(split).to_pylist()
+        enc = Encoder(tokenizer, t.max_length, t.max_prompt_length)
+        features[split] = layout.encode(enc, rows, config)
+        counts[split] = enc.counts.as_dict()
+        if split == "train":
+            ids = row_ids(snapshot.kind, rows)
+    if not features["train"]:
+        raise AlignloopError(f"dataset {snapshot.name!r} has no usable train rows for method {spec.name}")
+    return features, counts, ids
+
+
+def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | Path,
+                config: cfgmod.MethodConfig | None = None, *, base_model_id: str,
+                reference_model: str | Path | None = None, reference_model_id: str | None = None,
+                round_id: str | None = None, cache_dir: Path | None = None,
+                progress: Progress | None = None) -> TrainResult:
+    """Train ``method`` on a snapshot starting from ``base_model`` (a model folder).
+
+    Args:
+        method: a key of :data:`trainers.methods.METHODS`.
+        snapshot: a loaded :class:`Snapshot` or a snapshot folder.
+        base_model: model folder to start from.
+        config: the method's config (default: the method's defaults).
+        base_model_id: warehouse id of the base model (parent of the trained model).
+        reference_model, reference_model_id: reference for losses that need one (default: the base model).
+        round_id: round this run belongs to.
+        cache_dir: reference log-prob artifacts folder (default ``$ALIGNLOOP_CACHE/reference``).
+        progress: called at every log step with ``(step, max_steps, logs)``.
+
+    Raises:
+        AlignloopError: wrong dataset kind, empty dataset, missing base model, resumed config mismatch, NaN loss.
+    """
+    from transformers import PrinterCallback, TrainingArguments, set_seed
+
+    spec = get_method(method)
+    snap = snapshot if isinstance(snapshot, Snapshot) else load_snapshot_dir(snapshot)
+    layout = spec.layout(snap.kind, snap.name)
+    config = config or spec.config_type()
+    if not isinstance(config, spec.config_type):
+        raise AlignloopError(f"method {method} takes a {spec.config_type.__name__}, got {type(config).__name__}")
+    if snap.train.num_rows == 0:
+        raise AlignloopError(f"dataset {snap.name!r} is empty (train split has 0 rows)")
+    base = check_model_dir(base_model)
+    t = config.train
+    out_dir = Path(t.output_dir)
+    cfg_dict = cfgmod.to_dict(config)
+    rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
+    resumed = cfgmod.check_resume(out_dir, config, {"method": method, "dataset": snap.content_hash,
+                                                    "base_model": base_model_id})
+    tokenizer = load_tokenizer(base)
+    features, truncation, ids = _encode(spec, layout, snap, tokenizer, config)
+    bf16 = use_bf16(t)
+
+    refs: dict[str, np.ndarray] = {}
+    artifacts: list[Artifact] = []
+    ref_id = None
+    if needs_reference(config):
+        ref_id = reference_model_id or base_model_id
+        ref = _Reference(Path(reference_model or base), bf16, max(t.batch_size, 1))
+        for split, feats in features.items():
+            if not feats:
+                continue
+            inputs = reference_inputs(content_hash=snap.content_hash, split=split, reference_model_id=ref_id,
+                                      tokenizer_id=base_model_id, layout=f"{method}:{snap.kind}",
+                                      max_length=t.max_length, max_prompt_length=t.max_prompt_length,
+                                      dtype="bf16" if bf16 else "fp32",
+                                      max_candidates=getattr(config, "max_candidates", None))
+            collate = layout.collator(tokenizer.pad_token_id)
+            refs[split], art = cached_reference(inputs, lambda f=feats, c=collate: ref.logps(f, c), cache_dir)
+            artifacts.append(art)
+        ref.model = None  # free the reference before the policy trains
+
+    def collator(split: str) -> Any:
+        kw = {"ref": refs[split]} if split in refs else {}
+        return layout.collator(tokenizer.pad_token_id, **kw)
+
+    set_seed(t.seed)
+    num_labels = getattr(config, "num_classes", 1)
+    model = load_model(base, spec.head, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, lora=t.lora,
+                       gradient_checkpointing=t.gradient_checkpointing)
+    objective = layout.objective(config)
+    args = TrainingArguments(
+        output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
+        gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, num_train_epochs=t.epochs,
+        max_steps=t.max_steps, seed=t.seed, bf16=bf16, use_cpu=not torch.cuda.is_available(), logging_steps=t.logging_steps, logging_first_step=True,
+        save_strategy="steps", save_steps=t.save_steps, save_total_limit=1, report_to="none",
+        remove_unused_columns=False, warmup_steps=t.warmup_ratio, weight_decay=t.weight_decay,
+        disable_tqdm=True, dataloader_num_workers=0, dataloader_pin_memory=torch.cuda.is_available(), lr_scheduler_type="linear",
+    )
+    recorder = MetricsRecorder()
+    callbacks = [recorder] + ([ProgressPrinter(progress)] if progress else [])
+    trainer = AlignTrainer(model=model, args=args, train_dataset=features["train"], data_collator=collator("train"),
+                           callbacks=callbacks, objective=objective, row_ids=ids)
+    trainer.remove_callback(PrinterCallback)  # progress goes through ``progress``; no raw dict prints
+    has_checkpoint = resumed and any((out_dir / "checkpoints").glob("checkpoint-*"))
+    started = time.time()
+    trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    seconds = time.time() - started
+
+    model_dir = save_model(trainer.model, tokenizer, out_dir / "model")
+    evals: dict[str, float] = {}
+    if t.eval and features["test"]:
+        evals = evaluate_split(trainer.model, objective, features["test"], collator("test"), t.batch_size, bf16)
+    meta = {"truncation": truncation, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step,
+            "bf16": bf16, "resumed": bool(has_checkpoint), "reference_artifacts": [a.id for a in artifacts],
+            "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    model_rec = model_record(str(model_dir), layout.role, base_model_id, rid,
+                             {"method": method, "dataset": snap.dataset_id or snap.name})
+    run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
+                       reference_model_id=ref_id, output_model_id=model_rec.id, round_id=round_id,
+                       status="finished", meta=meta)
+    plot = plot_curves(recorder.rows, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})")
+    (out_dir / "run.json").write_text(json.dumps({"run_id": rid, **meta}, indent=2, default=str))
+    return TrainResult(run, metric_rows(rid, recorder.rows), model_rec,
+                       evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
+                       artifacts, model_dir, plot, truncation)

@@ -1,0 +1,3 @@
+-- Deterministic row order for sft snapshots (same rows in, same bytes and content hash out): sorted by ids,
+-- which identify a row, instead of by every text column.
+SELECT * FROM _in ORDER BY prompt_id, completion_id, feedback_ids

@@ -1,0 +1,24 @@
+-- Each AI comparison paired with every human verdict on the same two responses (mapped to the AI row's order).
+-- $round_id: NULL for every round.
+SELECT
+    c.judge AS ai_judge,
+    c.id AS item,
+    c.winner AS ai_winner,
+    h.judge AS annotator,
+    CASE
+        WHEN h.response_a = c.response_a THEN h.winner
+        WHEN h.winner = 'a' THEN 'b'
+        WHEN h.winner = 'b' THEN 'a'
+        ELSE h.winner
+    END AS human_winner
+FROM comparisons AS c
+INNER JOIN comparisons AS h
+    ON
+        h.source = 'human'
+        AND h.winner <> 'invalid'
+        AND (
+            (h.response_a = c.response_a AND h.response_b = c.response_b)
+            OR (h.response_a = c.response_b AND h.response_b = c.response_a)
+        )
+WHERE c.source = 'ai' AND c.winner <> 'invalid' AND ($round_id IS NULL OR c.round_id = $round_id)
+ORDER BY c.judge, c.id, h.judge
