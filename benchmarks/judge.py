@@ -62,6 +62,7 @@ def main() -> None:
     t0 = time.perf_counter()
     fast = judge.judge_pairs(pairs, "bench")
     t_fast = time.perf_counter() - t0
+    print(f"batched log-probs done in {t_fast:.1f} s", flush=True)
 
     sampling = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import os
 import secrets
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import asdict
@@ -62,6 +63,10 @@ def server(
     if not token_file.exists():  # the admin and its token are created on the first start only
         token_file.write_text(os.environ.get("LABEL_STUDIO_API_KEY") or secrets.token_hex(20))
         token_file.chmod(0o600)
+    def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
     with console.status("starting Label Studio (the first start migrates its database, ~30 s)"):
         srv = start_server(data_dir, port=port, token=token_file.read_text().strip())
     console.print(f"Label Studio at {srv.url}  (log: {srv.log_file})")

@@ -59,7 +59,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         last = round_flow(RoundParams(
             round=f"r{k}", policy="default" if k == 1 else "previous", parent_round=f"r{k - 1}",
             verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k))
-        pairs = (last["dataset"].get("row_counts") or {}).get("train", 0)
+        pairs = (last["dataset"].get("rows") or {}).get("train", 0)
         rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0,
                      "judge_consistency": None})
         say(_line(rows[-1]) + f"  | rule: {'stop' if last['stop'] else 'go on'} ({last['reason']})")

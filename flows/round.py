@@ -180,6 +180,6 @@ def _markdown(s: dict[str, Any]) -> str:
     return (f"# Round {s['round']}\n\npolicy k: `{s['policy']}` -> policy k+1: `{s['new_policy']}`\n\n"
             f"## Held-out\n| metric | value |\n|---|---|\n{rows}\n\n"
             f"## Data\n- samples written: {s['generate'].get('inserted')}\n- feedback: {s['feedback']}\n"
-            f"- dataset: {s['dataset'].get('name', '')} rows {s['dataset'].get('row_counts', '')}\n\n"
+            f"- dataset: {s['dataset'].get('id', '')} rows {s['dataset'].get('rows', '')}\n\n"
             f"## Stages\n| stage | time |\n|---|---|\n{stages}\n\n"
             f"**Stopping rule:** {'stop' if s['stop'] else 'continue'} ({s['reason']})\n")

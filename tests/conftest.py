@@ -15,6 +15,9 @@ os.environ.setdefault("ALIGNLOOP_LOCK_WAIT", "5")
 
 REPO = Path(__file__).resolve().parents[1]
 
+# One real Label Studio server per test session, shared by every module that asks for it.
+pytest_plugins = ("tests.labelstudio_fixtures",)
+
 
 def shared_data_dir() -> Path:
     """``../shared/data`` beside the repository (CI has it; a user's clone does not)."""

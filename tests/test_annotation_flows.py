@@ -23,12 +23,9 @@ from flows.annotate import (
     wait_for_annotations,
 )
 from flows.cli import app
-from tests import labelstudio_fixtures
 from tests.fixtures_annotation import choice, pref, seed_round
 from warehouse import db
 
-label_studio_template = labelstudio_fixtures.label_studio_template
-label_studio = labelstudio_fixtures.label_studio
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

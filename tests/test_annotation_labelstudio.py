@@ -11,12 +11,9 @@ from annotation import agreement, push, waiting
 from annotation.client import LabelStudioClient, User, connect
 from annotation.pull import pull
 from annotation.server import DEFAULT_USERNAME
-from tests import labelstudio_fixtures
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
 from warehouse import db
 
-label_studio_template = labelstudio_fixtures.label_studio_template
-label_studio = labelstudio_fixtures.label_studio
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 ADMIN = f"annotator:{DEFAULT_USERNAME}"

@@ -36,7 +36,8 @@ def test_pairwise_from_comparisons_policies(wh: Wh):
     assert pairs(r) == {("A", "B", 1.0)}
     assert r.table.schema == SCHEMAS["pairwise"]
     assert r.stage_counts == {"comparisons": 4, "require_consistent": 3, "merge_duplicates": 3, "contradictions": 3,
-                              "prefer_human": 2, "ties": 1, "render": 1}
+                              "prefer_human": 2, "ties": 1, "render": 1,
+                              "identical_texts": 1}
     assert r.source_counts["by_source"] == {"ai": 3, "human": 1}
     assert r.notes["ai_swap_consistency"] == pytest.approx(2 / 3, abs=1e-3)
     assert sorted(r.table["feedback_ids"][0].as_py()) == r.table["feedback_ids"][0].as_py()

@@ -26,6 +26,8 @@ def test_hh_rlhf_pairwise_snapshot_to_trl(tmp_path):
     total = m.row_counts["train"] + m.row_counts["test"]
     assert total == m.stage_counts["decontaminate"] == 1983  # 13 train prompts share a 13-gram with test ones
     assert pub.lint.counts["chosen_equals_rejected"] == 0
+    # source lines 668, 764, 1320 and 1850 have two Assistant turns in a row inside the shared conversation
+    assert pub.lint.counts["consecutive_same_role"] == 4 and pub.lint.counts["bad_chat_prompt"] == 0
     snap = load_snapshot("hh", root=tmp_path / "snaps")
     export_snapshot(snap, "trl", tmp_path / "trl")
     back = read_export(tmp_path / "trl")

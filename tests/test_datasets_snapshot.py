@@ -140,7 +140,7 @@ def test_lints_count_problems():
             "source": ["human"] * 3, "feedback_ids": [["f"]] * 3}
     report = lint(pa.table(rows, schema=SCHEMAS["pairwise"]), "pairwise", LintOptions(max_tokens=20))
     assert report.counts == {"empty_completion": 1, "chosen_equals_rejected": 1, "over_20_tokens": 1,
-                             "bad_chat_prompt": 2}
+                             "bad_chat_prompt": 2, "consecutive_same_role": 0}
 
 
 def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):

@@ -14,11 +14,6 @@ import pytest
 from annotation import configs
 from annotation.client import Annotator, LabelStudioClientError, connect
 from annotation.server import LabelStudioNotInstalled, PortInUseError, start_server
-from tests import labelstudio_fixtures
-
-# session fixtures (one conftest only in this repo, so they are imported here)
-label_studio_template = labelstudio_fixtures.label_studio_template
-label_studio = labelstudio_fixtures.label_studio
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 

@@ -167,7 +167,7 @@ def ingest(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence
     )
     con.register("_alignloop_staged", data)
     try:
-        inserted = con.execute(sql).fetchone()[0]
+        inserted = con.execute(sql).fetchall()[0][0]
     finally:
         con.unregister("_alignloop_staged")
     return int(inserted)

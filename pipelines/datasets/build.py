@@ -13,7 +13,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pipelines.datasets.config import (
     BinaryConfig,
@@ -55,9 +54,10 @@ def _params(spec: DatasetSpec) -> dict[str, Any]:
     return p
 
 
-def _source_counts(table_name: str, first: pa.Table) -> dict[str, Any]:
-    by = {r["values"]: r["counts"] for r in pc.value_counts(first["source"]).to_pylist()} if first.num_rows else {}
-    return {"table": table_name, "rows": first.num_rows, "by_source": dict(sorted(by.items()))}
+def _sources(chain: Chain, table_name: str, notes_file: str = "notes_source_counts") -> str:
+    """Count the current stage (the feedback a build starts from) per source; returns the table's name."""
+    chain.note("sources", notes_file)
+    return table_name
 
 
 def _rated(chain: Chain, scale: str, rule_only: bool = False) -> None:
@@ -66,35 +66,30 @@ def _rated(chain: Chain, scale: str, rule_only: bool = False) -> None:
     if rule_only:
         chain.params["sources"] = ["rule"]
     chain.source("rated_responses", "rated_responses")
-    chain.side["_rated"] = chain.table
+    chain.keep_as("_rated")
 
 
-def _pairs(chain: Chain, cfg: PairwiseConfig, notes: dict[str, Any]) -> dict[str, Any]:
-    """Pairwise stages up to resolved, filtered pairs keyed by (lo, hi, p_lo). Returns source counts."""
+def _pairs(chain: Chain, cfg: PairwiseConfig) -> str:
+    """Pairwise stages up to resolved, filtered pairs keyed by (lo, hi, p_lo). Returns the source table."""
     chain.params.update(soft_labels=cfg.soft_labels, ranking_pairs=cfg.ranking_pairs, aggregate=cfg.aggregate,
                         ties=cfg.ties, min_margin=cfg.min_margin, min_score_gap=cfg.min_score_gap)
     if cfg.origin in ("ratings", "verifier"):
-        _rated(chain, "any", rule_only=cfg.origin == "verifier")
-        sources = _source_counts("ratings", chain.table)
-        chain.source("pairs", f"pairwise_from_{cfg.origin}")
+        verifier = cfg.origin == "verifier"
+        _rated(chain, "any", rule_only=verifier)
+        sources = _sources(chain, "ratings")
+        pairing = cfg.pairing if cfg.pairing != "auto" else ("all" if verifier else "best_vs_worst")
+        chain.params.update(pairing=pairing, correct_only=verifier)
+        chain.source("pairs", "pairwise_from_rated")
         chain.then("min_score_gap", "min_gap")
     else:
         chain.source(cfg.origin, f"pairwise_from_{cfg.origin}")
-        sources = _source_counts(cfg.origin, chain.table)
+        sources = _sources(chain, cfg.origin)
         if cfg.origin == "comparisons":
-            ai = chain.table.filter(pc.equal(chain.table["source"], "ai"))["consistent"]
-            checked = len(ai) - ai.null_count
-            notes["ai_swap_consistency"] = round((pc.sum(ai).as_py() or 0) / checked, 4) if checked else None
+            chain.note("swap", "notes_swap_consistency")
             if cfg.require_consistent:
                 chain.then("require_consistent", "pairwise_consistent")
-    judgments = chain.table.num_rows
     chain.then("merge_duplicates", "pairwise_group")
-    grouped = chain.table
-    notes["duplicates_merged"] = judgments - grouped.num_rows
-    notes["contradictory_pairs"] = int(pc.sum(grouped["contradictory"]).as_py() or 0)
-    human_multi = grouped.filter(pc.and_(pc.equal(grouped["source"], "human"), pc.greater(grouped["n"], 1)))
-    if human_multi.num_rows:
-        notes["human_agreement"] = round(1 - pc.sum(human_multi["contradictory"]).as_py() / human_multi.num_rows, 4)
+    chain.note("groups", "notes_pairwise_groups")
     chain.then("contradictions", "pairwise_resolve")
     if chain.params["prefer_human"]:
         chain.then("prefer_human", "pairwise_prefer_source")
@@ -104,37 +99,41 @@ def _pairs(chain: Chain, cfg: PairwiseConfig, notes: dict[str, Any]) -> dict[str
     return sources
 
 
-def _build_pairwise(chain: Chain, cfg: PairwiseConfig, notes: dict[str, Any]) -> dict[str, Any]:
-    sources = _pairs(chain, cfg, notes)
+def _build_pairwise(chain: Chain, cfg: PairwiseConfig) -> str:
+    sources = _pairs(chain, cfg)
     chain.then("render", "pairwise_render")
+    chain.then("identical_texts", "pairwise_distinct_texts")
     if cfg.max_length_ratio is not None:
         chain.params["max_ratio"] = cfg.max_length_ratio
         chain.then("max_length_ratio", "pairwise_length_ratio")
+    if cfg.max_pairs_per_prompt is not None:
+        chain.params["max_pairs_per_prompt"] = cfg.max_pairs_per_prompt
+        chain.then("max_pairs_per_prompt", "pairwise_cap")
     return sources
 
 
-def _build_listwise(chain: Chain, cfg: ListwiseConfig, notes: dict[str, Any]) -> dict[str, Any]:
+def _build_listwise(chain: Chain, cfg: ListwiseConfig) -> str:
     chain.params["k"] = cfg.k
     if cfg.origin == "ratings":
         _rated(chain, "any")
-        sources = _source_counts("ratings", chain.table)
+        sources = _sources(chain, "ratings")
         chain.source(f"at_least_{cfg.k}_rated", "listwise_from_ratings")
     else:
         chain.source(f"rankings_with_{cfg.k}", "listwise_from_rankings")
-        sources = _source_counts("rankings", chain.table)
+        sources = _sources(chain, "rankings")
     chain.then("render", "listwise_render")
     return sources
 
 
-def _build_binary(chain: Chain, cfg: BinaryConfig, notes: dict[str, Any]) -> dict[str, Any]:
+def _build_binary(chain: Chain, cfg: BinaryConfig) -> str:
     if cfg.origin == "pairwise":
-        sources = _pairs(chain, cfg.pairwise, notes)
+        sources = _pairs(chain, cfg.pairwise)
         chain.then("split_pairs", "binary_from_pairs")
         chain.then("one_label_per_completion", "binary_dedupe")
     else:
         thumbs = cfg.origin == "thumbs"
         _rated(chain, "thumbs" if thumbs else "graded")
-        sources = _source_counts("ratings", chain.table)
+        sources = _sources(chain, "ratings")
         chain.params.update(desirable_min=1.0 if thumbs else cfg.desirable_min,
                             undesirable_max=0.0 if thumbs else cfg.undesirable_max)
         chain.then("thresholds", "binary_from_ratings")
@@ -142,34 +141,53 @@ def _build_binary(chain: Chain, cfg: BinaryConfig, notes: dict[str, Any]) -> dic
     return sources
 
 
-def _build_steps(chain: Chain, cfg: StepsConfig, notes: dict[str, Any]) -> dict[str, Any]:
+def _build_steps(chain: Chain, cfg: StepsConfig) -> str:
     chain.params["truncate_after_negative"] = cfg.truncate_after_negative
     chain.source("labelled_solutions", "steps_from_labels")
-    notes["label_rule"] = cfg.label_rule()
-    sources = _source_counts("step_labels", chain.table)
+    sources = _sources(chain, "step_labels")
     chain.then("render", "steps_render")
     return sources
 
 
-def _build_correction(chain: Chain, cfg: CorrectionConfig, notes: dict[str, Any]) -> dict[str, Any]:
+def _build_correction(chain: Chain, cfg: CorrectionConfig) -> str:
     chain.params["identity_fraction"] = cfg.identity_fraction
     chain.source("corrections", "correction_from_corrections")
-    notes["identity_rows"] = int(pc.sum(chain.table["identity"]).as_py() or 0)
-    return _source_counts("corrections", chain.table.filter(pc.invert(chain.table["identity"])))
+    return _sources(chain, "corrections", "notes_correction_sources")
 
 
-def _build_sft(chain: Chain, cfg: SFTConfig, notes: dict[str, Any]) -> dict[str, Any]:
+def _build_sft(chain: Chain, cfg: SFTConfig) -> str:
     chain.params.update(min_score=cfg.min_score, per_prompt=cfg.per_prompt, correct_only=cfg.origin == "verifier")
     if cfg.origin == "rankings":
         chain.source("top_of_rankings", "sft_from_rankings")
-        sources = _source_counts("rankings", chain.table)
+        sources = _sources(chain, "rankings")
         chain.then("one_row_per_completion", "sft_dedupe")
     else:
         _rated(chain, "any", rule_only=cfg.origin == "verifier")
-        sources = _source_counts("ratings", chain.table)
+        sources = _sources(chain, "ratings")
         chain.source("best_of_n", "sft_from_rated")
     chain.then("render", "sft_render")
     return sources
+
+
+def _notes(spec: DatasetSpec, found: dict[str, list[dict[str, Any]]], counts: list[tuple[str, int]]) -> dict[str, Any]:
+    """Build notes from the chain's summaries: swap consistency, merged duplicates, contradictions, agreement."""
+    notes: dict[str, Any] = {}
+    if "swap" in found:
+        swap = found["swap"][0]
+        notes["ai_swap_consistency"] = round(swap["held"] / swap["checked"], 4) if swap["checked"] else None
+    if "groups" in found:
+        stages = [s for s, _ in counts]
+        at = stages.index("merge_duplicates")
+        groups = found["groups"][0]
+        notes["duplicates_merged"] = counts[at - 1][1] - counts[at][1]
+        notes["contradictory_pairs"] = groups["contradictory"]
+        if groups["human_multi"]:
+            notes["human_agreement"] = round(1 - groups["human_contradictory"] / groups["human_multi"], 4)
+    if spec.kind == "correction":
+        notes["identity_rows"] = sum(r["identity_rows"] for r in found["sources"])
+    if isinstance(spec.config, StepsConfig):
+        notes["label_rule"] = spec.config.label_rule()
+    return notes
 
 
 _BUILDERS = {PairwiseConfig: _build_pairwise, ListwiseConfig: _build_listwise, BinaryConfig: _build_binary,
@@ -192,15 +210,20 @@ def build(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, eval_texts: pa.Tabl
     Raises:
         EmptyDataset: a stage left no rows (the message names it and lists the counts so far).
     """
-    notes: dict[str, Any] = {}
     chain = Chain(con, spec.kind, _params(spec))
-    sources = _BUILDERS[type(spec.config)](chain, spec.config, notes)
+    table_name = _BUILDERS[type(spec.config)](chain, spec.config)
+    evals = None
     if spec.common.decontaminate:
         evals = eval_texts if eval_texts is not None else eval_texts_from_warehouse(con)
-        notes["eval_prompts"] = evals.num_rows
         if evals.num_rows:
             chain.then("decontaminate", "decontaminate", _eval_texts=evals.select(["text"]))
-    table = run_sql(con, f"finalize_{spec.kind}", {}, {"_in": chain.table})
+    done = chain.finish(f"finalize_{spec.kind}")
+    notes = _notes(spec, done.notes, done.log.counts)
+    if evals is not None:
+        notes["eval_prompts"] = evals.num_rows
+    by = dict(sorted((r["source"], r["n"]) for r in done.notes["sources"]))
+    sources = {"table": table_name, "rows": sum(by.values()), "by_source": by}
+    table = done.table
     schema = SCHEMAS[spec.kind]
     table = table.select(schema.names).cast(schema).combine_chunks()
-    return BuildResult(spec, table, chain.log.as_dict(), sources, notes)
+    return BuildResult(spec, table, done.log.as_dict(), sources, notes)

@@ -86,13 +86,23 @@ class PairwiseConfig:
     """Several verdicts on one pair that disagree: drop them, majority vote, or mean probability."""
     ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = "all"
     """Pairs taken from a ranking."""
+    pairing: Literal["auto", "best_vs_worst", "all"] = "auto"
+    """Ratings/verifier: best_vs_worst = per prompt the best response over the worst; all = every response over
+    every lower-scored one (verifier: every correct one, score = scale_max, over every wrong one); auto =
+    best_vs_worst for ratings, all for verifier."""
     min_score_gap: float = 0.0
-    """Ratings/verifier: keep best-vs-worst pairs whose score gap is at least this (and above zero)."""
+    """Ratings/verifier: keep pairs whose score gap is at least this (and above zero)."""
     max_length_ratio: float | None = None
     """Length-bias control: keep pairs whose longer side is at most this many times the shorter (characters)."""
+    max_pairs_per_prompt: int | None = None
+    """Keep at most this many pairs per prompt, after every other filter, picked by a hash of the two response ids
+    (deterministic; iterative DPO: 4 samples, up to 2 pairs). None keeps all."""
 
     def __post_init__(self) -> None:
         _check_literals(self)
+        if self.max_pairs_per_prompt is not None and self.max_pairs_per_prompt < 1:
+            raise InputError(f"max_pairs_per_prompt must be >= 1, got {self.max_pairs_per_prompt}",
+                             field="max_pairs_per_prompt")
         if not 0.0 <= self.min_margin <= 0.5:
             raise InputError(f"min_margin must be in [0, 0.5], got {self.min_margin}", field="min_margin")
         if self.min_score_gap < 0:
@@ -131,6 +141,9 @@ class BinaryConfig:
 
     def __post_init__(self) -> None:
         _check_literals(self)
+        if self.pairwise.max_pairs_per_prompt is not None:
+            raise InputError("pairwise.max_pairs_per_prompt applies to pairwise datasets only",
+                             field="pairwise.max_pairs_per_prompt")
         if self.undesirable_max >= self.desirable_min:
             raise InputError(f"undesirable_max ({self.undesirable_max}) must be below desirable_min "
                              f"({self.desirable_min})", field="undesirable_max")

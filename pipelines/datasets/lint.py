@@ -1,11 +1,13 @@
 """Dataset lints: problems counted, never silently fixed (no truncation, no dropping).
 
 Checks: empty completions, chosen == rejected, sequences over ``max_tokens`` (whitespace-word estimate or a
-local HF tokenizer folder), chat-template round trip of the prompt messages, step rows without labels.
+local HF tokenizer folder), prompt chats that are malformed or repeat a role in consecutive turns, step rows
+without labels.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -75,21 +77,28 @@ def _token_counts(col: pa.ChunkedArray, tokenizer: str | None) -> pa.Array:
     return pa.array([len(ids) for ids in tok(col.to_pylist(), add_special_tokens=False)["input_ids"]])
 
 
-def _chat_problem(prompt: str | None) -> bool:
-    """True when the prompt is not a valid chat: JSON list of {role, content}, known roles, alternating."""
+def _chat_problem(prompt: str | None) -> str | None:
+    """What is wrong with a prompt's chat, or None.
+
+    ``bad_chat_prompt``: not a JSON list of {role, content} with known roles, a system turn after the first, or not
+    ending with a user turn. ``consecutive_same_role``: otherwise valid but two turns in a row share a role (HH-RLHF
+    transcripts have some); ChatML renders it, templates that demand user/assistant alternation raise.
+    """
     try:
         msgs = json.loads(prompt) if prompt else None
     except json.JSONDecodeError:
-        return True
+        return "bad_chat_prompt"
     if not isinstance(msgs, list) or not msgs:
-        return True
+        return "bad_chat_prompt"
     if any(not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str)
            for m in msgs):
-        return True
+        return "bad_chat_prompt"
     turns = [m["role"] for m in msgs if m["role"] != "system"]
     if any(m["role"] == "system" for m in msgs[1:]) or not turns or turns[-1] != "user":
-        return True
-    return any(r != ("user" if i % 2 == 0 else "assistant") for i, r in enumerate(turns))
+        return "bad_chat_prompt"
+    if any(a == b for a, b in itertools.pairwise(turns)):
+        return "consecutive_same_role"
+    return None if turns[0] == "user" else "bad_chat_prompt"
 
 
 def lint(table: pa.Table, kind: str, options: LintOptions = LintOptions()) -> LintReport:
@@ -105,9 +114,10 @@ def lint(table: pa.Table, kind: str, options: LintOptions = LintOptions()) -> Li
         total = pc.add(prompt_tokens, _token_counts(_text(table[c]), options.tokenizer))
         over = pc.or_(over, pc.greater(total, options.max_tokens))
     counts[f"over_{options.max_tokens}_tokens"] = int(pc.sum(over).as_py() or 0)
-    unique = pc.unique(table["prompt"]).to_pylist()
-    bad = {p for p in unique if _chat_problem(p)}
-    counts["bad_chat_prompt"] = int(sum(p in bad for p in table["prompt"].to_pylist())) if bad else 0
+    problems = {p: _chat_problem(p) for p in pc.unique(table["prompt"]).to_pylist()}
+    per_row = [problems[p] for p in table["prompt"].to_pylist()] if any(problems.values()) else []
+    for name in ("bad_chat_prompt", "consecutive_same_role"):
+        counts[name] = per_row.count(name)
     if kind == "steps":
         labels, steps = table["labels"], table["steps"]
         no_label = pc.or_(pc.equal(pc.list_value_length(labels), 0),

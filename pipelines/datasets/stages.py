@@ -1,7 +1,10 @@
 """Run builder SQL files (``warehouse/sql/builders/``) as a chain of stages, counting rows after each one.
 
-Each stage reads its input as the registered Arrow table ``_in`` (plus any named side tables), binds only the
-``$name`` parameters its file uses, and returns an Arrow table. The counts say which filter emptied a dataset.
+Each stage file reads the previous stage as ``_in`` (plus named side tables such as ``_rated``) and names its
+``$parameters``. The chain composes the files into one DuckDB query (each stage a CTE), so intermediate stages
+never leave DuckDB and are never written out; the per-stage row counts and small summaries ("notes") come back
+in the same query, and the finished rows cross into Python once, as Arrow. The counts say which filter emptied
+a dataset.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from warehouse.errors import AlignloopError
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")
+_IN = re.compile(r"\b_in\b")
+_COUNTS, _NOTES = "_chain_counts", "_chain_notes"
 
 
 class EmptyDataset(AlignloopError):
@@ -29,14 +34,20 @@ def builder_sql(name: str) -> str:
     return db.sql_file(f"builders/{name}.sql")
 
 
-def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any],
-            tables: dict[str, pa.Table] | None = None) -> pa.Table:
-    """Run one builder file with the parameters it names; ``tables`` are registered under their keys first."""
+def _bound(name: str, params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The file's SQL and the parameters it names (a KeyError lists any that are missing)."""
     sql = builder_sql(name)
     used = sorted(set(_PARAM.findall(_COMMENT.sub("", sql))))
     missing = [p for p in used if p not in params]
     if missing:
         raise KeyError(f"builder {name}.sql needs parameters {missing}")
+    return sql, {p: params[p] for p in used}
+
+
+def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any],
+            tables: dict[str, pa.Table] | None = None) -> pa.Table:
+    """Run one builder file with the parameters it names; ``tables`` are registered under their keys first."""
+    sql, bound = _bound(name, params)
     tables = tables or {}
     # duckdb 2 refuses a relation while an earlier execute() result is unfinished (e.g. a fetchone() elsewhere);
     # a fresh execute() replaces that pending result.
@@ -44,7 +55,7 @@ def run_sql(con: duckdb.DuckDBPyConnection, name: str, params: dict[str, Any],
     for key, table in tables.items():
         con.register(key, table)
     try:
-        return con.sql(sql, params={p: params[p] for p in used}).to_arrow_table()
+        return con.sql(sql, params=bound).to_arrow_table()
     finally:
         for key in tables:
             con.unregister(key)
@@ -58,34 +69,110 @@ class StageLog:
     counts: list[tuple[str, int]] = field(default_factory=list)
     notes: dict[str, int] = field(default_factory=dict)
 
-    def record(self, stage: str, table: pa.Table) -> pa.Table:
+    def record(self, stage: str, rows: int) -> int:
         """Log the count; raise EmptyDataset naming the stage (and the counts so far) when it is zero."""
-        self.counts.append((stage, table.num_rows))
-        if table.num_rows == 0:
+        self.counts.append((stage, rows))
+        if rows == 0:
             before = self.counts[-2][1] if len(self.counts) > 1 else None
             trail = ", ".join(f"{s}={n}" for s, n in self.counts)
             what = f"filter {stage!r} removed all {before} rows" if before else f"{stage!r} found no rows"
             raise EmptyDataset(f"{self.kind} dataset is empty: {what} (rows after each stage: {trail})")
-        return table
+        return rows
 
     def as_dict(self) -> dict[str, int]:
         return dict(self.counts)
 
 
+@dataclass
+class ChainResult:
+    """What one run of a chain gives back."""
+
+    table: pa.Table
+    """The finished rows (the last file's output)."""
+    log: StageLog
+    """Rows after each stage."""
+    notes: dict[str, list[dict[str, Any]]]
+    """Each note's rows (a file run over the stage that was current when the note was asked for)."""
+
+
 class Chain:
-    """Stages over one connection: ``chain.source(...)`` then ``chain.then(...)`` for each filter."""
+    """Stages over one connection: ``source(...)`` then ``then(...)`` per filter, ``note(...)`` for summaries,
+    ``finish(...)`` to run everything as one query.
+
+    Stage ``k`` becomes the CTE ``_s{k}``; a file's ``_in`` is rewritten to the previous stage's CTE and each
+    ``$name`` to ``$name_s{k}`` (bound to the value ``params`` had when the stage was added).
+    """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, kind: str, params: dict[str, Any]):
-        self.con, self.params, self.log = con, params, StageLog(kind)
-        self.table: pa.Table | None = None
-        self.side: dict[str, pa.Table] = {}
+        self.con, self.params, self.kind = con, params, kind
+        self._ctes: list[str] = []
+        self._stages: list[tuple[str, str]] = []
+        self._notes: list[tuple[str, str]] = []
+        self.bound: dict[str, Any] = {}
+        """Parameter values by their per-stage names."""
+        self._tables: dict[str, pa.Table] = {}
+
+    def _sql(self, name: str, tag: str, reads_in: bool) -> str:
+        sql, bound = _bound(name, self.params)
+        for p, value in bound.items():
+            sql = re.sub(rf"\${p}\b", f"${p}_{tag}", sql)
+            self.bound[f"{p}_{tag}"] = value
+        if reads_in:
+            assert self._stages, "a chain starts with source()"
+            sql = _IN.sub(self._stages[-1][1], sql)
+        return sql
+
+    def _add(self, stage: str, name: str, reads_in: bool, tables: dict[str, pa.Table]) -> Chain:
+        cte = f"_s{len(self._stages)}"
+        self._ctes.append(f"{cte} AS (\n{self._sql(name, cte, reads_in)}\n)")
+        self._stages.append((stage, cte))
+        self._tables.update(tables)
+        return self
 
     def source(self, stage: str, name: str, **tables: pa.Table) -> Chain:
-        self.table = self.log.record(stage, run_sql(self.con, name, self.params, {**self.side, **tables}))
-        return self
+        """First stage (or a new start): a file that reads warehouse tables and side tables, not ``_in``."""
+        return self._add(stage, name, False, tables)
 
     def then(self, stage: str, name: str, **tables: pa.Table) -> Chain:
-        assert self.table is not None, "a chain starts with source()"
-        out = run_sql(self.con, name, self.params, {**self.side, **tables, "_in": self.table})
-        self.table = self.log.record(stage, out)
-        return self
+        """Next stage: a file that reads the previous stage as ``_in``."""
+        return self._add(stage, name, True, tables)
+
+    def keep_as(self, name: str) -> None:
+        """Later stages may read the current stage as ``name`` (e.g. ``_rated``)."""
+        self._ctes.append(f"{name} AS (SELECT * FROM {self._stages[-1][1]})")
+
+    def note(self, key: str, name: str) -> None:
+        """Run file ``name`` over the current stage (as ``_in``); its rows come back as ``notes[key]``."""
+        self._notes.append((key, self._sql(name, f"n{len(self._notes)}", True)))
+
+    def query(self, name: str) -> str:
+        """The one query that ``finish(name)`` runs (its parameters are in ``bound``)."""
+        final = self._sql(name, "final", True)
+        counts = ", ".join(f"(SELECT count(*) FROM {cte})" for _, cte in self._stages)
+        notes = ", ".join(f"'{key}': (SELECT list(_n) FROM (\n{sql}\n) AS _n)" for key, sql in self._notes) or "'_': NULL"
+        # One side row carries the counts and notes; LEFT JOIN keeps it when the dataset is empty.
+        return (f"WITH {', '.join(self._ctes)},\n_final AS (\n{final}\n)\n"
+                f"SELECT [{counts}] AS {_COUNTS}, {{{notes}}} AS {_NOTES}, _final.*\n"
+                f"FROM (SELECT 1) AS _one LEFT JOIN _final ON true")
+
+    def finish(self, name: str) -> ChainResult:
+        """Run file ``name`` over the last stage and everything before it in one query.
+
+        Raises:
+            EmptyDataset: a stage left no rows (the message names it and lists the counts so far).
+        """
+        query = self.query(name)
+        self.con.execute("SELECT 1").fetchall()
+        for key, table in self._tables.items():
+            self.con.register(key, table)
+        try:
+            out = self.con.sql(query, params=self.bound).to_arrow_table()
+        finally:
+            for key in self._tables:
+                self.con.unregister(key)
+        log = StageLog(self.kind)
+        for (stage, _), n in zip(self._stages, out[_COUNTS][0].as_py()):
+            log.record(stage, n)
+        found = out[_NOTES][0].as_py()
+        table = out.drop_columns([_COUNTS, _NOTES])
+        return ChainResult(table, log, {key: found[key] or [] for key, _ in self._notes})

@@ -1,4 +1,5 @@
--- Join prompt and completion texts onto listwise rows, keeping the best-first order.
+-- Join prompt and completion texts onto listwise rows, keeping the best-first order (a per-row sort of
+-- (position, text) structs rather than an ordered aggregate).
 WITH numbered AS (
     SELECT
         *,
@@ -17,7 +18,7 @@ items AS (
 texts AS (
     SELECT
         i.row_key,
-        list(r.text ORDER BY i.pos) AS completions,
+        list_transform(list_sort(list({pos: i.pos, text: r.text})), lambda t: t.text) AS completions,
         count(*) AS n
     FROM items AS i
     INNER JOIN responses AS r ON i.completion_id = r.id

@@ -1,5 +1,7 @@
 -- Pairwise judgments from comparisons: one row per usable verdict; p_a = P(response_a better).
 -- Hard labels come from the winner; with $soft_labels the debiased prob_a is used where present.
+-- feedback_id: the judgment's own id (a plain string is cheaper to group than one-element lists);
+-- feedback_ids: extra ids where a judgment comes from several rows (rated pairs), else NULL.
 SELECT
     c.prompt_id,
     c.round_id,
@@ -14,7 +16,8 @@ SELECT
     NULL::DOUBLE AS margin,
     c.source,
     c.consistent,
-    [c.id] AS feedback_ids
+    c.id AS feedback_id,
+    NULL::VARCHAR[] AS feedback_ids
 FROM comparisons AS c
 WHERE
     c.winner IN ('a', 'b', 'tie')

@@ -8,7 +8,8 @@ SELECT
     NULL::DOUBLE AS margin,
     c.source,
     NULL::BOOLEAN AS consistent,
-    [c.id] AS feedback_ids
+    c.id AS feedback_id,
+    NULL::VARCHAR[] AS feedback_ids
 FROM corrections AS c
 WHERE
     list_contains($sources, c.source)

@@ -31,7 +31,8 @@ SELECT
     scores[i] - scores[j] AS margin,
     source,
     NULL::BOOLEAN AS consistent,
-    [id] AS feedback_ids
+    id AS feedback_id,
+    NULL::VARCHAR[] AS feedback_ids
 FROM pairs
 WHERE
     $ranking_pairs = 'all'

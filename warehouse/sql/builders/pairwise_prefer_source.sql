@@ -1,11 +1,22 @@
 -- Where a pair was judged by several source tiers, keep the highest one (human > rule > ai > reward_model).
+-- A semi join with each pair's best tier (not a window): rows stream through instead of being sorted.
 WITH tiered AS (
     SELECT
         *,
         CASE source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
     FROM _in
+),
+
+best AS (
+    SELECT
+        prompt_id,
+        lo,
+        hi,
+        min(tier) AS tier
+    FROM tiered
+    GROUP BY prompt_id, lo, hi
 )
 
-SELECT * EXCLUDE (tier)
-FROM tiered
-QUALIFY tier = min(tier) OVER (PARTITION BY prompt_id, lo, hi)
+SELECT t.* EXCLUDE (tier)
+FROM tiered AS t
+SEMI JOIN best AS b ON t.prompt_id = b.prompt_id AND t.lo = b.lo AND t.hi = b.hi AND t.tier = b.tier

@@ -1,6 +1,9 @@
 -- Step-labelled solutions: step_labels grouped per (response, judge) and aligned with responses.steps.
 -- labels[k] is the label of step k (-1 / 0 / +1, NULL where unlabelled). Steps after the last labelled one
 -- are cut; with $truncate_after_negative, steps after the first -1 are cut too (PRM800K phase 2).
+-- A response with a parent (responses.parent_id; PRM800K alternative completions continue the solution's first
+-- steps) takes the same judge's parent labels for the steps it has not labelled itself, where its steps up to and
+-- including that step equal the parent's (a step's label depends on the steps before it).
 WITH allowed AS (
     SELECT
         s.*,
@@ -13,6 +16,37 @@ WITH allowed AS (
     QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY s.response_id)
 ),
 
+labelled AS (
+    SELECT DISTINCT
+        a.response_id,
+        a.judge,
+        c.parent_id,
+        c.steps
+    FROM allowed AS a
+    INNER JOIN responses AS c ON a.response_id = c.id
+),
+
+inherited AS (
+    SELECT
+        l.response_id,
+        l.judge,
+        pl.prompt_id,
+        NULL::VARCHAR AS round_id,
+        pl.source,
+        pl.step_index,
+        pl.label,
+        pl.id
+    FROM labelled AS l
+    INNER JOIN responses AS p ON l.parent_id = p.id
+    INNER JOIN allowed AS pl ON p.id = pl.response_id AND l.judge = pl.judge
+    LEFT JOIN allowed AS own
+        ON l.response_id = own.response_id AND l.judge = own.judge AND pl.step_index = own.step_index
+    WHERE
+        own.id IS NULL
+        AND pl.step_index < len(l.steps)
+        AND l.steps[1:pl.step_index + 1] = p.steps[1:pl.step_index + 1]
+),
+
 grouped AS (
     SELECT
         response_id,
@@ -23,7 +57,11 @@ grouped AS (
         list(step_index ORDER BY step_index) AS idx,
         list(label ORDER BY step_index) AS lab,
         list_sort(list(id)) AS feedback_ids
-    FROM allowed
+    FROM (
+        SELECT response_id, judge, prompt_id, round_id, source, step_index, label, id FROM allowed
+        UNION ALL
+        SELECT response_id, judge, prompt_id, round_id, source, step_index, label, id FROM inherited
+    )
     GROUP BY response_id, judge
 ),
 

@@ -1,0 +1,99 @@
+"""Pairs from rated responses: pairing modes, the per-prompt cap and identical texts, with exact expected rows."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from pipelines.datasets.build import build
+from pipelines.datasets.config import parse_options
+from tests.fixtures_datasets import *
+from tests.fixtures_datasets import Wh
+from warehouse.errors import InputError
+
+
+def run(wh: Wh, **opts):
+    return build(wh.con, parse_options("pairwise", {"decontaminate": False, **opts}))
+
+
+def rows(result) -> set[tuple[str, str, str]]:
+    t = result.table
+    prompts = [p.removeprefix("user: ") for p in t["prompt_text"].to_pylist()]
+    return set(zip(prompts, t["chosen"].to_pylist(), t["rejected"].to_pylist()))
+
+
+def capped(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
+    """The cap's rule written out: the k pairs with the smallest md5(chosen_id:rejected_id)."""
+    return sorted(pairs, key=lambda p: hashlib.md5(f"{p[0]}:{p[1]}".encode()).hexdigest())[:k]
+
+
+@pytest.fixture
+def verified(wh: Wh) -> tuple[Wh, dict[str, str]]:
+    """q1: 2 correct + 2 wrong samples; q2: 1 + 1; q3: all correct (no pair). Rule ratings on a 0..1 scale."""
+    ids: dict[str, str] = {}
+    for prompt, samples in {"q1": [("4", 1), ("four", 1), ("5", 0), ("22", 0)], "q2": [("yes", 1), ("no", 0)],
+                            "q3": [("a", 1), ("b", 1)]}.items():
+        p = wh.prompt(prompt)
+        for i, (text, score) in enumerate(samples):
+            ids[text] = wh.response(p, text, index=i)
+            wh.rate(p, ids[text], score, lo=0, hi=1, source="rule", judge="check")
+    return wh, ids
+
+
+def test_verifier_all_pairs_then_cap_per_prompt(verified):
+    wh, ids = verified
+    every = {("q1", c, w) for c in ("4", "four") for w in ("5", "22")} | {("q2", "yes", "no")}
+    r = run(wh, origin="verifier")                        # auto pairing = all for the verifier
+    assert rows(r) == every
+    assert r.table["margin"].to_pylist() == [1.0] * 5
+    cap = run(wh, origin="verifier", pairing="all", max_pairs_per_prompt=2)
+    by_id = {v: k for k, v in ids.items()}
+    q1 = capped([(ids[c], ids[w]) for c in ("4", "four") for w in ("5", "22")], 2)
+    assert rows(cap) == {("q1", by_id[c], by_id[w]) for c, w in q1} | {("q2", "yes", "no")}
+    assert cap.stage_counts["identical_texts"] == 5 and cap.stage_counts["max_pairs_per_prompt"] == 3
+    again = run(wh, origin="verifier", pairing="all", max_pairs_per_prompt=2)
+    assert again.table.equals(cap.table)
+
+
+def test_verifier_best_vs_worst(verified):
+    wh, ids = verified
+    best = min(ids["4"], ids["four"])                      # ties on score: smallest id is best, largest worst
+    worst = max(ids["5"], ids["22"])
+    by_id = {v: k for k, v in ids.items()}
+    r = run(wh, origin="verifier", pairing="best_vs_worst")
+    assert rows(r) == {("q1", by_id[best], by_id[worst]), ("q2", "yes", "no")}
+
+
+def test_ratings_all_pairs_drop_identical_texts(wh: Wh):
+    p = wh.prompt("q")
+    for i, (text, score) in enumerate([("good", 9), ("same", 7), ("ok", 7), ("same", 2)]):
+        wh.rate(p, wh.response(p, text, index=i), score)
+    r = run(wh, origin="ratings", pairing="all")
+    t = r.table
+    assert sorted(zip(t["chosen"].to_pylist(), t["rejected"].to_pylist(), t["margin"].to_pylist())) == [
+        ("good", "ok", 2.0), ("good", "same", 2.0), ("good", "same", 7.0), ("ok", "same", 5.0)]  # same 7 > same 2 gone
+    assert r.stage_counts["pairs"] == 5 and r.stage_counts["identical_texts"] == 4
+    assert rows(run(wh, origin="ratings")) == {("q", "good", "same")}      # auto = best_vs_worst (9 over 2)
+    gap = run(wh, origin="ratings", pairing="all", min_score_gap=3)
+    assert rows(gap) == {("q", "good", "same"), ("q", "ok", "same")}
+
+
+def test_cap_applies_to_comparisons_too(wh: Wh):
+    p = wh.prompt("q")
+    a, b, c = wh.responses(p, "a", "b", "c")
+    for x, y in [(a, b), (a, c), (b, c)]:
+        wh.compare(p, x, y, "a")
+    r = run(wh, max_pairs_per_prompt=1)
+    names = {a: "a", b: "b", c: "c"}
+    assert rows(r) == {("q", names[x], names[y]) for x, y in capped([(a, b), (a, c), (b, c)], 1)}
+
+
+def test_options_checked():
+    with pytest.raises(InputError, match="max_pairs_per_prompt must be >= 1"):
+        parse_options("pairwise", {"max_pairs_per_prompt": "0"})
+    with pytest.raises(InputError, match="pairing must be one of auto, best_vs_worst, all"):
+        parse_options("pairwise", {"pairing": "some"})
+    with pytest.raises(InputError, match="pairwise datasets only"):
+        parse_options("binary", {"origin": "pairwise", "pairwise.max_pairs_per_prompt": "2"})
+    assert parse_options("pairwise", {"max_pairs_per_prompt": "none"}).config.max_pairs_per_prompt is None
