@@ -63,7 +63,7 @@ def synthetic(n: int, seed: int = 0) -> dict[str, pa.Table]:
 
 
 # ---- pandas implementation of the same rules (defaults: consistent only, drop contradictions, human over AI,
-# ---- ties dropped, hard labels) ----
+# ---- ties dropped, hard labels, pairs with identical texts dropped) ----
 
 def pandas_pairs(c: pd.DataFrame) -> pd.DataFrame:
     c = c[c["winner"].isin(["a", "b", "tie"]) & (c["consistent"] != False)].copy()
@@ -95,7 +95,8 @@ def pandas_render(rows: pd.DataFrame, prompts: pd.DataFrame, texts: pd.Series, c
 def pandas_pairwise(d: dict[str, pd.DataFrame]) -> pd.DataFrame:
     g = pandas_pairs(d["comparisons"])
     g["prob"] = 1.0
-    return pandas_render(g, d["prompts"], d["texts"], {"chosen": "chosen_id", "rejected": "rejected_id"})
+    out = pandas_render(g, d["prompts"], d["texts"], {"chosen": "chosen_id", "rejected": "rejected_id"})
+    return out[out["chosen"] != out["rejected"]]
 
 
 def pandas_binary(d: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -294,7 +294,7 @@ def test_kto_extreme_inputs_are_finite():
 # -------------------------------------------------------------------------------------------------- registry
 
 EXPECTED_NAMES = {
-    "dpo", "ipo", "cdpo", "robust", "hinge", "rdpo", "simpo", "orpo", "cpo", "kto", "bco_pair", "nca_pair",
+    "dpo", "ipo", "cdpo", "robust", "hinge", "rdpo", "simpo", "orpo", "cpo", "kto", "bco", "bco_pair", "nca_pair",
     "sppo_hard", "apo_zero", "apo_down", "dpop", "exo_pair", "rpo", "beta_dpo", "rrhf", "lipo", "pro",
 }
 
@@ -327,3 +327,19 @@ def test_unknown_name_lists_valid_names():
     assert "dpo2" in message
     for name in EXPECTED_NAMES:
         assert name in message
+
+
+def test_bco_unpaired_matches_formula_and_prefers_desirable():
+    from trainers.losses import bco_loss, get_loss
+
+    pi = torch.tensor([-1.0, -2.0, -3.0])
+    ref = torch.tensor([-1.5, -1.0, -3.5])
+    lab = torch.tensor([True, False, True])
+    out = bco_loss(pi, ref, lab, beta=0.5, delta=0.1)
+    r = [0.5 * (a - b) for a, b in zip(pi.tolist(), ref.tolist())]
+    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    expected = [-math.log(sig(r[0] - 0.1)), -math.log(sig(-(r[1] - 0.1))), -math.log(sig(r[2] - 0.1))]
+    assert out.losses.tolist() == pytest.approx(expected, rel=1e-5)
+    up = bco_loss(pi + torch.tensor([1.0, 0.0, 0.0]), ref, lab, beta=0.5, delta=0.1)
+    assert up.losses[0] < out.losses[0]  # raising a desirable completion lowers its loss
+    assert get_loss("bco").data == "unpaired" and get_loss("bco").needs_reference

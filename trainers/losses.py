@@ -502,6 +502,34 @@ def kto_loss(
     return LossOutput(losses, rewards[desirable], rewards[~desirable], {"z0": z})
 
 
+def bco_loss(
+    pi_logps: Tensor, ref_logps: Tensor, desirable: Tensor, z0: float | Tensor = 0.0, *,
+    beta: float = 0.1, delta: float | None = None,
+) -> LossOutput:
+    """BCO on unpaired rows: a binary classifier on the implicit reward (Jung et al. 2024, "Binary Classifier
+    Optimization for Large Language Model Alignment", Eq. 8 with the reward shift of Sec. 4.2).
+
+    With ``r = beta (pi - ref)``: desirable ``-log sigma(r - delta)``, undesirable ``-log sigma(-(r - delta))``.
+    ``delta`` is the reward shift, the running mean of rewards; when the caller keeps none (``delta=None``)
+    the batch mean of ``r`` is used, detached. ``z0`` is accepted for the unpaired call signature and unused.
+
+    Args:
+        pi_logps, ref_logps: (B,) summed log-probs of the completions.
+        desirable: (B,) bool labels.
+        beta: reward scale.
+        delta: reward shift (detached); None = batch mean.
+
+    Returns:
+        LossOutput with (B,) losses; rewards of the desirable / undesirable subsets; ``extras["delta"]``.
+    """
+    r = beta * (pi_logps - ref_logps.detach())
+    shift = r.detach().mean() if delta is None else torch.as_tensor(delta, dtype=r.dtype, device=r.device).detach()
+    desirable = desirable.to(device=r.device, dtype=torch.bool)
+    losses = torch.where(desirable, -F.logsigmoid(r - shift), -F.logsigmoid(-(r - shift)))
+    rewards = r.detach()
+    return LossOutput(losses, rewards[desirable], rewards[~desirable], {"delta": shift})
+
+
 # ---------------------------------------------------------------------------------------------------- lists
 
 
@@ -623,6 +651,7 @@ _SPECS = [
     LossSpec("orpo", orpo_loss, False, "pairs", True, "Hong et al. 2024, ORPO, Eq. 6-7"),
     LossSpec("cpo", cpo_loss, False, "pairs", False, "Xu et al. 2024, Contrastive Preference Optimization"),
     LossSpec("kto", kto_loss, True, "unpaired", False, "Ethayarajh et al. 2024, KTO, Eq. 8"),
+    LossSpec("bco", bco_loss, True, "unpaired", False, "Jung et al. 2024, Binary Classifier Optimization, Eq. 8"),
     LossSpec("bco_pair", bco_pair_loss, True, "pairs", False, "Jung et al. 2024, Binary Classifier Optimization"),
     LossSpec("nca_pair", nca_pair_loss, True, "pairs", False, "Chen et al. 2024, Noise Contrastive Alignment, Eq. 10"),
     LossSpec("sppo_hard", sppo_hard_loss, True, "pairs", False, "Wu et al. 2024, Self-Play Preference Optimization"),

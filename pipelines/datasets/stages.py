@@ -145,15 +145,27 @@ class Chain:
         """Run file ``name`` over the current stage (as ``_in``); its rows come back as ``notes[key]``."""
         self._notes.append((key, self._sql(name, f"n{len(self._notes)}", True)))
 
-    def query(self, name: str) -> str:
-        """The one query that ``finish(name)`` runs (its parameters are in ``bound``)."""
+    def query(self, name: str, rows: bool = True) -> str:
+        """The one query that ``finish(name)`` runs (its parameters are in ``bound``); ``rows=False``: counts only."""
         final = self._sql(name, "final", True)
         counts = ", ".join(f"(SELECT count(*) FROM {cte})" for _, cte in self._stages)
         notes = ", ".join(f"'{key}': (SELECT list(_n) FROM (\n{sql}\n) AS _n)" for key, sql in self._notes) or "'_': NULL"
-        # One side row carries the counts and notes; LEFT JOIN keeps it when the dataset is empty.
-        return (f"WITH {', '.join(self._ctes)},\n_final AS (\n{final}\n)\n"
-                f"SELECT [{counts}] AS {_COUNTS}, {{{notes}}} AS {_NOTES}, _final.*\n"
-                f"FROM (SELECT 1) AS _one LEFT JOIN _final ON true")
+        side = f"(SELECT [{counts}]) AS {_COUNTS}, (SELECT {{{notes}}}) AS {_NOTES}"
+        if not rows:
+            return f"WITH {', '.join(self._ctes)}\nSELECT {side}"
+        # The counts and notes ride along as two constant columns of a projection over the final file's rows:
+        # a projection keeps the final ORDER BY (a join would not).
+        return f"WITH {', '.join(self._ctes)}\nSELECT {side}, _final.*\nFROM (\n{final}\n) AS _final"
+
+    def _run(self, query: str) -> pa.Table:
+        self.con.execute("SELECT 1").fetchall()
+        for key, table in self._tables.items():
+            self.con.register(key, table)
+        try:
+            return self.con.sql(query, params=self.bound).to_arrow_table()
+        finally:
+            for key in self._tables:
+                self.con.unregister(key)
 
     def finish(self, name: str) -> ChainResult:
         """Run file ``name`` over the last stage and everything before it in one query.
@@ -161,18 +173,11 @@ class Chain:
         Raises:
             EmptyDataset: a stage left no rows (the message names it and lists the counts so far).
         """
-        query = self.query(name)
-        self.con.execute("SELECT 1").fetchall()
-        for key, table in self._tables.items():
-            self.con.register(key, table)
-        try:
-            out = self.con.sql(query, params=self.bound).to_arrow_table()
-        finally:
-            for key in self._tables:
-                self.con.unregister(key)
+        out = self._run(self.query(name))
+        side = out if out.num_rows else self._run(self.query(name, rows=False))
         log = StageLog(self.kind)
-        for (stage, _), n in zip(self._stages, out[_COUNTS][0].as_py()):
+        for (stage, _), n in zip(self._stages, side[_COUNTS][0].as_py()):
             log.record(stage, n)
-        found = out[_NOTES][0].as_py()
+        found = side[_NOTES][0].as_py()
         table = out.drop_columns([_COUNTS, _NOTES])
         return ChainResult(table, log, {key: found[key] or [] for key, _ in self._notes})
