@@ -66,8 +66,11 @@ def demo_cmd(
     """Iterative DPO on the embedded model with an un-gameable verifier; prints each round, writes the report."""
     from flows.demo import DemoConfig, run_demo
 
+    def say(line: str) -> None:
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
+
     result = run_demo(DemoConfig(rounds=rounds, max_rounds=max(rounds, max_rounds), n_train=n_train, n_test=n_test,
-                                 db=db_path(db_)), say=lambda s: console.print(s, highlight=False, markup=False))
+                                 db=db_path(db_)), say=say)
     if as_json:
         emit_json(result)
 

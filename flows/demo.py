@@ -33,6 +33,11 @@ class DemoConfig:
     db: str = "alignloop.duckdb"
     workdir: str = "."
     """Where data/, runs/ and reports/ go."""
+    samples: int = 8
+    """Samples per training prompt: the initial policy rarely answers briefly, so more samples find more pairs."""
+    temperature: float = 1.0
+    lr: float = 1e-5
+    epochs: float = 3.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= self.max_rounds:
@@ -58,7 +63,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         t0 = time.perf_counter()
         last = round_flow(RoundParams(
             round=f"r{k}", policy="default" if k == 1 else "previous", parent_round=f"r{k - 1}",
-            verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k))
+            verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k,
+            n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs))
         pairs = (last["dataset"].get("rows") or {}).get("train", 0)
         rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0,
                      "judge_consistency": None})

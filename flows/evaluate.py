@@ -60,10 +60,15 @@ def heldout_answers(params: EvaluateParams, path: str) -> tuple[str, dict[str, f
 
 
 @task(name="kl-to-reference")
-def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], answers: list[str]) -> float:
+def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> float:
+    """KL(pi || ref) in nats per answer: one answer per held-out prompt sampled from pi at temperature 1
+    (an unbiased Monte-Carlo estimate; greedy answers would bias it). The samples are not stored."""
     from trainers.divergence import kl_to_reference
 
-    return kl_to_reference(policy, reference, prompts, answers)
+    backend = make_backend("transformers", policy)
+    samples = backend.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=0))
+    del backend
+    return kl_to_reference(policy, reference, prompts, [s[0].text for s in samples])
 
 
 @flow(name="evaluate", persist_result=True)
@@ -90,7 +95,8 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
                                  "n_heldout": float(len(rows)), **text_stats(answers), **timing}
     if params.reference:
         ref_dir = str(resolve_model(params.reference))
-        figures["kl_to_reference"] = kl_task(model_dir, ref_dir, [json.loads(r[2]) for r in rows], answers)
+        figures["kl_to_reference"] = kl_task(model_dir, ref_dir, [json.loads(r[2]) for r in rows],
+                                             params.max_new_tokens)
     config = {"verifier": verifier.judge, "split": params.split, "tags": params.tags, "limit": params.limit,
               "max_new_tokens": params.max_new_tokens, "reference": params.reference}
     evals = [Evaluation.create("heldout", model_id, name, float(value), round_id=params.round, config=config)

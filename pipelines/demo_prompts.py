@@ -54,6 +54,5 @@ def write_demo_prompts(path: str | Path, **kw: int) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
-        for rec in demo_prompts(**kw):
-            fh.write(json.dumps(rec) + "\n")
+        fh.writelines(json.dumps(rec) + "\n" for rec in demo_prompts(**kw))
     return path

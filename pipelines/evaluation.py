@@ -33,7 +33,7 @@ def text_stats(texts: Sequence[str]) -> dict[str, float]:
         "distinct_1": distinct_n(texts, 1),
         "distinct_2": distinct_n(texts, 2),
         "repetition": repetition_rate(texts),
-        "unique_answers": len(set(t.strip().lower() for t in texts)) / len(texts) if texts else 0.0,
+        "unique_answers": len({t.strip().lower() for t in texts}) / len(texts) if texts else 0.0,
     }
 
 

@@ -26,7 +26,6 @@ from flows.cli import app
 from tests.fixtures_annotation import choice, pref, seed_round
 from warehouse import db
 
-
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
 

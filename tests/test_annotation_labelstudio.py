@@ -14,7 +14,6 @@ from annotation.server import DEFAULT_USERNAME
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
 from warehouse import db
 
-
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 ADMIN = f"annotator:{DEFAULT_USERNAME}"
 

@@ -11,7 +11,7 @@ CLI = [str(Path(sys.executable).with_name("alignloop"))]
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+    return subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=120, check=False)
 
 
 def test_init_demo_import_status_json(tmp_path):

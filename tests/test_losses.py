@@ -337,7 +337,7 @@ def test_bco_unpaired_matches_formula_and_prefers_desirable():
     lab = torch.tensor([True, False, True])
     out = bco_loss(pi, ref, lab, beta=0.5, delta=0.1)
     r = [0.5 * (a - b) for a, b in zip(pi.tolist(), ref.tolist())]
-    sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
+    sig = lambda x: 1 / (1 + math.exp(-x))
     expected = [-math.log(sig(r[0] - 0.1)), -math.log(sig(-(r[1] - 0.1))), -math.log(sig(r[2] - 0.1))]
     assert out.losses.tolist() == pytest.approx(expected, rel=1e-5)
     up = bco_loss(pi + torch.tensor([1.0, 0.0, 0.0]), ref, lab, beta=0.5, delta=0.1)

@@ -63,7 +63,7 @@ def killed_and_resumed(tmp_path_factory):
             time.sleep(1)
     finally:
         proc.wait(timeout=60)
-    rerun = subprocess.run(_round_cmd(tmp), cwd=tmp, env=env, capture_output=True, text=True, timeout=900)
+    rerun = subprocess.run(_round_cmd(tmp), cwd=tmp, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
     result = json.loads(next(line for line in rerun.stdout.splitlines() if line.startswith("RESULT "))[7:])
     return tmp, before, result
@@ -98,12 +98,12 @@ def test_round_killed_during_training_resumes_without_duplicates(killed_and_resu
 def test_report_json_lists_the_round(killed_and_resumed):
     tmp, _, _ = killed_and_resumed
     out = subprocess.run([str(Path(sys.executable).with_name("alignloop")), "report", "--json", "--db",
-                          str(tmp / "w.duckdb")], capture_output=True, text=True, timeout=120)
+                          str(tmp / "w.duckdb")], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     rounds = json.loads(out.stdout)["rounds"]
     assert [r["round"] for r in rounds] == ["r1"] and "heldout_accuracy" in rounds[0]
     page = subprocess.run([str(Path(sys.executable).with_name("alignloop")), "report", "--out",
-                           str(tmp / "report"), "--db", str(tmp / "w.duckdb")], capture_output=True, text=True)
+                           str(tmp / "report"), "--db", str(tmp / "w.duckdb")], capture_output=True, text=True, check=False)
     assert page.returncode == 0 and (tmp / "report" / "index.html").exists()
     assert (tmp / "report" / "rounds.png").exists()
 

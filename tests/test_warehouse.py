@@ -11,8 +11,22 @@ import textwrap
 import pytest
 
 from warehouse import db, ids
-from warehouse.records import (AnnotationTask, Comparison, Correction, DatasetRecord, Evaluation, Metric, Model,
-                               Prompt, Ranking, Rating, Response, Round, StepLabel, TrainingRun)
+from warehouse.records import (
+    AnnotationTask,
+    Comparison,
+    Correction,
+    DatasetRecord,
+    Evaluation,
+    Metric,
+    Model,
+    Prompt,
+    Ranking,
+    Rating,
+    Response,
+    Round,
+    StepLabel,
+    TrainingRun,
+)
 
 
 def _sample_rows() -> dict[str, list]:

@@ -142,7 +142,7 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
 
     try:
         pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a corrupt file
+    except (OSError, ValueError) as exc:  # ArrowInvalid is a ValueError; unreadable files raise OSError
         raise InputError(f"not a readable Parquet file ({exc})", file=str(path)) from None
     row = 0
     for batch in pf.iter_batches(batch_size=4096):
