@@ -66,8 +66,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
             verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k,
             n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs))
         pairs = (last["dataset"].get("rows") or {}).get("train", 0)
-        rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0,
-                     "judge_consistency": None})
+        rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0})
         say(_line(rows[-1]) + f"  | rule: {'stop' if last['stop'] else 'go on'} ({last['reason']})")
         if last["stop"] and k >= cfg.rounds:
             break
@@ -83,7 +82,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
 
 
 def _line(r: dict[str, Any]) -> str:
-    kl = r.get("kl_to_reference")
+    kl, win, cons = r.get("kl_to_reference"), r.get("win_rate"), r.get("judge_consistency")
+    judged = "" if win is None else f" | AI-judge win vs previous {win:.2f} (judge consistency {cons:.2f})"
     return (f"{r['round']:>3}: held-out pass {r['heldout_accuracy']:.2f} | words {r['mean_words']:.1f} | "
             f"distinct-2 {r['distinct_2']:.2f} | repetitive {r['repetition']:.2f} | "
-            f"KL {'-' if kl is None else f'{kl:.2f}'} | pairs {r['pairs']} | {r['seconds']:.0f} s")
+            f"KL {'-' if kl is None else f'{kl:.2f}'} | pairs {r['pairs']} | {r['seconds']:.0f} s{judged}")

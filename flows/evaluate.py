@@ -19,7 +19,8 @@ from pydantic import BaseModel, Field
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from pipelines.evaluation import text_stats
-from pipelines.judges.run import load_responses
+from pipelines.judges.config import JudgeConfig, PairItem
+from pipelines.judges.run import load_responses, make_judge
 from pipelines.models import register_model, resolve_model
 from pipelines.verifiers import get_verifier, rate
 from warehouse import db
@@ -37,6 +38,9 @@ class EvaluateParams(BaseModel):
     tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     limit: int | None = Field(40, ge=1, description="At most this many held-out prompts.")
     max_new_tokens: int = Field(32, ge=1, description="Longest answer, in tokens.")
+    previous_round: str | None = Field(None, description="Round whose policy this one is compared with by an AI "
+                                                         "judge (win rate, both orders); empty: no comparison.")
+    judge_model: str = Field("default", description="Judge model for the win rate ('default' or a folder).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def heldout_round(self) -> str:
@@ -71,6 +75,18 @@ def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], ma
     return kl_to_reference(policy, reference, prompts, [s[0].text for s in samples])
 
 
+@task(name="win-rate")
+def win_rate_task(judge_model: str, pairs: list[PairItem], round_id: str) -> dict[str, float]:
+    """Win rate of ``a`` (this policy) over ``b`` (the previous one), judged in both orders; in memory only, so
+    held-out prompts never become feedback a dataset could train on."""
+    judge = make_judge("pairwise", make_backend("transformers", judge_model), JudgeConfig(mode="logprobs"))
+    rows = judge.judge_pairs(pairs, round_id)
+    probs = [r.prob_a for r in rows if r.prob_a is not None]
+    consistent = [bool(r.consistent) for r in rows if r.consistent is not None]
+    return {"win_rate": sum(probs) / len(probs) if probs else float("nan"),
+            "judge_consistency": sum(consistent) / len(consistent) if consistent else float("nan")}
+
+
 @flow(name="evaluate", persist_result=True)
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Held-out figures for one policy, stored in ``evaluations`` (kind 'heldout') under the round."""
@@ -97,6 +113,10 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
         ref_dir = str(resolve_model(params.reference))
         figures["kl_to_reference"] = kl_task(model_dir, ref_dir, [json.loads(r[2]) for r in rows],
                                              params.max_new_tokens)
+    if params.previous_round:
+        pairs = _pairs_with_previous(path, params, rows)
+        if pairs:
+            figures.update(win_rate_task(params.judge_model, pairs, params.round))
     config = {"verifier": verifier.judge, "split": params.split, "tags": params.tags, "limit": params.limit,
               "max_new_tokens": params.max_new_tokens, "reference": params.reference}
     evals = [Evaluation.create("heldout", model_id, name, float(value), round_id=params.round, config=config)
@@ -108,3 +128,12 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
                 "passed": next((x.score for x in ratings if x.response_id == r[0]), None)} for r in rows]
     return {"round": params.round, "model_id": model_id, "model_dir": model_dir, "figures": figures,
             "samples": samples}
+
+
+def _pairs_with_previous(path: str, params: EvaluateParams, rows: list[tuple]) -> list[PairItem]:
+    """This policy's answer (a) against the previous round's answer (b) to the same held-out prompt."""
+    with db.connect(path) as con:
+        prev = {pid: (rid, text) for pid, rid, text in con.execute(
+            db.query("heldout_answers_of_round"), {"round_id": f"{params.previous_round}/heldout"}).fetchall()}
+    return [PairItem(pid, json.loads(messages)[-1]["content"], rid, text, *prev[pid])
+            for rid, pid, messages, text in rows if pid in prev]

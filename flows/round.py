@@ -58,6 +58,8 @@ class RoundParams(BaseModel):
     max_length: int = Field(128, ge=16, description="Longest prompt + answer, in tokens.")
     heldout_limit: int = Field(40, ge=1, description="Held-out prompts evaluated.")
     heldout_max_new_tokens: int = Field(32, ge=1, description="Longest held-out answer, in tokens.")
+    win_rate: bool = Field(True, description="Also judge policy k+1 against the parent round's policy on held-out "
+                                             "prompts (AI judge, both orders).")
     min_improvement: float = Field(0.02, ge=0, description="Stopping rule: stop below this held-out gain.")
     seed: int = Field(0, description="Sampling seed for this round.")
     runs_dir: str = Field("runs", description="Where trained models are written.")
@@ -150,7 +152,8 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
         round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
-        limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens, db=path))
+        limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens,
+        previous_round=params.parent_round if params.win_rate else None, judge_model=params.judge_model, db=path))
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")
     summary = {"round": params.round, "policy": policy, "new_policy": tr["model_dir"], "generate": gen,

@@ -36,8 +36,8 @@ def _plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    metrics = [m for m in ("heldout_accuracy", "repetition", "distinct_2", "kl_to_reference", "win_rate")
-               if any(m in r for r in rounds)]
+    names = ("heldout_accuracy", "repetition", "distinct_2", "kl_to_reference", "win_rate", "judge_consistency")
+    metrics = [m for m in names if any(m in r for r in rounds)]
     if not metrics:
         return None
     fig, axes = plt.subplots(1, len(metrics), figsize=(4 * len(metrics), 3.2), squeeze=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import math
+import os
 import re
 
 import pyarrow as pa
@@ -70,6 +71,10 @@ def test_dpo_two_steps_on_embedded_model(tmp_path, embedded_model):
     assert abs(losses[0] - 0.6931) < 1e-3  # policy == reference at step 1: -log sigmoid(0)
 
 
+RM_TRAIN_PAIRS = int(os.environ.get("ALIGNLOOP_RM_PAIRS", "320"))
+RM_LR = float(os.environ.get("ALIGNLOOP_RM_LR", "5e-5"))
+
+
 def test_reward_model_beats_untrained_on_hh_rlhf(tmp_path, embedded_model):
     import torch
 
@@ -80,12 +85,12 @@ def test_reward_model_beats_untrained_on_hh_rlhf(tmp_path, embedded_model):
     from trainers.tokenize import Encoder, encode_pairs
 
     path = shared_file("hh-rlhf-harmless-base-test.jsonl.gz")
-    train_rows = hh_pairs(path, 0, 1500, "train")[:160]
+    train_rows = hh_pairs(path, 0, 1500, "train")[:RM_TRAIN_PAIRS]
     test_rows = hh_pairs(path, 1500, 2000, "test")[:200]
     schema = SCHEMAS["pairwise"]
     snap = write_snapshot_dir(tmp_path / "hh", "pairwise", pa.Table.from_pylist(train_rows, schema=schema),
                               pa.Table.from_pylist(test_rows, schema=schema), name="hh")
-    t = C.TrainConfig(lr=3e-5, epochs=1, batch_size=4, max_length=96, max_prompt_length=48, seed=0,
+    t = C.TrainConfig(lr=RM_LR, epochs=1, batch_size=8, max_length=96, max_prompt_length=48, seed=0,
                       output_dir=str(tmp_path / "rm"))
     result = train_model("reward", snap, embedded_model, C.RewardConfig(train=t), base_model_id="smollm2")
     trained = result.run.meta["eval"]["eval/rewards/accuracies"]
