@@ -1,6 +1,6 @@
 """Wall time of one demo round split by stage, and the orchestration overhead as a fraction.
 
-    .venv/bin/python benchmarks/round.py [--prompts 16] [--heldout 8]
+    .venv/bin/python benchmarks/round.py [--prompts 80] [--heldout 40] [--samples 8] [--epochs 3]
 
 The round runs through Prefect exactly as the demo runs it. The library calls that do the stages' own
 work (model loading, generation shards, judging, dataset build and write, training, held-out scoring,
@@ -44,8 +44,10 @@ def instrument() -> None:
     import flows.evaluate as fe
     import flows.generate as fg
     import flows.train as ft
+    import pipelines.backends.transformers_backend as tb
     import pipelines.datasets.publish as pub
     import pipelines.generate as gen
+    import pipelines.judges.pairwise as jp
     import pipelines.judges.run as jr
     import trainers.divergence as div
 
@@ -56,14 +58,17 @@ def instrument() -> None:
         (pub, "build_for", "dataset"), (pub, "write", "dataset"),
         (ft, "train_model", "train"), (ft, "record_result", "write"), (ft, "resolve_base", "plan"),
         (fe, "rate", "evaluate"), (fe, "load_responses", "evaluate"), (div, "kl_to_reference", "evaluate"),
+        (tb.TransformersBackend, "generate", "generate"), (jp.PairwiseJudge, "judge_pairs", "evaluate"),
     ]:
         setattr(mod, name, _timed(stage, getattr(mod, name)))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--prompts", type=int, default=16)
-    ap.add_argument("--heldout", type=int, default=8)
+    ap.add_argument("--prompts", type=int, default=80, help="Training prompts (the demo uses 80).")
+    ap.add_argument("--heldout", type=int, default=40, help="Held-out prompts (the demo uses 40).")
+    ap.add_argument("--samples", type=int, default=8, help="Samples per prompt (the demo uses 8).")
+    ap.add_argument("--epochs", type=float, default=3.0, help="Training epochs (the demo uses 3).")
     args = ap.parse_args()
     instrument()
     from flows.round import RoundParams, round_flow
@@ -77,10 +82,12 @@ def main() -> None:
             import_file(con, write_demo_prompts(Path(tmp) / "p.jsonl"), ImportOptions(source="demo"))
         t0 = time.perf_counter()
         out = round_flow(RoundParams(round="bench", prompts_per_round=args.prompts, heldout_limit=args.heldout,
-                                     epochs=1, runs_dir=str(Path(tmp) / "runs"), db=path))
+                                     n=args.samples, temperature=1.0, lr=1e-5, epochs=args.epochs,
+                                     runs_dir=str(Path(tmp) / "runs"), db=path))
         wall = time.perf_counter() - t0
     work = sum(WORK.values())
-    print(f"round wall time: {wall:.1f} s ({args.prompts} prompts x 4 samples, {args.heldout} held-out)")
+    print(f"round wall time: {wall:.1f} s ({args.prompts} prompts x {args.samples} samples, {args.heldout} held-out,"
+          f" {args.epochs:g} epochs)")
     print("stage wall times (round flow, incl. sub-flow bookkeeping):")
     for stage, secs in out["timings"].items():
         print(f"  {stage:<10} {secs:7.1f} s")
