@@ -72,7 +72,8 @@ def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], ma
     backend = make_backend("transformers", policy)
     samples = backend.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=0))
     del backend
-    return kl_to_reference(policy, reference, prompts, [s[0].text for s in samples])
+    return kl_to_reference(policy, reference, prompts, [s[0].text for s in samples],
+                           ended=[s[0].finish_reason == "stop" for s in samples])
 
 
 @task(name="win-rate")

@@ -17,23 +17,29 @@ import torch
 from trainers.logprobs import IGNORE_INDEX, forward_logprobs
 
 
-def _encode(tokenizer: Any, messages: list[dict[str, str]], answer: str, max_length: int) -> tuple[list[int], int]:
+def _encode(tokenizer: Any, messages: list[dict[str, str]], answer: str, max_length: int,
+            ended: bool = True) -> tuple[list[int], int]:
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    a_ids = tokenizer(answer + (tokenizer.eos_token or ""), add_special_tokens=False)["input_ids"]
+    # An answer cut off by the token limit did not end: scoring an end token there would add a term neither
+    # model produced.
+    a_ids = tokenizer(answer + (tokenizer.eos_token or "" if ended else ""), add_special_tokens=False)["input_ids"]
     ids = (p_ids + a_ids)[:max_length]
     return ids, min(len(p_ids), len(ids))
 
 
 @torch.no_grad()
 def answer_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[list[dict[str, str]]],
-                    answers: list[str], max_length: int = 256, batch_size: int = 8) -> torch.Tensor:
-    """(N,) summed log-probs of each answer (with its end token) given its chat prompt."""
+                    answers: list[str], max_length: int = 256, batch_size: int = 8,
+                    ended: list[bool] | None = None) -> torch.Tensor:
+    """(N,) summed log-probs of each answer (with its end token where it ended) given its chat prompt."""
+    ended = ended if ended is not None else [True] * len(answers)
     out = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     for i in range(0, len(prompts), batch_size):
-        enc = [_encode(tokenizer, p, a, max_length) for p, a in zip(prompts[i:i + batch_size],
-                                                                     answers[i:i + batch_size])]
+        enc = [_encode(tokenizer, p, a, max_length, e) for p, a, e in zip(prompts[i:i + batch_size],
+                                                                           answers[i:i + batch_size],
+                                                                           ended[i:i + batch_size])]
         width = max(len(ids) for ids, _ in enc)
         input_ids = torch.full((len(enc), width), pad, dtype=torch.long)
         labels = torch.full((len(enc), width), IGNORE_INDEX, dtype=torch.long)
@@ -48,7 +54,7 @@ def answer_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[list[d
 
 
 def kl_to_reference(policy: str | Path, reference: str | Path, prompts: list[list[dict[str, str]]],
-                    answers: list[str], max_length: int = 256) -> float:
+                    answers: list[str], max_length: int = 256, ended: list[bool] | None = None) -> float:
     """Mean over answers of log pi(y|x) - log ref(y|x), in nats per answer; 0.0 when the two are one folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -60,6 +66,6 @@ def kl_to_reference(policy: str | Path, reference: str | Path, prompts: list[lis
     totals = []
     for folder in (policy, reference):
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
-        totals.append(answer_logprobs(model, tokenizer, prompts, answers, max_length))
+        totals.append(answer_logprobs(model, tokenizer, prompts, answers, max_length, ended=ended))
         del model
     return float((totals[0] - totals[1]).mean())
