@@ -69,10 +69,10 @@ def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], ma
     (an unbiased Monte-Carlo estimate; greedy answers would bias it). The samples are not stored."""
     from trainers.divergence import kl_to_reference
 
-    backend = make_backend("transformers", policy)
+    backend = make_backend("transformers", policy, dtype="float32")  # sample the model that is scored
     samples = backend.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=0))
     del backend
-    return kl_to_reference(policy, reference, prompts, [s[0].text for s in samples],
+    return kl_to_reference(policy, reference, prompts, [s[0].token_ids or s[0].text for s in samples],
                            ended=[s[0].finish_reason == "stop" for s in samples])
 
 

@@ -9,6 +9,7 @@ into a cached Hugging Face folder so later loads take a second instead of ~17 s.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -60,6 +61,23 @@ def default_dtype(device: str = "cpu") -> Dtype:
     if device.startswith("cuda"):
         return "bfloat16"
     return "bfloat16" if cpu_supports_bf16() else "float32"
+
+
+def load_dtype(path: Path, device: str = "cpu") -> Dtype:
+    """The dtype to run the model folder ``path`` in when the caller names none.
+
+    ``$ALIGNLOOP_DTYPE`` if set; else float32 for a checkpoint saved in float32 (a fine-tuned policy: its updates
+    are often smaller than bf16's rounding step, so a bf16 copy quietly runs a model close to the base instead);
+    else :func:`default_dtype`.
+    """
+    if os.environ.get("ALIGNLOOP_DTYPE"):
+        return default_dtype(device)
+    try:
+        config = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        config = {}
+    saved = config.get("dtype") or config.get("torch_dtype")
+    return "float32" if saved == "float32" else default_dtype(device)
 
 
 def _check_dtype(value: str) -> Dtype:

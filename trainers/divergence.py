@@ -4,11 +4,14 @@
     kl = kl_to_reference("runs/r2/model", "runs/r1/model", prompts, answers)
 
 For answers y sampled from pi, E[log pi(y|x) - log ref(y|x)] = KL(pi || ref) (summed over tokens, in nats).
-With greedy answers the same average is a biased but stable drift measure; callers say which they pass.
+With greedy answers the same average is a biased but stable drift measure; callers say which they pass. Pass
+the sampled token ids where the backend gives them: re-tokenising decoded text can split it differently from
+how it was sampled, which scores a different sequence.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +19,30 @@ import torch
 
 from trainers.logprobs import IGNORE_INDEX, forward_logprobs
 
+Answer = str | Sequence[int]
+"""An answer as text, or as the token ids sampled (exact: no re-tokenisation, end token included if sampled)."""
 
-def _encode(tokenizer: Any, messages: list[dict[str, str]], answer: str, max_length: int,
+
+def _encode(tokenizer: Any, messages: list[dict[str, str]], answer: Answer, max_length: int,
             ended: bool = True) -> tuple[list[int], int]:
     prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     p_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    # An answer cut off by the token limit did not end: scoring an end token there would add a term neither
-    # model produced.
-    a_ids = tokenizer(answer + (tokenizer.eos_token or "" if ended else ""), add_special_tokens=False)["input_ids"]
+    if isinstance(answer, str):
+        # An answer cut off by the token limit did not end: scoring an end token there would add a term neither
+        # model produced.
+        a_ids = tokenizer(answer + (tokenizer.eos_token or "" if ended else ""), add_special_tokens=False)["input_ids"]
+    else:
+        a_ids = list(answer)
     ids = (p_ids + a_ids)[:max_length]
     return ids, min(len(p_ids), len(ids))
 
 
 @torch.no_grad()
 def answer_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[list[dict[str, str]]],
-                    answers: list[str], max_length: int = 256, batch_size: int = 8,
+                    answers: Sequence[Answer], max_length: int = 256, batch_size: int = 8,
                     ended: list[bool] | None = None) -> torch.Tensor:
-    """(N,) summed log-probs of each answer (with its end token where it ended) given its chat prompt."""
+    """(N,) summed log-probs of each answer given its chat prompt; a text answer gets its end token scored where
+    ``ended`` says it ended."""
     ended = ended if ended is not None else [True] * len(answers)
     out = []
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -54,8 +64,12 @@ def answer_logprobs(model: torch.nn.Module, tokenizer: Any, prompts: list[list[d
 
 
 def kl_to_reference(policy: str | Path, reference: str | Path, prompts: list[list[dict[str, str]]],
-                    answers: list[str], max_length: int = 256, ended: list[bool] | None = None) -> float:
-    """Mean over answers of log pi(y|x) - log ref(y|x), in nats per answer; 0.0 when the two are one folder."""
+                    answers: Sequence[Answer], max_length: int = 256, ended: list[bool] | None = None) -> float:
+    """Mean over answers of log pi(y|x) - log ref(y|x), in nats per answer; 0.0 when the two are one folder.
+
+    Both models are scored in float32. The answers must be samples of ``policy`` as it is stored (not a bf16
+    copy of a float32 checkpoint, which is a different model) for the mean to estimate KL(pi || ref).
+    """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if Path(policy).resolve() == Path(reference).resolve() or not answers:

@@ -49,6 +49,9 @@ class Completion:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     sample_index: int = 0
+    token_ids: tuple[int, ...] | None = None
+    """The sampled token ids, the end token included where the answer ended on one (None where the backend does
+    not give them). Scoring these ids, not a re-tokenised ``text``, scores exactly what was sampled."""
 
 
 @dataclass(frozen=True)

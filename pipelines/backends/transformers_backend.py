@@ -75,14 +75,14 @@ class TransformersBackend:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from pipelines.models import _check_dtype, default_dtype, resolve_model
+        from pipelines.models import _check_dtype, load_dtype, resolve_model
 
         options = TransformersOptions(**opts)
         path = resolve_model(model)
         device = options.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = _check_dtype(options.dtype) if options.dtype else default_dtype(device)
+        dtype = _check_dtype(options.dtype) if options.dtype else load_dtype(path, device)
         tokenizer = AutoTokenizer.from_pretrained(str(path))
         lm = AutoModelForCausalLM.from_pretrained(str(path), dtype=getattr(torch, dtype)).to(device).eval()
         return cls(lm, tokenizer, str(path), options)
@@ -124,7 +124,7 @@ class TransformersBackend:
             for s in range(1 if greedy else sampling.n):
                 rows.append(_Row(c, s, ids, sample_seed(sampling.seed, conv, s)))
         rows.sort(key=lambda r: -len(r.ids))
-        done: dict[tuple[int, int], tuple[list[int], str]] = {}
+        done: dict[tuple[int, int], tuple[list[int], str, list[int]]] = {}
         size = self.options.max_batch_size
         for start in range(0, len(rows), size):
             batch = rows[start:start + size]
@@ -138,9 +138,10 @@ class TransformersBackend:
             self.stats.prompt_tokens += prompt_len[c]
             comps = []
             for s in range(sampling.n):
-                tokens, reason = done[(c, 0 if greedy else s)]
+                tokens, reason, end = done[(c, 0 if greedy else s)]
                 self.stats.completion_tokens += len(tokens)
-                comps.append(Completion(self._text(tokens, sampling.stop), reason, prompt_len[c], len(tokens), s))
+                comps.append(Completion(self._text(tokens, sampling.stop), reason, prompt_len[c], len(tokens), s,
+                                        tuple(tokens + end)))
             out.append(comps)
         return out
 
@@ -162,8 +163,9 @@ class TransformersBackend:
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
         return ids.to(self.device), mask.to(self.device), pos.to(self.device)
 
-    def _decode(self, batch: list[_Row], sampling: Sampling) -> list[tuple[list[int], str]]:
-        """Decode one batch; returns (new token ids without the end token, finish reason) per row."""
+    def _decode(self, batch: list[_Row], sampling: Sampling) -> list[tuple[list[int], str, list[int]]]:
+        """Decode one batch; per row: new token ids without the end token, finish reason, and the end token
+        sampled ([] where there was none)."""
         import torch
         from transformers import DynamicCache
 
@@ -174,6 +176,7 @@ class TransformersBackend:
         tail = max((len(s) for s in sampling.stop), default=0) + 8
         tokens: list[list[int]] = [[] for _ in batch]
         reasons = ["length"] * len(batch)
+        ends: list[list[int]] = [[] for _ in batch]
         active = list(range(len(batch)))
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
@@ -185,7 +188,7 @@ class TransformersBackend:
                 for j, r in enumerate(active):
                     t = int(nxt[j])
                     if t in self.eos_ids:
-                        reasons[r] = "stop"
+                        reasons[r], ends[r] = "stop", [t]
                         continue
                     tokens[r].append(t)
                     if sampling.stop and any(s in self.tokenizer.decode(tokens[r][-tail:]) for s in sampling.stop):
@@ -203,7 +206,7 @@ class TransformersBackend:
                     cache.batch_select_indices(idx)
                     ids, mask, pos = ids[idx], mask[idx], pos[idx]
                     active = [active[j] for j in keep]
-        return list(zip(tokens, reasons))
+        return list(zip(tokens, reasons, ends))
 
     @staticmethod
     def _pick(logits: Any, sampling: Sampling, gens: list[Any] | None) -> Any:
