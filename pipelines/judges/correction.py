@@ -8,6 +8,7 @@ from pipelines.backends.base import Backend, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.templates import Template, load_template, quoted
+from pipelines.models import model_uri
 from warehouse import ids
 from warehouse.records import Correction, Response
 
@@ -46,6 +47,7 @@ class CorrectionJudge:
         responses, corrections, invalid = [], [], []
         mc = self.config.max_chars
         sampling = self.sampling.identity()
+        model = model_uri(self.backend.name)
         for batch in calls.chunks(items, self.config.calls.batch_size):
             convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc))
                      for it in batch]
@@ -61,9 +63,8 @@ class CorrectionJudge:
                 meta = {"template": self.template.name, "template_version": self.template.version,
                         "principles": list(self.config.principles), "unchanged": text == it.text.strip(), **share}
                 # Identity includes the original: two answers corrected into the same text stay two rows.
-                rid = ids.response_id(it.prompt_id, self.backend.name, {**sampling, "parent_id": it.id}, None, 0,
-                                      text=text)
-                resp = Response(rid, it.prompt_id, self.backend.name, round_id, text, "aligner", sampling,
+                rid = ids.response_id(it.prompt_id, model, {**sampling, "parent_id": it.id}, None, 0, text=text)
+                resp = Response(rid, it.prompt_id, model, round_id, text, "aligner", sampling,
                                 parent_id=it.id, finish_reason=comp.finish_reason, prompt_tokens=comp.prompt_tokens,
                                 completion_tokens=comp.completion_tokens, meta={"judge": self.judge})
                 responses.append(resp)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 from pipelines.backends.base import Conversation
+from pipelines.models import model_uri
 from warehouse.errors import AlignloopError
 
 PRINCIPLES: dict[str, str] = {
@@ -37,8 +38,8 @@ class Template:
     """First HASH_CHARS hex digits of sha256(text)."""
 
     def judge_id(self, model: str) -> str:
-        """The judge as stored in the warehouse: ``model:template@hash``."""
-        return f"{model}:{self.name}@{self.version}"
+        """The judge as stored in the warehouse: ``model:template@hash`` (model as :func:`model_uri` names it)."""
+        return f"{model_uri(model)}:{self.name}@{self.version}"
 
     def render(self, **fields: str) -> Conversation:
         """One user message with ``fields`` substituted once (text inside a field is never re-expanded)."""
