@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -71,6 +72,8 @@ class ExportedAnnotation:
     updated_at: str | None
     was_cancelled: bool
     task_data: dict[str, Any]
+    lead_time: float | None = None
+    """Seconds the annotator spent on the annotation, as Label Studio measured it (None: not reported)."""
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -269,6 +272,7 @@ class LabelStudioClient:
                         updated_at=ann.get("updated_at"),
                         was_cancelled=cancelled,
                         task_data=dict(task.get("data") or {}),
+                        lead_time=_seconds(ann.get("lead_time")),
                     )
                 )
         records.sort(key=lambda r: (r.task_id, r.annotation_id))
@@ -384,6 +388,17 @@ def _annotator(completed_by: Any, emails: dict[int, str]) -> Annotator:
     if completed_by is None:
         return Annotator(-1)
     return Annotator(int(completed_by), emails.get(int(completed_by)))
+
+
+def _seconds(value: Any) -> float | None:
+    """A duration in seconds from the export, or None when it is absent, not a number or negative."""
+    if isinstance(value, bool):
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        return None
+    return seconds if math.isfinite(seconds) and seconds >= 0 else None
 
 
 def _normalise_xml(xml: str) -> str:

@@ -93,6 +93,8 @@ def to_feedback(task: SentTask, ann: ExportedAnnotation) -> tuple[FeedbackRows, 
     values = _by_name(ann.result)
     meta: dict[str, Any] = {"project_id": task.project_id, "task_id": task.task_id, "annotation_id": ann.annotation_id,
                             "annotation_task": task.id, "updated_at": ann.updated_at}
+    if ann.lead_time is not None:  # read back by the agreement report's throughput (median per annotator)
+        meta["lead_time"] = ann.lead_time
     rows = FeedbackRows()
     prompt, rnd = task.prompt_id, task.round_id
     if task.kind == "pairwise":

@@ -3,9 +3,11 @@
 ``pull`` reads the tasks recorded by ``push``, exports every annotation of their projects, validates and maps
 each one (``collect``, pure), then writes all rows in one transaction (``store``). Feedback rows are upserted
 with ``db.replace_feedback``: an edited annotation replaces the stored verdict and the old row goes to
-``feedback_history``; pulling again adds nothing. Annotations that cannot be trusted are reported, never
-written: a task the warehouse does not know, a task marked deleted, items no longer in the warehouse, a
-cancelled (skipped) annotation, or a result the labeling config does not allow.
+``feedback_history``; pulling again adds nothing. A step annotation gives the annotator's whole labelling of a
+response, so labels of steps an edited annotation no longer labels go to ``feedback_history`` too. Annotations
+that cannot be trusted are reported, never written: a task the warehouse does not know, a task marked deleted,
+items no longer in the warehouse, a cancelled (skipped) annotation, or a result the labeling config does not
+allow.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from annotation.client import ExportedAnnotation, LabelStudioClient
-from annotation.mapping import FeedbackRows, SentTask, to_feedback
+from annotation.mapping import FeedbackRows, SentTask, annotator_judge, to_feedback
 from warehouse import db
 from warehouse.records import loads
 
@@ -39,7 +41,21 @@ class PullPlan:
     """``annotation_tasks`` ids with at least one valid annotation."""
     deleted: set[str] = field(default_factory=set)
     """``annotation_tasks`` ids whose Label Studio task no longer exists."""
+    step_scopes: set[tuple[str, str]] = field(default_factory=set)
+    """(judge, response id) of each valid step annotation: its rows are that annotator's whole labelling."""
     annotations: int = 0
+
+
+@dataclass(frozen=True)
+class Written:
+    """Rows per table that ``store`` changed."""
+
+    inserted: dict[str, int]
+    """New rows."""
+    replaced: dict[str, int]
+    """Rows replaced because an annotation changed (old versions are in ``feedback_history``)."""
+    removed: dict[str, int]
+    """Rows an edited annotation no longer gives (step labels of steps no longer labelled; kept in history)."""
 
 
 @dataclass(frozen=True)
@@ -54,11 +70,18 @@ class PullSummary:
     skipped: list[Skipped]
     annotated: int
     deleted: int
+    removed: dict[str, int] = field(default_factory=dict)
+    """Rows an edited annotation no longer gives (old versions are in ``feedback_history``)."""
+
+    @classmethod
+    def of(cls, projects: list[int], plan: PullPlan, written: Written) -> PullSummary:
+        return cls(projects, plan.annotations, written.inserted, written.replaced, plan.skipped, len(plan.annotated),
+                   len(plan.deleted), written.removed)
 
     def as_dict(self) -> dict:
         return {"projects": self.projects, "annotations": self.annotations, "inserted": self.inserted,
-                "replaced": self.replaced, "annotated_tasks": self.annotated, "deleted_tasks": self.deleted,
-                "skipped": [s.__dict__ for s in self.skipped]}
+                "replaced": self.replaced, "removed": self.removed, "annotated_tasks": self.annotated,
+                "deleted_tasks": self.deleted, "skipped": [s.__dict__ for s in self.skipped]}
 
 
 def load_sent(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[SentTask]:
@@ -117,14 +140,31 @@ def collect(sent: Iterable[SentTask], exported: Mapping[int, list[ExportedAnnota
                 continue
             plan.rows.extend(rows)
             plan.annotated.add(task.id)
+            if task.kind == "step":
+                plan.step_scopes.add((annotator_judge(ann.annotator), task.item_ids[0]))
     return plan
 
 
-def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> tuple[dict[str, int], dict[str, int]]:
-    """Write a plan in ONE transaction. Returns (inserted, replaced) per table."""
+def _retire_step_labels(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> int:
+    """Move the step labels the plan's step annotations no longer give to ``feedback_history``; returns how many."""
+    if not plan.step_scopes:
+        return 0
+    judges, responses = zip(*sorted(plan.step_scopes))
+    keep = [r.id for r in plan.rows.step_labels]
+    retired = [r[0] for r in con.execute(db.query("annotation_retire_step_labels"),
+                                         {"judges": list(judges), "responses": list(responses), "keep": keep}
+                                         ).fetchall()]
+    if retired:
+        con.execute(db.query("annotation_delete_step_labels"), {"ids": retired})
+    return len(retired)
+
+
+def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> Written:
+    """Write a plan in ONE transaction."""
     inserted: dict[str, int] = {}
     replaced: dict[str, int] = {}
     with db.transaction(con):
+        removed = {"step_labels": _retire_step_labels(con, plan)}
         if plan.rows.responses:
             inserted["responses"] = db.ingest(con, "responses", plan.rows.responses)
         for table in ("comparisons", "rankings", "ratings", "step_labels", "corrections"):
@@ -134,7 +174,7 @@ def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> tuple[dict[str, int
         for status, ids in (("annotated", plan.annotated - plan.deleted), ("deleted", plan.deleted)):
             if ids:
                 con.execute(db.query("annotation_set_status"), {"ids": sorted(ids), "status": status})
-    return ({k: v for k, v in inserted.items() if v}, {k: v for k, v in replaced.items() if v})
+    return Written(*({k: v for k, v in counts.items() if v} for counts in (inserted, replaced, removed)))
 
 
 def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -> PullSummary:
@@ -148,6 +188,5 @@ def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -
     live = {p: {t.id for t in client.list_tasks(p)} for p in projects}
     plan = collect(sent, exported, live, known)
     with db.connect(db_path) as con:
-        inserted, replaced = store(con, plan)
-    return PullSummary(projects, plan.annotations, inserted, replaced, plan.skipped, len(plan.annotated),
-                       len(plan.deleted))
+        written = store(con, plan)
+    return PullSummary.of(projects, plan, written)

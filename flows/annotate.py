@@ -14,6 +14,7 @@ pauses (``mode='pause'``: the process keeps waiting; for local runs) until someo
 
 from __future__ import annotations
 
+import logging
 import threading
 from dataclasses import asdict
 from typing import Any, Literal
@@ -134,11 +135,10 @@ def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
     exported, live = export_projects(client, projects)
     plan = pulling.collect(sent, exported, live, known)
     with db.connect(params.db_path()) as con:
-        inserted, replaced = pulling.store(con, plan)
+        written = pulling.store(con, plan)
         if params.report:
             agreement.store(con, agreement.report(*agreement.collect(con, params.round)), params.round)
-    summary = pulling.PullSummary(projects, plan.annotations, inserted, replaced, plan.skipped, len(plan.annotated),
-                                  len(plan.deleted))
+    summary = pulling.PullSummary.of(projects, plan, written)
     for s in plan.skipped:
         get_run_logger().warning("skipped annotation %s on task %s: %s", s.annotation_id, s.task_id, s.reason)
     return summary.as_dict()
@@ -154,7 +154,8 @@ def wait_for_annotations(params: WaitParams) -> Any:
     """Return at once when the quota is met; otherwise suspend (or pause) until resumed with ``QuotaReached``.
 
     On timeout (pause mode) the run ends Completed with a message saying the quota was not met; rerun it to
-    keep waiting. A suspended run that nobody resumes in time is refused by ``resume_flow_run``; rerun it too.
+    keep waiting. A suspended run has no process left to do that: once its timeout has passed the Prefect server
+    marks it Failed ("The flow was paused and never resumed.") and refuses to resume it; rerun it too.
     """
     from prefect.exceptions import FlowPauseTimeout
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
@@ -194,17 +195,33 @@ def _leave_expired_pause() -> None:
         client.set_flow_run_state(context.flow_run.id, Running(message="stopped waiting: pause timed out"), force=True)
 
 
-def quota_resumer(flow_run_id: UUID, quota: int, project_id: int | None = None):
-    """A ``WebhookReceiver`` ``on_event`` callback that resumes the waiting run once the quota is reached."""
+def resume_waiting_run(flow_run_id: UUID, done: int, project_id: int) -> bool:
+    """Resume a waiting run with ``QuotaReached`` input. A run that is no longer paused (resumed already,
+    finished, or failed after its timeout) is logged and False is returned, so a resumer never fails on it."""
+    from prefect.exceptions import FlowPauseTimeout, MissingContextError, NotPausedError
     from prefect.flow_runs import resume_flow_run
 
+    try:
+        resume_flow_run(flow_run_id, run_input={"done": done, "project_id": project_id})
+    except (NotPausedError, FlowPauseTimeout) as exc:
+        try:  # in the checking flow's run log when there is one (the webhook thread has none)
+            log = get_run_logger()
+        except MissingContextError:
+            log = logging.getLogger(__name__)
+        log.warning("flow run %s is not waiting any more: %s", flow_run_id, exc)
+        return False
+    return True
+
+
+def quota_resumer(flow_run_id: UUID, quota: int, project_id: int | None = None):
+    """A ``WebhookReceiver`` ``on_event`` callback that resumes the waiting run once the quota is reached."""
     fired = threading.Event()
 
     def on_event(project: int, counts: dict[str, int]) -> None:
         done = counts.get("ANNOTATION_CREATED", 0)
         if (project_id is None or project == project_id) and waiting.quota_met(done, quota) and not fired.is_set():
             fired.set()
-            resume_flow_run(flow_run_id, run_input={"done": done, "project_id": project})
+            resume_waiting_run(flow_run_id, done, project)
 
     return on_event
 
@@ -218,13 +235,13 @@ class CheckQuotaParams(LabelStudioParams):
 
 @flow(name="check-annotation-quota", persist_result=True)
 def check_annotation_quota(params: CheckQuotaParams) -> dict[str, Any]:
-    """Polling resumer (schedule it): resume the waiting run when the project's quota is met."""
-    from prefect.flow_runs import resume_flow_run
+    """Polling resumer (schedule it): resume the waiting run when the project's quota is met.
 
+    A waiting run that is no longer paused gives ``resumed`` False (and a warning), not a failed check.
+    """
     client = label_studio(params)
     project_id = _project_id(client, params.round, params.kind)
     progress = count_done(client, project_id)
-    resumed = waiting.quota_met(progress.done, params.quota)
-    if resumed:
-        resume_flow_run(params.flow_run_id, run_input={"done": progress.done, "project_id": project_id})
+    resumed = (waiting.quota_met(progress.done, params.quota)
+               and resume_waiting_run(params.flow_run_id, progress.done, project_id))
     return {"project_id": project_id, "done": progress.done, "quota": params.quota, "resumed": resumed}

@@ -128,8 +128,8 @@ def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption 
         emit_json(summary.as_dict())
         return
     console.print(f"{summary.annotations} annotations from {len(summary.projects)} projects: inserted "
-                  f"{summary.inserted or 0}, replaced {summary.replaced or 0}, {summary.annotated} tasks annotated, "
-                  f"{summary.deleted} deleted, {len(summary.skipped)} skipped")
+                  f"{summary.inserted or 0}, replaced {summary.replaced or 0}, removed {summary.removed or 0}, "
+                  f"{summary.annotated} tasks annotated, {summary.deleted} deleted, {len(summary.skipped)} skipped")
     for s in summary.skipped:
         console.print(f"  skipped annotation {s.annotation_id} (project {s.project_id}, task {s.task_id}): {s.reason}",
                       highlight=False)

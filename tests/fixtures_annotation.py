@@ -75,6 +75,6 @@ def pref(value: str) -> list[dict]:
 
 
 def exported(task_id: int, annotation_id: int, user: int, result: list[dict], *, email: str | None = None,
-             cancelled: bool = False, data: dict | None = None) -> ExportedAnnotation:
+             cancelled: bool = False, data: dict | None = None, lead_time: float | None = None) -> ExportedAnnotation:
     return ExportedAnnotation(task_id, annotation_id, Annotator(user, email), result, "2026-01-01T00:00:00Z",
-                              cancelled, data or {})
+                              cancelled, data or {}, lead_time)

@@ -6,16 +6,20 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from typer.testing import CliRunner
 
 from annotation import agreement, push, waiting
 from annotation.client import LabelStudioClient, User, connect
 from annotation.pull import pull
 from annotation.server import DEFAULT_USERNAME
+from flows.cli import app
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
 from warehouse import db
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 ADMIN = f"annotator:{DEFAULT_USERNAME}"
+BOB = "annotator:bob.annotator@alignloop.local"
+CAROL = "annotator:carol.annotator@alignloop.local"
 
 
 @dataclass(frozen=True)
@@ -28,8 +32,8 @@ class Team:
 @pytest.fixture(scope="module")
 def team(label_studio) -> Team:
     admin = connect(label_studio.url, label_studio.token)
-    return Team(admin, admin.create_user("bob.annotator@alignloop.local"),
-                admin.create_user("carol.annotator@alignloop.local"))
+    return Team(admin, admin.create_user(BOB.removeprefix("annotator:")),
+                admin.create_user(CAROL.removeprefix("annotator:")))
 
 
 def _seed(tmp_path, round_id: str) -> tuple[str, Seeded]:
@@ -63,10 +67,13 @@ def test_pairwise_push_annotate_pull_agreement_update(tmp_path, team):
         "p0_01": ("A", "A", None), "p0_02": ("A", "B", "B"), "p0_12": ("B", "B", "Z"),
         "p1_01": ("tie", "A", "A"), "p1_02": ("A", "A", None), "p1_12": ("B", "A", None),
     }
+    # seconds spent per annotation as Label Studio records it: admin on every task, bob on three, carol never
+    admin_lead = {"p0_01": 12.5, "p0_02": 30.0, "p0_12": 7.0, "p1_01": 20.0, "p1_02": 3.25, "p1_12": 41.0}
+    bob_lead = {"p0_01": 5.0, "p0_12": 60.0, "p1_02": 9.0}
     ann_ids = {}
     for pair, (x, y, z) in labels.items():
-        ann_ids[pair] = admin.create_annotation(task_of[pair], pref(x))
-        admin.create_annotation(task_of[pair], pref(y), completed_by=team.bob.id)
+        ann_ids[pair] = admin.create_annotation(task_of[pair], pref(x), lead_time=admin_lead[pair])
+        admin.create_annotation(task_of[pair], pref(y), completed_by=team.bob.id, lead_time=bob_lead.get(pair))
         if z:
             admin.create_annotation(task_of[pair], pref(z), completed_by=team.carol.id)
     # a task someone imported by hand into the project: the warehouse does not know it
@@ -82,7 +89,7 @@ def test_pairwise_push_annotate_pull_agreement_update(tmp_path, team):
         rows = con.execute("SELECT response_a, response_b, judge, winner, source, round_id FROM comparisons "
                            "WHERE source = 'human'").fetchall()
         statuses = {r[0] for r in con.execute("SELECT status FROM annotation_tasks").fetchall()}
-    who = {ADMIN: 0, "annotator:bob.annotator@alignloop.local": 1, "annotator:carol.annotator@alignloop.local": 2}
+    who = {ADMIN: 0, BOB: 1, CAROL: 2}
     got = {(keys[(a, b)], who[j]): w for a, b, j, w, src, rnd in rows}
     expected = {(pair, i): {"A": "a", "B": "b", "tie": "tie"}[v] for pair, vs in labels.items()
                 for i, v in enumerate(vs) if v and v != "Z"}
@@ -102,7 +109,14 @@ def test_pairwise_push_annotate_pull_agreement_update(tmp_path, team):
     assert (by_judge[JUDGE_X].items, by_judge[JUDGE_X].accuracy) == (3, pytest.approx(1 / 3))
     assert by_judge[JUDGE_X].kappa == pytest.approx(-0.2)
     assert (by_judge[JUDGE_Y].items, by_judge[JUDGE_Y].accuracy, by_judge[JUDGE_Y].kappa) == (1, 1.0, None)
-    assert {t.annotator: t.tasks for t in rep.throughput}[ADMIN] == 6
+    # throughput: median lead time per annotator over the tasks pulled (carol's one valid task has none)
+    # admin 3.25 7 12.5 | 20 30 41 -> (12.5 + 20) / 2; bob 5 9 60 -> 9
+    lead = {t.annotator: (t.tasks, t.median_lead_time) for t in rep.throughput}
+    assert lead == {ADMIN: (6, 16.25), BOB: (6, 9.0), CAROL: (2, None)}
+    res = CliRunner().invoke(app, ["annotate", "report", "--round", "lsr1", "--db", path, "--json"])
+    assert res.exit_code == 0, res.output
+    assert {t["annotator"]: t["median_lead_time"] for t in json.loads(res.output)["throughput"]} == {
+        ADMIN: 16.25, BOB: 9.0, CAROL: None}
 
     # pulling again adds nothing
     second = pull(path, admin, "lsr1")
@@ -181,4 +195,40 @@ def test_binary_two_annotators_gold_and_other_kinds(tmp_path, team):
     # Cohen by hand: agree on 4 of 6 -> p_o = 2/3; both raters 4 good / 2 bad -> p_e = (16 + 4) / 36; kappa = 1/4
     assert (binary.method, binary.items) == ("cohen", 6) and binary.kappa == pytest.approx(0.25)
     gold_acc = {g.annotator: (g.gold_tasks, g.accuracy) for g in rep.gold}
-    assert gold_acc == {ADMIN: (2, 1.0), "annotator:bob.annotator@alignloop.local": (2, 0.5)}
+    assert gold_acc == {ADMIN: (2, 1.0), BOB: (2, 0.5)}
+
+
+def _steps(*labels: str, first_error: int | None = None) -> list[dict]:
+    result = [choice(f"step_label_{i}", f"step_{i}", label) for i, label in enumerate(labels)]
+    if first_error is not None:
+        result.append({"from_name": "first_error", "to_name": "question", "type": "number",
+                       "value": {"number": first_error}})
+    return result
+
+
+def test_edited_step_annotation_keeps_only_the_steps_it_still_labels(tmp_path, team):
+    path, _ = _seed(tmp_path, "lsr3")
+    admin = team.admin
+    push.push(path, admin, push.PushRequest("step", "lsr3", sample=1, strategy="random"))
+    ((response,), (task, _)), = _tasks(path, "step").items()
+    ann = admin.create_annotation(task, _steps("positive", "positive", "neutral"), lead_time=10.0)
+    admin.create_annotation(task, _steps("positive", "neutral", "neutral"), completed_by=team.bob.id)
+    first = pull(path, admin, "lsr3")
+    assert first.inserted == {"step_labels": 6} and first.removed == {} and first.skipped == []
+
+    # the annotator finds an error in the first step: one label now, the two later ones must go
+    admin.sdk.annotations.update(id=ann, result=_steps("negative", first_error=1))
+    second = pull(path, admin, "lsr3")
+    assert (second.inserted, second.replaced, second.removed) == ({}, {"step_labels": 1}, {"step_labels": 2})
+    with db.connect(path) as con:
+        rows = con.execute("SELECT judge, step_index, label, finish_reason FROM step_labels WHERE response_id = ? "
+                           "ORDER BY judge, step_index", [response]).fetchall()
+        history = con.execute("SELECT row_json FROM feedback_history WHERE feedback_table = 'step_labels'").fetchall()
+    assert [r for r in rows if r[0] == ADMIN] == [(ADMIN, 0, -1, "found_error")]
+    assert [r[1:] for r in rows if r[0] == BOB] == [(0, 1, "solution"), (1, 0, "solution"), (2, 0, "solution")]
+    old = sorted((h["judge"], h["step_index"], h["label"], h["finish_reason"])
+                 for h in (json.loads(r[0]) for r in history))
+    assert old == [(ADMIN, 0, 1, "solution"), (ADMIN, 1, 1, "solution"), (ADMIN, 2, 0, "solution")]
+
+    third = pull(path, admin, "lsr3")  # nothing left to replace or remove
+    assert (third.inserted, third.replaced, third.removed) == ({}, {}, {})

@@ -9,12 +9,13 @@ import secrets
 import httpx
 import pytest
 
-from annotation import agreement, push, waiting
+from annotation import agreement, pull, push, waiting
 from annotation.agreement import HumanAiRow, LabelRow
 from annotation.mapping import SentTask, to_feedback
 from annotation.pull import collect
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, exported, pref, seed_round
 from warehouse import db
+from warehouse.records import StepLabel
 
 
 @pytest.fixture
@@ -118,12 +119,50 @@ def test_to_feedback_steps_and_correction():
     assert problems == []
     assert [(r.step_index, r.label, r.finish_reason) for r in rows.step_labels] == [(0, 1, "found_error"),
                                                                                     (1, -1, "found_error")]
+    assert rows.step_labels[0].meta.get("lead_time") is None
+    rows, _ = to_feedback(step, exported(2, 3, 4, result, lead_time=12.5))
+    assert {r.meta["lead_time"] for r in rows.step_labels} == {12.5}  # the report's throughput reads it
     corr = SentTask("t", "correction", "r1", 1, 2, ("orig",), {"data": data})
     text = [{"from_name": "correction", "to_name": "answer", "type": "textarea", "value": {"text": ["Paris"]}}]
     rows, _ = to_feedback(corr, exported(2, 3, 4, text, email="e@x"))
     (resp,), (c,) = rows.responses, rows.corrections
     assert (resp.text, resp.origin, resp.parent_id, c.corrected_id, c.original_id) == (
         "Paris", "human_edit", "orig", resp.id, "orig")
+
+
+def test_edited_step_annotation_retires_only_its_own_missing_steps(con):
+    data = {"prompt_id": "p", "question": "q", "steps": [{"title": "Step 1", "text": "a"}] * 3}
+    sent = [SentTask("t1", "step", "r1", 1, 2, ("resp",), {"data": data})]
+
+    def steps(*labels: str, first_error: int | None = None) -> list[dict]:
+        out = [{"from_name": f"step_label_{i}", "to_name": f"step_{i}", "type": "choices",
+                "value": {"choices": [v]}} for i, v in enumerate(labels)]
+        if first_error:
+            out.append({"from_name": "first_error", "to_name": "question", "type": "number",
+                        "value": {"number": first_error}})
+        return out
+
+    def pulled(*anns):
+        return pull.store(con, collect(sent, {1: list(anns)}, {1: {2}}, {"resp"}))
+
+    ai = StepLabel(StepLabel.make_id("prm:x", "resp", 2), "p", "resp", 2, 0, "prm:x", "ai", "r1")
+    db.ingest(con, "step_labels", [ai])
+    full = exported(2, 10, 5, steps("positive", "positive", "neutral"))
+    other = exported(2, 11, 6, steps("neutral", "neutral", "neutral"))
+    assert pulled(full, other).inserted == {"step_labels": 6}
+    written = pulled(exported(2, 10, 5, steps("negative", first_error=1)), other)
+    assert (written.inserted, written.replaced, written.removed) == ({}, {"step_labels": 1}, {"step_labels": 2})
+    left = con.execute("SELECT judge, step_index FROM step_labels ORDER BY 1, 2").fetchall()
+    assert left == [("annotator:5", 0)] + [("annotator:6", i) for i in range(3)] + [("prm:x", 2)]
+    assert con.execute("SELECT count(*) FROM feedback_history").fetchone()[0] == 3
+    assert pulled(exported(2, 10, 5, steps("negative", first_error=1)), other).removed == {}
+
+
+def test_export_lead_time_is_a_non_negative_number_or_none():
+    from annotation.client import _seconds
+
+    assert [_seconds(v) for v in (12.5, "3", 0, None, -1, "x", float("nan"), True)] == [
+        12.5, 3.0, 0.0, None, None, None, None, None]
 
 
 # ------------------------------------------------------------------------------------------------ agreement
