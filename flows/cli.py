@@ -7,13 +7,15 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from warehouse import db
-from warehouse.errors import AlignloopError
+from warehouse.errors import AlignloopError, InputError
+
+T = TypeVar("T")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -51,6 +53,29 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail("interrupted; rerun the same command to resume", 130)
 
     return wrapper
+
+
+def key_values(pairs: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` from repeated ``--option``/``--set`` flags as a dict (one-line error otherwise)."""
+    out = {}
+    for item in pairs or []:
+        if "=" not in item:
+            raise InputError(f"option {item!r} must be KEY=VALUE")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def validated(model: type[T], fields: dict[str, Any]) -> T:
+    """``model(**fields)`` for a pydantic parameter model, its first validation error as one line."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
+        raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
 
 
 def emit_json(obj: Any) -> None:

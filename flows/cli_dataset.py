@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
 from pipelines.datasets.config import option_names, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint
@@ -17,7 +17,6 @@ from pipelines.datasets.publish import build_and_publish
 from pipelines.datasets.snapshot import Manifest, list_snapshots, load_snapshot, snapshot_root
 from pipelines.datasets.stats import stats_rows
 from warehouse import db
-from warehouse.errors import InputError
 from warehouse.snapshots import KINDS
 
 dataset_app = typer.Typer(help="Datasets: feedback -> versioned snapshots -> trainer formats.", no_args_is_help=True)
@@ -26,16 +25,6 @@ SnapOption = Annotated[str | None, typer.Option("--snapshots", help="Snapshot ro
                                                                     "or snapshots/ next to the warehouse).")]
 MaxTokens = Annotated[int, typer.Option(help="Lint: count rows longer than this many tokens.")]
 TokOption = Annotated[str | None, typer.Option(help="Lint: local HF tokenizer folder (default: word estimate).")]
-
-
-def _options(pairs: list[str] | None) -> dict[str, str]:
-    out = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise InputError(f"option {item!r} must be KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
 
 
 def _table(title: str, rows: list[tuple[str, str]]) -> Table:
@@ -75,7 +64,7 @@ def build_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Build a dataset snapshot from the warehouse's feedback."""
-    spec = parse_options(kind, _options(option))
+    spec = parse_options(kind, key_values(option))
     path = db_path(db_)
     root = snapshot_root(snapshots, path)
     with console.status(f"building {kind} dataset {name} ..."), db.connect(path) as con:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, validated
 from warehouse import db
 
 
@@ -16,19 +16,29 @@ def round_cmd(
     name: Annotated[str, typer.Option("--round", help="This round's name.")],
     policy: Annotated[str, typer.Option(help="'default', a model folder, or 'previous'.")] = "default",
     parent_round: Annotated[str | None, typer.Option(help="Round this one continues.")] = None,
-    feedback: Annotated[str, typer.Option(help="verifier or ai_judge.")] = "verifier",
+    feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human or ai_judge+human.")] = "verifier",
     verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any other round parameter as KEY=VALUE (e.g. fresh_prompts=true, prompts_per_round=40, "
+                      "human_wait=poll, reference=initial); see the round deployment's form.")] = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one round: generate, feedback, dataset, train, evaluate, stopping rule."""
+    """Run one round: generate, feedback (verifier, AI judge or people), dataset, train, evaluate, stopping rule.
+
+    With human feedback the round sends pairs to Label Studio and waits for the quota; a round that stops
+    waiting ends 'waiting' and the same command resumes it.
+    """
     from flows.round import RoundParams, round_flow
 
-    out = round_flow(RoundParams(round=name, policy=policy, parent_round=parent_round, feedback=feedback,
-                                 verifier=verifier, n=n, db=db_path(db_)))
+    fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
+              "verifier": verifier, "n": n, **key_values(settings), "db": db_path(db_)}
+    out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)
+    elif out.get("status") == "waiting_for_labels":
+        console.print(f"round {name} is waiting for labels: {out['reason']}")
     else:
         console.print(out["heldout"])
         console.print(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")

@@ -35,6 +35,7 @@ class GenerateParams(BaseModel):
     split: str | None = Field("train", description="Only prompts of this split (empty: all).")
     tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags (empty: all).")
     limit: int | None = Field(None, ge=1, description="At most this many prompts.")
+    fresh: bool = Field(False, description="Only prompts no other round has sampled (fresh prompts per round).")
     shard_size: int = Field(32, ge=1, description="Prompts per task; each shard is written when it finishes.")
     max_batch_size: int = Field(16, ge=1, description="Rows decoded together (transformers backend).")
     steps_separator: str | None = Field(None, description="Split responses into steps on this separator "
@@ -48,7 +49,7 @@ class GenerateParams(BaseModel):
     def config_args(self) -> dict[str, Any]:
         """GenerateConfig fields (all but model_id)."""
         return {"round": self.round, "sampling": self.sampling(), "split": self.split or None,
-                "tags": tuple(self.tags), "limit": self.limit, "shard_size": self.shard_size,
+                "tags": tuple(self.tags), "limit": self.limit, "fresh": self.fresh, "shard_size": self.shard_size,
                 "steps_separator": self.steps_separator or None}
 
 

@@ -13,10 +13,20 @@ from __future__ import annotations
 import time
 from typing import Any, Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from pydantic import BaseModel, Field
 
+from flows.annotate import (
+    AnnotatePullParams,
+    AnnotatePushParams,
+    QuotaReached,
+    _project_id,
+    annotate_pull,
+    annotate_push,
+    count_done,
+    label_studio,
+)
 from flows.build_dataset import BuildDatasetParams, build_dataset
 from flows.evaluate import EvaluateParams, evaluate
 from flows.generate import GenerateParams, generate
@@ -40,13 +50,17 @@ class RoundParams(BaseModel):
     reference: Literal["previous", "initial"] = Field("previous", description="DPO reference: policy k, or the "
                                                                               "initial policy.")
     initial_policy: str = Field("default", description="The initial policy (reference when reference='initial').")
-    feedback: Literal["verifier", "ai_judge"] = Field("verifier", description="Who scores the samples.")
+    feedback: Literal["verifier", "ai_judge", "human", "ai_judge+human"] = Field(
+        "verifier", description="Who scores the samples: a rule verifier, an AI judge (both orders), people in "
+                                "Label Studio, or the AI judge first and people on what it was inconsistent on.")
     verifier: str = Field("short_on_topic:6", description="Rule judge (feedback=verifier) and held-out metric.")
     judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders.")
     n: int = Field(4, ge=2, description="Samples per training prompt.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
     max_new_tokens: int = Field(24, ge=1, description="Longest sample, in tokens.")
     prompts_per_round: int | None = Field(None, ge=1, description="Training prompts per round (empty: all).")
+    fresh_prompts: bool = Field(False, description="Each round samples training prompts no other round has used "
+                                                   "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
     method: str = Field("dpo", description="Training method (any offline method; iterative DPO by default).")
@@ -62,6 +76,21 @@ class RoundParams(BaseModel):
                                              "prompts (AI judge, both orders).")
     min_improvement: float = Field(0.02, ge=0, description="Stopping rule: stop below this held-out gain.")
     seed: int = Field(0, description="Sampling seed for this round.")
+    human_sample: int | None = Field(None, ge=1, description="Human feedback: pairs sent to Label Studio "
+                                                             "(empty: all).")
+    human_quota: int | None = Field(None, ge=1, description="Human feedback: annotated tasks needed before "
+                                                            "training (empty: every task of the round).")
+    human_wait: Literal["auto", "suspend", "poll", "stop"] = Field(
+        "auto", description="Until the quota is met: suspend the run (deployments; resumed by the "
+                            "check-annotation-quota flow or a webhook), poll Label Studio in-process, or stop the "
+                            "round at once (rerun it later). auto: suspend under a deployment, else poll.")
+    human_timeout_s: int = Field(86400, ge=1, description="Human feedback: stop waiting after this many seconds; "
+                                                          "the round ends 'waiting' and a rerun resumes it.")
+    poll_interval_s: int = Field(15, ge=1, description="Human feedback: seconds between Label Studio polls.")
+    label_studio_url: str | None = Field(None, description="Label Studio URL; default env LABEL_STUDIO_URL.")
+    label_studio_token_secret: str | None = Field(None, description="Prefect Secret block holding the Label "
+                                                                    "Studio token; default env "
+                                                                    "LABEL_STUDIO_API_KEY.")
     runs_dir: str = Field("runs", description="Where trained models are written.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -132,7 +161,11 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
     gen = timed("generate", generate, GenerateParams(
         round=params.round, model=policy, n=params.n, temperature=params.temperature,
         max_new_tokens=params.max_new_tokens, seed=params.seed, split="train", tags=params.prompt_tags,
-        limit=params.prompts_per_round, db=path))
+        limit=params.prompts_per_round, fresh=params.fresh_prompts, db=path))
+    if not gen["selected"]:
+        raise AlignloopError(f"round {params.round}: no training prompts to sample"
+                             + (" that no other round has used (fresh_prompts); import more prompts"
+                                if params.fresh_prompts else "; import prompts first"))
     if params.feedback == "verifier":
         fb = timed("feedback", judge, JudgeParams(kind="binary", round=params.round,
                                                   judge=f"verifier:{params.verifier}", db=path))
@@ -140,9 +173,20 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
                                    "max_pairs_per_prompt": params.max_pairs_per_prompt,
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
     else:
-        fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=params.judge_model,
-                                                  max_pairs_per_prompt=params.max_pairs_per_prompt, db=path))
+        fb = {}
+        if params.feedback != "human":
+            fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=params.judge_model,
+                                                      max_pairs_per_prompt=params.max_pairs_per_prompt, db=path))
         options = {"origin": "comparisons", "rounds": [params.round], "sources": ["ai"]}
+        if params.feedback != "ai_judge":
+            human = human_feedback(params, timed)
+            if human["status"] != "labelled":
+                set_status(params, "waiting", policy)
+                return {"round": params.round, "policy": policy, "status": "waiting_for_labels", "generate": gen,
+                        "feedback": fb, "human": human, "stop": False, "timings": timings,
+                        "reason": f"{human['done']} of {human['quota']} tasks annotated; rerun the round to go on"}
+            fb = {**fb, "human": human}
+            options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
     ds = timed("dataset", build_dataset, BuildDatasetParams(kind="pairwise", name=f"{params.round}-pairs",
                                                             options=options, db=path))
     tr = timed("train", train, TrainParams(
@@ -164,6 +208,59 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
     create_markdown_artifact(key=_artifact_key(params.round), markdown=_markdown(summary),
                              description=f"alignloop round {params.round}")
     return summary
+
+
+def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
+    """Send the round's pairs to Label Studio (no task twice), wait for the quota as ``human_wait`` says, and pull
+    the annotations. ``status`` is "labelled" when the quota was met and the labels are in the warehouse."""
+    ls = {"label_studio_url": params.label_studio_url, "token_secret": params.label_studio_token_secret,
+          "db": params.path()}
+    pushed = timed("push", annotate_push, AnnotatePushParams(
+        kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
+        strategy="random" if params.feedback == "human" else "inconsistent", **ls))
+    client = label_studio(AnnotatePullParams(**ls))
+    project_id = _project_id(client, params.round, "pairwise")
+    progress = count_done(client, project_id)
+    if not progress.total:
+        raise AlignloopError(f"round {params.round}: no pairs to send to Label Studio (samples identical?)")
+    quota = min(params.human_quota or progress.total, progress.total)
+    t0 = time.perf_counter()
+    done = _wait_for_quota(params, client, project_id, quota, progress.done)
+    timings_wait = time.perf_counter() - t0
+    out = {"project_id": project_id, "tasks": progress.total, "pushed": pushed.get("imported", 0), "quota": quota,
+           "done_before_wait": progress.done, "done": done, "wait_seconds": timings_wait}
+    if done < quota:
+        return {**out, "status": "waiting"}
+    pulled = timed("pull", annotate_pull, AnnotatePullParams(round=params.round, **ls))
+    return {**out, "status": "labelled", "pulled": pulled}
+
+
+def _wait_for_quota(params: RoundParams, client: Any, project_id: int, quota: int, done: int) -> int:
+    """Annotated tasks once the quota is met, or the count when waiting ends without it."""
+    from prefect.context import FlowRunContext
+
+    if done >= quota or params.human_wait == "stop":
+        return done
+    mode = params.human_wait
+    if mode == "auto":
+        context = FlowRunContext.get()
+        mode = "suspend" if context and context.flow_run and context.flow_run.deployment_id else "poll"
+    set_status(params, "waiting")  # what the warehouse (and `alignloop status`) shows while people label
+    log = get_run_logger()
+    log.info("round %s: waiting for %d annotated tasks in Label Studio project %d (%d done, %s)", params.round,
+             quota, project_id, done, mode)
+    if mode == "suspend":
+        from prefect.flow_runs import suspend_flow_run
+
+        # The process exits here; on resume the round runs again from the top, every stage finding its work
+        # stored, and this call returns the resumer's input.
+        suspend_flow_run(wait_for_input=QuotaReached, timeout=params.human_timeout_s, key="annotation-quota")
+        return count_done(client, project_id).done
+    deadline = time.monotonic() + params.human_timeout_s
+    while done < quota and time.monotonic() < deadline:
+        time.sleep(min(params.poll_interval_s, max(deadline - time.monotonic(), 0)))
+        done = count_done(client, project_id).done
+    return done
 
 
 def _verifier_aspect(name: str) -> str:

@@ -32,6 +32,8 @@ class GenerateConfig:
     """Only prompts with at least one of these tags (empty: all)."""
     limit: int | None = None
     """At most this many prompts (in id order, so the same ones each time)."""
+    fresh: bool = False
+    """Only prompts no other round has sampled (fresh prompts per round, as iterative-DPO recipes use)."""
     shard_size: int = 32
     """Prompts per shard; one shard is generated, returned and written at a time."""
     steps_separator: str | None = None
@@ -96,7 +98,8 @@ def expected_ids(prompt_id: str, model_id: str, sampling: Sampling) -> list[str]
 def plan(con: object, cfg: GenerateConfig) -> Plan:
     """Select the round's prompts and drop samples already stored (resume)."""
     rows = con.execute(db.query("select_generation_prompts"),  # type: ignore[attr-defined]
-                       {"split": cfg.split, "tags": list(cfg.tags) or None, "limit": cfg.limit}).fetchall()
+                       {"split": cfg.split, "tags": list(cfg.tags) or None, "limit": cfg.limit,
+                        "fresh_for": cfg.round if cfg.fresh else None}).fetchall()
     wanted = {pid: expected_ids(pid, cfg.model_id, cfg.sampling) for pid, _ in rows}
     all_ids = [rid for rids in wanted.values() for rid in rids]
     stored = {r[0] for r in con.execute(db.query("existing_response_ids"), {"ids": all_ids}).fetchall()}  # type: ignore[attr-defined]

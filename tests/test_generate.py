@@ -183,3 +183,21 @@ def test_cli_models_default_prints_and_registers(prompt_db, tiny_model_dir, monk
     assert res.exit_code == 0 and res.stdout.strip() == str(tiny_model_dir)
     with db.connect(prompt_db, read_only=True) as con:
         assert con.execute("SELECT uri, role FROM models").fetchall() == [(str(tiny_model_dir), "policy")]
+
+
+def test_fresh_prompts_give_each_round_new_ones_and_a_rerun_the_same(prompt_db, tiny_backend):
+    def run(round_id: str) -> set[str]:
+        cfg, work = gen.open_run(prompt_db, tiny_backend, cfg_args(round=round_id, limit=4, fresh=True))
+        for result in gen.run_shards(tiny_backend, work, cfg):
+            with db.connect(prompt_db) as con:
+                gen.write_shard(con, result)
+        with db.connect(prompt_db, read_only=True) as con:
+            return {r[0] for r in con.execute("SELECT prompt_id FROM responses WHERE round_id = ?", [round_id]).fetchall()}
+
+    a, b = run("a"), run("b")
+    assert len(a) == len(b) == 4 and not a & b
+    assert run("a") == a  # a rerun of round a samples its own prompts again (nothing new: all stored)
+    _, again = gen.open_run(prompt_db, tiny_backend, cfg_args(round="a", limit=4, fresh=True))
+    assert again.selected == 4 and again.todo == []
+    _, last = gen.open_run(prompt_db, tiny_backend, cfg_args(round="c", limit=4, fresh=True))
+    assert last.selected == 2  # 10 prompts, 8 used

@@ -239,7 +239,8 @@ class TransformersBackend:
             toks = self.tokenizer(cand, add_special_tokens=False)["input_ids"]
             first[cand] = toks[0] if toks else None
         fitted = [self._fit(self.encode(c), 1) for c in conversations]
-        order = [i for i, f in enumerate(fitted) if f is not None]
+        # Similar lengths share a batch, so little of each batch is padding.
+        order = sorted((i for i, f in enumerate(fitted) if f is not None), key=lambda i: -len(fitted[i]))
         scores: list[TokenScores] = [TokenScores({c: None for c in candidates}, available=False)
                                      for _ in conversations]
         size = self.options.max_batch_size
