@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from flows.annotate import (
@@ -132,7 +133,7 @@ def decide(params: RoundParams) -> tuple[bool, str]:
     return stop, reason
 
 
-@task(name="round-status")
+@task(name="round-status", cache_policy=NO_CACHE, persist_result=False)  # a resumed run writes it again
 def set_status(params: RoundParams, status: str, policy: str | None = None) -> None:
     from pipelines.models import register_model
 
