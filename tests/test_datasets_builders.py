@@ -138,6 +138,21 @@ def test_listwise_from_rankings_and_ratings(wh: Wh):
     assert r.table["scores"].to_pylist() == [[8.0, 6.0, 4.0]]
 
 
+def test_listwise_leaves_out_lists_with_a_missing_response(wh: Wh):
+    p = wh.prompt("q")
+    a, b = wh.responses(p, "a", "b")
+    wh.rank(p, [a, "gone", b])                     # a ranked response that is not in the warehouse
+    wh.rank(p, [b, a], judge="ann2", scores=[2, 1])
+    r = run(wh, "listwise", k=2)
+    assert r.table["completions"].to_pylist() == [["b", "a"]]
+    assert r.stage_counts == {"rankings_with_2": 2, "render": 1}
+    for rid, s in zip([a, b], [3, 5]):
+        wh.rate(p, rid, s)
+    wh.rate(p, "gone", 9)                          # the best rated response is missing: its list is left out
+    with pytest.raises(EmptyDataset, match="filter 'render' removed all 1 rows"):
+        run(wh, "listwise", origin="ratings", k=2)
+
+
 def test_binary_thumbs_ratings_and_pairwise(wh: Wh):
     p = wh.prompt("q")
     a, b, c = wh.responses(p, "yes", "no", "meh")

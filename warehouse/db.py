@@ -5,10 +5,12 @@ from __future__ import annotations
 import os
 import random
 import re
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +39,31 @@ def default_path() -> str:
     return os.environ.get("ALIGNLOOP_DB", DEFAULT_DB)
 
 
+_INCLUDE = re.compile(r"^([ \t]*)-- include: (_\w+)[ \t]*$", re.MULTILINE)
+
+
+def _read(folder: Traversable, name: str) -> str:
+    """A SQL file's text, each ``-- include: _NAME`` line replaced by the fragment ``_NAME.sql`` of the same folder.
+
+    A fragment (its name starts with ``_``) is SQL that several files share, such as a CTE's body; it is
+    pasted in as text before anything is bound, so its ``$parameters`` are the including query's.
+    """
+    text = folder.joinpath(name).read_text()
+    return _INCLUDE.sub(lambda m: textwrap.indent(_read(folder, f"{m[2]}.sql").strip("\n"), m[1]), text)
+
+
 def query(name: str) -> str:
-    """The text of ``warehouse/sql/queries/NAME.sql``."""
-    return (_SQL / "queries" / f"{name}.sql").read_text()
+    """The text of ``warehouse/sql/queries/NAME.sql`` (fragments included)."""
+    return _read(_SQL / "queries", f"{name}.sql")
 
 
 def sql_file(relpath: str) -> str:
-    return (_SQL / relpath).read_text()
+    """The text of ``warehouse/sql/RELPATH`` (fragments included)."""
+    folder = _SQL
+    *parts, name = relpath.split("/")
+    for part in parts:
+        folder = folder / part
+    return _read(folder, name)
 
 
 def migrations() -> list[tuple[int, str]]:

@@ -146,9 +146,15 @@ class Chain:
         self._notes.append((key, self._sql(name, f"n{len(self._notes)}", True)))
 
     def query(self, name: str, rows: bool = True) -> str:
-        """The one query that ``finish(name)`` runs (its parameters are in ``bound``); ``rows=False``: counts only."""
+        """The one query that ``finish(name)`` runs (its parameters are in ``bound``); ``rows=False``: counts only.
+
+        With rows, the last stage is not counted in the query: ``name`` only orders it, so its rows are that count.
+        A count is a second reader of its stage, which makes DuckDB keep the stage's rows (texts, once rendered)
+        instead of streaming them into the final sort.
+        """
         final = self._sql(name, "final", True)
-        counts = ", ".join(f"(SELECT count(*) FROM {cte})" for _, cte in self._stages)
+        counted = self._stages[:-1] if rows else self._stages
+        counts = ", ".join(f"(SELECT count(*) FROM {cte})" for _, cte in counted)
         notes = ", ".join(f"'{key}': (SELECT list(_n) FROM (\n{sql}\n) AS _n)" for key, sql in self._notes) or "'_': NULL"
         side = f"(SELECT [{counts}]) AS {_COUNTS}, (SELECT {{{notes}}}) AS {_NOTES}"
         if not rows:
@@ -168,15 +174,20 @@ class Chain:
                 self.con.unregister(key)
 
     def finish(self, name: str) -> ChainResult:
-        """Run file ``name`` over the last stage and everything before it in one query.
+        """Run file ``name`` over the last stage and everything before it in one query. ``name`` orders the rows
+        (the ``finalize_*`` files); it must not drop any, since its row count stands for the last stage's.
 
         Raises:
             EmptyDataset: a stage left no rows (the message names it and lists the counts so far).
         """
         out = self._run(self.query(name))
-        side = out if out.num_rows else self._run(self.query(name, rows=False))
+        if out.num_rows:
+            side, counts = out, [*out[_COUNTS][0].as_py(), out.num_rows]
+        else:
+            side = self._run(self.query(name, rows=False))
+            counts = side[_COUNTS][0].as_py()
         log = StageLog(self.kind)
-        for (stage, _), n in zip(self._stages, side[_COUNTS][0].as_py()):
+        for (stage, _), n in zip(self._stages, counts):
             log.record(stage, n)
         found = side[_NOTES][0].as_py()
         table = out.drop_columns([_COUNTS, _NOTES])

@@ -1,35 +1,36 @@
 -- Decontamination: drop training rows whose prompt shares word n-grams ($ngram words, lower-cased,
 -- role prefixes stripped) with any evaluation prompt in _eval_texts, when the shared fraction of the
 -- prompt's distinct n-grams is > 0 and >= $threshold. A prompt shorter than $ngram words is one n-gram.
-WITH train AS (
+-- Training and evaluation texts go through the same tokenizer and n-gram CTEs, told apart by is_eval.
+WITH texts AS (
     SELECT DISTINCT
+        false AS is_eval,
         prompt_id,
         prompt_text AS text
     FROM _in
     WHERE split = 'train'
-),
-
-train_tokens AS (
+    UNION ALL
     SELECT
-        prompt_id,
-        list_filter(
-            regexp_split_to_array(lower(regexp_replace(text, '(^|\n)(system|user|assistant): ', ' ', 'g')), '[^a-z0-9]+'),
-            lambda t: t <> ''
-        ) AS toks
-    FROM train
-),
-
-eval_tokens AS (
-    SELECT
-        list_filter(
-            regexp_split_to_array(lower(regexp_replace(text, '(^|\n)(system|user|assistant): ', ' ', 'g')), '[^a-z0-9]+'),
-            lambda t: t <> ''
-        ) AS toks
+        true AS is_eval,
+        NULL AS prompt_id,
+        text
     FROM _eval_texts
 ),
 
-train_grams AS (
+tokens AS (
+    SELECT
+        is_eval,
+        prompt_id,
+        list_filter(
+            regexp_split_to_array(lower(regexp_replace(text, '(^|\n)(system|user|assistant): ', ' ', 'g')), '[^a-z0-9]+'),
+            lambda t: t <> ''
+        ) AS toks
+    FROM texts
+),
+
+grams AS (
     SELECT DISTINCT
+        is_eval,
         prompt_id,
         hash(unnest(
             CASE
@@ -37,18 +38,7 @@ train_grams AS (
                 ELSE list_transform(range(1, len(toks) - $ngram + 2), lambda i: array_to_string(toks[i:i + $ngram - 1], ' '))
             END
         )) AS g
-    FROM train_tokens
-),
-
-eval_grams AS (
-    SELECT DISTINCT
-        hash(unnest(
-            CASE
-                WHEN len(toks) < $ngram THEN [array_to_string(toks, ' ')]
-                ELSE list_transform(range(1, len(toks) - $ngram + 2), lambda i: array_to_string(toks[i:i + $ngram - 1], ' '))
-            END
-        )) AS g
-    FROM eval_tokens
+    FROM tokens
 ),
 
 overlap AS (
@@ -56,8 +46,9 @@ overlap AS (
         t.prompt_id,
         count(*) AS total,
         count(e.g) AS shared
-    FROM train_grams AS t
-    LEFT JOIN eval_grams AS e ON t.g = e.g
+    FROM grams AS t
+    LEFT JOIN grams AS e ON e.is_eval AND t.g = e.g
+    WHERE NOT t.is_eval
     GROUP BY t.prompt_id
 )
 

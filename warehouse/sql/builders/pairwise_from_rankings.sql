@@ -1,11 +1,6 @@
 -- Pairwise judgments from rankings (best first): all pairs, adjacent pairs, or best vs rest.
 WITH ranked AS (
-    SELECT r.*
-    FROM rankings AS r
-    WHERE
-        list_contains($sources, r.source)
-        AND (len($rounds) = 0 OR list_contains($rounds, r.round_id))
-        AND len(r.response_ids) >= 2
+    -- include: _rankings_allowed
 ),
 
 first_pos AS (
@@ -13,6 +8,7 @@ first_pos AS (
         ranked.*,
         unnest(range(1, len(ranked.response_ids) + 1)) AS i
     FROM ranked
+    WHERE len(ranked.response_ids) >= 2
 ),
 
 pairs AS (

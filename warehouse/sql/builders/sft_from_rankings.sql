@@ -1,20 +1,20 @@
 -- SFT rows from rankings: the top $per_prompt responses of each ranking (scores where the ranking has them).
+-- With $prefer_human only the highest source tier's rankings of a prompt are kept.
 WITH allowed AS (
-    SELECT
-        r.*,
-        CASE r.source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
-    FROM rankings AS r
-    WHERE
-        list_contains($sources, r.source)
-        AND (len($rounds) = 0 OR list_contains($rounds, r.round_id))
-    QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY r.prompt_id)
+    -- include: _rankings_allowed
+),
+
+kept AS (
+    SELECT *
+    FROM allowed
+    QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY prompt_id)
 ),
 
 top AS (
     SELECT
-        allowed.*,
-        unnest(range(1, least(len(allowed.response_ids), $per_prompt) + 1)) AS pos
-    FROM allowed
+        kept.*,
+        unnest(range(1, least(len(kept.response_ids), $per_prompt) + 1)) AS pos
+    FROM kept
 )
 
 SELECT

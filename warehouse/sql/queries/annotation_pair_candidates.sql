@@ -3,30 +3,8 @@
 -- AI comparisons may show the pair in either order; winners and prob_a are mapped to this pair's order.
 -- inconsistent: some AI judge changed its verdict when the two responses swapped positions.
 -- disagreement: different AI judges gave different (valid) winners.
-WITH ranked AS (
-    SELECT
-        r.id,
-        r.prompt_id,
-        r.text,
-        p.text AS question,
-        row_number() OVER (PARTITION BY r.prompt_id ORDER BY r.sample_index, r.id) AS k
-    FROM responses AS r
-    INNER JOIN prompts AS p ON r.prompt_id = p.id
-    WHERE r.round_id = $round_id AND list_contains($origins, r.origin)
-),
-
-pairs AS (
-    SELECT
-        a.prompt_id,
-        a.question,
-        a.id AS a_id,
-        a.text AS a_text,
-        b.id AS b_id,
-        b.text AS b_text,
-        a.k AS ka,
-        b.k AS kb
-    FROM ranked AS a
-    INNER JOIN ranked AS b ON a.prompt_id = b.prompt_id AND a.k < b.k
+WITH pairs AS (
+    -- include: _response_pairs
 ),
 
 ai AS (
