@@ -23,6 +23,7 @@ from pipelines.judges.calls import CallPolicy
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.pairwise import PairwiseJudge, resolve, to_response
 from pipelines.judges.parsing import parse_pairwise
+from pipelines.models import model_uri
 
 
 def load_pairs(n: int) -> list[PairItem]:
@@ -75,7 +76,7 @@ def main() -> None:
     t_naive = time.perf_counter() - t0
 
     n = len(pairs)
-    print(f"pairs: {n} (both orders each), model {backend.name}, max_chars {args.max_chars}, batch {args.batch_size}")
+    print(f"pairs: {n} (both orders each), model {model_uri(backend.name)}, max_chars {args.max_chars}, batch {args.batch_size}")
     print(f"batched log-probs : {n / t_fast:8.2f} pairs/s ({t_fast:.1f} s); winners "
           f"{ {w: sum(r.winner == w for r in fast) for w in ('a', 'b', 'tie', 'invalid')} }")
     print(f"naive generate    : {n / t_naive:8.2f} pairs/s ({t_naive:.1f} s); winners "

@@ -85,6 +85,40 @@ def test_next_token_logprobs_match_a_full_forward(tiny_backend):
     assert all(v is not None and v < 0 for s in scores for v in s.logprobs.values())
 
 
+def test_shared_head_is_cached_once_and_scores_match_full_forwards(tiny_backend, monkeypatch):
+    """Judge prompts share their head: it runs once, each batch reuses its cache, and every score equals an
+    unpadded full forward of that conversation alone (rows of different lengths, several batches)."""
+    import torch
+
+    from pipelines.backends import transformers_backend as tb
+
+    head = "the quick brown fox jumps over the lazy dog. name three colors: red, green, blue. "
+    convs = [user(head + tail) for tail in ("hello", "what is two plus two today", "0123", "write a short poem",
+                                             "hello there, how are you?")]
+    cands = ["the", "red", "0"]
+    calls = []
+    real = tiny_backend.model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs["input_ids"].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_backend.model, "forward", counting)
+    shared = tiny_backend.next_token_logprobs(convs, cands)  # max_batch_size 4: two batches after the head
+    head_len = tb.shared_prefix([tiny_backend.encode(c) for c in convs])
+    assert head_len >= tb.MIN_SHARED_PREFIX
+    assert calls[0] == (1, head_len) and all(shape[1] < head_len for shape in calls[1:]) and len(calls) == 3
+    monkeypatch.setattr(tb, "MIN_SHARED_PREFIX", 10_000)  # no head caching
+    plain = tiny_backend.next_token_logprobs(convs, cands)
+    with torch.inference_mode():
+        for conv, s, p in zip(convs, shared, plain):
+            logp = torch.log_softmax(real(torch.tensor([tiny_backend.encode(conv)])).logits[0, -1].float(), -1)
+            for cand in cands:
+                tok = tiny_backend.tokenizer(cand, add_special_tokens=False)["input_ids"][0]
+                assert s.logprobs[cand] == pytest.approx(float(logp[tok]), abs=1e-4)
+                assert p.logprobs[cand] == pytest.approx(float(logp[tok]), abs=1e-4)
+
+
 def test_options_validate_and_unknown_model_is_one_line(tmp_path):
     with pytest.raises(ValueError, match="max_batch_size"):
         TransformersOptions(max_batch_size=0)

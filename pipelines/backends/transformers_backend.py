@@ -231,7 +231,11 @@ class TransformersBackend:
     # -- scoring -------------------------------------------------------------------------------------------------
 
     def next_token_logprobs(self, conversations: list[Conversation], candidates: list[str]) -> list[TokenScores]:
-        """Log-probability of each candidate's first token as the assistant's first token (one forward pass)."""
+        """Log-probability of each candidate's first token as the assistant's first token (one forward pass).
+
+        Judge prompts share a long head (chat template and instructions). The tokens every conversation starts
+        with are run once and their KV cache is reused by every batch; each row then runs only its own tail.
+        """
         import torch
 
         first: dict[str, int | None] = {}
@@ -243,14 +247,60 @@ class TransformersBackend:
         order = sorted((i for i, f in enumerate(fitted) if f is not None), key=lambda i: -len(fitted[i]))
         scores: list[TokenScores] = [TokenScores({c: None for c in candidates}, available=False)
                                      for _ in conversations]
+        head = shared_prefix([fitted[i] for i in order]) if len(order) > 1 else 0  # type: ignore[misc]
+        head = head if head >= MIN_SHARED_PREFIX else 0
         size = self.options.max_batch_size
         with torch.inference_mode():
+            head_cache = self._prefill([fitted[order[0]][:head]]) if head else None  # type: ignore[index]
             for start in range(0, len(order), size):
                 chunk = order[start:start + size]
-                ids, mask, pos = self._batch_inputs([fitted[i] for i in chunk])  # type: ignore[misc]
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                                    logits_to_keep=1).logits[:, -1, :]
+                logits = self._last_logits([fitted[i][head:] for i in chunk], head, head_cache)  # type: ignore[index]
                 logp = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
                 for j, i in enumerate(chunk):
                     scores[i] = TokenScores({c: None if t is None else float(logp[j, t]) for c, t in first.items()})
         return scores
+
+    def _prefill(self, seqs: list[list[int]]) -> Any:
+        """KV cache of ``seqs`` (one row: the shared head)."""
+        from transformers import DynamicCache
+
+        ids, mask, pos = self._batch_inputs(seqs)
+        cache = DynamicCache(config=self.model.config)
+        self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                   **{self._cache_kw: cache})
+        return cache
+
+    def _last_logits(self, tails: list[list[int]], head: int, head_cache: Any) -> Any:
+        """(b, V) next-token logits after ``head`` cached tokens (0: none) followed by each row's tail.
+
+        Tails are left-padded after the head: the mask has a hole between head and tail, positions stay
+        contiguous over the real tokens, so each row sees exactly its own tokens.
+        """
+        import copy
+
+        import torch
+
+        ids, mask, pos = self._batch_inputs(tails)
+        kwargs: dict[str, Any] = {}
+        if head:
+            cache = copy.deepcopy(head_cache)
+            cache.batch_repeat_interleave(len(tails))
+            mask = torch.cat([mask.new_ones((len(tails), head)), mask], dim=1)
+            pos = pos + head
+            kwargs = {self._cache_kw: cache, "use_cache": True}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
+                          **kwargs).logits[:, -1, :]
+
+
+MIN_SHARED_PREFIX = 16
+"""Shortest common head (tokens) worth caching once for a scoring call."""
+
+
+def shared_prefix(seqs: list[list[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own to score from."""
+    n = min(len(s) for s in seqs) - 1
+    for k in range(max(n, 0)):
+        t = seqs[0][k]
+        if any(s[k] != t for s in seqs):
+            return k
+    return max(n, 0)
