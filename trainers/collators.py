@@ -1,5 +1,9 @@
 """Collators: typed features -> padded tensors. Pairs and lists go through the model in ONE forward pass.
 
+Policy training on pairs uses :class:`PackedPairCollator` (prompt shared by chosen and rejected, no padding between
+pairs); :class:`PairCollator` (one padded row per sequence) feeds the reward model, which reads each sequence's last
+token.
+
 Reference log-probs (precomputed, see :mod:`trainers.reference`) are looked up by row index, so a batch carries
 them without a reference model in memory. Every batch carries ``rows`` (B,) so a failing step can name its examples.
 """
@@ -12,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from trainers.packing import pack_pairs
 from trainers.tokenize import IGNORE_INDEX, Encoded, ListFeature, PairFeature, SeqFeature, UnpairedFeature
 
 
@@ -48,6 +53,26 @@ class PairCollator:
     def __call__(self, feats: list[PairFeature]) -> dict[str, torch.Tensor]:
         rows = [f.row for f in feats]
         batch = pad([f.chosen for f in feats] + [f.rejected for f in feats], self.pad_id)
+        batch["rows"] = torch.tensor(rows)
+        batch["margin"] = torch.tensor([f.margin for f in feats], dtype=torch.float32)
+        if (r := _ref(self.ref, rows)) is not None:
+            batch["ref"] = r
+        return batch
+
+
+@dataclass
+class PackedPairCollator:
+    """Pairs -> shared-prompt packed rows (:func:`trainers.packing.pack_pairs`): each pair is one
+    ``prompt | chosen | rejected`` stretch of a row, so the prompt runs once and rows carry no padding between pairs.
+    Sequences keep :class:`PairCollator`'s order (chosen 0..B-1, rejected B..2B-1); ``ref`` (B, 2); ``margin`` (B,)."""
+
+    pad_id: int
+    ref: np.ndarray | None = None
+
+    def __call__(self, feats: list[PairFeature]) -> dict[str, torch.Tensor]:
+        rows = [f.row for f in feats]
+        batch = pack_pairs([(f.chosen.input_ids, f.chosen.labels, f.rejected.input_ids, f.rejected.labels)
+                            for f in feats], self.pad_id)
         batch["rows"] = torch.tensor(rows)
         batch["margin"] = torch.tensor([f.margin for f in feats], dtype=torch.float32)
         if (r := _ref(self.ref, rows)) is not None:

@@ -73,7 +73,7 @@ def _policy(cls: type) -> Callable[[Any], Any]:
     return build
 
 
-_PAIRS = Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PairCollator,
+_PAIRS = Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PackedPairCollator,
                 _policy(objectives.PairwiseObjective), "policy")
 _UNPAIRED = Layout(lambda e, rows, cfg: tk.encode_unpaired(e, rows), collators.UnpairedCollator,
                    _policy(objectives.UnpairedObjective), "policy")

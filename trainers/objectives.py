@@ -23,6 +23,7 @@ from trainers.losses import (
     prm_step_loss,
     running_mean_update,
 )
+from trainers.packing import batch_logprobs
 
 Tensor = torch.Tensor
 Metrics = dict[str, Tensor]
@@ -66,13 +67,14 @@ class PolicyLoss:
 
 @dataclass
 class PairwiseObjective:
-    """Any pairwise loss; chosen and rejected in one forward pass of 2B sequences."""
+    """Any pairwise loss; chosen and rejected in one forward pass of 2B sequences (packed with their shared prompt
+    by :class:`trainers.collators.PackedPairCollator`, or padded rows from :class:`~trainers.collators.PairCollator`)."""
 
     loss: PolicyLoss
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         b = batch["rows"].shape[0]
-        logps, lengths = forward_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        logps, lengths = batch_logprobs(model, batch)
         ref = batch.get("ref")
         ref_c, ref_r = (None, None) if ref is None else (ref[:, 0].to(logps), ref[:, 1].to(logps))
         out = self.loss(logps[:b], logps[b:], ref_c, ref_r, len_chosen=lengths[:b], len_rejected=lengths[b:])

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from trainers.logprobs import forward_logprobs
+from trainers.packing import batch_logprobs
 from warehouse.ids import content_id
 
 KIND = "reference_logps"
@@ -74,8 +74,7 @@ def compute_logps(model: torch.nn.Module, features: Sequence[Any], collate: Call
     for start in range(0, len(features), batch_size):
         batch = collate(list(features[start:start + batch_size]))
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            logps, _ = forward_logprobs(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                        batch["labels"].to(device))
+            logps, _ = batch_logprobs(model, {k: v.to(device) for k, v in batch.items()})
         rows.append(_matrix(batch, logps.double().cpu()).numpy())
     width = max((r.shape[1] for r in rows), default=0)
     padded = [np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=np.nan) for r in rows]
