@@ -2,20 +2,25 @@
 
 Builds pairwise (comparisons: consistency, aggregation, human-over-AI, ties), binary (the pairs split) and
 listwise (ratings, k=4) with the platform's DuckDB builders and with a pandas implementation of the same rules,
-checks both give the same rows, and prints times. Then the DuckDB time at 100k and 1M comparisons (10M with
-``--full``). Decontamination is off in both (it is a separate cost that depends on the evaluation set).
+checks both give the same rows, and prints the best of ``--repeat`` times for each. Then the DuckDB time at 100k
+and 1M comparisons (10M with ``--full``; pandas is left out there, its frames alone would not fit in memory).
+Decontamination is off in both (it is a separate cost that depends on the evaluation set). The load average is
+printed before and after: the machine may be shared.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,9 +45,9 @@ def synthetic(n: int, seed: int = 0) -> dict[str, pa.Table]:
                                                 range(n_prompts)],
                         "text": np.char.add("user: question ", np.arange(n_prompts).astype(str)),
                         "norm_hash": np.char.add("h", np.arange(n_prompts).astype(str)), "source": ["bench"] * n_prompts, "split": np.where(rng.random(n_prompts) < 0.1, "test", "train")})
+    texts = pc.utf8_rtrim_whitespace(pc.binary_repeat("word ", pa.array(words)))  # "word word ...", w words
     responses = pa.table({"id": rid, "prompt_id": np.repeat(pid, RESPONSES_PER_PROMPT), "model_id": ["m"] * len(rid),
-                          "round_id": ["r1"] * len(rid), "text": [("word " * w).strip() for w in words],
-                          "origin": ["policy"] * len(rid)})
+                          "round_id": ["r1"] * len(rid), "text": texts, "origin": ["policy"] * len(rid)})
     prompt_of = rng.integers(0, n_prompts, n)
     i = rng.integers(0, RESPONSES_PER_PROMPT, n)
     j = (i + rng.integers(1, RESPONSES_PER_PROMPT, n)) % RESPONSES_PER_PROMPT
@@ -122,9 +127,13 @@ def pandas_listwise(d: dict[str, pd.DataFrame], k: int = 4) -> pd.DataFrame:
 PANDAS = {"pairwise": pandas_pairwise, "binary": pandas_binary, "listwise": pandas_listwise}
 
 
-def load(n: int):
+def load(n: int, memory_limit: str | None = None, folder: str | None = None):
+    """A warehouse holding ``synthetic(n)``: in memory, or in a file in ``folder`` (as the platform keeps it)."""
     data = synthetic(n)
-    con = db.open_connection(":memory:")
+    con = db.open_connection(os.path.join(folder, f"bench-{n}.duckdb") if folder else ":memory:")
+    if memory_limit:  # past the limit DuckDB spills to a temporary folder instead of failing
+        con.execute("SET memory_limit = $limit", {"limit": memory_limit})
+        con.execute("SET temp_directory = $dir", {"dir": os.path.join(tempfile.gettempdir(), "alignloop-bench")})
     t0 = time.perf_counter()
     db.ensure_round(con, "r1")
     for table, t in data.items():
@@ -132,43 +141,65 @@ def load(n: int):
     return con, data, time.perf_counter() - t0
 
 
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
+def timed(fn, repeat: int = 1, cpu: bool = False):
+    """The last result and the best wall time of ``repeat`` calls (and their best CPU time, all threads)."""
+    best, best_cpu = float("inf"), float("inf")
+    for _ in range(repeat):
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
+    return (out, best, best_cpu) if cpu else (out, best)
 
 
-def compare(n: int) -> None:
-    con, data, t_ingest = load(n)
+def load_average() -> str:
+    return " / ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def compare(n: int, repeat: int, memory_limit: str | None = None) -> None:
+    con, data, t_ingest = load(n, memory_limit)
     frames = {k: v.to_pandas() for k, v in data.items()}
     frames["texts"] = frames["responses"].set_index("id")["text"]
     print(f"\n{n:,} comparisons ({len(frames['prompts']):,} prompts, {len(frames['responses']):,} responses); "
-          f"ingest {t_ingest:.1f} s")
-    print(f"{'dataset':<10}{'rows':>10}{'duckdb s':>10}{'pandas s':>10}{'ratio':>8}")
+          f"ingest {t_ingest:.1f} s; best of {repeat}")
+    print("wall seconds (CPU seconds, all threads, in brackets)")
+    print(f"{'dataset':<10}{'rows':>10}{'duckdb s':>16}{'pandas s':>16}{'ratio':>8}")
     for name, (kind, opts) in SPECS.items():
-        res, t_duck = timed(lambda kind=kind, opts=opts: build(con, parse_options(kind, opts)))
-        ref, t_pd = timed(lambda name=name: PANDAS[name](frames))
+        res, t_duck, c_duck = timed(lambda kind=kind, opts=opts: build(con, parse_options(kind, opts)), repeat, True)
+        ref, t_pd, c_pd = timed(lambda name=name: PANDAS[name](frames), repeat, True)
         assert res.table.num_rows == len(ref), (name, res.table.num_rows, len(ref))
-        print(f"{name:<10}{res.table.num_rows:>10,}{t_duck:>10.2f}{t_pd:>10.2f}{t_pd / t_duck:>7.1f}x")
+        print(f"{name:<10}{res.table.num_rows:>10,}{t_duck:>8.2f} ({c_duck:5.2f}){t_pd:>8.2f} ({c_pd:5.2f})"
+              f"{t_pd / t_duck:>7.1f}x", flush=True)
     con.close()
 
 
-def scaling(sizes: list[int]) -> None:
-    print(f"\nDuckDB build time by size\n{'comparisons':>12}" + "".join(f"{k:>10}" for k in SPECS))
+def scaling(sizes: list[int], repeat: int, memory_limit: str | None = None, in_file: bool = False) -> None:
+    where = "a warehouse file" if in_file else "an in-memory warehouse"
+    print(f"\nDuckDB build time by size, {where} (best of {repeat})\n{'comparisons':>12}"
+          + "".join(f"{k:>10}" for k in SPECS))
     for n in sizes:
-        con, _, _ = load(n)
-        times = [timed(lambda c=con, k=kind, o=opts: build(c, parse_options(k, o)))[1] for kind, opts in SPECS.values()]
-        print(f"{n:>12,}" + "".join(f"{t:>9.2f}s" for t in times))
-        con.close()
+        with tempfile.TemporaryDirectory(prefix="alignloop-bench-") as folder:
+            con, _, _ = load(n, memory_limit, folder if in_file else None)
+            times = [timed(lambda c=con, k=kind, o=opts: build(c, parse_options(k, o)), repeat)[1]
+                     for kind, opts in SPECS.values()]
+            print(f"{n:>12,}" + "".join(f"{t:>9.2f}s" for t in times), flush=True)
+            con.close()
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1_000_000, help="comparisons for the DuckDB vs pandas run")
-    ap.add_argument("--full", action="store_true", help="also time 10M comparisons (memory heavy)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each build; the best time counts")
+    ap.add_argument("--full", action="store_true", help="also time 10M comparisons (DuckDB only; memory heavy)")
+    ap.add_argument("--sizes-only", action="store_true", help="skip the DuckDB vs pandas run")
+    ap.add_argument("--memory-limit", help="DuckDB memory limit, e.g. 12GB (default: DuckDB's, 80%% of RAM)")
+    ap.add_argument("--file", action="store_true", help="time the sizes on a warehouse file (at 10M the tables "
+                    "alone fill much of the memory an in-memory warehouse may use)")
     args = ap.parse_args()
-    compare(args.n)
-    scaling([100_000, 1_000_000] + ([10_000_000] if args.full else []))
+    print(f"load average (1/5/15 min) at start: {load_average()}")
+    if not args.sizes_only:
+        compare(args.n, args.repeat, args.memory_limit)
+    scaling([100_000, 1_000_000] + ([10_000_000] if args.full else []), args.repeat, args.memory_limit, args.file)
+    print(f"\nload average (1/5/15 min) at end: {load_average()}")
 
 
 if __name__ == "__main__":
