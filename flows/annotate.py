@@ -144,7 +144,8 @@ def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
     return summary.as_dict()
 
 
-def _project_id(client: LabelStudioClient, round_id: str, kind: str) -> int:
+def round_project_id(client: LabelStudioClient, round_id: str, kind: str) -> int:
+    """The Label Studio project of a round and feedback kind (created on first use)."""
     title = push.project_title(round_id, kind)
     return client.get_or_create_project(title, configs.config_for(kind)).id
 
@@ -161,7 +162,7 @@ def wait_for_annotations(params: WaitParams) -> Any:
     from prefect.flow_runs import pause_flow_run, suspend_flow_run
 
     client = label_studio(params)
-    project_id = _project_id(client, params.round, params.kind)
+    project_id = round_project_id(client, params.round, params.kind)
     progress = count_done(client, project_id)
     if waiting.quota_met(progress.done, params.quota):
         return {"status": "quota_met", "project_id": project_id, "done": progress.done, "total": progress.total}
@@ -240,7 +241,7 @@ def check_annotation_quota(params: CheckQuotaParams) -> dict[str, Any]:
     A waiting run that is no longer paused gives ``resumed`` False (and a warning), not a failed check.
     """
     client = label_studio(params)
-    project_id = _project_id(client, params.round, params.kind)
+    project_id = round_project_id(client, params.round, params.kind)
     progress = count_done(client, project_id)
     resumed = (waiting.quota_met(progress.done, params.quota)
                and resume_waiting_run(params.flow_run_id, progress.done, project_id))

@@ -22,11 +22,11 @@ from flows.annotate import (
     AnnotatePullParams,
     AnnotatePushParams,
     QuotaReached,
-    _project_id,
     annotate_pull,
     annotate_push,
     count_done,
     label_studio,
+    round_project_id,
 )
 from flows.build_dataset import BuildDatasetParams, build_dataset
 from flows.evaluate import EvaluateParams, evaluate
@@ -220,7 +220,7 @@ def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
         kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
         strategy="random" if params.feedback == "human" else "inconsistent", **ls))
     client = label_studio(AnnotatePullParams(**ls))
-    project_id = _project_id(client, params.round, "pairwise")
+    project_id = round_project_id(client, params.round, "pairwise")
     progress = count_done(client, project_id)
     if not progress.total:
         raise AlignloopError(f"round {params.round}: no pairs to send to Label Studio (samples identical?)")
