@@ -32,13 +32,17 @@ def _round_cmd(tmp: Path) -> list[str]:
     return [sys.executable, "-c", code]
 
 
-def _count(path: Path, sql: str) -> int | None:
+def _counts(path: Path) -> dict[str, int] | None:
+    """Row counts of the tables the kill checks, read in one connection; None while the round holds the lock."""
     try:
         con = duckdb.connect(str(path), read_only=True)
     except duckdb.Error:  # the round holds the write lock right now
         return None
     try:
-        return con.execute(sql).fetchall()[0][0]
+        return {table: con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+                for table in ("responses", "ratings", "datasets")}
+    except duckdb.Error:  # tables not created yet
+        return None
     finally:
         con.close()
 
@@ -55,9 +59,9 @@ def killed_and_resumed(tmp_path_factory):
     before: dict[str, int] = {}
     try:
         while time.monotonic() < deadline and proc.poll() is None:  # kill once the dataset is built (training)
-            if _count(tmp / "w.duckdb", "SELECT count(*) FROM datasets"):
-                for table in ("responses", "ratings", "datasets"):
-                    before[table] = _count(tmp / "w.duckdb", f"SELECT count(*) FROM {table}") or 0
+            counts = _counts(tmp / "w.duckdb")
+            if counts and counts["datasets"]:
+                before = counts  # one snapshot: a second connection could meet the round's lock
                 os.killpg(proc.pid, signal.SIGKILL)
                 break
             time.sleep(1)
