@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ def count_done(client: LabelStudioClient, project_id: int) -> Progress:
 def quota_met(done: int, quota: int) -> bool:
     """True when ``done`` reaches ``quota`` (a quota of 0 or less is met at once)."""
     return done >= quota
+
+
+def poll_until_quota(client: LabelStudioClient, project_id: int, quota: int, timeout_s: float, interval_s: float,
+                     done: int = 0) -> int:
+    """Poll the project every ``interval_s`` until ``quota`` tasks are annotated or ``timeout_s`` has passed;
+    the last count (below ``quota`` on timeout). ``done`` is the count already known (no first poll)."""
+    deadline = time.monotonic() + timeout_s
+    while not quota_met(done, quota) and time.monotonic() < deadline:
+        time.sleep(min(interval_s, max(deadline - time.monotonic(), 0)))
+        done = count_done(client, project_id).done
+    return done
 
 
 def _project_of(body: dict[str, Any]) -> int | None:

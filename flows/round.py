@@ -18,9 +18,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from annotation import waiting
 from flows.annotate import (
     AnnotatePullParams,
     AnnotatePushParams,
+    LabelStudioParams,
     QuotaReached,
     annotate_pull,
     annotate_push,
@@ -214,12 +216,13 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
     """Send the round's pairs to Label Studio (no task twice), wait for the quota as ``human_wait`` says, and pull
     the annotations. ``status`` is "labelled" when the quota was met and the labels are in the warehouse."""
-    ls = {"label_studio_url": params.label_studio_url, "token_secret": params.label_studio_token_secret,
-          "db": params.path()}
+    where = LabelStudioParams(label_studio_url=params.label_studio_url, token_secret=params.label_studio_token_secret,
+                              db=params.path())
+    ls = where.model_dump()
     pushed = timed("push", annotate_push, AnnotatePushParams(
         kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
         strategy="random" if params.feedback == "human" else "inconsistent", **ls))
-    client = label_studio(AnnotatePullParams(**ls))
+    client = label_studio(where)
     project_id = round_project_id(client, params.round, "pairwise")
     progress = count_done(client, project_id)
     if not progress.total:
@@ -257,11 +260,7 @@ def _wait_for_quota(params: RoundParams, client: Any, project_id: int, quota: in
         # stored, and this call returns the resumer's input.
         suspend_flow_run(wait_for_input=QuotaReached, timeout=params.human_timeout_s, key="annotation-quota")
         return count_done(client, project_id).done
-    deadline = time.monotonic() + params.human_timeout_s
-    while done < quota and time.monotonic() < deadline:
-        time.sleep(min(params.poll_interval_s, max(deadline - time.monotonic(), 0)))
-        done = count_done(client, project_id).done
-    return done
+    return waiting.poll_until_quota(client, project_id, quota, params.human_timeout_s, params.poll_interval_s, done)
 
 
 def _verifier_aspect(name: str) -> str:

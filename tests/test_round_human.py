@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-import flows.round
+from annotation import waiting
 from annotation.client import connect
 from flows.round import round_flow
 from tests.fixtures_round import PROMPTS, annotate_all, human_round_params, scalar, seed_human_round
@@ -56,7 +56,7 @@ def test_polling_round_times_out_cleanly_then_resumes_when_annotators_finish(set
 
     client = connect(ls.url, ls.token)
     annotated: list[int] = []
-    real_count = flows.round.count_done
+    real_count = waiting.count_done
 
     def count_done(*args, **kwargs):  # the round's polls; annotators finish between the first and second poll
         if len(annotated) == 0 and getattr(count_done, "calls", 0) == 1:
@@ -65,7 +65,7 @@ def test_polling_round_times_out_cleanly_then_resumes_when_annotators_finish(set
         count_done.calls = getattr(count_done, "calls", 0) + 1
         return real_count(*args, **kwargs)
 
-    monkeypatch.setattr(flows.round, "count_done", count_done)
+    monkeypatch.setattr(waiting, "count_done", count_done)
     done = round_flow(human_round_params(tmp, policy, "h2", human_wait="poll", human_timeout_s=120))
     assert annotated == [PROMPTS]
     assert done["feedback"]["human"]["status"] == "labelled"

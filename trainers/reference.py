@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -20,20 +19,9 @@ import torch
 
 from trainers.packing import batch_logprobs
 from warehouse.ids import content_id
+from warehouse.records import Artifact
 
 KIND = "reference_logps"
-
-
-@dataclass(frozen=True, slots=True)
-class Artifact:
-    """A row of the ``artifacts`` table (works with ``warehouse.records.to_arrow`` / ``db.ingest``)."""
-
-    table: ClassVar[str] = "artifacts"
-    json_fields: ClassVar[tuple[str, ...]] = ("inputs",)
-    id: str
-    kind: str
-    path: str
-    inputs: dict[str, Any]
 
 
 def cache_root() -> Path:

@@ -22,11 +22,11 @@ from trainers.evaluate import evaluate_split
 from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
 from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
-from trainers.reference import Artifact, cached_reference, compute_logps, reference_inputs
+from trainers.reference import cached_reference, compute_logps, reference_inputs
 from trainers.snapshot import Snapshot, load_snapshot_dir
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
-from warehouse.records import Evaluation, Metric, Model, TrainingRun
+from warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
 
 Progress = Callable[[int, int, dict[str, float]], None]
 

@@ -293,6 +293,17 @@ class Evaluation:
         return cls(eid, kind, target, metric, value, round_id, details)
 
 
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    """A file the platform derived and caches (e.g. reference log-probs), keyed by the hash of its inputs."""
+
+    table: ClassVar[str] = "artifacts"
+    json_fields: ClassVar[tuple[str, ...]] = ("inputs",)
+    id: str
+    kind: str
+    path: str
+    inputs: dict[str, Any]
+
 def to_arrow(rows: list[Any]) -> pa.Table:
     """Records of one type -> an Arrow table whose column names match the warehouse table."""
     if not rows:

@@ -3,7 +3,7 @@
 WITH allowed AS (
     SELECT
         c.*,
-        CASE c.source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
+        -- include: _source_tier
     FROM corrections AS c
     WHERE
         list_contains($sources, c.source)

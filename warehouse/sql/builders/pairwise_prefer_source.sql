@@ -3,7 +3,7 @@
 WITH tiered AS (
     SELECT
         *,
-        CASE source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
+        -- include: _source_tier
     FROM _in
 ),
 

@@ -4,7 +4,7 @@
 WITH allowed AS (
     SELECT
         r.*,
-        CASE r.source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
+        -- include: _source_tier
     FROM ratings AS r
     WHERE
         r.score IS NOT NULL

@@ -7,7 +7,7 @@
 WITH allowed AS (
     SELECT
         s.*,
-        CASE s.source WHEN 'human' THEN 0 WHEN 'rule' THEN 1 WHEN 'ai' THEN 2 ELSE 3 END AS tier
+        -- include: _source_tier
     FROM step_labels AS s
     WHERE
         list_contains($sources, s.source)
