@@ -85,10 +85,35 @@ def test_next_token_logprobs_match_a_full_forward(tiny_backend):
     assert all(v is not None and v < 0 for s in scores for v in s.logprobs.values())
 
 
+def count_forwards(backend, monkeypatch) -> list[tuple[int, ...]]:
+    """Record the input shape of every forward the backend's model runs from now on."""
+    calls: list[tuple[int, ...]] = []
+    real = backend.model.forward
+
+    def counting(*args, **kwargs):
+        calls.append(tuple(kwargs["input_ids"].shape))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(backend.model, "forward", counting)
+    return calls
+
+
+def assert_full_forward_scores(backend, forward, convs, cands, *results) -> None:
+    """Every result's scores equal an unpadded full forward of that conversation alone."""
+    import torch
+
+    with torch.inference_mode():
+        for k, conv in enumerate(convs):
+            logp = torch.log_softmax(forward(torch.tensor([backend.encode(conv)])).logits[0, -1].float(), -1)
+            for cand in cands:
+                tok = backend.tokenizer(cand, add_special_tokens=False)["input_ids"][0]
+                for scores in results:
+                    assert scores[k].logprobs[cand] == pytest.approx(float(logp[tok]), abs=1e-4)
+
+
 def test_shared_head_is_cached_once_and_scores_match_full_forwards(tiny_backend, monkeypatch):
     """Judge prompts share their head: it runs once, each batch reuses its cache, and every score equals an
     unpadded full forward of that conversation alone (rows of different lengths, several batches)."""
-    import torch
 
     from pipelines.backends import transformers_backend as tb
 
@@ -96,27 +121,66 @@ def test_shared_head_is_cached_once_and_scores_match_full_forwards(tiny_backend,
     convs = [user(head + tail) for tail in ("hello", "what is two plus two today", "0123", "write a short poem",
                                              "hello there, how are you?")]
     cands = ["the", "red", "0"]
-    calls = []
-    real = tiny_backend.model.forward
-
-    def counting(*args, **kwargs):
-        calls.append(kwargs["input_ids"].shape)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tiny_backend.model, "forward", counting)
+    real, calls = tiny_backend.model.forward, count_forwards(tiny_backend, monkeypatch)
     shared = tiny_backend.next_token_logprobs(convs, cands)  # max_batch_size 4: two batches after the head
     head_len = tb.shared_prefix([tiny_backend.encode(c) for c in convs])
     assert head_len >= tb.MIN_SHARED_PREFIX
     assert calls[0] == (1, head_len) and all(shape[1] < head_len for shape in calls[1:]) and len(calls) == 3
     monkeypatch.setattr(tb, "MIN_SHARED_PREFIX", 10_000)  # no head caching
     plain = tiny_backend.next_token_logprobs(convs, cands)
-    with torch.inference_mode():
-        for conv, s, p in zip(convs, shared, plain):
-            logp = torch.log_softmax(real(torch.tensor([tiny_backend.encode(conv)])).logits[0, -1].float(), -1)
-            for cand in cands:
-                tok = tiny_backend.tokenizer(cand, add_special_tokens=False)["input_ids"][0]
-                assert s.logprobs[cand] == pytest.approx(float(logp[tok]), abs=1e-4)
-                assert p.logprobs[cand] == pytest.approx(float(logp[tok]), abs=1e-4)
+    assert_full_forward_scores(tiny_backend, real, convs, cands, shared, plain)
+
+
+
+def test_prefix_groups_share_what_neighbours_share_and_never_lose_a_row():
+    from pipelines.backends.transformers_backend import _batches, prefix_groups
+
+    q1, q2 = list(range(100, 120)), list(range(200, 230))
+    tails = {0: q1 + [1, 2], 1: q2 + [7], 2: q1 + [3], 3: [5, 6, 7], 4: q2 + [8, 9], 5: q1}
+    groups = prefix_groups(tails, minimum=16, limit=4)
+    # q1's three rows share 19 tokens (row 5 is q1 alone and keeps its last token); q2's two share 30.
+    assert sorted((n, sorted(rows)) for n, rows in groups) == [(0, [3]), (19, [0, 2, 5]), (30, [1, 4])]
+    capped = prefix_groups(tails, minimum=16, limit=2)
+    assert max(len(r) for _, r in capped) == 2 and sorted(i for _, r in capped for i in r) == sorted(tails)
+    assert prefix_groups(tails, minimum=64, limit=4) == [(0, [i]) for i in sorted(tails, key=lambda i: tails[i])]
+    # A long shared prefix is not traded for a short one: the third row would save less than it costs.
+    q3 = list(range(300, 340))
+    lopsided = {0: q3 + [1], 1: q3 + [2], 2: q3[:16] + [999]}  # 16 x 2 saved < 40 x 1
+    assert sorted((n, sorted(r)) for n, r in prefix_groups(lopsided, 16, 8)) == [(0, [2]), (40, [0, 1])]
+    lopsided[2] = q3[:21] + [999]  # 21 x 2 > 40: all three share 21
+    assert prefix_groups(lopsided, 16, 8) == [(21, [0, 1, 2])]
+    batches = _batches(groups, tails, limit=4)
+    assert sorted(i for b in batches for _, rows in b for i in rows) == sorted(tails)
+    assert all(sum(len(r) for _, r in b) <= 4 and len({n == 0 for n, _ in b}) == 1 for b in batches)
+
+
+def test_both_orders_of_a_pair_share_their_question_and_scores_match_full_forwards(tiny_backend, monkeypatch):
+    """Two-stage scoring: the global head once, each pair's common part once per pair, then each row's rest;
+    every score equals an unpadded full forward of that conversation alone."""
+
+    from pipelines.backends import transformers_backend as tb
+
+    head = "judge which answer is better. be fair and brief, and say only A or B. "
+    questions = ("why is the sky blue when the sun is white and bright at noon in summer",
+                 "what is two plus two, and why does it matter in the long run for kids",
+                 "name three colors and say which one you like the most today")
+    answers = (("because of scattering", "it is not"), ("four", "five or so, maybe six"), ("red", "green blue"))
+    convs = [user(f"{head}question: {q} answer A: {a} answer B: {b}")
+             for q, (x, y) in zip(questions, answers) for a, b in ((x, y), (y, x))]
+    cands = ["A", "B", "the"]
+    real, calls = tiny_backend.model.forward, count_forwards(tiny_backend, monkeypatch)
+    scored = tiny_backend.next_token_logprobs(convs, cands)  # max_batch_size 4: 2 pairs, then 1
+    seqs = [tiny_backend.encode(c) for c in convs]
+    head_len = tb.shared_prefix(seqs)
+    tails = {i: s[head_len:] for i, s in enumerate(seqs)}
+    groups = tb.prefix_groups(tails, tb.MIN_SHARED_PREFIX, 4)
+    assert sorted(sorted(rows) for _, rows in groups) == [[0, 1], [2, 3], [4, 5]]
+    assert calls[0] == (1, head_len) and len(calls) == 5  # head, then (groups, rows) for each of two batches
+    assert [c[0] for c in calls[1:]] == [2, 4, 1, 2]
+    monkeypatch.setattr(tiny_backend.model, "forward", real)
+    monkeypatch.setattr(tb, "shared_prefix", lambda seqs: 0)  # groups without a cached head
+    headless = tiny_backend.next_token_logprobs(convs, cands)
+    assert_full_forward_scores(tiny_backend, real, convs, cands, scored, headless)
 
 
 def test_options_validate_and_unknown_model_is_one_line(tmp_path):

@@ -231,10 +231,12 @@ class TransformersBackend:
     # -- scoring -------------------------------------------------------------------------------------------------
 
     def next_token_logprobs(self, conversations: list[Conversation], candidates: list[str]) -> list[TokenScores]:
-        """Log-probability of each candidate's first token as the assistant's first token (one forward pass).
+        """Log-probability of each candidate's first token as the assistant's first token.
 
-        Judge prompts share a long head (chat template and instructions). The tokens every conversation starts
-        with are run once and their KV cache is reused by every batch; each row then runs only its own tail.
+        Judge prompts share a long head (chat template and instructions): the tokens every conversation starts
+        with run once and their KV cache serves every batch. Conversations that go on alike after the head (the
+        two orders of one pair share the question) form groups whose common part runs once per group, its cache
+        copied to the group's rows; each row then runs only its own remainder.
         """
         import torch
 
@@ -243,20 +245,19 @@ class TransformersBackend:
             toks = self.tokenizer(cand, add_special_tokens=False)["input_ids"]
             first[cand] = toks[0] if toks else None
         fitted = [self._fit(self.encode(c), 1) for c in conversations]
-        # Similar lengths share a batch, so little of each batch is padding.
-        order = sorted((i for i, f in enumerate(fitted) if f is not None), key=lambda i: -len(fitted[i]))
+        kept = [i for i, f in enumerate(fitted) if f is not None]
         scores: list[TokenScores] = [TokenScores({c: None for c in candidates}, available=False)
                                      for _ in conversations]
-        head = shared_prefix([fitted[i] for i in order]) if len(order) > 1 else 0  # type: ignore[misc]
+        head = shared_prefix([fitted[i] for i in kept]) if len(kept) > 1 else 0  # type: ignore[misc]
         head = head if head >= MIN_SHARED_PREFIX else 0
+        tails = {i: fitted[i][head:] for i in kept}  # type: ignore[index]
         size = self.options.max_batch_size
         with torch.inference_mode():
-            head_cache = self._prefill([fitted[order[0]][:head]]) if head else None  # type: ignore[index]
-            for start in range(0, len(order), size):
-                chunk = order[start:start + size]
-                logits = self._last_logits([fitted[i][head:] for i in chunk], head, head_cache)  # type: ignore[index]
-                logp = torch.log_softmax(logits.float(), dim=-1)  # (b, V)
-                for j, i in enumerate(chunk):
+            head_cache = self._prefill([fitted[kept[0]][:head]]) if head else None  # type: ignore[index]
+            for batch in _batches(prefix_groups(tails, MIN_SHARED_PREFIX, size), tails, size):
+                logits = self._last_logits(batch, tails, head, head_cache)
+                logp = torch.log_softmax(logits.float(), dim=-1)  # (rows, V)
+                for j, i in enumerate(i for _, rows in batch for i in rows):
                     scores[i] = TokenScores({c: None if t is None else float(logp[j, t]) for c, t in first.items()})
         return scores
 
@@ -270,26 +271,93 @@ class TransformersBackend:
                    **{self._cache_kw: cache})
         return cache
 
-    def _last_logits(self, tails: list[list[int]], head: int, head_cache: Any) -> Any:
-        """(b, V) next-token logits after ``head`` cached tokens (0: none) followed by each row's tail.
+    def _last_logits(self, groups: list[tuple[int, list[int]]], tails: dict[int, list[int]], head: int,
+                     head_cache: Any) -> Any:
+        """(rows, V) next-token logits of every row of ``groups`` (in order) after ``head`` cached tokens (0: none).
 
-        Tails are left-padded after the head: the mask has a hole between head and tail, positions stay
-        contiguous over the real tokens, so each row sees exactly its own tokens.
+        A group ``(n, rows)`` shares its rows' first ``n`` tokens after the head: those run once per group
+        (stage 1), the cache is copied to the group's rows, and each row runs its remainder (stage 2). Every stage
+        is left-padded, so the mask has holes; positions stay contiguous over each row's real tokens.
         """
         import copy
 
         import torch
 
-        ids, mask, pos = self._batch_inputs(tails)
-        kwargs: dict[str, Any] = {}
+        n_groups = len(groups)
+        cache = None
+        past = torch.ones((n_groups, head), dtype=torch.long, device=self.device)  # mask over cached tokens
+        offset = torch.full((n_groups,), head, dtype=torch.long, device=self.device)  # real tokens before stage 2
         if head:
             cache = copy.deepcopy(head_cache)
-            cache.batch_repeat_interleave(len(tails))
-            mask = torch.cat([mask.new_ones((len(tails), head)), mask], dim=1)
-            pos = pos + head
+            cache.batch_repeat_interleave(n_groups)
+        if any(n for n, _ in groups):  # stage 1: one row per group
+            from transformers import DynamicCache
+
+            ids, mask, pos = self._batch_inputs([tails[rows[0]][:n] for n, rows in groups])
+            cache = cache if cache is not None else DynamicCache(config=self.model.config)
+            past = torch.cat([past, mask], dim=1)
+            self.model(input_ids=ids, attention_mask=past, position_ids=pos + head, use_cache=True, logits_to_keep=1,
+                       **{self._cache_kw: cache})
+            offset = offset + mask.sum(-1)
+        index = torch.tensor([g for g, (_, rows) in enumerate(groups) for _ in rows], device=self.device)
+        ids, mask, pos = self._batch_inputs([tails[i][n:] for n, rows in groups for i in rows])
+        kwargs: dict[str, Any] = {}
+        if cache is not None:
+            if len(index) != n_groups or bool((index != torch.arange(n_groups, device=self.device)).any()):
+                cache.batch_select_indices(index)
             kwargs = {self._cache_kw: cache, "use_cache": True}
-        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1,
-                          **kwargs).logits[:, -1, :]
+        return self.model(input_ids=ids, attention_mask=torch.cat([past[index], mask], dim=1),
+                          position_ids=pos + offset[index, None], logits_to_keep=1, **kwargs).logits[:, -1, :]
+
+
+def prefix_groups(tails: dict[int, list[int]], minimum: int, limit: int) -> list[tuple[int, list[int]]]:
+    """Rows whose token lists start alike, as ``(shared length, rows)``; a row alone gets length 0.
+
+    Rows are taken in token order (where a group's common prefix is the smallest between neighbours); a row joins
+    the group before it when the prefix stays at least ``minimum`` tokens, the group stays within ``limit`` rows,
+    and the tokens the group saves (prefix x (rows - 1)) do not fall. Every row keeps at least one token of its own.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    rows: list[int] = []
+    length = 0
+    for i in sorted(tails, key=lambda i: tails[i]):
+        if rows:
+            prev = tails[rows[-1]]
+            shared = min(_common(prev, tails[i]), len(tails[i]) - 1, length if len(rows) > 1 else len(prev) - 1)
+            if shared >= minimum and len(rows) < limit and shared * len(rows) >= length * (len(rows) - 1):
+                rows.append(i)
+                length = shared
+                continue
+            groups.append((length if len(rows) > 1 else 0, rows))
+        rows, length = [i], 0
+    if rows:
+        groups.append((length if len(rows) > 1 else 0, rows))
+    return groups
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _batches(groups: list[tuple[int, list[int]]], tails: dict[int, list[int]],
+             limit: int) -> list[list[tuple[int, list[int]]]]:
+    """Groups packed into batches of at most ``limit`` rows, longest first so similar lengths share a batch (little
+    padding); grouped and lone rows never share a batch."""
+    ordered = sorted(groups, key=lambda g: (g[0] == 0, -max(len(tails[i]) for i in g[1])))
+    batches: list[list[tuple[int, list[int]]]] = []
+    rows = 0
+    for group in ordered:
+        if not batches or rows + len(group[1]) > limit or (batches[-1][0][0] == 0) != (group[0] == 0):
+            batches.append([])
+            rows = 0
+        batches[-1].append(group)
+        rows += len(group[1])
+    return batches
 
 
 MIN_SHARED_PREFIX = 16
