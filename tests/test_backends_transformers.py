@@ -39,6 +39,16 @@ def test_sampling_seeds_do_not_depend_on_batch(tiny_backend):
     assert [c.text for c in other] != [c.text for c in alone]
 
 
+def test_samples_of_a_conversation_prefill_its_prompt_once(tiny_backend, monkeypatch):
+    s = Sampling(n=2, temperature=1.0, max_new_tokens=6, seed=3)
+    alone = [tiny_backend.generate([c], s)[0] for c in CONVS[:4]]
+    calls = count_forwards(tiny_backend, monkeypatch)
+    batched = tiny_backend.generate(CONVS[:4], s)  # max_batch_size 4: two batches of 2 conversations x 2 samples
+    prefills = [shape for shape in calls if shape[1] > 1]
+    assert [shape[0] for shape in prefills] == [2, 2]  # one row per conversation, not per sample
+    assert all(shape[1] == 1 for shape in calls if shape not in prefills)
+    assert [[c.text for c in row] for row in batched] == [[c.text for c in row] for row in alone]
+
 def test_rows_that_stop_early_leave_the_batch_without_changing_others(tiny_backend):
     free = tiny_backend.generate(CONVS, Sampling(max_new_tokens=12))
     # A stop string taken from one row's output makes that row finish early while the others continue.

@@ -169,7 +169,14 @@ class TransformersBackend:
         import torch
         from transformers import DynamicCache
 
-        ids, mask, pos = self._batch_inputs([r.ids for r in batch])
+        # The samples of one conversation share its prompt: prefill it once and copy its cache to their rows.
+        first: dict[int, int] = {}  # conversation -> its prompt's row in the prefill
+        prompts: list[list[int]] = []
+        for r in batch:
+            if r.conv not in first:
+                first[r.conv] = len(prompts)
+                prompts.append(r.ids)
+        ids, mask, pos = self._batch_inputs(prompts)
         gens = None
         if sampling.temperature > 0:
             gens = [torch.Generator(device=self.device).manual_seed(r.seed) for r in batch]
@@ -180,9 +187,12 @@ class TransformersBackend:
         active = list(range(len(batch)))
         cache = DynamicCache(config=self.model.config)
         with torch.inference_mode():
-            while active:
-                logits = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                                    logits_to_keep=1, **{self._cache_kw: cache}).logits[:, -1, :]  # (b, V)
+            logits = self._step(ids, mask, pos, cache)
+            if len(prompts) < len(batch):
+                idx = torch.tensor([first[r.conv] for r in batch], device=self.device)
+                cache.batch_select_indices(idx)
+                logits, mask, pos = logits[idx], mask[idx], pos[idx]
+            while True:
                 nxt = self._pick(logits.float(), sampling, None if gens is None else [gens[r] for r in active])
                 keep = []
                 for j, r in enumerate(active):
@@ -206,7 +216,13 @@ class TransformersBackend:
                     cache.batch_select_indices(idx)
                     ids, mask, pos = ids[idx], mask[idx], pos[idx]
                     active = [active[j] for j in keep]
+                logits = self._step(ids, mask, pos, cache)
         return list(zip(tokens, reasons, ends))
+
+    def _step(self, ids: Any, mask: Any, pos: Any, cache: Any) -> Any:
+        """One forward with the KV cache: (b, V) logits of each row's last position."""
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+                          **{self._cache_kw: cache}).logits[:, -1, :]
 
     @staticmethod
     def _pick(logits: Any, sampling: Sampling, gens: list[Any] | None) -> Any:
