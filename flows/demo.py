@@ -33,11 +33,11 @@ class DemoConfig:
     db: str = "alignloop.duckdb"
     workdir: str = "."
     """Where data/, runs/ and reports/ go."""
-    samples: int = 8
-    """Samples per training prompt: the initial policy rarely answers briefly, so more samples find more pairs."""
-    temperature: float = 1.0
-    lr: float = 1e-5
-    epochs: float = 3.0
+    samples: int = 4
+    """Samples per training prompt (the round's default recipe: 4 at temperature 0.9, lr 5e-6, 2 epochs)."""
+    temperature: float = 0.9
+    lr: float = 5e-6
+    epochs: float = 2.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= self.max_rounds:
@@ -59,6 +59,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
     rows = [{"round": "r0", **base["figures"], "pairs": 0, "seconds": base["figures"]["generation_seconds"]}]
     say(_line(rows[-1]))
     last: dict[str, Any] = {}
+    answers: dict[str, list[dict[str, Any]]] = {}
     for k in range(1, cfg.max_rounds + 1):
         t0 = time.perf_counter()
         last = round_flow(RoundParams(
@@ -67,18 +68,24 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
             n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs))
         pairs = (last["dataset"].get("rows") or {}).get("train", 0)
         rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0})
+        answers[last["round"]] = last.get("samples", [])
         say(_line(rows[-1]) + f"  | rule: {'stop' if last['stop'] else 'go on'} ({last['reason']})")
         if last["stop"] and k >= cfg.rounds:
             break
+    # The policy to keep is the best round's on held-out prompts, not necessarily the last one's.
+    best = max(rows[1:], key=lambda r: r["heldout_accuracy"])["round"]
     before = {s["prompt"]: s["answer"] for s in base["samples"]}
-    examples = [(s["prompt"], before.get(s["prompt"], ""), s["answer"]) for s in last.get("samples", [])[:8]]
+    examples = [(s["prompt"], before.get(s["prompt"], ""), s["answer"]) for s in answers.get(best, [])[:8]]
+    title = f"held-out answers, initial policy vs {best} (best round)"
     with db.connect(cfg.db) as con:
-        report = write_report(con, work / "reports", {"held-out answers, initial policy vs last round": examples})
-    say("\nheld-out answers (initial policy -> last round):")
+        report = write_report(con, work / "reports", {title: examples})
+    say(f"\nbest round: {best} (held-out pass {max(r['heldout_accuracy'] for r in rows[1:]):.2f}); "
+        f"its policy is the one to keep")
+    say(f"held-out answers (initial policy -> {best}):")
     for prompt, b, a in examples[:5]:
         say(f"  Q: {prompt}\n     before: {b!r}\n     after:  {a!r}")
     say(f"\nreport: {report}  ({time.perf_counter() - t_start:.0f} s in all)")
-    return {"rounds": rows, "report": str(report), "stopping_rule": StoppingRule().__dict__}
+    return {"rounds": rows, "best_round": best, "report": str(report), "stopping_rule": StoppingRule().__dict__}
 
 
 def _line(r: dict[str, Any]) -> str:
