@@ -1,6 +1,10 @@
 """Tokens/s of the batched transformers backend vs one-prompt-at-a-time ``model.generate`` (embedded model, greedy).
 
     HF_HUB_OFFLINE=1 python benchmarks/generate.py [--prompts 32] [--max-new-tokens 64] [--batch 32] [--threads 2]
+        [--samples 4]
+
+With ``--samples N`` (N > 1) it also times N sampled answers per prompt (the rounds' pattern: each prompt's prefill
+runs once and its cache serves the N rows) against the same rows sent as N separate copies of each prompt.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--samples", type=int, default=1, help="Also time N samples per prompt vs N copies.")
     ap.add_argument("--dtype", default=None, help="bfloat16 or float32 (default: bf16 where the CPU has it)")
     args = ap.parse_args()
 
@@ -65,7 +70,27 @@ def main() -> None:
     print(f"model: embedded SmolLM2-135M-Instruct ({dtype}), {args.prompts} prompts x <= {args.max_new_tokens} new "
           f"tokens, greedy, {args.threads} threads")
     print(f"one at a time (model.generate): {n_single} tokens in {t_single:.1f} s = {tps_s:.1f} tok/s")
-    print(f"speed-up: {tps_b / tps_s:.2f}x")
+    print(f"speed-up: {tps_b / tps_s:.2f}x", flush=True)
+    if args.samples > 1:
+        samples(backend, convs, args.samples, args.max_new_tokens)
+
+
+def samples(backend, convs, n: int, max_new_tokens: int) -> None:
+    """N samples per prompt (shared prefill) vs N separate copies of each prompt, same rows, batch and sampling."""
+    from dataclasses import replace
+
+    from pipelines.backends import Sampling
+
+    sampling = Sampling(n=n, temperature=0.9, max_new_tokens=max_new_tokens, seed=0)
+    runs = {}
+    for name, batch, s in (("copies", [c for c in convs for _ in range(n)], replace(sampling, n=1)),
+                           ("samples", convs, sampling)):
+        start = time.perf_counter()
+        out = backend.generate(batch, s)
+        seconds = time.perf_counter() - start
+        runs[name] = sum(c.completion_tokens or 0 for row in out for c in row) / seconds
+        print(f"{name:>8}: {len(batch)} prompts x n={s.n}, {runs[name]:.1f} tok/s ({seconds:.1f} s)", flush=True)
+    print(f"{n} samples per prompt, shared prefill vs copies: {runs['samples'] / runs['copies']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ class GenerateParams(BaseModel):
     limit: int | None = Field(None, ge=1, description="At most this many prompts.")
     fresh: bool = Field(False, description="Only prompts no other round has sampled (fresh prompts per round).")
     shard_size: int = Field(32, ge=1, description="Prompts per task; each shard is written when it finishes.")
-    max_batch_size: int = Field(16, ge=1, description="Rows decoded together (transformers backend).")
+    max_batch_size: int = Field(64, ge=1, description="Rows decoded together (transformers backend).")
     steps_separator: str | None = Field(None, description="Split responses into steps on this separator "
                                                           "(e.g. a newline); empty: no steps.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")

@@ -24,7 +24,7 @@ class TransformersOptions:
     """"auto" (CUDA when present, else CPU), "cpu" or "cuda[:i]"."""
     dtype: str | None = None
     """"bfloat16"/"bf16" or "float32"/"fp32"; default per device (bf16 on CUDA and on CPUs with native bf16)."""
-    max_batch_size: int = 16
+    max_batch_size: int = 64
     """Rows (conversation x sample) decoded together."""
     max_prompt_tokens: int | None = None
     """Longest prompt accepted, in tokens; default: the model's context length minus ``max_new_tokens``."""
