@@ -26,7 +26,7 @@ def generate(
     split: Annotated[str, typer.Option(help="Prompt split ('all' for every split).")] = "train",
     tag: Annotated[list[str] | None, typer.Option(help="Only prompts with this tag (repeatable).")] = None,
     shard_size: Annotated[int, typer.Option(help="Prompts per shard (written when done).")] = 32,
-    max_batch_size: Annotated[int, typer.Option(help="Rows decoded together (transformers).")] = 16,
+    max_batch_size: Annotated[int, typer.Option(help="Rows decoded together (transformers).")] = 64,
     steps_separator: Annotated[str | None, typer.Option(help="Split responses into steps on this ('\\n' ok).")] = None,
     backend: Annotated[Literal["transformers", "vllm", "openai"], typer.Option(help="Engine.")] = "transformers",
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (key: $OPENAI_API_KEY).")] = None,
