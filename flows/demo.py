@@ -75,13 +75,14 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         if last["stop"] and k >= cfg.rounds:
             break
     # The policy to keep is the best round's on held-out prompts, not necessarily the last one's.
-    best = max(rows[1:], key=lambda r: r["heldout_accuracy"])["round"]
+    top = max(rows[1:], key=lambda r: r["heldout_accuracy"])
+    best = top["round"]
     before = {s["prompt"]: s["answer"] for s in base["samples"]}
     examples = [(s["prompt"], before.get(s["prompt"], ""), s["answer"]) for s in answers.get(best, [])[:8]]
     title = f"held-out answers, initial policy vs {best} (best round)"
     with db.connect(cfg.db) as con:
         report = write_report(con, work / "reports", {title: examples})
-    say(f"\nbest round: {best} (held-out pass {max(r['heldout_accuracy'] for r in rows[1:]):.2f}); "
+    say(f"\nbest round: {best} (held-out pass {top['heldout_accuracy']:.2f}); "
         f"its policy is the one to keep")
     say(f"held-out answers (initial policy -> {best}):")
     for prompt, b, a in examples[:5]:

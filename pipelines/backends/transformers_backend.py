@@ -9,6 +9,7 @@ so a sample does not depend on what else was in its batch.
 from __future__ import annotations
 
 import inspect
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -281,10 +282,8 @@ class TransformersBackend:
         """KV cache of ``seqs`` (one row: the shared head)."""
         from transformers import DynamicCache
 
-        ids, mask, pos = self._batch_inputs(seqs)
         cache = DynamicCache(config=self.model.config)
-        self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
-                   **{self._cache_kw: cache})
+        self._step(*self._batch_inputs(seqs), cache)
         return cache
 
     def _last_logits(self, groups: list[tuple[int, list[int]]], tails: dict[int, list[int]], head: int,
@@ -312,14 +311,13 @@ class TransformersBackend:
             ids, mask, pos = self._batch_inputs([tails[rows[0]][:n] for n, rows in groups])
             cache = cache if cache is not None else DynamicCache(config=self.model.config)
             past = torch.cat([past, mask], dim=1)
-            self.model(input_ids=ids, attention_mask=past, position_ids=pos + head, use_cache=True, logits_to_keep=1,
-                       **{self._cache_kw: cache})
+            self._step(ids, past, pos + head, cache)
             offset = offset + mask.sum(-1)
         index = torch.tensor([g for g, (_, rows) in enumerate(groups) for _ in rows], device=self.device)
         ids, mask, pos = self._batch_inputs([tails[i][n:] for n, rows in groups for i in rows])
         kwargs: dict[str, Any] = {}
         if cache is not None:
-            if len(index) != n_groups or bool((index != torch.arange(n_groups, device=self.device)).any()):
+            if len(index) > n_groups:  # some group has several rows: copy its cache to them
                 cache.batch_select_indices(index)
             kwargs = {self._cache_kw: cache, "use_cache": True}
         return self.model(input_ids=ids, attention_mask=torch.cat([past[index], mask], dim=1),
@@ -339,7 +337,7 @@ def prefix_groups(tails: dict[int, list[int]], minimum: int, limit: int) -> list
     for i in sorted(tails, key=lambda i: tails[i]):
         if rows:
             prev = tails[rows[-1]]
-            shared = min(_common(prev, tails[i]), len(tails[i]) - 1, length if len(rows) > 1 else len(prev) - 1)
+            shared = min(len(os.path.commonprefix([prev, tails[i]])), len(tails[i]) - 1, length if len(rows) > 1 else len(prev) - 1)
             if shared >= minimum and len(rows) < limit and shared * len(rows) >= length * (len(rows) - 1):
                 rows.append(i)
                 length = shared
@@ -349,15 +347,6 @@ def prefix_groups(tails: dict[int, list[int]], minimum: int, limit: int) -> list
     if rows:
         groups.append((length if len(rows) > 1 else 0, rows))
     return groups
-
-
-def _common(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _batches(groups: list[tuple[int, list[int]]], tails: dict[int, list[int]],
@@ -382,9 +371,4 @@ MIN_SHARED_PREFIX = 16
 
 def shared_prefix(seqs: list[list[int]]) -> int:
     """Tokens every sequence starts with, leaving each at least one token of its own to score from."""
-    n = min(len(s) for s in seqs) - 1
-    for k in range(max(n, 0)):
-        t = seqs[0][k]
-        if any(s[k] != t for s in seqs):
-            return k
-    return max(n, 0)
+    return max(min(len(os.path.commonprefix(seqs)), min(len(s) for s in seqs) - 1), 0)
