@@ -70,6 +70,16 @@ def demo_cmd(
     max_rounds: Annotated[int, typer.Option(help="Rounds to run at most (the stopping rule decides between).")] = 3,
     n_train: Annotated[int, typer.Option(help="Training prompts.")] = 80,
     n_test: Annotated[int, typer.Option(help="Held-out prompts.")] = 40,
+    samples: Annotated[int | None, typer.Option(help="Samples per training prompt and round (default: the "
+                                                     "demo recipe's).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate of each round (default: the demo recipe's).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Passes over each round's pairs (default: the demo recipe's).")]
+    = None,
+    loss: Annotated[str | None, typer.Option(help="DPO-family loss: dpo, rpo, ipo, ... (default: the demo recipe's).")]
+    = None,
+    win_rate: Annotated[bool | None, typer.Option(help="Judge each round against the previous one with the AI "
+                                                       "judge, both orders (about a minute per round on 2 CPU "
+                                                       "cores) (default: the demo recipe's).")] = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -79,8 +89,10 @@ def demo_cmd(
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
+    recipe = {k: v for k, v in {"samples": samples, "lr": lr, "epochs": epochs, "loss": loss,
+                                "win_rate": win_rate}.items() if v is not None}
     result = run_demo(DemoConfig(rounds=rounds, max_rounds=max(rounds, max_rounds), n_train=n_train, n_test=n_test,
-                                 db=db_path(db_)), say=say)
+                                 db=db_path(db_), **recipe), say=say)
     if as_json:
         emit_json(result)
 

@@ -40,6 +40,10 @@ class DemoConfig:
     lr: float = 1e-5
     epochs: float = 2.0
     """Three epochs at lr 1e-5 overshot in round 3 (answers of two words, KL 21 nats)."""
+    loss: str = "dpo"
+    """Loss of the round's DPO-family training (``rpo`` adds the chosen answer's NLL)."""
+    win_rate: bool = True
+    """Also judge each round's policy against the previous one with the AI judge (both orders)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= self.max_rounds:
@@ -67,7 +71,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         last = round_flow(RoundParams(
             round=f"r{k}", policy="default" if k == 1 else "previous", parent_round=f"r{k - 1}",
             verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k,
-            n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs))
+            n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs, loss=cfg.loss,
+            win_rate=cfg.win_rate))
         pairs = (last["dataset"].get("rows") or {}).get("train", 0)
         rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0})
         answers[last["round"]] = last.get("samples", [])

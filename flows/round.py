@@ -16,7 +16,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from annotation import waiting
 from flows.annotate import (
@@ -99,6 +99,16 @@ class RoundParams(BaseModel):
 
     def path(self) -> str:
         return self.db or db.default_path()
+
+    @field_validator("loss")
+    @classmethod
+    def _pairwise_loss(cls, loss: str) -> str:
+        """An unknown or non-pairwise loss fails here (in the form, before any generation), not at training."""
+        from trainers.losses import get_loss
+
+        if get_loss(loss).data != "pairs":
+            raise ValueError(f"loss {loss!r} is not pairwise; the round trains on preference pairs")
+        return loss
 
 
 @task(name="resolve-policy")

@@ -109,6 +109,16 @@ def test_params_validate_like_the_ui_form():
     assert all(p.get("description") for p in schema["properties"].values())
 
 
+def test_round_form_rejects_a_loss_it_cannot_train():
+    from flows.round import RoundParams
+
+    assert RoundParams(round="r1", loss="rpo").loss == "rpo"
+    with pytest.raises(ValueError, match="unknown loss 'dpoo'; valid names: .*simpo"):
+        RoundParams(round="r1", loss="dpoo")
+    with pytest.raises(ValueError, match="loss 'kto' is not pairwise"):
+        RoundParams(round="r1", loss="kto")
+
+
 def test_import_prompts_fn_writes_and_is_idempotent(tmp_path):
     src = write_prompts(tmp_path / "p.jsonl", ["what is a cat", "name a colour", "count to three"])
     params = ImportPromptsParams(path=str(src), db=str(tmp_path / "w.duckdb"), test_fraction=0.0)
