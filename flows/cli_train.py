@@ -30,6 +30,8 @@ def train(
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest prompt + completion in tokens.")] = None,
     lora: Annotated[bool, typer.Option("--lora", help="Train LoRA adapters (merged when saved).")] = False,
+    freeze_layers: Annotated[int | None, typer.Option(help="Freeze the embeddings and the first N decoder layers "
+                                                           "(cheaper steps; the rest and the head train).")] = None,
     config: Annotated[str | None, typer.Option("--config", help="JSON config file; options above override it.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/METHOD-DATASET).")] = None,
     reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
@@ -46,6 +48,7 @@ def train(
     get_method(method)  # one line for an unknown method before anything loads
     params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
                          epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
+                         freeze_layers=freeze_layers,
                          config_file=config, output_dir=output_dir, reference=reference, round=round_name,
                          db=db_path(db_file))
     columns = (TextColumn(f"training {method}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),

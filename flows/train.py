@@ -39,6 +39,8 @@ class TrainParams(BaseModel):
     lr: float | None = Field(None, gt=0, description="Learning rate.")
     max_length: int | None = Field(None, ge=8, description="Longest prompt + completion in tokens.")
     lora: bool = Field(False, description="Train LoRA adapters (merged into the saved model).")
+    freeze_layers: int | None = Field(None, ge=0, description="Freeze the embeddings and the first N decoder "
+                                                              "layers; train the rest (cheaper steps).")
     config_file: str | None = Field(None, description="JSON config (trainers.config); the fields above override it.")
     output_dir: str | None = Field(None, description="Run folder (default runs/<method>-<dataset>).")
     reference: str | None = Field(None, description="Reference model folder (default: the base model).")
@@ -50,7 +52,7 @@ class TrainParams(BaseModel):
         base = cfgmod.load_file(self.config_file) if self.config_file else default_config(self.method)
         data = cfgmod.to_dict(base)
         train = data["train"]
-        for key in ("max_steps", "epochs", "batch_size", "lr", "max_length"):
+        for key in ("max_steps", "epochs", "batch_size", "lr", "max_length", "freeze_layers"):
             if getattr(self, key) is not None:
                 train[key] = getattr(self, key)
         if self.max_length is not None and train["max_prompt_length"] >= self.max_length:

@@ -60,6 +60,21 @@ def test_lora_trains_adapters_and_merges(tmp_path, tiny_model_dir):  # noqa: F81
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
 
 
+def test_frozen_bottom_layers_stay_and_the_rest_trains(tmp_path, tiny_model_dir):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+    result = train_model("reward", snap, tiny_model_dir, C.RewardConfig(train=small_train(tmp_path, freeze_layers=1)),
+                         base_model_id="base")
+    before, after = _weights(tiny_model_dir), _weights(result.model_dir)
+    changed = {k for k in before.keys() & after.keys() if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith(("model.layers.1.", "model.norm")) for k in changed), changed
+    assert "score.weight" in after  # the new head trained beside the top layer
+    with pytest.raises(ValueError, match=r"freeze_layers must be in \[1, 2\] for this model, got 3"):
+        train_model("reward", snap, tiny_model_dir, C.RewardConfig(train=small_train(tmp_path / "b", freeze_layers=3)),
+                    base_model_id="base")
+    with pytest.raises(ValueError, match="freeze_layers and lora both"):
+        C.TrainConfig(freeze_layers=1, lora=C.LoraConfig())
+
+
 def test_reference_is_computed_once_and_reused(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "pairwise")
     calls = []

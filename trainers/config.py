@@ -68,6 +68,10 @@ class TrainConfig:
     """Recompute activations in the backward pass (less memory, ~30% slower)."""
     lora: LoraConfig | None = None
     """Train LoRA adapters instead of all weights; merged into the saved model."""
+    freeze_layers: int = 0
+    """Freeze the input embeddings and the first N decoder layers and train the rest (and any head): the backward
+    pass stops at layer N, so a step costs less compute and memory. With tied embeddings (SmolLM2) the output
+    layer of a causal LM stays frozen too. 0 trains every weight."""
     output_dir: str = "runs/train"
     """Run folder: config.json, checkpoints, the final model and the curves PNG."""
     logging_steps: int = 1
@@ -95,6 +99,8 @@ class TrainConfig:
             (self.save_steps >= 1, f"save_steps must be >= 1, got {self.save_steps}"),
             (0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"),
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
+            (self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}"),
+            (not (self.freeze_layers and self.lora), "freeze_layers and lora both choose what trains; use one"),
         ]
         for ok, message in checks:
             if not ok:

@@ -50,11 +50,13 @@ def check_model_dir(path: str | Path) -> Path:
 
 
 def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id: int | None = None,
-               lora: LoraConfig | None = None, gradient_checkpointing: bool = False) -> torch.nn.Module:
+               lora: LoraConfig | None = None, gradient_checkpointing: bool = False,
+               freeze_layers: int = 0) -> torch.nn.Module:
     """Load ``path`` in float32 (master weights; bf16 runs under autocast) with the head ``head`` needs.
 
     Reward heads (``num_labels=1``) and PRM heads (``num_labels`` classes) are freshly initialised on top of a causal
-    LM folder. With ``lora`` the base is frozen and peft adapters (plus the new head) are trained.
+    LM folder. With ``lora`` the base is frozen and peft adapters (plus the new head) are trained. With
+    ``freeze_layers`` N the input embeddings and the first N decoder layers are frozen.
     """
     import transformers
 
@@ -72,6 +74,8 @@ def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
+    if freeze_layers:
+        freeze_bottom(model, freeze_layers)
     if lora is not None:
         from peft import LoraConfig as PeftLora
         from peft import get_peft_model
@@ -92,3 +96,22 @@ def save_model(model: torch.nn.Module, tokenizer: Any, target: Path) -> Path:
     model.save_pretrained(target)
     tokenizer.save_pretrained(target)
     return target
+
+
+def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
+    """The model's stack of decoder layers: the module list as long as ``config.num_hidden_layers``."""
+    n = model.config.num_hidden_layers
+    for module in model.modules():
+        if isinstance(module, torch.nn.ModuleList) and len(module) == n:
+            return module
+    raise ValueError(f"{type(model).__name__} has no list of {n} decoder layers to freeze")
+
+
+def freeze_bottom(model: torch.nn.Module, n: int) -> None:
+    """Freeze the input embeddings and decoder layers ``[0, n)``; everything above (and any head) keeps training."""
+    layers = decoder_layers(model)
+    if not 0 < n <= len(layers):
+        raise ValueError(f"freeze_layers must be in [1, {len(layers)}] for this model, got {n}")
+    model.get_input_embeddings().requires_grad_(False)
+    for layer in layers[:n]:
+        layer.requires_grad_(False)

@@ -144,7 +144,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     set_seed(t.seed)
     num_labels = getattr(config, "num_classes", 1)
     model = load_model(base, spec.head, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, lora=t.lora,
-                       gradient_checkpointing=t.gradient_checkpointing)
+                       gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers)
     objective = layout.objective(config)
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
