@@ -40,10 +40,13 @@ class DemoConfig:
     lr: float = 1e-5
     epochs: float = 2.0
     """Three epochs at lr 1e-5 overshot in round 3 (answers of two words, KL 21 nats)."""
-    loss: str = "dpo"
-    """Loss of the round's DPO-family training (``rpo`` adds the chosen answer's NLL)."""
-    win_rate: bool = True
-    """Also judge each round's policy against the previous one with the AI judge (both orders)."""
+    loss: str = "rpo"
+    """Loss of the round's DPO-family training. RPO (DPO plus the chosen answer's length-normalised NLL, as in
+    iterative RPO) took the held-out pass rate to 0.57 by round 3 where plain DPO reached 0.28, same recipe."""
+    win_rate: bool = False
+    """Also judge each round's policy against the previous one with the AI judge (both orders). Off by default:
+    about a minute per round on 2 CPU cores, and the embedded 135M judge picks one position whatever the
+    answers (it says 0.50 every round)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.rounds <= self.max_rounds:
