@@ -9,6 +9,7 @@ import typer
 
 from flows.cli import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, validated
 from warehouse import db
+from warehouse.errors import InputError
 
 
 @user_errors
@@ -83,16 +84,24 @@ def demo_cmd(
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Iterative DPO on the embedded model with an un-gameable verifier; prints each round, writes the report."""
+    """Iterative RPO (DPO plus NLL) on the embedded model with an un-gameable verifier; prints rounds, writes a report."""
     from flows.demo import DemoConfig, run_demo
+    from flows.round import RoundParams
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     recipe = {k: v for k, v in {"samples": samples, "lr": lr, "epochs": epochs, "loss": loss,
                                 "win_rate": win_rate}.items() if v is not None}
-    result = run_demo(DemoConfig(rounds=rounds, max_rounds=max(rounds, max_rounds), n_train=n_train, n_test=n_test,
-                                 db=db_path(db_), **recipe), say=say)
+    try:
+        cfg = DemoConfig(rounds=rounds, max_rounds=max(rounds, max_rounds), n_train=n_train, n_test=n_test,
+                         db=db_path(db_), **recipe)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
+    # the recipe goes through the round's form now: a bad value stops here, before anything is written
+    validated(RoundParams, {"round": "r1", "n": cfg.samples, "temperature": cfg.temperature, "lr": cfg.lr,
+                            "epochs": cfg.epochs, "loss": cfg.loss})
+    result = run_demo(cfg, say=say)
     if as_json:
         emit_json(result)
 

@@ -1,5 +1,5 @@
-"""The demo: iterative DPO rounds with the embedded model on prompts the project generates, with a verifier
-that cannot be gamed by short nonsense or by echoing the topic word.
+"""The demo: iterative preference-optimisation rounds (RPO: DPO plus NLL) with the embedded model on prompts the
+project generates, with a verifier that cannot be gamed by short nonsense or by echoing the topic word.
 
     alignloop demo [--rounds 3]
 """

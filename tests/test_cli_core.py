@@ -40,3 +40,15 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
 def test_status_without_warehouse_says_so(tmp_path):
     r = run("status", "--db", "missing.duckdb", cwd=tmp_path)
     assert r.returncode == 2 and "alignloop init" in r.stderr
+
+
+def test_demo_refuses_a_bad_recipe_before_writing_anything(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    for args, expected in ((["--loss", "kto"], "loss 'kto' is not pairwise"), (["--lr", "0"], "lr: "),
+                           (["--samples", "1"], "n: ")):
+        r = CliRunner().invoke(app, ["demo", "--db", str(tmp_path / "w.duckdb"), *args])
+        assert r.exit_code == 2 and expected in r.output, r.output
+    assert not (tmp_path / "w.duckdb").exists() and not (tmp_path / "data").exists()
