@@ -39,8 +39,9 @@ class DemoConfig:
     temperature: float = 1.0
     lr: float = 1e-5
     epochs: float = 1.0
-    """One pass per round keeps the demo near 18 minutes on 2 CPU cores (held-out 0.47 after round 3); two
-    reached 0.57 in about 24 minutes; three (with plain DPO) overshot in round 3 (two-word answers, KL 21 nats)."""
+    """One pass per round keeps the demo under 20 minutes on 2 CPU cores (15.6 measured; held-out 0.47 after
+    round 3); two reached 0.57 in about 24 minutes; three (with plain DPO) overshot in round 3 (two-word answers,
+    KL 21 nats)."""
     loss: str = "rpo"
     """Loss of the round's DPO-family training. RPO (DPO plus the chosen answer's length-normalised NLL, as in
     iterative RPO) took the held-out pass rate to 0.57 by round 3 where plain DPO reached 0.28 (2 epochs both)."""
