@@ -98,9 +98,7 @@ def demo_cmd(
                          db=db_path(db_), **recipe)
     except ValueError as exc:
         raise InputError(str(exc)) from None
-    # the recipe goes through the round's form now: a bad value stops here, before anything is written
-    validated(RoundParams, {"round": "r1", "n": cfg.samples, "temperature": cfg.temperature, "lr": cfg.lr,
-                            "epochs": cfg.epochs, "loss": cfg.loss})
+    validated(RoundParams, cfg.round_fields(1))  # a bad recipe value stops here, before anything is written
     result = run_demo(cfg, say=say)
     if as_json:
         emit_json(result)

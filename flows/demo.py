@@ -54,6 +54,18 @@ class DemoConfig:
         if not 1 <= self.rounds <= self.max_rounds:
             raise ValueError(f"need 1 <= rounds <= max_rounds, got {self.rounds} and {self.max_rounds}")
 
+    @property
+    def verifier(self) -> str:
+        return f"short_on_topic:{self.max_words}"
+
+    def round_fields(self, k: int) -> dict[str, Any]:
+        """The fields of round ``k``'s form (``RoundParams``): round 1 starts from the embedded model."""
+        return {"round": f"r{k}", "policy": "default" if k == 1 else "previous", "parent_round": f"r{k - 1}",
+                "verifier": self.verifier, "heldout_limit": self.n_test,
+                "runs_dir": str(Path(self.workdir) / "runs"), "db": self.db, "seed": k, "n": self.samples,
+                "temperature": self.temperature, "lr": self.lr, "epochs": self.epochs, "loss": self.loss,
+                "win_rate": self.win_rate}
+
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo end to end; returns per-round figures and the report path."""
@@ -65,19 +77,14 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
         summary = import_file(con, prompts, ImportOptions(source="demo"))
     say(f"prompts: {summary.inserted.get('prompts', 0)} new ({cfg.n_train} train, {cfg.n_test} held-out, "
         f"subjects never shared)")
-    verifier = f"short_on_topic:{cfg.max_words}"
-    base = evaluate(EvaluateParams(round="r0", model="default", verifier=verifier, limit=cfg.n_test, db=cfg.db))
+    base = evaluate(EvaluateParams(round="r0", model="default", verifier=cfg.verifier, limit=cfg.n_test, db=cfg.db))
     rows = [{"round": "r0", **base["figures"], "pairs": 0, "seconds": base["figures"]["generation_seconds"]}]
     say(_line(rows[-1]))
     last: dict[str, Any] = {}
     answers: dict[str, list[dict[str, Any]]] = {}
     for k in range(1, cfg.max_rounds + 1):
         t0 = time.perf_counter()
-        last = round_flow(RoundParams(
-            round=f"r{k}", policy="default" if k == 1 else "previous", parent_round=f"r{k - 1}",
-            verifier=verifier, heldout_limit=cfg.n_test, runs_dir=str(work / "runs"), db=cfg.db, seed=k,
-            n=cfg.samples, temperature=cfg.temperature, lr=cfg.lr, epochs=cfg.epochs, loss=cfg.loss,
-            win_rate=cfg.win_rate))
+        last = round_flow(RoundParams(**cfg.round_fields(k)))
         pairs = (last["dataset"].get("rows") or {}).get("train", 0)
         rows.append({"round": last["round"], **last["heldout"], "pairs": pairs, "seconds": time.perf_counter() - t0})
         answers[last["round"]] = last.get("samples", [])

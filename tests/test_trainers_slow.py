@@ -101,8 +101,7 @@ def test_reward_model_beats_untrained_on_hh_rlhf(tmp_path, embedded_model):
     snap = write_snapshot_dir(tmp_path / "hh", "pairwise", pa.Table.from_pylist(train_rows, schema=schema),
                               pa.Table.from_pylist(test_rows, schema=schema), name="hh")
     t = C.TrainConfig(lr=RM_LR, epochs=1, batch_size=8, max_length=max_length, max_prompt_length=max_prompt_length,
-                      seed=0,
-                      output_dir=str(tmp_path / "rm"))
+                      seed=0, output_dir=str(tmp_path / "rm"))
     result = train_model("reward", snap, embedded_model, C.RewardConfig(train=t), base_model_id="smollm2")
     trained = result.run.meta["eval"]["eval/rewards/accuracies"]
 

@@ -107,11 +107,16 @@ def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
     raise ValueError(f"{type(model).__name__} has no list of {n} decoder layers to freeze")
 
 
+def check_freeze_layers(n: int, depth: int) -> None:
+    """``freeze_layers`` must name 1 to ``depth`` (the model's decoder layers); run before any costly work."""
+    if not 0 < n <= depth:
+        raise ValueError(f"freeze_layers must be in [1, {depth}] for this model, got {n}")
+
+
 def freeze_bottom(model: torch.nn.Module, n: int) -> None:
     """Freeze the input embeddings and decoder layers ``[0, n)``; everything above (and any head) keeps training."""
     layers = decoder_layers(model)
-    if not 0 < n <= len(layers):
-        raise ValueError(f"freeze_layers must be in [1, {len(layers)}] for this model, got {n}")
+    check_freeze_layers(n, len(layers))
     model.get_input_embeddings().requires_grad_(False)
     for layer in layers[:n]:
         layer.requires_grad_(False)

@@ -19,7 +19,7 @@ import torch
 from trainers import config as cfgmod
 from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
 from trainers.evaluate import evaluate_split
-from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
+from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
 from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
 from trainers.reference import cached_reference, compute_logps, reference_inputs
@@ -109,6 +109,10 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         raise AlignloopError(f"dataset {snap.name!r} is empty (train split has 0 rows)")
     base = check_model_dir(base_model)
     t = config.train
+    if t.freeze_layers:  # the model's depth is in its config: refuse before encoding and reference passes
+        from transformers import AutoConfig
+
+        check_freeze_layers(t.freeze_layers, AutoConfig.from_pretrained(str(base)).num_hidden_layers)
     out_dir = Path(t.output_dir)
     cfg_dict = cfgmod.to_dict(config)
     rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
