@@ -2,7 +2,7 @@
 
 Builds pairwise (comparisons: consistency, aggregation, human-over-AI, ties), binary (the pairs split) and
 listwise (ratings, k=4) with the platform's DuckDB builders and with a pandas implementation of the same rules,
-checks both give the same rows, and prints the best of ``--repeat`` times for each. Then the DuckDB time at 100k
+checks both give exactly the same rows (the snapshot's columns and order), and prints the best of ``--repeat`` times for each. Then the DuckDB time at 100k
 and 1M comparisons (10M with ``--full``; pandas is left out there, its frames alone would not fit in memory).
 Decontamination is off in both (it is a separate cost that depends on the evaluation set). The load average is
 printed before and after: the machine may be shared.
@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipelines.datasets.build import build
 from pipelines.datasets.config import parse_options
 from warehouse import db
+from warehouse.snapshots import SCHEMAS
 
 RESPONSES_PER_PROMPT = 4
 SPECS = {"pairwise": ("pairwise", {"decontaminate": False}),
@@ -35,7 +36,7 @@ SPECS = {"pairwise": ("pairwise", {"decontaminate": False}),
 
 
 def synthetic(n: int, seed: int = 0) -> dict[str, pa.Table]:
-    """n comparisons over n/4 prompts x 4 responses (humans and an AI judge, some repeats), one rating per response."""
+    """n comparisons over n/4 prompts x 4 responses (humans and an AI judge, some repeats) and ratings of each response."""
     rng = np.random.default_rng(seed)
     n_prompts = max(n // 4, 1)
     pid = np.char.add("p", np.arange(n_prompts).astype(str))
@@ -59,69 +60,106 @@ def synthetic(n: int, seed: int = 0) -> dict[str, pa.Table]:
         "prob_a": rng.random(n), "consistent": np.where(human, None, rng.random(n) < 0.8),
         "judge": np.where(human, np.char.add("ann", rng.integers(0, 3, n).astype(str)), "judge-v1"),
         "source": np.where(human, "human", "ai"), "round_id": ["r1"] * n})
-    ratings = pa.table({"id": np.char.add("t", np.arange(len(rid)).astype(str)),
-                        "prompt_id": responses["prompt_id"], "response_id": rid,
-                        "score": rng.integers(1, 11, len(rid)).astype(float), "scale_min": [1.0] * len(rid),
-                        "scale_max": [10.0] * len(rid), "judge": ["ann0"] * len(rid), "source": ["human"] * len(rid),
-                        "round_id": ["r1"] * len(rid)})
+    # every response rated by a human; a quarter also by the AI judge (dropped: human over AI), a tenth twice by
+    # humans (averaged)
+    ai, twice = rng.random(len(rid)) < 0.25, rng.random(len(rid)) < 0.10
+    rated = np.concatenate([rid, rid[ai], rid[twice]])
+    n_r = len(rated)
+    ratings = pa.table({"id": np.char.add("t", np.arange(n_r).astype(str)),
+                        "prompt_id": np.concatenate([np.repeat(pid, RESPONSES_PER_PROMPT)[m] for m in
+                                                     (slice(None), ai, twice)]),
+                        "response_id": rated, "score": rng.integers(1, 11, n_r).astype(float),
+                        "scale_min": [1.0] * n_r, "scale_max": [10.0] * n_r,
+                        "judge": np.concatenate([["ann0"] * len(rid), ["judge-v1"] * int(ai.sum()),
+                                                 ["ann1"] * int(twice.sum())]),
+                        "source": np.concatenate([["human"] * len(rid), ["ai"] * int(ai.sum()),
+                                                  ["human"] * int(twice.sum())]),
+                        "round_id": ["r1"] * n_r})
     return {"prompts": prompts, "responses": responses, "comparisons": comparisons, "ratings": ratings}
 
 
-# ---- pandas implementation of the same rules (defaults: consistent only, drop contradictions, human over AI,
-# ---- ties dropped, hard labels, pairs with identical texts dropped) ----
+# ---- pandas implementation of the same rules and the same output (defaults: consistent only, drop contradictions,
+# ---- human over AI, ties dropped, hard labels, pairs with identical texts dropped; for ratings one score per
+# ---- response from its best source tier). It yields the snapshot's columns and row order, so the run checks
+# ---- that both give exactly the same rows. Lists of feedback ids are built sorted (rows sorted by id first).
+
+TIER = {"human": 0, "rule": 1, "ai": 2}
+
+
+def tier(source: pd.Series) -> pd.Series:
+    return source.map(TIER).fillna(3)
+
 
 def pandas_pairs(c: pd.DataFrame) -> pd.DataFrame:
-    c = c[c["winner"].isin(["a", "b", "tie"]) & (c["consistent"] != False)].copy()
+    c = c[c["winner"].isin(["a", "b", "tie"]) & (c["consistent"] != False)]  # None (human) stays
+    c = c[c["response_a"] != c["response_b"]].sort_values("id")
     p_a = np.where(c["winner"] == "tie", 0.5, np.where(c["winner"] == "a", 1.0, 0.0))
-    a_lo = c["response_a"] < c["response_b"]
-    c["lo"] = np.where(a_lo, c["response_a"], c["response_b"])
-    c["hi"] = np.where(a_lo, c["response_b"], c["response_a"])
-    c["p_lo"] = np.where(a_lo, p_a, 1 - p_a)
-    c["vote_lo"], c["vote_hi"] = c["p_lo"] > 0.5, c["p_lo"] < 0.5
+    a_lo = (c["response_a"] < c["response_b"]).to_numpy()
+    c = c.assign(lo=np.where(a_lo, c["response_a"], c["response_b"]), hi=np.where(a_lo, c["response_b"], c["response_a"]),
+                 p_lo=np.where(a_lo, p_a, 1 - p_a))
+    c = c.assign(vote_lo=c["p_lo"] > 0.5, vote_hi=c["p_lo"] < 0.5)
     g = c.groupby(["prompt_id", "lo", "hi", "source"], sort=False).agg(
         round_id=("round_id", "min"), n_lo=("vote_lo", "sum"), n_hi=("vote_hi", "sum"), p_lo=("p_lo", "mean"),
-        feedback_ids=("id", lambda s: sorted(s))).reset_index()
+        feedback_ids=("id", list)).reset_index()
     g = g[~((g["n_lo"] > 0) & (g["n_hi"] > 0))]
-    g["tier"] = g["source"].map({"human": 0, "rule": 1, "ai": 2}).fillna(3)
+    g = g.assign(tier=tier(g["source"]))
     g = g[g["tier"] == g.groupby(["prompt_id", "lo", "hi"])["tier"].transform("min")]
     g = g[g["p_lo"] != 0.5]
-    g["chosen_id"] = np.where(g["p_lo"] >= 0.5, g["lo"], g["hi"])
-    g["rejected_id"] = np.where(g["p_lo"] >= 0.5, g["hi"], g["lo"])
-    return g
+    won = g["p_lo"] >= 0.5
+    return g.assign(chosen_id=np.where(won, g["lo"], g["hi"]), rejected_id=np.where(won, g["hi"], g["lo"]))
 
 
-def pandas_render(rows: pd.DataFrame, prompts: pd.DataFrame, texts: pd.Series, cols: dict[str, str]) -> pd.DataFrame:
-    out = rows.merge(prompts, left_on="prompt_id", right_on="id", suffixes=("", "_p"))
-    for text_col, id_col in cols.items():
-        out[text_col] = out[id_col].map(texts)
-    return out.sort_values(["prompt_id", *cols.values()])
+def pandas_render(rows: pd.DataFrame, d: dict[str, pd.DataFrame], kind: str, order: list[str]) -> pa.Table:
+    """Join the prompt's fields; the snapshot's columns, sorted by ``order``."""
+    prompts = d["prompts"][["id", "split", "messages", "text"]].rename(
+        columns={"id": "prompt_id", "messages": "prompt", "text": "prompt_text"})
+    out = rows.merge(prompts, on="prompt_id").sort_values(order)
+    schema = SCHEMAS[kind]
+    return pa.Table.from_pandas(out[schema.names], schema=schema, preserve_index=False)
 
 
-def pandas_pairwise(d: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    g = pandas_pairs(d["comparisons"])
-    g["prob"] = 1.0
-    out = pandas_render(g, d["prompts"], d["texts"], {"chosen": "chosen_id", "rejected": "rejected_id"})
-    return out[out["chosen"] != out["rejected"]]
+def pandas_pairwise(d: dict[str, pd.DataFrame]) -> pa.Table:
+    g = pandas_pairs(d["comparisons"]).assign(prob=1.0, margin=np.nan)
+    g = g.assign(chosen=g["chosen_id"].map(d["texts"]), rejected=g["rejected_id"].map(d["texts"]))
+    g = g.dropna(subset=["chosen", "rejected"])
+    g = g[g["chosen"] != g["rejected"]]
+    return pandas_render(g, d, "pairwise", ["prompt_id", "chosen_id", "rejected_id", "source"])
 
 
-def pandas_binary(d: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def pandas_binary(d: dict[str, pd.DataFrame]) -> pa.Table:
     g = pandas_pairs(d["comparisons"])
     rows = pd.concat([g.assign(completion_id=g["chosen_id"], label=True),
                       g.assign(completion_id=g["rejected_id"], label=False)])
     b = rows.groupby(["prompt_id", "completion_id"], sort=False).agg(
         label_all=("label", "all"), label_any=("label", "any"), round_id=("round_id", "min"),
+        source=("source", "min"),
         feedback_ids=("feedback_ids", lambda s: sorted({x for ids in s for x in ids}))).reset_index()
-    b = b[b["label_all"] | ~b["label_any"]].assign(label=lambda x: x["label_all"])
-    return pandas_render(b, d["prompts"], d["texts"], {"completion": "completion_id"})
+    b = b[b["label_all"] | ~b["label_any"]].assign(label=lambda x: x["label_all"],
+                                                    completion=lambda x: x["completion_id"].map(d["texts"]))
+    return pandas_render(b.dropna(subset=["completion"]), d, "binary", ["prompt_id", "completion_id"])
 
 
-def pandas_listwise(d: dict[str, pd.DataFrame], k: int = 4) -> pd.DataFrame:
-    r = d["ratings"].sort_values(["prompt_id", "score", "response_id"], ascending=[True, False, True])
+def pandas_rated(r: pd.DataFrame) -> pd.DataFrame:
+    """One row per rated response: mean score over the judges of its best source tier, their ids sorted."""
+    r = r[r["score"].notna()].assign(tier=lambda x: tier(x["source"]))
+    r = r[r["tier"] == r.groupby("response_id")["tier"].transform("min")].sort_values("id")
+    return r.groupby(["prompt_id", "response_id"], sort=False).agg(
+        round_id=("round_id", "min"), score=("score", "mean"), source=("source", "first"),
+        feedback_ids=("id", list)).reset_index()
+
+
+def pandas_listwise(d: dict[str, pd.DataFrame], k: int = 4) -> pa.Table:
+    r = pandas_rated(d["ratings"]).sort_values(["prompt_id", "score", "response_id"], ascending=[True, False, True])
     r = r[r.groupby("prompt_id")["response_id"].transform("size") >= k]
     top = r.groupby("prompt_id", sort=False).head(k)
     lists = top.groupby("prompt_id", sort=False).agg(completion_ids=("response_id", list), scores=("score", list))
-    lists["completions"] = lists["completion_ids"].map(lambda ids: [d["texts"][i] for i in ids])
-    return lists.reset_index().merge(d["prompts"], left_on="prompt_id", right_on="id").sort_values("prompt_id")
+    per = r.groupby("prompt_id", sort=False).agg(round_id=("round_id", "min"), source=("source", "min"),
+                                                  feedback_ids=("feedback_ids", lambda s: sorted(x for ids in s for x in ids)))
+    lists = lists.join(per).reset_index()
+    texts = d["texts"]
+    lists["completions"] = lists["completion_ids"].map(lambda ids: [texts.get(i) for i in ids])
+    lists = lists[lists["completions"].map(lambda ts: None not in ts)]
+    return pandas_render(lists, d, "listwise", ["prompt_id"])
 
 
 PANDAS = {"pairwise": pandas_pairwise, "binary": pandas_binary, "listwise": pandas_listwise}
@@ -166,7 +204,8 @@ def compare(n: int, repeat: int, memory_limit: str | None = None) -> None:
     for name, (kind, opts) in SPECS.items():
         res, t_duck, c_duck = timed(lambda kind=kind, opts=opts: build(con, parse_options(kind, opts)), repeat, True)
         ref, t_pd, c_pd = timed(lambda name=name: PANDAS[name](frames), repeat, True)
-        assert res.table.num_rows == len(ref), (name, res.table.num_rows, len(ref))
+        if not res.table.equals(ref):
+            raise SystemExit(f"{name}: DuckDB and pandas rows differ ({res.table.num_rows:,} vs {ref.num_rows:,} rows)")
         print(f"{name:<10}{res.table.num_rows:>10,}{t_duck:>8.2f} ({c_duck:5.2f}){t_pd:>8.2f} ({c_pd:5.2f})"
               f"{t_pd / t_duck:>7.1f}x", flush=True)
     con.close()

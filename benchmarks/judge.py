@@ -1,6 +1,6 @@
 """Pairwise judging throughput: batched verdict-token log-probs (both orders) vs a naive generate-and-parse loop.
 
-    python benchmarks/judge.py --pairs 32 [--model default] [--max-chars 300] [--batch-size 16]
+    python benchmarks/judge.py --pairs 32 [--model default] [--max-chars 300] [--batch-size 16[,64]] [--json F]
 
 Same model, same pairs, same run. Pairs come from the HH-RLHF harmless test file (rows 0-1999) when present
 (../shared/data or $ALIGNLOOP_SHARED_DATA), else from synthetic answers.
@@ -45,27 +45,42 @@ def load_pairs(n: int) -> list[PairItem]:
     return pairs
 
 
+def device_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", type=int, default=32)
     ap.add_argument("--model", default="default")
     ap.add_argument("--max-chars", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--batch-size", default="16", help="Batched path: one size or several, comma-separated.")
     ap.add_argument("--max-new-tokens", type=int, default=8, help="Naive loop: verdict length.")
+    ap.add_argument("--json", type=Path, help="Also write the results here.")
     args = ap.parse_args()
+    sizes = [int(b) for b in str(args.batch_size).split(",")]
 
-    backend = make_backend("transformers", args.model, max_batch_size=args.batch_size)
+    backend = make_backend("transformers", args.model, max_batch_size=max(sizes))
     pairs = load_pairs(args.pairs)
-    cfg = JudgeConfig(mode="logprobs", max_chars=args.max_chars, calls=CallPolicy(batch_size=args.batch_size))
-    judge = PairwiseJudge(backend, cfg)
-    judge.judge_pairs(pairs[:2], "bench")  # warm-up
-
-    t0 = time.perf_counter()
-    fast = judge.judge_pairs(pairs, "bench")
-    t_fast = time.perf_counter() - t0
-    print(f"batched log-probs done in {t_fast:.1f} s", flush=True)
+    n = len(pairs)
+    results: dict[str, object] = {"pairs": n, "model": model_uri(backend.name), "max_chars": args.max_chars,
+                                  "device": device_name(), "batched": {}}
+    counts = {}
+    for bs in sizes:
+        cfg = JudgeConfig(mode="logprobs", max_chars=args.max_chars, calls=CallPolicy(batch_size=bs))
+        judge = PairwiseJudge(backend, cfg)
+        judge.judge_pairs(pairs[:2], "bench")  # warm-up
+        t0 = time.perf_counter()
+        fast = judge.judge_pairs(pairs, "bench")
+        t_fast = time.perf_counter() - t0
+        counts[bs] = {w: sum(r.winner == w for r in fast) for w in ("a", "b", "tie", "invalid")}
+        results["batched"][bs] = t_fast
+        print(f"batched log-probs (batch {bs}) done in {t_fast:.1f} s", flush=True)
 
     sampling = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
+    backend.generate([judge.conversations(pairs[0])[0]], sampling)  # warm-up
     t0 = time.perf_counter()
     naive = []
     for p in pairs:
@@ -74,15 +89,19 @@ def main() -> None:
         v_ba = parse_pairwise(backend.generate([ba], sampling)[0][0].text)
         naive.append(resolve(to_response(v_ab, True), to_response(v_ba, False), "tie")[0])
     t_naive = time.perf_counter() - t0
+    results["naive"] = t_naive
 
-    n = len(pairs)
-    print(f"pairs: {n} (both orders each), model {model_uri(backend.name)}, max_chars {args.max_chars}, batch {args.batch_size}")
-    print(f"batched log-probs : {n / t_fast:8.2f} pairs/s ({t_fast:.1f} s); winners "
-          f"{ {w: sum(r.winner == w for r in fast) for w in ('a', 'b', 'tie', 'invalid')} }")
-    print(f"naive generate    : {n / t_naive:8.2f} pairs/s ({t_naive:.1f} s); winners "
+    print(f"pairs: {n} (both orders each), model {results['model']} on {results['device']}, "
+          f"max_chars {args.max_chars}")
+    for bs in sizes:
+        t_fast = results["batched"][bs]
+        print(f"batched log-probs, batch {bs:3d}: {n / t_fast:8.2f} pairs/s ({t_fast:.1f} s); winners {counts[bs]}")
+    print(f"naive generate            : {n / t_naive:8.2f} pairs/s ({t_naive:.1f} s); winners "
           f"{ {w: naive.count(w) for w in ('a', 'b', 'tie', 'invalid')} }")
-    print(f"speed-up          : {t_naive / t_fast:8.1f}x")
-
+    for bs in sizes:
+        print(f"speed-up, batch {bs:3d}       : {t_naive / results['batched'][bs]:8.1f}x")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
 
 if __name__ == "__main__":
     main()
