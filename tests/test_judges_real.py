@@ -16,7 +16,7 @@ from tests.fixtures_judges import INJECTION
 from warehouse import db
 
 pytestmark = pytest.mark.slow
-N_PAIRS = 64  # HH rows judged in both orders (~2.5 min on 2 float32 CPU cores)
+N_PAIRS = 40  # HH rows judged in both orders (~1.5 min on 2 float32 CPU cores)
 
 
 @pytest.fixture(scope="module")
