@@ -2,8 +2,8 @@
 
 Builds pairwise (comparisons: consistency, aggregation, human-over-AI, ties), binary (the pairs split) and
 listwise (ratings, k=4) with the platform's DuckDB builders and with a pandas implementation of the same rules,
-checks both give exactly the same rows (the snapshot's columns and order), and prints the best of ``--repeat`` times for each. Then the DuckDB time at 100k
-and 1M comparisons (10M with ``--full``; pandas is left out there, its frames alone would not fit in memory).
+checks both give exactly the same rows (the snapshot's columns and order), and prints the best of ``--repeat``
+times for each. Then the DuckDB time at 100k and 1M comparisons (10M with ``--full``; pandas is left out there, its frames alone would not fit in memory).
 Decontamination is off in both (it is a separate cost that depends on the evaluation set). The load average is
 printed before and after: the machine may be shared.
 """
@@ -165,6 +165,13 @@ def pandas_listwise(d: dict[str, pd.DataFrame], k: int = 4) -> pa.Table:
 PANDAS = {"pairwise": pandas_pairwise, "binary": pandas_binary, "listwise": pandas_listwise}
 
 
+def pandas_frames(data: dict[str, pa.Table]) -> dict[str, pd.DataFrame]:
+    """The pandas side's input: ``synthetic`` as frames, plus ``texts`` (response id -> text)."""
+    frames = {k: v.to_pandas() for k, v in data.items()}
+    frames["texts"] = frames["responses"].set_index("id")["text"]
+    return frames
+
+
 def load(n: int, memory_limit: str | None = None, folder: str | None = None):
     """A warehouse holding ``synthetic(n)``: in memory, or in a file in ``folder`` (as the platform keeps it)."""
     data = synthetic(n)
@@ -195,8 +202,7 @@ def load_average() -> str:
 
 def compare(n: int, repeat: int, memory_limit: str | None = None) -> None:
     con, data, t_ingest = load(n, memory_limit)
-    frames = {k: v.to_pandas() for k, v in data.items()}
-    frames["texts"] = frames["responses"].set_index("id")["text"]
+    frames = pandas_frames(data)
     print(f"\n{n:,} comparisons ({len(frames['prompts']):,} prompts, {len(frames['responses']):,} responses); "
           f"ingest {t_ingest:.1f} s; best of {repeat}")
     print("wall seconds (CPU seconds, all threads, in brackets)")

@@ -66,7 +66,8 @@ def main() -> None:
     pairs = load_pairs(args.pairs)
     n = len(pairs)
     results: dict[str, object] = {"pairs": n, "model": model_uri(backend.name), "max_chars": args.max_chars,
-                                  "device": device_name(), "batched": {}}
+                                  "device": device_name()}
+    batched: dict[int, float] = {}
     counts = {}
     for bs in sizes:
         cfg = JudgeConfig(mode="logprobs", max_chars=args.max_chars, calls=CallPolicy(batch_size=bs))
@@ -76,7 +77,7 @@ def main() -> None:
         fast = judge.judge_pairs(pairs, "bench")
         t_fast = time.perf_counter() - t0
         counts[bs] = {w: sum(r.winner == w for r in fast) for w in ("a", "b", "tie", "invalid")}
-        results["batched"][bs] = t_fast
+        batched[bs] = t_fast
         print(f"batched log-probs (batch {bs}) done in {t_fast:.1f} s", flush=True)
 
     sampling = Sampling(n=1, temperature=0.0, max_new_tokens=args.max_new_tokens)
@@ -89,19 +90,20 @@ def main() -> None:
         v_ba = parse_pairwise(backend.generate([ba], sampling)[0][0].text)
         naive.append(resolve(to_response(v_ab, True), to_response(v_ba, False), "tie")[0])
     t_naive = time.perf_counter() - t0
-    results["naive"] = t_naive
+    results.update(batched=batched, naive=t_naive)
 
     print(f"pairs: {n} (both orders each), model {results['model']} on {results['device']}, "
           f"max_chars {args.max_chars}")
     for bs in sizes:
-        t_fast = results["batched"][bs]
+        t_fast = batched[bs]
         print(f"batched log-probs, batch {bs:3d}: {n / t_fast:8.2f} pairs/s ({t_fast:.1f} s); winners {counts[bs]}")
     print(f"naive generate            : {n / t_naive:8.2f} pairs/s ({t_naive:.1f} s); winners "
           f"{ {w: naive.count(w) for w in ('a', 'b', 'tie', 'invalid')} }")
     for bs in sizes:
-        print(f"speed-up, batch {bs:3d}       : {t_naive / results['batched'][bs]:8.1f}x")
+        print(f"speed-up, batch {bs:3d}       : {t_naive / batched[bs]:8.1f}x")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
 
 if __name__ == "__main__":
     main()

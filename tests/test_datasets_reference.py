@@ -20,11 +20,17 @@ def bench():
     return module
 
 
-@pytest.mark.parametrize("name", ["pairwise", "binary", "listwise"])
-def test_builders_equal_the_pandas_reference(bench, name):
+@pytest.fixture(scope="module")
+def warehouse(bench):
+    """One synthetic warehouse (8k comparisons) and its pandas frames for every kind."""
     con, data, _ = bench.load(8000)
-    frames = {k: v.to_pandas() for k, v in data.items()}
-    frames["texts"] = frames["responses"].set_index("id")["text"]
+    yield con, bench.pandas_frames(data)
+    con.close()
+
+
+@pytest.mark.parametrize("name", ["pairwise", "binary", "listwise"])
+def test_builders_equal_the_pandas_reference(bench, warehouse, name):
+    con, frames = warehouse
     kind, opts = bench.SPECS[name]
     built = build(con, parse_options(kind, opts))
     expected = bench.PANDAS[name](frames)
@@ -33,4 +39,3 @@ def test_builders_equal_the_pandas_reference(bench, name):
     if name == "pairwise":  # the synthetic warehouse exercises the policies, not only the happy path
         counts = built.stage_counts
         assert counts["require_consistent"] < counts["comparisons"] and counts["prefer_human"] < counts["contradictions"]
-    con.close()
