@@ -126,6 +126,33 @@ def test_resumed_run_with_changed_config_is_refused(tmp_path, tiny_model_dir):  
         train_model("sft", snap, tiny_model_dir, C.SFTConfig(train=small_train(tmp_path, lr=0.5)), base_model_id="b")
 
 
+def test_finished_run_keeps_no_checkpoint_and_reruns_from_its_records(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+    cfg = C.PreferenceConfig(train=small_train(tmp_path))
+    first = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
+    out = tmp_path / "run"
+    assert not (out / "checkpoints").exists()  # model + run.json describe the finished run; no optimizer state
+    assert {p.name for p in out.iterdir()} >= {"config.json", "model", "run.json"}
+    weights = _weights(first.model_dir)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr("trainers.run.load_model", no_training)
+    again = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
+    assert again.run == first.run and again.model == first.model and again.metrics == first.metrics
+    assert again.evaluations == first.evaluations and again.artifacts == first.artifacts
+    assert again.model_dir == first.model_dir and again.plot == first.plot
+    assert all(torch.equal(weights[k], v) for k, v in _weights(again.model_dir).items())
+    # a run folder whose model was removed is not taken for finished: it trains again
+    import shutil
+
+    shutil.rmtree(out / "model")
+    monkeypatch.undo()
+    third = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
+    assert third.run.id == first.run.id and (out / "model" / "config.json").is_file()
+
+
 def test_best_of_n_prm_orm_majority():
     def s(answer, correct, steps, orm):
         return Solution(answer, correct, tuple(steps), orm)

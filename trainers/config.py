@@ -73,7 +73,8 @@ class TrainConfig:
     pass stops at layer N, so a step costs less compute and memory. With tied embeddings (SmolLM2) the output
     layer of a causal LM stays frozen too. 0 trains every weight."""
     output_dir: str = "runs/train"
-    """Run folder: config.json, checkpoints, the final model and the curves PNG."""
+    """Run folder: config.json, the final model, run.json (summary and records) and the curves PNG; checkpoints
+    only while training (a finished run drops them; running it again returns its records)."""
     logging_steps: int = 1
     """Log metrics every N optimizer steps."""
     save_steps: int = 500

@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
     resumed = cfgmod.check_resume(out_dir, config, {"method": method, "dataset": snap.content_hash,
                                                     "base_model": base_model_id})
+    if resumed and (done := _finished(out_dir, rid)) is not None:
+        return done
     tokenizer = load_tokenizer(base)
     features, truncation, ids = _encode(spec, layout, snap, tokenizer, config)
     bf16 = use_bf16(t)
@@ -181,7 +185,47 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                        reference_model_id=ref_id, output_model_id=model_rec.id, round_id=round_id,
                        status="finished", meta=meta)
     plot = plot_curves(recorder.rows, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})")
-    (out_dir / "run.json").write_text(json.dumps({"run_id": rid, **meta}, indent=2, default=str))
-    return TrainResult(run, metric_rows(rid, recorder.rows), model_rec,
-                       evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
-                       artifacts, model_dir, plot, truncation)
+    result = TrainResult(run, metric_rows(rid, recorder.rows), model_rec,
+                         evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
+                         artifacts, model_dir, plot, truncation)
+    _record_finished(out_dir, rid, meta, result)
+    return result
+
+
+_RECORDS = {"run": TrainingRun, "metrics": Metric, "model": Model, "evaluations": Evaluation, "artifacts": Artifact}
+
+
+def _record_finished(out_dir: Path, rid: str, meta: dict[str, Any], result: TrainResult) -> None:
+    """Write ``run.json`` (the run's summary and every record it produced), then drop the Trainer checkpoints.
+
+    Once the model is saved and ``run.json`` is in place the run folder says everything about the run, so the final
+    checkpoint (model again plus optimizer state: 1.6 GB for a 135M model in float32) is removed; running the same
+    run again returns the stored records (:func:`_finished`). A crash before ``run.json`` is written leaves the
+    checkpoint, and the run resumes from it.
+    """
+    records = {"run": asdict(result.run), "metrics": [asdict(m) for m in result.metrics],
+               "model": asdict(result.model), "evaluations": [asdict(e) for e in result.evaluations],
+               "artifacts": [asdict(a) for a in result.artifacts],
+               "plot": result.plot.name if result.plot else None, "truncation": result.truncation}
+    path = out_dir / "run.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps({"run_id": rid, **meta, "records": records}, indent=2, default=str))
+    os.replace(tmp, path)  # whole or absent: a half-written run.json never passes for a finished run
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+
+
+def _finished(out_dir: Path, rid: str) -> TrainResult | None:
+    """The stored result of run ``rid`` if ``out_dir`` holds it finished (``run.json`` and the saved model)."""
+    path, model_dir = out_dir / "run.json", out_dir / "model"
+    if not path.is_file() or not (model_dir / "config.json").is_file():
+        return None
+    saved = json.loads(path.read_text())
+    rec = saved.get("records")
+    if saved.get("run_id") != rid or not rec:
+        return None
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # a crash may have come between the two steps
+    one = {k: _RECORDS[k](**rec[k]) for k in ("run", "model")}
+    many = {k: [_RECORDS[k](**r) for r in rec[k]] for k in ("metrics", "evaluations", "artifacts")}
+    plot = out_dir / rec["plot"] if rec.get("plot") else None
+    return TrainResult(one["run"], many["metrics"], one["model"], many["evaluations"], many["artifacts"], model_dir,
+                       plot if plot and plot.is_file() else None, rec.get("truncation") or {})
