@@ -135,7 +135,8 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     return {"run_id": result.run.id, "model_id": result.model.id, "model_dir": str(result.model_dir),
             "plot": str(result.plot) if result.plot else None, "written": written,
             "eval": result.run.meta.get("eval", {}), "truncation": result.truncation,
-            "steps": result.run.meta.get("steps"), "train_seconds": result.run.meta.get("train_seconds")}
+            "steps": result.run.meta.get("steps"), "train_seconds": result.run.meta.get("train_seconds"),
+            "reused": result.reused}
 
 
 def _with_dataset(result: TrainResult, dataset_id: str) -> TrainResult:

@@ -40,6 +40,11 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
     # same run (the output folder is not part of its identity): reference reused, nothing written twice
     assert again["run_id"] == summary["run_id"]
     assert again["written"]["artifacts"] == 0 and again["written"]["training_runs"] == 0
+    assert not summary["reused"] and not again["reused"]
+    # the same run in the same folder: finished, so its stored records come back and nothing new is written
+    same = train.fn(params)
+    assert same["reused"] and same["run_id"] == summary["run_id"] and same["model_id"] == summary["model_id"]
+    assert not any(same["written"].values())
 
 
 def test_cli_help_lists_every_method():

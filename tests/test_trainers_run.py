@@ -143,6 +143,7 @@ def test_finished_run_keeps_no_checkpoint_and_reruns_from_its_records(tmp_path, 
     assert again.run == first.run and again.model == first.model and again.metrics == first.metrics
     assert again.evaluations == first.evaluations and again.artifacts == first.artifacts
     assert again.model_dir == first.model_dir and again.plot == first.plot
+    assert again.reused and not first.reused
     assert all(torch.equal(weights[k], v) for k, v in _weights(again.model_dir).items())
     # a run folder whose model was removed is not taken for finished: it trains again
     import shutil

@@ -45,6 +45,8 @@ class TrainResult:
     model_dir: Path
     plot: Path | None
     truncation: dict[str, dict[str, int]] = field(default_factory=dict)
+    reused: bool = False
+    """The run folder held this run finished: its stored records, nothing trained."""
 
 
 @dataclass
@@ -228,4 +230,4 @@ def _finished(out_dir: Path, rid: str) -> TrainResult | None:
     many = {k: [_RECORDS[k](**r) for r in rec[k]] for k in ("metrics", "evaluations", "artifacts")}
     plot = out_dir / rec["plot"] if rec.get("plot") else None
     return TrainResult(one["run"], many["metrics"], one["model"], many["evaluations"], many["artifacts"], model_dir,
-                       plot if plot and plot.is_file() else None, rec.get("truncation") or {})
+                       plot if plot and plot.is_file() else None, rec.get("truncation") or {}, reused=True)
