@@ -39,6 +39,7 @@ def train(
     db_file: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from flows.train import TrainParams
@@ -61,7 +62,10 @@ def train(
                             if k in ("loss", "rewards/accuracies", "step_accuracy"))
             bar.update(task, completed=step, total=total or None, info=info)
 
-        summary = train_flow.fn(params, progress=report)
+        # the flow's body runs here (its progress callback is not a flow parameter), so the training task has
+        # no flow run to send logs to: they go to the console, without Prefect's warning about it
+        with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+            summary = train_flow.fn(params, progress=report)
     if json_out:
         emit_json(summary)
         return

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from trainers import config as cfgmod
@@ -97,7 +98,9 @@ def resolve_base(base: str, db_path: str) -> tuple[Path, str]:
         return path, register_model(con, str(path), "policy")
 
 
-@task
+# No Prefect cache key: the progress callback cannot be hashed, and a run's idempotence lives in its run folder
+# (a finished run returns its stored records).
+@task(cache_policy=NO_CACHE)
 def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
                reference: str | None, round_id: str | None, progress: Progress | None = None) -> TrainResult:
     return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,

@@ -68,3 +68,20 @@ def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: 
                                    "--db", str(tmp_path / "w.duckdb")], env={"COLUMNS": "200"})
     assert out.exit_code == 2
     assert "method kto needs a binary dataset; 'prefs' is pairwise" in out.output
+
+
+def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_model_dir, prefect_harness, capfd):  # noqa: F811
+    from flows.cli import app
+
+    snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
+    args = ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
+            "--output-dir", str(tmp_path / "run"), "--db", str(tmp_path / "w.duckdb")]
+    first = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    logged = capfd.readouterr()
+    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
+    assert "already finished" not in first.output and "2 steps" in first.output
+    assert "(already finished in this folder: stored records, nothing trained)" in again.output
+    # no Prefect traceback for an unhashable task input, no warning about logs outside a flow run
+    for noise in ("computing cache key", "without a flow run id", "Traceback"):
+        assert noise not in logged.out + logged.err + first.output + again.output
