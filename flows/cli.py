@@ -20,6 +20,10 @@ T = TypeVar("T")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# A command without PREFECT_API_URL starts a temporary Prefect server; on a busy machine (or with a fresh
+# database to migrate) it can take longer than Prefect's default 20 s to answer.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+_NO_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"
 
 app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets -> training, in rounds.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -51,6 +55,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted; rerun the same command to resume", 130)
+        except RuntimeError as exc:
+            if _NO_SERVER not in str(exc):
+                raise
+            wait = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
+            fail(f"the temporary Prefect server did not answer within {wait} s; raise "
+                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start 'alignloop server' and export the "
+                 "PREFECT_API_URL it prints; rerun the same command to resume")
 
     return wrapper
 

@@ -52,3 +52,18 @@ def test_demo_refuses_a_bad_recipe_before_writing_anything(tmp_path):
         r = CliRunner().invoke(app, ["demo", "--db", str(tmp_path / "w.duckdb"), *args])
         assert r.exit_code == 2 and expected in r.output, r.output
     assert not (tmp_path / "w.duckdb").exists() and not (tmp_path / "data").exists()
+
+
+def test_a_temporary_prefect_server_that_does_not_answer_is_one_line(tmp_path):
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(PREFECT_HOME=str(tmp_path / "prefect"), PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="0")
+    assert run("init", "--db", "w.duckdb", cwd=tmp_path).returncode == 0
+    r = subprocess.run([*CLI, "round", "--round", "r1", "--db", "w.duckdb"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, check=False, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "temporary Prefect server did not answer within 0 s" in r.stderr
+    assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in r.stderr
+    st = json.loads(run("status", "--json", "--db", "w.duckdb", cwd=tmp_path).stdout)
+    assert st["tables"]["rounds"] == 0 and st["tables"]["responses"] == 0
