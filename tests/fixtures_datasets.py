@@ -48,8 +48,9 @@ class Wh:
         return r.id
 
     def rate(self, prompt_id: str, response_id: str, score: float, lo: float = 1, hi: float = 10,
-             source: str = "human", judge: str = "ann1") -> str:
-        r = Rating(Rating.make_id(judge, response_id), prompt_id, response_id, score, lo, hi, judge, source, ROUND)
+             source: str = "human", judge: str = "ann1", aspect: str = "overall") -> str:
+        r = Rating(Rating.make_id(judge, response_id, aspect), prompt_id, response_id, score, lo, hi, judge, source,
+                   ROUND, aspect=aspect)
         db.ingest(self.con, "ratings", [r])
         return r.id
 

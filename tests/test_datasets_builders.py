@@ -252,3 +252,24 @@ def test_bad_input_messages(wh: Wh):
         parse_options("pairwise", {"soft_labels": "perhaps"})
     with pytest.raises(EmptyDataset, match="'comparisons' found no rows"):
         run(wh, "pairwise")
+
+
+def test_a_build_whose_source_finds_nothing_says_what_the_warehouse_holds(wh: Wh):
+    with pytest.raises(EmptyDataset, match="this build read comparisons; the warehouse holds no feedback yet"):
+        run(wh, "pairwise")
+    p = wh.prompt("What is 2 + 2?")
+    right, wrong = wh.responses(p, "4", "5")
+    wh.rate(p, right, 1, lo=0, hi=1, source="rule", judge="exact", aspect="correct")
+    wh.rate(p, wrong, 0, lo=0, hi=1, source="rule", judge="exact", aspect="correct")
+    with pytest.raises(EmptyDataset) as err:
+        run(wh, "pairwise", origin="verifier")
+    msg = str(err.value)
+    assert "'rated_responses' found no rows" in msg and "this build read ratings (aspect 'overall')" in msg
+    assert f"the warehouse holds 2 ratings with aspect 'correct' from rule in rounds {ROUND}" in msg
+    assert "-o origin=, aspect=, sources=, rounds=" in msg
+    # a filter that empties the build names the filter, not the inventory
+    r = run(wh, "pairwise", origin="verifier", aspect="correct")
+    assert pairs(r) == {("4", "5", 1.0)}
+    with pytest.raises(EmptyDataset, match=r"filter 'min_score_gap' removed all 1 rows \(rows after each stage: "
+                                            r"rated_responses=2, pairs=1, min_score_gap=0\)$"):
+        run(wh, "pairwise", origin="verifier", aspect="correct", min_score_gap=2)

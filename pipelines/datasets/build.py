@@ -15,6 +15,7 @@ import duckdb
 import pyarrow as pa
 
 from pipelines.datasets.config import (
+    FEEDBACK_SOURCES,
     BinaryConfig,
     CorrectionConfig,
     DatasetSpec,
@@ -23,7 +24,8 @@ from pipelines.datasets.config import (
     SFTConfig,
     StepsConfig,
 )
-from pipelines.datasets.stages import Chain, run_sql
+from pipelines.datasets.stages import Chain, EmptyDataset, run_sql
+from warehouse import db
 from warehouse.snapshots import SCHEMAS
 
 
@@ -194,6 +196,28 @@ _BUILDERS = {PairwiseConfig: _build_pairwise, ListwiseConfig: _build_listwise, B
              StepsConfig: _build_steps, CorrectionConfig: _build_correction, SFTConfig: _build_sft}
 
 
+def _listed(values: list[str], most: int = 4) -> str:
+    return ", ".join(values[:most]) + (f" and {len(values) - most} more" if len(values) > most else "")
+
+
+def feedback_hint(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table_name: str) -> str:
+    """For a build whose source found nothing: what it read, and the feedback the warehouse does hold."""
+    c = spec.common
+    asked = (f"this build read {table_name.replace('_', ' ')}"
+             + (f" (aspect {c.aspect!r})" if table_name == "ratings" else "")
+             + (f" from {_listed(list(c.sources))}" if set(c.sources) != set(FEEDBACK_SOURCES) else "")
+             + (f" in rounds {_listed(list(c.rounds))}" if c.rounds else ""))
+    con.execute("SELECT 1").fetchall()
+    held = con.execute(db.query("feedback_inventory")).fetchall()
+    if not held:
+        return f"{asked}; the warehouse holds no feedback yet (judge a round, import labelled data or pull annotations)"
+    found = [f"{n} {kind.replace('_', ' ')}" + (f" with aspect {aspect!r}" if aspect is not None else "")
+             + f" from {_listed(sources)} in rounds {_listed(rounds)}" for kind, aspect, n, sources, rounds in held]
+    options = ("origin=, " if hasattr(spec.config, "origin") else "") + "aspect=, sources=, rounds="
+    return (f"{asked}; the warehouse holds {'; '.join(found)} (select with -o {options}; "
+            f"'alignloop dataset options {spec.kind}' lists them)")
+
+
 def eval_texts_from_warehouse(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """Evaluation prompts for decontamination: the test split (one ``text`` column)."""
     return run_sql(con, "eval_prompts_test_split", {})
@@ -217,7 +241,12 @@ def build(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, eval_texts: pa.Tabl
         evals = eval_texts if eval_texts is not None else eval_texts_from_warehouse(con)
         if evals.num_rows:
             chain.then("decontaminate", "decontaminate", _eval_texts=evals.select(["text"]))
-    done = chain.finish(f"finalize_{spec.kind}")
+    try:
+        done = chain.finish(f"finalize_{spec.kind}")
+    except EmptyDataset as exc:
+        if not exc.at_source:
+            raise
+        raise EmptyDataset(f"{exc}; {feedback_hint(con, spec, table_name)}", at_source=True) from None
     notes = _notes(spec, done.notes, done.log.counts)
     if evals is not None:
         notes["eval_prompts"] = evals.num_rows

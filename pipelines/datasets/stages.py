@@ -28,6 +28,11 @@ _COUNTS, _NOTES = "_chain_counts", "_chain_notes"
 class EmptyDataset(AlignloopError):
     """A build ended with zero rows; the message names the stage that emptied it."""
 
+    def __init__(self, message: str, at_source: bool = False):
+        super().__init__(message)
+        self.at_source = at_source
+        """The build's first stage found nothing (no filter removed rows)."""
+
 
 def builder_sql(name: str) -> str:
     """The text of ``warehouse/sql/builders/NAME.sql``."""
@@ -76,7 +81,8 @@ class StageLog:
             before = self.counts[-2][1] if len(self.counts) > 1 else None
             trail = ", ".join(f"{s}={n}" for s, n in self.counts)
             what = f"filter {stage!r} removed all {before} rows" if before else f"{stage!r} found no rows"
-            raise EmptyDataset(f"{self.kind} dataset is empty: {what} (rows after each stage: {trail})")
+            raise EmptyDataset(f"{self.kind} dataset is empty: {what} (rows after each stage: {trail})",
+                               at_source=before is None)
         return rows
 
     def as_dict(self) -> dict[str, int]:
