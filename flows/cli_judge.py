@@ -101,6 +101,11 @@ def report(
     if json_out:
         emit_json([asdict(r) for r in rows])
         return
+    if not rows:
+        where = f" in round {round_name}" if round_name else ""
+        console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
+                      "--judge MODEL' judges a round's pairs in both orders")
+        return
     table = Table(title="judge quality")
     for col in ("judge", "n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa",
                 "calls", "tokens", "seconds"):

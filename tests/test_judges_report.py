@@ -75,6 +75,10 @@ def test_cli_verifier_judge_and_report(tmp_path):
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
     assert rep.exit_code == 0 and json.loads(rep.stdout) == []
+    # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
+    rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
+    assert rep.exit_code == 0
+    assert "no AI pairwise judgments in round r1 to report on yet; 'alignloop judge pairwise" in rep.output
 
 
 def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
