@@ -3,7 +3,8 @@
 Builds pairwise (comparisons: consistency, aggregation, human-over-AI, ties), binary (the pairs split) and
 listwise (ratings, k=4) with the platform's DuckDB builders and with a pandas implementation of the same rules,
 checks both give exactly the same rows (the snapshot's columns and order), and prints the best of ``--repeat``
-times for each. Then the DuckDB time at 100k and 1M comparisons (10M with ``--full``; pandas is left out there, its frames alone would not fit in memory).
+times for each. Then the DuckDB time at 100k and 1M comparisons (10M with ``--full``; pandas is left out there,
+its frames alone would not fit in memory).
 Decontamination is off in both (it is a separate cost that depends on the evaluation set). The load average is
 printed before and after: the machine may be shared.
 """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -146,8 +148,6 @@ def test_finished_run_keeps_no_checkpoint_and_reruns_from_its_records(tmp_path, 
     assert again.reused and not first.reused
     assert all(torch.equal(weights[k], v) for k, v in _weights(again.model_dir).items())
     # a run folder whose model was removed is not taken for finished: it trains again
-    import shutil
-
     shutil.rmtree(out / "model")
     monkeypatch.undo()
     third = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")

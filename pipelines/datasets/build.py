@@ -207,7 +207,6 @@ def feedback_hint(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table_name:
              + (f" (aspect {c.aspect!r})" if table_name == "ratings" else "")
              + (f" from {_listed(list(c.sources))}" if set(c.sources) != set(FEEDBACK_SOURCES) else "")
              + (f" in rounds {_listed(list(c.rounds))}" if c.rounds else ""))
-    con.execute("SELECT 1").fetchall()
     held = con.execute(db.query("feedback_inventory")).fetchall()
     if not held:
         return f"{asked}; the warehouse holds no feedback yet (judge a round, import labelled data or pull annotations)"
