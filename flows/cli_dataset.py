@@ -42,7 +42,7 @@ def _show(m: Manifest, path: Path) -> None:
         ("content hash", m.content_hash[:16]), ("created", m.created_at),
         ("source", ", ".join(f"{k}={v}" for k, v in m.source_counts.items())),
         ("rows after each stage", " -> ".join(f"{k} {v}" for k, v in m.stage_counts.items())),
-        *[(k, str(v)) for k, v in m.notes.items()],
+        *[(k, "n/a (nothing to measure)" if v is None else str(v)) for k, v in m.notes.items()],
         ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
     ]))
     if m.stats:

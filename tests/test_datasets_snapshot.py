@@ -176,3 +176,23 @@ def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     assert res.exit_code == 0 and json.loads(res.stdout)["train"]["counts"]["chosen_equals_rejected"] == 0
     res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base])
     assert res.exit_code == 0 and "prefs@v1" in res.output
+
+
+def test_stats_are_rounded_and_a_note_with_nothing_to_measure_says_so(db_file, tmp_path):
+    from pipelines.datasets.stats import compute_stats, length_histograms
+
+    rows = {"prompt_id": [f"p{i}" for i in range(7)], "split": ["train"] * 7, "source": ["human"] * 7,
+            "prompt_text": ["q"] * 7, "chosen": ["c" * 3 * k for k in range(1, 8)], "rejected": ["r"] * 7,
+            "prob": [1.0] * 7}
+    stats = compute_stats(pa.table(rows), "pairwise")
+    # lengths 3, 6, ..., 21: Arrow's interpolated p90 is 19.200000000000003
+    assert stats["chosen_length"] == {"mean": 12.0, "median": 12.0, "p90": 19.2, "max": 21}
+    edges, counts = length_histograms(pa.table(rows), "pairwise", bins=4)  # one set of bins for both sides
+    assert edges.tolist() == [1.0, 6.0, 11.0, 16.0, 21.0]
+    assert counts["chosen"].tolist() == [1, 2, 2, 2] and counts["rejected"].tolist() == [7, 0, 0, 0]
+    with db.connect(db_file) as con:
+        seed(Wh(con))
+    base = ["--db", db_file, "--snapshots", str(tmp_path / "snaps")]
+    res = CliRunner().invoke(app, ["dataset", "build", "pairwise", "--name", "h", "-o", "sources=human", *base])
+    assert res.exit_code == 0, res.output
+    assert "ai_swap_consistency" in res.output and "n/a (nothing to measure)" in res.output and "None" not in res.output

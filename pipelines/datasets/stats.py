@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,7 +20,7 @@ def _summary(lengths: pa.Array) -> dict[str, float]:
     if len(lengths) == 0:
         return {}
     q = pc.quantile(lengths, q=[0.5, 0.9]).to_pylist()
-    return {"mean": round(pc.mean(lengths).as_py(), 1), "median": q[0], "p90": q[1],
+    return {"mean": round(pc.mean(lengths).as_py(), 1), "median": round(q[0], 1), "p90": round(q[1], 1),
             "max": pc.max(lengths).as_py()}
 
 
@@ -58,22 +59,31 @@ def compute_stats(table: pa.Table, kind: str, notes: dict[str, Any] | None = Non
     return out
 
 
+def length_histograms(table: pa.Table, kind: str, bins: int = 40) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Completion lengths as counts per bin, chosen and rejected (for pairs) over one set of bin edges."""
+    if kind == "pairwise":
+        series = {"chosen": _lengths(table["chosen"]), "rejected": _lengths(table["rejected"])}
+    else:
+        col = {"binary": "completion", "sft": "completion", "listwise": "completions", "steps": "steps",
+               "correction": "correction"}[kind]
+        values = pc.list_flatten(table[col]) if kind == "listwise" else table[col]  # each of a list's completions
+        series = {col: _lengths(values)}
+    arrays = {label: values.to_numpy(zero_copy_only=False) for label, values in series.items()}
+    edges = np.histogram_bin_edges(np.concatenate(list(arrays.values())), bins=bins)
+    return edges, {label: np.histogram(values, bins=edges)[0] for label, values in arrays.items()}
+
+
 def plot_stats(table: pa.Table, kind: str, path: Path) -> Path:
-    """Length histograms (chosen vs rejected for pairs) and the source mix, as a PNG."""
+    """Length histograms (chosen vs rejected for pairs, on the same bins) and the source mix, as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (ax_len, ax_src) = plt.subplots(1, 2, figsize=(10, 3.8))
-    if kind == "pairwise":
-        series = {"chosen": _lengths(table["chosen"]), "rejected": _lengths(table["rejected"])}
-    else:
-        col = {"binary": "completion", "sft": "completion", "listwise": "completions", "steps": "steps",
-               "correction": "correction"}[kind]
-        series = {col: _lengths(table[col])}
-    for label, values in series.items():
-        ax_len.hist(values.to_numpy(zero_copy_only=False), bins=40, alpha=0.6, label=label)
+    edges, counts = length_histograms(table, kind)
+    for label, n in counts.items():
+        ax_len.stairs(n, edges, fill=True, alpha=0.6, label=label)
     ax_len.set(xlabel="length (characters)", ylabel="rows", title=f"{kind}: completion lengths")
     ax_len.legend()
     mix = _counts(table["source"])
