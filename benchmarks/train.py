@@ -88,8 +88,8 @@ def run_ours(args: argparse.Namespace, pairs: list[dict]) -> dict:
                                              save_steps=10_000))
     start = time.perf_counter()
     result = train_model("dpo", snap, args.model, cfg, base_model_id="bench", cache_dir=tmp / "cache",
-                         progress=lambda step, total, logs: stamps.append(time.perf_counter()) if "loss" in logs
-                         else None)
+                         progress=lambda phase, step, total, logs: stamps.append(time.perf_counter())
+                         if phase == "train" and "loss" in logs else None)
     wall = time.perf_counter() - start
     return {"side": "alignloop", "reference": "cached before training", "steps_per_s": _rate(stamps),
             "wall_s": wall, "train_s": result.run.meta["train_seconds"], "tokens_per_step": _mean(tokens),

@@ -40,27 +40,36 @@ def train(
     json_out: JsonOption = False,
 ) -> None:
     from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from flows.train import TrainParams
     from flows.train import train as train_flow
     from trainers.methods import get_method
 
     get_method(method)  # one line for an unknown method before anything loads
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards": the phases below say it
     params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
                          epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
                          freeze_layers=freeze_layers,
                          config_file=config, output_dir=output_dir, reference=reference, round=round_name,
                          db=db_path(db_file))
-    columns = (TextColumn(f"training {method}"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+    phases = {"reference": ("reference log-probs", "rows"), "train": (f"training {method}", "steps"),
+              "eval": ("held-out evaluation", "rows")}
     with Progress(*columns, console=console, disable=json_out) as bar:
-        task = bar.add_task("steps", total=None, info="")
+        tasks: dict[str, TaskID] = {}  # one bar per phase, added when the phase starts; the one before stops its clock
 
-        def report(step: int, total: int, logs: dict[str, float]) -> None:
+        def report(phase: str, done: int, total: int, logs: dict[str, float]) -> None:
+            if phase not in tasks:
+                for earlier in tasks.values():
+                    bar.stop_task(earlier)
+                tasks[phase] = bar.add_task(phases[phase][0], total=total or None, unit=phases[phase][1], info="")
             info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items()
                             if k in ("loss", "rewards/accuracies", "step_accuracy"))
-            bar.update(task, completed=step, total=total or None, info=info)
+            bar.update(tasks[phase], completed=done, total=total or None, **({"info": info} if info else {}))
 
         # the flow's body runs here (its progress callback is not a flow parameter), so the training task has
         # no flow run to send logs to: they go to the console, without Prefect's warning about it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from typer.testing import CliRunner
 
@@ -81,6 +82,11 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
     logged = capfd.readouterr()
     assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
     assert "already finished" not in first.output and "2 steps" in first.output
+    # a bar for each phase: the reference pass over both splits (8 + 4 rows), the steps, the held-out rows
+    for bar in (r"reference log-probs +━+ 12/12 +rows", r"training dpo +━+ 2/2 +steps loss=", r"held-out evaluation +━+ 4/4 +rows"):
+        assert re.search(bar, first.output), first.output
+    assert "Loading weights" not in first.output  # transformers' own bars are off: the phases say it
+    assert "reference log-probs" not in again.output and "training dpo" not in again.output
     assert "(already finished in this folder: stored records, nothing trained)" in again.output
     # no Prefect traceback for an unhashable task input, no warning about logs outside a flow run
     for noise in ("computing cache key", "without a flow run id", "Traceback"):

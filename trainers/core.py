@@ -70,10 +70,10 @@ class MetricsRecorder(TrainerCallback):
 
 
 class ProgressPrinter(TrainerCallback):
-    """A one-line-per-log progress report through a caller's ``report(step, max_steps, logs)``."""
+    """Training steps reported through a caller's ``report("train", step, max_steps, logs)`` at every log."""
 
-    def __init__(self, report: Callable[[int, int, dict[str, float]], None]) -> None:
+    def __init__(self, report: Callable[[str, int, int, dict[str, float]], None]) -> None:
         self.report = report
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kw: Any) -> None:
-        self.report(state.global_step, state.max_steps, logs or {})
+        self.report("train", state.global_step, state.max_steps, logs or {})

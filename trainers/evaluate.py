@@ -25,8 +25,9 @@ Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Ten
 @torch.no_grad()
 def evaluate_split(model: torch.nn.Module, objective: Objective, features: Sequence[Any],
                    collate: Callable[[list[Any]], dict[str, torch.Tensor]], batch_size: int = 8,
-                   bf16: bool = False) -> dict[str, float]:
-    """Objective metrics over ``features``, each a mean weighted by batch size (``eval/`` prefix).
+                   bf16: bool = False, on_rows: Callable[[int], None] | None = None) -> dict[str, float]:
+    """Objective metrics over ``features``, each a mean weighted by batch size (``eval/`` prefix); ``on_rows`` is
+    called after each batch with its number of rows (progress).
 
     Returns:
         e.g. ``{"eval/loss": ..., "eval/rewards/accuracies": ..., "eval/examples": n}``; empty for no features.
@@ -48,6 +49,8 @@ def evaluate_split(model: torch.nn.Module, objective: Objective, features: Seque
             if not math.isnan(v):  # skip NaN (e.g. an empty subset)
                 sums[name] += v * len(chunk)
                 weights[name] += len(chunk)
+        if on_rows:
+            on_rows(len(chunk))
     model.train(was_training)
     out = {f"eval/{k}": sums[k] / weights[k] for k in sums}
     out["eval/examples"] = float(len(features))

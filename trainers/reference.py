@@ -48,13 +48,15 @@ def _matrix(batch: dict[str, torch.Tensor], logps: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def compute_logps(model: torch.nn.Module, features: Sequence[Any], collate: Callable[[list[Any]], dict],
-                  batch_size: int = 8, bf16: bool = False) -> np.ndarray:
+                  batch_size: int = 8, bf16: bool = False,
+                  on_rows: Callable[[int], None] | None = None) -> np.ndarray:
     """Reference log-probs for each feature, as an (N, M) float64 array (row i = feature i).
 
     Args:
         model: the reference causal LM.
         features: tokenised features (pairs, unpaired or lists).
         collate: the layout's collator without a reference.
+        on_rows: called after each batch with the number of rows it held (progress).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -64,6 +66,8 @@ def compute_logps(model: torch.nn.Module, features: Sequence[Any], collate: Call
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             logps, _ = batch_logprobs(model, {k: v.to(device) for k, v in batch.items()})
         rows.append(_matrix(batch, logps.double().cpu()).numpy())
+        if on_rows:
+            on_rows(len(rows[-1]))
     width = max((r.shape[1] for r in rows), default=0)
     padded = [np.pad(r, ((0, 0), (0, width - r.shape[1])), constant_values=np.nan) for r in rows]
     return np.concatenate(padded) if padded else np.zeros((0, width))

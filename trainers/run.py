@@ -30,7 +30,10 @@ from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
 from warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
 
-Progress = Callable[[int, int, dict[str, float]], None]
+Progress = Callable[[str, int, int, dict[str, float]], None]
+"""``(phase, done, total, logs)``: phase ``reference`` (rows whose reference log-probs are computed, both splits;
+absent when they are cached), ``train`` (optimizer steps, at every log step, with the logged metrics), ``eval``
+(held-out rows)."""
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,25 @@ class _Reference:
     batch_size: int
     model: Any = None
 
-    def logps(self, features: list[Any], collate: Any) -> np.ndarray:
+    def logps(self, features: list[Any], collate: Any, on_rows: Callable[[int], None] | None = None) -> np.ndarray:
         if self.model is None:
             self.model = load_model(self.path, "causal")
-        return compute_logps(self.model, features, collate, self.batch_size, self.bf16)
+        return compute_logps(self.model, features, collate, self.batch_size, self.bf16, on_rows)
+
+
+@dataclass
+class _Counter:
+    """Rows done in one phase, passed on to a :data:`Progress` (nothing without one)."""
+
+    progress: Progress | None
+    phase: str
+    total: int
+    done: int = 0
+
+    def __call__(self, rows: int) -> None:
+        self.done += rows
+        if self.progress:
+            self.progress(self.phase, self.done, self.total, {})
 
 
 def _encode(spec: MethodSpec, layout: Layout, snapshot: Snapshot, tokenizer: Any,
@@ -96,7 +114,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         reference_model, reference_model_id: reference for losses that need one (default: the base model).
         round_id: round this run belongs to.
         cache_dir: reference log-prob artifacts folder (default ``$ALIGNLOOP_CACHE/reference``).
-        progress: called at every log step with ``(step, max_steps, logs)``.
+        progress: told what the run is doing (:data:`Progress`): reference rows, training steps, held-out rows.
 
     Raises:
         AlignloopError: wrong dataset kind, empty dataset, missing base model, resumed config mismatch, NaN loss.
@@ -134,6 +152,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     if needs_reference(config):
         ref_id = reference_model_id or base_model_id
         ref = _Reference(Path(reference_model or base), bf16, max(t.batch_size, 1))
+        counter = _Counter(progress, "reference", sum(len(f) for f in features.values()))
         for split, feats in features.items():
             if not feats:
                 continue
@@ -143,7 +162,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                       dtype="bf16" if bf16 else "fp32",
                                       max_candidates=getattr(config, "max_candidates", None))
             collate = layout.collator(tokenizer.pad_token_id)
-            refs[split], art = cached_reference(inputs, lambda f=feats, c=collate: ref.logps(f, c), cache_dir)
+            refs[split], art = cached_reference(inputs, lambda f=feats, c=collate: ref.logps(f, c, counter),
+                                                cache_dir)
             artifacts.append(art)
         ref.model = None  # free the reference before the policy trains
 
@@ -177,7 +197,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     model_dir = save_model(trainer.model, tokenizer, out_dir / "model")
     evals: dict[str, float] = {}
     if t.eval and features["test"]:
-        evals = evaluate_split(trainer.model, objective, features["test"], collator("test"), t.batch_size, bf16)
+        evals = evaluate_split(trainer.model, objective, features["test"], collator("test"), t.batch_size, bf16,
+                               _Counter(progress, "eval", len(features["test"])))
     meta = {"truncation": truncation, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step,
             "bf16": bf16, "resumed": bool(has_checkpoint), "reference_artifacts": [a.id for a in artifacts],
             "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
