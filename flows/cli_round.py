@@ -51,15 +51,16 @@ def report_cmd(
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Per-round held-out figures, judge bias and loss curves: a static HTML report (or JSON)."""
-    from pipelines.report import judge_summary, rounds_summary, write_report
+    """Per-round held-out figures, training runs, datasets, judge bias and loss curves: a static HTML report (or JSON)."""
+    from pipelines.report import datasets_summary, judge_summary, rounds_summary, runs_summary, write_report
 
     path = db_path(db_)
     if not Path(path).exists():
         raise FileNotFoundError(f"no warehouse at {path}; run 'alignloop init' first")
     with db.connect(path) as con:
         if as_json:
-            emit_json({"rounds": rounds_summary(con), "judges": judge_summary(con)})
+            emit_json({"rounds": rounds_summary(con), "runs": runs_summary(con), "datasets": datasets_summary(con),
+                       "judges": judge_summary(con)})
             return
         page = write_report(con, out)
     console.print(f"report written: {page}")

@@ -1,4 +1,5 @@
-"""A static report across rounds: per-round held-out figures, judge bias and loss curves, as HTML with PNGs."""
+"""A static report: per-round held-out figures, training runs, datasets, judge bias and loss curves, as HTML with
+PNGs (and the same figures as JSON)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,28 @@ def judge_summary(con: duckdb.DuckDBPyConnection) -> dict[str, dict[str, float]]
     for judge, _round, metric, value in con.execute(db.query("report_judges")).fetchall():
         out.setdefault(judge, {})[metric] = value
     return out
+
+
+def runs_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One entry per training run, oldest first: what it trained, on what, and its held-out figures."""
+    out = []
+    for run_id, method, dataset_id, round_id, status, started, meta in con.execute(db.query("report_runs")).fetchall():
+        m = json.loads(meta) if meta else {}
+        out.append({"run": run_id, "method": method, "dataset": dataset_id, "round": round_id, "status": status,
+                    "started_at": str(started), "steps": m.get("steps"), "train_seconds": m.get("train_seconds"),
+                    "eval": {k.removeprefix("eval/"): v for k, v in (m.get("eval") or {}).items()}})
+    return out
+
+
+def datasets_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """One entry per dataset snapshot, oldest first: kind, rows per split, content hash."""
+    return [{"dataset": ds_id, "kind": kind, "rows": json.loads(rows) if rows else {}, "content_hash": digest,
+             "created_at": str(created)}
+            for ds_id, kind, rows, digest, created in con.execute(db.query("report_datasets")).fetchall()]
+
+
+def _run_label(round_id: str | None, run_id: str, method: str, dataset_id: str | None) -> str:
+    return f"{round_id}: {method}" if round_id else f"{method} on {dataset_id or '?'} ({run_id[:6]})"
 
 
 def _plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path | None:
@@ -63,8 +86,8 @@ def _plot_losses(con: duckdb.DuckDBPyConnection, path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     series: dict[tuple[str, str], list[tuple[int, float]]] = {}
-    for round_id, _run, step, name, value in rows:
-        series.setdefault((name, round_id or "-"), []).append((step, value))
+    for round_id, run_id, method, dataset_id, step, name, value in rows:
+        series.setdefault((name, _run_label(round_id, run_id, method, dataset_id)), []).append((step, value))
     names = sorted({n for n, _ in series})
     fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
     for ax, name in zip(axes[0], names):
@@ -105,6 +128,31 @@ def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None
     return path
 
 
+def _table(columns: list[str], rows: list[list[Any]]) -> str:
+    """An HTML table; floats to 3 decimals, every value escaped."""
+    def cell(v: Any) -> str:
+        return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape('' if v is None else str(v))}</td>"
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    return f"<table><tr>{head}</tr>{''.join('<tr>' + ''.join(cell(v) for v in r) + '</tr>' for r in rows)}</table>"
+
+
+def _runs_html(runs: list[dict[str, Any]]) -> str:
+    if not runs:
+        return "<p>No training runs yet.</p>"
+    metrics = sorted({k for r in runs for k in r["eval"]} - {"examples"})
+    return _table(["run", "method", "dataset", "round", "status", "steps", "train s", *metrics],
+                  [[r["run"][:12], r["method"], r["dataset"], r["round"], r["status"], r["steps"], r["train_seconds"],
+                    *[r["eval"].get(m) for m in metrics]] for r in runs])
+
+
+def _datasets_html(datasets: list[dict[str, Any]]) -> str:
+    if not datasets:
+        return "<p>No datasets yet.</p>"
+    return _table(["dataset", "kind", "rows", "content hash", "created"],
+                  [[d["dataset"], d["kind"], ", ".join(f"{k} {v}" for k, v in d["rows"].items()),
+                    d["content_hash"][:12], d["created_at"][:19]] for d in datasets])
+
+
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: dict[str, Any] | None = None) -> Path:
     """Write ``index.html`` with plots into ``out_dir``; return its path."""
     out = Path(out_dir)
@@ -132,7 +180,11 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: d
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>alignloop report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
-<h1>alignloop: rounds</h1><table><tr>{head}</tr>{body}</table>{imgs}{sample_html}</body></html>"""
+<h1>alignloop report</h1>
+<h2>Rounds</h2>{f"<table><tr>{head}</tr>{body}</table>" if rounds else "<p>No evaluated rounds yet.</p>"}
+<h2>Training runs</h2>{_runs_html(runs_summary(con))}
+<h2>Datasets</h2>{_datasets_html(datasets_summary(con))}
+{imgs}{sample_html}</body></html>"""
     path = out / "index.html"
     path.write_text(page, encoding="utf-8")
     return path
