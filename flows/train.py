@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
@@ -98,13 +99,35 @@ def resolve_base(base: str, db_path: str) -> tuple[Path, str]:
         return path, register_model(con, str(path), "policy")
 
 
+_PHASES = {"reference": "reference log-probs (rows)", "train": "training steps", "eval": "held-out evaluation (rows)"}
+
+
+def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int = 10) -> Progress:
+    """A :data:`~trainers.run.Progress` that logs each phase's first report, about every ``1/parts`` of it and its
+    end: a run started from the Prefect UI (or a round) shows in its logs where it is, the loss included."""
+    last: dict[str, int] = {}
+
+    def report(phase: str, done: int, total: int, logs: dict[str, float]) -> None:
+        step = max(total // parts, 1)
+        if phase in last and (done == last[phase] or (done < last[phase] + step and done != total)):
+            return
+        last[phase] = done
+        shown = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "rewards/accuracies",
+                                                                           "step_accuracy", "accuracy"))
+        logger.info("%s %d/%d%s", _PHASES.get(phase, phase), done, total, f" ({shown})" if shown else "")
+
+    return report
+
+
 # No Prefect cache key: the progress callback cannot be hashed, and a run's idempotence lives in its run folder
 # (a finished run returns its stored records).
 @task(cache_policy=NO_CACHE)
 def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
                reference: str | None, round_id: str | None, progress: Progress | None = None) -> TrainResult:
+    """Train in a task; without a caller's ``progress`` (the UI, a round) the phases go to the run's log."""
     return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,
-                       reference_model=reference, round_id=round_id, progress=progress)
+                       reference_model=reference, round_id=round_id,
+                       progress=progress or logged_progress(get_run_logger()))
 
 
 def record_result(db_path: str, result: TrainResult) -> dict[str, int]:

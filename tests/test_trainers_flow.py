@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 
@@ -13,7 +14,37 @@ from trainers import config as C
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 
-def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness):  # noqa: F811
+def test_logged_progress_logs_each_phase_at_its_start_tenths_and_end():
+    import logging
+
+    from flows.train import logged_progress
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.records: list[logging.LogRecord] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.records.append(record)
+
+    logger, kept = logging.getLogger("alignloop.test.progress"), Kept()
+    logger.addHandler(kept)
+    logger.setLevel(logging.INFO)
+    report = logged_progress(logger, parts=4)
+    for done in range(3, 21, 3):  # reference rows 3, 6, ..., 18, then the end (20)
+        report("reference", done, 20, {})
+    report("reference", 20, 20, {})
+    for step in (1, 2, 3, 4):
+        report("train", step, 4, {"loss": 0.7 - step / 100, "learning_rate": 1e-5})
+    report("train", 4, 4, {"train_runtime": 9.0})  # the Trainer's closing log repeats the last step
+    assert [r.getMessage() for r in kept.records] == [
+        "reference log-probs (rows) 3/20", "reference log-probs (rows) 9/20", "reference log-probs (rows) 15/20",
+        "reference log-probs (rows) 20/20",
+        "training steps 1/4 (loss=0.69)", "training steps 2/4 (loss=0.68)", "training steps 3/4 (loss=0.67)",
+        "training steps 4/4 (loss=0.66)"]
+
+
+def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness, monkeypatch):  # noqa: F811
     from flows.train import TrainParams, train
     from warehouse import db
 
@@ -25,8 +56,16 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
     warehouse = str(tmp_path / "w.duckdb")
     params = TrainParams(method="dpo", dataset=str(snap), base=str(tiny_model_dir), config_file=str(cfg_file),
                          loss="ipo", max_steps=2, db=warehouse, round="r1")
+    run_log: list[str] = []
+    logger = logging.getLogger("alignloop.test.train_task")
+    logger.setLevel(logging.INFO)
+    monkeypatch.setattr(logger, "info", lambda msg, *args: run_log.append(msg % args))
+    monkeypatch.setattr("flows.train.get_run_logger", lambda: logger)
     summary = train.fn(params)
     assert summary["written"]["training_runs"] == 1 and summary["written"]["models"] == 1
+    # a run without a progress bar (the UI, a round) reports its phases to the run's log
+    assert run_log[0] == "reference log-probs (rows) 2/12" and "reference log-probs (rows) 12/12" in run_log
+    assert any(m.startswith("training steps 2/2 (loss=") for m in run_log) and run_log[-1] == "held-out evaluation (rows) 4/4"
     assert summary["written"]["artifacts"] == 2 and summary["written"]["training_metrics"] > 4
     with db.connect(warehouse) as con:
         [(method, cfg, status, out_model)] = con.execute(
