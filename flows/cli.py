@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -44,14 +45,37 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+_USER_ERRORS = (AlignloopError, db.WarehouseBusy, FileNotFoundError)
+_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+
+class _QuietUserErrors(logging.Filter):
+    """Drops Prefect's run-log records of an error the command reports in one line: the traceback of the failed
+    task or flow run, and the 'Finished in state Failed(... exception NAME: ...)' lines that repeat it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names = {t.__name__ for t in _USER_ERRORS}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, _USER_ERRORS):
+            self.names.add(type(exc).__name__)  # a subclass: its later "Failed" lines name it
+            return False
+        return not (record.levelno >= logging.ERROR and any(f"exception {n}" in record.getMessage() for n in self.names))
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can act on into one line and exit code 2."""
+    """Turn the errors a user can act on into one line and exit code 2 (Prefect's run logs of them included)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        quiet = _QuietUserErrors()
+        for name in _RUN_LOGGERS:
+            logging.getLogger(name).addFilter(quiet)
         try:
             return fn(*args, **kwargs)
-        except (AlignloopError, db.WarehouseBusy, FileNotFoundError) as exc:
+        except _USER_ERRORS as exc:
             fail(str(exc))
         except KeyboardInterrupt:
             fail("interrupted; rerun the same command to resume", 130)
@@ -62,6 +86,9 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             fail(f"the temporary Prefect server did not answer within {wait} s; raise "
                  "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start 'alignloop server' and export the "
                  "PREFECT_API_URL it prints; rerun the same command to resume")
+        finally:
+            for name in _RUN_LOGGERS:
+                logging.getLogger(name).removeFilter(quiet)
 
     return wrapper
 

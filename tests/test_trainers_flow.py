@@ -130,3 +130,16 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
     # no Prefect traceback for an unhashable task input, no warning about logs outside a flow run
     for noise in ("computing cache key", "without a flow run id", "Traceback"):
         assert noise not in logged.out + logged.err + first.output + again.output
+
+
+def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model_dir, prefect_harness, capfd):  # noqa: F811
+    from flows.cli import app
+
+    snap = make_snapshot(tmp_path / "kto", "binary", name="kto")
+    res = CliRunner().invoke(app, ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--db",
+                                   str(tmp_path / "w.duckdb")], env={"COLUMNS": "400"})
+    logged = capfd.readouterr()
+    assert res.exit_code == 2 and "error: method dpo needs a pairwise dataset; 'kto' is binary" in res.output
+    # the failed task run's traceback and its "Finished in state Failed" lines are not printed around it
+    assert "Traceback" not in logged.out + logged.err + res.output
+    assert "Failed" not in logged.out + logged.err + res.output
