@@ -20,6 +20,12 @@ T = TypeVar("T")
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# the commands draw their own bars (prompts, rows, steps); transformers' "Loading weights" ones are noise here.
+# transformers reads the variable when it is imported; where it already is (a program that imports the CLI), its
+# switch is turned off directly.
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
+    sys.modules["transformers"].utils.logging.disable_progress_bar()
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # A command without PREFECT_API_URL starts a temporary Prefect server; on a busy machine (or with a fresh
 # database to migrate) it can take longer than Prefect's default 20 s to answer.

@@ -47,9 +47,6 @@ def train(
     from trainers.methods import get_method
 
     get_method(method)  # one line for an unknown method before anything loads
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards": the phases below say it
     params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
                          epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
                          freeze_layers=freeze_layers,
