@@ -106,18 +106,27 @@ def report(
         console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
                       "--judge MODEL' judges a round's pairs in both orders")
         return
-    table = Table(title="judge quality")
-    for col in ("judge", "n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa",
-                "calls", "tokens", "seconds"):
-        table.add_column(col, justify="left" if col == "judge" else "right")
-
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    for r in rows:
-        table.add_row(r.judge, str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
-                      f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
-                      f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}")
+    names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
+             "tokens", "seconds")
+    values = [(r.judge, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer), f(r.invalid_rate),
+                         str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa), f"{r.calls:.0f}",
+                         f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
+    table = Table(title="judge quality")
+    if console.width >= 150:  # a row per judge
+        table.add_column("judge", overflow="fold")
+        for name in names:
+            table.add_column(name, justify="right")
+        for judge, vals in values:
+            table.add_row(judge, *vals)
+    else:  # a narrow terminal: a column per judge, its id folded, so that no figure is cut
+        table.add_column("metric")
+        for judge, _ in values:
+            table.add_column(judge, justify="right", overflow="fold")
+        for i, name in enumerate(names):
+            table.add_row(name, *[vals[i] for _, vals in values])
     console.print(table)
     if png and rows:
         console.print(f"plot: {png}")

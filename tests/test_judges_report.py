@@ -93,3 +93,10 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
     res = judge.fn(params, j)
     assert res["selected"] == 9 and res["inserted"] == {"comparisons": 9}
     assert judge.fn(params, j)["cached"] == 9 and backend.logprob_calls == 18
+    from flows.cli import app
+
+    # the table view: a row per judge on a wide terminal, a column per judge on a narrow one; no figure cut
+    for width, layout in (("200", "judge"), ("80", "metric")):
+        rep = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": width})
+        assert rep.exit_code == 0, rep.output
+        assert f"┃ {layout}" in rep.output and "P(first)" in rep.output and "…" not in rep.output, rep.output
