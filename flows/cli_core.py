@@ -46,8 +46,10 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
         t.add_row(name, f"{n:,}")
     console.print(t)
     if st["rounds"]:
-        r = Table(title="rounds")
-        kinds = ["responses", "comparisons", "rankings", "ratings", "step_labels", "corrections"]
+        kinds = [k for k in ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections")
+                 if any(info["counts"].get(k) for info in st["rounds"].values())]  # kinds no round has: left out
+        r = Table(title="rows per round", caption="kinds with no rows in any round are left out" if len(kinds) < 6
+                  else None)
         for col in ["round", "status", *kinds]:
             r.add_column(col, justify="right" if col in kinds else "left")
         for rid, info in st["rounds"].items():
@@ -56,7 +58,7 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
     if st["feedback"]:
         f = Table(title="feedback by kind and source")
         for col in ("kind", "source", "rows"):
-            f.add_column(col)
+            f.add_column(col, justify="right" if col == "rows" else "left")
         for kind, by_source in st["feedback"].items():
             for source, n in by_source.items():
                 f.add_row(kind, source, f"{n:,}")

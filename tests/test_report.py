@@ -1,4 +1,4 @@
-"""The platform report (``alignloop report``): rounds, training runs, datasets and loss curves, as HTML and JSON."""
+"""The platform report (``alignloop report``) and the status tables: rounds, runs, datasets, loss curves."""
 
 from __future__ import annotations
 
@@ -44,3 +44,20 @@ def test_report_lists_runs_and_datasets_outside_rounds(tmp_path):
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert [r["run"] for r in out["runs"]] == ["run0123456789abcdef"] and out["datasets"][0]["dataset"] == "p<q@v1"
+
+
+def test_status_table_leaves_out_feedback_kinds_no_round_has(tmp_path):
+    from tests.fixtures_datasets import Wh
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        wh = Wh(con)
+        p = wh.prompt("How do I fix a bike chain?")
+        a, b = wh.responses(p, "Shift to the smallest cog first.", "No idea.")
+        wh.compare(p, a, b, "a")
+    res = CliRunner().invoke(app, ["status", "--db", path], env={"COLUMNS": "80"})
+    assert res.exit_code == 0, res.output
+    header = next(line for line in res.output.splitlines() if "┃ round" in line)
+    assert "responses" in header and "comparisons" in header and "…" not in res.output
+    assert "rankings" not in header and "corrections" not in header
+    assert "kinds with no rows in any round are left out" in res.output
