@@ -99,11 +99,11 @@ def list_cmd(snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOp
                     "content_hash": m.content_hash, "created_at": m.created_at} for m in found])
         return
     t = Table(title="datasets")
-    for col in ("id", "kind", "builder", "train", "test", "hash", "created"):
-        t.add_column(col)
+    for col in ("id", "builder (kind.source)", "train", "test", "hash", "created"):
+        t.add_column(col, justify="right" if col in ("train", "test") else "left", overflow="fold")
     for m in found:
-        t.add_row(m.id, m.kind, m.builder, str(m.row_counts.get("train", 0)), str(m.row_counts.get("test", 0)),
-                  m.content_hash[:12], m.created_at)
+        t.add_row(m.id, m.builder, f"{m.row_counts.get('train', 0):,}", f"{m.row_counts.get('test', 0):,}",
+                  m.content_hash[:8], m.created_at[:16].replace("T", " "))
     console.print(t)
 
 
