@@ -68,7 +68,9 @@ class _QuietUserErrors(logging.Filter):
         if isinstance(exc, _USER_ERRORS):
             self.names.add(type(exc).__name__)  # a subclass: its later "Failed" lines name it
             return False
-        return not (record.levelno >= logging.ERROR and any(f"exception {n}" in record.getMessage() for n in self.names))
+        msg = record.getMessage()  # a task's "... an exception NAME: ...", a flow's "... an exception: NAME: ..."
+        return not (record.levelno >= logging.ERROR
+                    and any(f"exception {n}:" in msg or f"exception: {n}:" in msg for n in self.names))
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:

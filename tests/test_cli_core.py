@@ -67,3 +67,24 @@ def test_a_temporary_prefect_server_that_does_not_answer_is_one_line(tmp_path):
     assert "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" in r.stderr
     st = json.loads(run("status", "--json", "--db", "w.duckdb", cwd=tmp_path).stdout)
     assert st["tables"]["rounds"] == 0 and st["tables"]["responses"] == 0
+
+
+def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
+    import logging
+
+    from flows.cli import _QuietUserErrors
+    from warehouse.errors import InputError
+
+    quiet = _QuietUserErrors()
+
+    def record(msg: str, level: int = logging.ERROR, exc: BaseException | None = None) -> logging.LogRecord:
+        return logging.LogRecord("prefect.flow_runs", level, __file__, 1, msg, None,
+                                 (type(exc), exc, None) if exc else None)
+
+    assert not quiet.filter(record("Task run failed with exception", exc=InputError("bad option")))
+    assert not quiet.filter(record("Finished in state Failed('Task run encountered an exception InputError: bad')"))
+    assert not quiet.filter(record("Finished in state Failed('Flow run encountered an exception: InputError: bad')"))
+    # anything else still shows: another error's traceback and failed state, and lines that are not errors
+    assert quiet.filter(record("Task run failed with exception", exc=ValueError("bug")))
+    assert quiet.filter(record("Finished in state Failed('Flow run encountered an exception: ValueError: bug')"))
+    assert quiet.filter(record("Finished in state Completed()", logging.INFO))

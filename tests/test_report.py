@@ -61,3 +61,4 @@ def test_status_table_leaves_out_feedback_kinds_no_round_has(tmp_path):
     assert "responses" in header and "comparisons" in header and "…" not in res.output
     assert "rankings" not in header and "corrections" not in header
     assert "kinds with no rows in any round are left out" in res.output
+
