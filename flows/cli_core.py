@@ -46,10 +46,10 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
         t.add_row(name, f"{n:,}")
     console.print(t)
     if st["rounds"]:
-        kinds = [k for k in ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections")
-                 if any(info["counts"].get(k) for info in st["rounds"].values())]  # kinds no round has: left out
-        r = Table(title="rows per round", caption="kinds with no rows in any round are left out" if len(kinds) < 6
-                  else None)
+        every = ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections")
+        kinds = [k for k in every if any(info["counts"].get(k) for info in st["rounds"].values())]
+        r = Table(title="rows per round", caption="kinds with no rows in any round are left out"
+                  if len(kinds) < len(every) else None)
         for col in ["round", "status", *kinds]:
             r.add_column(col, justify="right" if col in kinds else "left")
         for rid, info in st["rounds"].items():

@@ -128,7 +128,7 @@ def report(
         for i, name in enumerate(names):
             table.add_row(name, *[vals[i] for _, vals in values])
     console.print(table)
-    if png and rows:
+    if png:
         console.print(f"plot: {png}")
 
 

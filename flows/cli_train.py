@@ -45,6 +45,7 @@ def train(
     from flows.train import TrainParams
     from flows.train import train as train_flow
     from trainers.methods import get_method
+    from trainers.run import PHASES, PROGRESS_METRICS
 
     get_method(method)  # one line for an unknown method before anything loads
     params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
@@ -54,8 +55,6 @@ def train(
                          db=db_path(db_file))
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    phases = {"reference": ("reference log-probs", "rows"), "train": (f"training {method}", "steps"),
-              "eval": ("held-out evaluation", "rows")}
     with Progress(*columns, console=console, disable=json_out) as bar:
         tasks: dict[str, TaskID] = {}  # one bar per phase, added when the phase starts; the one before stops its clock
 
@@ -63,9 +62,10 @@ def train(
             if phase not in tasks:
                 for earlier in tasks.values():
                     bar.stop_task(earlier)
-                tasks[phase] = bar.add_task(phases[phase][0], total=total or None, unit=phases[phase][1], info="")
-            info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items()
-                            if k in ("loss", "rewards/accuracies", "step_accuracy"))
+                name, unit = PHASES[phase]
+                tasks[phase] = bar.add_task(f"{name} {method}" if phase == "train" else name, total=total or None,
+                                            unit=unit, info="")
+            info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items() if k in PROGRESS_METRICS)
             bar.update(tasks[phase], completed=done, total=total or None, **({"info": info} if info else {}))
 
         # the flow's body runs here (its progress callback is not a flow parameter), so the training task has

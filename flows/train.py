@@ -16,7 +16,7 @@ from pydantic import BaseModel, Field
 
 from trainers import config as cfgmod
 from trainers.methods import METHODS, default_config
-from trainers.run import Progress, TrainResult, train_model
+from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
 from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
@@ -99,9 +99,6 @@ def resolve_base(base: str, db_path: str) -> tuple[Path, str]:
         return path, register_model(con, str(path), "policy")
 
 
-_PHASES = {"reference": "reference log-probs (rows)", "train": "training steps", "eval": "held-out evaluation (rows)"}
-
-
 def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int = 10) -> Progress:
     """A :data:`~trainers.run.Progress` that logs each phase's first report, about every ``1/parts`` of it and its
     end: a run started from the Prefect UI (or a round) shows in its logs where it is, the loss included."""
@@ -112,9 +109,10 @@ def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int =
         if phase in last and (done == last[phase] or (done < last[phase] + step and done != total)):
             return
         last[phase] = done
-        shown = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if k in ("loss", "rewards/accuracies",
-                                                                           "step_accuracy", "accuracy"))
-        logger.info("%s %d/%d%s", _PHASES.get(phase, phase), done, total, f" ({shown})" if shown else "")
+        name, unit = PHASES[phase]
+        label = f"{name} {unit}" if phase == "train" else f"{name} ({unit})"  # "training steps 3/10"
+        shown = " ".join(f"{k}={v:.4g}" for k, v in logs.items() if k in PROGRESS_METRICS)
+        logger.info("%s %d/%d%s", label, done, total, f" ({shown})" if shown else "")
 
     return report
 

@@ -162,26 +162,17 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: d
     plots = [p for p in (_plot_rounds(rounds, out / "rounds.png"), _plot_losses(con, out / "losses.png"),
                          _plot_judges(judges, out / "judges.png")) if p]
     cols = sorted({k for r in rounds for k in r} - {"round", "policy_model_id", "status", "decision"})
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["round", *cols, "decision"])
-    body = ""
-    for r in rounds:
-        cells = "".join(f"<td>{r[c]:.3f}</td>" if isinstance(r.get(c), float) else f"<td>{r.get(c, '')}</td>"
-                        for c in cols)
-        decision = r.get("decision", {})
-        body += (f"<tr><td>{html.escape(r['round'])}</td>{cells}"
-                 f"<td>{html.escape(str(decision.get('reason', '')))}</td></tr>")
-    sample_html = ""
-    for title, rows in (samples or {}).items():
-        items = "".join(f"<tr><td>{html.escape(p)}</td><td>{html.escape(b)}</td><td>{html.escape(a)}</td></tr>"
-                        for p, b, a in rows)
-        sample_html += (f"<h2>{html.escape(title)}</h2><table><tr><th>prompt</th><th>before</th><th>after</th></tr>"
-                        f"{items}</table>")
+    rounds_html = (_table(["round", *cols, "decision"], [[r["round"], *[r.get(c) for c in cols],
+                                                          r.get("decision", {}).get("reason", "")] for r in rounds])
+                   if rounds else "<p>No evaluated rounds yet.</p>")
+    sample_html = "".join(f"<h2>{html.escape(title)}</h2>{_table(['prompt', 'before', 'after'], [list(r) for r in rows])}"
+                          for title, rows in (samples or {}).items())
     imgs = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>alignloop report</title>
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
 <h1>alignloop report</h1>
-<h2>Rounds</h2>{f"<table><tr>{head}</tr>{body}</table>" if rounds else "<p>No evaluated rounds yet.</p>"}
+<h2>Rounds</h2>{rounds_html}
 <h2>Training runs</h2>{_runs_html(runs_summary(con))}
 <h2>Datasets</h2>{_datasets_html(datasets_summary(con))}
 {imgs}{sample_html}</body></html>"""

@@ -34,6 +34,11 @@ Progress = Callable[[str, int, int, dict[str, float]], None]
 """``(phase, done, total, logs)``: phase ``reference`` (rows whose reference log-probs are computed, both splits;
 absent when they are cached), ``train`` (optimizer steps, at every log step, with the logged metrics), ``eval``
 (held-out rows)."""
+PHASES = {"reference": ("reference log-probs", "rows"), "train": ("training", "steps"),
+          "eval": ("held-out evaluation", "rows")}
+"""Each :data:`Progress` phase's name and what it counts."""
+PROGRESS_METRICS = ("loss", "rewards/accuracies", "step_accuracy")
+"""The logged metrics that progress reports show."""
 
 
 @dataclass(frozen=True)
