@@ -15,8 +15,9 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
 from trainers import config as cfgmod
-from trainers.methods import METHODS, default_config
+from trainers.methods import METHODS, default_config, get_method
 from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
+from trainers.snapshot import snapshot_kind
 from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
@@ -150,6 +151,8 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     db_path = params.db or db.default_path()
     config = params.config()
     snapshot, dataset_id = resolve_dataset(params.dataset, db_path)
+    name, kind = snapshot_kind(snapshot)
+    get_method(params.method).layout(kind, name)  # a wrong kind fails the flow here, before a task or model load
     base, base_id = resolve_base(params.base, db_path)
     result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(config), base_id, params.reference,
                         params.round, progress)

@@ -132,9 +132,13 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
         assert noise not in logged.out + logged.err + first.output + again.output
 
 
-def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model_dir, prefect_harness, capfd):  # noqa: F811
+def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model_dir, prefect_harness, capfd,  # noqa: F811
+                                                            monkeypatch):
+    import flows.train
     from flows.cli import app
 
+    started = []
+    monkeypatch.setattr(flows.train, "train_task", lambda *a, **k: started.append(a))  # the flow refuses first
     snap = make_snapshot(tmp_path / "kto", "binary", name="kto")
     res = CliRunner().invoke(app, ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--db",
                                    str(tmp_path / "w.duckdb")], env={"COLUMNS": "400"})
@@ -143,3 +147,4 @@ def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model
     # the failed task run's traceback and its "Finished in state Failed" lines are not printed around it
     assert "Traceback" not in logged.out + logged.err + res.output
     assert "Failed" not in logged.out + logged.err + res.output
+    assert started == []

@@ -121,6 +121,28 @@ def test_input_errors_are_one_line(tmp_path, tiny_model_dir):  # noqa: F811
         train_model("dpo", prefs, tmp_path / "missing", base_model_id="b")
 
 
+def test_snapshot_kind_reads_no_rows_and_names_what_is_wrong(tmp_path):
+    import json
+
+    from trainers.snapshot import snapshot_kind
+
+    prefs = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
+    assert snapshot_kind(prefs) == ("prefs", "pairwise")
+    (prefs / "manifest.json").unlink()  # no manifest: the kind comes from the train split's columns
+    assert snapshot_kind(prefs) == ("prefs", "pairwise")
+    (prefs / "manifest.json").write_text(json.dumps({"kind": "binary"}))
+    with pytest.raises(AlignloopError, match=r"train\.parquet: binary snapshot lacks column\(s\) completion, completion_id, label$"):
+        snapshot_kind(prefs)
+    (prefs / "manifest.json").write_text(json.dumps({"kind": "triples"}))
+    with pytest.raises(AlignloopError, match=r"manifest\.json: unknown dataset kind 'triples'; known: pairwise"):
+        snapshot_kind(prefs)
+    with pytest.raises(AlignloopError, match="^dataset snapshot .*missing not found$"):
+        snapshot_kind(tmp_path / "missing")
+    (tmp_path / "bare").mkdir()
+    with pytest.raises(AlignloopError, match="^dataset snapshot .*bare has no train.parquet$"):
+        snapshot_kind(tmp_path / "bare")
+
+
 def test_resumed_run_with_changed_config_is_refused(tmp_path, tiny_model_dir):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "sft")
     train_model("sft", snap, tiny_model_dir, C.SFTConfig(train=small_train(tmp_path)), base_model_id="b")

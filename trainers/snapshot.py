@@ -35,12 +35,43 @@ class Snapshot:
         return self.train if name == "train" else self.test
 
 
-def _infer_kind(table: pa.Table, path: Path) -> str:
-    cols = set(table.column_names)
+def _infer_kind(schema: pa.Schema, path: Path) -> str:
+    cols = set(schema.names)
     matches = [k for k, schema in SCHEMAS.items() if set(schema.names) <= cols]
     if len(matches) != 1:
         raise AlignloopError(f"{path}: cannot tell the dataset kind from its columns and manifest.json has no 'kind'")
     return matches[0]
+
+
+def _checked_kind(manifest: dict, schema: pa.Schema, root: Path) -> str:
+    kind = manifest.get("kind") or _infer_kind(schema, root)
+    if kind not in SCHEMAS:
+        raise AlignloopError(f"{root / 'manifest.json'}: unknown dataset kind {kind!r}; known: {', '.join(SCHEMAS)}")
+    missing = [n for n in SCHEMAS[kind].names if n not in schema.names]
+    if missing:
+        raise AlignloopError(f"{root / 'train.parquet'}: {kind} snapshot lacks column(s) {', '.join(missing)}")
+    return kind
+
+
+def snapshot_kind(path: str | Path) -> tuple[str, str]:
+    """A snapshot folder's name and kind from its manifest and train schema, without reading its rows.
+
+    Raises:
+        AlignloopError: as :func:`load_snapshot_dir` for a missing folder, train split, unknown kind or columns.
+    """
+    root = Path(path)
+    manifest = _manifest(root)
+    kind = _checked_kind(manifest, pq.read_schema(root / "train.parquet"), root)
+    return manifest.get("name") or root.name, kind
+
+
+def _manifest(root: Path) -> dict:
+    if not root.is_dir():
+        raise AlignloopError(f"dataset snapshot {root} not found")
+    if not (root / "train.parquet").is_file():
+        raise AlignloopError(f"dataset snapshot {root} has no train.parquet")
+    manifest_path = root / "manifest.json"
+    return json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
 
 
 def _file_hash(paths: list[Path]) -> str:
@@ -61,21 +92,11 @@ def load_snapshot_dir(path: str | Path) -> Snapshot:
         AlignloopError: missing folder or train split, unknown kind, or missing columns (one line each).
     """
     root = Path(path)
-    if not root.is_dir():
-        raise AlignloopError(f"dataset snapshot {root} not found")
-    manifest_path = root / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    manifest = _manifest(root)
     files = {s: root / f"{s}.parquet" for s in SPLITS}
-    if not files["train"].is_file():
-        raise AlignloopError(f"dataset snapshot {root} has no train.parquet")
+    kind = _checked_kind(manifest, pq.read_schema(files["train"]), root)
     train = pq.read_table(files["train"])
     test = pq.read_table(files["test"]) if files["test"].is_file() else train.schema.empty_table()
-    kind = manifest.get("kind") or _infer_kind(train, root)
-    if kind not in SCHEMAS:
-        raise AlignloopError(f"{manifest_path}: unknown dataset kind {kind!r}; known: {', '.join(SCHEMAS)}")
-    missing = [n for n in SCHEMAS[kind].names if n not in train.column_names]
-    if missing:
-        raise AlignloopError(f"{files['train']}: {kind} snapshot lacks column(s) {', '.join(missing)}")
     content_hash = manifest.get("content_hash") or _file_hash([f for f in files.values() if f.is_file()])
     return Snapshot(root, manifest.get("name") or root.name, kind, content_hash, train, test, manifest.get("id"))
 
