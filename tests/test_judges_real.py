@@ -1,4 +1,4 @@
-"""The embedded SmolLM2-135M as a pairwise judge on HH-RLHF harmless rows (slow: ~3 minutes on 2 CPU cores).
+"""The embedded SmolLM2-135M as a pairwise judge on HH-RLHF harmless rows (slow: about a minute on 2 CPU cores).
 
 The report must measure the judge's position bias and its agreement with the human labels; no threshold is
 tuned to the model: the test checks that the numbers exist and are consistent with each other.
@@ -16,7 +16,7 @@ from tests.fixtures_judges import INJECTION
 from warehouse import db
 
 pytestmark = pytest.mark.slow
-N_PAIRS = 40  # HH rows judged in both orders (~1.5 min on 2 float32 CPU cores)
+N_PAIRS = 24  # HH rows judged in both orders (~40 s on 2 float32 CPU cores)
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,13 @@ def test_reference_is_computed_once_and_reused(tmp_path, tiny_model_dir, monkeyp
     assert [a.id for a in first.artifacts] == [a.id for a in second.artifacts]
     assert first.artifacts[0].inputs["snapshot"] and first.artifacts[0].kind == "reference_logps"
     assert second.run.reference_model_id == "base"
+    # only the held-out split's artifact gone: its 4 rows are computed, and the progress total counts only them
+    Path(first.artifacts[1].path).unlink()
+    reports = []
+    train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=small_train(tmp_path / "c")),
+                base_model_id="base", cache_dir=tmp_path / "cache", progress=lambda *r: reports.append(r[:3]))
+    assert calls == [8, 4, 4]
+    assert [r for r in reports if r[0] == "reference"] == [("reference", 2, 4), ("reference", 4, 4)]
 
 
 def test_nan_loss_names_step_and_examples(tmp_path):
@@ -119,6 +127,33 @@ def test_input_errors_are_one_line(tmp_path, tiny_model_dir):  # noqa: F811
         train_model("dpo", empty, tiny_model_dir, base_model_id="b")
     with pytest.raises(AlignloopError, match="^base model .*missing.* not found"):
         train_model("dpo", prefs, tmp_path / "missing", base_model_id="b")
+
+
+def test_short_run_computes_reference_only_for_the_rows_its_steps_see(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    import numpy as np
+
+    snap = make_snapshot(tmp_path / "snap", "pairwise")  # 8 train rows, 4 held-out
+    calls = []
+    real = reference.compute_logps
+
+    def recording(model, features, collate, *args):
+        out = real(model, features, collate, *args)
+        calls.append({f.row: o for f, o in zip(features, out, strict=True)})
+        return out
+
+    monkeypatch.setattr("trainers.run.compute_logps", recording)
+    one_step = C.PreferenceConfig(train=small_train(tmp_path / "a", max_steps=1))  # 1 step x 2 rows: under half
+    short = train_model("dpo", snap, tiny_model_dir, one_step, base_model_id="base", cache_dir=tmp_path / "cache")
+    # the held-out split (cached), then the step's 2 train rows and the next batch's (the data loader reads one
+    # batch ahead): 4 of 8
+    assert [len(c) for c in calls] == [4, 2, 2]
+    assert short.run.meta["reference_rows_per_batch"] == 4 and short.run.meta["steps"] == 1
+    assert [a.inputs["split"] for a in short.artifacts] == ["test"]  # a partial train split is not cached
+    full = train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=small_train(tmp_path / "b")),
+                       base_model_id="base", cache_dir=tmp_path / "cache")  # 2 steps x 2 rows: half, precomputed
+    assert [len(c) for c in calls] == [4, 2, 2, 8] and "reference_rows_per_batch" not in full.run.meta
+    for row, logps in (calls[1] | calls[2]).items():  # the rows computed per batch match the pass over every row
+        np.testing.assert_allclose(logps, calls[3][row], atol=1e-4)
 
 
 def test_snapshot_kind_reads_no_rows_and_names_what_is_wrong(tmp_path):

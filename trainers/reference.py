@@ -90,6 +90,16 @@ def _read(path: Path) -> np.ndarray:
                     dtype=np.float64).reshape(len(values), width)
 
 
+def _artifact(inputs: dict[str, Any], cache_dir: Path | None) -> tuple[str, Path]:
+    art_id = content_id("artifact", {"kind": KIND, "inputs": inputs})
+    return art_id, (cache_dir or cache_root()) / f"{art_id}.parquet"
+
+
+def is_cached(inputs: dict[str, Any], cache_dir: Path | None = None) -> bool:
+    """Whether :func:`cached_reference` would read ``inputs``' log-probs instead of computing them."""
+    return _artifact(inputs, cache_dir)[1].is_file()
+
+
 def cached_reference(inputs: dict[str, Any], compute: Callable[[], np.ndarray],
                      cache_dir: Path | None = None) -> tuple[np.ndarray, Artifact]:
     """Read the artifact for ``inputs`` or compute and store it.
@@ -102,8 +112,7 @@ def cached_reference(inputs: dict[str, Any], compute: Callable[[], np.ndarray],
     Returns:
         ``(logps (N, M), artifact)``.
     """
-    art_id = content_id("artifact", {"kind": KIND, "inputs": inputs})
-    path = (cache_dir or cache_root()) / f"{art_id}.parquet"
+    art_id, path = _artifact(inputs, cache_dir)
     if path.is_file():
         logps = _read(path)
     else:

@@ -24,15 +24,15 @@ from trainers.evaluate import evaluate_split
 from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
 from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
-from trainers.reference import cached_reference, compute_logps, reference_inputs
+from trainers.reference import cached_reference, compute_logps, is_cached, reference_inputs
 from trainers.snapshot import Snapshot, load_snapshot_dir
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
 from warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
 
 Progress = Callable[[str, int, int, dict[str, float]], None]
-"""``(phase, done, total, logs)``: phase ``reference`` (rows whose reference log-probs are computed, both splits;
-absent when they are cached), ``train`` (optimizer steps, at every log step, with the logged metrics), ``eval``
+"""``(phase, done, total, logs)``: phase ``reference`` (rows whose reference log-probs are computed, over the splits
+not cached; absent when both are), ``train`` (optimizer steps, at every log step, with the logged metrics), ``eval``
 (held-out rows)."""
 PHASES = {"reference": ("reference log-probs", "rows"), "train": ("training", "steps"),
           "eval": ("held-out evaluation", "rows")}
@@ -70,6 +70,24 @@ class _Reference:
         if self.model is None:
             self.model = load_model(self.path, "causal")
         return compute_logps(self.model, features, collate, self.batch_size, self.bf16, on_rows)
+
+
+@dataclass
+class _LazyReference:
+    """Reference log-probs looked up by row like the precomputed array (``ref[rows]``), each row computed the
+    first time a batch asks for it."""
+
+    ref: _Reference
+    features: list[Any]
+    collate: Any
+    rows: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def __getitem__(self, rows: list[int]) -> np.ndarray:
+        missing = [r for r in dict.fromkeys(rows) if r not in self.rows]
+        if missing:
+            self.rows.update(zip(missing, self.ref.logps([self.features[r] for r in missing], self.collate)))
+        width = max(len(self.rows[r]) for r in rows)  # lists computed in different batches: pad as one array does
+        return np.stack([np.pad(self.rows[r], (0, width - len(self.rows[r])), constant_values=np.nan) for r in rows])
 
 
 @dataclass
@@ -151,26 +169,35 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     features, truncation, ids = _encode(spec, layout, snap, tokenizer, config)
     bf16 = use_bf16(t)
 
-    refs: dict[str, np.ndarray] = {}
+    refs: dict[str, np.ndarray | _LazyReference] = {}
     artifacts: list[Artifact] = []
-    ref_id = None
+    ref_id, lazy = None, None
     if needs_reference(config):
         ref_id = reference_model_id or base_model_id
         ref = _Reference(Path(reference_model or base), bf16, max(t.batch_size, 1))
-        counter = _Counter(progress, "reference", sum(len(f) for f in features.values()))
-        for split, feats in features.items():
-            if not feats:
-                continue
-            inputs = reference_inputs(content_hash=snap.content_hash, split=split, reference_model_id=ref_id,
-                                      tokenizer_id=base_model_id, layout=f"{method}:{snap.kind}",
-                                      max_length=t.max_length, max_prompt_length=t.max_prompt_length,
-                                      dtype="bf16" if bf16 else "fp32",
-                                      max_candidates=getattr(config, "max_candidates", None))
-            collate = layout.collator(tokenizer.pad_token_id)
-            refs[split], art = cached_reference(inputs, lambda f=feats, c=collate: ref.logps(f, c, counter),
-                                                cache_dir)
+        inputs = {split: reference_inputs(content_hash=snap.content_hash, split=split, reference_model_id=ref_id,
+                                          tokenizer_id=base_model_id, layout=f"{method}:{snap.kind}",
+                                          max_length=t.max_length, max_prompt_length=t.max_prompt_length,
+                                          dtype="bf16" if bf16 else "fp32",
+                                          max_candidates=getattr(config, "max_candidates", None))
+                  for split, feats in features.items() if feats}
+        collate = layout.collator(tokenizer.pad_token_id)
+        seen = (t.max_steps * t.grad_accum + 1) * t.batch_size  # the data loader reads one batch ahead
+        if "train" in inputs and 0 < t.max_steps and seen <= len(features["train"]) / 2 \
+                and not is_cached(inputs["train"], cache_dir):
+            # a short run (--max-steps) sees at most half the train rows: their log-probs are computed when a batch
+            # first needs them (the reference model stays loaded), not in a pass over every row; nothing is cached
+            refs["train"] = lazy = _LazyReference(ref, features["train"], collate)
+            del inputs["train"]
+        # the bar counts the rows to compute: a split whose log-probs are cached is read, not counted
+        counter = _Counter(progress, "reference",
+                           sum(len(features[s]) for s, i in inputs.items() if not is_cached(i, cache_dir)))
+        for split, split_inputs in inputs.items():
+            refs[split], art = cached_reference(
+                split_inputs, lambda f=features[split]: ref.logps(f, collate, counter), cache_dir)
             artifacts.append(art)
-        ref.model = None  # free the reference before the policy trains
+        if lazy is None:
+            ref.model = None  # free the reference before the policy trains
 
     def collator(split: str) -> Any:
         kw = {"ref": refs[split]} if split in refs else {}
@@ -198,6 +225,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     started = time.time()
     trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
     seconds = time.time() - started
+    if lazy is not None:
+        ref.model = None
 
     model_dir = save_model(trainer.model, tokenizer, out_dir / "model")
     evals: dict[str, float] = {}
@@ -206,7 +235,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                _Counter(progress, "eval", len(features["test"])))
     meta = {"truncation": truncation, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step,
             "bf16": bf16, "resumed": bool(has_checkpoint), "reference_artifacts": [a.id for a in artifacts],
-            "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **({"reference_rows_per_batch": len(lazy.rows)} if lazy is not None else {})}
     model_rec = model_record(str(model_dir), layout.role, base_model_id, rid,
                              {"method": method, "dataset": snap.dataset_id or snap.name})
     run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
