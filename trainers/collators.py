@@ -5,7 +5,8 @@ pairs); :class:`PairCollator` (one padded row per sequence) feeds the reward mod
 token.
 
 Reference log-probs (precomputed, see :mod:`trainers.reference`) are looked up by row index, so a batch carries
-them without a reference model in memory. Every batch carries ``rows`` (B,) so a failing step can name its examples.
+them without a reference model in memory (a short run's lookup computes a row the first time, see
+:mod:`trainers.run`). Every batch carries ``rows`` (B,) so a failing step can name its examples.
 """
 
 from __future__ import annotations
