@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
 from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
-from flows.judge import JudgeParams, build_judge
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from warehouse import db
+
+if TYPE_CHECKING:
+    from flows.judge import JudgeParams
 
 RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
 JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge model ('default', a folder, an API model name), "
@@ -22,6 +24,8 @@ LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new 
 
 def _run(params: JudgeParams, json_out: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flows.judge import build_judge  # Prefect: imported by the commands that run, not by --help
 
     with console.status(f"loading judge {params.judge}"):
         judge_obj = build_judge(params)
@@ -71,6 +75,8 @@ def _command(kind: str):
         db_file: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
+        from flows.judge import JudgeParams
+
         params = JudgeParams(kind=kind, round=round_name, judge=judge, backend=backend, base_url=base_url,
                              limit=limit, principles=principle or ["helpful", "harmless", "honest"], mode=mode,
                              tie_band=tie_band, disagreement=disagreement, pairs=pairs,

@@ -7,17 +7,17 @@ from typing import Annotated
 import typer
 
 from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
-from trainers.methods import METHODS
+from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
 
 
 def _methods_help() -> str:
-    lines = [f"  {name:9s} {spec.help} (data: {', '.join(spec.layouts)})" for name, spec in METHODS.items()]
+    lines = [f"  {name:9s} {info.help} (data: {', '.join(info.kinds)})" for name, info in CATALOG.items()]
     return "Train a model on a dataset snapshot.\n\nMETHOD is one of:\n\n" + "\n\n".join(lines)
 
 
 @user_errors
 def train(
-    method: Annotated[str, typer.Argument(help="Training method: " + ", ".join(METHODS) + ".")],
+    method: Annotated[str, typer.Argument(help="Training method: " + ", ".join(CATALOG) + ".")],
     dataset: Annotated[str, typer.Option(help="Dataset name (latest version), NAME@vN, or a snapshot folder.")],
     base: Annotated[str, typer.Option(help="'default' (embedded SmolLM2) or a model folder.")] = "default",
     loss: Annotated[str | None, typer.Option(help="Loss (dpo: dpo, ipo, cdpo, robust, hinge, rdpo, simpo, orpo, "

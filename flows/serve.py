@@ -18,8 +18,6 @@ from typing import IO, Any
 
 import httpx
 
-from flows.limits import ensure_limits
-from flows.registry import deployables
 from warehouse.errors import AlignloopError
 
 LOOPBACK = "127.0.0.1"
@@ -169,6 +167,9 @@ def serve_registered(only: tuple[str, ...] = (), round_cron: str | None = None, 
     """
     from prefect import serve
     from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+
+    from flows.limits import ensure_limits
+    from flows.registry import deployables
 
     entries = deployables(only, round_cron, round_interval, round_parameters)
     if not entries:

@@ -88,3 +88,12 @@ def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
     assert quiet.filter(record("Task run failed with exception", exc=ValueError("bug")))
     assert quiet.filter(record("Finished in state Failed('Flow run encountered an exception: ValueError: bug')"))
     assert quiet.filter(record("Finished in state Completed()", logging.INFO))
+
+
+def test_listing_commands_load_neither_torch_nor_prefect():
+    """`alignloop --help`, `status`, `dataset list` start in about a second: the heavy libraries load with the
+    commands that use them."""
+    code = ("import sys, flows.cli; heavy = [m for m in ('torch', 'transformers', 'prefect') if m in sys.modules]; "
+            "print(','.join(heavy))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == ""

@@ -100,6 +100,14 @@ def test_cli_help_lists_every_method():
         assert option in out.output
 
 
+def test_the_cli_catalog_lists_the_registry_methods_and_kinds():
+    from trainers.catalog import CATALOG
+    from trainers.methods import METHODS
+
+    assert {n: tuple(m.layouts) for n, m in METHODS.items()} == {n: c.kinds for n, c in CATALOG.items()}
+    assert all(m.help == CATALOG[n].help for n, m in METHODS.items())
+
+
 def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: F811
     from flows.cli import app
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from trainers import collators, objectives
 from trainers import tokenize as tk
+from trainers.catalog import CATALOG
 from trainers.config import (
     ListwiseConfig,
     MethodConfig,
@@ -47,7 +48,10 @@ class MethodSpec:
     config_type: type
     head: Head
     layouts: dict[str, Layout]
-    help: str
+
+    @property
+    def help(self) -> str:
+        return CATALOG[self.name].help
 
     def layout(self, kind: str, dataset: str) -> Layout:
         if kind not in self.layouts:
@@ -87,26 +91,21 @@ _ALIGNER = Layout(lambda e, rows, cfg: tk.encode_sft(e, [r for r in rows if cfg.
                   collators.SeqCollator, lambda cfg: objectives.SFTObjective(), "aligner")
 
 METHODS: dict[str, MethodSpec] = {
-    "dpo": MethodSpec("dpo", PreferenceConfig, "causal", {"pairwise": _PAIRS},
-                      "pairwise preference optimisation; pick the loss with --loss (dpo, ipo, simpo, orpo, ...)"),
-    "kto": MethodSpec("kto", UnpairedConfig, "causal", {"binary": _UNPAIRED},
-                      "KTO on unpaired desirable/undesirable completions"),
-    "bco": MethodSpec("bco", UnpairedConfig, "causal", {"binary": _UNPAIRED},
-                      "BCO on unpaired completions (needs an unpaired 'bco' loss in the registry)"),
-    "listwise": MethodSpec("listwise", ListwiseConfig, "causal", {"listwise": _LISTS},
-                           "listwise policy optimisation (--loss rrhf, lipo or pro)"),
+    "dpo": MethodSpec("dpo", PreferenceConfig, "causal", {"pairwise": _PAIRS}),
+    "kto": MethodSpec("kto", UnpairedConfig, "causal", {"binary": _UNPAIRED}),
+    "bco": MethodSpec("bco", UnpairedConfig, "causal", {"binary": _UNPAIRED}),
+    "listwise": MethodSpec("listwise", ListwiseConfig, "causal", {"listwise": _LISTS}),
     "reward": MethodSpec("reward", RewardConfig, "reward", {
         "pairwise": Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PairCollator,
                            lambda cfg: objectives.RewardPairObjective(cfg.use_margin, cfg.center_coef), "reward"),
         "listwise": Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates),
                            collators.ListCollator, lambda cfg: objectives.RewardListObjective(), "reward"),
-    }, "reward model: Bradley-Terry on pairs, Plackett-Luce on lists"),
+    }),
     "prm": MethodSpec("prm", PRMConfig, "prm", {
         "steps": Layout(lambda e, rows, cfg: tk.encode_steps(e, rows, cfg.step_separator), collators.SeqCollator,
                         lambda cfg: objectives.PRMObjective(cfg.num_classes, cfg.neutral_label), "prm"),
-    }, "process reward model (token-classification head at step ends)"),
-    "sft": MethodSpec("sft", SFTConfig, "causal", {"sft": _SFT, "correction": _ALIGNER},
-                      "supervised fine-tuning: best-of-N / rejection sampling rows, or Aligner corrections"),
+    }),
+    "sft": MethodSpec("sft", SFTConfig, "causal", {"sft": _SFT, "correction": _ALIGNER}),
 }
 
 

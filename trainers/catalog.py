@@ -1,0 +1,27 @@
+"""Training methods by name: the dataset kinds each reads and a line about it.
+
+Nothing heavy is imported here, so the CLI lists the methods without loading torch; :mod:`trainers.methods`
+builds the registry from these entries (and checks it covers the same kinds).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class MethodInfo(NamedTuple):
+    kinds: tuple[str, ...]
+    help: str
+
+
+CATALOG: dict[str, MethodInfo] = {
+    "dpo": MethodInfo(("pairwise",), "pairwise preference optimisation; pick the loss with --loss (dpo, ipo, simpo, "
+                                     "orpo, ...)"),
+    "kto": MethodInfo(("binary",), "KTO on unpaired desirable/undesirable completions"),
+    "bco": MethodInfo(("binary",), "BCO on unpaired completions (needs an unpaired 'bco' loss in the registry)"),
+    "listwise": MethodInfo(("listwise",), "listwise policy optimisation (--loss rrhf, lipo or pro)"),
+    "reward": MethodInfo(("pairwise", "listwise"), "reward model: Bradley-Terry on pairs, Plackett-Luce on lists"),
+    "prm": MethodInfo(("steps",), "process reward model (token-classification head at step ends)"),
+    "sft": MethodInfo(("sft", "correction"), "supervised fine-tuning: best-of-N / rejection sampling rows, or "
+                                             "Aligner corrections"),
+}
