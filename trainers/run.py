@@ -105,6 +105,14 @@ class _Counter:
             self.progress(self.phase, self.done, self.total, {})
 
 
+def per_batch_reference(t: cfgmod.TrainConfig, train_rows: int) -> bool:
+    """Whether a run computes the train rows' reference log-probs as its batches first need them (the reference
+    model stays loaded; nothing is cached) instead of in a pass over every row before training: a short run
+    (``max_steps``) whose batches cover at most half the split."""
+    seen = (t.max_steps * t.grad_accum + 1) * t.batch_size  # the data loader reads one batch ahead
+    return 0 < t.max_steps and seen <= train_rows / 2
+
+
 def _encode(spec: MethodSpec, layout: Layout, snapshot: Snapshot, tokenizer: Any,
             config: cfgmod.MethodConfig) -> tuple[dict[str, list[Any]], dict[str, dict[str, int]], list[str]]:
     t = config.train
@@ -182,11 +190,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                           max_candidates=getattr(config, "max_candidates", None))
                   for split, feats in features.items() if feats}
         collate = layout.collator(tokenizer.pad_token_id)
-        seen = (t.max_steps * t.grad_accum + 1) * t.batch_size  # the data loader reads one batch ahead
-        if "train" in inputs and 0 < t.max_steps and seen <= len(features["train"]) / 2 \
+        if "train" in inputs and per_batch_reference(t, len(features["train"])) \
                 and not is_cached(inputs["train"], cache_dir):
-            # a short run (--max-steps) sees at most half the train rows: their log-probs are computed when a batch
-            # first needs them (the reference model stays loaded), not in a pass over every row; nothing is cached
             refs["train"] = lazy = _LazyReference(ref, features["train"], collate)
             del inputs["train"]
         # the bar counts the rows to compute: a split whose log-probs are cached is read, not counted
