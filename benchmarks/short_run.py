@@ -1,6 +1,6 @@
 """A short DPO run (``--max-steps``): reference log-probs computed per batch vs a pass over every row first.
 
-    python benchmarks/short_run.py [--pairs 256 --steps 3 --batch-size 8 --repeat 2]
+    python benchmarks/short_run.py [--pairs 128 --steps 3 --batch-size 8 --max-length 128 --repeat 2]
 
 Same snapshot (HH-RLHF pairs where ../shared/data has them, else synthetic), model (the embedded SmolLM2-135M),
 config and seed on both sides, each run with an empty reference cache and its own run folder. The baseline is the
@@ -63,10 +63,10 @@ def run(side: str, snap: Path, model: Path, args: argparse.Namespace, tmp: Path)
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--pairs", type=int, default=256)
+    ap.add_argument("--pairs", type=int, default=128)
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--max-length", type=int, default=256)
+    ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
     from pipelines.models import default_model_path
