@@ -37,7 +37,7 @@ class Snapshot:
 
 def _infer_kind(schema: pa.Schema, path: Path) -> str:
     cols = set(schema.names)
-    matches = [k for k, schema in SCHEMAS.items() if set(schema.names) <= cols]
+    matches = [k for k, kind_schema in SCHEMAS.items() if set(kind_schema.names) <= cols]
     if len(matches) != 1:
         raise AlignloopError(f"{path}: cannot tell the dataset kind from its columns and manifest.json has no 'kind'")
     return matches[0]
