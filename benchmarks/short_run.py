@@ -12,7 +12,6 @@ time of ``train_model`` per side and their ratio are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -21,21 +20,7 @@ from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.train import make_pairs
-
-
-def snapshot(folder: Path, pairs: list[dict]) -> Path:
-    import pyarrow as pa
-
-    from trainers.snapshot import write_snapshot_dir
-    from warehouse.snapshots import SCHEMAS
-
-    rows = [{"prompt_id": f"p{i}", "split": "train", "round_id": "bench", "prompt_text": p["prompt"],
-             "prompt": json.dumps([{"role": "user", "content": p["prompt"]}]), "chosen": p["chosen"],
-             "rejected": p["rejected"], "chosen_id": f"c{i}", "rejected_id": f"r{i}", "prob": 1.0, "margin": None,
-             "source": "human", "feedback_ids": []} for i, p in enumerate(pairs)]
-    table = pa.Table.from_pylist(rows, schema=SCHEMAS["pairwise"])
-    return write_snapshot_dir(folder, "pairwise", table, table.slice(0, 0), name="bench")
+from benchmarks.train import make_pairs, pairs_snapshot
 
 
 def run(side: str, snap: Path, model: Path, args: argparse.Namespace, tmp: Path) -> tuple[float, int]:
@@ -73,7 +58,7 @@ def main() -> None:
 
     model = default_model_path()
     tmp = Path(tempfile.mkdtemp())
-    snap = snapshot(tmp / "snap", make_pairs(args.pairs))
+    snap = pairs_snapshot(tmp / "snap", make_pairs(args.pairs))
     best: dict[str, tuple[float, int]] = {}
     for i in range(args.repeat):
         for side in (("per batch", "every row first") if i % 2 == 0 else ("every row first", "per batch")):

@@ -63,22 +63,28 @@ def make_pairs(n: int) -> list[dict]:
     return pairs
 
 
-def run_ours(args: argparse.Namespace, pairs: list[dict]) -> dict:
+def pairs_snapshot(folder: Path, pairs: list[dict]) -> Path:
+    """A pairwise snapshot folder (train split only) of ``pairs``."""
     import pyarrow as pa
 
-    from trainers.config import PreferenceConfig, TrainConfig
-    from trainers.methods import get_method
-    from trainers.run import train_model
     from trainers.snapshot import write_snapshot_dir
     from warehouse.snapshots import SCHEMAS
 
-    tmp = Path(tempfile.mkdtemp())
     rows = [{"prompt_id": f"p{i}", "split": "train", "round_id": "bench", "prompt_text": p["prompt"],
              "prompt": json.dumps([{"role": "user", "content": p["prompt"]}]), "chosen": p["chosen"],
              "rejected": p["rejected"], "chosen_id": f"c{i}", "rejected_id": f"r{i}", "prob": 1.0, "margin": None,
              "source": "human", "feedback_ids": []} for i, p in enumerate(pairs)]
     table = pa.Table.from_pylist(rows, schema=SCHEMAS["pairwise"])
-    snap = write_snapshot_dir(tmp / "snap", "pairwise", table, table.slice(0, 0), name="bench")
+    return write_snapshot_dir(folder, "pairwise", table, table.slice(0, 0), name="bench")
+
+
+def run_ours(args: argparse.Namespace, pairs: list[dict]) -> dict:
+    from trainers.config import PreferenceConfig, TrainConfig
+    from trainers.methods import get_method
+    from trainers.run import train_model
+
+    tmp = Path(tempfile.mkdtemp())
+    snap = pairs_snapshot(tmp / "snap", pairs)
     tokens = _count_tokens(get_method("dpo").layout("pairwise", "bench").collator,
                            lambda batch: "ref" in batch)  # training batches carry the cached reference
     stamps: list[float] = []

@@ -113,6 +113,27 @@ def per_batch_reference(t: cfgmod.TrainConfig, train_rows: int) -> bool:
     return 0 < t.max_steps and seen <= train_rows / 2
 
 
+def _reference_logps(ref: _Reference, inputs: dict[str, dict[str, Any]], features: dict[str, list[Any]],
+                     collate: Any, t: cfgmod.TrainConfig, cache_dir: Path | None, progress: Progress | None
+                     ) -> tuple[dict[str, np.ndarray | _LazyReference], list[Artifact], _LazyReference | None]:
+    """Each split's reference log-probs (cached artifact, or computed and stored), the artifacts, and the train
+    split's per-batch lookup where :func:`per_batch_reference` says so (then no train artifact)."""
+    cached = {split: is_cached(split_inputs, cache_dir) for split, split_inputs in inputs.items()}
+    refs: dict[str, np.ndarray | _LazyReference] = {}
+    lazy = None
+    if "train" in inputs and not cached["train"] and per_batch_reference(t, len(features["train"])):
+        refs["train"] = lazy = _LazyReference(ref, features["train"], collate)
+    # the bar counts the rows to compute: a split whose log-probs are cached is read, not counted
+    counter = _Counter(progress, "reference", sum(len(features[s]) for s in inputs if s not in refs and not cached[s]))
+    artifacts = []
+    for split, split_inputs in inputs.items():
+        if split not in refs:
+            refs[split], art = cached_reference(
+                split_inputs, lambda f=features[split]: ref.logps(f, collate, counter), cache_dir)
+            artifacts.append(art)
+    return refs, artifacts, lazy
+
+
 def _encode(spec: MethodSpec, layout: Layout, snapshot: Snapshot, tokenizer: Any,
             config: cfgmod.MethodConfig) -> tuple[dict[str, list[Any]], dict[str, dict[str, int]], list[str]]:
     t = config.train
@@ -189,18 +210,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                           dtype="bf16" if bf16 else "fp32",
                                           max_candidates=getattr(config, "max_candidates", None))
                   for split, feats in features.items() if feats}
-        collate = layout.collator(tokenizer.pad_token_id)
-        if "train" in inputs and per_batch_reference(t, len(features["train"])) \
-                and not is_cached(inputs["train"], cache_dir):
-            refs["train"] = lazy = _LazyReference(ref, features["train"], collate)
-            del inputs["train"]
-        # the bar counts the rows to compute: a split whose log-probs are cached is read, not counted
-        counter = _Counter(progress, "reference",
-                           sum(len(features[s]) for s, i in inputs.items() if not is_cached(i, cache_dir)))
-        for split, split_inputs in inputs.items():
-            refs[split], art = cached_reference(
-                split_inputs, lambda f=features[split]: ref.logps(f, collate, counter), cache_dir)
-            artifacts.append(art)
+        refs, artifacts, lazy = _reference_logps(ref, inputs, features, layout.collator(tokenizer.pad_token_id), t,
+                                                 cache_dir, progress)
         if lazy is None:
             ref.model = None  # free the reference before the policy trains
 
