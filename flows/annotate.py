@@ -41,7 +41,7 @@ class LabelStudioParams(BaseModel):
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def db_path(self) -> str:
-        return self.db or db.default_path()
+        return db.existing_path(self.db)
 
 
 class AnnotatePushParams(LabelStudioParams):
@@ -109,15 +109,16 @@ def count_done(client: LabelStudioClient, project_id: int) -> waiting.Progress:
 @flow(name="annotate-push", persist_result=True)
 def annotate_push(params: AnnotatePushParams) -> dict[str, Any]:
     """Select items (read), send them in one bulk import, record the tasks (one short write)."""
+    path = params.db_path()  # a missing warehouse fails before Label Studio is asked anything
     client = label_studio(params)
     req = params.request()
-    with db.connect(params.db_path()) as con:
+    with db.connect(path) as con:
         tasks = push.plan_push(con, req.kind, req.round, req.sample, req.strategy, req.seed, req.audit, req.origins)
     title = push.project_title(req.round, req.kind)
     if not tasks:
         return asdict(push.PushResult(None, title, 0, 0, 0, 0))
     project_id, placed, recovered = send_tasks(client, req.kind, req.round, tasks)
-    with db.connect(params.db_path()) as con:
+    with db.connect(path) as con:
         added = push.record(con, placed)
     get_run_logger().info("pushed %d tasks to project %s (%r)", len(placed), project_id, title)
     return asdict(push.PushResult(project_id, title, len(tasks), len(tasks) - recovered, recovered, added))
@@ -126,15 +127,16 @@ def annotate_push(params: AnnotatePushParams) -> dict[str, Any]:
 @flow(name="annotate-pull", persist_result=True)
 def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
     """Export annotations, validate and map them, write them in one transaction, then the agreement report."""
+    path = params.db_path()
     client = label_studio(params)
-    with db.connect(params.db_path()) as con:
+    with db.connect(path) as con:
         sent = pulling.load_sent(con, params.round)
         item_ids = sorted({i for t in sent for i in t.item_ids})
         known = {r[0] for r in con.execute(db.query("annotation_known_responses"), {"ids": item_ids}).fetchall()}
     projects = sorted({t.project_id for t in sent})
     exported, live = export_projects(client, projects)
     plan = pulling.collect(sent, exported, live, known)
-    with db.connect(params.db_path()) as con:
+    with db.connect(path) as con:
         written = pulling.store(con, plan)
         if params.report:
             agreement.store(con, agreement.report(*agreement.collect(con, params.round)), params.round)

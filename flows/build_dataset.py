@@ -42,7 +42,7 @@ class BuildDatasetParams(BaseModel):
         return snapshot_root(self.snapshots, self.db_path())
 
     def db_path(self) -> str:
-        return self.db or db.default_path()
+        return db.existing_path(self.db)
 
 
 @task(name="build-rows", persist_result=False)

@@ -42,7 +42,13 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable
 
 
 def db_path(value: str | None) -> str:
+    """The warehouse file a command names (it may not exist yet: ``init`` and imports create it)."""
     return value or db.default_path()
+
+
+def warehouse_path(value: str | None) -> str:
+    """The warehouse file a command reads or adds to; a one-line error where there is none (never a new, empty one)."""
+    return db.existing_path(value)
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from warehouse import db
 from warehouse.errors import AlignloopError
 
@@ -104,7 +104,7 @@ def push_cmd(
         raise AlignloopError(str(exc)) from None
     client = _client(url)
     with console.status(f"pushing {kind} tasks of round {round_name}"):
-        result = push.push(db_path(db_file), client, request)
+        result = push.push(warehouse_path(db_file), client, request)
     if json_out:
         emit_json(asdict(result))
     elif result.planned == 0:
@@ -121,8 +121,8 @@ def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption 
 
     client = _client(url)
     with console.status("pulling annotations"):
-        summary = pull.pull(db_path(db_file), client, round_name)
-        with db.connect(db_path(db_file)) as con:
+        summary = pull.pull(warehouse_path(db_file), client, round_name)
+        with db.connect(warehouse_path(db_file)) as con:
             agreement.store(con, agreement.report(*agreement.collect(con, round_name)), round_name)
     if json_out:
         emit_json(summary.as_dict())
@@ -145,7 +145,7 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
 
     from annotation import agreement
 
-    with db.connect(db_path(db_file)) as con:
+    with db.connect(warehouse_path(db_file)) as con:
         rep = agreement.report(*agreement.collect(con, round_name))
         agreement.store(con, rep, round_name)
     if json_out:
@@ -180,7 +180,7 @@ def status_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOptio
     """Done/total tasks per Label Studio project recorded in the warehouse."""
     from annotation import pull, waiting
 
-    with db.connect(db_path(db_file)) as con:
+    with db.connect(warehouse_path(db_file)) as con:
         sent = pull.load_sent(con, round_name)
     projects = sorted({(t.project_id, t.round_id, t.kind) for t in sent})
     client = _client(url) if projects else None

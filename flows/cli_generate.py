@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from warehouse import db
@@ -41,7 +41,7 @@ def generate(
     opts: dict[str, object] = {"max_batch_size": max_batch_size} if backend == "transformers" else {}
     if backend == "openai":
         opts["base_url"] = base_url
-    path = db_path(db_file)
+    path = warehouse_path(db_file)
     with console.status(f"loading {model} ({backend})"):
         engine = make_backend(backend, model, **opts)
     cfg, work = gen.open_run(path, engine, {"round": round_name, "sampling": sampling,

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from warehouse import db
@@ -82,7 +82,7 @@ def _command(kind: str):
                              tie_band=tie_band, disagreement=disagreement, pairs=pairs,
                              max_pairs_per_prompt=max_pairs_per_prompt, group_size=group_size,
                              permutations=permutations, aspects=aspect or ["overall"], max_chars=max_chars,
-                             batch_size=batch_size, db=db_path(db_file))
+                             batch_size=batch_size, db=warehouse_path(db_file))
         _run(params, json_out)
 
     command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."
@@ -99,7 +99,7 @@ def report(
     """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost."""
     from rich.table import Table
 
-    with db.connect(db_path(db_file)) as con:
+    with db.connect(warehouse_path(db_file)) as con:
         rows = quality.judge_quality(con, round_name)
         quality.store(con, rows, round_name)
     if png and rows:

@@ -7,7 +7,17 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, validated
+from flows.cli import (
+    DbOption,
+    JsonOption,
+    console,
+    db_path,
+    emit_json,
+    key_values,
+    user_errors,
+    validated,
+    warehouse_path,
+)
 from warehouse import db
 from warehouse.errors import InputError
 
@@ -34,7 +44,7 @@ def round_cmd(
     from flows.round import RoundParams, round_flow
 
     fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
-              "verifier": verifier, "n": n, **key_values(settings), "db": db_path(db_)}
+              "verifier": verifier, "n": n, **key_values(settings), "db": warehouse_path(db_)}
     out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)
@@ -54,9 +64,7 @@ def report_cmd(
     """Per-round held-out figures, training runs, datasets, judge bias and loss curves: a static HTML report (or JSON)."""
     from pipelines.report import datasets_summary, judge_summary, rounds_summary, runs_summary, write_report
 
-    path = db_path(db_)
-    if not Path(path).exists():
-        raise FileNotFoundError(f"no warehouse at {path}; run 'alignloop init' first")
+    path = warehouse_path(db_)
     with db.connect(path) as con:
         if as_json:
             emit_json({"rounds": rounds_summary(con), "runs": runs_summary(con), "datasets": datasets_summary(con),

@@ -12,6 +12,7 @@ import typer
 
 from flows.cli import DbOption, console, user_errors
 from flows.serve import DEFAULT_PORT, run_server, serve_registered, sigterm_as_interrupt, stop_process
+from warehouse import db
 from warehouse.errors import AlignloopError
 
 workers_app = typer.Typer(help="Process work pools: deploy the flows to a pool and start workers for it.",
@@ -48,8 +49,11 @@ def serve(
     """Serve a deployment of every flow in one process; start runs from the UI (needs PREFECT_API_URL)."""
     params = _json_option("--round-params", round_params)
     _use_db(db_)
+    warehouse = Path(db.default_path()).resolve()
     console.print(f"serving alignloop flows against {_api()} (runner polls every "
                   f"{os.environ.get('PREFECT_RUNNER_POLL_FREQUENCY', '2')} s); Ctrl-C stops", highlight=False)
+    console.print(f"warehouse: {warehouse}" + ("" if warehouse.exists() else " (not there yet: the import-prompts "
+                  "flow or 'alignloop init' creates it; other flows refuse to run until then)"), highlight=False)
     try:
         serve_registered(tuple(only or ()), round_cron, round_interval, params, limit)
     except KeyboardInterrupt:

@@ -6,8 +6,9 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
+from warehouse.errors import AlignloopError
 
 
 def _methods_help() -> str:
@@ -39,20 +40,23 @@ def train(
     db_file: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
+    # one line for an unknown method or a missing warehouse before torch and Prefect load
+    if method not in CATALOG:
+        raise AlignloopError(f"unknown training method {method!r}; known: {', '.join(CATALOG)}")
+    path = warehouse_path(db_file)
+
     from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from flows.train import TrainParams
     from flows.train import train as train_flow
-    from trainers.methods import get_method
     from trainers.run import PHASES, PROGRESS_METRICS
 
-    get_method(method)  # one line for an unknown method before anything loads
     params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
                          epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
                          freeze_layers=freeze_layers,
                          config_file=config, output_dir=output_dir, reference=reference, round=round_name,
-                         db=db_path(db_file))
+                         db=path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=json_out) as bar:

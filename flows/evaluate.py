@@ -91,7 +91,7 @@ def win_rate_task(judge_model: str, pairs: list[PairItem], round_id: str) -> dic
 @flow(name="evaluate", persist_result=True)
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Held-out figures for one policy, stored in ``evaluations`` (kind 'heldout') under the round."""
-    path = params.db or db.default_path()
+    path = db.existing_path(params.db)
     model_dir = str(resolve_model(params.model))
     params = params.model_copy(update={"model": model_dir})
     model_id, timing = heldout_answers(params, path)

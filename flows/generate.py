@@ -89,7 +89,7 @@ def shard_task(params: GenerateParams, shard: list[gen.PromptTodo], cfg: gen.Gen
 @flow(name="generate", persist_result=True)
 def generate(params: GenerateParams) -> dict[str, int]:
     """Plan (resume-aware), generate shard by shard, write each shard as it arrives."""
-    path = db.default_path() if params.db is None else params.db
+    path = db.existing_path(params.db)
     cfg, work = gen.open_run(path, load_backend(params), params.config_args())  # the flow writes, tasks compute
     totals = {"selected": work.selected, "already_done": work.already_done, "inserted": 0, "skipped": 0,
               "truncated": 0, "completion_tokens": 0}

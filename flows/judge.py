@@ -73,7 +73,7 @@ def judge_chunk(judge: Any, kind: str, items: list, round_id: str) -> run.JudgeO
 @flow(name="judge", persist_result=True)
 def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
     """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
-    path = db.default_path() if params.db is None else params.db
+    path = db.existing_path(params.db)
     judge_obj = judge_obj or build_judge(params)
     with db.connect(path) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)
@@ -91,7 +91,7 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
 @flow(name="judge-report", persist_result=True)
 def judge_report(db_file: str | None = None, round_id: str | None = None) -> list[dict[str, Any]]:
     """Compute the judge quality report and store it in ``evaluations``."""
-    path = db.default_path() if db_file is None else db_file
+    path = db.existing_path(db_file)
     with db.connect(path) as con:
         rows = quality.judge_quality(con, round_id)
         quality.store(con, rows, round_id)

@@ -98,7 +98,7 @@ class RoundParams(BaseModel):
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def path(self) -> str:
-        return self.db or db.default_path()
+        return db.existing_path(self.db)
 
     @field_validator("loss")
     @classmethod

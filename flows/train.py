@@ -148,7 +148,7 @@ def record_result(db_path: str, result: TrainResult) -> dict[str, int]:
 def train(params: TrainParams, progress: Progress | None = None) -> dict[str, Any]:
     """Resolve inputs, train (in a task), record everything; returns a summary."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    db_path = params.db or db.default_path()
+    db_path = db.existing_path(params.db)
     config = params.config()
     snapshot, dataset_id = resolve_dataset(params.dataset, db_path)
     name, kind = snapshot_kind(snapshot)

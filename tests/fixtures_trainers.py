@@ -99,6 +99,16 @@ def make_snapshot(root: Path, kind: str, n_train: int = 8, n_test: int = 4, name
     return write_snapshot_dir(root, kind, tables["train"], tables["test"], name=name or kind)
 
 
+def new_warehouse(folder: Path) -> str:
+    """An empty warehouse file in ``folder`` (``alignloop init``): training records its runs there."""
+    from warehouse import db
+
+    path = folder / "w.duckdb"
+    with db.connect(path):
+        pass
+    return str(path)
+
+
 def small_train(tmp: Path, **kw):
     """A TrainConfig for 2 quick steps on the tiny model."""
     from trainers.config import TrainConfig

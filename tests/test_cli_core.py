@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 CLI = [str(Path(sys.executable).with_name("alignloop"))]
 
 
@@ -37,9 +39,52 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     assert st["tables"]["prompts"] == 0
 
 
-def test_status_without_warehouse_says_so(tmp_path):
-    r = run("status", "--db", "missing.duckdb", cwd=tmp_path)
-    assert r.returncode == 2 and "alignloop init" in r.stderr
+READERS = (["status"], ["report"], ["dataset", "build", "pairwise", "--name", "x"], ["generate", "--round", "r1"],
+           ["judge", "pairwise", "--round", "r1"], ["judge", "report"], ["annotate", "status"], ["annotate", "report"],
+           ["models", "list"], ["train", "dpo", "--dataset", "x"], ["round", "--round", "r1"])
+
+
+def test_commands_that_read_the_warehouse_refuse_a_missing_one_and_create_none(tmp_path, monkeypatch):
+    """A typo in --db or $ALIGNLOOP_DB is one line naming the file, never a new empty warehouse and "0 rows"."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALIGNLOOP_DB", raising=False)
+    for args in READERS:
+        for where in ([], ["--db", "typo.duckdb"]):
+            r = CliRunner().invoke(app, [*args, *where])
+            expected = tmp_path / (where[1] if where else "alignloop.duckdb")
+            assert r.exit_code == 2 and f"no warehouse at {expected}" in r.output, (args, where, r.output)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flows_refuse_a_missing_warehouse(tmp_path):
+    """The same from the Prefect UI: a flow whose db parameter names no file fails at once and creates none."""
+    from flows.annotate import AnnotatePushParams, annotate_push
+    from flows.build_dataset import BuildDatasetParams, build_dataset
+    from flows.evaluate import EvaluateParams, evaluate
+    from flows.generate import GenerateParams, generate
+    from flows.judge import JudgeParams, judge, judge_report
+    from flows.round import RoundParams, round_flow
+    from flows.train import TrainParams, train
+    from warehouse.db import WarehouseMissing
+
+    missing = str(tmp_path / "typo.duckdb")
+    calls = (lambda: generate.fn(GenerateParams(round="r1", db=missing)),
+             lambda: judge.fn(JudgeParams(kind="pairwise", round="r1", db=missing)),
+             lambda: judge_report.fn(db_file=missing),
+             lambda: build_dataset.fn(BuildDatasetParams(kind="pairwise", name="x", db=missing)),
+             lambda: train.fn(TrainParams(method="dpo", dataset="x", db=missing)),
+             lambda: evaluate.fn(EvaluateParams(round="r1", db=missing)),
+             lambda: annotate_push.fn(AnnotatePushParams(kind="pairwise", round="r1", db=missing,
+                                                         label_studio_url="http://127.0.0.1:9")),
+             lambda: round_flow.fn(RoundParams(round="r1", db=missing)))
+    for call in calls:
+        with pytest.raises(WarehouseMissing, match="no warehouse at .*typo.duckdb"):
+            call()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_demo_refuses_a_bad_recipe_before_writing_anything(tmp_path):

@@ -8,7 +8,7 @@ import re
 
 from typer.testing import CliRunner
 
-from tests.fixtures_trainers import make_snapshot, small_train, tiny_model_dir  # noqa: F401
+from tests.fixtures_trainers import make_snapshot, new_warehouse, small_train, tiny_model_dir  # noqa: F401
 from trainers import config as C
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -53,7 +53,7 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
     import json
 
     cfg_file.write_text(json.dumps(C.to_dict(C.PreferenceConfig(train=small_train(tmp_path)))))
-    warehouse = str(tmp_path / "w.duckdb")
+    warehouse = new_warehouse(tmp_path)
     params = TrainParams(method="dpo", dataset=str(snap), base=str(tiny_model_dir), config_file=str(cfg_file),
                          loss="ipo", max_steps=2, db=warehouse, round="r1")
     run_log: list[str] = []
@@ -113,7 +113,7 @@ def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: 
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     out = CliRunner().invoke(app, ["train", "kto", "--dataset", str(snap), "--base", str(tiny_model_dir),
-                                   "--db", str(tmp_path / "w.duckdb")], env={"COLUMNS": "200"})
+                                   "--db", new_warehouse(tmp_path)], env={"COLUMNS": "200"})
     assert out.exit_code == 2
     assert "method kto needs a binary dataset; 'prefs' is pairwise" in out.output
 
@@ -123,7 +123,7 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     args = ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
-            "--output-dir", str(tmp_path / "run"), "--db", str(tmp_path / "w.duckdb")]
+            "--output-dir", str(tmp_path / "run"), "--db", new_warehouse(tmp_path)]
     first = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     logged = capfd.readouterr()
@@ -149,7 +149,7 @@ def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model
     monkeypatch.setattr(flows.train, "train_task", lambda *a, **k: started.append(a))  # the flow refuses first
     snap = make_snapshot(tmp_path / "kto", "binary", name="kto")
     res = CliRunner().invoke(app, ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--db",
-                                   str(tmp_path / "w.duckdb")], env={"COLUMNS": "400"})
+                                   new_warehouse(tmp_path)], env={"COLUMNS": "400"})
     logged = capfd.readouterr()
     assert res.exit_code == 2 and "error: method dpo needs a pairwise dataset; 'kto' is binary" in res.output
     # the failed task run's traceback and its "Finished in state Failed" lines are not printed around it

@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
 
 _SQL = files("warehouse") / "sql"
@@ -35,8 +36,26 @@ class WarehouseBusy(RuntimeError):
     """Another process holds the warehouse's write lock for longer than we were willing to wait."""
 
 
+class WarehouseMissing(AlignloopError):
+    """A command that reads or adds to the warehouse was pointed at a file that does not exist."""
+
+
 def default_path() -> str:
     return os.environ.get("ALIGNLOOP_DB", DEFAULT_DB)
+
+
+def existing_path(value: str | os.PathLike[str] | None = None) -> str:
+    """The warehouse file ``value`` names (default: ``default_path()``), which must exist.
+
+    Only ``init`` and the prompt imports create a warehouse; anything else pointed at a missing file (a typo in
+    ``--db`` or ``$ALIGNLOOP_DB``, another working folder) would otherwise create an empty one and report
+    "nothing to do".
+    """
+    path = str(value) if value is not None else default_path()
+    if path != ":memory:" and not Path(path).exists():
+        raise WarehouseMissing(f"no warehouse at {Path(path).resolve()}; run 'alignloop init' to create it, or point "
+                               "--db (a flow's db parameter) or $ALIGNLOOP_DB at an existing one")
+    return path
 
 
 _INCLUDE = re.compile(r"^([ \t]*)-- include: (_\w+)[ \t]*$", re.MULTILINE)
