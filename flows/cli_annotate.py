@@ -19,13 +19,20 @@ from warehouse import db
 from warehouse.errors import AlignloopError
 
 TOKEN_FILE = "alignloop-api-token"
+URL_FILE = "alignloop-url"
+"""Written by ``annotate server`` while it runs, next to the token: the other commands run from the same folder
+find the server without LABEL_STUDIO_URL / LABEL_STUDIO_API_KEY."""
+DATA_DIR = Path("label-studio-data")
+DEFAULT_PORT = 8080
+"""Label Studio's own default; ``annotate server`` takes a free port instead when it is in use."""
 RETRIES = 4
 """Connection attempts before a Label Studio that does not answer is reported (backoff doubles from BACKOFF)."""
 BACKOFF = 0.5
 KindArg = Annotated[Literal["pairwise", "ranking", "binary", "step", "correction"],
                     typer.Argument(help="Feedback kind.")]
 RoundOpt = Annotated[str | None, typer.Option("--round", help="Only this round (default: all).")]
-UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL).")]
+UrlOpt = Annotated[str | None, typer.Option("--url", help="Label Studio URL (default: $LABEL_STUDIO_URL, else the "
+                                                         "server 'alignloop annotate server' runs from this folder).")]
 
 
 def label_studio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -43,19 +50,40 @@ def label_studio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def _client(url: str | None):
-    from annotation.client import connect
+def local_server(data_dir: Path = DATA_DIR) -> tuple[str | None, str | None]:
+    """URL and token of the server ``annotate server`` runs from ``data_dir`` (None where it left no file)."""
+    found = [(data_dir / name).read_text().strip() if (data_dir / name).is_file() else None
+             for name in (URL_FILE, TOKEN_FILE)]
+    return found[0], found[1]
 
-    return connect(url, retries=RETRIES, backoff=BACKOFF)
+
+def _client(url: str | None):
+    """Label Studio at ``url`` or $LABEL_STUDIO_URL (token: $LABEL_STUDIO_API_KEY); where neither is set, the
+    local server started from this folder."""
+    from annotation.client import API_KEY_ENV, URL_ENV, LabelStudioClientError, connect
+
+    if url or os.environ.get(URL_ENV):
+        return connect(url, retries=RETRIES, backoff=BACKOFF)
+    url, key = local_server()
+    if url is None:
+        raise AlignloopError(f"no Label Studio to talk to: set {URL_ENV} and {API_KEY_ENV} (or pass --url), or "
+                             "start one with 'alignloop annotate server' from this folder")
+    try:
+        return connect(url, os.environ.get(API_KEY_ENV) or key, retries=RETRIES, backoff=BACKOFF)
+    except LabelStudioClientError as exc:
+        raise AlignloopError(f"{str(exc).splitlines()[0]} (the local server's address, from {DATA_DIR / URL_FILE}: "
+                             "is 'alignloop annotate server' still running?)") from None
 
 
 def server(
-    port: Annotated[int | None, typer.Option(help="Port on 127.0.0.1 (default: a free one).")] = None,
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Label Studio data folder.")] = Path(
-        "label-studio-data"),
+    port: Annotated[int | None, typer.Option(help=f"Port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one "
+                                                  "where that is taken).")] = None,
+    data_dir: Annotated[Path, typer.Option("--data-dir", help="Label Studio data folder.")] = DATA_DIR,
 ) -> None:
-    """Start a local Label Studio, print its URL and where the API token is; stop it with Ctrl-C."""
-    from annotation.server import start_server, stop_server
+    """Start a local Label Studio, print its URL and where the API token is; stop it with Ctrl-C.
+
+    From the folder it was started in, the other annotate commands find it without any setting."""
+    from annotation.server import port_is_free, start_server, stop_server
 
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -67,12 +95,22 @@ def server(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupt)
+    if port is None and port_is_free(DEFAULT_PORT):
+        port = DEFAULT_PORT
+    elif port is None:
+        console.print(f"port {DEFAULT_PORT} is in use: taking a free one", highlight=False)
     with console.status("starting Label Studio (the first start migrates its database, ~30 s)"):
         srv = start_server(data_dir, port=port, token=token_file.read_text().strip())
-    console.print(f"Label Studio at {srv.url}  (log: {srv.log_file})")
-    console.print(f"  export LABEL_STUDIO_URL={srv.url}")
-    console.print(f"  export LABEL_STUDIO_API_KEY=$(cat {token_file})")
-    console.print("Press Ctrl-C to stop.")
+    url_file = data_dir / URL_FILE
+    url_file.write_text(srv.url)
+    local = data_dir == DATA_DIR.absolute()
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
+    say(f"Label Studio at {srv.url}  (log: {srv.log_file})")
+    say("the annotate commands run from this folder use it as they are; elsewhere (or for the Prefect flows):"
+        if local else "for the annotate commands and the Prefect flows:")
+    say(f"  export LABEL_STUDIO_URL={srv.url}")
+    say(f"  export LABEL_STUDIO_API_KEY=$(cat {token_file})")
+    say("Press Ctrl-C to stop.")
     try:
         while srv.is_running():
             time.sleep(1)
@@ -80,6 +118,7 @@ def server(
     except KeyboardInterrupt:
         console.print("stopping Label Studio")
     finally:
+        url_file.unlink(missing_ok=True)
         stop_server(srv)
 
 
@@ -102,9 +141,10 @@ def push_cmd(
         request = push.PushRequest(kind, round_name, sample, strategy, seed, audit)
     except ValueError as exc:
         raise AlignloopError(str(exc)) from None
+    path = warehouse_path(db_file)
     client = _client(url)
     with console.status(f"pushing {kind} tasks of round {round_name}"):
-        result = push.push(warehouse_path(db_file), client, request)
+        result = push.push(path, client, request)
     if json_out:
         emit_json(asdict(result))
     elif result.planned == 0:
@@ -119,10 +159,11 @@ def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption 
     """Bring annotations back into the warehouse (edited ones replace the old verdict; history is kept)."""
     from annotation import agreement, pull
 
+    path = warehouse_path(db_file)
     client = _client(url)
     with console.status("pulling annotations"):
-        summary = pull.pull(warehouse_path(db_file), client, round_name)
-        with db.connect(warehouse_path(db_file)) as con:
+        summary = pull.pull(path, client, round_name)
+        with db.connect(path) as con:
             agreement.store(con, agreement.report(*agreement.collect(con, round_name)), round_name)
     if json_out:
         emit_json(summary.as_dict())

@@ -37,7 +37,8 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json({"db": path, **st})
         return
-    t = Table(title=f"alignloop warehouse {path} (schema v{st['schema_version']})")
+    console.print(f"warehouse {path} (schema v{st['schema_version']})", highlight=False, soft_wrap=True)
+    t = Table(title="rows per table")
     t.add_column("table")
     t.add_column("rows", justify="right")
     for name, n in st["tables"].items():

@@ -125,3 +125,72 @@ def test_cli_push_status_and_server_down(label_studio, warehouse, monkeypatch):
         monkeypatch.setattr("flows.cli_annotate.BACKOFF", 0.01)
         res = runner.invoke(app, ["annotate", "pull", "--url", dead, "--db", warehouse])
     assert res.exit_code == 2 and dead in res.output and label_studio.token not in res.output
+
+
+def test_cli_finds_the_server_started_from_the_same_folder(label_studio, tmp_path, monkeypatch):
+    """Without LABEL_STUDIO_URL / _API_KEY the commands use the address and token 'annotate server' leaves in
+    ./label-studio-data; with neither, one line says what to set or start."""
+    from flows.cli_annotate import DATA_DIR, TOKEN_FILE, URL_FILE
+
+    monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
+    monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    warehouse = str(tmp_path / "w.duckdb")
+    with db.connect(warehouse) as con:
+        seed_round(con, "cwd1")  # a round no other test sends: the project is new
+    runner = CliRunner()
+    res = runner.invoke(app, ["annotate", "push", "pairwise", "--round", "cwd1", "--sample", "1", "--db", warehouse])
+    assert res.exit_code == 2 and "LABEL_STUDIO_URL" in res.output and "alignloop annotate server" in res.output
+    DATA_DIR.mkdir()
+    (DATA_DIR / URL_FILE).write_text(label_studio.url)
+    (DATA_DIR / TOKEN_FILE).write_text(label_studio.token)
+    res = runner.invoke(app, ["annotate", "push", "pairwise", "--round", "cwd1", "--sample", "1", "--db", warehouse])
+    assert res.exit_code == 0 and "1 tasks imported" in res.output, res.output
+    res = runner.invoke(app, ["annotate", "status", "--db", warehouse, "--json"])
+    assert res.exit_code == 0 and '"total": 1' in res.output, res.output
+    with socket.socket() as sock:  # the server stopped without removing its address file
+        sock.bind(("127.0.0.1", 0))
+        (DATA_DIR / URL_FILE).write_text(f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setattr("flows.cli_annotate.RETRIES", 1)
+        monkeypatch.setattr("flows.cli_annotate.BACKOFF", 0.01)
+        res = runner.invoke(app, ["annotate", "pull", "--db", warehouse])
+    assert res.exit_code == 2 and "still running?" in res.output and label_studio.token not in res.output
+
+
+def test_annotate_server_serves_the_commands_of_its_folder_and_cleans_up(label_studio_template, tmp_path):
+    """`alignloop annotate server` takes port 8080 where it is free, leaves its address for the commands run from
+    the same folder (no settings needed) and removes it when stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from annotation.server import _copy_template
+    from flows.cli_annotate import DATA_DIR, DEFAULT_PORT, URL_FILE
+
+    (tmp_path / DATA_DIR).mkdir()
+    _copy_template(label_studio_template, tmp_path / DATA_DIR)  # a migrated database: starts in seconds
+    with db.connect(tmp_path / "w.duckdb") as con:
+        seed_round(con, "srv1")
+    cli = str(Path(sys.executable).with_name("alignloop"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABEL_STUDIO_")}
+    with socket.socket() as probe:
+        port_8080_free = probe.connect_ex(("127.0.0.1", DEFAULT_PORT)) != 0
+    server = subprocess.Popen([cli, "annotate", "server"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    url_file = tmp_path / DATA_DIR / URL_FILE
+    try:
+        deadline = time.monotonic() + 120
+        while not url_file.exists() and server.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert url_file.exists(), server.stdout.read() if server.poll() is not None else "no address after 120 s"
+        assert not port_8080_free or url_file.read_text() == f"http://127.0.0.1:{DEFAULT_PORT}"
+        pushed = subprocess.run([cli, "annotate", "push", "pairwise", "--round", "srv1", "--sample", "1", "--db",
+                                 "w.duckdb"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                                check=False)
+        assert pushed.returncode == 0 and "1 tasks imported" in pushed.stdout, pushed.stdout + pushed.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, _ = server.communicate(timeout=60)
+    assert "stopping Label Studio" in out and not url_file.exists(), out
