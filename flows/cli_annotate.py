@@ -192,19 +192,25 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
     if json_out:
         emit_json(rep.as_dict())
         return
+    if not (rep.projects or rep.human_vs_ai or rep.throughput):
+        console.print(f"no annotations pulled yet{f' for round {round_name}' if round_name else ''}: 'alignloop "
+                      "annotate pull' brings them in from Label Studio", highlight=False)
+        return
     t = Table(title="Inter-annotator agreement")
     for col in ("project", "kind", "annotators", "items", "method", "kappa", "alpha", "agreement"):
         t.add_column(col)
     for p in rep.projects:
         t.add_row(str(p.project_id), p.kind, str(p.annotators), str(p.items), p.method or "-", _fmt(p.kappa),
                   _fmt(p.alpha), _fmt(p.percent_agreement))
-    console.print(t)
+    if rep.projects:
+        console.print(t)
     t = Table(title="Human majority vs AI judges")
     for col in ("judge", "items", "accuracy", "kappa"):
         t.add_column(col)
     for h in rep.human_vs_ai:
         t.add_row(h.judge, str(h.items), _fmt(h.accuracy), _fmt(h.kappa))
-    console.print(t)
+    if rep.human_vs_ai:
+        console.print(t)
     t = Table(title="Annotators")
     for col in ("annotator", "tasks", "median lead time (s)", "gold tasks", "gold accuracy"):
         t.add_column(col)
@@ -213,7 +219,8 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
         g = gold.get(a.annotator)
         t.add_row(a.annotator, str(a.tasks), _fmt(a.median_lead_time), str(g.gold_tasks) if g else "-",
                   _fmt(g.accuracy) if g else "-")
-    console.print(t)
+    if rep.throughput:
+        console.print(t)
 
 
 def status_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption = None,

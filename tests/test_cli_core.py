@@ -142,3 +142,17 @@ def test_listing_commands_load_neither_torch_nor_prefect():
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_annotate_report_on_a_warehouse_without_annotations_says_what_to_do(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from warehouse import db
+
+    with db.connect(tmp_path / "w.duckdb"):
+        pass
+    r = CliRunner().invoke(app, ["annotate", "report", "--db", str(tmp_path / "w.duckdb"), "--round", "r1"],
+                           env={"COLUMNS": "200"})
+    assert r.exit_code == 0 and r.output.strip() == ("no annotations pulled yet for round r1: 'alignloop annotate "
+                                                     "pull' brings them in from Label Studio")
