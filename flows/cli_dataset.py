@@ -93,10 +93,15 @@ def options_cmd(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KI
 @user_errors
 def list_cmd(snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOption = False) -> None:
     """Every snapshot version under the snapshot root."""
-    found = list_snapshots(snapshot_root(snapshots, db_path(db_)))
+    root = snapshot_root(snapshots, db_path(db_))
+    found = list_snapshots(root)
     if as_json:
         emit_json([{"id": m.id, "kind": m.kind, "builder": m.builder, "rows": m.row_counts,
                     "content_hash": m.content_hash, "created_at": m.created_at} for m in found])
+        return
+    if not found:
+        console.print(f"no snapshots under {root} yet: 'alignloop dataset build KIND --name NAME' makes one",
+                      highlight=False, soft_wrap=True)
         return
     t = Table(title="datasets")
     for col in ("id", "builder (kind.source)", "train", "test", "hash", "created"):

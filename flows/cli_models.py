@@ -40,6 +40,10 @@ def list_models(db_file: DbOption = None, json_out: JsonOption = False) -> None:
     if json_out:
         emit_json(rows)
         return
+    if not rows:
+        console.print("no models registered yet: 'alignloop models default' registers the embedded model "
+                      "(generate, train and rounds register theirs)", highlight=False, soft_wrap=True)
+        return
     from rich.table import Table
 
     table = Table("id", "role", "uri", "parent")

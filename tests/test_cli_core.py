@@ -144,15 +144,21 @@ def test_listing_commands_load_neither_torch_nor_prefect():
     assert out.stdout.strip() == ""
 
 
-def test_annotate_report_on_a_warehouse_without_annotations_says_what_to_do(tmp_path):
+def test_listings_of_an_empty_warehouse_say_what_to_do_instead_of_empty_tables(tmp_path):
     from typer.testing import CliRunner
 
     from flows.cli import app
     from warehouse import db
 
-    with db.connect(tmp_path / "w.duckdb"):
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path):
         pass
-    r = CliRunner().invoke(app, ["annotate", "report", "--db", str(tmp_path / "w.duckdb"), "--round", "r1"],
-                           env={"COLUMNS": "200"})
-    assert r.exit_code == 0 and r.output.strip() == ("no annotations pulled yet for round r1: 'alignloop annotate "
-                                                     "pull' brings them in from Label Studio")
+    expected = {("annotate", "report", "--round", "r1"): "no annotations pulled yet for round r1: 'alignloop "
+                                                          "annotate pull' brings them in from Label Studio",
+                ("dataset", "list"): f"no snapshots under {tmp_path / 'snapshots'} yet: 'alignloop dataset build "
+                                     "KIND --name NAME' makes one",
+                ("models", "list"): "no models registered yet: 'alignloop models default' registers the embedded "
+                                    "model (generate, train and rounds register theirs)"}
+    for args, line in expected.items():
+        r = CliRunner().invoke(app, [*args, "--db", path], env={"COLUMNS": "300"})
+        assert r.exit_code == 0 and r.output.strip() == line, r.output
