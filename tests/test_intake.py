@@ -150,6 +150,30 @@ def test_bad_input_names_file_and_line_and_writes_nothing(con, tmp_path, content
     assert db.counts(con)["prompts"] == 0
 
 
+def _damaged(kind: str) -> bytes:
+    data = gzip.compress(b'{"prompt": "a question"}\n' * 500)
+    if kind == "truncated":
+        return data[: len(data) // 2]
+    if kind == "crc":  # the trailer's checksum no longer matches the data
+        return data[:-8] + bytes([data[-8] ^ 0xFF]) + data[-7:]
+    return b'{"prompt": "plain text, not gzip"}\n'
+
+
+@pytest.mark.parametrize("kind,match", [
+    ("truncated", r"m\.jsonl\.gz: the gzip data ends early"),
+    ("crc", r"m\.jsonl\.gz: corrupt gzip data \(CRC check failed"),
+    ("plain", r"m\.jsonl\.gz: not gzip data, though the name ends in \.gz"),
+])
+@pytest.mark.parametrize("on_error", ["fail", "skip"])
+def test_a_damaged_gzip_file_is_one_error_and_writes_nothing(con, tmp_path, kind, match, on_error):
+    """Even with on_error=skip: the records before the damage are not imported on their own."""
+    path = tmp_path / "m.jsonl.gz"
+    path.write_bytes(_damaged(kind))
+    with pytest.raises(InputError, match=match):
+        import_file(con, path, ImportOptions(on_error=on_error))
+    assert db.counts(con)["prompts"] == 0
+
+
 def test_megabyte_prompt_is_bad_input(con, tmp_path):
     path = _jsonl(tmp_path / "big.jsonl", [{"prompt": "ok"}, {"prompt": "x" * 1_500_000}])
     with pytest.raises(InputError, match=r"big\.jsonl:2: .*bytes"):

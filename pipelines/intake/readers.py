@@ -6,6 +6,7 @@ import csv
 import gzip
 import io
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,19 +57,19 @@ def _check_sizes(rec: dict[str, Any], path: Path, line: int) -> None:
 
 def read_records(path: Path, container: str) -> Iterator[RawRecord | InputError]:
     """Yield records in file order; a malformed record of a line-based file is yielded as its InputError
-    (so the caller can skip it), a file that cannot be read at all raises InputError."""
-    if container == "jsonl":
-        yield from _read_jsonl(path)
-    elif container == "json":
-        yield from _read_json(path)
-    elif container == "csv":
-        yield from _read_csv(path)
-    elif container == "parquet":
-        yield from _read_parquet(path)
-    elif container == "hf":
-        yield from _read_hf(path)
-    else:
+    (so the caller can skip it), a file that cannot be read at all raises InputError (a damaged .gz too, at
+    whatever record it breaks: the caller has written nothing by then)."""
+    readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet, "hf": _read_hf}
+    if container not in readers:
         raise InputError(f"unknown container format {container!r}", file=str(path))
+    try:
+        yield from readers[container](path)
+    except EOFError:  # click would print a bare "Aborted!" for it
+        raise InputError("the gzip data ends early (a truncated or unfinished file)", file=str(path)) from None
+    except (gzip.BadGzipFile, zlib.error) as exc:
+        what = ("not gzip data, though the name ends in .gz" if str(exc).startswith("Not a gzipped file")
+                else f"corrupt gzip data ({exc})")
+        raise InputError(what, file=str(path)) from None
 
 
 def _read_jsonl(path: Path) -> Iterator[RawRecord | InputError]:
