@@ -59,10 +59,15 @@ def train(
                          db=path)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
-    with Progress(*columns, console=console, disable=json_out) as bar:
+    # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
+    # only line printed
+    bar = Progress(*columns, console=console, disable=json_out)
+    try:
         tasks: dict[str, TaskID] = {}  # one bar per phase, added when the phase starts; the one before stops its clock
 
         def report(phase: str, done: int, total: int, logs: dict[str, float]) -> None:
+            if not tasks:
+                bar.start()
             if phase not in tasks:
                 for earlier in tasks.values():
                     bar.stop_task(earlier)
@@ -76,6 +81,9 @@ def train(
         # no flow run to send logs to: they go to the console, without Prefect's warning about it
         with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
             summary = train_flow.fn(params, progress=report)
+    finally:
+        if tasks:
+            bar.stop()
     if json_out:
         emit_json(summary)
         return

@@ -52,7 +52,9 @@ class TrainParams(BaseModel):
 
     def config(self) -> cfgmod.MethodConfig:
         """The method config: file (or defaults), then the form's non-empty fields."""
-        base = cfgmod.load_file(self.config_file) if self.config_file else default_config(self.method)
+        base = default_config(self.method)
+        if self.config_file:
+            base = cfgmod.load_over(self.config_file, base)
         data = cfgmod.to_dict(base)
         train = data["train"]
         for key in ("max_steps", "epochs", "batch_size", "lr", "max_length", "freeze_layers"):

@@ -120,6 +120,33 @@ def test_config_validation_and_round_trip(tmp_path):
     assert C.from_dict(json.loads(json.dumps(C.to_dict(cfg)))) == cfg
 
 
+def test_a_config_file_holds_only_what_it_changes(tmp_path):
+    from warehouse.errors import AlignloopError
+
+    base = C.PreferenceConfig()
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"beta": 0.2, "train": {"lr": 1e-6, "max_steps": 3, "lora": {"r": 4}}}))
+    cfg = C.load_over(f, base)
+    assert (cfg.beta, cfg.train.lr, cfg.train.max_steps, cfg.train.lora.r) == (0.2, 1e-6, 3, 4)
+    assert cfg.loss == base.loss and cfg.train.batch_size == base.train.batch_size
+    assert cfg.train.lora.targets == C.LoraConfig().targets
+    saved = C.PreferenceConfig(loss="simpo", beta=2.0, train=C.TrainConfig(epochs=2.0))  # a run's config.json
+    f.write_text(json.dumps(C.to_dict(saved)))
+    assert C.load_over(f, base) == saved
+    for given, match in (({"type": "RewardConfig"}, "it is a RewardConfig; this method takes a PreferenceConfig"),
+                         ({"train": {"lr": "fast"}}, "train.lr must be a number, got 'fast'"),
+                         ({"train": {"max_steps": 2.5}}, "train.max_steps must be a whole number, got 2.5"),
+                         ({"train": {"bf16": "yes"}}, "train.bf16 must be true or false"),
+                         ({"gamma": 1}, "unknown config fields: gamma"),
+                         ([1], "expected a JSON object"),
+                         ({"train": {"lr": -1.0}}, "lr must be > 0")):
+        f.write_text(json.dumps(given))
+        with pytest.raises(AlignloopError, match=rf"^{f}: bad training config: .*{match}"):
+            C.load_over(f, base)
+    with pytest.raises(AlignloopError, match="no such config file"):
+        C.load_over(tmp_path / "missing.json", base)
+
+
 def test_resume_with_other_config_is_refused(tmp_path):
     from warehouse.errors import AlignloopError
 

@@ -8,6 +8,8 @@ refused with one line naming the differing fields (:func:`check_resume`).
 from __future__ import annotations
 
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -286,12 +288,60 @@ def from_dict(data: dict[str, Any]) -> MethodConfig:
     return cls(train=TrainConfig(**train), **data)
 
 
-def load_file(path: str | Path) -> MethodConfig:
-    """Read a config JSON written by :func:`save` (or by hand)."""
+_SIMPLE = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+
+
+def _wrong_type(value: Any, hint: Any) -> str | None:
+    """What ``value`` should be by the field's type hint (bool, int, float, str, or one of them or None), where
+    it is not that; None: it fits, or the hint is not one of those simple types."""
+    options = set(typing.get_args(hint)) if typing.get_origin(hint) in (typing.Union, types.UnionType) else {hint}
+    if value is None and type(None) in options:
+        return None
+    simple = [t for t in options if t in _SIMPLE]
+    if not simple or len(options - {type(None)}) > 1:
+        return None
+    want = simple[0]
+    fits = (isinstance(value, bool) if want is bool else
+            isinstance(value, want) and not isinstance(value, bool) if want in (int, str) else
+            isinstance(value, (int, float)) and not isinstance(value, bool))
+    return None if fits else _SIMPLE[want] + (" (or null)" if type(None) in options else "")
+
+
+def load_over(path: str | Path, base: MethodConfig) -> MethodConfig:
+    """A config file over ``base`` (the method's defaults): the fields it names replace base's, ``train`` and
+    ``train.lora`` field by field, so a hand-written file holds only what it changes. ``type`` may be left out;
+    where given it must be base's. A run's saved ``config.json`` names every field and reads back as it was."""
+
+    def bad(reason: str) -> AlignloopError:
+        return AlignloopError(f"{path}: bad training config: {reason}")
+
     try:
-        return from_dict(json.loads(Path(path).read_text()))
-    except (OSError, json.JSONDecodeError, ValueError, TypeError) as exc:
-        raise AlignloopError(f"{path}: bad training config: {exc}") from None
+        given = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise AlignloopError(f"{path}: no such config file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(str(exc)) from None
+    if not isinstance(given, dict) or not isinstance(given.get("train", {}), dict):
+        raise bad("expected a JSON object (with 'train' an object too)")
+    data = to_dict(base)
+    kind = given.pop("type", data["type"])
+    if kind != data["type"]:
+        raise bad(f"it is a {kind}; this method takes a {data['type']} (leave 'type' out)")
+    train = given.pop("train", {})
+    for where, values, cls in (("", given, type(base)), ("train.", train, TrainConfig)):
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            wrong = _wrong_type(value, hints.get(key))
+            if wrong:
+                raise bad(f"{where}{key} must be {wrong}, got {value!r}")
+    if isinstance(train.get("lora"), dict):
+        train["lora"] = {**to_dict_lora(LoraConfig()), **train["lora"]}
+    data.update(given)
+    data["train"].update(train)
+    try:
+        return from_dict(data)
+    except (ValueError, TypeError, KeyError) as exc:
+        raise bad(str(exc)) from None
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
