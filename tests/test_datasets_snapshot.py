@@ -143,6 +143,27 @@ def test_lints_count_problems():
                              "bad_chat_prompt": 2, "consecutive_same_role": 0}
 
 
+def test_length_lint_counts_a_tokenizer_s_tokens_and_refuses_what_is_not_one(tmp_path):
+    from tests.fixtures_trainers import tiny_tokenizer
+    from warehouse.snapshots import SCHEMAS
+
+    tiny_tokenizer().save_pretrained(tmp_path / "tok")  # one token per byte
+    chat = json.dumps([{"role": "user", "content": "hi"}])
+    rows = {"prompt_id": ["p1", "p2"], "split": ["train"] * 2, "round_id": ["r"] * 2, "prompt": [chat] * 2,
+            "prompt_text": ["hi"] * 2, "chosen": ["abcdefghijklmnopqrstuvwxyz", "short"], "rejected": ["no"] * 2,
+            "chosen_id": ["a"] * 2, "rejected_id": ["b"] * 2, "prob": [1.0] * 2, "margin": [None] * 2,
+            "source": ["human"] * 2, "feedback_ids": [["f"]] * 2}
+    table = pa.table(rows, schema=SCHEMAS["pairwise"])
+    assert lint(table, "pairwise", LintOptions(max_tokens=20)).counts["over_20_tokens"] == 0  # 2 words at most
+    by_tokens = lint(table, "pairwise", LintOptions(max_tokens=20, tokenizer=str(tmp_path / "tok")))
+    assert by_tokens.counts["over_20_tokens"] == 1 and by_tokens.tokenizer == str(tmp_path / "tok")
+    (tmp_path / "empty").mkdir()
+    for name, match in ((str(tmp_path / "missing"), "not a local folder; pass 'default'"),
+                        (str(tmp_path / "empty"), "cannot load it from")):
+        with pytest.raises(AlignloopError, match=f"tokenizer '{name}': {match}"):
+            lint(table, "pairwise", LintOptions(max_tokens=20, tokenizer=name))
+
+
 def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     with db.connect(db_file) as con:
         seed(Wh(con))

@@ -7,13 +7,17 @@ without labels.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from warehouse.errors import AlignloopError
 
 ROLES = ("system", "user", "assistant")
 _COMPLETION_COLUMNS = {"pairwise": ("chosen", "rejected"), "binary": ("completion",), "sft": ("completion",),
@@ -71,9 +75,28 @@ def _token_counts(col: pa.ChunkedArray, tokenizer: str | None) -> pa.Array:
     col = pc.fill_null(col, "")
     if tokenizer is None:
         return pc.list_value_length(pc.utf8_split_whitespace(col))
+    return _counts_with(_load_tokenizer(tokenizer), col)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_tokenizer(name: str) -> Any:
+    """'default' (the embedded model's) or a local folder; a one-line error otherwise (never a hub look-up)."""
     from transformers import AutoTokenizer  # heavy: only when a tokenizer is asked for
 
-    tok = AutoTokenizer.from_pretrained(tokenizer, local_files_only=True)
+    from pipelines.models import DEFAULT_NAMES, resolve_model
+
+    folder = resolve_model(name) if name.lower() in DEFAULT_NAMES else Path(name).expanduser()
+    if not folder.is_dir():
+        raise AlignloopError(f"tokenizer {name!r}: not a local folder; pass 'default' (the embedded model's), a "
+                             "folder saved with save_pretrained, or no --tokenizer for a word-count estimate")
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError) as exc:
+        raise AlignloopError(f"tokenizer {name!r}: cannot load it from {folder} "
+                             f"({str(exc).splitlines()[0][:200]})") from None
+
+
+def _counts_with(tok: Any, col: pa.ChunkedArray) -> pa.Array:
     return pa.array([len(ids) for ids in tok(col.to_pylist(), add_special_tokens=False)["input_ids"]])
 
 
