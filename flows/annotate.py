@@ -24,15 +24,16 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.states import Completed
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from annotation import agreement, configs, push, waiting
 from annotation import pull as pulling
 from annotation.client import LabelStudioClient, connect
+from flows.params import FlowParams
 from warehouse import db
 
 
-class LabelStudioParams(BaseModel):
+class LabelStudioParams(FlowParams):
     """Where Label Studio is; the token itself is never a parameter."""
 
     label_studio_url: str | None = Field(None, description="Label Studio URL; default env LABEL_STUDIO_URL.")

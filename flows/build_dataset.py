@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from pipelines.datasets import publish
 from pipelines.datasets.build import BuildResult
 from pipelines.datasets.config import DatasetSpec, parse_options
@@ -21,7 +22,7 @@ from warehouse import db
 from warehouse.snapshots import KINDS
 
 
-class BuildDatasetParams(BaseModel):
+class BuildDatasetParams(FlowParams):
     """What to build: the form the Prefect UI shows."""
 
     kind: str = Field(..., description=f"Dataset kind: {', '.join(KINDS)}.")

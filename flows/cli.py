@@ -127,6 +127,8 @@ def validated(model: type[T], fields: dict[str, Any]) -> T:
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
+        if first.get("type") == "extra_forbidden":
+            raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
         raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
 
 

@@ -41,12 +41,13 @@ def generate(
     opts: dict[str, object] = {"max_batch_size": max_batch_size} if backend == "transformers" else {}
     if backend == "openai":
         opts["base_url"] = base_url
+    args = {"round": round_name, "sampling": sampling, "split": None if split == "all" else split,
+            "tags": tuple(tag or ()), "limit": limit, "shard_size": shard_size, "steps_separator": sep}
+    gen.GenerateConfig(model_id="", **args)  # a bad option fails before the model loads
     path = warehouse_path(db_file)
     with console.status(f"loading {model} ({backend})"):
         engine = make_backend(backend, model, **opts)
-    cfg, work = gen.open_run(path, engine, {"round": round_name, "sampling": sampling,
-                                            "split": None if split == "all" else split, "tags": tuple(tag or ()),
-                                            "limit": limit, "shard_size": shard_size, "steps_separator": sep})
+    cfg, work = gen.open_run(path, engine, args)
     totals = {"selected": work.selected, "already_done": work.already_done, "inserted": 0, "skipped": 0,
               "truncated": 0, "completion_tokens": 0}
     start = time.perf_counter()

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from warehouse import db
@@ -27,6 +27,8 @@ def _run(params: JudgeParams, json_out: bool) -> None:
 
     from flows.judge import build_judge  # Prefect: imported by the commands that run, not by --help
 
+    with db.connect(params.db) as con:
+        run.check_round(con, params.round)
     with console.status(f"loading judge {params.judge}"):
         judge_obj = build_judge(params)
     with db.connect(params.db) as con:
@@ -77,12 +79,13 @@ def _command(kind: str):
     ) -> None:
         from flows.judge import JudgeParams
 
-        params = JudgeParams(kind=kind, round=round_name, judge=judge, backend=backend, base_url=base_url,
-                             limit=limit, principles=principle or ["helpful", "harmless", "honest"], mode=mode,
-                             tie_band=tie_band, disagreement=disagreement, pairs=pairs,
-                             max_pairs_per_prompt=max_pairs_per_prompt, group_size=group_size,
-                             permutations=permutations, aspects=aspect or ["overall"], max_chars=max_chars,
-                             batch_size=batch_size, db=warehouse_path(db_file))
+        params = validated(JudgeParams, {
+            "kind": kind, "round": round_name, "judge": judge, "backend": backend, "base_url": base_url,
+            "limit": limit, "principles": principle or ["helpful", "harmless", "honest"], "mode": mode,
+            "tie_band": tie_band, "disagreement": disagreement, "pairs": pairs,
+            "max_pairs_per_prompt": max_pairs_per_prompt, "group_size": group_size, "permutations": permutations,
+            "aspects": aspect or ["overall"], "max_chars": max_chars, "batch_size": batch_size,
+            "db": warehouse_path(db_file)})
         _run(params, json_out)
 
     command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
 from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
 from warehouse.errors import AlignloopError
 
@@ -52,11 +52,11 @@ def train(
     from flows.train import train as train_flow
     from trainers.run import PHASES, PROGRESS_METRICS
 
-    params = TrainParams(method=method, dataset=dataset, base=base, loss=loss, beta=beta, max_steps=max_steps,
-                         epochs=epochs, batch_size=batch_size, lr=lr, max_length=max_length, lora=lora,
-                         freeze_layers=freeze_layers,
-                         config_file=config, output_dir=output_dir, reference=reference, round=round_name,
-                         db=path)
+    params = validated(TrainParams, {
+        "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
+        "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
+        "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
+        "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the

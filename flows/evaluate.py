@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from pipelines.evaluation import text_stats
@@ -27,7 +28,7 @@ from warehouse import db
 from warehouse.records import Evaluation, to_arrow
 
 
-class EvaluateParams(BaseModel):
+class EvaluateParams(FlowParams):
     """What to evaluate: the form the Prefect UI shows."""
 
     round: str = Field(..., min_length=1, description="Round the figures belong to (created on first use).")

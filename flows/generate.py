@@ -9,14 +9,15 @@ from functools import lru_cache
 from typing import Any, Literal
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from pipelines import generate as gen
 from pipelines.backends import Backend, Sampling, make_backend
 from warehouse import db
 
 
-class GenerateParams(BaseModel):
+class GenerateParams(FlowParams):
     """What to generate: the form the Prefect UI shows."""
 
     round: str = Field(..., min_length=1, description="Round name; created on first use.")

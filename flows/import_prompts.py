@@ -10,15 +10,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from prefect import flow
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac"]
 
 
-class ImportPromptsParams(BaseModel):
+class ImportPromptsParams(FlowParams):
     """What to import: the form the Prefect UI shows."""
 
     path: str = Field(..., min_length=1, description="File (or HF datasets folder) to import, as the flow's "

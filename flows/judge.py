@@ -8,8 +8,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from prefect import flow, task
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from pipelines.judges.calls import CallPolicy
@@ -17,7 +18,7 @@ from pipelines.judges.config import JudgeConfig
 from warehouse import db
 
 
-class JudgeParams(BaseModel):
+class JudgeParams(FlowParams):
     """What to judge and with which judge: the form the Prefect UI shows."""
 
     kind: Literal["pairwise", "listwise", "rating", "binary", "steps", "correction"] = Field(
@@ -74,6 +75,8 @@ def judge_chunk(judge: Any, kind: str, items: list, round_id: str) -> run.JudgeO
 def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
     """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
     path = db.existing_path(params.db)
+    with db.connect(path) as con:
+        run.check_round(con, params.round)
     judge_obj = judge_obj or build_judge(params)
     with db.connect(path) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)

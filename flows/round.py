@@ -16,7 +16,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 
 from annotation import waiting
 from flows.annotate import (
@@ -34,6 +34,7 @@ from flows.build_dataset import BuildDatasetParams, build_dataset
 from flows.evaluate import EvaluateParams, evaluate
 from flows.generate import GenerateParams, generate
 from flows.judge import JudgeParams, judge
+from flows.params import FlowParams
 from flows.train import TrainParams, train
 from pipelines.evaluation import StoppingRule
 from pipelines.models import resolve_model
@@ -43,7 +44,7 @@ from warehouse.ids import canonical_json
 from warehouse.records import Evaluation, to_arrow
 
 
-class RoundParams(BaseModel):
+class RoundParams(FlowParams):
     """One round of the loop: the form the Prefect UI shows."""
 
     round: str = Field(..., min_length=1, description="This round's name (e.g. r1); created on first use.")

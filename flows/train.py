@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from pydantic import BaseModel, Field
+from pydantic import Field
 
+from flows.params import FlowParams
 from trainers import config as cfgmod
 from trainers.methods import METHODS, default_config, get_method
 from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
@@ -26,7 +27,7 @@ Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
 
 
-class TrainParams(BaseModel):
+class TrainParams(FlowParams):
     """What to train: the form the Prefect UI shows."""
 
     method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, sft.")

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
 
 from pipelines.backends.base import Backend, Sampling
 from warehouse import db, ids
+from warehouse.errors import OptionError
 from warehouse.records import Response, loads, to_arrow
 
 
@@ -41,13 +42,13 @@ class GenerateConfig:
 
     def __post_init__(self) -> None:
         if not self.round or not self.round.strip():
-            raise ValueError("round must not be empty")
+            raise OptionError("round must not be empty")
         if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+            raise OptionError(f"limit must be >= 1, got {self.limit}")
         if self.shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {self.shard_size}")
+            raise OptionError(f"shard_size must be >= 1, got {self.shard_size}")
         if self.steps_separator == "":
-            raise ValueError("steps_separator must not be empty (use None for no steps)")
+            raise OptionError("steps_separator must not be empty (use None for no steps)")
 
 
 @dataclass(frozen=True)
@@ -171,9 +172,10 @@ def open_run(db_path: str, backend: Backend, cfg_args: dict[str, object]) -> tup
     """
     from pipelines.models import register_model
 
+    cfg = GenerateConfig(model_id="", **cfg_args)  # type: ignore[arg-type]  # bad options: nothing written
     with db.connect(db_path) as con:
         with db.transaction(con):
             model_id = register_model(con, backend.name, "policy")
-            db.ensure_round(con, str(cfg_args["round"]), policy_model_id=model_id)
-        cfg = GenerateConfig(model_id=model_id, **cfg_args)  # type: ignore[arg-type]
+            db.ensure_round(con, cfg.round, policy_model_id=model_id)
+        cfg = replace(cfg, model_id=model_id)
         return cfg, plan(con, cfg)

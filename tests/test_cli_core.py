@@ -162,3 +162,44 @@ def test_listings_of_an_empty_warehouse_say_what_to_do_instead_of_empty_tables(t
     for args, line in expected.items():
         r = CliRunner().invoke(app, [*args, "--db", path], env={"COLUMNS": "300"})
         assert r.exit_code == 0 and r.output.strip() == line, r.output
+
+
+BAD_OPTIONS = {
+    ("round", "--round", "r1", "--set", "promts_per_round=4"): "unknown parameter 'promts_per_round'; known: round,",
+    ("generate", "--round", "r1", "--n", "0"): "n must be >= 1, got 0",
+    ("generate", "--round", "r1", "--temperature", "-1"): "temperature must be >= 0, got -1.0",
+    ("generate", "--round", "r1", "--shard-size", "0"): "shard_size must be >= 1, got 0",
+    ("judge", "pairwise", "--round", "r1", "--limit", "0"): "limit: Input should be greater than or equal to 1",
+    ("judge", "pairwise", "--round", "nope"): "round 'nope' has no responses to judge; rounds with responses: none yet",
+    ("train", "dpo", "--dataset", "x", "--max-steps", "0"): "max_steps: Input should be greater than or equal to 1",
+}
+
+
+def test_bad_option_values_are_one_line_before_anything_loads_or_is_written(tmp_path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from warehouse import db
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path):
+        pass
+    for args, expected in BAD_OPTIONS.items():
+        r = CliRunner().invoke(app, [*args, "--db", path], env={"COLUMNS": "400"})
+        assert r.exit_code == 2 and r.output.startswith(f"error: {expected}"), (args, r.output)
+        assert r.output.count("\n") == 1, r.output
+    with db.connect(path) as con:  # no round, model or run was recorded on the way
+        assert db.counts(con)["rounds"] == db.counts(con)["models"] == db.counts(con)["training_runs"] == 0
+
+
+def test_flow_parameters_refuse_unknown_fields():
+    """A typo in a deployment's parameters or an API call fails naming it, instead of running with the default."""
+    from pydantic import ValidationError
+
+    from flows.round import RoundParams
+    from flows.train import TrainParams
+
+    for model, fields in ((RoundParams, {"round": "r1", "promts_per_round": 4}),
+                          (TrainParams, {"method": "dpo", "dataset": "x", "learning_rate": 1e-5})):
+        with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
+            model(**fields)

@@ -17,3 +17,8 @@ class InputError(AlignloopError):
         where = ":".join(str(x) for x in (file, line) if x is not None)
         what = f" field {field!r}:" if field else ""
         super().__init__(f"{where}:{what} {reason}" if where else f"{what} {reason}".strip())
+
+
+class OptionError(AlignloopError, ValueError):
+    """An option out of range (``n must be >= 1, got 0``): one line in the CLI, and still a ValueError for code
+    that validates configs."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from warehouse.errors import OptionError
+
 Conversation = list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": str}]
 
 
@@ -28,13 +30,13 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"n must be >= 1, got {self.n}")
+            raise OptionError(f"n must be >= 1, got {self.n}")
         if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+            raise OptionError(f"temperature must be >= 0, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise OptionError(f"top_p must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise OptionError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
 
     def identity(self) -> dict:
         """What defines a sample (n is not: sample i is the same whatever n is)."""

@@ -128,6 +128,14 @@ def make_judge(kind: str, backend: Backend, config: JudgeConfig | None = None):
     return _CLASSES[kind](backend, config or JudgeConfig())
 
 
+def check_round(con: duckdb.DuckDBPyConnection, round_id: str) -> None:
+    """Refuse a round without responses (a typo in its name, or one not generated yet) before a judge loads."""
+    rounds = dict(con.execute(db.query("responses_per_round")).fetchall())
+    if not rounds.get(round_id):
+        held = ", ".join(f"{r} ({n:,})" for r, n in rounds.items()) or "none yet"
+        raise AlignloopError(f"round {round_id!r} has no responses to judge; rounds with responses: {held}")
+
+
 def select_items(con: duckdb.DuckDBPyConnection, request: JudgeRequest, judge: Any) -> tuple[list, int]:
     """(items still to judge, how many were judged before); at most ``request.limit`` items."""
     r = request
