@@ -2,138 +2,24 @@
 
 from __future__ import annotations
 
-import functools
-import json
-import logging
-import os
-import sys
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
-
 import typer
-from rich.console import Console
 
-from warehouse import db
-from warehouse.errors import AlignloopError, InputError
-
-T = TypeVar("T")
-
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-# the commands draw their own bars (prompts, rows, steps); transformers' "Loading weights" ones are noise here.
-# transformers reads the variable when it is imported; where it already is (a program that imports the CLI), its
-# switch is turned off directly.
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-if "transformers" in sys.modules and os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1":
-    sys.modules["transformers"].utils.logging.disable_progress_bar()
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-# A command without PREFECT_API_URL starts a temporary Prefect server; on a busy machine (or with a fresh
-# database to migrate) it can take longer than Prefect's default 20 s to answer.
-os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
-_NO_SERVER = "Timed out while attempting to connect to ephemeral Prefect API server"
+from flows.cli_common import (  # noqa: F401  (re-exported: programs and tests import them from here)
+    DbOption,
+    JsonOption,
+    console,
+    db_path,
+    emit_json,
+    err_console,
+    fail,
+    key_values,
+    user_errors,
+    validated,
+    warehouse_path,
+)
 
 app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets -> training, in rounds.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-console = Console()
-err_console = Console(stderr=True)
-
-DbOption = Annotated[str | None, typer.Option("--db", help="Warehouse file (default: $ALIGNLOOP_DB or ./alignloop.duckdb).")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
-
-
-def db_path(value: str | None) -> str:
-    """The warehouse file a command names (it may not exist yet: ``init`` and imports create it)."""
-    return value or db.default_path()
-
-
-def warehouse_path(value: str | None) -> str:
-    """The warehouse file a command reads or adds to; a one-line error where there is none (never a new, empty one)."""
-    return db.existing_path(value)
-
-
-def fail(message: str, code: int = 2) -> None:
-    """One line on stderr, a non-zero exit, no traceback."""
-    err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
-
-
-_USER_ERRORS = (AlignloopError, db.WarehouseBusy, FileNotFoundError)
-_RUN_LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
-
-
-class _QuietUserErrors(logging.Filter):
-    """Drops Prefect's run-log records of an error the command reports in one line: the traceback of the failed
-    task or flow run, and the 'Finished in state Failed(... exception NAME: ...)' lines that repeat it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.names = {t.__name__ for t in _USER_ERRORS}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, _USER_ERRORS):
-            self.names.add(type(exc).__name__)  # a subclass: its later "Failed" lines name it
-            return False
-        msg = record.getMessage()  # a task's "... an exception NAME: ...", a flow's "... an exception: NAME: ..."
-        return not (record.levelno >= logging.ERROR
-                    and any(f"exception {n}:" in msg or f"exception: {n}:" in msg for n in self.names))
-
-
-def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the errors a user can act on into one line and exit code 2 (Prefect's run logs of them included)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        quiet = _QuietUserErrors()
-        for name in _RUN_LOGGERS:
-            logging.getLogger(name).addFilter(quiet)
-        try:
-            return fn(*args, **kwargs)
-        except _USER_ERRORS as exc:
-            fail(str(exc))
-        except KeyboardInterrupt:
-            fail("interrupted; rerun the same command to resume", 130)
-        except RuntimeError as exc:
-            if _NO_SERVER not in str(exc):
-                raise
-            wait = os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]
-            fail(f"the temporary Prefect server did not answer within {wait} s; raise "
-                 "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS, or start 'alignloop server' and export the "
-                 "PREFECT_API_URL it prints; rerun the same command to resume")
-        finally:
-            for name in _RUN_LOGGERS:
-                logging.getLogger(name).removeFilter(quiet)
-
-    return wrapper
-
-
-def key_values(pairs: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` from repeated ``--option``/``--set`` flags as a dict (one-line error otherwise)."""
-    out = {}
-    for item in pairs or []:
-        if "=" not in item:
-            raise InputError(f"option {item!r} must be KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
-    return out
-
-
-def validated(model: type[T], fields: dict[str, Any]) -> T:
-    """``model(**fields)`` for a pydantic parameter model, its first validation error as one line."""
-    from pydantic import ValidationError
-
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
-        if first.get("type") == "extra_forbidden":
-            raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
-        raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
-
-
-def emit_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _register_all() -> None:

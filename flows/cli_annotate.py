@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from warehouse import db
 from warehouse.errors import AlignloopError
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors, warehouse_path
 from pipelines.demo_prompts import write_demo_prompts
 from pipelines.intake import ImportOptions, ImportSummary, import_file
 from pipelines.intake.formats import FieldMap

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, warehouse_path
 from pipelines.datasets.config import option_names, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from warehouse import db

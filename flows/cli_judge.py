@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from warehouse import db

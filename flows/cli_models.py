@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from pipelines import models
 from warehouse import db
 

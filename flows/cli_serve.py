@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, console, user_errors
+from flows.cli_common import DbOption, console, user_errors
 from flows.serve import DEFAULT_PORT, run_server, serve_registered, sigterm_as_interrupt, stop_process
 from warehouse import db
 from warehouse.errors import AlignloopError

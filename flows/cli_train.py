@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
 from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
 from warehouse.errors import AlignloopError
 

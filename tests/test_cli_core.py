@@ -117,7 +117,7 @@ def test_a_temporary_prefect_server_that_does_not_answer_is_one_line(tmp_path):
 def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
     import logging
 
-    from flows.cli import _QuietUserErrors
+    from flows.cli_common import _QuietUserErrors
     from warehouse.errors import InputError
 
     quiet = _QuietUserErrors()
@@ -203,3 +203,14 @@ def test_flow_parameters_refuse_unknown_fields():
                           (TrainParams, {"method": "dpo", "dataset": "x", "learning_rate": 1e-5})):
         with pytest.raises(ValidationError, match="Extra inputs are not permitted"):
             model(**fields)
+
+
+def test_each_command_module_imports_on_its_own_and_the_app_still_has_every_command():
+    """A command module imported first (a program or a test) must not catch the app registering it halfway."""
+    from flows.cli_stages import STAGE_MODULES
+
+    code = ("import importlib, sys, typer.main; importlib.import_module(sys.argv[1]); from flows.cli import app; "
+            "print(sorted(typer.main.get_command(app).commands))")
+    seen = {subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True,
+                           timeout=120).stdout for name in ("flows.cli_core", *STAGE_MODULES)}
+    assert len(seen) == 1 and "'serve'" in seen.pop()
