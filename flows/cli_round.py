@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli import (
+from flows.cli_common import (
     DbOption,
     JsonOption,
     console,
@@ -24,7 +24,9 @@ from warehouse.errors import InputError
 
 @user_errors
 def round_cmd(
-    name: Annotated[str, typer.Option("--round", help="This round's name.")],
+    name: Annotated[str, typer.Option("--round", help="This round's name, or 'next': resume the round run last if "
+                                                      "it did not finish, else the one after it (r1 at first).")
+                    ] = "next",
     policy: Annotated[str, typer.Option(help="'default', a model folder, or 'previous'.")] = "default",
     parent_round: Annotated[str | None, typer.Option(help="Round this one continues.")] = None,
     feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human or ai_judge+human.")] = "verifier",
@@ -48,9 +50,12 @@ def round_cmd(
     out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)
+    elif out.get("status") == "iteration_stopped":
+        console.print(out["reason"], highlight=False)
     elif out.get("status") == "waiting_for_labels":
-        console.print(f"round {name} is waiting for labels: {out['reason']}")
+        console.print(f"round {out['round']} is waiting for labels: {out['reason']}", highlight=False)
     else:
+        console.print(f"round {out['round']}:", highlight=False)
         console.print(out["heldout"])
         console.print(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
 

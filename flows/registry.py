@@ -97,6 +97,32 @@ def flows_in(module: ModuleType) -> list[tuple[str, Flow[..., Any]]]:
             if isinstance(obj, Flow) and getattr(obj.fn, "__module__", None) == module.__name__]
 
 
+SCHEDULED_ROUND = {"round": "next", "policy": "previous"}
+"""What a scheduled round runs unless told otherwise: the next round, continuing the last one's policy."""
+
+
+def round_defaults(module: ModuleType, given: dict[str, Any] | None, scheduled: bool) -> dict[str, Any]:
+    """The round deployment's default parameters, keyed by the flow's argument (``{"params": {...}}``).
+
+    ``given`` holds round fields, bare or under ``params``; a schedule adds :data:`SCHEDULED_ROUND` under them.
+    They are checked against the round's form here, so a typo fails when the deployment is made, not at 3 am.
+    """
+    fields = dict((given or {}).get("params", given or {}))
+    if scheduled:
+        fields = {**SCHEDULED_ROUND, **fields}
+    if not fields:
+        return {}
+    from pydantic import ValidationError
+
+    try:
+        module.RoundParams(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise AlignloopError(f"round parameters: {where}: {first.get('msg')}") from None
+    return {"params": fields}
+
+
 def deployables(only: tuple[str, ...] = (), round_cron: str | None = None, round_interval: float | None = None,
                 round_parameters: dict[str, Any] | None = None,
                 modules: tuple[FlowModule, ...] = FLOW_MODULES) -> list[Deployable]:
@@ -125,8 +151,9 @@ def deployables(only: tuple[str, ...] = (), round_cron: str | None = None, round
             if spec.module == ROUND_MODULE:
                 if round_cron or round_interval:
                     entry = replace(entry, cron=round_cron, interval=round_interval)
-                if round_parameters:
-                    entry = replace(entry, parameters=dict(round_parameters))
+                defaults = round_defaults(module, round_parameters, bool(entry.cron or entry.interval))
+                if defaults:
+                    entry = replace(entry, parameters=defaults)
             found.append(entry)
     if (round_cron or round_interval or round_parameters) and not any(d.module == ROUND_MODULE for d in found):
         raise AlignloopError(f"a round schedule or parameters were given but {ROUND_MODULE} has no flow yet")

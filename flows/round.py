@@ -10,6 +10,8 @@ held-out prompts. The stopping rule reads every round's held-out figures and say
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from typing import Any, Literal
 
@@ -43,11 +45,17 @@ from warehouse.errors import AlignloopError
 from warehouse.ids import canonical_json
 from warehouse.records import Evaluation, to_arrow
 
+NEXT = "next"
+"""Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
+
 
 class RoundParams(FlowParams):
     """One round of the loop: the form the Prefect UI shows."""
 
-    round: str = Field(..., min_length=1, description="This round's name (e.g. r1); created on first use.")
+    round: str = Field(NEXT, min_length=1, description="This round's name (e.g. r1; created on first use), or "
+                                                     "'next': go on from the round run last (resume it if it did "
+                                                     "not finish, else the one after it, e.g. r4 after r3; r1 on "
+                                                     "a new warehouse), as a schedule does.")
     policy: str = Field("default", description="Policy k: 'default' (embedded SmolLM2), a model folder, or "
                                                "'previous' (the policy trained by the parent round).")
     parent_round: str | None = Field(None, description="Round this one continues (for 'previous' and lineage).")
@@ -112,6 +120,44 @@ class RoundParams(FlowParams):
         return loss
 
 
+def _after(name: str) -> str:
+    """r3 -> r4, r09 -> r10, nightly -> nightly2."""
+    m = re.fullmatch(r"(.*?)(\d+)", name)
+    return f"{m[1]}{int(m[2]) + 1:0{len(m[2])}d}" if m else f"{name}2"
+
+
+def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
+    """The concrete round that ``round='next'`` stands for, or, where the stopping rule ended the iteration, the
+    summary to return instead of running one.
+
+    The round run last (by the round flow) is resumed with its recorded parameters when it did not finish
+    (running or waiting for labels); after a finished one comes the next name, continuing it (``parent_round``);
+    on a warehouse without one, ``r1``. A policy of 'previous' without a round before it is the initial policy.
+    """
+    with db.connect(params.path()) as con:
+        last = con.execute(db.query("latest_flow_round")).fetchall()
+        taken = {r[0] for r in con.execute(db.query("round_names")).fetchall()}
+    if not last:
+        name, parent = "r1", None
+        while name in taken:
+            name = _after(name)
+        policy = params.initial_policy if params.policy == "previous" else params.policy
+        return params.model_copy(update={"round": name, "parent_round": None, "policy": policy})
+    round_id, status, config = last[0]
+    if status in ("running", "waiting"):
+        stored = json.loads(config) if isinstance(config, str) else dict(config)
+        return RoundParams(**{**stored, "db": params.db})
+    if status == "stopped":
+        return {"round": round_id, "status": "iteration_stopped", "stop": True,
+                "reason": f"the stopping rule ended the iteration after round {round_id}; start a named round "
+                          "(or change min_improvement) to go on"}
+    name = _after(round_id)
+    while name in taken:
+        name = _after(name)
+    parent = params.parent_round or round_id
+    return params.model_copy(update={"round": name, "parent_round": parent})
+
+
 @task(name="resolve-policy")
 def resolve_policy(params: RoundParams) -> tuple[str, str]:
     """(policy k folder, reference folder)."""
@@ -169,6 +215,13 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
         timings[stage] = time.perf_counter() - t0
         return out
 
+    if params.round == NEXT:
+        chosen = next_round(params)
+        if isinstance(chosen, dict):
+            get_run_logger().info(chosen["reason"])
+            return chosen
+        params = chosen
+        get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
     path = params.path()
     policy, reference = resolve_policy(params)
     set_status(params, "running", policy)

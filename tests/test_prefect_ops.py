@@ -261,3 +261,54 @@ def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F
     assert dep.entrypoint == "flows.import_prompts.import_prompts"
     assert dep.work_pool_name == "docker-test"
     assert dep.job_variables == {"image": "alignloop:test", "mem_limit": "8g"}
+
+
+def test_round_next_resumes_the_last_round_or_goes_on_after_it(tmp_path):
+    """round='next' (what a schedule runs): r1 on a new warehouse, the last round again while it has not finished,
+    the one after it once it has, nothing once the stopping rule stopped the iteration."""
+    from flows.round import RoundParams, next_round
+    from warehouse.records import Round
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        db.ensure_round(con, "import")  # made by an import: not a round the flow ran
+    params = RoundParams(round="next", policy="previous", initial_policy="base-folder", db=path)
+    first = next_round(params)
+    assert (first.round, first.parent_round, first.policy) == ("r1", None, "base-folder")
+
+    def ran(name: str, status: str, minute: int, **config) -> None:
+        with db.connect(path) as con:
+            db.ingest(con, "rounds", [Round(id=name, status=status, config={"round": name, **config})])
+            con.execute("UPDATE rounds SET status = $s, updated_at = make_timestamp(2026, 1, 1, 0, $m, 0) "
+                        "WHERE id = $id", {"s": status, "m": minute, "id": name})
+
+    ran("r1", "done", 1, policy="base-folder")
+    second = next_round(params)
+    assert (second.round, second.parent_round, second.policy, second.n) == ("r2", "r1", "previous", params.n)
+    ran("r2", "running", 2, policy="previous", parent_round="r1", n=8)  # killed, or waiting for labels
+    again = next_round(params)
+    assert (again.round, again.parent_round, again.n, again.db) == ("r2", "r1", 8, path)  # its recorded form
+    ran("r2", "done", 3)
+    with db.connect(path) as con:
+        db.ensure_round(con, "r3")  # the name is taken (e.g. generated into by hand): skipped
+    assert next_round(params).round == "r4"
+    ran("r09", "stopped", 4)
+    stopped = next_round(params)
+    assert stopped["status"] == "iteration_stopped" and "after round r09" in stopped["reason"]
+    ran("r09", "done", 5)
+    assert next_round(params).round == "r10"
+
+
+def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
+    from flows.registry import ROUND_MODULE
+
+    def round_params(**kw):
+        return next(e for e in deployables(**kw) if e.module == ROUND_MODULE).parameters
+
+    assert round_params() == {}  # on demand: the UI form starts from the model's defaults
+    assert round_params(round_cron="0 3 * * *") == {"params": {"round": "next", "policy": "previous"}}
+    assert round_params(round_interval=3600, round_parameters={"n": 8}) == {
+        "params": {"round": "next", "policy": "previous", "n": 8}}
+    assert round_params(round_parameters={"params": {"round": "r7"}}) == {"params": {"round": "r7"}}
+    with pytest.raises(AlignloopError, match="round parameters: promts_per_round: Extra inputs are not permitted"):
+        deployables(round_cron="0 3 * * *", round_parameters={"promts_per_round": 4})

@@ -24,10 +24,10 @@ PROMPTS, SAMPLES, HELDOUT = 16, 4, 4
 def _round_cmd(tmp: Path) -> list[str]:
     code = (
         "from flows.round import RoundParams, round_flow; import json; "
-        f"out = round_flow(RoundParams(round='r1', prompts_per_round={PROMPTS}, n={SAMPLES}, "
+        f"out = round_flow(RoundParams(round='next', prompts_per_round={PROMPTS}, n={SAMPLES}, "
         f"heldout_limit={HELDOUT}, heldout_max_new_tokens=16, epochs=1, batch_size=2, "
         f"runs_dir='{tmp / 'runs'}', db='{tmp / 'w.duckdb'}')); "
-        "print('RESULT ' + json.dumps({k: out[k] for k in ('heldout', 'stop', 'reason', 'timings')}))"
+        "print('RESULT ' + json.dumps({k: out[k] for k in ('round', 'heldout', 'stop', 'reason', 'timings')}))"
     )
     return [sys.executable, "-c", code]
 
@@ -75,8 +75,10 @@ def killed_and_resumed(tmp_path_factory):
 
 @pytest.mark.slow
 def test_round_killed_during_training_resumes_without_duplicates(killed_and_resumed):
+    """Run as round 'next' (as a schedule runs it): r1 on the new warehouse, and the killed r1 again on rerun."""
     tmp, before, result = killed_and_resumed
     assert before, "the round finished before it could be killed"
+    assert result["round"] == "r1"
     with db.connect(tmp / "w.duckdb") as con:
         train_samples = con.execute("SELECT count(*) FROM responses WHERE round_id = 'r1'").fetchone()[0]
         distinct = con.execute("SELECT count(DISTINCT (prompt_id, sample_index)) FROM responses "

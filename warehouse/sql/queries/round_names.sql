@@ -1,0 +1,2 @@
+-- Every round name in use.
+SELECT id FROM rounds
