@@ -19,6 +19,7 @@ from pipelines.evaluation import StoppingRule
 from pipelines.intake import ImportOptions, import_file
 from pipelines.report import write_report
 from warehouse import db
+from warehouse.errors import AlignloopError
 
 
 @dataclass(frozen=True)
@@ -67,8 +68,21 @@ class DemoConfig:
                 "win_rate": self.win_rate}
 
 
+def check_warehouse(path: str) -> None:
+    """The demo's rounds (r0, r1, ...) go in a warehouse of their own: refuse one that holds other prompts."""
+    if not Path(path).exists():
+        return
+    with db.connect(path) as con:
+        other = con.execute(db.query("prompt_sources_other_than"), {"source": "demo"}).fetchall()
+    if other:
+        held = ", ".join(f"{n:,} from {source}" for source, n in other)
+        raise AlignloopError(f"{path} holds prompts that are not the demo's ({held}); the demo's rounds would mix "
+                             "with yours: run it in a warehouse of its own, e.g. --db demo.duckdb")
+
+
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo end to end; returns per-round figures and the report path."""
+    check_warehouse(cfg.db)
     work = Path(cfg.workdir)
     t_start = time.perf_counter()
     prompts = write_demo_prompts(work / "data" / "demo_prompts.jsonl", n_train=cfg.n_train, n_test=cfg.n_test,

@@ -214,3 +214,23 @@ def test_each_command_module_imports_on_its_own_and_the_app_still_has_every_comm
     seen = {subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True,
                            timeout=120).stdout for name in ("flows.cli_core", *STAGE_MODULES)}
     assert len(seen) == 1 and "'serve'" in seen.pop()
+
+
+def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from pipelines.intake import import_file
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)  # the demo writes its prompts under data/ of the working folder
+    (tmp_path / "mine.jsonl").write_text('{"prompt": "my own question"}\n')
+    path = tmp_path / "w.duckdb"
+    with db.connect(path) as con:
+        import_file(con, tmp_path / "mine.jsonl")
+        before = db.counts(con)
+    r = CliRunner().invoke(app, ["demo", "--db", str(path)], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "holds prompts that are not the demo's (1 from mine.jsonl)" in r.output, r.output
+    with db.connect(path) as con:
+        assert db.counts(con) == before
+    assert not (tmp_path / "data").exists()
