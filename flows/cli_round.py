@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Annotated
 
@@ -55,9 +56,10 @@ def round_cmd(
     elif out.get("status") == "waiting_for_labels":
         console.print(f"round {out['round']} is waiting for labels: {out['reason']}", highlight=False)
     else:
-        console.print(f"round {out['round']}:", highlight=False)
-        console.print(out["heldout"])
-        console.print(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
+        figures = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in out["heldout"].items())
+        say = functools.partial(console.print, highlight=False, soft_wrap=True)
+        say(f"round {out['round']} (policy {out['new_policy']}); held-out: {figures}")
+        say(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
 
 
 @user_errors

@@ -234,3 +234,27 @@ def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch
     with db.connect(path) as con:
         assert db.counts(con) == before
     assert not (tmp_path / "data").exists()
+
+
+def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.round
+    from flows.cli import app
+    from warehouse import db
+
+    with db.connect(tmp_path / "w.duckdb"):
+        pass
+    ran = []
+
+    def fake_round(params):  # the printing is what is tested here; tests/test_round.py runs real rounds
+        ran.append(params.round)
+        return {"round": "r4", "new_policy": "runs/r4/model", "stop": False, "reason": "improved by 0.05",
+                "heldout": {"heldout_accuracy": 0.28125, "mean_words": 5.0, "held_out_rows": 40}}
+
+    monkeypatch.setattr(flows.round, "round_flow", fake_round)
+    r = CliRunner().invoke(app, ["round", "--db", str(tmp_path / "w.duckdb")], env={"COLUMNS": "300"})
+    assert r.exit_code == 0 and ran == ["next"], r.output
+    assert r.output.splitlines() == [
+        "round r4 (policy runs/r4/model); held-out: heldout_accuracy=0.281, mean_words=5, held_out_rows=40",
+        "stopping rule: go on (improved by 0.05)"]
