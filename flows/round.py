@@ -138,7 +138,7 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
         last = con.execute(db.query("latest_flow_round")).fetchall()
         taken = {r[0] for r in con.execute(db.query("round_names")).fetchall()}
     if not last:
-        name, parent = "r1", None
+        name = "r1"
         while name in taken:
             name = _after(name)
         policy = params.initial_policy if params.policy == "previous" else params.policy
@@ -149,8 +149,8 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
         return RoundParams(**{**stored, "db": params.db})
     if status == "stopped":
         return {"round": round_id, "status": "iteration_stopped", "stop": True,
-                "reason": f"the stopping rule ended the iteration after round {round_id}; start a named round "
-                          "(or change min_improvement) to go on"}
+                "reason": f"the stopping rule ended the iteration after round {round_id}; to go on all the same, "
+                          f"run a named round (--round NAME --policy previous --parent-round {round_id})"}
     name = _after(round_id)
     while name in taken:
         name = _after(name)
