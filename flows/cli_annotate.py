@@ -77,7 +77,7 @@ def _client(url: str | None):
 
 def server(
     port: Annotated[int | None, typer.Option(help=f"Port on 127.0.0.1 (default: {DEFAULT_PORT}, or a free one "
-                                                  "where that is taken).")] = None,
+                                                  "where that is taken).", min=1, max=65535)] = None,
     data_dir: Annotated[Path, typer.Option("--data-dir", help="Label Studio data folder.")] = DATA_DIR,
 ) -> None:
     """Start a local Label Studio, print its URL and where the API token is; stop it with Ctrl-C.

@@ -29,7 +29,7 @@ def _use_db(db_: str | None) -> None:
 
 @user_errors
 def server(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = DEFAULT_PORT,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", min=1, max=65535)] = DEFAULT_PORT,
     home: Annotated[Path | None, typer.Option(help="PREFECT_HOME (its sqlite database); default: Prefect's.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to answer.")] = 60.0,
 ) -> None:

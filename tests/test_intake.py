@@ -194,6 +194,10 @@ def test_unknown_format_and_options(tmp_path):
         ImportOptions(format="xml")
     with pytest.raises(InputError, match="test-fraction"):
         ImportOptions(test_fraction=1.5)
+    with pytest.raises(InputError, match=r"--near-dup must be in \(0, 1\] \(a Jaccard similarity\), got 2"):
+        ImportOptions(near_dup=2)
+    with pytest.raises(InputError, match="--limit must be >= 1, got 0"):
+        ImportOptions(limit=0)
     (tmp_path / "data.txt").write_text("hello")
     with db.connect(":memory:") as c, pytest.raises(InputError, match="unknown file type"):
         import_file(c, tmp_path / "data.txt")

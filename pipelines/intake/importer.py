@@ -48,6 +48,10 @@ class ImportOptions:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
         if self.on_error not in ("fail", "skip"):
             raise InputError(f"--on-error must be fail or skip, got {self.on_error!r}")
+        if self.near_dup is not None and not 0 < self.near_dup <= 1:
+            raise InputError(f"--near-dup must be in (0, 1] (a Jaccard similarity), got {self.near_dup}")
+        if self.limit is not None and self.limit < 1:
+            raise InputError(f"--limit must be >= 1, got {self.limit}")
         if self.min_chars > self.max_chars:
             raise InputError(f"--min-chars {self.min_chars} exceeds --max-chars {self.max_chars}")
         if not self.round.strip():
