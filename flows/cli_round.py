@@ -28,7 +28,9 @@ def round_cmd(
     name: Annotated[str, typer.Option("--round", help="This round's name, or 'next': resume the round run last if "
                                                       "it did not finish, else the one after it (r1 at first).")
                     ] = "next",
-    policy: Annotated[str, typer.Option(help="'default', a model folder, or 'previous'.")] = "default",
+    policy: Annotated[str, typer.Option(help="'auto' (the parent round's policy where there is a parent round, "
+                                             "else the initial one), 'previous', 'default' or a model folder.")
+                      ] = "auto",
     parent_round: Annotated[str | None, typer.Option(help="Round this one continues.")] = None,
     feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human or ai_judge+human.")] = "verifier",
     verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",

@@ -97,8 +97,8 @@ def flows_in(module: ModuleType) -> list[tuple[str, Flow[..., Any]]]:
             if isinstance(obj, Flow) and getattr(obj.fn, "__module__", None) == module.__name__]
 
 
-SCHEDULED_ROUND = {"round": "next", "policy": "previous"}
-"""What a scheduled round runs unless told otherwise: the next round, continuing the last one's policy."""
+SCHEDULED_ROUND = {"round": "next"}
+"""What a scheduled round runs unless told otherwise: the next round, from the last one's policy (policy 'auto')."""
 
 
 def round_defaults(module: ModuleType, given: dict[str, Any] | None, scheduled: bool) -> dict[str, Any]:

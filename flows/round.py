@@ -56,8 +56,9 @@ class RoundParams(FlowParams):
                                                      "'next': go on from the round run last (resume it if it did "
                                                      "not finish, else the one after it, e.g. r4 after r3; r1 on "
                                                      "a new warehouse), as a schedule does.")
-    policy: str = Field("default", description="Policy k: 'default' (embedded SmolLM2), a model folder, or "
-                                               "'previous' (the policy trained by the parent round).")
+    policy: str = Field("auto", description="Policy k: 'auto' (the parent round's trained policy where there is a "
+                                            "parent round, else the initial policy), 'previous' (the parent's; a "
+                                            "parent is required), 'default' (embedded SmolLM2) or a model folder.")
     parent_round: str | None = Field(None, description="Round this one continues (for 'previous' and lineage).")
     reference: Literal["previous", "initial"] = Field("previous", description="DPO reference: policy k, or the "
                                                                               "initial policy.")
@@ -132,7 +133,7 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
 
     The round run last (by the round flow) is resumed with its recorded parameters when it did not finish
     (running or waiting for labels); after a finished one comes the next name, continuing it (``parent_round``);
-    on a warehouse without one, ``r1``. A policy of 'previous' without a round before it is the initial policy.
+    on a warehouse without one, ``r1`` (a policy of 'previous' is then the initial policy).
     """
     with db.connect(params.path()) as con:
         last = con.execute(db.query("latest_flow_round")).fetchall()
@@ -161,7 +162,10 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
 @task(name="resolve-policy")
 def resolve_policy(params: RoundParams) -> tuple[str, str]:
     """(policy k folder, reference folder)."""
-    if params.policy == "previous":
+    chosen = params.policy
+    if chosen == "auto":
+        chosen = "previous" if params.parent_round else params.initial_policy
+    if chosen == "previous":
         if not params.parent_round:
             raise AlignloopError("policy 'previous' needs --parent-round")
         with db.connect(params.path()) as con:
@@ -170,7 +174,7 @@ def resolve_policy(params: RoundParams) -> tuple[str, str]:
             raise AlignloopError(f"round {params.parent_round!r} has no trained policy; run it first")
         policy = row[0][0]
     else:
-        policy = str(resolve_model(params.policy))
+        policy = str(resolve_model(chosen))
     reference = policy if params.reference == "previous" else str(resolve_model(params.initial_policy))
     return policy, reference
 

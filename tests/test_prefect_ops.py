@@ -306,9 +306,23 @@ def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
         return next(e for e in deployables(**kw) if e.module == ROUND_MODULE).parameters
 
     assert round_params() == {}  # on demand: the UI form starts from the model's defaults
-    assert round_params(round_cron="0 3 * * *") == {"params": {"round": "next", "policy": "previous"}}
-    assert round_params(round_interval=3600, round_parameters={"n": 8}) == {
-        "params": {"round": "next", "policy": "previous", "n": 8}}
+    assert round_params(round_cron="0 3 * * *") == {"params": {"round": "next"}}
+    assert round_params(round_interval=3600, round_parameters={"n": 8}) == {"params": {"round": "next", "n": 8}}
     assert round_params(round_parameters={"params": {"round": "r7"}}) == {"params": {"round": "r7"}}
     with pytest.raises(AlignloopError, match="round parameters: promts_per_round: Extra inputs are not permitted"):
         deployables(round_cron="0 3 * * *", round_parameters={"promts_per_round": 4})
+
+
+def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial_policy(tmp_path):
+    from flows.round import RoundParams, resolve_policy
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path):
+        pass
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    first = RoundParams(round="r1", initial_policy=str(base), db=path)
+    assert first.policy == "auto" and resolve_policy.fn(first) == (str(base), str(base))
+    with pytest.raises(AlignloopError, match="round 'r1' has no trained policy; run it first"):
+        resolve_policy.fn(RoundParams(round="r2", parent_round="r1", initial_policy=str(base), db=path))
