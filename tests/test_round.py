@@ -114,6 +114,22 @@ def test_report_json_lists_the_round(killed_and_resumed):
     assert (tmp / "report" / "rounds.png").exists()
 
 
+@pytest.mark.slow
+def test_the_next_round_after_a_finished_one_continues_from_its_policy(killed_and_resumed):
+    """What a schedule does each night: round 'next' after r1 is r2, from the policy r1 trained (policy 'auto')."""
+    tmp, _, _ = killed_and_resumed  # after the report test, which expects r1 alone
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    run = subprocess.run(_round_cmd(tmp), cwd=tmp, env=env, capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert result["round"] == "r2"
+    with db.connect(tmp / "w.duckdb") as con:
+        r1_model = con.execute(db.query("round_output_model"), {"round_id": "r1"}).fetchone()[1]
+        parent, policy = con.execute("SELECT parent_round_id, policy_model_id FROM rounds WHERE id = 'r2'").fetchone()
+        assert (parent, policy) == ("r1", r1_model)
+        assert con.execute("SELECT count(*) FROM responses WHERE round_id = 'r2'").fetchone()[0] == PROMPTS * SAMPLES
+
+
 def test_stopping_rule_stops_on_stall_and_on_degeneration():
     rule = StoppingRule(min_improvement=0.02)
     assert rule.decide([{"heldout_accuracy": 0.1}])[0] is False
