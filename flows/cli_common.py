@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 from rich.console import Console
 
+from flows.params import validated  # noqa: F401  (the commands' parameter check)
 from warehouse import db
 from warehouse.errors import AlignloopError, InputError
 
@@ -118,20 +119,6 @@ def key_values(pairs: list[str] | None) -> dict[str, str]:
         key, value = item.split("=", 1)
         out[key.strip()] = value.strip()
     return out
-
-
-def validated(model: type[T], fields: dict[str, Any]) -> T:
-    """``model(**fields)`` for a pydantic parameter model, its first validation error as one line."""
-    from pydantic import ValidationError
-
-    try:
-        return model(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
-        if first.get("type") == "extra_forbidden":
-            raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
-        raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
 
 
 def emit_json(obj: Any) -> None:

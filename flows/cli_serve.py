@@ -42,8 +42,8 @@ def serve(
     round_cron: Annotated[str | None, typer.Option(help='Schedule rounds by cron, e.g. "0 3 * * *".')] = None,
     round_interval: Annotated[float | None, typer.Option(help="Schedule rounds every this many seconds.")] = None,
     round_params: Annotated[str | None, typer.Option(help='Round fields as JSON, e.g. \'{"n": 8}\'; a scheduled '
-                                                          "round runs round 'next' with policy 'previous' unless "
-                                                          "they say otherwise.")] = None,
+                                                          "round runs round 'next' (from the last round's policy) "
+                                                          "unless they say otherwise.")] = None,
     only: OnlyOption = None,
     limit: Annotated[int | None, typer.Option(help="Most flow runs at the same time.")] = None,
     db_: DbOption = None,

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any, TypeVar
+
 from pydantic import BaseModel, ConfigDict
+
+from warehouse.errors import InputError
+
+T = TypeVar("T")
 
 
 class FlowParams(BaseModel):
@@ -10,3 +16,17 @@ class FlowParams(BaseModel):
     field) instead of being dropped while the run goes on with the default."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def validated(model: type[T], fields: dict[str, Any]) -> T:
+    """``model(**fields)`` for a pydantic parameter model, its first validation error as one line."""
+    from pydantic import ValidationError
+
+    try:
+        return model(**fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
+        if first.get("type") == "extra_forbidden":
+            raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
+        raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None

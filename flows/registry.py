@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect import Flow
 
+from flows.params import validated
 from warehouse.errors import AlignloopError
 
 DEPLOYMENT_NAME = "alignloop"
@@ -112,14 +113,10 @@ def round_defaults(module: ModuleType, given: dict[str, Any] | None, scheduled: 
         fields = {**SCHEDULED_ROUND, **fields}
     if not fields:
         return {}
-    from pydantic import ValidationError
-
     try:
-        module.RoundParams(**fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise AlignloopError(f"round parameters: {where}: {first.get('msg')}") from None
+        validated(module.RoundParams, fields)
+    except AlignloopError as exc:
+        raise AlignloopError(f"round parameters: {exc}") from None
     return {"params": fields}
 
 

@@ -138,25 +138,23 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
     with db.connect(params.path()) as con:
         last = con.execute(db.query("latest_flow_round")).fetchall()
         taken = {r[0] for r in con.execute(db.query("round_names")).fetchall()}
-    if not last:
-        name = "r1"
-        while name in taken:
-            name = _after(name)
-        policy = params.initial_policy if params.policy == "previous" else params.policy
-        return params.model_copy(update={"round": name, "parent_round": None, "policy": policy})
-    round_id, status, config = last[0]
-    if status in ("running", "waiting"):
-        stored = json.loads(config) if isinstance(config, str) else dict(config)
-        return RoundParams(**{**stored, "db": params.db})
-    if status == "stopped":
-        return {"round": round_id, "status": "iteration_stopped", "stop": True,
-                "reason": f"the stopping rule ended the iteration after round {round_id}; to go on all the same, "
-                          f"run a named round (--round NAME --policy previous --parent-round {round_id})"}
-    name = _after(round_id)
+    update: dict[str, Any] = {"parent_round": None}
+    if last:
+        round_id, status, config = last[0]
+        if status in ("running", "waiting"):
+            stored = json.loads(config) if isinstance(config, str) else dict(config)
+            return RoundParams(**{**stored, "db": params.db})
+        if status == "stopped":
+            return {"round": round_id, "status": "iteration_stopped", "stop": True,
+                    "reason": f"the stopping rule ended the iteration after round {round_id}; to go on all the "
+                              f"same, run a named round (--round NAME --policy previous --parent-round {round_id})"}
+        update["parent_round"] = params.parent_round or round_id
+    elif params.policy == "previous":
+        update["policy"] = params.initial_policy
+    name = _after(last[0][0]) if last else "r1"
     while name in taken:
         name = _after(name)
-    parent = params.parent_round or round_id
-    return params.model_copy(update={"round": name, "parent_round": parent})
+    return params.model_copy(update={**update, "round": name})
 
 
 @task(name="resolve-policy")

@@ -309,7 +309,7 @@ def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
     assert round_params(round_cron="0 3 * * *") == {"params": {"round": "next"}}
     assert round_params(round_interval=3600, round_parameters={"n": 8}) == {"params": {"round": "next", "n": 8}}
     assert round_params(round_parameters={"params": {"round": "r7"}}) == {"params": {"round": "r7"}}
-    with pytest.raises(AlignloopError, match="round parameters: promts_per_round: Extra inputs are not permitted"):
+    with pytest.raises(AlignloopError, match="round parameters: unknown parameter 'promts_per_round'; known: round, policy,"):
         deployables(round_cron="0 3 * * *", round_parameters={"promts_per_round": 4})
 
 

@@ -75,7 +75,8 @@ def _token_counts(col: pa.ChunkedArray, tokenizer: str | None) -> pa.Array:
     col = pc.fill_null(col, "")
     if tokenizer is None:
         return pc.list_value_length(pc.utf8_split_whitespace(col))
-    return _counts_with(_load_tokenizer(tokenizer), col)
+    tok = _load_tokenizer(tokenizer)
+    return pa.array([len(ids) for ids in tok(col.to_pylist(), add_special_tokens=False)["input_ids"]])
 
 
 @functools.lru_cache(maxsize=2)
@@ -94,10 +95,6 @@ def _load_tokenizer(name: str) -> Any:
     except (OSError, ValueError) as exc:
         raise AlignloopError(f"tokenizer {name!r}: cannot load it from {folder} "
                              f"({str(exc).splitlines()[0][:200]})") from None
-
-
-def _counts_with(tok: Any, col: pa.ChunkedArray) -> pa.Array:
-    return pa.array([len(ids) for ids in tok(col.to_pylist(), add_special_tokens=False)["input_ids"]])
 
 
 def _chat_problem(prompt: str | None) -> str | None:
