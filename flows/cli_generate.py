@@ -10,7 +10,6 @@ import typer
 from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
-from warehouse import db
 
 
 @user_errors
@@ -48,29 +47,25 @@ def generate(
     with console.status(f"loading {model} ({backend})"):
         engine = make_backend(backend, model, **opts)
     cfg, work = gen.open_run(path, engine, args)
-    totals = {"selected": work.selected, "already_done": work.already_done, "inserted": 0, "skipped": 0,
-              "truncated": 0, "completion_tokens": 0}
     start = time.perf_counter()
     columns = (TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
                TextColumn("{task.fields[tps]:.1f} tok/s"), TimeElapsedColumn())
     with Progress(*columns, console=console, disable=json_out) as progress:
         bar = progress.add_task("prompts", total=len(work.todo), tps=0.0)
-        for result in gen.run_shards(engine, work, cfg):
-            with db.connect(path) as con:
-                totals["inserted"] += gen.write_shard(con, result)
-            totals["skipped"] += result.skipped
-            totals["truncated"] += result.truncated
-            totals["completion_tokens"] += result.completion_tokens
+
+        def advance(result: gen.ShardResult, totals: dict[str, int]) -> None:
             tps = totals["completion_tokens"] / max(time.perf_counter() - start, 1e-9)
             progress.update(bar, advance=result.prompts, tps=tps)
-    totals["seconds"] = round(time.perf_counter() - start, 2)
+
+        totals = gen.run_and_write(path, work, cfg, lambda shard: gen.generate_shard(engine, shard, cfg), advance)
+    seconds = round(time.perf_counter() - start, 2)
     if json_out:
-        emit_json(totals)
+        emit_json({**totals, "seconds": seconds})
     else:
         console.print(f"round {round_name}: {totals['inserted']} responses written for {work.selected} prompts "
                       f"({totals['already_done']} already there, {totals['skipped']} skipped, "
                       f"{totals['truncated']} prompts truncated); {totals['completion_tokens']} tokens in "
-                      f"{totals['seconds']} s", highlight=False)
+                      f"{seconds} s", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -33,19 +33,12 @@ def _run(params: JudgeParams, json_out: bool) -> None:
         judge_obj = build_judge(params)
     with db.connect(params.db) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)
-    totals: dict = {"judge": judge_obj.judge, "kind": params.kind, "selected": len(items), "cached": cached,
-                    "invalid": 0, "inserted": {}}
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, console=console, disable=json_out) as progress:
         bar = progress.add_task("items", total=len(items))
-        for start in range(0, len(items), params.chunk_size):
-            chunk = items[start:start + params.chunk_size]
-            out = run.execute(judge_obj, params.kind, chunk, params.round)
-            with db.connect(params.db) as con:
-                for table, n in run.store(con, out).items():
-                    totals["inserted"][table] = totals["inserted"].get(table, 0) + n
-            totals["invalid"] += out.invalid
-            progress.advance(bar, len(chunk))
+        stored = run.judge_and_store(params.db, judge_obj, params.kind, items, params.round, params.chunk_size,
+                                     on_chunk=lambda n: progress.advance(bar, n))
+    totals = {"judge": judge_obj.judge, "kind": params.kind, "selected": len(items), "cached": cached, **stored}
     if json_out:
         emit_json(totals)
     else:

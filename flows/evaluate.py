@@ -56,12 +56,10 @@ def heldout_answers(params: EvaluateParams, path: str) -> tuple[str, dict[str, f
                                                                   max_new_tokens=params.max_new_tokens),
             "split": params.split, "tags": tuple(params.tags), "limit": params.limit, "shard_size": 64}
     cfg, work = gen.open_run(path, backend, args)
-    t0, tokens = time.perf_counter(), 0
-    for result in gen.run_shards(backend, work, cfg):
-        with db.connect(path) as con:
-            gen.write_shard(con, result)
-        tokens += result.completion_tokens
-    return cfg.model_id, {"generation_seconds": time.perf_counter() - t0, "generated_tokens": float(tokens)}
+    t0 = time.perf_counter()
+    totals = gen.run_and_write(path, work, cfg, lambda shard: gen.generate_shard(backend, shard, cfg))
+    return cfg.model_id, {"generation_seconds": time.perf_counter() - t0,
+                          "generated_tokens": float(totals["completion_tokens"])}
 
 
 @task(name="kl-to-reference")

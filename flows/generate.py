@@ -92,13 +92,4 @@ def generate(params: GenerateParams) -> dict[str, int]:
     """Plan (resume-aware), generate shard by shard, write each shard as it arrives."""
     path = db.existing_path(params.db)
     cfg, work = gen.open_run(path, load_backend(params), params.config_args())  # the flow writes, tasks compute
-    totals = {"selected": work.selected, "already_done": work.already_done, "inserted": 0, "skipped": 0,
-              "truncated": 0, "completion_tokens": 0}
-    for shard in work.shards(cfg.shard_size):
-        result = shard_task(params, shard, cfg)
-        with db.connect(path) as con:
-            totals["inserted"] += gen.write_shard(con, result)
-        totals["skipped"] += result.skipped
-        totals["truncated"] += result.truncated
-        totals["completion_tokens"] += result.completion_tokens
-    return totals
+    return gen.run_and_write(path, work, cfg, lambda shard: shard_task(params, shard, cfg))

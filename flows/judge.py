@@ -80,15 +80,8 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
     judge_obj = judge_obj or build_judge(params)
     with db.connect(path) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)
-    totals: dict[str, Any] = {"judge": judge_obj.judge, "selected": len(items), "cached": cached, "invalid": 0,
-                              "inserted": {}}
-    for start in range(0, len(items), params.chunk_size):
-        out = judge_chunk(judge_obj, params.kind, items[start:start + params.chunk_size], params.round)
-        with db.connect(path) as con:
-            for table, n in run.store(con, out).items():
-                totals["inserted"][table] = totals["inserted"].get(table, 0) + n
-        totals["invalid"] += out.invalid
-    return totals
+    stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size, judge_chunk)
+    return {"judge": judge_obj.judge, "selected": len(items), "cached": cached, **stored}
 
 
 @flow(name="judge-report", persist_result=True)

@@ -132,7 +132,7 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
     summary to return instead of running one.
 
     The round run last (by the round flow) is resumed with its recorded parameters when it did not finish
-    (running or waiting for labels); after a finished one comes the next name, continuing it (``parent_round``);
+    (running, waiting for labels, or failed); after a finished one comes the next name, continuing it (``parent_round``);
     on a warehouse without one, ``r1`` (a policy of 'previous' is then the initial policy).
     """
     with db.connect(params.path()) as con:
@@ -141,7 +141,7 @@ def next_round(params: RoundParams) -> RoundParams | dict[str, Any]:
     update: dict[str, Any] = {"parent_round": None}
     if last:
         round_id, status, config = last[0]
-        if status in ("running", "waiting"):
+        if status in ("running", "waiting", "failed"):
             stored = json.loads(config) if isinstance(config, str) else dict(config)
             return RoundParams(**{**stored, "db": params.db})
         if status == "stopped":
@@ -209,6 +209,25 @@ def set_status(params: RoundParams, status: str, policy: str | None = None) -> N
 @flow(name="round", persist_result=True)
 def round_flow(params: RoundParams) -> dict[str, Any]:
     """Policy k -> samples -> feedback -> dataset -> policy k+1 -> held-out evaluation -> stop or go on."""
+    if params.round == NEXT:
+        chosen = next_round(params)
+        if isinstance(chosen, dict):
+            get_run_logger().info(chosen["reason"])
+            return chosen
+        params = chosen
+        get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
+    policy, reference = resolve_policy(params)
+    set_status(params, "running", policy)
+    try:
+        return _run_round(params, policy, reference)
+    except Exception:
+        # what `alignloop status` shows; 'next' resumes a failed round once its cause is fixed
+        set_status(params, "failed")
+        raise
+
+
+def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, Any]:
+    path = params.path()
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Any, *args: Any) -> Any:
@@ -217,16 +236,6 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
         timings[stage] = time.perf_counter() - t0
         return out
 
-    if params.round == NEXT:
-        chosen = next_round(params)
-        if isinstance(chosen, dict):
-            get_run_logger().info(chosen["reason"])
-            return chosen
-        params = chosen
-        get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
-    path = params.path()
-    policy, reference = resolve_policy(params)
-    set_status(params, "running", policy)
     gen = timed("generate", generate, GenerateParams(
         round=params.round, model=policy, n=params.n, temperature=params.temperature,
         max_new_tokens=params.max_new_tokens, seed=params.seed, split="train", tags=params.prompt_tags,

@@ -8,7 +8,7 @@ and sample index).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
@@ -152,6 +152,27 @@ def run_shards(backend: Backend, work: Plan, cfg: GenerateConfig) -> Iterator[Sh
     """Generate shard after shard; the caller writes each result before asking for the next."""
     for shard in work.shards(cfg.shard_size):
         yield generate_shard(backend, shard, cfg)
+
+
+def run_and_write(db_path: str, work: Plan, cfg: GenerateConfig,
+                  compute: Callable[[list[PromptTodo]], ShardResult],
+                  on_shard: Callable[[ShardResult, dict[str, int]], None] | None = None) -> dict[str, int]:
+    """Generate shard after shard with ``compute`` and write each before the next (a kill loses one shard at most).
+
+    Returns the run's totals; ``on_shard(result, totals)`` follows each write (the CLI's progress bar).
+    """
+    totals = {"selected": work.selected, "already_done": work.already_done, "inserted": 0, "skipped": 0,
+              "truncated": 0, "completion_tokens": 0}
+    for shard in work.shards(cfg.shard_size):
+        result = compute(shard)
+        with db.connect(db_path) as con:
+            totals["inserted"] += write_shard(con, result)
+        totals["skipped"] += result.skipped
+        totals["truncated"] += result.truncated
+        totals["completion_tokens"] += result.completion_tokens
+        if on_shard:
+            on_shard(result, totals)
+    return totals
 
 
 def write_shard(con: object, result: ShardResult) -> int:

@@ -288,14 +288,16 @@ def test_round_next_resumes_the_last_round_or_goes_on_after_it(tmp_path):
     ran("r2", "running", 2, policy="previous", parent_round="r1", n=8)  # killed, or waiting for labels
     again = next_round(params)
     assert (again.round, again.parent_round, again.n, again.db) == ("r2", "r1", 8, path)  # its recorded form
-    ran("r2", "done", 3)
+    ran("r2", "failed", 3)  # stopped on an error: resumed too, once its cause is fixed
+    assert next_round(params).round == "r2"
+    ran("r2", "done", 4)
     with db.connect(path) as con:
         db.ensure_round(con, "r3")  # the name is taken (e.g. generated into by hand): skipped
     assert next_round(params).round == "r4"
-    ran("r09", "stopped", 4)
+    ran("r09", "stopped", 5)
     stopped = next_round(params)
     assert stopped["status"] == "iteration_stopped" and "after round r09" in stopped["reason"]
-    ran("r09", "done", 5)
+    ran("r09", "done", 6)
     assert next_round(params).round == "r10"
 
 
@@ -326,3 +328,20 @@ def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial
     assert first.policy == "auto" and resolve_policy.fn(first) == (str(base), str(base))
     with pytest.raises(AlignloopError, match="round 'r1' has no trained policy; run it first"):
         resolve_policy.fn(RoundParams(round="r2", parent_round="r1", initial_policy=str(base), db=path))
+
+
+def test_a_round_that_fails_says_so_and_next_takes_it_up_again(tmp_path):
+    """A round stopped by an error is 'failed' in the warehouse (not left 'running'); 'next' resumes it."""
+    from flows.round import RoundParams, next_round, round_flow
+
+    from tests.fixtures_generate import build_tiny_model
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path):
+        pass
+    params = RoundParams(initial_policy=str(build_tiny_model(tmp_path / "base")), db=path)
+    with pytest.raises(AlignloopError, match="round r1: no training prompts to sample; import prompts first"):
+        round_flow(params)
+    with db.connect(path) as con:
+        assert con.execute("SELECT id, status FROM rounds").fetchall() == [("r1", "failed")]
+    assert next_round(params).round == "r1"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -184,6 +185,24 @@ def execute(judge: Any, kind: str, items: list, round_id: str) -> JudgeOutput:
             out.tables["corrections"] = to_arrow(res.corrections)
         out.invalid = len(res.invalid)
     return out
+
+
+def judge_and_store(db_path: str, judge: Any, kind: str, items: list, round_id: str, chunk_size: int,
+                    compute: Callable[[Any, str, list, str], JudgeOutput] = execute,
+                    on_chunk: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Judge the items chunk by chunk with ``compute`` and store each chunk before the next (a kill loses one chunk
+    at most). Returns ``{"invalid": n, "inserted": {table: rows}}``; ``on_chunk(items)`` follows each store."""
+    totals: dict[str, Any] = {"invalid": 0, "inserted": {}}
+    for start in range(0, len(items), chunk_size):
+        chunk = items[start:start + chunk_size]
+        out = compute(judge, kind, chunk, round_id)
+        with db.connect(db_path) as con:
+            for table, n in store(con, out).items():
+                totals["inserted"][table] = totals["inserted"].get(table, 0) + n
+        totals["invalid"] += out.invalid
+        if on_chunk:
+            on_chunk(len(chunk))
+    return totals
 
 
 def store(con: duckdb.DuckDBPyConnection, output: JudgeOutput) -> dict[str, int]:
