@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, warehouse_path
-from pipelines.datasets.config import option_names, parse_options
+from pipelines.datasets.config import option_help, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint
 from pipelines.datasets.publish import build_and_publish
@@ -36,11 +36,18 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     return t
 
 
+def _source_line(counts: dict[str, Any]) -> str:
+    """``ratings: 24 rows (rule 24)`` from the manifest's source counts."""
+    by = counts.get("by_source") or {}
+    mix = f" ({', '.join(f'{k} {v:,}' for k, v in by.items())})" if by else ""
+    return f"{counts.get('table', '?')}: {counts.get('rows', 0):,} rows{mix}"
+
+
 def _show(m: Manifest, path: Path) -> None:
     console.print(_table(f"{m.id} ({m.kind}, {m.builder})", [
         ("path", str(path)), ("rows", ", ".join(f"{k}={v}" for k, v in m.row_counts.items())),
         ("content hash", m.content_hash[:16]), ("created", m.created_at),
-        ("source", ", ".join(f"{k}={v}" for k, v in m.source_counts.items())),
+        ("source", _source_line(m.source_counts)),
         ("rows after each stage", " -> ".join(f"{k} {v}" for k, v in m.stage_counts.items())),
         *[(k, "n/a (nothing to measure)" if v is None else str(v)) for k, v in m.notes.items()],
         ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
@@ -83,10 +90,22 @@ def build_cmd(
 
 @dataset_app.command("options")
 @user_errors
-def options_cmd(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}.")]) -> None:
-    """List the builder options a kind accepts."""
-    for n in option_names(kind):
-        typer.echo(n)
+def options_cmd(kind: Annotated[str, typer.Argument(help=f"One of: {', '.join(KINDS)}.")],
+                as_json: JsonOption = False) -> None:
+    """The builder options a kind accepts (-o KEY=VALUE), with defaults: the kind's own, then the shared ones."""
+    found = option_help(kind)
+    if as_json:
+        emit_json([asdict(o) for o in found])
+        return
+    table = Table(title=f"{kind} dataset options (-o KEY=VALUE); below the line, the options every kind takes")
+    table.add_column("option", no_wrap=True)
+    table.add_column("default", overflow="fold", max_width=16)
+    table.add_column("description")
+    for o, after in zip(found, [*found[1:], None]):
+        table.add_row(o.name, o.default, o.help)
+        if after is not None and after.shared and not o.shared:
+            table.add_section()
+    console.print(table)
 
 
 @dataset_app.command("list")

@@ -34,7 +34,7 @@ def _run(params: JudgeParams, json_out: bool) -> None:
     with db.connect(params.db) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*cols, console=console, disable=json_out) as progress:
+    with Progress(*cols, console=console, disable=json_out or not items) as progress:
         bar = progress.add_task("items", total=len(items))
         stored = run.judge_and_store(params.db, judge_obj, params.kind, items, params.round, params.chunk_size,
                                      on_chunk=lambda n: progress.advance(bar, n))
@@ -42,8 +42,9 @@ def _run(params: JudgeParams, json_out: bool) -> None:
     if json_out:
         emit_json(totals)
     else:
-        console.print(f"{totals['judge']}: judged {len(items)} new, {cached} cached, {totals['invalid']} invalid; "
-                      f"inserted {totals['inserted']}")
+        rows = ", ".join(f"{n:,} {table}" for table, n in totals["inserted"].items()) or "no new rows"
+        console.print(f"{totals['judge']}: judged {len(items):,} new, {cached:,} cached, {totals['invalid']:,} "
+                      f"invalid; wrote {rows}", highlight=False)
 
 
 def _command(kind: str):

@@ -54,7 +54,7 @@ def test_pairwise_aggregation_of_annotators(wh: Wh):
     wh.compare(p, a, b, "a", judge="ann1")
     wh.compare(p, a, b, "a", judge="ann2")
     wh.compare(p, b, a, "a", judge="ann3")   # shown the other way round: prefers blue
-    with pytest.raises(EmptyDataset, match="contradictions"):
+    with pytest.raises(EmptyDataset, match="contradictions.*; -o aggregate=majority or -o aggregate=mean resolves"):
         run(wh, "pairwise")
     r = run(wh, "pairwise", aggregate="majority", soft_labels=True)
     assert pairs(r) == {("red", "blue", 2 / 3)}
@@ -271,5 +271,22 @@ def test_a_build_whose_source_finds_nothing_says_what_the_warehouse_holds(wh: Wh
     r = run(wh, "pairwise", origin="verifier", aspect="correct")
     assert pairs(r) == {("4", "5", 1.0)}
     with pytest.raises(EmptyDataset, match=r"filter 'min_score_gap' removed all 1 rows \(rows after each stage: "
-                                            r"rated_responses=2, pairs=1, min_score_gap=0\)$"):
+                                            r"rated_responses=2, pairs=1, min_score_gap=0\); a lower -o min_score_gap keeps them$"):
         run(wh, "pairwise", origin="verifier", aspect="correct", min_score_gap=2)
+
+
+def test_a_filter_that_empties_a_build_names_the_option_that_relaxes_it(wh: Wh):
+    p = wh.prompt("Pick a number.")
+    a, b = wh.responses(p, "3", "7")
+    wh.compare(p, a, b, "a", source="ai", judge="j1", prob_a=0.9, consistent=False)
+    with pytest.raises(EmptyDataset, match=r"filter 'require_consistent' removed all 1 rows .*; "
+                                           r"-o require_consistent=false keeps verdicts that flipped"):
+        run(wh, "pairwise")
+    with pytest.raises(EmptyDataset, match=r"; -o pairwise.require_consistent=false keeps"):  # the nested key
+        run(wh, "binary", origin="pairwise")
+    assert pairs(run(wh, "pairwise", require_consistent=False)) == {("3", "7", 1.0)}
+    wh.compare(p, a, b, "tie", judge="ann1")  # a person called it a tie: human over AI leaves only the tie
+    with pytest.raises(EmptyDataset, match="filter 'ties' removed all 1 rows .*; -o ties=keep keeps ties"):
+        run(wh, "pairwise", require_consistent=False)
+    with pytest.raises(EmptyDataset, match="every pair left is a tie, and unpaired rows need a preferred side"):
+        run(wh, "binary", origin="pairwise")

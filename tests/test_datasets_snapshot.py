@@ -195,8 +195,29 @@ def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     assert res.exit_code == 2 and "--force" in res.output
     res = runner.invoke(app, ["dataset", "lint", "prefs", *base, "--json"])
     assert res.exit_code == 0 and json.loads(res.stdout)["train"]["counts"]["chosen_equals_rejected"] == 0
-    res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base])
-    assert res.exit_code == 0 and "prefs@v1" in res.output
+    res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base], env={"COLUMNS": "200"})
+    assert res.exit_code == 0 and "prefs@v1" in res.output and "comparisons: 12 rows (ai 6, human 6)" in res.output
+    res = runner.invoke(app, ["dataset", "export", "pref", "--format", "trl", "--out", str(tmp_path / "o2"), *base])
+    assert res.exit_code == 2 and "no snapshots named 'pref' under" in res.output
+    assert "; datasets there: prefs" in res.output
+
+
+def test_dataset_options_lists_each_option_with_its_default_choices_and_help():
+    res = CliRunner().invoke(app, ["dataset", "options", "binary", "--json"])
+    assert res.exit_code == 0, res.output
+    found = {o["name"]: o for o in json.loads(res.stdout)}
+    assert found["origin"] == {"name": "origin", "default": "thumbs", "shared": False, "help":
+                               "thumbs = ratings on a 0..1 scale; ratings = thresholds on graded ratings; pairwise = "
+                               "pairs split in two. One of: thumbs, ratings, pairwise."}
+    assert found["pairwise.require_consistent"]["default"] == "true"
+    assert found["pairwise.max_length_ratio"]["default"] == "none"
+    assert (found["sources"]["default"], found["sources"]["shared"]) == ("human,ai,rule,reward_model", True)
+    assert found["rounds"]["default"] == "-" and "all rounds" in found["rounds"]["help"]
+    assert all(o["help"] for o in found.values())  # every option documented
+    names = list(found)
+    assert names.index("undesirable_max") < names.index("sources")  # the kind's own options first
+    res = CliRunner().invoke(app, ["dataset", "options", "sft"])
+    assert res.exit_code == 0 and "per_prompt" in res.output and "Responses kept per prompt" in res.output
 
 
 def test_stats_are_rounded_and_a_note_with_nothing_to_measure_says_so(db_file, tmp_path):

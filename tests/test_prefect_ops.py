@@ -333,7 +333,6 @@ def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial
 def test_a_round_that_fails_says_so_and_next_takes_it_up_again(tmp_path):
     """A round stopped by an error is 'failed' in the warehouse (not left 'running'); 'next' resumes it."""
     from flows.round import RoundParams, next_round, round_flow
-
     from tests.fixtures_generate import build_tiny_model
 
     path = str(tmp_path / "w.duckdb")

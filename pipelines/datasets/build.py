@@ -222,6 +222,21 @@ def eval_texts_from_warehouse(con: duckdb.DuckDBPyConnection) -> pa.Table:
     return run_sql(con, "eval_prompts_test_split", {})
 
 
+# What relaxes a filter that removed every row ({p}: 'pairwise.' where a binary set is built from pairs).
+_RELAX: dict[str | tuple[str, str], str] = {
+    "require_consistent": "-o {p}require_consistent=false keeps verdicts that flipped under position swap "
+                          "(with -o {p}soft_labels=true, training on the judge's probabilities)",
+    "contradictions": "-o {p}aggregate=majority or -o {p}aggregate=mean resolves pairs judged both ways",
+    "ties": "-o {p}ties=keep keeps ties as 0.5 labels",
+    ("binary", "ties"): "every pair left is a tie, and unpaired rows need a preferred side: more feedback, or a "
+                        "judge that tells these responses apart",
+    "min_margin": "a lower -o {p}min_margin keeps them",
+    "min_score_gap": "a lower -o {p}min_score_gap keeps them",
+    "max_length_ratio": "a higher -o {p}max_length_ratio keeps them",
+    "decontaminate": "-o decontaminate=false, a higher -o decontam_threshold or a longer -o ngram keeps them",
+}
+
+
 def build(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, eval_texts: pa.Table | None = None) -> BuildResult:
     """Build ``spec`` from the warehouse on ``con`` (read only).
 
@@ -244,6 +259,10 @@ def build(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, eval_texts: pa.Tabl
         done = chain.finish(f"finalize_{spec.kind}")
     except EmptyDataset as exc:
         if not exc.at_source:
+            relax = _RELAX.get((spec.kind, exc.stage)) or _RELAX.get(exc.stage)
+            if relax:
+                relax = relax.format(p="pairwise." if spec.kind == "binary" else "")
+                raise EmptyDataset(f"{exc}; {relax}", stage=exc.stage) from None
             raise
         raise EmptyDataset(f"{exc}; {feedback_hint(con, spec, table_name)}", at_source=True) from None
     notes = _notes(spec, done.notes, done.log.counts)

@@ -6,7 +6,11 @@ these configs and names the valid keys when one is unknown.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import inspect
+import itertools
+import textwrap
 import types
 import typing
 from collections.abc import Mapping
@@ -247,13 +251,55 @@ def check_kind(kind: str) -> str:
 
 def option_names(kind: str) -> list[str]:
     """Every option key a kind accepts (nested configs as prefix.key)."""
-    names = [f.name for f in dataclasses.fields(CommonOptions)]
-    for f in dataclasses.fields(CONFIGS[check_kind(kind)]):
-        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
-            names += [f"{f.name}.{g.name}" for g in dataclasses.fields(f.default_factory)]
-        else:
-            names.append(f.name)
-    return sorted(names)
+    return sorted(o.name for o in option_help(kind))
+
+
+@dataclass(frozen=True)
+class OptionHelp:
+    name: str
+    default: str
+    """As typed on the command line (lists comma-separated, 'none' for no value)."""
+    help: str
+    shared: bool
+    """True for the options every kind takes (CommonOptions)."""
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """The docstring under each field of a dataclass (the convention this module documents its options with)."""
+    body = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for field_node, doc in itertools.pairwise(body):
+        if (isinstance(field_node, ast.AnnAssign) and isinstance(field_node.target, ast.Name)
+                and isinstance(doc, ast.Expr) and isinstance(doc.value, ast.Constant)):
+            docs[field_node.target.id] = " ".join(str(doc.value.value).split())
+    return docs
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "-"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def option_help(kind: str) -> list[OptionHelp]:
+    """Every option a kind accepts with its default and description: the kind's own first, then the shared ones."""
+    def walk(cls: type, prefix: str, shared: bool) -> list[OptionHelp]:
+        docs, hints, out = _field_docs(cls), typing.get_type_hints(cls), []
+        for f in dataclasses.fields(cls):
+            nested = f.default_factory if f.default_factory is not dataclasses.MISSING else None
+            if nested is not None and dataclasses.is_dataclass(nested):
+                out += walk(nested, f"{prefix}{f.name}.", shared)  # type: ignore[arg-type]
+                continue
+            default = f.default if nested is None else nested()
+            text = docs.get(f.name, "")
+            if typing.get_origin(hints[f.name]) is Literal:
+                text += f" One of: {', '.join(typing.get_args(hints[f.name]))}."
+            out.append(OptionHelp(prefix + f.name, _shown(default), text.strip(), shared))
+        return out
+
+    return walk(CONFIGS[check_kind(kind)], "", False) + walk(CommonOptions, "", True)
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:

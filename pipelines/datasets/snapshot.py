@@ -195,7 +195,9 @@ def snapshot_path(name: str, version: int | None = None, root: str | os.PathLike
     base = snapshot_root(root, db_path)
     found = versions(base, name)
     if not found:
-        raise AlignloopError(f"no snapshots named {name!r} under {base}")
+        names = sorted(p.name for p in base.iterdir() if p.is_dir() and versions(base, p.name)) if base.is_dir() else []
+        held = f"datasets there: {', '.join(names)}" if names else "none there yet ('alignloop dataset build' makes one)"
+        raise AlignloopError(f"no snapshots named {name!r} under {base}; {held}")
     if version is None:
         version = found[-1]
     if version not in found:

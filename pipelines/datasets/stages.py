@@ -28,10 +28,12 @@ _COUNTS, _NOTES = "_chain_counts", "_chain_notes"
 class EmptyDataset(AlignloopError):
     """A build ended with zero rows; the message names the stage that emptied it."""
 
-    def __init__(self, message: str, at_source: bool = False):
+    def __init__(self, message: str, at_source: bool = False, stage: str = ""):
         super().__init__(message)
         self.at_source = at_source
         """The build's first stage found nothing (no filter removed rows)."""
+        self.stage = stage
+        """The stage that left no rows."""
 
 
 def builder_sql(name: str) -> str:
@@ -82,7 +84,7 @@ class StageLog:
             trail = ", ".join(f"{s}={n}" for s, n in self.counts)
             what = f"filter {stage!r} removed all {before} rows" if before else f"{stage!r} found no rows"
             raise EmptyDataset(f"{self.kind} dataset is empty: {what} (rows after each stage: {trail})",
-                               at_source=before is None)
+                               at_source=before is None, stage=stage)
         return rows
 
     def as_dict(self) -> dict[str, int]:
