@@ -82,16 +82,17 @@ def resolve_dataset(dataset: str, db_path: str) -> tuple[Path, str | None]:
     """A snapshot folder and dataset id: an existing folder as is, else NAME[@vN] through the ``datasets`` table."""
     if Path(dataset).is_dir():
         return Path(dataset), None
-    name, version = dataset, None
-    if "@" in dataset:
-        name, v = dataset.split("@", 1)
-        version = int(v.lstrip("v")) if v.lstrip("v").isdigit() else None
+    from pipelines.datasets.snapshot import parse_ref
+
+    name, version = parse_ref(dataset)
     with db.connect(db_path) as con:
         found = con.execute(db.query("latest_dataset"), {"name": name, "version": version}).fetchall()
-    row = found[0] if found else None
-    if row is None:
-        raise AlignloopError(f"dataset {dataset!r} not found in the datasets table of {db_path}; build it first")
-    return Path(row[4]), row[0]
+        held = con.execute(db.query("dataset_versions")).fetchall() if not found else []
+    if not found:
+        known = "; ".join(f"{n} ({kind}, {', '.join(f'v{v}' for v in vs)})" for n, kind, vs in held)
+        raise AlignloopError(f"dataset {dataset!r} is not in the warehouse {db_path}; "
+                             + (f"datasets there: {known}" if known else "none built yet ('alignloop dataset build')"))
+    return Path(found[0][4]), found[0][0]
 
 
 def resolve_base(base: str, db_path: str) -> tuple[Path, str]:

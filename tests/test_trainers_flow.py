@@ -6,6 +6,7 @@ import logging
 import os
 import re
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.fixtures_trainers import make_snapshot, new_warehouse, small_train, tiny_model_dir  # noqa: F401
@@ -116,6 +117,30 @@ def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: 
                                    "--db", new_warehouse(tmp_path)], env={"COLUMNS": "200"})
     assert out.exit_code == 2
     assert "method kto needs a binary dataset; 'prefs' is pairwise" in out.output
+
+
+def test_an_unknown_dataset_name_lists_the_datasets_the_warehouse_holds(tmp_path):
+    from flows.train import resolve_dataset
+    from warehouse import db
+    from warehouse.errors import AlignloopError, InputError
+
+    path = new_warehouse(tmp_path)
+    with pytest.raises(AlignloopError, match=r"dataset 'prefs' is not in the warehouse .*; none built yet"):
+        resolve_dataset("prefs", path)
+    with db.connect(path) as con:
+        for version in (1, 2):
+            con.execute("INSERT INTO datasets (id, name, version, kind, params, content_hash, path) "
+                        "VALUES ($id, 'prefs', $v, 'pairwise', '{}', 'h', $path)",
+                        {"id": f"prefs@v{version}", "v": version, "path": str(tmp_path / f"v{version}")})
+    assert resolve_dataset("prefs", path) == (tmp_path / "v2", "prefs@v2")
+    assert resolve_dataset("prefs@v1", path) == (tmp_path / "v1", "prefs@v1")
+    with pytest.raises(AlignloopError, match=r"dataset 'pref' is not in the warehouse .*; datasets there: "
+                                             r"prefs \(pairwise, v1, v2\)$"):
+        resolve_dataset("pref", path)
+    with pytest.raises(AlignloopError, match="'prefs@v3' is not in the warehouse"):
+        resolve_dataset("prefs@v3", path)
+    with pytest.raises(InputError, match="bad dataset version 'x' in prefs@x; use NAME@vN"):
+        resolve_dataset("prefs@x", path)
 
 
 def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_model_dir, prefect_harness, capfd):  # noqa: F811
