@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -58,10 +60,57 @@ def round_cmd(
     elif out.get("status") == "waiting_for_labels":
         console.print(f"round {out['round']} is waiting for labels: {out['reason']}", highlight=False)
     else:
-        figures = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in out["heldout"].items())
         say = functools.partial(console.print, highlight=False, soft_wrap=True)
-        say(f"round {out['round']} (policy {out['new_policy']}); held-out: {figures}")
+        say(f"round {out['round']} (policy {out['new_policy']}); held-out: {_figures(out['heldout'])}")
         say(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
+
+
+def _figures(figures: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in figures.items())
+
+
+@user_errors
+def evaluate_cmd(
+    round_name: Annotated[str, typer.Option("--round", help="Round the figures are stored under (created on first "
+                                                            "use); 'alignloop report' shows them per round.")],
+    model: Annotated[str, typer.Option(help="Policy: 'default' (the embedded model) or a model folder, e.g. a "
+                                            "training run's model/.")] = "default",
+    reference: Annotated[str | None, typer.Option(help="Reference model for the KL figure ('default' or a "
+                                                       "folder); none: no KL.")] = None,
+    verifier: Annotated[str, typer.Option(help="Rule judge for the held-out pass rate.")] = "short_on_topic:6",
+    split: Annotated[str, typer.Option(help="Held-out prompts: this split.")] = "test",
+    limit: Annotated[int, typer.Option(help="At most this many held-out prompts.")] = 40,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 32,
+    previous_round: Annotated[str | None, typer.Option(help="Also the AI judge's win rate over this round's "
+                                                            "held-out answers (both orders).")] = None,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A policy on held-out prompts: verifier pass rate, length, distinct-2, repetition, KL, win rate; stored."""
+    from flows.evaluate import EvaluateParams, evaluate
+
+    params = validated(EvaluateParams, {
+        "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
+        "limit": limit, "max_new_tokens": max_new_tokens, "previous_round": previous_round,
+        "db": warehouse_path(db_)})
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    # the flow's body runs here, as `alignloop train` runs its flow; its tasks' 'Finished in state' lines would
+    # only repeat what the summary line says
+    task_log = logging.getLogger("prefect.task_runs")
+    level = task_log.level
+    task_log.setLevel(logging.WARNING)
+    try:
+        with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}), (
+                nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
+            out = evaluate.fn(params)
+    finally:
+        task_log.setLevel(level)
+    if as_json:
+        emit_json(out)
+        return
+    console.print(f"round {out['round']} (model {out['model_dir']}); held-out: {_figures(out['figures'])}",
+                  highlight=False, soft_wrap=True)
 
 
 @user_errors
@@ -124,5 +173,6 @@ def demo_cmd(
 
 def register(app: typer.Typer) -> None:
     app.command("round")(round_cmd)
+    app.command("evaluate")(evaluate_cmd)
     app.command("report")(report_cmd)
     app.command("demo")(demo_cmd)

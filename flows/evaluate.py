@@ -25,6 +25,7 @@ from pipelines.judges.run import load_responses, make_judge
 from pipelines.models import register_model, resolve_model
 from pipelines.verifiers import get_verifier, rate
 from warehouse import db
+from warehouse.errors import AlignloopError
 from warehouse.records import Evaluation, to_arrow
 
 
@@ -87,10 +88,22 @@ def win_rate_task(judge_model: str, pairs: list[PairItem], round_id: str) -> dic
             "judge_consistency": sum(consistent) / len(consistent) if consistent else float("nan")}
 
 
+def check_heldout(path: str, split: str = "test", tags: list[str] | None = None) -> None:
+    """Refuse, before a model loads, a warehouse without the held-out prompts an evaluation answers."""
+    with db.connect(path) as con:
+        found = con.execute(db.query("select_generation_prompts"), {"split": split, "tags": list(tags or []) or None,
+                                                                     "limit": 1, "fresh_for": None}).fetchall()
+    if not found:
+        which = f"split {split!r}" + (f" and a tag of {', '.join(tags or [])}" if tags else "")
+        raise AlignloopError(f"no held-out prompts ({which}) in {path} to evaluate on; 'alignloop prompts import "
+                             "FILE --test-fraction 0.1' puts a share of the prompts in the test split")
+
+
 @flow(name="evaluate", persist_result=True)
 def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Held-out figures for one policy, stored in ``evaluations`` (kind 'heldout') under the round."""
     path = db.existing_path(params.db)
+    check_heldout(path, params.split, params.tags)
     model_dir = str(resolve_model(params.model))
     params = params.model_copy(update={"model": model_dir})
     model_id, timing = heldout_answers(params, path)

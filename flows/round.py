@@ -33,7 +33,7 @@ from flows.annotate import (
     round_project_id,
 )
 from flows.build_dataset import BuildDatasetParams, build_dataset
-from flows.evaluate import EvaluateParams, evaluate
+from flows.evaluate import EvaluateParams, check_heldout, evaluate
 from flows.generate import GenerateParams, generate
 from flows.judge import JudgeParams, judge
 from flows.params import FlowParams
@@ -216,6 +216,7 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
             return chosen
         params = chosen
         get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
+    check_heldout(params.path())  # the round ends on held-out figures: refuse before anything runs
     policy, reference = resolve_policy(params)
     set_status(params, "running", policy)
     try:

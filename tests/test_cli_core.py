@@ -258,3 +258,32 @@ def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path,
     assert r.output.splitlines() == [
         "round r4 (policy runs/r4/model); held-out: heldout_accuracy=0.281, mean_words=5, held_out_rows=40",
         "stopping rule: go on (improved by 0.05)"]
+
+
+def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from tests.fixtures_generate import QUESTIONS, add_prompts, build_tiny_model
+    from warehouse import db
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path):
+        pass
+    model = build_tiny_model(tmp_path / "m")
+    args = ["evaluate", "--round", "e1", "--model", str(model), "--limit", "3", "--max-new-tokens", "4", "--db", path]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "no held-out prompts (split 'test') in" in r.output  # before the model loads
+    add_prompts(path, QUESTIONS[:5], split="test")
+    r = CliRunner().invoke(app, [*args, "--json"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["round"] == "e1" and len(out["samples"]) == 3 and out["figures"]["n_heldout"] == 3.0
+    with db.connect(path) as con:
+        stored = dict(con.execute("SELECT metric, value FROM evaluations WHERE round_id = 'e1' AND kind = 'heldout'"
+                                  ).fetchall())
+    assert stored["n_heldout"] == 3.0 and 0.0 <= stored["heldout_accuracy"] <= 1.0
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})  # answers stored: the rerun reuses them
+    assert r.exit_code == 0 and r.output.startswith(f"round e1 (model {model}); held-out: heldout_accuracy="), r.output
+    logged = capfd.readouterr()
+    assert "Traceback" not in logged.out + logged.err and "without a flow run id" not in logged.out + logged.err

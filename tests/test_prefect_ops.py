@@ -333,12 +333,17 @@ def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial
 def test_a_round_that_fails_says_so_and_next_takes_it_up_again(tmp_path):
     """A round stopped by an error is 'failed' in the warehouse (not left 'running'); 'next' resumes it."""
     from flows.round import RoundParams, next_round, round_flow
-    from tests.fixtures_generate import build_tiny_model
+    from tests.fixtures_generate import add_prompts, build_tiny_model
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
         pass
     params = RoundParams(initial_policy=str(build_tiny_model(tmp_path / "base")), db=path)
+    with pytest.raises(AlignloopError, match=r"no held-out prompts \(split 'test'\) in .* to evaluate on"):
+        round_flow(params)  # refused before it starts: nothing recorded
+    with db.connect(path) as con:
+        assert con.execute("SELECT count(*) FROM rounds").fetchall() == [(0,)]
+    add_prompts(path, ["Name a fruit."], split="test")
     with pytest.raises(AlignloopError, match="round r1: no training prompts to sample; import prompts first"):
         round_flow(params)
     with db.connect(path) as con:
