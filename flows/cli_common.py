@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
@@ -108,6 +109,40 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                 logging.getLogger(name).removeFilter(quiet)
 
     return wrapper
+
+
+class _NoTemporaryServerLines(logging.Filter):
+    """Drops Prefect's 'Starting/Stopping temporary server on ...' lines (the second comes at exit)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("Starting temporary server", "Stopping temporary server"))
+
+
+_SERVER_LINES = _NoTemporaryServerLines()
+
+
+@contextmanager
+def flow_in_process() -> Iterator[None]:
+    """For a command that runs a flow's body in its own process and draws its own progress (train, evaluate).
+
+    Without PREFECT_API_URL its tasks start a temporary Prefect server, whose start and stop lines, like the
+    tasks' 'Finished in state Completed()' ones, would only interleave with the command's bars and summary;
+    warnings and errors still show. The tasks run without a flow run, so their logs stay on the console,
+    without Prefect's warning about it.
+    """
+    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
+
+    prefect_log = logging.getLogger("prefect")
+    if _SERVER_LINES not in prefect_log.filters:
+        prefect_log.addFilter(_SERVER_LINES)  # kept: the stop line is logged when the process exits
+    task_log = logging.getLogger("prefect.task_runs")
+    level = task_log.level
+    task_log.setLevel(logging.WARNING)
+    try:
+        with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+            yield
+    finally:
+        task_log.setLevel(level)
 
 
 def key_values(pairs: list[str] | None) -> dict[str, str]:

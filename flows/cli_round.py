@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import logging
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -16,6 +15,7 @@ from flows.cli_common import (
     console,
     db_path,
     emit_json,
+    flow_in_process,
     key_values,
     user_errors,
     validated,
@@ -93,19 +93,9 @@ def evaluate_cmd(
         "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
         "limit": limit, "max_new_tokens": max_new_tokens, "previous_round": previous_round,
         "db": warehouse_path(db_)})
-    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
-
-    # the flow's body runs here, as `alignloop train` runs its flow; its tasks' 'Finished in state' lines would
-    # only repeat what the summary line says
-    task_log = logging.getLogger("prefect.task_runs")
-    level = task_log.level
-    task_log.setLevel(logging.WARNING)
-    try:
-        with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}), (
-                nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
-            out = evaluate.fn(params)
-    finally:
-        task_log.setLevel(level)
+    with flow_in_process(), (
+            nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
+        out = evaluate.fn(params)
     if as_json:
         emit_json(out)
         return

@@ -6,7 +6,16 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
+from flows.cli_common import (
+    DbOption,
+    JsonOption,
+    console,
+    emit_json,
+    flow_in_process,
+    user_errors,
+    validated,
+    warehouse_path,
+)
 from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
 from warehouse.errors import AlignloopError
 
@@ -45,7 +54,6 @@ def train(
         raise AlignloopError(f"unknown training method {method!r}; known: {', '.join(CATALOG)}")
     path = warehouse_path(db_file)
 
-    from prefect.settings import PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW, temporary_settings
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from flows.train import TrainParams
@@ -77,9 +85,8 @@ def train(
             info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items() if k in PROGRESS_METRICS)
             bar.update(tasks[phase], completed=done, total=total or None, **({"info": info} if info else {}))
 
-        # the flow's body runs here (its progress callback is not a flow parameter), so the training task has
-        # no flow run to send logs to: they go to the console, without Prefect's warning about it
-        with temporary_settings({PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW: "ignore"}):
+        # the flow's body runs here: its progress callback is not a flow parameter
+        with flow_in_process():
             summary = train_flow.fn(params, progress=report)
     finally:
         if tasks:
@@ -93,7 +100,7 @@ def train(
     console.print(f"run {summary['run_id']}{done}: {summary['steps']} steps in {summary['train_seconds']} s; model "
                   f"{summary['model_id']} at {summary['model_dir']}; held-out: {ev or 'n/a'}; truncated prompts "
                   f"{trunc.get('prompts_truncated', 0)}, completions {trunc.get('completions_truncated', 0)}; "
-                  f"curves {summary['plot']}", highlight=False)
+                  f"curves {summary['plot']}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -135,6 +135,33 @@ def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
     assert quiet.filter(record("Finished in state Completed()", logging.INFO))
 
 
+def test_commands_running_a_flow_in_process_show_warnings_but_not_prefect_s_routine_lines():
+    import logging
+
+    from flows.cli_common import flow_in_process
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    keep = Keep()
+    prefect_log, task_log = logging.getLogger("prefect"), logging.getLogger("prefect.task_runs")
+    prefect_log.addHandler(keep)
+    level = task_log.level
+    try:
+        with flow_in_process():
+            prefect_log.info("Starting temporary server on http://127.0.0.1:8336\nSee https://docs.prefect.io")
+            task_log.info("Finished in state Completed()")
+            task_log.warning("reference cache is stale")
+        prefect_log.info("Stopping temporary server on http://127.0.0.1:8336")  # logged at exit
+    finally:
+        prefect_log.removeHandler(keep)
+    assert seen == ["reference cache is stale"]
+    assert task_log.level == level  # put back after the command
+
+
 def test_listing_commands_load_neither_torch_nor_prefect():
     """`alignloop --help`, `status`, `dataset list` start in about a second: the heavy libraries load with the
     commands that use them."""

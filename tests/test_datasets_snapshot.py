@@ -55,6 +55,8 @@ def test_hash_determinism_versions_and_idempotency(wh: Wh, tmp_path):
     assert [r[0] for r in rows] == ["prefs@v1", "prefs@v2", "prefs@v3"]
     assert json.loads(rows[0][2]) == {"train": 10, "test": 2}
     m = load_snapshot("prefs@v1", root=tmp_path).manifest
+    stages = list(m.stage_counts)  # read back in the order the stages ran, not sorted
+    assert stages[:2] == ["comparisons", "require_consistent"] and stages != sorted(stages)
     assert m.stage_counts["comparisons"] == 12 and m.stats["chosen_length"]["mean"] > m.stats["rejected_length"]["mean"]
     assert m.created_at and "created_at" not in m.params
 
@@ -197,6 +199,7 @@ def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     assert res.exit_code == 0 and json.loads(res.stdout)["train"]["counts"]["chosen_equals_rejected"] == 0
     res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "prefs@v1" in res.output and "comparisons: 12 rows (ai 6, human 6)" in res.output
+    assert "comparisons 12 -> require_consistent" in res.output  # stages in the order they ran
     res = runner.invoke(app, ["dataset", "export", "pref", "--format", "trl", "--out", str(tmp_path / "o2"), *base])
     assert res.exit_code == 2 and "no snapshots named 'pref' under" in res.output
     assert "; datasets there: prefs" in res.output

@@ -78,9 +78,15 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
         [(steps,)] = con.execute("SELECT count(DISTINCT step) FROM training_metrics WHERE name = 'loss'").fetchall()
         assert steps == 2
     again = train.fn(params.model_copy(update={"output_dir": str(tmp_path / "run2")}))
-    # same run (the output folder is not part of its identity): reference reused, nothing written twice
-    assert again["run_id"] == summary["run_id"]
-    assert again["written"]["artifacts"] == 0 and again["written"]["training_runs"] == 0
+    # the same recipe in another folder is another run with its own record and model; the reference
+    # log-probs (keyed by what they are computed from) are reused
+    assert again["run_id"] != summary["run_id"] and again["model_id"] != summary["model_id"]
+    assert again["written"]["artifacts"] == 0 and again["written"]["training_runs"] == 1
+    with db.connect(warehouse) as con:
+        runs = dict(con.execute("SELECT id, output_model_id FROM training_runs").fetchall())
+        models = dict(con.execute("SELECT id, training_run_id FROM models WHERE training_run_id IS NOT NULL").fetchall())
+    assert runs == {summary["run_id"]: summary["model_id"], again["run_id"]: again["model_id"]}
+    assert models == {summary["model_id"]: summary["run_id"], again["model_id"]: again["run_id"]}
     assert not summary["reused"] and not again["reused"]
     # the same run in the same folder: finished, so its stored records come back and nothing new is written
     same = train.fn(params)

@@ -5,6 +5,7 @@ The trainer returns these; the flow (the single warehouse writer) ingests them.
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,16 @@ CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewa
 
 
 def run_id(method: str, config: dict[str, Any], dataset: str, base_model_id: str) -> str:
-    """A run is defined by its method, config (without where it writes), dataset content and base model."""
-    cfg = {**config, "train": {k: v for k, v in config["train"].items() if k not in ("output_dir", "logging_steps")}}
-    return content_id("training_run", {"method": method, "config": cfg, "dataset": dataset, "base": base_model_id})
+    """A run is its method, config, dataset content and base model, and the folder it trains in.
+
+    The folder is part of it: the same recipe trained again into another folder is another run, with its own
+    record, metrics and model (whose id is its folder's). In its own folder a run resumes, or comes back as it
+    finished. The folder is taken as given (normalised), as the model's ``uri`` is.
+    """
+    train = {k: v for k, v in config["train"].items() if k != "logging_steps"}
+    train["output_dir"] = os.path.normpath(str(train["output_dir"]))
+    return content_id("training_run", {"method": method, "config": {**config, "train": train}, "dataset": dataset,
+                                       "base": base_model_id})
 
 
 def metric_rows(run: str, logged: list[tuple[int, str, float]]) -> list[Metric]:

@@ -79,7 +79,8 @@ class Manifest:
     """Kept out of the content hash."""
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True, default=str)
+        # keys in the order they were made, not sorted: the stage counts read in the order the stages ran
+        return json.dumps(asdict(self), indent=2, default=str)
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
