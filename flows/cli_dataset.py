@@ -52,8 +52,10 @@ def _show(m: Manifest, path: Path) -> None:
         *[(k, "n/a (nothing to measure)" if v is None else str(v)) for k, v in m.notes.items()],
         ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
     ]))
+    shown = {*m.notes, "splits"}  # already in the table above
     if m.stats:
-        console.print(_table("stats (lengths in characters)", stats_rows(m.stats)))
+        console.print(_table("stats (lengths in characters)",
+                             stats_rows({k: v for k, v in m.stats.items() if k not in shown})))
 
 
 @dataset_app.command("build")

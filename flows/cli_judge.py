@@ -13,6 +13,8 @@ from pipelines.judges import run
 from warehouse import db
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from flows.judge import JudgeParams
 
 RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
@@ -93,46 +95,69 @@ def report(
     db_file: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost."""
-    from rich.table import Table
+    """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost.
 
+    Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
+    scored higher, how often the scores tie, and how often the higher score goes to the longer answer.
+    """
     with db.connect(warehouse_path(db_file)) as con:
         rows = quality.judge_quality(con, round_name)
-        quality.store(con, rows, round_name)
-    if png and rows:
-        quality.plot(rows, png)
+        rated = quality.rating_quality(con, round_name)
+        quality.store(con, [*rows, *rated], round_name)
+    if png and (rows or rated):
+        quality.plot([*rows, *rated], png)
     if json_out:
-        emit_json([asdict(r) for r in rows])
+        emit_json({"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated]})
         return
-    if not rows:
+    if not rows and not rated:
         where = f" in round {round_name}" if round_name else ""
         console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
-                      "--judge MODEL' judges a round's pairs in both orders")
+                      "--judge MODEL' judges a round's pairs in both orders; rating judges (AI, reward model, rule) "
+                      "are measured once people have compared responses they scored", highlight=False)
         return
+
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
-    names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
-             "tokens", "seconds")
-    values = [(r.judge, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer), f(r.invalid_rate),
-                         str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa), f"{r.calls:.0f}",
-                         f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
-    table = Table(title="judge quality")
-    if console.width >= 150:  # a row per judge
+    if rows:
+        names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
+                 "tokens", "seconds")
+        values = [(r.judge, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
+                             f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
+                             f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
+        console.print(_by_judge("judge quality", names, values, wide=150))
+    if rated:
+        names = ("human pairs", "human acc", "held-out pairs", "held-out acc", "score ties", "P(longer)")
+        values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), str(r.heldout_pairs), f(r.heldout_accuracy),
+                              f(r.score_ties), f(r.longer)]) for r in rated]
+        console.print(_by_judge("rating judges on pairs people compared", names, values, wide=100,
+                                caption="acc: share of pairs where people's winner scored higher (ties half); "
+                                        "held-out: on test-split prompts"))
+    if png:
+        console.print(f"plot: {png}")
+
+
+def _by_judge(title: str, names: tuple[str, ...], values: list[tuple[str, list[str]]], wide: int,
+              caption: str | None = None) -> Table:
+    """A row per judge on a wide terminal; on a narrow one a column per judge, its id folded, so no figure is cut."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=title, caption=caption)
+    values = [(escape(judge), vals) for judge, vals in values]  # an id may hold [...]: text, not markup
+    if console.width >= wide:
         table.add_column("judge", overflow="fold")
         for name in names:
             table.add_column(name, justify="right")
         for judge, vals in values:
             table.add_row(judge, *vals)
-    else:  # a narrow terminal: a column per judge, its id folded, so that no figure is cut
+    else:
         table.add_column("metric")
         for judge, _ in values:
             table.add_column(judge, justify="right", overflow="fold")
         for i, name in enumerate(names):
             table.add_row(name, *[vals[i] for _, vals in values])
-    console.print(table)
-    if png:
-        console.print(f"plot: {png}")
+    return table
 
 
 def register(app: typer.Typer) -> None:

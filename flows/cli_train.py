@@ -94,10 +94,11 @@ def train(
     if json_out:
         emit_json(summary)
         return
-    ev = ", ".join(f"{k.removeprefix('eval/')}={v:.3f}" for k, v in summary["eval"].items())
+    ev = ", ".join(f"{k.removeprefix('eval/')}={v:.0f}" if k.endswith("examples") else
+                   f"{k.removeprefix('eval/')}={v:.3f}" for k, v in summary["eval"].items())
     trunc = summary["truncation"].get("train", {})
     done = " (already finished in this folder: stored records, nothing trained)" if summary["reused"] else ""
-    console.print(f"run {summary['run_id']}{done}: {summary['steps']} steps in {summary['train_seconds']} s; model "
+    console.print(f"run {summary['run_id']}{done}: {summary['steps']} step{'' if summary['steps'] == 1 else 's'} in {summary['train_seconds']} s; model "
                   f"{summary['model_id']} at {summary['model_dir']}; held-out: {ev or 'n/a'}; truncated prompts "
                   f"{trunc.get('prompts_truncated', 0)}, completions {trunc.get('completions_truncated', 0)}; "
                   f"curves {summary['plot']}", highlight=False, soft_wrap=True)

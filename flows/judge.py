@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any, Literal
 
 from prefect import flow, task
@@ -85,10 +86,12 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
 
 
 @flow(name="judge-report", persist_result=True)
-def judge_report(db_file: str | None = None, round_id: str | None = None) -> list[dict[str, Any]]:
-    """Compute the judge quality report and store it in ``evaluations``."""
+def judge_report(db_file: str | None = None, round_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Compute the judge quality report (pairwise judges; rating judges on pairs people compared), store it in
+    ``evaluations``."""
     path = db.existing_path(db_file)
     with db.connect(path) as con:
         rows = quality.judge_quality(con, round_id)
-        quality.store(con, rows, round_id)
-    return [r.__dict__ for r in rows]
+        rated = quality.rating_quality(con, round_id)
+        quality.store(con, [*rows, *rated], round_id)
+    return {"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated]}

@@ -12,6 +12,10 @@ import duckdb
 
 from warehouse import db
 
+# pairwise judges' figures, then rating judges' (human_accuracy and longer are shared); pipelines.judges.report
+JUDGE_METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa",
+                 "heldout_accuracy", "score_ties")
+
 
 def rounds_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
     """One entry per evaluated round: ``{"round": id, "policy_model_id": ..., <metric>: value, ...}``."""
@@ -105,7 +109,7 @@ def _plot_losses(con: duckdb.DuckDBPyConnection, path: Path) -> Path | None:
 
 
 def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None:
-    metrics = ["consistency", "p_first", "p_longer", "invalid_rate", "human_accuracy", "human_kappa"]
+    metrics = list(JUDGE_METRICS)
     if not judges:
         return None
     import matplotlib
@@ -116,8 +120,8 @@ def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None
     fig, ax = plt.subplots(figsize=(max(5, 1.5 * len(metrics)), 3.2))
     width = 0.8 / len(judges)
     for i, (judge, vals) in enumerate(judges.items()):
-        ax.bar([j + i * width for j in range(len(metrics))], [vals.get(m, 0.0) or 0.0 for m in metrics], width,
-               label=judge[:40])
+        heights = [float("nan") if vals.get(m) is None else vals[m] for m in metrics]  # not measured: no bar
+        ax.bar([j + i * width for j in range(len(metrics))], heights, width, label=judge[:40])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, fontsize=8)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=6)
@@ -134,6 +138,13 @@ def _table(columns: list[str], rows: list[list[Any]]) -> str:
         return f"<td>{v:.3f}</td>" if isinstance(v, float) else f"<td>{html.escape('' if v is None else str(v))}</td>"
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     return f"<table><tr>{head}</tr>{''.join('<tr>' + ''.join(cell(v) for v in r) + '</tr>' for r in rows)}</table>"
+
+
+def _judges_html(judges: dict[str, dict[str, float]]) -> str:
+    if not judges:
+        return "<p>No judge measured yet (<code>alignloop judge report</code>).</p>"
+    metrics = [m for m in JUDGE_METRICS if any(m in v for v in judges.values())]
+    return _table(["judge", *metrics], [[judge, *[vals.get(m) for m in metrics]] for judge, vals in judges.items()])
 
 
 def _runs_html(runs: list[dict[str, Any]]) -> str:
@@ -173,6 +184,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: d
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
 <h1>alignloop report</h1>
 <h2>Rounds</h2>{rounds_html}
+<h2>Judges</h2>{_judges_html(judges)}
 <h2>Training runs</h2>{_runs_html(runs_summary(con))}
 <h2>Datasets</h2>{_datasets_html(datasets_summary(con))}
 {imgs}{sample_html}</body></html>"""

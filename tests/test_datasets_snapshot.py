@@ -200,6 +200,7 @@ def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     res = runner.invoke(app, ["dataset", "show", "prefs@v1", *base], env={"COLUMNS": "200"})
     assert res.exit_code == 0 and "prefs@v1" in res.output and "comparisons: 12 rows (ai 6, human 6)" in res.output
     assert "comparisons 12 -> require_consistent" in res.output  # stages in the order they ran
+    assert res.output.count("contradictory_pairs") == 1 and res.output.count("train=") == 1  # each shown once
     res = runner.invoke(app, ["dataset", "export", "pref", "--format", "trl", "--out", str(tmp_path / "o2"), *base])
     assert res.exit_code == 2 and "no snapshots named 'pref' under" in res.output
     assert "; datasets there: prefs" in res.output

@@ -74,7 +74,7 @@ def test_cli_verifier_judge_and_report(tmp_path):
     bad = runner.invoke(app, ["judge", "pairwise", "--round", "r1", "--judge", "verifier:final_answer", "--db", path])
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
-    assert rep.exit_code == 0 and json.loads(rep.stdout) == []
+    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "ratings": []}
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0
@@ -100,3 +100,62 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
         rep = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": width})
         assert rep.exit_code == 0, rep.output
         assert f"┃ {layout}" in rep.output and "P(first)" in rep.output and "…" not in rep.output, rep.output
+
+
+def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
+    from flows.cli import app
+    from pipelines.report import write_report
+    from tests.fixtures_datasets import Wh
+
+    path = str(tmp_path / "w.duckdb")
+    rm, rule = "rm:runs/rm/model:orm", "verifier:short"
+    with db.connect(path) as con:
+        wh = Wh(con)
+        scored = {  # prompt: (human winner, rm score of the longer answer a, of the short answer b)
+            "p1": ("a", 2.0, 1.0),  # agrees
+            "p2": ("b", 3.0, 1.0),  # disagrees
+            "p3": ("a", 1.0, 1.0),  # the scores tie: half
+            "p4": ("tie", 5.0, 1.0),  # people saw no winner: not counted
+        }
+        for text, (winner, score_a, score_b) in scored.items():
+            p = wh.prompt(text, split="test" if text in ("p2", "p3") else "train")
+            a, b = wh.responses(p, f"{text} a long and careful answer", "short")
+            wh.compare(p, a, b, winner)
+            wh.compare(p, a, b, "b", source="ai", judge="ai-judge")  # an AI verdict is no reference
+            wh.rate(p, a, score_a, source="rm", judge=rm)
+            wh.rate(p, b, score_b, source="rm", judge=rm)
+            wh.rate(p, a, 9, judge="ann1")  # people's own ratings are not a judge to measure
+            wh.rate(p, b, 1, judge="ann1")
+            if text == "p1":
+                wh.rate(p, a, 0, 0, 1, source="rule", judge=rule, aspect="short")
+                wh.rate(p, b, 1, 0, 1, source="rule", judge=rule, aspect="short")
+        p = wh.prompt("p5")
+        a, b = wh.responses(p, "only one side scored", "x")
+        wh.compare(p, a, b, "a")
+        wh.rate(p, a, 4.0, source="rm", judge=rm)
+        rated = {q.target: q for q in report.rating_quality(con)}
+        assert report.rating_quality(con, "another-round") == []
+        assert set(rated) == {f"{rm} [overall]", f"{rule} [short]"}
+        q = rated[f"{rm} [overall]"]
+        assert (q.human_pairs, q.human_accuracy, q.score_ties, q.longer) == (3, pytest.approx(0.5),
+                                                                            pytest.approx(1 / 3), 1.0)
+        assert (q.heldout_pairs, q.heldout_accuracy) == (2, pytest.approx(0.25))  # p2 wrong, p3 a tie
+        r = rated[f"{rule} [short]"]
+        assert (r.human_pairs, r.human_accuracy, r.score_ties, r.longer) == (1, 0.0, 0.0, 0.0)
+        assert (r.heldout_pairs, r.heldout_accuracy) == (0, None)
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert [r["judge"] for r in out["pairwise"]] == ["ai-judge"]
+    assert {(r["judge"], r["human_pairs"]) for r in out["ratings"]} == {(rm, 3), (rule, 1)}
+    assert (tmp_path / "q.png").stat().st_size > 1000
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
+    assert "rating judges on pairs people compared" in res.output and f"{rm} [overall]" in res.output, res.output
+    with db.connect(path) as con:
+        stored = con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t "
+                             "ORDER BY metric", {"t": f"{rm} [overall]"}).fetchall()
+        assert stored == [("heldout_accuracy", 0.25), ("human_accuracy", 0.5), ("longer", 1.0),
+                          ("score_ties", pytest.approx(1 / 3))]
+        page = write_report(con, tmp_path / "rep").read_text()
+    assert "<h2>Judges</h2>" in page and f"<td>{rm} [overall]</td>" in page and "<th>score_ties</th>" in page
+    assert "<th>first_position</th>" in page  # the figure the report's judge plot shows, by its stored name

@@ -54,7 +54,7 @@ def test_scores_are_deterministic_and_batch_independent(tiny_rm):
 def test_orm_and_prm_ratings(tiny_rm):
     orm = RewardModelJudge.load(tiny_rm)
     rows = orm.judge_items(items(), "r1")
-    assert {r.source for r in rows} == {"reward_model"} and rows[0].judge.endswith(":orm")
+    assert {r.source for r in rows} == {"reward_model"} and rows[0].judge.endswith(":orm@v2")
     assert rows[0].scale_min == -math.inf
     prm = RewardModelJudge.load(tiny_rm, prm="min")
     prow = prm.judge_items(items(), "r1")[2]
@@ -75,3 +75,18 @@ def test_refuses_non_folder():
 
     with pytest.raises(AlignloopError, match="not a local model folder"):
         RewardModelScorer.load("some/hub-name")
+
+
+def test_a_folder_that_is_no_one_score_reward_model_is_refused_by_name(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
+
+    from warehouse.errors import AlignloopError
+
+    small = {"vocab_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+             "intermediate_size": 32}
+    LlamaForCausalLM(LlamaConfig(**small)).save_pretrained(tmp_path / "policy")  # scored by a random head before
+    LlamaForTokenClassification(LlamaConfig(**small, num_labels=3)).save_pretrained(tmp_path / "prm")
+    with pytest.raises(AlignloopError, match=r"policy is a LlamaForCausalLM, not a reward model"):
+        RewardModelScorer.load(str(tmp_path / "policy"))
+    with pytest.raises(AlignloopError, match=r"prm is a LlamaForTokenClassification with 3 labels, not a reward"):
+        RewardModelScorer.load(str(tmp_path / "prm"))

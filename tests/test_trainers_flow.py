@@ -160,6 +160,7 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
     logged = capfd.readouterr()
     assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
     assert "already finished" not in first.output and "2 steps" in first.output
+    assert re.search(r"examples=4[,;]", first.output.replace("\n", ""))  # a count, not 4.000
     # a bar for each phase: the reference pass over both splits (8 + 4 rows), the steps, the held-out rows
     for bar in (r"reference log-probs +━+ 12/12 +rows", r"training dpo +━+ 2/2 +steps loss=", r"held-out evaluation +━+ 4/4 +rows"):
         assert re.search(bar, first.output), first.output

@@ -221,3 +221,55 @@ def test_best_of_n_prm_orm_majority():
     ]
     acc = best_of_n_accuracy(problems)
     assert acc == {"prm_product": 1.0, "prm_min": 1.0, "majority": 0.5, "orm": 0.0, "oracle": 1.0}
+
+
+def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backbone_is_refused(tmp_path, caplog,
+                                                                                             tiny_model_dir):  # noqa: F811
+    import logging
+
+    from safetensors.torch import save_file
+
+    from trainers.loading import load_model
+
+    with caplog.at_level(logging.INFO):
+        model = load_model(tiny_model_dir, "reward")
+    assert model.score.weight.shape[0] == 1  # the head is new, and meant to be: no report about it
+    assert not [r for r in caplog.records if "LOAD REPORT" in r.getMessage() or "not sharded" in r.getMessage()]
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_model_dir, broken)
+    weights = load_file(broken / "model.safetensors")
+    lost = next(k for k in weights if ".layers.0." in k)
+    save_file({k: v for k, v in weights.items() if k != lost}, broken / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AlignloopError, match=rf"backbone weights missing from the checkpoint \(e.g. {lost}\)"):
+        load_model(broken, "reward")
+
+
+def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, tiny_model_dir):  # noqa: F811
+    import json
+
+    from transformers import AutoModelForSequenceClassification
+
+    from pipelines.judges.config import ResponseItem
+    from pipelines.judges.reward_model import RewardModelScorer
+    from tests.fixtures_trainers import rows_for
+    from trainers.loading import load_tokenizer
+    from trainers.tokenize import Encoder
+
+    train = small_train(tmp_path)
+    result = train_model("reward", make_snapshot(tmp_path / "snap", "pairwise"), tiny_model_dir,
+                         C.RewardConfig(train=train), base_model_id="base", cache_dir=tmp_path / "cache")
+    enc = Encoder(load_tokenizer(result.model_dir), train.max_length, train.max_prompt_length)
+    talk = [{"role": "user", "content": "hello " * 20}, {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "and now?"}]  # several turns, longer than the prompt budget
+    rows = [*rows_for("pairwise", 4, "test"), {"prompt": json.dumps(talk), "prompt_text": "flat", "chosen": "yes " * 40}]
+    items = [ResponseItem(f"r{i}", f"p{i}", r["prompt_text"], r["chosen"], messages=r["prompt"])
+             for i, r in enumerate(rows)]
+    trained_on = [enc.completion(enc.prompt_ids(r["prompt"], r["prompt_text"]), r["chosen"]).input_ids for r in rows]
+    scorer = RewardModelScorer.load(str(result.model_dir), max_length=train.max_length,
+                                    max_prompt_length=train.max_prompt_length, batch_size=3)
+    assert [scorer.encode(it) for it in items] == trained_on
+    assert enc.counts.prompts_truncated == 1 and enc.counts.completions_truncated == 1  # both rules exercised
+    model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()
+    with torch.inference_mode():
+        alone = [float(model(input_ids=torch.tensor([ids])).logits[0, 0]) for ids in trained_on]
+    assert scorer.score(items) == pytest.approx(alone, abs=1e-4)  # batched with padding, read where training read

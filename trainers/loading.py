@@ -65,7 +65,7 @@ def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id
     kwargs: dict[str, Any] = {"dtype": torch.float32}
     if head != "causal":
         kwargs["num_labels"] = num_labels
-    model = auto.from_pretrained(str(path), **kwargs)
+    model = auto.from_pretrained(str(path), **kwargs) if head == "causal" else _load_with_new_head(auto, path, kwargs)
     if pad_token_id is not None:
         model.config.pad_token_id = pad_token_id
     if gradient_checkpointing:
@@ -85,6 +85,32 @@ def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id
         cfg = PeftLora(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                        target_modules=list(lora.targets), task_type=_PEFT_TASK[head])
         model = get_peft_model(model, cfg)
+    return model
+
+
+def _load_with_new_head(auto: Any, path: str | Path, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """A reward or PRM model from a causal LM folder, without transformers' report that its new head is missing.
+
+    That head is meant to be new; any other missing weight (a backbone that did not load) still raises.
+    """
+    import logging
+
+    class _NoLoadReport(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "LOAD REPORT" not in str(record.msg)
+
+    # a filter, not a level: transformers runs extra checks (and warns) when this logger's level is raised
+    report, quiet = logging.getLogger("transformers.modeling_utils"), _NoLoadReport()
+    report.addFilter(quiet)
+    try:
+        model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
+    finally:
+        report.removeFilter(quiet)
+    backbone = f"{model.base_model_prefix}."
+    lost = sorted(k for k in info.get("missing_keys", ()) if k.startswith(backbone))
+    if lost:
+        raise AlignloopError(f"base model {path}: {len(lost)} backbone weights missing from the checkpoint "
+                             f"(e.g. {lost[0]}); is it a causal LM folder?")
     return model
 
 

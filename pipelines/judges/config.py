@@ -69,6 +69,8 @@ class ResponseItem:
     tags: tuple[str, ...] = ()
     topic: tuple[str, ...] = ()
     """Subject word(s) of the prompt (prompt meta "topic"/"subject" or tags "topic:WORD"), for on-topic checks."""
+    messages: str | None = None
+    """The prompt's chat messages as JSON (``question`` is them flattened); a reward model reads them as trained."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost.
+"""Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost;
+and for rating judges (AI, reward model, rule) how often they score higher the answer people preferred.
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
@@ -14,6 +15,7 @@ from warehouse import db
 from warehouse.records import Evaluation
 
 METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
+RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,28 @@ class JudgeQuality:
     calls: float
     tokens: float
     seconds: float
+
+
+@dataclass(frozen=True)
+class RatingJudgeQuality:
+    judge: str
+    aspect: str
+    human_pairs: int
+    """Human comparisons with a winner whose two responses this judge scored on this aspect."""
+    human_accuracy: float | None
+    """Share of them where the human's winner scored higher (equal scores count half), as reward-model accuracy."""
+    heldout_pairs: int
+    """Those of them on held-out (test split) prompts: pairs a reward model trained on the train split never saw."""
+    heldout_accuracy: float | None
+    """``human_accuracy`` over the held-out pairs only."""
+    score_ties: float | None
+    """Share of them where both scores were equal (a coarse scale or a rule judge cannot separate them)."""
+    longer: float | None
+    """P(the higher score goes to the longer answer), over pairs of unequal scores and lengths."""
+
+    @property
+    def target(self) -> str:
+        return f"{self.judge} [{self.aspect}]"
 
 
 def cohen_kappa(x: list[str], y: list[str]) -> float | None:
@@ -85,13 +109,42 @@ def _quality(judge: str, rs: list[dict]) -> JudgeQuality:
     )
 
 
-def evaluations(report: list[JudgeQuality], round_id: str | None = None) -> list[Evaluation]:
-    """One ``judge_quality`` evaluation per judge and metric; details hold the whole row."""
-    return [Evaluation.create("judge_quality", q.judge, m, getattr(q, m), round_id, details=asdict(q))
-            for q in report for m in METRICS]
+def rating_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[RatingJudgeQuality]:
+    """One row per rating judge and aspect that scored both sides of pairs people compared."""
+    by: dict[tuple[str, str], list[dict]] = {}
+    for r in db.fetch_dicts(con, db.query("rating_judge_pairs"), {"round_id": round_id}):
+        by.setdefault((r["judge"], r["aspect"]), []).append(r)
+    out = []
+    for (judge, aspect), rs in by.items():
+        apart = [r for r in rs if r["score_won"] != r["score_lost"]]
+        longer = [(r["score_won"] > r["score_lost"]) == (r["len_won"] > r["len_lost"]) for r in apart
+                  if r["len_won"] != r["len_lost"]]
+        heldout = [r for r in rs if r["split"] == "test"]
+        out.append(RatingJudgeQuality(
+            judge=judge, aspect=aspect, human_pairs=len(rs), human_accuracy=_agreement(rs),
+            heldout_pairs=len(heldout), heldout_accuracy=_agreement(heldout),
+            score_ties=1 - len(apart) / len(rs), longer=_mean(longer)))
+    return out
 
 
-def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality], round_id: str | None = None) -> int:
+def _agreement(rs: list[dict]) -> float | None:
+    """Share of pairs whose human winner scored higher; equal scores count half."""
+    won = [1.0 if r["score_won"] > r["score_lost"] else 0.5 if r["score_won"] == r["score_lost"] else 0.0 for r in rs]
+    return sum(won) / len(won) if won else None
+
+
+def evaluations(report: list[JudgeQuality | RatingJudgeQuality], round_id: str | None = None) -> list[Evaluation]:
+    """One ``judge_quality`` evaluation per judge (a rating judge: per aspect) and metric; details hold the row."""
+    out = []
+    for q in report:
+        target, metrics = (q.target, RATING_METRICS) if isinstance(q, RatingJudgeQuality) else (q.judge, METRICS)
+        out += [Evaluation.create("judge_quality", target, m, getattr(q, m), round_id, details=asdict(q))
+                for m in metrics]
+    return out
+
+
+def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality | RatingJudgeQuality],
+          round_id: str | None = None) -> int:
     """Replace this report's evaluations (same judge, round and metric) in one transaction."""
     rows = evaluations(report, round_id)
     if not rows:
@@ -101,19 +154,25 @@ def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality], round_id: 
         return db.ingest(con, "evaluations", rows)
 
 
-def plot(report: list[JudgeQuality], path: str | Path) -> Path:
-    """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias)."""
+def plot(report: list[JudgeQuality | RatingJudgeQuality], path: str | Path) -> Path:
+    """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias).
+
+    A rating judge has no position or consistency figures: no bar is drawn for them (not a zero).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy")
+    shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "heldout_accuracy",
+             "score_ties")
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(shown) * max(len(report), 1) / 2), 4))
     width = 0.8 / max(len(report), 1)
     for j, q in enumerate(report):
-        vals = [getattr(q, m) if getattr(q, m) is not None else 0.0 for m in shown]
-        ax.bar([i + j * width for i in range(len(shown))], vals, width, label=f"{q.judge} (n={q.comparisons})")
+        vals = [getattr(q, m, None) for m in shown]
+        label, n = ((q.target, q.human_pairs) if isinstance(q, RatingJudgeQuality) else (q.judge, q.comparisons))
+        ax.bar([i + j * width for i in range(len(shown))], [float("nan") if v is None else v for v in vals], width,
+               label=f"{label} (n={n})")
     ax.axhline(0.5, ls="--", c="grey", lw=1)
     ax.set_xticks([i + width * (len(report) - 1) / 2 for i in range(len(shown))], list(shown))
     ax.set_ylim(0, 1)

@@ -17,10 +17,17 @@ from warehouse.records import Rating
 
 
 def _text(tokenizer: Any, question: str, answer: str) -> str:
+    """A PRM prefix as one chat turn pair (the per-step scores of a one-label model)."""
     if getattr(tokenizer, "chat_template", None):
         conv = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
         return tokenizer.apply_chat_template(conv, tokenize=False)
     return f"{question}\n\n{answer}"
+
+
+INPUT_LAYOUT = "v2"
+"""How an ORM's input is built; part of the judge id so that scores of an older layout are not reused.
+v2: the layout reward models are trained on here (the prompt's messages through the chat template with the assistant
+turn opened, then the answer and the end-of-turn token)."""
 
 
 @dataclass
@@ -32,18 +39,26 @@ class RewardModelScorer:
     name: str
     max_length: int = 512
     batch_size: int = 8
+    max_prompt_length: int = 256
+    """As training's defaults (``TrainConfig``): a longer prompt keeps its end."""
 
     @classmethod
     def load(cls, path: str, **kw: Any) -> RewardModelScorer:
         """From a local folder (never a hub)."""
         from pathlib import Path
 
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
         if not (Path(path) / "config.json").is_file():
             raise AlignloopError(f"reward model {path!r} is not a local model folder (no config.json)")
+        config = AutoConfig.from_pretrained(path)
+        arch = (config.architectures or ["model of unknown architecture"])[0]
+        if not (arch.endswith("ForSequenceClassification") and config.num_labels == 1):
+            what = f"{arch} with {config.num_labels} labels" if arch.endswith("Classification") else arch
+            raise AlignloopError(f"{path} is a {what}, not a reward model (one score per sequence); "
+                                 "`alignloop train reward` trains one")
         tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).eval()
+        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
         return cls(model, tok, str(path), **kw)
 
     def __post_init__(self) -> None:
@@ -55,22 +70,44 @@ class RewardModelScorer:
 
     def score_texts(self, texts: list[str]) -> list[float]:
         """Scalar reward per text. Inputs are right-truncated to ``max_length`` tokens."""
+        return self.score_ids([self._ids(t)[: self.max_length] for t in texts])
+
+    def _ids(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def encode(self, item: ResponseItem) -> list[int]:
+        """The tokens a reward model trained here saw for this prompt and answer (trainers' ``Encoder``): the prompt
+        left-truncated to ``max_prompt_length``, the answer and end-of-turn token right-truncated to ``max_length``.
+        The reward is read at the last token that is not padding, as in training."""
+        import json
+
+        messages = json.loads(item.messages) if item.messages else [{"role": "user", "content": item.question}]
+        if getattr(self.tokenizer, "chat_template", None):
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            prompt = item.question + "\n"
+        ids = self._ids(prompt)[-self.max_prompt_length:]
+        return ids + self._ids(item.text + (self.tokenizer.eos_token or ""))[: self.max_length - len(ids)]
+
+    def score_ids(self, seqs: list[list[int]]) -> list[float]:
+        """Scalar reward per token sequence, batched with right padding."""
         import torch
 
         out: list[float] = []
-        self.tokenizer.padding_side = "right"
+        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
-            for i in range(0, len(texts), self.batch_size):
-                enc = self.tokenizer(texts[i:i + self.batch_size], return_tensors="pt", padding=True,
-                                     truncation=True, max_length=self.max_length, add_special_tokens=False)
-                enc = {k: v.to(self.model.device) for k, v in enc.items()}
-                logits = self.model(**enc).logits  # (b, 1)
+            for i in range(0, len(seqs), self.batch_size):
+                batch = seqs[i:i + self.batch_size]
+                width = max(len(s) for s in batch)
+                ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch], device=self.model.device)
+                mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=self.model.device)
+                logits = self.model(input_ids=ids, attention_mask=mask).logits  # (b, 1)
                 out += [float(x) for x in logits[:, 0].float().cpu()]
         return out
 
     def score(self, items: list[ResponseItem]) -> list[float]:
-        """ORM: one reward per response."""
-        return self.score_texts([_text(self.tokenizer, it.question, it.text) for it in items])
+        """ORM: one reward per response, on the input layout it was trained on."""
+        return self.score_ids([self.encode(it) for it in items])
 
     def step_scores(self, items: list[ResponseItem]) -> list[list[float]]:
         """PRM: P(step correct) = sigmoid(score of the solution up to and including that step), per step."""
@@ -125,7 +162,7 @@ class RewardModelJudge:
 
     @property
     def judge(self) -> str:
-        return f"{self.scorer.name}:{'prm-' + self.prm if self.prm else 'orm'}"
+        return f"{self.scorer.name}:{'prm-' + self.prm if self.prm else 'orm@' + INPUT_LAYOUT}"
 
     @property
     def aspect(self) -> str:

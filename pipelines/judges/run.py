@@ -90,9 +90,9 @@ def load_responses(con: duckdb.DuckDBPyConnection, round_id: str, origins: tuple
                    ) -> list[ResponseItem]:
     rows = con.execute(db.query("judge_responses"), {"round_id": round_id, "origins": list(origins)}).fetchall()
     out = []
-    for rid, pid, question, text, steps, reference, tags, meta in rows:
+    for rid, pid, question, text, steps, reference, tags, meta, messages in rows:
         out.append(ResponseItem(rid, pid, question, text, tuple(steps) if steps else None, reference,
-                                tuple(tags or ()), _topic(tags, json.loads(meta) if meta else None)))
+                                tuple(tags or ()), _topic(tags, json.loads(meta) if meta else None), messages))
     return out
 
 

@@ -8,7 +8,8 @@ SELECT
     r.steps,
     p.reference,
     p.tags,
-    CAST(p.meta AS VARCHAR) AS prompt_meta
+    CAST(p.meta AS VARCHAR) AS prompt_meta,
+    CAST(p.messages AS VARCHAR) AS messages
 FROM responses AS r
 INNER JOIN prompts AS p ON r.prompt_id = p.id
 WHERE r.round_id = $round_id AND list_contains($origins, r.origin)
