@@ -109,8 +109,8 @@ def _plot_losses(con: duckdb.DuckDBPyConnection, path: Path) -> Path | None:
 
 
 def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None:
-    metrics = list(JUDGE_METRICS)
-    if not judges:
+    metrics = [m for m in JUDGE_METRICS if any(vals.get(m) is not None for vals in judges.values())]
+    if not metrics:
         return None
     import matplotlib
 
@@ -123,9 +123,10 @@ def _plot_judges(judges: dict[str, dict[str, float]], path: Path) -> Path | None
         heights = [float("nan") if vals.get(m) is None else vals[m] for m in metrics]  # not measured: no bar
         ax.bar([j + i * width for j in range(len(metrics))], heights, width, label=judge[:40])
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(metrics))], metrics, fontsize=8)
+    ax.axhline(0.5, ls="--", c="grey", lw=1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=6)
-    ax.set_title("judge quality")
+    ax.set_title("judge quality (dashed: 0.5, no position or length bias; chance accuracy)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -143,7 +144,7 @@ def _table(columns: list[str], rows: list[list[Any]]) -> str:
 def _judges_html(judges: dict[str, dict[str, float]]) -> str:
     if not judges:
         return "<p>No judge measured yet (<code>alignloop judge report</code>).</p>"
-    metrics = [m for m in JUDGE_METRICS if any(m in v for v in judges.values())]
+    metrics = [m for m in JUDGE_METRICS if any(vals.get(m) is not None for vals in judges.values())]
     return _table(["judge", *metrics], [[judge, *[vals.get(m) for m in metrics]] for judge, vals in judges.items()])
 
 

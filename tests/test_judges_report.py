@@ -104,7 +104,7 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
 
 def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
     from flows.cli import app
-    from pipelines.report import write_report
+    from pipelines.report import JUDGE_METRICS, write_report
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")
@@ -158,4 +158,7 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
                           ("score_ties", pytest.approx(1 / 3))]
         page = write_report(con, tmp_path / "rep").read_text()
     assert "<h2>Judges</h2>" in page and f"<td>{rm} [overall]</td>" in page and "<th>score_ties</th>" in page
-    assert "<th>first_position</th>" in page  # the figure the report's judge plot shows, by its stored name
+    assert "<th>first_position</th>" not in page  # not measured (no single-order verdicts): no empty column
+    assert (tmp_path / "rep" / "judges.png").stat().st_size > 1000
+    # the report's table and plot know every figure the judge report stores, by its stored name
+    assert set(report.METRICS) | set(report.RATING_METRICS) <= set(JUDGE_METRICS)

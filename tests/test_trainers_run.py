@@ -265,8 +265,8 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
     items = [ResponseItem(f"r{i}", f"p{i}", r["prompt_text"], r["chosen"], messages=r["prompt"])
              for i, r in enumerate(rows)]
     trained_on = [enc.completion(enc.prompt_ids(r["prompt"], r["prompt_text"]), r["chosen"]).input_ids for r in rows]
-    scorer = RewardModelScorer.load(str(result.model_dir), max_length=train.max_length,
-                                    max_prompt_length=train.max_prompt_length, batch_size=3)
+    scorer = RewardModelScorer.load(str(result.model_dir), batch_size=3)  # its lengths come with the model
+    assert (scorer.max_length, scorer.max_prompt_length) == (train.max_length, train.max_prompt_length) != (512, 256)
     assert [scorer.encode(it) for it in items] == trained_on
     assert enc.counts.prompts_truncated == 1 and enc.counts.completions_truncated == 1  # both rules exercised
     model = AutoModelForSequenceClassification.from_pretrained(result.model_dir).eval()

@@ -40,7 +40,8 @@ class RewardModelScorer:
     max_length: int = 512
     batch_size: int = 8
     max_prompt_length: int = 256
-    """As training's defaults (``TrainConfig``): a longer prompt keeps its end."""
+    """A longer prompt keeps its end. Both lengths default to those the model was trained with (saved in its
+    config by ``alignloop train``), else to training's defaults."""
 
     @classmethod
     def load(cls, path: str, **kw: Any) -> RewardModelScorer:
@@ -59,7 +60,9 @@ class RewardModelScorer:
                                  "`alignloop train reward` trains one")
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-        return cls(model, tok, str(path), **kw)
+        trained = getattr(config, "alignloop_input", None) or {}  # the lengths it was trained with, if saved
+        lengths = {k: int(trained[k]) for k in ("max_length", "max_prompt_length") if k in trained}
+        return cls(model, tok, str(path), **(lengths | kw))
 
     def __post_init__(self) -> None:
         if getattr(self.model.config, "num_labels", 1) != 1:
