@@ -70,6 +70,9 @@ def _command(kind: str):
         aspect: Annotated[list[str] | None, typer.Option(help="Rating aspect (repeatable).")] = None,
         max_chars: Annotated[int, typer.Option(help="Clip texts to this many characters.")] = 4000,
         batch_size: Annotated[int, typer.Option(help="Conversations per backend call.")] = 16,
+        prm_aggregate: Annotated[Literal["product", "min"] | None, typer.Option(
+            help="A process reward model (rm:FOLDER from `train prm`): step scores as their product (default) or "
+                 "minimum.")] = None,
         db_file: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -81,7 +84,7 @@ def _command(kind: str):
             "tie_band": tie_band, "disagreement": disagreement, "pairs": pairs,
             "max_pairs_per_prompt": max_pairs_per_prompt, "group_size": group_size, "permutations": permutations,
             "aspects": aspect or ["overall"], "max_chars": max_chars, "batch_size": batch_size,
-            "db": warehouse_path(db_file)})
+            "prm_aggregate": prm_aggregate, "db": warehouse_path(db_file)})
         _run(params, json_out)
 
     command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."

@@ -45,6 +45,9 @@ class JudgeParams(FlowParams):
     batch_size: int = Field(16, ge=2, description="Conversations per backend call.")
     chunk_size: int = Field(64, ge=1, description="Items per task; each chunk is written when it finishes.")
     retries: int = Field(3, ge=1, description="Attempts per backend call.")
+    prm_aggregate: Literal["product", "min"] | None = Field(
+        None, description="A process reward model (rm:FOLDER from `train prm`): its step scores as the product "
+                          "(default: every step right) or the minimum (the weakest step).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def config(self) -> JudgeConfig:
@@ -64,7 +67,8 @@ class JudgeParams(FlowParams):
 
 
 def build_judge(params: JudgeParams) -> Any:
-    return run.build_judge(params.kind, params.judge, params.backend, params.config(), **params.backend_options())
+    return run.build_judge(params.kind, params.judge, params.backend, params.config(), params.prm_aggregate,
+                           **params.backend_options())
 
 
 @task(name="judge-chunk", persist_result=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -273,3 +274,52 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
     with torch.inference_mode():
         alone = [float(model(input_ids=torch.tensor([ids])).logits[0, 0]) for ids in trained_on]
     assert scorer.score(items) == pytest.approx(alone, abs=1e-4)  # batched with padding, read where training read
+    from pipelines.judges.run import build_judge
+
+    with pytest.raises(AlignloopError, match=r"is for a process reward model; rm:\S+ scores whole responses"):
+        build_judge("rating", f"rm:{result.model_dir}", prm_aggregate="min")
+
+
+def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_label(tmp_path, tiny_model_dir):  # noqa: F811
+    from transformers import AutoModelForTokenClassification
+
+    from pipelines.judges.config import ResponseItem
+    from pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
+    from tests.fixtures_trainers import rows_for
+    from trainers.loading import load_tokenizer
+    from trainers.tokenize import Encoder
+
+    train = small_train(tmp_path)
+    result = train_model("prm", make_snapshot(tmp_path / "snap", "steps"), tiny_model_dir,
+                         C.PRMConfig(train=train, step_separator=" ;\n"), base_model_id="base",
+                         cache_dir=tmp_path / "cache")
+    judge = RewardModelJudge.load(str(result.model_dir))  # told apart from a reward model by its head
+    assert isinstance(judge.scorer, StepRewardScorer) and judge.prm == "product"
+    assert (judge.scorer.separator, judge.scorer.max_length) == (" ;\n", train.max_length)  # saved with the model
+    enc = Encoder(load_tokenizer(result.model_dir), train.max_length, train.max_prompt_length)
+    rows = rows_for("steps", 3, "test")
+    items = [ResponseItem(f"r{i}", f"p{i}", r["prompt_text"], "\n".join(r["steps"]), steps=tuple(r["steps"]),
+                          messages=r["prompt"]) for i, r in enumerate(rows)]
+    model = AutoModelForTokenClassification.from_pretrained(result.model_dir).eval()
+    expected = []
+    for r, it in zip(rows, items):
+        trained = enc.steps(enc.prompt_ids(r["prompt"], r["prompt_text"]), list(r["steps"]), list(r["labels"]), " ;\n")
+        ids, ends = judge.scorer.step_ends(it)
+        assert ids == trained.input_ids and ends == [k for k, lab in enumerate(trained.labels) if lab != -100]
+        with torch.inference_mode():
+            probs = model(input_ids=torch.tensor([ids])).logits[0, ends].softmax(-1)
+        expected.append([float(1 - p[0]) for p in probs])  # P(no error): good or neutral, of three classes
+    too_long = ResponseItem("r9", "p9", "q", "x", steps=("word " * 200,), messages=rows[0]["prompt"])
+    ratings = judge.judge_items([*items, too_long], "r1")
+    for rating, probs in zip(ratings, expected):
+        assert rating.meta["step_probs"] == pytest.approx(probs, abs=1e-5) and len(probs) == 3
+        assert rating.score == pytest.approx(math.prod(probs), abs=1e-5) and rating.aspect == "prm"
+    assert ratings[0].judge.endswith(":prm-product@v2")
+    assert ratings[-1].score is None and ratings[-1].meta["step_probs"] == []  # no step fits: no score
+    assert RewardModelJudge.load(str(result.model_dir), prm="min").judge_items(items, "r1")[0].score == \
+        pytest.approx(min(expected[0]), abs=1e-5)
+    from pipelines.judges.run import build_judge
+
+    assert build_judge("rating", f"rm:{result.model_dir}", prm_aggregate="min").judge.endswith(":prm-min@v2")
+    with pytest.raises(AlignloopError, match=r"process reward model \('rm:FOLDER'\), not judge 'verifier:final_answer'"):
+        build_judge("rating", "verifier:final_answer", prm_aggregate="min")

@@ -30,6 +30,53 @@ v2: the layout reward models are trained on here (the prompt's messages through 
 turn opened, then the answer and the end-of-turn token)."""
 
 
+def _architecture(path: str) -> Any:
+    """The folder's config, checked to be a local model folder (never a hub name)."""
+    from pathlib import Path
+
+    from transformers import AutoConfig
+
+    if not (Path(path) / "config.json").is_file():
+        raise AlignloopError(f"reward model {path!r} is not a local model folder (no config.json)")
+    return AutoConfig.from_pretrained(path)
+
+
+def _trained_lengths(config: Any) -> dict[str, Any]:
+    """The input lengths (and a PRM's step separator) ``alignloop train`` saved with the model, if any."""
+    saved = getattr(config, "alignloop_input", None) or {}
+    out: dict[str, Any] = {k: int(saved[k]) for k in ("max_length", "max_prompt_length") if k in saved}
+    if saved.get("step_separator"):
+        out["separator"] = str(saved["step_separator"])
+    return out
+
+
+def _prompt_ids(tokenizer: Any, item: ResponseItem, max_prompt_length: int) -> list[int]:
+    """The prompt as trainers' ``Encoder`` renders it: its messages through the chat template with the assistant turn
+    opened (else the text and a newline), left-truncated to ``max_prompt_length`` tokens."""
+    import json
+
+    messages = json.loads(item.messages) if item.messages else [{"role": "user", "content": item.question}]
+    if getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    else:
+        prompt = item.question + "\n"
+    return _ids(tokenizer, prompt)[-max_prompt_length:]
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _padded(seqs: list[list[int]], pad: int, device: Any) -> tuple[Any, Any]:
+    """Right-padded ``input_ids`` and ``attention_mask`` tensors."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    return ids, mask
+
+
 @dataclass
 class RewardModelScorer:
     """A sequence-classification model with one output per sequence (higher is better)."""
@@ -45,14 +92,10 @@ class RewardModelScorer:
 
     @classmethod
     def load(cls, path: str, **kw: Any) -> RewardModelScorer:
-        """From a local folder (never a hub)."""
-        from pathlib import Path
+        """From a local folder (never a hub) holding a one-score sequence-classification model."""
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
-
-        if not (Path(path) / "config.json").is_file():
-            raise AlignloopError(f"reward model {path!r} is not a local model folder (no config.json)")
-        config = AutoConfig.from_pretrained(path)
+        config = _architecture(path)
         arch = (config.architectures or ["model of unknown architecture"])[0]
         if not (arch.endswith("ForSequenceClassification") and config.num_labels == 1):
             what = f"{arch} with {config.num_labels} labels" if arch.endswith("Classification") else arch
@@ -60,8 +103,7 @@ class RewardModelScorer:
                                  "`alignloop train reward` trains one")
         tok = AutoTokenizer.from_pretrained(path)
         model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-        trained = getattr(config, "alignloop_input", None) or {}  # the lengths it was trained with, if saved
-        lengths = {k: int(trained[k]) for k in ("max_length", "max_prompt_length") if k in trained}
+        lengths = {k: v for k, v in _trained_lengths(config).items() if k != "separator"}
         return cls(model, tok, str(path), **(lengths | kw))
 
     def __post_init__(self) -> None:
@@ -73,37 +115,23 @@ class RewardModelScorer:
 
     def score_texts(self, texts: list[str]) -> list[float]:
         """Scalar reward per text. Inputs are right-truncated to ``max_length`` tokens."""
-        return self.score_ids([self._ids(t)[: self.max_length] for t in texts])
-
-    def _ids(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return self.score_ids([_ids(self.tokenizer, t)[: self.max_length] for t in texts])
 
     def encode(self, item: ResponseItem) -> list[int]:
         """The tokens a reward model trained here saw for this prompt and answer (trainers' ``Encoder``): the prompt
         left-truncated to ``max_prompt_length``, the answer and end-of-turn token right-truncated to ``max_length``.
         The reward is read at the last token that is not padding, as in training."""
-        import json
-
-        messages = json.loads(item.messages) if item.messages else [{"role": "user", "content": item.question}]
-        if getattr(self.tokenizer, "chat_template", None):
-            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        else:
-            prompt = item.question + "\n"
-        ids = self._ids(prompt)[-self.max_prompt_length:]
-        return ids + self._ids(item.text + (self.tokenizer.eos_token or ""))[: self.max_length - len(ids)]
+        ids = _prompt_ids(self.tokenizer, item, self.max_prompt_length)
+        return ids + _ids(self.tokenizer, item.text + (self.tokenizer.eos_token or ""))[: self.max_length - len(ids)]
 
     def score_ids(self, seqs: list[list[int]]) -> list[float]:
         """Scalar reward per token sequence, batched with right padding."""
         import torch
 
         out: list[float] = []
-        pad = self.tokenizer.pad_token_id
         with torch.inference_mode():
             for i in range(0, len(seqs), self.batch_size):
-                batch = seqs[i:i + self.batch_size]
-                width = max(len(s) for s in batch)
-                ids = torch.tensor([s + [pad] * (width - len(s)) for s in batch], device=self.model.device)
-                mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in batch], device=self.model.device)
+                ids, mask = _padded(seqs[i:i + self.batch_size], self.tokenizer.pad_token_id, self.model.device)
                 logits = self.model(input_ids=ids, attention_mask=mask).logits  # (b, 1)
                 out += [float(x) for x in logits[:, 0].float().cpu()]
         return out
@@ -124,6 +152,65 @@ class RewardModelScorer:
         for n in spans:
             out.append(scores[pos:pos + n])
             pos += n
+        return out
+
+
+@dataclass
+class StepRewardScorer:
+    """A process reward model from ``alignloop train prm``: a token-classification head read at the last token of each
+    step, each step followed by the separator it was trained with. A step's score is P(it is no error): 1 - P(bad)
+    with three classes (a neutral step is no error, PRM800K's convention), P(OK) with two."""
+
+    model: Any
+    tokenizer: Any
+    name: str
+    max_length: int = 512
+    max_prompt_length: int = 256
+    separator: str = "\n\n"
+    batch_size: int = 8
+
+    @classmethod
+    def load(cls, path: str, **kw: Any) -> StepRewardScorer:
+        from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+        config = _architecture(path)
+        arch = (config.architectures or ["model of unknown architecture"])[0]
+        if not (arch.endswith("ForTokenClassification") and config.num_labels in (2, 3)):
+            raise AlignloopError(f"{path} is a {arch}, not a process reward model (2 or 3 classes per step); "
+                                 "`alignloop train prm` trains one")
+        tok = AutoTokenizer.from_pretrained(path)
+        if tok.pad_token_id is None:
+            tok.pad_token = tok.eos_token
+        model = AutoModelForTokenClassification.from_pretrained(path).eval()
+        return cls(model, tok, str(path), **(_trained_lengths(config) | kw))
+
+    def step_ends(self, item: ResponseItem) -> tuple[list[int], list[int]]:
+        """The token ids and the position of each scored step's last token (where its label was trained)."""
+        ids = _prompt_ids(self.tokenizer, item, self.max_prompt_length)
+        ends = []
+        for step in split_steps(item):
+            piece = _ids(self.tokenizer, step + self.separator)
+            if not piece or len(ids) + len(piece) > self.max_length:
+                break
+            ids += piece
+            ends.append(len(ids) - 1)
+        return ids, ends
+
+    def step_scores(self, items: list[ResponseItem]) -> list[list[float]]:
+        """P(step is no error) for each step that fits, per response."""
+        import torch
+
+        encoded = [self.step_ends(it) for it in items]
+        out: list[list[float]] = []
+        with torch.inference_mode():
+            for i in range(0, len(encoded), self.batch_size):
+                batch = encoded[i:i + self.batch_size]
+                ids, mask = _padded([e[0] for e in batch], self.tokenizer.pad_token_id, self.model.device)
+                probs = self.model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)  # (b, T, C)
+                for row, (_, ends) in enumerate(batch):
+                    p = probs[row, ends]
+                    ok = 1.0 - p[:, 0] if p.shape[-1] == 3 else p[:, 1]
+                    out.append([float(x) for x in ok.cpu()])
         return out
 
 
@@ -155,16 +242,23 @@ def rank_by_score(items: list[ResponseItem], scores: list[float]) -> dict[str, l
 class RewardModelJudge:
     """Ratings with source 'reward_model'. ORM scores are unbounded (scale -inf..inf); PRM scores lie in 0..1."""
 
-    scorer: RewardModelScorer
+    scorer: RewardModelScorer | StepRewardScorer
     prm: Literal["product", "min"] | None = None
     """None: ORM (one score per response); product/min: PRM step scores aggregated this way."""
 
     @classmethod
     def load(cls, path: str, prm: Literal["product", "min"] | None = None, **kw: Any) -> RewardModelJudge:
+        """A reward model (``alignloop train reward``) or a process reward model (``alignloop train prm``; its step
+        scores aggregated by ``prm``, product by default), told apart by the folder's head."""
+        arch = (_architecture(path).architectures or [""])[0]
+        if arch.endswith("ForTokenClassification"):
+            return cls(StepRewardScorer.load(path, **kw), prm or "product")
         return cls(RewardModelScorer.load(path, **kw), prm)
 
     @property
     def judge(self) -> str:
+        if isinstance(self.scorer, StepRewardScorer):
+            return f"{self.scorer.name}:prm-{self.prm}@{INPUT_LAYOUT}"
         return f"{self.scorer.name}:{'prm-' + self.prm if self.prm else 'orm@' + INPUT_LAYOUT}"
 
     @property
@@ -177,8 +271,11 @@ class RewardModelJudge:
     def judge_items(self, items: list[ResponseItem], round_id: str) -> list[Rating]:
         if self.prm:
             steps = self.scorer.step_scores(items)
-            scores = [aggregate_steps(s, self.prm) for s in steps]
-            lo, hi, metas = 0.0, 1.0, [{"step_probs": s, "aggregate": self.prm} for s in steps]
+            # a response none of whose steps fit in max_length gets no score (invalid), not a made-up one
+            scores = [aggregate_steps(s, self.prm) if s else None for s in steps]
+            lo, hi = 0.0, 1.0
+            metas = [{"step_probs": s, "aggregate": self.prm, "steps": len(split_steps(it))}
+                     for s, it in zip(steps, items)]
         else:
             scores = self.scorer.score(items)
             lo, hi, metas = -math.inf, math.inf, [{} for _ in items]

@@ -247,12 +247,15 @@ class VerifierJudge:
 
 
 def build_judge(kind: str, spec: str, backend: str = "transformers", config: JudgeConfig | None = None,
-                **backend_opts: Any) -> Any:
+                prm_aggregate: str | None = None, **backend_opts: Any) -> Any:
     """A judge from ``--judge``: ``verifier:NAME`` (rule), ``rm:FOLDER`` (reward model) or a model for ``backend``.
 
     Raises:
         AlignloopError: a verifier or reward model asked for a kind it cannot produce.
     """
+    if prm_aggregate and not spec.startswith("rm:"):
+        raise AlignloopError(f"--prm-aggregate (prm_aggregate) is for a process reward model ('rm:FOLDER'), not "
+                             f"judge {spec!r}")
     if spec.startswith("verifier:"):
         if kind not in ("binary", "rating"):
             raise AlignloopError(f"verifiers give binary ratings; use `judge binary`, not `judge {kind}`")
@@ -262,9 +265,13 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
     if spec.startswith("rm:"):
         if kind != "rating":
             raise AlignloopError(f"reward models give scores; use `judge rating`, not `judge {kind}`")
-        from pipelines.judges.reward_model import RewardModelJudge
+        from pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
 
-        return RewardModelJudge.load(spec.split(":", 1)[1])
+        judge = RewardModelJudge.load(spec.split(":", 1)[1], prm=prm_aggregate)
+        if prm_aggregate and not isinstance(judge.scorer, StepRewardScorer):
+            raise AlignloopError(f"--prm-aggregate (prm_aggregate) is for a process reward model; {spec} scores "
+                                 "whole responses")
+        return judge
     from pipelines.backends import make_backend
 
     return make_judge(kind, make_backend(backend, spec, **backend_opts), config)
