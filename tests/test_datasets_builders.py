@@ -290,3 +290,23 @@ def test_a_filter_that_empties_a_build_names_the_option_that_relaxes_it(wh: Wh):
         run(wh, "pairwise", require_consistent=False)
     with pytest.raises(EmptyDataset, match="every pair left is a tie, and unpaired rows need a preferred side"):
         run(wh, "binary", origin="pairwise")
+
+
+def test_judges_option_selects_whose_feedback_a_build_reads(wh: Wh):
+    p = wh.prompt("q1")
+    a, b, c = wh.responses(p, "a1", "b1", "c1")
+    for rid, old, new in ((a, 9, 2), (b, 1, 2), (c, 1, 8)):  # two reward models that disagree
+        wh.rate(p, rid, old, source="reward_model", judge="rm-v1")
+        wh.rate(p, rid, new, source="reward_model", judge="rm-v2")
+    assert run(wh, "sft").table["completion"].to_pylist() == ["a1"]  # the mean of both: 5.5, 1.5, 4.5
+    r = run(wh, "sft", judges="rm-v2")
+    assert r.table["completion"].to_pylist() == ["c1"] and r.table["feedback_ids"].to_pylist()[0] == [
+        wh.con.execute("SELECT id FROM ratings WHERE judge = 'rm-v2' AND response_id = $r", {"r": c}).fetchall()[0][0]]
+    wh.compare(p, a, b, "a", judge="ann1")
+    wh.compare(p, a, b, "b", judge="ann2")
+    assert pairs(run(wh, "pairwise", judges="ann2")) == {("b1", "a1", 1.0)}
+    with pytest.raises(EmptyDataset, match=r"by judges rm-v3; the warehouse holds .* by rm-v1, rm-v2"):
+        run(wh, "sft", judges="rm-v3")
+    # unset, the option is left out of a snapshot's parameters: builds from before it keep their version
+    assert "judges" not in parse_options("sft", {}).params()["common"]
+    assert parse_options("sft", {"judges": "rm-v2"}).params()["common"]["judges"] == ["rm-v2"]

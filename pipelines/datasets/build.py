@@ -50,7 +50,8 @@ class BuildResult:
 
 def _params(spec: DatasetSpec) -> dict[str, Any]:
     c = spec.common
-    p: dict[str, Any] = {"sources": list(c.sources), "rounds": list(c.rounds), "aspect": c.aspect,
+    p: dict[str, Any] = {"sources": list(c.sources), "rounds": list(c.rounds), "judges": list(c.judges),
+                         "aspect": c.aspect,
                          "prefer_human": c.prefer_human, "ngram": c.ngram, "threshold": c.decontam_threshold,
                          "scale": "any", "correct_only": False}
     return p
@@ -206,13 +207,15 @@ def feedback_hint(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table_name:
     asked = (f"this build read {table_name.replace('_', ' ')}"
              + (f" (aspect {c.aspect!r})" if table_name == "ratings" else "")
              + (f" from {_listed(list(c.sources))}" if set(c.sources) != set(FEEDBACK_SOURCES) else "")
-             + (f" in rounds {_listed(list(c.rounds))}" if c.rounds else ""))
+             + (f" in rounds {_listed(list(c.rounds))}" if c.rounds else "")
+             + (f" by judges {_listed(list(c.judges))}" if c.judges else ""))
     held = con.execute(db.query("feedback_inventory")).fetchall()
     if not held:
         return f"{asked}; the warehouse holds no feedback yet (judge a round, import labelled data or pull annotations)"
     found = [f"{n} {kind.replace('_', ' ')}" + (f" with aspect {aspect!r}" if aspect is not None else "")
-             + f" from {_listed(sources)} in rounds {_listed(rounds)}" for kind, aspect, n, sources, rounds in held]
-    options = ("origin=, " if hasattr(spec.config, "origin") else "") + "aspect=, sources=, rounds="
+             + f" from {_listed(sources)} in rounds {_listed(rounds)}" + (f" by {_listed(judges)}" if c.judges else "")
+             for kind, aspect, n, sources, rounds, judges in held]
+    options = ("origin=, " if hasattr(spec.config, "origin") else "") + "aspect=, sources=, rounds=, judges="
     return (f"{asked}; the warehouse holds {'; '.join(found)} (select with -o {options}; "
             f"'alignloop dataset options {spec.kind}' lists them)")
 

@@ -47,6 +47,8 @@ class CommonOptions:
     """Feedback sources to use: any of human, ai, rule, reward_model."""
     rounds: tuple[str, ...] = ()
     """Only feedback from these rounds; empty means all rounds."""
+    judges: tuple[str, ...] = ()
+    """Only feedback from these judges or annotators (ids as `alignloop judge report` shows them); empty: all."""
     aspect: str = "overall"
     """Rating aspect used by rating-based builders."""
     prefer_human: bool = True
@@ -229,8 +231,11 @@ class DatasetSpec:
 
     def params(self) -> dict[str, Any]:
         """JSON-ready parameters: what, together with the warehouse contents, defines the dataset."""
+        common = dataclasses.asdict(self.common)
+        if not common["judges"]:  # left out when unset: snapshots built before the option keep their version
+            del common["judges"]
         return _jsonable({"kind": self.kind, "builder": self.builder, "config": dataclasses.asdict(self.config),
-                          "common": dataclasses.asdict(self.common)})
+                          "common": common})
 
 
 def _jsonable(obj: Any) -> Any:

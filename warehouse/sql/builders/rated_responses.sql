@@ -11,6 +11,7 @@ WITH allowed AS (
         AND r.aspect = $aspect
         AND list_contains($sources, r.source)
         AND (len($rounds) = 0 OR list_contains($rounds, r.round_id))
+        AND (len($judges) = 0 OR list_contains($judges, r.judge))
         AND (
             $scale = 'any'
             OR ($scale = 'thumbs' AND r.scale_min = 0 AND r.scale_max = 1)

@@ -12,6 +12,7 @@ WITH allowed AS (
     WHERE
         list_contains($sources, s.source)
         AND (len($rounds) = 0 OR list_contains($rounds, s.round_id))
+        AND (len($judges) = 0 OR list_contains($judges, s.judge))
         AND s.label IS NOT NULL
     QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY s.response_id)
 ),
