@@ -27,18 +27,13 @@ LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new 
 def _run(params: JudgeParams, json_out: bool) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flows.judge import build_judge  # Prefect: imported by the commands that run, not by --help
+    from flows.judge import prepare  # Prefect: imported by the commands that run, not by --help
 
-    with db.connect(params.db) as con:
-        run.check_round(con, params.round)
-    with console.status(f"loading judge {params.judge}"):
-        judge_obj = build_judge(params)
-    with db.connect(params.db) as con:
-        items, cached = run.select_items(con, params.request(), judge_obj)
+    path, judge_obj, items, cached = prepare(params, loading=lambda: console.status(f"loading judge {params.judge}"))
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, console=console, disable=json_out or not items) as progress:
         bar = progress.add_task("items", total=len(items))
-        stored = run.judge_and_store(params.db, judge_obj, params.kind, items, params.round, params.chunk_size,
+        stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size,
                                      on_chunk=lambda n: progress.advance(bar, n))
     totals = {"judge": judge_obj.judge, "kind": params.kind, "selected": len(items), "cached": cached, **stored}
     if json_out:

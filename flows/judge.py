@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from typing import Any, Literal
 
@@ -76,15 +78,24 @@ def judge_chunk(judge: Any, kind: str, items: list, round_id: str) -> run.JudgeO
     return run.execute(judge, kind, items, round_id)
 
 
-@flow(name="judge", persist_result=True)
-def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
-    """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
+def prepare(params: JudgeParams, judge_obj: Any = None,
+            loading: Callable[[], AbstractContextManager[Any]] = nullcontext) -> tuple[str, Any, list, int]:
+    """The warehouse, the judge (built inside ``loading``) and the items it has not judged yet, with the count of
+    those it has: what the flow and ``alignloop judge`` both do before judging. A missing round fails first."""
     path = db.existing_path(params.db)
     with db.connect(path) as con:
         run.check_round(con, params.round)
-    judge_obj = judge_obj or build_judge(params)
+    with loading():
+        judge_obj = judge_obj or build_judge(params)
     with db.connect(path) as con:
         items, cached = run.select_items(con, params.request(), judge_obj)
+    return path, judge_obj, items, cached
+
+
+@flow(name="judge", persist_result=True)
+def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
+    """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
+    path, judge_obj, items, cached = prepare(params, judge_obj)
     stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size, judge_chunk)
     return {"judge": judge_obj.judge, "selected": len(items), "cached": cached, **stored}
 
