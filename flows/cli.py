@@ -15,7 +15,6 @@ from flows.cli_common import (  # noqa: F401  (re-exported: programs and tests i
     key_values,
     user_errors,
     validated,
-    warehouse_path,
 )
 
 app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets -> training, in rounds.",

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 import typer
 
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
 from warehouse import db
 from warehouse.errors import AlignloopError
 
@@ -141,7 +141,7 @@ def push_cmd(
         request = push.PushRequest(kind, round_name, sample, strategy, seed, audit)
     except ValueError as exc:
         raise AlignloopError(str(exc)) from None
-    path = warehouse_path(db_file)
+    path = db.existing_path(db_file)
     client = _client(url)
     with console.status(f"pushing {kind} tasks of round {round_name}"):
         result = push.push(path, client, request)
@@ -159,7 +159,7 @@ def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption 
     """Bring annotations back into the warehouse (edited ones replace the old verdict; history is kept)."""
     from annotation import agreement, pull
 
-    path = warehouse_path(db_file)
+    path = db.existing_path(db_file)
     client = _client(url)
     with console.status("pulling annotations"):
         summary = pull.pull(path, client, round_name)
@@ -186,7 +186,7 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
 
     from annotation import agreement
 
-    with db.connect(warehouse_path(db_file)) as con:
+    with db.connect(db.existing_path(db_file)) as con:
         rep = agreement.report(*agreement.collect(con, round_name))
         agreement.store(con, rep, round_name)
     if json_out:
@@ -228,7 +228,7 @@ def status_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOptio
     """Done/total tasks per Label Studio project recorded in the warehouse."""
     from annotation import pull, waiting
 
-    with db.connect(warehouse_path(db_file)) as con:
+    with db.connect(db.existing_path(db_file)) as con:
         sent = pull.load_sent(con, round_name)
     projects = sorted({(t.project_id, t.round_id, t.kind) for t in sent})
     client = _client(url) if projects else None

@@ -50,11 +50,6 @@ def db_path(value: str | None) -> str:
     return value or db.default_path()
 
 
-def warehouse_path(value: str | None) -> str:
-    """The warehouse file a command reads or adds to; a one-line error where there is none (never a new, empty one)."""
-    return db.existing_path(value)
-
-
 def fail(message: str, code: int = 2) -> None:
     """One line on stderr, a non-zero exit, no traceback."""
     err_console.print(f"[red]error:[/red] {message}", markup=True, highlight=False, soft_wrap=True)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors
 from pipelines.demo_prompts import write_demo_prompts
 from pipelines.intake import ImportOptions, ImportSummary, import_file
 from pipelines.intake.formats import FieldMap
@@ -31,7 +31,7 @@ def init(db_: DbOption = None) -> None:
 @user_errors
 def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
     """Row counts per table, per round and per feedback kind."""
-    path = warehouse_path(db_)
+    path = db.existing_path(db_)
     with db.connect(path) as con:
         st = warehouse_status(con)
     if as_json:

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
 from pipelines.datasets.config import option_help, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint
@@ -74,7 +74,7 @@ def build_cmd(
 ) -> None:
     """Build a dataset snapshot from the warehouse's feedback."""
     spec = parse_options(kind, key_values(option))
-    path = warehouse_path(db_)
+    path = db.existing_path(db_)
     root = snapshot_root(snapshots, path)
     with console.status(f"building {kind} dataset {name} ..."), db.connect(path) as con:
         pub = build_and_publish(con, spec, name, root, LintOptions(max_tokens, tokenizer))

@@ -7,9 +7,10 @@ from typing import Annotated, Literal
 
 import typer
 
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
+from warehouse import db
 
 
 @user_errors
@@ -43,7 +44,7 @@ def generate(
     args = {"round": round_name, "sampling": sampling, "split": None if split == "all" else split,
             "tags": tuple(tag or ()), "limit": limit, "shard_size": shard_size, "steps_separator": sep}
     gen.GenerateConfig(model_id="", **args)  # a bad option fails before the model loads
-    path = warehouse_path(db_file)
+    path = db.existing_path(db_file)
     with console.status(f"loading {model} ({backend})"):
         engine = make_backend(backend, model, **opts)
     cfg, work = gen.open_run(path, engine, args)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from warehouse import db
@@ -79,7 +79,7 @@ def _command(kind: str):
             "tie_band": tie_band, "disagreement": disagreement, "pairs": pairs,
             "max_pairs_per_prompt": max_pairs_per_prompt, "group_size": group_size, "permutations": permutations,
             "aspects": aspect or ["overall"], "max_chars": max_chars, "batch_size": batch_size,
-            "prm_aggregate": prm_aggregate, "db": warehouse_path(db_file)})
+            "prm_aggregate": prm_aggregate, "db": db.existing_path(db_file)})
         _run(params, json_out)
 
     command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."
@@ -98,7 +98,7 @@ def report(
     Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
     scored higher, how often the scores tie, and how often the higher score goes to the longer answer.
     """
-    with db.connect(warehouse_path(db_file)) as con:
+    with db.connect(db.existing_path(db_file)) as con:
         rows = quality.judge_quality(con, round_name)
         rated = quality.rating_quality(con, round_name)
         quality.store(con, [*rows, *rated], round_name)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, warehouse_path
+from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
 from pipelines import models
 from warehouse import db
 
@@ -23,7 +23,7 @@ def default(
     """Print the embedded model's folder (converting from GGUF on first use) and register it as a policy."""
     with console.status("preparing the embedded model (first use converts the GGUF, ~20 s)"):
         path = models.default_model_path(dtype)
-    with db.connect(warehouse_path(db_file)) as con:
+    with db.connect(db.existing_path(db_file)) as con:
         model_id = models.register_model(con, str(path), "policy")
     if json_out:
         emit_json({"path": str(path), "model_id": model_id})
@@ -35,7 +35,7 @@ def default(
 @user_errors
 def list_models(db_file: DbOption = None, json_out: JsonOption = False) -> None:
     """List registered models."""
-    with db.connect(warehouse_path(db_file)) as con:
+    with db.connect(db.existing_path(db_file)) as con:
         rows = db.fetch_dicts(con, db.query("list_models"))
     if json_out:
         emit_json(rows)

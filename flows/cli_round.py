@@ -19,7 +19,6 @@ from flows.cli_common import (
     key_values,
     user_errors,
     validated,
-    warehouse_path,
 )
 from warehouse import db
 from warehouse.errors import InputError
@@ -51,7 +50,7 @@ def round_cmd(
     from flows.round import RoundParams, round_flow
 
     fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
-              "verifier": verifier, "n": n, **key_values(settings), "db": warehouse_path(db_)}
+              "verifier": verifier, "n": n, **key_values(settings), "db": db.existing_path(db_)}
     out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)
@@ -92,7 +91,7 @@ def evaluate_cmd(
     params = validated(EvaluateParams, {
         "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
         "limit": limit, "max_new_tokens": max_new_tokens, "previous_round": previous_round,
-        "db": warehouse_path(db_)})
+        "db": db.existing_path(db_)})
     with flow_in_process(), (
             nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
         out = evaluate.fn(params)
@@ -112,7 +111,7 @@ def report_cmd(
     """Per-round held-out figures, training runs, datasets, judge bias and loss curves: a static HTML report (or JSON)."""
     from pipelines.report import datasets_summary, judge_summary, rounds_summary, runs_summary, write_report
 
-    path = warehouse_path(db_)
+    path = db.existing_path(db_)
     with db.connect(path) as con:
         if as_json:
             emit_json({"rounds": rounds_summary(con), "runs": runs_summary(con), "datasets": datasets_summary(con),

@@ -14,9 +14,9 @@ from flows.cli_common import (
     flow_in_process,
     user_errors,
     validated,
-    warehouse_path,
 )
 from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
+from warehouse import db
 from warehouse.errors import AlignloopError
 
 
@@ -52,7 +52,7 @@ def train(
     # one line for an unknown method or a missing warehouse before torch and Prefect load
     if method not in CATALOG:
         raise AlignloopError(f"unknown training method {method!r}; known: {', '.join(CATALOG)}")
-    path = warehouse_path(db_file)
+    path = db.existing_path(db_file)
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
