@@ -33,8 +33,11 @@ def round_cmd(
                                              "else the initial one), 'previous', 'default' or a model folder.")
                       ] = "auto",
     parent_round: Annotated[str | None, typer.Option(help="Round this one continues.")] = None,
-    feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human or ai_judge+human.")] = "verifier",
+    feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human, ai_judge+human or reward_model.")
+                        ] = "verifier",
     verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",
+    reward_model: Annotated[str | None, typer.Option(help="Reward model folder (feedback reward_model), from "
+                                                          "'alignloop train reward'.")] = None,
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other round parameter as KEY=VALUE (e.g. fresh_prompts=true, prompts_per_round=40, "
@@ -42,7 +45,8 @@ def round_cmd(
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run one round: generate, feedback (verifier, AI judge or people), dataset, train, evaluate, stopping rule.
+    """Run one round: generate, feedback (verifier, AI judge, people or a reward model), dataset, train, evaluate,
+    stopping rule.
 
     With human feedback the round sends pairs to Label Studio and waits for the quota; a round that stops
     waiting ends 'waiting' and the same command resumes it.
@@ -50,7 +54,8 @@ def round_cmd(
     from flows.round import RoundParams, round_flow
 
     fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
-              "verifier": verifier, "n": n, **key_values(settings), "db": db.existing_path(db_)}
+              "verifier": verifier, "n": n, **({"reward_model": reward_model} if reward_model else {}),
+              **key_values(settings), "db": db.existing_path(db_)}
     out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)

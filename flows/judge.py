@@ -97,7 +97,8 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
     """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
     path, judge_obj, items, cached = prepare(params, judge_obj)
     stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size, judge_chunk)
-    return {"judge": judge_obj.judge, "selected": len(items), "cached": cached, **stored}
+    aspect = {"aspect": judge_obj.aspect} if isinstance(getattr(judge_obj, "aspect", None), str) else {}
+    return {"judge": judge_obj.judge, **aspect, "selected": len(items), "cached": cached, **stored}
 
 
 @flow(name="judge-report", persist_result=True)

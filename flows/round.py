@@ -18,7 +18,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from annotation import waiting
 from flows.annotate import (
@@ -39,6 +39,7 @@ from flows.judge import JudgeParams, judge
 from flows.params import FlowParams
 from flows.train import TrainParams, train
 from pipelines.evaluation import StoppingRule
+from pipelines.judges.reward_model import check_reward_model
 from pipelines.models import resolve_model
 from warehouse import db
 from warehouse.errors import AlignloopError
@@ -63,11 +64,14 @@ class RoundParams(FlowParams):
     reference: Literal["previous", "initial"] = Field("previous", description="DPO reference: policy k, or the "
                                                                               "initial policy.")
     initial_policy: str = Field("default", description="The initial policy (reference when reference='initial').")
-    feedback: Literal["verifier", "ai_judge", "human", "ai_judge+human"] = Field(
+    feedback: Literal["verifier", "ai_judge", "human", "ai_judge+human", "reward_model"] = Field(
         "verifier", description="Who scores the samples: a rule verifier, an AI judge (both orders), people in "
-                                "Label Studio, or the AI judge first and people on what it was inconsistent on.")
+                                "Label Studio, the AI judge first and people on what it was inconsistent on, or a "
+                                "reward model (per prompt its best-scored sample over its worst).")
     verifier: str = Field("short_on_topic:6", description="Rule judge (feedback=verifier) and held-out metric.")
     judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders.")
+    reward_model: str | None = Field(None, description="Reward model folder (feedback=reward_model), from "
+                                                       "`alignloop train reward` (or a PRM from `train prm`).")
     n: int = Field(4, ge=2, description="Samples per training prompt.")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
     max_new_tokens: int = Field(24, ge=1, description="Longest sample, in tokens.")
@@ -109,6 +113,12 @@ class RoundParams(FlowParams):
 
     def path(self) -> str:
         return db.existing_path(self.db)
+
+    @model_validator(mode="after")
+    def _reward_model_given(self) -> RoundParams:
+        if self.feedback == "reward_model" and not self.reward_model:
+            raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
+        return self
 
     @field_validator("loss")
     @classmethod
@@ -217,6 +227,8 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
         params = chosen
         get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
     check_heldout(params.path())  # the round ends on held-out figures: refuse before anything runs
+    if params.feedback == "reward_model":  # the same for a reward model that would only load after generation
+        check_reward_model(params.reward_model)
     policy, reference = resolve_policy(params)
     set_status(params, "running", policy)
     try:
@@ -251,6 +263,11 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         options: dict[str, Any] = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
                                    "max_pairs_per_prompt": params.max_pairs_per_prompt,
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
+    elif params.feedback == "reward_model":
+        fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round,
+                                                  judge=f"rm:{params.reward_model}", db=path))
+        options = {"origin": "ratings", "rounds": [params.round], "sources": ["reward_model"],
+                   "judges": [fb["judge"]], "aspect": fb["aspect"], "pairing": "best_vs_worst"}
     else:
         fb = {}
         if params.feedback != "human":

@@ -41,6 +41,26 @@ def _architecture(path: str) -> Any:
     return AutoConfig.from_pretrained(path)
 
 
+def _head(config: Any) -> tuple[str | None, str]:
+    """('reward' | 'prm' | None, what the folder holds in words) from a model config."""
+    arch = (config.architectures or ["model of unknown architecture"])[0]
+    what = f"{arch} with {config.num_labels} labels" if arch.endswith("Classification") else arch
+    if arch.endswith("ForSequenceClassification") and config.num_labels == 1:
+        return "reward", what
+    if arch.endswith("ForTokenClassification") and config.num_labels in (2, 3):
+        return "prm", what
+    return None, what
+
+
+def check_reward_model(path: str) -> str:
+    """'reward' or 'prm': what ``path`` holds, read from its config alone (no weights load); else a one-line error."""
+    head, what = _head(_architecture(path))
+    if head is None:
+        raise AlignloopError(f"{path} is a {what}, not a reward model (one score per sequence) or a process reward "
+                             "model; `alignloop train reward` or `alignloop train prm` trains one")
+    return head
+
+
 def _trained_lengths(config: Any) -> dict[str, Any]:
     """The input lengths (and a PRM's step separator) ``alignloop train`` saved with the model, if any."""
     saved = getattr(config, "alignloop_input", None) or {}
@@ -96,9 +116,8 @@ class RewardModelScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         config = _architecture(path)
-        arch = (config.architectures or ["model of unknown architecture"])[0]
-        if not (arch.endswith("ForSequenceClassification") and config.num_labels == 1):
-            what = f"{arch} with {config.num_labels} labels" if arch.endswith("Classification") else arch
+        head, what = _head(config)
+        if head != "reward":
             raise AlignloopError(f"{path} is a {what}, not a reward model (one score per sequence); "
                                  "`alignloop train reward` trains one")
         tok = AutoTokenizer.from_pretrained(path)
@@ -174,9 +193,9 @@ class StepRewardScorer:
         from transformers import AutoModelForTokenClassification, AutoTokenizer
 
         config = _architecture(path)
-        arch = (config.architectures or ["model of unknown architecture"])[0]
-        if not (arch.endswith("ForTokenClassification") and config.num_labels in (2, 3)):
-            raise AlignloopError(f"{path} is a {arch}, not a process reward model (2 or 3 classes per step); "
+        head, what = _head(config)
+        if head != "prm":
+            raise AlignloopError(f"{path} is a {what}, not a process reward model (2 or 3 classes per step); "
                                  "`alignloop train prm` trains one")
         tok = AutoTokenizer.from_pretrained(path)
         if tok.pad_token_id is None:
@@ -250,8 +269,7 @@ class RewardModelJudge:
     def load(cls, path: str, prm: Literal["product", "min"] | None = None, **kw: Any) -> RewardModelJudge:
         """A reward model (``alignloop train reward``) or a process reward model (``alignloop train prm``; its step
         scores aggregated by ``prm``, product by default), told apart by the folder's head."""
-        arch = (_architecture(path).architectures or [""])[0]
-        if arch.endswith("ForTokenClassification"):
+        if _head(_architecture(path))[0] == "prm":
             return cls(StepRewardScorer.load(path, **kw), prm or "product")
         return cls(RewardModelScorer.load(path, **kw), prm)
 
