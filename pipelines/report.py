@@ -10,11 +10,12 @@ from typing import Any
 
 import duckdb
 
+from pipelines.judges import report as judge_report
 from warehouse import db
 
-# pairwise judges' figures, then rating judges' (human_accuracy and longer are shared); pipelines.judges.report
-JUDGE_METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa",
-                 "heldout_accuracy", "score_ties")
+JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.RATING_METRICS))
+"""Pairwise judges' figures, then rating judges' (human_accuracy and longer are shared), as the judge report stores
+them."""
 
 
 def rounds_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

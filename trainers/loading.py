@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -88,24 +89,28 @@ def load_model(path: str | Path, head: str, *, num_labels: int = 1, pad_token_id
     return model
 
 
+class _NoLoadReport(logging.Filter):
+    """Drops transformers' "LOAD REPORT" table (for a reward or PRM head it only says the new head is new)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in str(record.msg)
+
+
+_NO_LOAD_REPORT = _NoLoadReport()
+
+
 def _load_with_new_head(auto: Any, path: str | Path, kwargs: dict[str, Any]) -> torch.nn.Module:
     """A reward or PRM model from a causal LM folder, without transformers' report that its new head is missing.
 
     That head is meant to be new; any other missing weight (a backbone that did not load) still raises.
     """
-    import logging
-
-    class _NoLoadReport(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            return "LOAD REPORT" not in str(record.msg)
-
     # a filter, not a level: transformers runs extra checks (and warns) when this logger's level is raised
-    report, quiet = logging.getLogger("transformers.modeling_utils"), _NoLoadReport()
-    report.addFilter(quiet)
+    report = logging.getLogger("transformers.modeling_utils")
+    report.addFilter(_NO_LOAD_REPORT)
     try:
         model, info = auto.from_pretrained(str(path), output_loading_info=True, **kwargs)
     finally:
-        report.removeFilter(quiet)
+        report.removeFilter(_NO_LOAD_REPORT)
     backbone = f"{model.base_model_prefix}."
     lost = sorted(k for k in info.get("missing_keys", ()) if k.startswith(backbone))
     if lost:

@@ -110,27 +110,8 @@ def _quality(judge: str, rs: list[dict]) -> JudgeQuality:
 
 
 def rating_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[RatingJudgeQuality]:
-    """One row per rating judge and aspect that scored both sides of pairs people compared."""
-    by: dict[tuple[str, str], list[dict]] = {}
-    for r in db.fetch_dicts(con, db.query("rating_judge_pairs"), {"round_id": round_id}):
-        by.setdefault((r["judge"], r["aspect"]), []).append(r)
-    out = []
-    for (judge, aspect), rs in by.items():
-        apart = [r for r in rs if r["score_won"] != r["score_lost"]]
-        longer = [(r["score_won"] > r["score_lost"]) == (r["len_won"] > r["len_lost"]) for r in apart
-                  if r["len_won"] != r["len_lost"]]
-        heldout = [r for r in rs if r["split"] == "test"]
-        out.append(RatingJudgeQuality(
-            judge=judge, aspect=aspect, human_pairs=len(rs), human_accuracy=_agreement(rs),
-            heldout_pairs=len(heldout), heldout_accuracy=_agreement(heldout),
-            score_ties=1 - len(apart) / len(rs), longer=_mean(longer)))
-    return out
-
-
-def _agreement(rs: list[dict]) -> float | None:
-    """Share of pairs whose human winner scored higher; equal scores count half."""
-    won = [1.0 if r["score_won"] > r["score_lost"] else 0.5 if r["score_won"] == r["score_lost"] else 0.0 for r in rs]
-    return sum(won) / len(won) if won else None
+    """One row per rating judge and aspect that scored both sides of pairs people compared (one SQL aggregate)."""
+    return [RatingJudgeQuality(**r) for r in db.fetch_dicts(con, db.query("rating_judge_pairs"), {"round_id": round_id})]
 
 
 def evaluations(report: list[JudgeQuality | RatingJudgeQuality], round_id: str | None = None) -> list[Evaluation]:

@@ -30,7 +30,7 @@ v2: the layout reward models are trained on here (the prompt's messages through 
 turn opened, then the answer and the end-of-turn token)."""
 
 
-def _architecture(path: str) -> Any:
+def _folder_config(path: str) -> Any:
     """The folder's config, checked to be a local model folder (never a hub name)."""
     from pathlib import Path
 
@@ -54,20 +54,41 @@ def _head(config: Any) -> tuple[str | None, str]:
 
 def check_reward_model(path: str) -> str:
     """'reward' or 'prm': what ``path`` holds, read from its config alone (no weights load); else a one-line error."""
-    head, what = _head(_architecture(path))
+    head, what = _head(_folder_config(path))
     if head is None:
         raise AlignloopError(f"{path} is a {what}, not a reward model (one score per sequence) or a process reward "
                              "model; `alignloop train reward` or `alignloop train prm` trains one")
     return head
 
 
-def _trained_lengths(config: Any) -> dict[str, Any]:
-    """The input lengths (and a PRM's step separator) ``alignloop train`` saved with the model, if any."""
+_WANTED = {
+    "reward": ("AutoModelForSequenceClassification",
+               "a reward model (one score per sequence); `alignloop train reward` trains one"),
+    "prm": ("AutoModelForTokenClassification",
+            "a process reward model (2 or 3 classes per step); `alignloop train prm` trains one"),
+}
+"""The auto class that loads each head, and what the error names where a folder holds something else."""
+
+
+def _load_head(path: str, want: Literal["reward", "prm"]) -> tuple[Any, Any, dict[str, Any]]:
+    """The model (eval mode), its tokenizer (pad = eos where it has none) and the input settings ``alignloop train``
+    saved with it (lengths; a PRM's step separator), from a folder that must hold ``want``."""
+    import transformers
+
+    config = _folder_config(path)
+    head, what = _head(config)
+    auto, wanted = _WANTED[want]
+    if head != want:
+        raise AlignloopError(f"{path} is a {what}, not {wanted}")
+    tok = transformers.AutoTokenizer.from_pretrained(path)
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    model = getattr(transformers, auto).from_pretrained(path).eval()
     saved = getattr(config, "alignloop_input", None) or {}
-    out: dict[str, Any] = {k: int(saved[k]) for k in ("max_length", "max_prompt_length") if k in saved}
-    if saved.get("step_separator"):
-        out["separator"] = str(saved["step_separator"])
-    return out
+    settings: dict[str, Any] = {k: int(saved[k]) for k in ("max_length", "max_prompt_length") if k in saved}
+    if want == "prm" and saved.get("step_separator"):
+        settings["separator"] = str(saved["step_separator"])
+    return model, tok, settings
 
 
 def _prompt_ids(tokenizer: Any, item: ResponseItem, max_prompt_length: int) -> list[int]:
@@ -113,17 +134,8 @@ class RewardModelScorer:
     @classmethod
     def load(cls, path: str, **kw: Any) -> RewardModelScorer:
         """From a local folder (never a hub) holding a one-score sequence-classification model."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        config = _architecture(path)
-        head, what = _head(config)
-        if head != "reward":
-            raise AlignloopError(f"{path} is a {what}, not a reward model (one score per sequence); "
-                                 "`alignloop train reward` trains one")
-        tok = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-        lengths = {k: v for k, v in _trained_lengths(config).items() if k != "separator"}
-        return cls(model, tok, str(path), **(lengths | kw))
+        model, tok, settings = _load_head(path, "reward")
+        return cls(model, tok, str(path), **(settings | kw))
 
     def __post_init__(self) -> None:
         if getattr(self.model.config, "num_labels", 1) != 1:
@@ -190,18 +202,9 @@ class StepRewardScorer:
 
     @classmethod
     def load(cls, path: str, **kw: Any) -> StepRewardScorer:
-        from transformers import AutoModelForTokenClassification, AutoTokenizer
-
-        config = _architecture(path)
-        head, what = _head(config)
-        if head != "prm":
-            raise AlignloopError(f"{path} is a {what}, not a process reward model (2 or 3 classes per step); "
-                                 "`alignloop train prm` trains one")
-        tok = AutoTokenizer.from_pretrained(path)
-        if tok.pad_token_id is None:
-            tok.pad_token = tok.eos_token
-        model = AutoModelForTokenClassification.from_pretrained(path).eval()
-        return cls(model, tok, str(path), **(_trained_lengths(config) | kw))
+        """From a local folder (never a hub) holding a token-classification PRM."""
+        model, tok, settings = _load_head(path, "prm")
+        return cls(model, tok, str(path), **(settings | kw))
 
     def step_ends(self, item: ResponseItem) -> tuple[list[int], list[int]]:
         """The token ids and the position of each scored step's last token (where its label was trained)."""
@@ -269,7 +272,7 @@ class RewardModelJudge:
     def load(cls, path: str, prm: Literal["product", "min"] | None = None, **kw: Any) -> RewardModelJudge:
         """A reward model (``alignloop train reward``) or a process reward model (``alignloop train prm``; its step
         scores aggregated by ``prm``, product by default), told apart by the folder's head."""
-        if _head(_architecture(path))[0] == "prm":
+        if check_reward_model(path) == "prm":
             return cls(StepRewardScorer.load(path, **kw), prm or "product")
         return cls(RewardModelScorer.load(path, **kw), prm)
 

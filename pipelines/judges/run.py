@@ -265,13 +265,13 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
     if spec.startswith("rm:"):
         if kind != "rating":
             raise AlignloopError(f"reward models give scores; use `judge rating`, not `judge {kind}`")
-        from pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
+        from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
 
-        judge = RewardModelJudge.load(spec.split(":", 1)[1], prm=prm_aggregate)
-        if prm_aggregate and not isinstance(judge.scorer, StepRewardScorer):
+        folder = spec.split(":", 1)[1]
+        if prm_aggregate and check_reward_model(folder) != "prm":  # from its config, before any weights load
             raise AlignloopError(f"--prm-aggregate (prm_aggregate) is for a process reward model; {spec} scores "
                                  "whole responses")
-        return judge
+        return RewardModelJudge.load(folder, prm=prm_aggregate)
     from pipelines.backends import make_backend
 
     return make_judge(kind, make_backend(backend, spec, **backend_opts), config)

@@ -1,6 +1,6 @@
 -- Rating judges (AI, reward model, rule) measured on the pairs people compared: for each human comparison that a
 -- or b won (the latest verdict per pair, in whichever order it was shown) and each non-human judge and aspect that
--- scored both responses, the scores and lengths of the human's winner and loser, and the prompt's split.
+-- scored both responses, aggregated per judge and aspect (see RatingJudgeQuality for each figure).
 -- $round_id: NULL for all rounds; else only that round's ratings.
 WITH human AS (
     SELECT
@@ -34,20 +34,38 @@ scored AS (
         row_number() OVER (PARTITION BY response_id, judge, aspect ORDER BY created_at DESC, id) AS n
     FROM ratings
     WHERE source <> 'human' AND score IS NOT NULL AND ($round_id IS NULL OR round_id = $round_id)
+),
+
+pairs AS (
+    SELECT
+        sw.judge,
+        sw.aspect,
+        p.split = 'test' AS heldout,
+        -- the human's winner scored higher: 1, equal scores: a half, lower: 0
+        CASE WHEN sw.score > sl.score THEN 1.0 WHEN sw.score = sl.score THEN 0.5 ELSE 0.0 END AS agreed,
+        sw.score = sl.score AS tied,
+        -- over pairs of unequal scores and lengths: the higher score went to the longer answer
+        CASE
+            WHEN sw.score <> sl.score AND length(rw.text) <> length(rl.text)
+                THEN (sw.score > sl.score) = (length(rw.text) > length(rl.text))
+        END AS longer_won
+    FROM decided AS d
+    INNER JOIN scored AS sw ON d.won = sw.response_id AND sw.n = 1
+    INNER JOIN scored AS sl ON d.lost = sl.response_id AND sl.n = 1 AND sw.judge = sl.judge AND sw.aspect = sl.aspect
+    INNER JOIN responses AS rw ON d.won = rw.id
+    INNER JOIN responses AS rl ON d.lost = rl.id
+    INNER JOIN prompts AS p ON d.prompt_id = p.id
 )
 
 SELECT
-    sw.judge,
-    sw.aspect,
-    sw.score AS score_won,
-    sl.score AS score_lost,
-    length(rw.text) AS len_won,
-    length(rl.text) AS len_lost,
-    p.split
-FROM decided AS d
-INNER JOIN prompts AS p ON d.prompt_id = p.id
-INNER JOIN scored AS sw ON d.won = sw.response_id AND sw.n = 1
-INNER JOIN scored AS sl ON d.lost = sl.response_id AND sl.n = 1 AND sw.judge = sl.judge AND sw.aspect = sl.aspect
-INNER JOIN responses AS rw ON d.won = rw.id
-INNER JOIN responses AS rl ON d.lost = rl.id
-ORDER BY sw.judge, sw.aspect, d.won, d.lost
+    judge,
+    aspect,
+    count(*) AS human_pairs,
+    avg(agreed) AS human_accuracy,
+    count(*) FILTER (WHERE heldout) AS heldout_pairs,
+    avg(agreed) FILTER (WHERE heldout) AS heldout_accuracy,
+    avg(tied::DOUBLE) AS score_ties,
+    avg(longer_won::DOUBLE) AS longer
+FROM pairs
+GROUP BY judge, aspect
+ORDER BY judge, aspect
