@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 
 RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
 JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge model ('default', a folder, an API model name), "
-                                                       "'verifier:NAME' or 'rm:FOLDER'.")]
+                                                       "'verifier:NAME' or 'rm:FOLDER' (a reward model; a process "
+                                                       "reward model also labels steps: `judge steps`).")]
 BackendOpt = Annotated[Literal["transformers", "vllm", "openai"], typer.Option(help="Judge engine.")]
 LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new items.")]
 

@@ -28,7 +28,7 @@ class JudgeParams(FlowParams):
         ..., description="Feedback kind.")
     round: str = Field(..., min_length=1, description="Round whose responses are judged.")
     judge: str = Field("default", description="Judge model ('default', a folder, an API model), "
-                                              "'verifier:NAME' (rule) or 'rm:FOLDER' (reward model).")
+                                              "'verifier:NAME' (rule) or 'rm:FOLDER' (reward model; a PRM also labels steps).")
     backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Judge engine.")
     base_url: str | None = Field(None, description="OpenAI-compatible endpoint (openai backend).")
     limit: int | None = Field(None, ge=1, description="Judge at most this many new items.")

@@ -14,6 +14,7 @@ from pipelines.judges.parsing import parse_ranking, parse_rating, parse_steps
 from pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, answer, quality
+from warehouse import db
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
 
@@ -99,6 +100,29 @@ def test_step_labels(seeded):
     assert [r.label for r in rows] == [1, -1, None]
     assert [r.flagged for r in rows] == [False, False, True]
     assert {r.finish_reason for r in rows} == {"found_error"}
+
+
+def test_step_labels_of_responses_stored_without_steps_build_a_step_dataset(con):
+    from pipelines.datasets.build import build
+    from pipelines.datasets.config import parse_options
+    from warehouse.records import Prompt, Response
+
+    db.ensure_round(con, "r1")
+    p = Prompt.create([{"role": "user", "content": "What is 2 + 3?"}], "test")
+    lines = Response.sampled(p.id, "m", "r1", "2 + 3 = 5\nSo the answer is 5.", {}, 0, 0)
+    stored = Response.sampled(p.id, "m", "r1", "five", {}, 0, 1, steps=["2 and 3", "make five"])
+    db.ingest(con, "prompts", [p])
+    db.ingest(con, "responses", [lines, stored])
+    judge = make_judge("steps", FakeBackend(reply=lambda c: "Step 1: +1\nStep 2: -1"), JudgeConfig(calls=FAST))
+    items, _ = select_items(con, JudgeRequest("steps", "r1"), judge)
+    assert store(con, execute(judge, "steps", items, "r1")) == {"step_labels": 4}
+    # the split the labels index is kept with the response that had none; stored steps stay as they were
+    assert dict(con.execute("SELECT id, steps FROM responses").fetchall()) == {
+        lines.id: ["2 + 3 = 5", "So the answer is 5."], stored.id: ["2 and 3", "make five"]}
+    t = build(con, parse_options("steps", {"decontaminate": False, "sources": "ai"})).table
+    assert sorted(zip(t["completion_id"].to_pylist(), t["steps"].to_pylist(), t["labels"].to_pylist())) == sorted(
+        [(lines.id, ["2 + 3 = 5", "So the answer is 5."], [1, -1]), (stored.id, ["2 and 3", "make five"], [1, -1])])
+    assert select_items(con, JudgeRequest("steps", "r1"), judge) == ([], 2)
 
 
 def test_correction_makes_aligner_response(seeded):

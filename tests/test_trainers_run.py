@@ -323,3 +323,58 @@ def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_
     assert build_judge("rating", f"rm:{result.model_dir}", prm_aggregate="min").judge.endswith(":prm-min@v2")
     with pytest.raises(AlignloopError, match=r"process reward model \('rm:FOLDER'\), not judge 'verifier:final_answer'"):
         build_judge("rating", "verifier:final_answer", prm_aggregate="min")
+
+
+def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path, tiny_model_dir):  # noqa: F811
+    import json
+
+    from transformers import AutoModelForTokenClassification
+
+    from pipelines.datasets.build import build
+    from pipelines.datasets.config import parse_options
+    from pipelines.judges.reward_model import step_label
+    from pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
+    from warehouse import db
+    from warehouse.records import Prompt, Response
+
+    assert [step_label(p) for p in ([0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.6, 0.4], [0.5, 0.5])] == \
+        [0, 1, -1, -1, 1]
+    prm = train_model("prm", make_snapshot(tmp_path / "snap", "steps"), tiny_model_dir,
+                      C.PRMConfig(train=small_train(tmp_path)), base_model_id="base",
+                      cache_dir=tmp_path / "cache").model_dir
+    with db.connect(":memory:") as con:
+        db.ensure_round(con, "r1")
+        p = Prompt.create([{"role": "user", "content": "What is 2 + 3?"}], "test")
+        rs = [Response.sampled(p.id, "m", "r1", text, {}, 0, k)
+              for k, text in enumerate(["2 + 3 = 5\nSo 5.", "2 + 3 = 6\nSo 6.\nDone."])]
+        db.ingest(con, "prompts", [p])
+        db.ingest(con, "responses", rs)
+        judge = build_judge("steps", f"rm:{prm}")
+        items, _ = select_items(con, JudgeRequest("steps", "r1"), judge)
+        assert store(con, execute(judge, "steps", items, "r1")) == {"step_labels": 5}
+        model = AutoModelForTokenClassification.from_pretrained(prm).eval()
+        expected = {}
+        for it in items:  # each step labelled by the class its trainer's head finds most likely at the step's end
+            ids, ends = judge.scorer.step_ends(it)
+            with torch.inference_mode():
+                probs = model(input_ids=torch.tensor([ids])).logits[0, ends].softmax(-1)
+            expected[it.id] = [int(x.argmax()) - 1 for x in probs]
+        got = con.execute("SELECT response_id, list(label ORDER BY step_index), list(DISTINCT source), "
+                          "list(meta->>'$.probs' ORDER BY step_index) FROM step_labels GROUP BY 1").fetchall()
+        assert {r: labels for r, labels, _, _ in got} == expected
+        assert all(src == ["reward_model"] and all(len(json.loads(x)) == 3 for x in probs) for _, _, src, probs in got)
+        t = build(con, parse_options("steps", {"decontaminate": False, "sources": "reward_model"})).table
+        assert dict(zip(t["completion_id"].to_pylist(), t["labels"].to_pylist())) == expected
+        assert sorted(map(len, t["steps"].to_pylist())) == [2, 3]
+        assert select_items(con, JudgeRequest("steps", "r1"), judge) == ([], 2)  # judged once
+    with pytest.raises(AlignloopError, match=r"combines step scores into one rating"):
+        build_judge("steps", f"rm:{prm}", prm_aggregate="min")
+    orm = tmp_path / "orm"
+    orm.mkdir()
+    config = json.loads((Path(tiny_model_dir) / "config.json").read_text())
+    (orm / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForSequenceClassification"],
+                                                 "id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}))
+    with pytest.raises(AlignloopError, match=r"scores whole responses; `judge steps` needs a process reward model"):
+        build_judge("steps", f"rm:{orm}")
+    with pytest.raises(AlignloopError, match=r"not `judge pairwise`"):
+        build_judge("pairwise", f"rm:{prm}")

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pipelines.judges.config import ResponseItem
-from pipelines.judges.steps import split_steps
+from pipelines.judges.steps import finish_reason, split_steps
 from warehouse.errors import AlignloopError
-from warehouse.records import Rating
+from warehouse.records import Rating, StepLabel
 
 
 def _text(tokenizer: Any, question: str, answer: str) -> str:
@@ -218,22 +218,24 @@ class StepRewardScorer:
             ends.append(len(ids) - 1)
         return ids, ends
 
-    def step_scores(self, items: list[ResponseItem]) -> list[list[float]]:
-        """P(step is no error) for each step that fits, per response."""
+    def class_probs(self, items: list[ResponseItem]) -> list[list[list[float]]]:
+        """Per response, per step that fits, the head's class probabilities: (bad, neutral, good) with three
+        classes, (bad, OK) with two."""
         import torch
 
         encoded = [self.step_ends(it) for it in items]
-        out: list[list[float]] = []
+        out: list[list[list[float]]] = []
         with torch.inference_mode():
             for i in range(0, len(encoded), self.batch_size):
                 batch = encoded[i:i + self.batch_size]
                 ids, mask = _padded([e[0] for e in batch], self.tokenizer.pad_token_id, self.model.device)
                 probs = self.model(input_ids=ids, attention_mask=mask).logits.float().softmax(-1)  # (b, T, C)
-                for row, (_, ends) in enumerate(batch):
-                    p = probs[row, ends]
-                    ok = 1.0 - p[:, 0] if p.shape[-1] == 3 else p[:, 1]
-                    out.append([float(x) for x in ok.cpu()])
+                out += [probs[row, ends].cpu().tolist() for row, (_, ends) in enumerate(batch)]
         return out
+
+    def step_scores(self, items: list[ResponseItem]) -> list[list[float]]:
+        """P(step is no error) for each step that fits, per response."""
+        return [[1.0 - p[0] for p in steps] for steps in self.class_probs(items)]
 
 
 def aggregate_steps(step_probs: list[float], how: Literal["product", "min"] = "product") -> float:
@@ -302,3 +304,43 @@ class RewardModelJudge:
             lo, hi, metas = -math.inf, math.inf, [{} for _ in items]
         return [Rating(rid, it.prompt_id, it.id, s, lo, hi, self.judge, "reward_model", round_id, aspect=self.aspect,
                        meta=m) for rid, it, s, m in zip(self.ids(items), items, scores, metas)]
+
+
+def step_label(probs: list[float]) -> int:
+    """A step's label from a PRM head's class probabilities: the most likely of (bad, neutral, good) as -1 / 0 / +1
+    with three classes; with two, +1 where P(OK) >= 0.5, else -1."""
+    if len(probs) == 3:
+        return max(range(3), key=lambda c: probs[c]) - 1
+    return 1 if probs[1] >= 0.5 else -1
+
+
+@dataclass(frozen=True)
+class StepLabelJudge:
+    """Step labels from a process reward model, as Math-Shepherd labels steps without people: every step that fits
+    the model's max length gets ``step_label`` of its class probabilities (kept in meta), later steps no label
+    (NULL, flagged). Source 'reward_model', so people's and AI judges' labels of a step take precedence in datasets."""
+
+    scorer: StepRewardScorer
+
+    @classmethod
+    def load(cls, path: str, **kw: Any) -> StepLabelJudge:
+        return cls(StepRewardScorer.load(path, **kw))
+
+    @property
+    def judge(self) -> str:
+        return f"{self.scorer.name}:prm-steps@{INPUT_LAYOUT}"
+
+    def ids(self, items: list[ResponseItem]) -> list[str]:
+        return [StepLabel.make_id(self.judge, it.id, i) for it in items for i in range(len(split_steps(it)))]
+
+    def judge_items(self, items: list[ResponseItem], round_id: str) -> list[StepLabel]:
+        out: list[StepLabel] = []
+        for it, probs in zip(items, self.scorer.class_probs(items)):
+            n = len(split_steps(it))
+            labels: list[int | None] = [step_label(p) for p in probs] + [None] * (n - len(probs))
+            reason = finish_reason(labels)
+            out += [StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, lab, self.judge,
+                              "reward_model", round_id, flagged=lab is None, finish_reason=reason,
+                              meta={"probs": probs[i] if i < len(probs) else None, "steps": n})
+                    for i, lab in enumerate(labels)]
+        return out

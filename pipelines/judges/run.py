@@ -21,7 +21,7 @@ from pipelines.judges.correction import CorrectionJudge
 from pipelines.judges.listwise import ListwiseJudge
 from pipelines.judges.pairwise import PairwiseJudge
 from pipelines.judges.pointwise import BinaryJudge, RatingJudge
-from pipelines.judges.steps import StepJudge
+from pipelines.judges.steps import StepJudge, split_steps
 from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
@@ -177,6 +177,11 @@ def execute(judge: Any, kind: str, items: list, round_id: str) -> JudgeOutput:
         rows = judge.judge_items(items, round_id)
         if rows:
             out.tables["step_labels"] = to_arrow(rows)
+            # responses stored without steps keep the split the labels index (datasets align labels with it)
+            split = [it for it in items if not it.steps]
+            if split:
+                out.tables["response_steps"] = pa.table({"id": [it.id for it in split],
+                                                         "steps": [split_steps(it) for it in split]})
         out.invalid = sum(r.label is None for r in rows)
     else:
         res = judge.judge_items(items, round_id)
@@ -215,6 +220,12 @@ def store(con: duckdb.DuckDBPyConnection, output: JudgeOutput) -> dict[str, int]
         for table in ("responses", "comparisons", "rankings", "ratings", "step_labels", "corrections"):
             if table in output.tables:
                 inserted[table] = db.ingest(con, table, output.tables[table])
+        if "response_steps" in output.tables:
+            con.register("_response_steps", output.tables["response_steps"])
+            try:
+                con.execute(db.query("set_missing_steps"))
+            finally:
+                con.unregister("_response_steps")
     return inserted
 
 
@@ -263,14 +274,22 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
 
         return VerifierJudge(get_verifier(spec.split(":", 1)[1]))
     if spec.startswith("rm:"):
-        if kind != "rating":
-            raise AlignloopError(f"reward models give scores; use `judge rating`, not `judge {kind}`")
-        from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
+        if kind not in ("rating", "steps"):
+            raise AlignloopError(f"reward models give scores (`judge rating`) and process reward models step labels "
+                                 f"(`judge steps`), not `judge {kind}`")
+        from pipelines.judges.reward_model import RewardModelJudge, StepLabelJudge, check_reward_model
 
         folder = spec.split(":", 1)[1]
-        if prm_aggregate and check_reward_model(folder) != "prm":  # from its config, before any weights load
-            raise AlignloopError(f"--prm-aggregate (prm_aggregate) is for a process reward model; {spec} scores "
-                                 "whole responses")
+        head = check_reward_model(folder) if prm_aggregate or kind == "steps" else None  # config only, no weights
+        if head == "reward":
+            raise AlignloopError(f"{spec} scores whole responses; " + (
+                "`judge steps` needs a process reward model (`alignloop train prm`)" if kind == "steps" else
+                "--prm-aggregate (prm_aggregate) is for a process reward model"))
+        if kind == "steps":
+            if prm_aggregate:
+                raise AlignloopError("--prm-aggregate (prm_aggregate) combines step scores into one rating "
+                                     "(`judge rating`); `judge steps` labels each step")
+            return StepLabelJudge.load(folder)
         return RewardModelJudge.load(folder, prm=prm_aggregate)
     from pipelines.backends import make_backend
 
