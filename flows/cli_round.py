@@ -36,8 +36,9 @@ def round_cmd(
     feedback: Annotated[str, typer.Option(help="verifier, ai_judge, human, ai_judge+human or reward_model.")
                         ] = "verifier",
     verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",
-    reward_model: Annotated[str | None, typer.Option(help="Reward model folder (feedback reward_model), from "
-                                                          "'alignloop train reward'.")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="Reward model folder (feedback reward_model; with --set "
+                                                          "method=ppo also PPO's reward), from 'alignloop train "
+                                                          "reward'.")] = None,
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other round parameter as KEY=VALUE (e.g. fresh_prompts=true, prompts_per_round=40, "
@@ -87,16 +88,20 @@ def evaluate_cmd(
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 32,
     previous_round: Annotated[str | None, typer.Option(help="Also the AI judge's win rate over this round's "
                                                             "held-out answers (both orders).")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="Reward model folder: mean score of the held-out answers "
+                                                          "(heldout_reward); with --previous-round, how often "
+                                                          "they score above that round's (rm_win_rate).")] = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """A policy on held-out prompts: verifier pass rate, length, distinct-2, repetition, KL, win rate; stored."""
+    """A policy on held-out prompts: verifier pass rate, reward, length, distinct-2, repetition, KL, win rates;
+    stored."""
     from flows.evaluate import EvaluateParams, evaluate
 
     params = validated(EvaluateParams, {
         "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
         "limit": limit, "max_new_tokens": max_new_tokens, "previous_round": previous_round,
-        "db": db.existing_path(db_)})
+        "reward_model": reward_model, "db": db.existing_path(db_)})
     with flow_in_process(), (
             nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
         out = evaluate.fn(params)

@@ -45,6 +45,8 @@ def train(
     config: Annotated[str | None, typer.Option("--config", help="JSON config file; options above override it.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/METHOD-DATASET).")] = None,
     reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="ppo: reward model folder that scores the answers "
+                                                          "(from `train reward`).")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -64,7 +66,7 @@ def train(
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
-        "round": round_name, "db": path})
+        "reward_model": reward_model, "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
@@ -102,6 +104,12 @@ def train(
                   f"{summary['model_id']} at {summary['model_dir']}; held-out: {ev or 'n/a'}; truncated prompts "
                   f"{trunc.get('prompts_truncated', 0)}, completions {trunc.get('completions_truncated', 0)}; "
                   f"curves {summary['plot']}", highlight=False, soft_wrap=True)
+    soft = summary.get("soft_labels")
+    if soft and not soft["used"]:
+        console.print(f"note: {soft['pairs']:,} train pairs carry a soft label (an AI judge's probability, or 0.5 for "
+                      f"a kept tie) that {method}{'' if method != 'dpo' else ' with this loss'} trains as a hard "
+                      "preference; the dpo and cdpo losses and reward models train on it", highlight=False,
+                      soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

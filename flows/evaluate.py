@@ -20,7 +20,7 @@ from flows.params import FlowParams
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from pipelines.evaluation import text_stats
-from pipelines.judges.config import JudgeConfig, PairItem
+from pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
 from pipelines.judges.run import load_responses, make_judge
 from pipelines.models import register_model, resolve_model
 from pipelines.verifiers import get_verifier, rate
@@ -43,6 +43,10 @@ class EvaluateParams(FlowParams):
     previous_round: str | None = Field(None, description="Round whose policy this one is compared with by an AI "
                                                          "judge (win rate, both orders); empty: no comparison.")
     judge_model: str = Field("default", description="Judge model for the win rate ('default' or a folder).")
+    reward_model: str | None = Field(None, description="Reward model folder (`train reward`, or a PRM from `train "
+                                                       "prm`): the mean score of the held-out answers "
+                                                       "(heldout_reward) and, with previous_round, how often this "
+                                                       "policy's answer scores higher (rm_win_rate); empty: none.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def heldout_round(self) -> str:
@@ -88,6 +92,28 @@ def win_rate_task(judge_model: str, pairs: list[PairItem], round_id: str) -> dic
             "judge_consistency": sum(consistent) / len(consistent) if consistent else float("nan")}
 
 
+RM_FIGURES = ("heldout_reward", "rm_win_rate")
+
+
+@task(name="reward-model-scores")
+def reward_task(folder: str, ours: list[ResponseItem], previous: list[ResponseItem]) -> dict[str, float]:
+    """Held-out figures by a reward model, in memory only (held-out prompts never become feedback): the mean score
+    of this policy's answers, and over the prompts the previous policy answered too, the share where this policy's
+    answer scores higher (a tie counts half)."""
+    from pipelines.judges.reward_model import RewardModelJudge
+
+    judge = RewardModelJudge.load(folder)
+    scores = [r.score for r in judge.judge_items([*ours, *previous], "")]
+    mine = {it.prompt_id: s for it, s in zip(ours, scores) if s is not None}
+    figures = {"heldout_reward": sum(mine.values()) / len(mine) if mine else float("nan")}
+    if previous:
+        theirs = {it.prompt_id: s for it, s in zip(previous, scores[len(ours):]) if s is not None}
+        both = [p for p in mine if p in theirs]
+        figures["rm_win_rate"] = (sum(1.0 if mine[p] > theirs[p] else 0.5 if mine[p] == theirs[p] else 0.0
+                                      for p in both) / len(both)) if both else float("nan")
+    return figures
+
+
 def check_heldout(path: str, split: str = "test", tags: list[str] | None = None) -> None:
     """Refuse, before a model loads, a warehouse without the held-out prompts an evaluation answers."""
     with db.connect(path) as con:
@@ -104,6 +130,10 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     """Held-out figures for one policy, stored in ``evaluations`` (kind 'heldout') under the round."""
     path = db.existing_path(params.db)
     check_heldout(path, params.split, params.tags)
+    if params.reward_model:  # from its config, before a policy loads
+        from pipelines.judges.reward_model import check_reward_model
+
+        check_reward_model(params.reward_model)
     model_dir = str(resolve_model(params.model))
     params = params.model_copy(update={"model": model_dir})
     model_id, timing = heldout_answers(params, path)
@@ -130,10 +160,16 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
         pairs = _pairs_with_previous(path, params, rows)
         if pairs:
             figures.update(win_rate_task(params.judge_model, pairs, params.round))
+    if params.reward_model:
+        previous = _previous_answers(path, params) if params.previous_round else []
+        figures.update(reward_task(params.reward_model, items, previous))
     config = {"verifier": verifier.judge, "split": params.split, "tags": params.tags, "limit": params.limit,
               "max_new_tokens": params.max_new_tokens, "reference": params.reference}
-    evals = [Evaluation.create("heldout", model_id, name, float(value), round_id=params.round, config=config)
-             for name, value in figures.items()]
+    if params.reward_model:
+        config["reward_model"] = params.reward_model
+    by_rm = {"reward_model": params.reward_model}  # the stopping rule compares rounds scored by the same one
+    evals = [Evaluation.create("heldout", model_id, name, float(value), round_id=params.round, config=config,
+                               details=by_rm if name in RM_FIGURES else None) for name, value in figures.items()]
     with db.connect(path) as con, db.transaction(con):
         register_model(con, model_dir, "policy")
         db.ingest(con, "evaluations", to_arrow(evals))
@@ -141,6 +177,14 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
                 "passed": next((x.score for x in ratings if x.response_id == r[0]), None)} for r in rows]
     return {"round": params.round, "model_id": model_id, "model_dir": model_dir, "figures": figures,
             "samples": samples}
+
+
+def _previous_answers(path: str, params: EvaluateParams) -> list[ResponseItem]:
+    """The previous round's held-out answers (one per prompt), as judge items."""
+    heldout = f"{params.previous_round}/heldout"
+    with db.connect(path) as con:
+        ids = {rid for _, rid, _ in con.execute(db.query("heldout_answers_of_round"), {"round_id": heldout}).fetchall()}
+        return [it for it in load_responses(con, heldout) if it.id in ids]
 
 
 def _pairs_with_previous(path: str, params: EvaluateParams, rows: list[tuple]) -> list[PairItem]:

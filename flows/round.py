@@ -3,7 +3,7 @@
     python -c "from flows.round import round_flow, RoundParams; round_flow(RoundParams(round='r1'))"
 
 Policy k answers fresh samples of the training prompts, a verifier (or an AI judge with position swap)
-scores them, the round's pairs become a dataset snapshot, iterative DPO (or any offline method)
+scores them, the round's pairs become a dataset snapshot, iterative DPO (or PPO with a reward model)
 trains policy k+1 against a reference (the previous policy by default), and policy k+1 is evaluated on
 held-out prompts. The stopping rule reads every round's held-out figures and says whether to go on.
 """
@@ -33,7 +33,7 @@ from flows.annotate import (
     round_project_id,
 )
 from flows.build_dataset import BuildDatasetParams, build_dataset
-from flows.evaluate import EvaluateParams, check_heldout, evaluate
+from flows.evaluate import RM_FIGURES, EvaluateParams, check_heldout, evaluate
 from flows.generate import GenerateParams, generate
 from flows.judge import JudgeParams, judge
 from flows.params import FlowParams
@@ -80,7 +80,10 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
-    method: str = Field("dpo", description="Training method (any offline method; iterative DPO by default).")
+    method: Literal["dpo", "ppo"] = Field("dpo", description="dpo: iterative DPO on the round's pairs; ppo: RLHF "
+                                                             "with PPO on the round's prompts, scored by "
+                                                             "reward_model (feedback reward_model; beta and loss "
+                                                             "are DPO's).")
     loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -91,7 +94,9 @@ class RoundParams(FlowParams):
     heldout_max_new_tokens: int = Field(32, ge=1, description="Longest held-out answer, in tokens.")
     win_rate: bool = Field(True, description="Also judge policy k+1 against the parent round's policy on held-out "
                                              "prompts (AI judge, both orders).")
-    min_improvement: float = Field(0.02, ge=0, description="Stopping rule: stop below this held-out gain.")
+    min_improvement: float = Field(0.02, ge=0, description="Stopping rule: stop below this held-out gain (of the "
+                                                           "verifier's pass rate; of the mean reward with "
+                                                           "feedback=reward_model).")
     seed: int = Field(0, description="Sampling seed for this round.")
     human_sample: int | None = Field(None, ge=1, description="Human feedback: pairs sent to Label Studio "
                                                              "(empty: all).")
@@ -114,8 +119,16 @@ class RoundParams(FlowParams):
     def path(self) -> str:
         return db.existing_path(self.db)
 
+    def scored_by(self) -> str | None:
+        """The reward model the round optimises (its feedback, and PPO's reward), which then also scores the held-out
+        answers and drives the stopping rule; None for rounds without one."""
+        return self.reward_model if self.feedback == "reward_model" else None
+
     @model_validator(mode="after")
     def _reward_model_given(self) -> RoundParams:
+        if self.method == "ppo" and self.feedback != "reward_model":
+            raise ValueError("method 'ppo' trains on the reward model's scores: set feedback 'reward_model' (and "
+                             "reward_model)")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
         return self
@@ -193,10 +206,14 @@ def decide(params: RoundParams) -> tuple[bool, str]:
     with db.connect(params.path()) as con:
         rows = con.execute(db.query("heldout_history")).fetchall()
     by_round: dict[str, dict[str, float]] = {}
-    for round_id, metric, value in rows:
-        by_round.setdefault(round_id, {})[metric] = value
-    history = [m for m in by_round.values() if "heldout_accuracy" in m]
-    stop, reason = StoppingRule(min_improvement=params.min_improvement).decide(history)
+    rm = params.scored_by()
+    metric = "heldout_reward" if rm else "heldout_accuracy"
+    for round_id, name, value, scored_by in rows:
+        if name in RM_FIGURES and scored_by != rm:  # reward scales differ between reward models
+            continue
+        by_round.setdefault(round_id, {})[name] = value
+    history = [m for m in by_round.values() if metric in m]
+    stop, reason = StoppingRule(metric=metric, min_improvement=params.min_improvement).decide(history)
     ev = Evaluation.create("heldout", "stopping_rule", "decision", float(stop), round_id=params.round,
                            details={"stop": stop, "reason": reason, "rounds_seen": list(by_round)})
     with db.connect(params.path()) as con, db.transaction(con):
@@ -287,13 +304,15 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                                                             options=options, db=path))
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=f"{params.round}-pairs", base=policy, reference=reference,
-        loss=params.loss if params.method == "dpo" else None, beta=params.beta, lr=params.lr, epochs=params.epochs,
+        loss=params.loss if params.method == "dpo" else None, beta=params.beta if params.method == "dpo" else None,
+        reward_model=params.reward_model if params.method == "ppo" else None, lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
         round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
         limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens,
-        previous_round=params.parent_round if params.win_rate else None, judge_model=params.judge_model, db=path))
+        previous_round=params.parent_round if params.win_rate else None, judge_model=params.judge_model,
+        reward_model=params.scored_by(), db=path))
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")
     summary = {"round": params.round, "policy": policy, "new_policy": tr["model_dir"], "generate": gen,

@@ -23,14 +23,15 @@ from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
 
-Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft"]
+Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
 
 
 class TrainParams(FlowParams):
     """What to train: the form the Prefect UI shows."""
 
-    method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, sft.")
+    method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, "
+                                            "sft, ppo (RLHF: needs reward_model).")
     dataset: str = Field(..., min_length=1, description="Dataset name (latest version), NAME@vN, or a snapshot "
                                                         "folder.")
     base: str = Field("default", description="'default' (embedded SmolLM2) or a model folder.")
@@ -48,6 +49,8 @@ class TrainParams(FlowParams):
     config_file: str | None = Field(None, description="JSON config (trainers.config); the fields above override it.")
     output_dir: str | None = Field(None, description="Run folder (default runs/<method>-<dataset>).")
     reference: str | None = Field(None, description="Reference model folder (default: the base model).")
+    reward_model: str | None = Field(None, description="PPO: the reward model folder that scores the policy's "
+                                                       "answers (from `train reward`).")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -67,11 +70,14 @@ class TrainParams(FlowParams):
             train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
-        for key in ("loss", "beta"):
+        for key in ("loss", "beta", "reward_model"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
+        if "reward_model" in data and not data["reward_model"]:
+            raise AlignloopError(f"method {self.method} needs a reward model: reward_model (--reward-model FOLDER, "
+                                 "from `alignloop train reward`)")
         try:
             return cfgmod.from_dict(data)
         except ValueError as exc:
@@ -167,6 +173,7 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
             "plot": str(result.plot) if result.plot else None, "written": written,
             "eval": result.run.meta.get("eval", {}), "truncation": result.truncation,
             "steps": result.run.meta.get("steps"), "train_seconds": result.run.meta.get("train_seconds"),
+            "soft_labels": result.run.meta.get("soft_labels"),
             "reused": result.reused}
 
 

@@ -64,7 +64,8 @@ def _plot_rounds(rounds: list[dict[str, Any]], path: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ("heldout_accuracy", "repetition", "distinct_2", "kl_to_reference", "win_rate", "judge_consistency")
+    names = ("heldout_accuracy", "heldout_reward", "rm_win_rate", "repetition", "distinct_2", "kl_to_reference",
+             "win_rate", "judge_consistency")
     metrics = [m for m in names if any(m in r for r in rounds)]
     if not metrics:
         return None

@@ -138,6 +138,24 @@ def test_cdpo_and_robust_reduce_to_dpo_at_eps_zero():
         L.robust_dpo_loss(t(PC), t(PR), t(RC), t(RR), eps=0.5)
 
 
+def test_dpo_and_cdpo_train_on_soft_labels():
+    beta, p = 0.3, [1.0, 0.7, 0.5]
+    z = [beta * ((PC[i] - RC[i]) - (PR[i] - RR[i])) for i in range(3)]
+    soft = L.dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta, label=t(p)).losses
+    assert soft.tolist() == pytest.approx([-(p[i] * lsig(z[i]) + (1 - p[i]) * lsig(-z[i])) for i in range(3)])
+    assert soft[0] == L.dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta).losses[0]  # a hard label is plain DPO
+    eps = 0.1
+    target = [q * (1 - eps) + (1 - q) * eps for q in p]  # a soft label flipped with probability eps
+    c = L.cdpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta, eps=eps, label=t(p)).losses
+    assert c.tolist() == pytest.approx([-(target[i] * lsig(z[i]) + (1 - target[i]) * lsig(-z[i])) for i in range(3)])
+    # a tie (p = 0.5) pulls the margin to zero: no gradient there, a push back towards 0 either side of it
+    for margin, sign in ((0.0, 0), (1.0, 1), (-1.0, -1)):
+        pi_c = torch.tensor([margin], requires_grad=True)
+        L.dpo_loss(pi_c, torch.zeros(1), torch.zeros(1), torch.zeros(1), beta=1.0, label=torch.tensor([0.5])
+                   ).losses.sum().backward()
+        assert (pi_c.grad.sign().item() == sign) and (sign != 0 or pi_c.grad.item() == 0)
+
+
 def test_sppo_matches_beta_scaled_form():
     beta = 0.25
     out = L.sppo_hard_loss(t(PC), t(PR), t(RC), t(RR), beta=beta).losses

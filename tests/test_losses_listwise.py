@@ -36,6 +36,14 @@ def test_bradley_terry_golden_with_margin_and_centring():
     assert plain.tolist() == pytest.approx([-lsig(0.8), -lsig(-1.2)])
 
 
+def test_bradley_terry_with_soft_labels():
+    rc, rr, p = [1.0, -0.5, 0.3], [0.2, 0.7, 0.3], [1.0, 0.8, 0.5]
+    out = L.bradley_terry_loss(t(rc), t(rr), label=t(p))
+    d = [a - b for a, b in zip(rc, rr)]
+    assert out.tolist() == pytest.approx([-(p[i] * lsig(d[i]) + (1 - p[i]) * lsig(-d[i])) for i in range(3)])
+    assert out[0] == L.bradley_terry_loss(t(rc), t(rr))[0]
+
+
 def test_plackett_luce_golden_k3():
     scores, targets = [0.3, -1.2, 2.0], [1.0, 3.0, 2.0]
     out = L.plackett_luce_loss(t([scores]), t([targets]))

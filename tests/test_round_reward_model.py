@@ -55,3 +55,56 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
             "WHERE round_id = 'rm1' GROUP BY prompt_id").fetchall()}
     assert {r["prompt_id"]: (r["chosen_id"], r["rejected_id"]) for r in pairs} == best  # its best over its worst
     assert out["train"]["steps"] >= 1 and out["heldout"]
+
+
+def _scores(db_file, judge, round_id):
+    """Per held-out prompt, the reward model's score of the answer stored under ``round_id``'s held-out round."""
+    from pipelines.judges.run import load_responses
+
+    with db.connect(str(db_file)) as con:
+        items = load_responses(con, f"{round_id}/heldout")
+    return {it.prompt_id: r.score for it, r in zip(items, judge.judge_items(items, "x"))}
+
+
+def test_reward_model_rounds_are_evaluated_and_stopped_on_their_reward(tmp_path, prefect_harness):
+    from pipelines.judges.reward_model import RewardModelJudge
+
+    policy = seed_human_round(tmp_path)
+    rm = _reward_model(policy, tmp_path / "rm")
+    db_file = tmp_path / "w.duckdb"
+    first = round_flow(_params(tmp_path, policy, "rm1", rm))
+    second = round_flow(_params(tmp_path, policy, "rm2", rm).model_copy(update={
+        "parent_round": "rm1", "policy": "previous", "win_rate": True, "judge_model": str(policy)}))
+    judge = RewardModelJudge.load(str(rm))
+    mine, theirs = _scores(db_file, judge, "rm2"), _scores(db_file, judge, "rm1")
+    assert first["heldout"]["heldout_reward"] == pytest.approx(sum(theirs.values()) / len(theirs), abs=1e-5)
+    assert second["heldout"]["heldout_reward"] == pytest.approx(sum(mine.values()) / len(mine), abs=1e-5)
+    wins = [1.0 if mine[p] > theirs[p] else 0.5 if mine[p] == theirs[p] else 0.0 for p in mine]
+    assert len(wins) == 2 and second["heldout"]["rm_win_rate"] == pytest.approx(sum(wins) / 2)
+    assert "win_rate" in second["heldout"]  # the AI judge's, beside the reward model's
+    # the stopping rule watches the mean reward (the verifier's pass rate is no target of these rounds)
+    gain = second["heldout"]["heldout_reward"] - first["heldout"]["heldout_reward"]
+    assert second["reason"].startswith("heldout_reward ") and f"{gain:+.3f}" in second["reason"]
+    with db.connect(str(db_file)) as con:
+        scored_by = con.execute("SELECT DISTINCT details->>'$.reward_model' FROM evaluations "
+                                "WHERE metric IN ('heldout_reward', 'rm_win_rate')").fetchall()
+    assert scored_by == [(str(rm),)]
+
+
+def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path, prefect_harness):
+    policy = seed_human_round(tmp_path)
+    rm = _reward_model(policy, tmp_path / "rm")
+    with pytest.raises(ValidationError, match="method 'ppo' trains on the reward model's scores: set feedback"):
+        RoundParams(round="x", method="ppo")
+    params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
+    out = round_flow(params)
+    db_file = tmp_path / "w.duckdb"
+    with db.connect(str(db_file)) as con:
+        runs = con.execute("SELECT method, config->>'$.reward_model', meta->>'$.steps' FROM training_runs "
+                           "WHERE round_id = 'ppo1'").fetchall()
+    assert runs == [("ppo", str(rm), "1")]  # one iteration: the round's prompts once (epochs=1, 16 a rollout)
+    assert out["new_policy"] == str(tmp_path / "runs" / "ppo1" / "model")
+    # the reward model it optimised scores its held-out answers; the verifier's pass rate is reported beside
+    assert {"heldout_reward", "heldout_accuracy"} <= set(out["heldout"])
+    with pytest.raises(AlignloopError, match="LlamaForCausalLM, not a reward model"):  # before anything is generated
+        round_flow(_params(tmp_path, policy, "ppo2", policy).model_copy(update={"method": "ppo"}))

@@ -103,7 +103,7 @@ def test_cli_help_lists_every_method():
     for name in METHODS:
         assert f"\n {name} " in out.output or f" {name} " in out.output
     for option in ("--dataset", "--base", "--loss", "--max-steps", "--epochs", "--batch-size", "--lr",
-                   "--max-length", "--lora", "--config"):
+                   "--max-length", "--lora", "--config", "--reward-model"):
         assert option in out.output
 
 
@@ -188,3 +188,28 @@ def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model
     assert "Traceback" not in logged.out + logged.err + res.output
     assert "Failed" not in logged.out + logged.err + res.output
     assert started == []
+
+
+def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tiny_model_dir, prefect_harness):  # noqa: F811
+    from flows.cli import app
+    from tests.test_trainers_ppo import tiny_reward_model
+    from warehouse import db
+
+    snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
+    path = new_warehouse(tmp_path)
+    args = ["train", "ppo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
+            "--max-length", "64", "--output-dir", str(tmp_path / "run"), "--db", path]
+    missing = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert missing.exit_code == 2 and "method ppo needs a reward model: reward_model (--reward-model" in \
+        missing.output
+    wrong = CliRunner().invoke(app, ["train", "dpo", *args[2:], "--reward-model", "rm"], env={"COLUMNS": "400"})
+    assert wrong.exit_code == 2 and "method dpo has no reward_model option" in wrong.output
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    out = CliRunner().invoke(app, [*args, "--reward-model", str(rm)], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert re.search(r"training ppo +━+ 2/2 +steps loss=\S+ reward=", out.output), out.output
+    assert re.search(r"held-out: reward=\S+, reference_reward=\S+, win_rate_vs_reference=", out.output), out.output
+    with db.connect(path) as con:
+        runs = con.execute("SELECT method, config->>'$.reward_model' FROM training_runs").fetchall()
+        metrics = {r[0] for r in con.execute("SELECT DISTINCT name FROM training_metrics").fetchall()}
+    assert runs == [("ppo", str(rm))] and {"reward", "kl", "policy_loss", "value_loss"} <= metrics

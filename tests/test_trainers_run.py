@@ -276,7 +276,8 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
     assert scorer.score(items) == pytest.approx(alone, abs=1e-4)  # batched with padding, read where training read
     from pipelines.judges.run import build_judge
 
-    with pytest.raises(AlignloopError, match=r"is for a process reward model; rm:\S+ scores whole responses"):
+    with pytest.raises(AlignloopError, match=r"rm:\S+ scores whole responses; --prm-aggregate \(prm_aggregate\) is "
+                                             r"for a process reward model"):
         build_judge("rating", f"rm:{result.model_dir}", prm_aggregate="min")
 
 
@@ -378,3 +379,31 @@ def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path,
         build_judge("steps", f"rm:{orm}")
     with pytest.raises(AlignloopError, match=r"not `judge pairwise`"):
         build_judge("pairwise", f"rm:{prm}")
+
+
+def test_soft_labels_reach_the_losses_that_take_them(tmp_path, tiny_model_dir):  # noqa: F811
+    """Pairs that are all ties (prob 0.5) teach a reward model no margin; trained as hard preferences they do."""
+    import pyarrow as pa
+
+    from tests.fixtures_trainers import rows_for
+    from trainers.snapshot import write_snapshot_dir
+    from warehouse.snapshots import SCHEMAS
+
+    ties = [{**r, "prob": 0.5} for r in rows_for("pairwise", 8, "train")]
+    snap = write_snapshot_dir(tmp_path / "ties", "pairwise", pa.Table.from_pylist(ties, schema=SCHEMAS["pairwise"]),
+                              pa.Table.from_pylist(rows_for("pairwise", 2, "test"), schema=SCHEMAS["pairwise"]),
+                              name="ties")
+
+    def last_margin(result) -> float:
+        return [m.value for m in result.metrics if m.name == "rewards/margins"][-1]
+
+    runs = {soft: train_model("reward", snap, tiny_model_dir,
+                              C.RewardConfig(train=small_train(tmp_path / str(soft), lr=3e-3, max_steps=12,
+                                                               batch_size=4), soft_labels=soft),
+                              base_model_id="base") for soft in (True, False)}
+    assert runs[True].run.meta["soft_labels"] == {"pairs": 8, "used": True}
+    assert runs[False].run.meta["soft_labels"] == {"pairs": 8, "used": False}
+    assert abs(last_margin(runs[True])) < 0.25 < last_margin(runs[False])
+    simpo = train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=small_train(tmp_path / "simpo"),
+                                                                         loss="simpo"), base_model_id="base")
+    assert simpo.run.meta["soft_labels"] == {"pairs": 8, "used": False}  # SimPO has no soft form: counted

@@ -24,4 +24,7 @@ CATALOG: dict[str, MethodInfo] = {
     "prm": MethodInfo(("steps",), "process reward model (token-classification head at step ends)"),
     "sft": MethodInfo(("sft", "correction"), "supervised fine-tuning: best-of-N / rejection sampling rows, or "
                                              "Aligner corrections"),
+    "ppo": MethodInfo(("pairwise", "binary", "listwise", "steps", "correction", "sft"),
+                      "RLHF with PPO: the policy answers the dataset's prompts, a reward model (--reward-model) "
+                      "scores them, a KL penalty keeps it near the reference"),
 }

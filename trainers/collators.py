@@ -46,7 +46,7 @@ def _ref(ref: np.ndarray | None, rows: list[int]) -> torch.Tensor | None:
 
 @dataclass
 class PairCollator:
-    """Pairs -> ``input_ids`` (2B, T): rows 0..B-1 are chosen, B..2B-1 rejected; ``ref`` (B, 2); ``margin`` (B,)."""
+    """Pairs -> ``input_ids`` (2B, T): rows 0..B-1 are chosen, B..2B-1 rejected; ``ref`` (B, 2); ``margin`` and ``prob`` (B,)."""
 
     pad_id: int
     ref: np.ndarray | None = None
@@ -56,6 +56,7 @@ class PairCollator:
         batch = pad([f.chosen for f in feats] + [f.rejected for f in feats], self.pad_id)
         batch["rows"] = torch.tensor(rows)
         batch["margin"] = torch.tensor([f.margin for f in feats], dtype=torch.float32)
+        batch["prob"] = torch.tensor([f.prob for f in feats], dtype=torch.float32)
         if (r := _ref(self.ref, rows)) is not None:
             batch["ref"] = r
         return batch
@@ -65,7 +66,7 @@ class PairCollator:
 class PackedPairCollator:
     """Pairs -> shared-prompt packed rows (:func:`trainers.packing.pack_pairs`): each pair is one
     ``prompt | chosen | rejected`` stretch of a row, so the prompt runs once and rows carry no padding between pairs.
-    Sequences keep :class:`PairCollator`'s order (chosen 0..B-1, rejected B..2B-1); ``ref`` (B, 2); ``margin`` (B,)."""
+    Sequences keep :class:`PairCollator`'s order (chosen 0..B-1, rejected B..2B-1); ``ref`` (B, 2); ``margin`` and ``prob`` (B,)."""
 
     pad_id: int
     ref: np.ndarray | None = None
@@ -76,6 +77,7 @@ class PackedPairCollator:
                             for f in feats], self.pad_id)
         batch["rows"] = torch.tensor(rows)
         batch["margin"] = torch.tensor([f.margin for f in feats], dtype=torch.float32)
+        batch["prob"] = torch.tensor([f.prob for f in feats], dtype=torch.float32)
         if (r := _ref(self.ref, rows)) is not None:
             batch["ref"] = r
         return batch

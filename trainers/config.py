@@ -105,11 +105,16 @@ class TrainConfig:
             (self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}"),
             (not (self.freeze_layers and self.lora), "freeze_layers and lora both choose what trains; use one"),
         ]
-        for ok, message in checks:
-            if not ok:
-                raise ValueError(message)
+        _require(checks)
         if isinstance(self.lora, dict):
             object.__setattr__(self, "lora", LoraConfig(**self.lora))
+
+
+def _require(checks: list[tuple[bool, str]]) -> None:
+    """Raise ``ValueError`` with the message of the first check that fails."""
+    for ok, message in checks:
+        if not ok:
+            raise ValueError(message)
 
 
 def _check_params(params: dict[str, float], fn: Any, what: str) -> dict[str, float]:
@@ -117,7 +122,7 @@ def _check_params(params: dict[str, float], fn: Any, what: str) -> dict[str, flo
     import inspect
 
     allowed = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
-    allowed -= {"beta", "len_chosen", "len_rejected", "ref_logps", "lengths"}
+    allowed -= {"beta", "len_chosen", "len_rejected", "ref_logps", "lengths", "label"}
     unknown = sorted(set(params) - allowed)
     if unknown:
         raise ValueError(f"{what} has no parameter {', '.join(unknown)}; it takes: {', '.join(sorted(allowed))}")
@@ -136,6 +141,10 @@ class PreferenceConfig:
     """Inverse temperature / KL strength of the loss."""
     loss_params: dict[str, float] = field(default_factory=dict)
     """Further keyword hyperparameters of the loss (e.g. ``{"gamma": 1.0}`` for SimPO, ``{"eps": 0.1}`` for cDPO)."""
+    soft_labels: bool = True
+    """Train on each pair's soft label (the snapshot's ``prob``: a swap-debiased AI judge's probability, 0.5 for a
+    kept tie) with the losses that take one (dpo, cdpo); other losses train every pair as a hard preference and the
+    run counts the soft labels they ignore. False: every pair is hard."""
 
     def __post_init__(self) -> None:
         from trainers.losses import get_loss
@@ -212,6 +221,9 @@ class RewardConfig:
     """Weight of the reward-centring term ``(r_c + r_r)^2`` (Eisenstein et al. 2023); 0 disables it."""
     max_candidates: int = 4
     """Listwise data: keep at most this many completions per list."""
+    soft_labels: bool = True
+    """Pairs: Bradley-Terry with each pair's soft label (the snapshot's ``prob``) as the target probability that
+    chosen is preferred; False: every pair is hard."""
 
     def __post_init__(self) -> None:
         if self.center_coef < 0:
@@ -254,9 +266,65 @@ class SFTConfig:
     """SFT data: drop rows whose ``score`` is below this (None keeps all)."""
 
 
-MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig
+@dataclass(frozen=True)
+class PPOConfig:
+    """RLHF with PPO: the policy answers the dataset's prompts, a reward model scores the answers, a per-token KL
+    penalty keeps the policy near the reference (:mod:`trainers.ppo`). ``train.max_steps`` counts PPO iterations
+    (a rollout and its updates); from ``train.epochs``, enough iterations to sample each train prompt that often.
+    ``train.batch_size`` is the minibatch of the updates and ``train.save_steps`` counts iterations too;
+    ``train.max_prompt_length`` cuts prompts (answers are ``max_new_tokens`` long at most); ``train.grad_accum``
+    and ``train.logging_steps`` are not used (every iteration is logged)."""
+
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-6, max_length=512))
+    """Common options."""
+    reward_model: str = ""
+    """Folder of the reward model that scores answers (`alignloop train reward`; a PRM scores by the product of
+    its step scores). Required."""
+    kl_coef: float = 0.05
+    """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
+    target_kl: float | None = None
+    """Adapt ``kl_coef`` towards this KL per answer (Ziegler et al.'s controller); None keeps it fixed."""
+    rollout_prompts: int = 16
+    """Prompts answered per iteration (one answer each)."""
+    max_new_tokens: int = 48
+    """Longest answer, in tokens."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probabilities are computed at the same temperature)."""
+    ppo_epochs: int = 2
+    """Passes of minibatch updates over each rollout."""
+    clip_range: float = 0.2
+    """PPO's policy-ratio clip."""
+    value_clip: float = 0.2
+    """Clip of the value change per update."""
+    vf_coef: float = 0.1
+    """Weight of the value loss."""
+    gamma: float = 1.0
+    """Discount."""
+    lam: float = 0.95
+    """GAE lambda."""
+    missing_eos_penalty: float | None = None
+    """Subtract this from the score of an answer cut off before its end-of-turn token (None: no penalty)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
+            (self.target_kl is None or self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}"),
+            (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),
+            (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
+            (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
+            (self.ppo_epochs >= 1, f"ppo_epochs must be >= 1, got {self.ppo_epochs}"),
+            (0 < self.clip_range < 1, f"clip_range must be in (0, 1), got {self.clip_range}"),
+            (self.value_clip > 0, f"value_clip must be > 0, got {self.value_clip}"),
+            (self.vf_coef >= 0, f"vf_coef must be >= 0, got {self.vf_coef}"),
+            (0 < self.gamma <= 1, f"gamma must be in (0, 1], got {self.gamma}"),
+            (0 <= self.lam <= 1, f"lam must be in [0, 1], got {self.lam}"),
+        ]
+        _require(checks)
+
+
+MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig | PPOConfig
 CONFIG_TYPES: dict[str, type] = {c.__name__: c for c in (PreferenceConfig, UnpairedConfig, ListwiseConfig,
-                                                          RewardConfig, PRMConfig, SFTConfig)}
+                                                          RewardConfig, PRMConfig, SFTConfig, PPOConfig)}
 
 
 def to_dict(config: MethodConfig) -> dict[str, Any]:

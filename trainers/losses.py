@@ -167,22 +167,34 @@ def _out(losses: Tensor, r_chosen: Tensor, r_rejected: Tensor, beta: float, **ex
 # ---------------------------------------------------------------------------------------- pairwise, reference
 
 
+def soft_bce(z: Tensor, label: OptTensor) -> Tensor:
+    """``-(p log sigma(z) + (1 - p) log sigma(-z))`` per row: the binary cross-entropy of "chosen is preferred" with
+    target ``p = label`` (None: 1, the hard ``-log sigma(z)``)."""
+    if label is None:
+        return -F.logsigmoid(z)
+    label = label.to(z.dtype)
+    return -(label * F.logsigmoid(z) + (1.0 - label) * F.logsigmoid(-z))
+
+
 def dpo_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
-    len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
+    len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, label: OptTensor = None,
 ) -> LossOutput:
-    """DPO, sigmoid loss: ``-log sigma(beta * m)`` (Rafailov et al. 2023, Eq. 7).
+    """DPO, sigmoid loss: ``-log sigma(beta * m)`` (Rafailov et al. 2023, Eq. 7); with soft labels ``p`` the
+    cross-entropy ``-(p log sigma(beta m) + (1 - p) log sigma(-beta m))`` (the label-smoothed form of cDPO with a
+    per-pair ``eps = 1 - p``; a tie, ``p = 0.5``, pulls the margin to 0).
 
     Args:
         pi_chosen, pi_rejected, ref_chosen, ref_rejected: (B,) summed log-probs (see module docstring).
         len_chosen, len_rejected: unused.
         beta: KL-regularisation strength.
+        label: (B,) probability that chosen is preferred; None = 1 for every pair.
 
     Returns:
         LossOutput with (B,) losses and rewards ``beta * r``.
     """
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "dpo")
-    return _out(-F.logsigmoid(beta * (r_c - r_r)), r_c, r_r, beta)
+    return _out(soft_bce(beta * (r_c - r_r), label), r_c, r_r, beta)
 
 
 def ipo_loss(
@@ -216,15 +228,18 @@ def ipo_loss(
 def cdpo_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, eps: float = 0.1,
+    label: OptTensor = None,
 ) -> LossOutput:
     """Conservative DPO / label smoothing: ``(1-eps) * -log sigma(beta m) + eps * -log sigma(-beta m)``.
 
     Mitchell 2023, "A note on DPO with noisy preferences & relationship to IPO" (the label-smoothed BCE, where
-    ``eps`` is the assumed probability that a label is flipped).
+    ``eps`` is the assumed probability that a label is flipped). A soft label ``p`` is flipped the same way: the
+    target is ``p (1 - eps) + (1 - p) eps``.
     """
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "cdpo")
     z = beta * (r_c - r_r)
-    return _out((1.0 - eps) * -F.logsigmoid(z) + eps * -F.logsigmoid(-z), r_c, r_r, beta)
+    p = torch.ones_like(z) if label is None else label.to(z.dtype)
+    return _out(soft_bce(z, p * (1.0 - eps) + (1.0 - p) * eps), r_c, r_r, beta)
 
 
 def robust_dpo_loss(

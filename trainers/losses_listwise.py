@@ -151,7 +151,8 @@ def lambda_pairwise_logistic(scores: Tensor, targets: Tensor, mask: Tensor | Non
 
 
 def bradley_terry_loss(
-    r_chosen: Tensor, r_rejected: Tensor, *, margin: float | Tensor = 0.0, center_coef: float = 0.0
+    r_chosen: Tensor, r_rejected: Tensor, *, margin: float | Tensor = 0.0, center_coef: float = 0.0,
+    label: Tensor | None = None,
 ) -> Tensor:
     """Bradley-Terry reward-model loss with an optional preference margin and reward centring.
 
@@ -164,13 +165,17 @@ def bradley_terry_loss(
         r_rejected: (B,) scalar rewards of the dispreferred responses.
         margin: float or (B,) margin ``m(r)`` (e.g. larger for "significantly better"); 0 gives plain BT.
         center_coef: weight of the centring term; 0 disables it.
+        label: (B,) probability that chosen is preferred (soft targets: ``-(p log sigma(d) + (1 - p) log
+            sigma(-d))``); None = 1 for every pair.
 
     Returns:
         (B,) per-pair loss.
     """
     if isinstance(margin, Tensor):
         margin = margin.to(r_chosen.dtype)
-    losses = -F.logsigmoid(r_chosen - r_rejected - margin)
+    d = r_chosen - r_rejected - margin
+    losses = -F.logsigmoid(d) if label is None else -(label.to(d.dtype) * F.logsigmoid(d)
+                                                      + (1.0 - label.to(d.dtype)) * F.logsigmoid(-d))
     if center_coef:
         losses = losses + center_coef * (r_chosen + r_rejected) ** 2
     return losses

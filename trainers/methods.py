@@ -15,6 +15,7 @@ from trainers.catalog import CATALOG
 from trainers.config import (
     ListwiseConfig,
     MethodConfig,
+    PPOConfig,
     PreferenceConfig,
     PRMConfig,
     RewardConfig,
@@ -48,6 +49,9 @@ class MethodSpec:
     config_type: type
     head: Head
     layouts: dict[str, Layout]
+    loop: Callable[..., Any] | None = None
+    """A method with its own training loop (PPO samples as it trains) instead of the Trainer core; its layouts
+    only say which dataset kinds it reads."""
 
     @property
     def help(self) -> str:
@@ -71,14 +75,16 @@ def needs_reference(config: MethodConfig) -> bool:
     return bool(spec and spec.needs_reference)
 
 
+def _loss(cfg: Any) -> objectives.PolicyLoss:
+    return objectives.PolicyLoss(get_loss(cfg.loss), cfg.beta, dict(cfg.loss_params))
+
+
 def _policy(cls: type) -> Callable[[Any], Any]:
-    def build(cfg: Any) -> Any:
-        return cls(objectives.PolicyLoss(get_loss(cfg.loss), cfg.beta, dict(cfg.loss_params)))
-    return build
+    return lambda cfg: cls(_loss(cfg))
 
 
 _PAIRS = Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PackedPairCollator,
-                _policy(objectives.PairwiseObjective), "policy")
+                lambda cfg: objectives.PairwiseObjective(_loss(cfg), cfg.soft_labels), "policy")
 _UNPAIRED = Layout(lambda e, rows, cfg: tk.encode_unpaired(e, rows), collators.UnpairedCollator,
                    _policy(objectives.UnpairedObjective), "policy")
 _LISTS = Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates), collators.ListCollator,
@@ -90,6 +96,15 @@ _ALIGNER = Layout(lambda e, rows, cfg: tk.encode_sft(e, [r for r in rows if cfg.
                                                            or not r.get("identity")]),
                   collators.SeqCollator, lambda cfg: objectives.SFTObjective(), "aligner")
 
+def _ppo(*args: Any, **kw: Any) -> Any:
+    from trainers.ppo import train_ppo  # torch-heavy: loaded when a PPO run starts
+
+    return train_ppo(*args, **kw)
+
+
+_PROMPTS = Layout(lambda e, rows, cfg: rows, collators.SeqCollator, lambda cfg: None, "policy")
+"""PPO reads only the prompts of a snapshot, of any kind."""
+
 METHODS: dict[str, MethodSpec] = {
     "dpo": MethodSpec("dpo", PreferenceConfig, "causal", {"pairwise": _PAIRS}),
     "kto": MethodSpec("kto", UnpairedConfig, "causal", {"binary": _UNPAIRED}),
@@ -97,7 +112,8 @@ METHODS: dict[str, MethodSpec] = {
     "listwise": MethodSpec("listwise", ListwiseConfig, "causal", {"listwise": _LISTS}),
     "reward": MethodSpec("reward", RewardConfig, "reward", {
         "pairwise": Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PairCollator,
-                           lambda cfg: objectives.RewardPairObjective(cfg.use_margin, cfg.center_coef), "reward"),
+                           lambda cfg: objectives.RewardPairObjective(cfg.use_margin, cfg.center_coef,
+                                                                      cfg.soft_labels), "reward"),
         "listwise": Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates),
                            collators.ListCollator, lambda cfg: objectives.RewardListObjective(), "reward"),
     }),
@@ -106,6 +122,7 @@ METHODS: dict[str, MethodSpec] = {
                         lambda cfg: objectives.PRMObjective(cfg.num_classes, cfg.neutral_label), "prm"),
     }),
     "sft": MethodSpec("sft", SFTConfig, "causal", {"sft": _SFT, "correction": _ALIGNER}),
+    "ppo": MethodSpec("ppo", PPOConfig, "causal", dict.fromkeys(CATALOG["ppo"].kinds, _PROMPTS), loop=_ppo),
 }
 
 

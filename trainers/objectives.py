@@ -54,6 +54,11 @@ class PolicyLoss:
     params: dict[str, float] = field(default_factory=dict)
     m0: Tensor | None = None
 
+    @property
+    def takes_labels(self) -> bool:
+        """Whether the loss trains on soft labels (has a ``label`` argument)."""
+        return "label" in inspect.signature(self.spec.fn).parameters
+
     def __call__(self, *args: Tensor | None, **kw: Tensor | None) -> LossOutput:
         extra = dict(self.params)
         if self.m0 is not None:
@@ -71,13 +76,17 @@ class PairwiseObjective:
     by :class:`trainers.collators.PackedPairCollator`, or padded rows from :class:`~trainers.collators.PairCollator`)."""
 
     loss: PolicyLoss
+    soft_labels: bool = False
+    """Pass each pair's ``prob`` to a loss that takes soft labels."""
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         b = batch["rows"].shape[0]
         logps, lengths = batch_logprobs(model, batch)
         ref = batch.get("ref")
         ref_c, ref_r = (None, None) if ref is None else (ref[:, 0].to(logps), ref[:, 1].to(logps))
-        out = self.loss(logps[:b], logps[b:], ref_c, ref_r, len_chosen=lengths[:b], len_rejected=lengths[b:])
+        labels = {"label": batch["prob"].to(logps)} if self.soft_labels and self.loss.takes_labels else {}
+        out = self.loss(logps[:b], logps[b:], ref_c, ref_r, len_chosen=lengths[:b], len_rejected=lengths[b:],
+                        **labels)
         loss = out.losses.mean()
         r_c, r_r = out.chosen_rewards, out.rejected_rewards
         if r_c is None or r_r is None:
@@ -153,12 +162,14 @@ class RewardPairObjective:
 
     use_margin: bool = False
     center_coef: float = 0.0
+    soft_labels: bool = False
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         b = batch["rows"].shape[0]
         r = reward_scores(model, batch["input_ids"], batch["attention_mask"])
         margin = batch["margin"].to(r) if self.use_margin else 0.0
-        loss = bradley_terry_loss(r[:b], r[b:], margin=margin, center_coef=self.center_coef).mean()
+        label = batch["prob"].to(r) if self.soft_labels else None
+        loss = bradley_terry_loss(r[:b], r[b:], margin=margin, center_coef=self.center_coef, label=label).mean()
         return loss, _pair_metrics(loss, r[:b].detach(), r[b:].detach())
 
 

@@ -13,8 +13,6 @@ from typing import Any
 from warehouse.ids import content_id
 from warehouse.records import Evaluation, Metric, Model, TrainingRun
 
-CURVES = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "step_accuracy")
-
 
 def run_id(method: str, config: dict[str, Any], dataset: str, base_model_id: str) -> str:
     """A run is its method, config, dataset content and base model, and the folder it trains in.
@@ -54,11 +52,18 @@ def training_run(run: str, method: str, config: dict[str, Any], *, dataset_id: s
                        round_id, status, meta)
 
 
-def plot_curves(logged: list[tuple[int, str, float]], target: Path, title: str) -> Path | None:
-    """Loss and reward curves per step, one panel each (matplotlib Agg). None when nothing was logged."""
+PANELS = (("loss", ("loss",)), ("rewards", ("rewards/chosen", "rewards/rejected", "rewards/margins")),
+          ("accuracy", ("rewards/accuracies", "step_accuracy")))
+
+
+def plot_curves(logged: list[tuple[int, str, float]], target: Path, title: str,
+                panels: tuple[tuple[str, tuple[str, ...]], ...] = PANELS) -> Path | None:
+    """Loss and reward curves per step, one panel per ``(title, metric names)`` (matplotlib Agg). None when none of
+    those metrics was logged."""
+    wanted = {n for _, names in panels for n in names}
     series: dict[str, list[tuple[int, float]]] = defaultdict(list)
     for step, name, value in logged:
-        if name in CURVES:
+        if name in wanted:
             series[name].append((step, value))
     if not series:
         return None
@@ -67,12 +72,10 @@ def plot_curves(logged: list[tuple[int, str, float]], target: Path, title: str) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("loss", ["loss"]), ("rewards", ["rewards/chosen", "rewards/rejected", "rewards/margins"]),
-              ("accuracy", ["rewards/accuracies", "step_accuracy"])]
-    panels = [(t, [n for n in names if n in series]) for t, names in panels]
-    panels = [(t, names) for t, names in panels if names]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4), squeeze=False)
-    for ax, (panel_title, names) in zip(axes[0], panels, strict=True):
+    shown = [(t, [n for n in names if n in series]) for t, names in panels]
+    shown = [(t, names) for t, names in shown if names]
+    fig, axes = plt.subplots(1, len(shown), figsize=(4.5 * len(shown), 3.4), squeeze=False)
+    for ax, (panel_title, names) in zip(axes[0], shown, strict=True):
         for name in names:
             steps, values = zip(*series[name], strict=True)
             ax.plot(steps, values, marker="o", markersize=3, label=name)

@@ -37,7 +37,7 @@ not cached; absent when both are), ``train`` (optimizer steps, at every log step
 PHASES = {"reference": ("reference log-probs", "rows"), "train": ("training", "steps"),
           "eval": ("held-out evaluation", "rows")}
 """Each :data:`Progress` phase's name and what it counts."""
-PROGRESS_METRICS = ("loss", "rewards/accuracies", "step_accuracy")
+PROGRESS_METRICS = ("loss", "rewards/accuracies", "step_accuracy", "reward")
 """The logged metrics that progress reports show."""
 
 
@@ -182,6 +182,10 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     if snap.train.num_rows == 0:
         raise AlignloopError(f"dataset {snap.name!r} is empty (train split has 0 rows)")
     base = check_model_dir(base_model)
+    if spec.loop is not None:
+        return spec.loop(snap, base, config, base_model_id=base_model_id, reference_model=reference_model,
+                         reference_model_id=reference_model_id, round_id=round_id, progress=progress,
+                         finished=_finished, record=_record_finished)
     t = config.train
     if t.freeze_layers:  # the model's depth is in its config: refuse before encoding and reference passes
         from transformers import AutoConfig
@@ -224,6 +228,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     model = load_model(base, spec.head, num_labels=num_labels, pad_token_id=tokenizer.pad_token_id, lora=t.lora,
                        gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers)
     objective = layout.objective(config)
+    soft = _soft_labels(features["train"], objective)
     args = TrainingArguments(
         output_dir=str(out_dir / "checkpoints"), per_device_train_batch_size=t.batch_size,
         gradient_accumulation_steps=t.grad_accum, learning_rate=t.lr, num_train_epochs=t.epochs,
@@ -255,7 +260,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                _Counter(progress, "eval", len(features["test"])))
     meta = {"truncation": truncation, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step,
             "bf16": bf16, "resumed": bool(has_checkpoint), "reference_artifacts": [a.id for a in artifacts],
-            "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **soft,
             **({"reference_rows_per_batch": len(lazy.rows)} if lazy is not None else {})}
     model_rec = model_record(str(model_dir), layout.role, base_model_id, rid,
                              {"method": method, "dataset": snap.dataset_id or snap.name})
@@ -268,6 +273,17 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                          artifacts, model_dir, plot, truncation)
     _record_finished(out_dir, rid, meta, result)
     return result
+
+
+def _soft_labels(features: list[Any], objective: Any) -> dict[str, Any]:
+    """``{"soft_labels": {"pairs": n, "used": bool}}`` where train pairs carry a soft label (``prob`` < 1): whether the
+    objective trains on them or treats them as hard preferences; empty without such pairs."""
+    n = sum(1 for f in features if getattr(f, "prob", 1.0) < 1.0)
+    if not n:
+        return {}
+    loss = getattr(objective, "loss", None)
+    used = bool(getattr(objective, "soft_labels", False)) and (loss is None or loss.takes_labels)
+    return {"soft_labels": {"pairs": n, "used": used}}
 
 
 _RECORDS = {"run": TrainingRun, "metrics": Metric, "model": Model, "evaluations": Evaluation, "artifacts": Artifact}

@@ -53,6 +53,8 @@ class PairFeature:
     chosen: Encoded
     rejected: Encoded
     margin: float = 0.0
+    prob: float = 1.0
+    """The pair's soft label: the probability that ``chosen`` is preferred (1.0: a hard preference)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +140,9 @@ def encode_pairs(enc: Encoder, rows: list[dict[str, Any]]) -> list[PairFeature]:
     out = []
     for i, r in enumerate(rows):
         prompt = enc.prompt_ids(r["prompt"], r["prompt_text"])
+        prob = r.get("prob")
         out.append(PairFeature(i, enc.completion(prompt, r["chosen"]), enc.completion(prompt, r["rejected"]),
-                               float(r.get("margin") or 0.0)))
+                               float(r.get("margin") or 0.0), 1.0 if prob is None else min(max(float(prob), 0.0), 1.0)))
     return out
 
 

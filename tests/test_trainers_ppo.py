@@ -1,0 +1,179 @@
+"""PPO: the method's pure functions against hand computations, and runs on a tiny random policy and reward model."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.fixtures_trainers import make_snapshot, tiny_model_dir  # noqa: F401
+from trainers import config as C
+from trainers import ppo
+from trainers.run import train_model
+from warehouse.errors import AlignloopError
+
+
+def close(actual: torch.Tensor, expected: list) -> None:
+    torch.testing.assert_close(actual, torch.tensor(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_penalised_rewards_put_the_score_on_the_last_answer_token():
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    logp = torch.tensor([[-1.0, -2.0, -3.0], [-1.0, -9.0, -9.0]])
+    ref = torch.tensor([[-1.5, -2.0, -2.0], [-2.0, -1.0, -1.0]])
+    rewards, kl = ppo.penalised_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, kl_coef=0.1)
+    assert kl.tolist() == [[0.5, 0.0, -1.0], [1.0, 0.0, 0.0]]
+    close(rewards, [[-0.05, 0.0, 0.1 + 2.0], [-0.1 - 1.0, 0.0, 0.0]])
+
+
+def test_gae_is_monte_carlo_at_lambda_one_and_td_at_lambda_zero():
+    r = torch.tensor([[0.0, 1.0, 2.0, 9.0]])
+    v = torch.tensor([[0.5, 0.25, 1.0, 7.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the last position is past the answer: its reward and value unused
+    adv, ret = ppo.gae(r * mask, v, mask, gamma=1.0, lam=1.0)
+    close(adv, [[3.0 - 0.5, 3.0 - 0.25, 2.0 - 1.0, 0.0]])  # return-to-go minus value
+    close(ret, [[3.0, 3.0, 2.0, 0.0]])
+    td, _ = ppo.gae(r * mask, v, mask, gamma=0.9, lam=0.0)
+    close(td, [[0.0 + 0.9 * 0.25 - 0.5, 1.0 + 0.9 * 1.0 - 0.25, 2.0 - 1.0, 0.0]])
+    half, _ = ppo.gae(r * mask, v, mask, gamma=1.0, lam=0.5)
+    d = [0.0 + 0.25 - 0.5, 1.0 + 1.0 - 0.25, 2.0 - 1.0]
+    assert half[0, :3].tolist() == pytest.approx([d[0] + 0.5 * (d[1] + 0.5 * d[2]), d[1] + 0.5 * d[2], d[2]])
+
+
+def test_whiten_over_the_mask_only():
+    x = torch.tensor([[1.0, 3.0, 100.0], [5.0, 7.0, -50.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    w = ppo.whiten(x, mask)
+    kept = torch.tensor([1.0, 3.0, 5.0, 7.0])
+    assert w[:, :2].flatten().tolist() == pytest.approx(((kept - 4) / kept.var(unbiased=False).sqrt()).tolist(),
+                                                        rel=1e-5)
+    assert w[:, 2].tolist() == [0.0, 0.0]
+
+
+def test_ppo_loss_clips_the_ratio_and_the_value_change():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.1]])).requires_grad_()  # ratios 1.5, 0.5, 1.1
+    adv = torch.tensor([[1.0, 1.0, -2.0]])
+    values = torch.tensor([[1.0, 0.0, 0.0]], requires_grad=True)
+    old_values, returns = torch.tensor([[0.0, 0.0, 0.0]]), torch.tensor([[2.0, 1.0, 0.0]])
+    mask = torch.ones(1, 3)
+    loss, stats = ppo.ppo_loss(new, old, adv, values, old_values, returns, mask, 0.2, 0.5, vf_coef=0.1)
+    # max(-A r, -A clip(r)): -1.2 (clipped, no gain past 1 + eps), -0.5 (unclipped: a worse ratio is not capped),
+    # 2.2 (negative advantage, ratio above 1: unclipped)
+    assert float(stats["policy_loss"]) == pytest.approx((-1.2 - 0.5 + 2.2) / 3)
+    # value 1.0 moved from 0.0 beyond the 0.5 clip: max((1 - 2)^2, (0.5 - 2)^2) = 2.25; others (0 - 1)^2 and 0
+    assert float(stats["value_loss"]) == pytest.approx(0.5 * (2.25 + 1.0 + 0.0) / 3)
+    assert float(stats["clipfrac"]) == pytest.approx(2 / 3)
+    assert float(loss.detach()) == pytest.approx(float(stats["policy_loss"]) + 0.1 * float(stats["value_loss"]))
+    loss.backward()
+    assert new.grad[0, 0] == 0 and new.grad[0, 1] != 0  # the clipped ratio passes no gradient
+    assert values.grad[0, 0] == 0 and values.grad[0, 1] != 0  # nor the clipped value
+
+
+def test_adaptive_kl_and_answer_mask():
+    assert ppo.adapt_kl_coef(0.1, kl=12.0, target=6.0, n=1000) == pytest.approx(0.1 * (1 + 0.2 * 0.1))
+    assert ppo.adapt_kl_coef(0.1, kl=5.4, target=6.0, n=1000) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
+    mask, ended = ppo.answer_mask(torch.tensor([[5, 2, 7, 2], [5, 6, 7, 8]]), eos_id=2)
+    assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]] and ended.tolist() == [True, False]
+
+
+# ---- runs ----------------------------------------------------------------------------------------------------------
+
+def tiny_reward_model(policy: Path, folder: Path, seed: int = 1) -> Path:
+    """A random one-score reward model on the policy's config and tokenizer (as `train reward` would save)."""
+    from transformers import AutoConfig, AutoTokenizer, LlamaForSequenceClassification
+
+    config = AutoConfig.from_pretrained(policy)
+    config.num_labels = 1
+    torch.manual_seed(seed)
+    LlamaForSequenceClassification(config).save_pretrained(folder)
+    AutoTokenizer.from_pretrained(policy).save_pretrained(folder)
+    return folder
+
+
+def ppo_config(out: Path, rm: Path, **kw) -> C.PPOConfig:
+    train = {"max_steps": 3, "batch_size": 4, "lr": 1e-3, "max_length": 64, "max_prompt_length": 32,
+             "output_dir": str(out), **kw.pop("train", {})}
+    return C.PPOConfig(train=C.TrainConfig(**train), reward_model=str(rm), rollout_prompts=4, max_new_tokens=6,
+                       **kw)
+
+
+def test_a_ppo_run_trains_the_policy_and_records_reward_and_kl(tmp_path, tiny_model_dir):  # noqa: F811
+    from safetensors.torch import load_file
+
+    snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=6, n_test=3)
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    result = train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "run", rm), base_model_id="base")
+    assert result.run.method == "ppo" and result.run.meta["steps"] == 3 and result.run.meta["optimizer_steps"] == 6
+    by_name: dict[str, dict[int, float]] = {}
+    for m in result.metrics:
+        by_name.setdefault(m.name, {})[m.step] = m.value
+    assert set(by_name["reward"]) == set(by_name["kl"]) == set(by_name["policy_loss"]) == {1, 2, 3}
+    assert by_name["kl"][1] == pytest.approx(0.0, abs=1e-6)  # the first rollout's policy is the reference
+    assert abs(by_name["kl"][3]) > 1e-4  # after two iterations of updates it no longer is
+    assert all(math.isfinite(v) for series in by_name.values() for v in series.values())
+    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
+                                                                                     "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    evals = {e.metric: e.value for e in result.evaluations}
+    assert set(evals) == {"reward", "reference_reward", "win_rate_vs_reference"} and 0 <= evals["win_rate_vs_reference"] <= 1
+    assert result.plot is not None and result.plot.is_file()
+    again = train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "run", rm), base_model_id="base")
+    assert again.reused and again.run.id == result.run.id
+
+
+def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=8, n_test=0)
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    whole = train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "whole", rm, train={"save_steps": 1}),
+                        base_model_id="base")
+    real_update, calls = ppo._update, []
+
+    def dies_at_the_third(*args, **kw):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_update(*args, **kw)
+
+    monkeypatch.setattr(ppo, "_update", dies_at_the_third)
+    config = ppo_config(tmp_path / "killed", rm, train={"save_steps": 1})
+    with pytest.raises(KeyboardInterrupt):
+        train_model("ppo", snap, tiny_model_dir, config, base_model_id="base")
+    monkeypatch.setattr(ppo, "_update", real_update)
+    resumed = train_model("ppo", snap, tiny_model_dir, config, base_model_id="base")
+    assert resumed.run.meta["resumed"] and not whole.run.meta["resumed"]
+    assert [(m.step, m.name) for m in resumed.metrics] == [(m.step, m.name) for m in whole.metrics]
+    assert [m.value for m in resumed.metrics] == pytest.approx([m.value for m in whole.metrics], rel=1e-4, abs=1e-6)
+    assert not (tmp_path / "killed" / "checkpoints").exists()  # dropped once the run finished
+
+
+def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=2, n_test=0)
+    with pytest.raises(AlignloopError, match="method ppo needs a reward model"):
+        train_model("ppo", snap, tiny_model_dir, C.PPOConfig(), base_model_id="base")
+    with pytest.raises(AlignloopError, match="LlamaForCausalLM, not a reward model"):
+        train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "run", tiny_model_dir), base_model_id="base")
+    with pytest.raises(ValueError, match="clip_range must be in"):
+        C.PPOConfig(clip_range=1.5)
+    assert json.loads(json.dumps(C.to_dict(ppo_config(tmp_path, tiny_model_dir))))["type"] == "PPOConfig"
+
+
+def test_ppo_moves_the_policy_towards_what_its_reward_model_prefers(tmp_path, tiny_model_dir):  # noqa: F811
+    """A reward model trained to prefer answers starting with 'good' over 'bad'; twelve PPO iterations later the
+    policy's greedy answers to held-out prompts score above the reference's (a sign error would push them below)."""
+    import dataclasses
+
+    rm = train_model("reward", make_snapshot(tmp_path / "prefs", "pairwise", n_train=32, n_test=8), tiny_model_dir,
+                     C.RewardConfig(train=C.TrainConfig(lr=3e-3, max_steps=30, batch_size=8, max_length=64,
+                                                        max_prompt_length=32, output_dir=str(tmp_path / "rm"))),
+                     base_model_id="base")
+    assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
+    config = dataclasses.replace(ppo_config(tmp_path / "ppo", rm.model_dir, kl_coef=0.02,
+                                            train={"max_steps": 12, "lr": 2e-3, "batch_size": 8}), rollout_prompts=16)
+    result = train_model("ppo", make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8),
+                         tiny_model_dir, config, base_model_id="base")
+    evals = {e.metric: e.value for e in result.evaluations}
+    assert evals["reward"] > evals["reference_reward"] + 0.5 and evals["win_rate_vs_reference"] >= 0.75

@@ -1,0 +1,405 @@
+"""RLHF with PPO (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
+
+Each iteration the policy samples one answer to each of ``rollout_prompts`` prompts of the dataset's train split, a
+reward model scores the answers, and every answer token is rewarded ``-kl_coef * (log pi - log pi_ref)`` with the
+score added at its last token. Advantages come from a value head on the policy's last hidden state by GAE (Schulman
+et al. 2016), whitened over the rollout; ``ppo_epochs`` passes of clipped PPO updates (Schulman et al. 2017) with a
+clipped value loss follow. Details as in Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"):
+no dropout, logits divided by the sampling temperature, the value of a token read at the position that predicts
+it, an optional penalty for answers cut off without an end-of-turn token, and Ziegler's adaptive KL controller
+when ``target_kl`` is set.
+
+The pure functions (:func:`penalised_rewards`, :func:`gae`, :func:`whiten`, :func:`ppo_loss`) carry the method;
+:func:`train_ppo` runs it and returns the same records as every other trainer.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainers import config as cfgmod
+from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
+from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
+from trainers.snapshot import Snapshot
+from trainers.tokenize import Encoder
+from warehouse.errors import AlignloopError
+
+PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
+          ("losses", ("policy_loss", "value_loss")), ("PPO", ("clipfrac", "approx_kl")))
+"""The curves PNG of a PPO run."""
+
+
+# ---- the method, as pure functions of tensors ------------------------------------------------------------------
+
+def penalised_rewards(scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, mask: Tensor,
+                      kl_coef: float) -> tuple[Tensor, Tensor]:
+    """Per-token rewards ``-kl_coef * (log pi - log pi_ref)``, the score added at each answer's last token, and the
+    per-token KL estimate; (B, T) each, zero where ``mask`` is 0. Answers must hold at least one token."""
+    kl = (logprobs - ref_logprobs) * mask
+    rewards = -kl_coef * kl
+    last = mask.sum(1).long() - 1
+    rewards[torch.arange(len(scores)), last] += scores
+    return rewards, kl
+
+
+def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimates and returns, (B, T): ``delta_t = r_t + gamma V_{t+1} - V_t``,
+    ``A_t = delta_t + gamma lam A_{t+1}``, with V past an answer's end taken as 0; returns ``A + V``."""
+    values = values * mask
+    advantages = torch.zeros_like(rewards)
+    last = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        next_value = values[:, t + 1] if t + 1 < rewards.shape[1] else torch.zeros_like(last)
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        last = (delta + gamma * lam * last) * mask[:, t]
+        advantages[:, t] = last
+    return advantages, (advantages + values) * mask
+
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    return (x * mask).sum() / mask.sum().clamp(min=1)
+
+
+def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
+    """``(x - mean) / std`` over the unmasked entries (zero elsewhere)."""
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    return (x - mean) * torch.rsqrt(var + eps) * mask
+
+
+def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
+             returns: Tensor, mask: Tensor, clip_range: float, value_clip: float,
+             vf_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(log pi - log pi_old)``, plus
+    ``vf_coef`` times the clipped value loss ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)``; token means
+    over ``mask``. Returns the loss and detached statistics (policy and value loss, clip fraction, approximate KL
+    to the rollout policy)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
+    vf = 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
+    policy_loss, value_loss = masked_mean(pg, mask), masked_mean(vf, mask)
+    stats = {"policy_loss": policy_loss, "value_loss": value_loss,
+             "clipfrac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask),
+             "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)}
+    return policy_loss + vf_coef * value_loss, {k: v.detach() for k, v in stats.items()}
+
+
+def adapt_kl_coef(kl_coef: float, kl: float, target: float, n: int, horizon: int = 10_000) -> float:
+    """Ziegler et al.'s proportional controller: ``kl_coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon)``
+    after ``n`` samples whose mean KL was ``kl``."""
+    return kl_coef * (1 + max(-0.2, min(0.2, kl / target - 1)) * n / horizon)
+
+
+# ---- rollouts ----------------------------------------------------------------------------------------------------
+
+@dataclass
+class Rollout:
+    """Sampled answers and what PPO needs of them, (B, ·) tensors; ``tokens`` is prompt (left-padded) + answer."""
+
+    tokens: Tensor
+    attention: Tensor
+    prompt_len: int
+    mask: Tensor
+    """(B, T): 1 on answer tokens up to and including the end-of-turn token."""
+    logprobs: Tensor
+    values: Tensor
+    ref_logprobs: Tensor
+    scores: Tensor
+    ended: Tensor
+    texts: list[str]
+
+
+def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    att = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, att
+
+
+def answer_mask(answers: Tensor, eos_id: int) -> tuple[Tensor, Tensor]:
+    """(mask, ended): 1 up to and including each row's first ``eos_id``; whether the row has one."""
+    is_eos = answers == eos_id
+    before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()  # eos tokens strictly before t
+    return (before == 0).long(), is_eos.any(dim=1)
+
+
+def _positions(attention: Tensor) -> Tensor:
+    return (attention.cumsum(-1) - 1).clamp(min=0)
+
+
+class ValueHead(torch.nn.Module):
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(hidden, 1)
+        torch.nn.init.zeros_(self.linear.weight)
+        torch.nn.init.zeros_(self.linear.bias)
+
+    def forward(self, hidden: Tensor) -> Tensor:
+        return self.linear(hidden.float()).squeeze(-1)
+
+
+def forward_answers(model: Any, tokens: Tensor, attention: Tensor, prompt_len: int, temperature: float,
+                    value_head: ValueHead | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Log-probabilities of the answer tokens (logits over ``temperature``), their values (the value head on the
+    hidden state that predicts each token) and the entropy per answer token; (B, T) each."""
+    out = model(input_ids=tokens, attention_mask=attention, position_ids=_positions(attention),
+                output_hidden_states=value_head is not None)
+    logits = out.logits[:, prompt_len - 1:-1].float() / temperature
+    logp_all = F.log_softmax(logits, dim=-1)
+    logprobs = logp_all.gather(-1, tokens[:, prompt_len:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    values = value_head(out.hidden_states[-1][:, prompt_len - 1:-1]) if value_head is not None else None
+    return logprobs, values, entropy
+
+
+# ---- the run -------------------------------------------------------------------------------------------------------
+
+def _prompts(snap: Snapshot, split: str) -> list[dict[str, Any]]:
+    """One row per prompt of the split (first occurrence), in snapshot order."""
+    seen: dict[str, dict[str, Any]] = {}
+    for r in snap.split(split).select(["prompt_id", "prompt", "prompt_text"]).to_pylist():
+        seen.setdefault(r["prompt_id"], r)
+    return list(seen.values())
+
+
+@dataclass
+class _Models:
+    policy: Any
+    value_head: ValueHead
+    reference: Any
+    judge: Any
+    tokenizer: Any
+    device: torch.device
+    bf16: bool
+
+    def autocast(self) -> Any:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
+
+    def answer(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig, greedy: bool = False,
+               model: Any = None) -> tuple[Tensor, Tensor, int, list[str]]:
+        """Sample (or greedily decode) one answer per prompt: tokens, attention, prompt width, answer texts."""
+        tok = self.tokenizer
+        ids, att = _left_pad([enc.prompt_ids(p["prompt"], p["prompt_text"]) for p in prompts], tok.pad_token_id,
+                             self.device)
+        sampling = {"do_sample": False} if greedy else {"do_sample": True, "temperature": config.temperature,
+                                                         "top_k": 0, "top_p": 1.0}
+        with torch.no_grad(), self.autocast():
+            seqs = (model or self.policy).generate(input_ids=ids, attention_mask=att,
+                                                    max_new_tokens=config.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                                    eos_token_id=tok.eos_token_id, **sampling)
+        answers = seqs[:, ids.shape[1]:]
+        if answers.shape[1] < config.max_new_tokens:  # every row ended early: pad to a fixed width
+            answers = F.pad(answers, (0, config.max_new_tokens - answers.shape[1]), value=tok.pad_token_id)
+        mask, _ = answer_mask(answers, tok.eos_token_id)
+        answers = torch.where(mask.bool(), answers, torch.full_like(answers, tok.pad_token_id))
+        texts = tok.batch_decode(answers, skip_special_tokens=True)
+        return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts
+
+    def score(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
+        """The reward model's score of each answer (0 where it gives none: a PRM that fits no step)."""
+        from pipelines.judges.config import ResponseItem
+
+        items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"])
+                 for i, (p, t) in enumerate(zip(prompts, texts))]
+        scores = [r.score for r in self.judge.judge_items(items, "ppo")]
+        return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
+
+    def rollout(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Rollout:
+        tokens, attention, width, texts = self.answer(prompts, enc, config)
+        mask = attention[:, width:].float()
+        _, ended = answer_mask(tokens[:, width:], self.tokenizer.eos_token_id)
+        with torch.no_grad(), self.autocast():
+            logprobs, values, _ = forward_answers(self.policy, tokens, attention, width, config.temperature,
+                                                  self.value_head)
+            ref_logprobs, _, _ = forward_answers(self.reference, tokens, attention, width, config.temperature)
+        scores = self.score(prompts, texts)
+        if config.missing_eos_penalty is not None:
+            scores = scores - config.missing_eos_penalty * (~ended).float()
+        return Rollout(tokens, attention, width, mask, logprobs.float(), values.float(), ref_logprobs.float(), scores,
+                       ended, texts)
+
+
+def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:
+    t = config.train
+    return t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.epochs * n_prompts / config.rollout_prompts))
+
+
+def _batches(n_prompts: int, size: int, iterations: int, seed: int) -> list[list[int]]:
+    """Prompt indices of each iteration: passes over a seeded shuffle, without repeating a prompt in a rollout
+    unless the split is smaller than one."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    out = []
+    for _ in range(iterations):
+        while len(order) < size:
+            order += rng.permutation(n_prompts).tolist()
+        out.append(order[:size])
+        order = order[size:]
+    return out
+
+
+def _checkpoint(out_dir: Path) -> Path:
+    return out_dir / "checkpoints" / "ppo-state.pt"
+
+
+def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_model_id: str,
+              reference_model: str | Path | None, reference_model_id: str | None, round_id: str | None,
+              progress: Callable[[str, int, int, dict[str, float]], None] | None,
+              finished: Callable[[Path, str], Any], record: Callable[..., Any]) -> Any:
+    """Run PPO from ``base`` on the snapshot's train prompts; held-out: the reward of greedy answers to its test
+    prompts, the trained policy's against the reference's. ``finished``/``record`` are the trainer's run-folder
+    helpers (a finished run comes back as stored; a killed one resumes from its last checkpoint)."""
+    from transformers import set_seed
+
+    from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
+    from trainers.run import TrainResult
+
+    t = config.train
+    if not config.reward_model:
+        raise AlignloopError("method ppo needs a reward model: --reward-model FOLDER (from `alignloop train reward`)")
+    check_reward_model(config.reward_model)  # from its config, before anything loads
+    train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
+    out_dir = Path(t.output_dir)
+    cfg_dict = cfgmod.to_dict(config)
+    rid = run_id("ppo", cfg_dict, snap.content_hash, base_model_id)
+    resumed = cfgmod.check_resume(out_dir, config, {"method": "ppo", "dataset": snap.content_hash,
+                                                    "base_model": base_model_id})
+    if resumed and (done := finished(out_dir, rid)) is not None:
+        return done
+    set_seed(t.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tokenizer = load_tokenizer(base)
+    policy = load_model(base, "causal", pad_token_id=tokenizer.pad_token_id, lora=t.lora,
+                        gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers).to(device)
+    ref_path = check_model_dir(reference_model) if reference_model else base
+    models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device),
+                     load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
+                     RewardModelJudge.load(str(config.reward_model)), tokenizer, device, use_bf16(t))
+    models.judge.scorer.model.to(device)
+    params = [p for p in policy.parameters() if p.requires_grad] + list(models.value_head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
+    iterations = _iterations(config, len(train_prompts))
+    steps_per_iteration = config.ppo_epochs * math.ceil(config.rollout_prompts / t.batch_size)
+    total_steps = iterations * steps_per_iteration
+    warmup = int(t.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / max(warmup, 1), 1.0)
+                                                  * max(0.0, 1 - max(0, s - warmup) / max(1, total_steps - warmup)))
+    plan = _batches(len(train_prompts), config.rollout_prompts, iterations, t.seed)
+    kl_coef, start, logged = config.kl_coef, 0, []
+    ckpt = _checkpoint(out_dir)
+    if resumed and ckpt.is_file():
+        state = torch.load(ckpt, map_location=device, weights_only=False)
+        policy.load_state_dict(state["policy"])
+        models.value_head.load_state_dict(state["value_head"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        kl_coef, start, logged = state["kl_coef"], state["iteration"], state["logged"]
+        torch.set_rng_state(state["rng"])
+    enc = Encoder(tokenizer, t.max_length, t.max_prompt_length)
+    started = time.time()
+    for it in range(start, iterations):
+        torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
+        prompts = [train_prompts[i] for i in plan[it]]
+        ro = models.rollout(prompts, enc, config)
+        rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
+        advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
+        advantages = whiten(advantages, ro.mask)
+        stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, it)
+        seq_kl = float(kl.sum(1).mean())
+        logs = {"reward": float(ro.scores.mean()), "reward_penalised": float(rewards.sum(1).mean()), "kl": seq_kl,
+                "kl_coef": kl_coef, "response_length": float(ro.mask.sum(1).mean()),
+                "no_eos": float((~ro.ended).float().mean()), "lr": scheduler.get_last_lr()[0], **stats}
+        logged += [(it + 1, k, v) for k, v in logs.items()]
+        if config.target_kl is not None:
+            kl_coef = adapt_kl_coef(kl_coef, seq_kl, config.target_kl, len(prompts))
+        if progress:
+            progress("train", it + 1, iterations, {"loss": stats["loss"], "reward": logs["reward"]})
+        if (it + 1) % t.save_steps == 0 and it + 1 < iterations:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({"policy": policy.state_dict(), "value_head": models.value_head.state_dict(),
+                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "kl_coef": kl_coef, "iteration": it + 1, "logged": logged, "rng": torch.get_rng_state()},
+                       ckpt.with_suffix(".tmp"))
+            ckpt.with_suffix(".tmp").replace(ckpt)
+    seconds = time.time() - started
+    policy.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length}
+    model_dir = save_model(policy, tokenizer, out_dir / "model")
+    evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
+    meta = {"train_seconds": round(seconds, 2), "steps": iterations, "optimizer_steps": total_steps,
+            "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward_model": str(config.reward_model),
+            "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
+                             {"method": "ppo", "dataset": snap.dataset_id or snap.name})
+    run = training_run(rid, "ppo", cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
+                       reference_model_id=reference_model_id or base_model_id, output_model_id=model_rec.id,
+                       round_id=round_id, status="finished", meta=meta)
+    plot = plot_curves(logged, out_dir / "curves.png", f"ppo on {snap.name} ({rid[:8]})", PANELS)
+    result = TrainResult(run, metric_rows(rid, logged), model_rec,
+                         evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
+                         [], model_dir, plot, meta["truncation"])
+    record(out_dir, rid, meta, result)
+    return result
+
+
+def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor, config: cfgmod.PPOConfig,
+            optimizer: Any, scheduler: Any, params: list[Tensor], iteration: int) -> dict[str, float]:
+    """``ppo_epochs`` passes of minibatch updates over the rollout; the mean of each statistic."""
+    t = config.train
+    n = len(ro.scores)
+    gen = torch.Generator().manual_seed(t.seed * 7_919 + iteration)
+    sums: dict[str, float] = {}
+    count = 0
+    for _ in range(config.ppo_epochs):
+        for idx in torch.randperm(n, generator=gen).split(t.batch_size):
+            idx = idx.to(models.device)
+            with models.autocast():
+                logprobs, values, entropy = forward_answers(models.policy, ro.tokens[idx], ro.attention[idx],
+                                                            ro.prompt_len, config.temperature, models.value_head)
+            mask = ro.mask[idx]
+            loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
+                                   ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
+                                   config.vf_coef)
+            if not torch.isfinite(loss):
+                raise AlignloopError(f"PPO loss is {float(loss)} at iteration {iteration + 1}; lower lr or kl_coef")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            stats = {**stats, "loss": loss.detach(), "entropy": masked_mean(entropy.detach(), mask)}
+            for k, v in stats.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+            count += 1
+    return {k: v / count for k, v in sums.items()}
+
+
+def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig,
+             progress: Callable[[str, int, int, dict[str, float]], None] | None) -> dict[str, float]:
+    """Greedy answers to the test prompts by the trained policy and by the reference, scored by the reward model:
+    their mean rewards and how often the policy's answer scores higher (a tie counts half)."""
+    if progress:
+        progress("eval", 0, len(prompts), {})
+    mine, theirs = [], []
+    enc = Encoder(enc.tokenizer, enc.max_length, enc.max_prompt_length)  # the train split's counts stay its own
+    size = config.rollout_prompts
+    for i in range(0, len(prompts), size):
+        batch = prompts[i:i + size]
+        for model, out in ((models.policy, mine), (models.reference, theirs)):
+            *_, texts = models.answer(batch, enc, config, greedy=True, model=model)
+            out += models.score(batch, texts).tolist()
+        if progress:
+            progress("eval", min(i + size, len(prompts)), len(prompts), {})
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(mine, theirs)]
+    return {"reward": float(np.mean(mine)), "reference_reward": float(np.mean(theirs)),
+            "win_rate_vs_reference": float(np.mean(wins))}
