@@ -97,22 +97,26 @@ def report(
     """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost.
 
     Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
-    scored higher, how often the scores tie, and how often the higher score goes to the longer answer.
+    scored higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges
+    (AI, process reward model) on the steps people labelled: label agreement, kappa, the same first error.
     """
     with db.connect(db.existing_path(db_file)) as con:
         rows = quality.judge_quality(con, round_name)
         rated = quality.rating_quality(con, round_name)
-        quality.store(con, [*rows, *rated], round_name)
-    if png and (rows or rated):
-        quality.plot([*rows, *rated], png)
+        stepped = quality.step_quality(con, round_name)
+        quality.store(con, [*rows, *rated, *stepped], round_name)
+    if png and (rows or rated or stepped):
+        quality.plot([*rows, *rated, *stepped], png)
     if json_out:
-        emit_json({"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated]})
+        emit_json({"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated],
+                   "steps": [asdict(r) for r in stepped]})
         return
-    if not rows and not rated:
+    if not rows and not rated and not stepped:
         where = f" in round {round_name}" if round_name else ""
         console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
                       "--judge MODEL' judges a round's pairs in both orders; rating judges (AI, reward model, rule) "
-                      "are measured once people have compared responses they scored", highlight=False)
+                      "are measured once people have compared responses they scored, step judges once people have "
+                      "labelled the same steps", highlight=False)
         return
 
     def f(v: float | None) -> str:
@@ -132,6 +136,13 @@ def report(
         console.print(_by_judge("rating judges on pairs people compared", names, values, wide=100,
                                 caption="acc: share of pairs where people's winner scored higher (ties half); "
                                         "held-out: on test-split prompts"))
+    if stepped:
+        names = ("steps", "acc", "kappa", "solutions", "same first error", "P(-1)", "people P(-1)")
+        values = [(r.judge, [str(r.steps), f(r.step_accuracy), f(r.step_kappa), str(r.solutions),
+                             f(r.first_error_agreement), f(r.negative_rate), f(r.human_negative_rate)]) for r in stepped]
+        console.print(_by_judge("step judges on steps people labelled", names, values, wide=110,
+                                caption="acc: share of steps labelled alike (-1 / 0 / +1); same first error: "
+                                        "solutions whose first -1 both put on the same step (or neither)"))
     if png:
         console.print(f"plot: {png}")
 

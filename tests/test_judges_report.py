@@ -74,7 +74,7 @@ def test_cli_verifier_judge_and_report(tmp_path):
     bad = runner.invoke(app, ["judge", "pairwise", "--round", "r1", "--judge", "verifier:final_answer", "--db", path])
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
-    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "ratings": []}
+    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "ratings": [], "steps": []}
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0
@@ -162,3 +162,52 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
     assert (tmp_path / "rep" / "judges.png").stat().st_size > 1000
     # the report's table and plot know every figure the judge report stores, by its stored name
     assert set(report.METRICS) | set(report.RATING_METRICS) <= set(JUDGE_METRICS)
+
+
+def test_step_judges_are_measured_on_the_steps_people_labelled(tmp_path):
+    from flows.cli import app
+    from pipelines.report import JUDGE_METRICS, write_report
+    from tests.fixtures_datasets import Wh
+
+    path = str(tmp_path / "w.duckdb")
+    ai, prm = "ai-steps", "runs/prm/model:prm-steps@v2"
+    labelled = {  # solution: {labeller: labels}, None where a step is unlabelled
+        "s1": {"ann1": [1, 1, -1], ai: [1, -1, -1], prm: [-1, -1, -1]},
+        "s2": {"ann1": [1, 0, 1], ai: [1, 0, 1]},
+        "s3": {"ann2": [1, None], ai: [0, 1]},  # one step compared
+        "s4": {"ann1": [1, -1], "ann2": [1, 1], ai: [1, -1]},  # two people: each compared
+        "s5": {ai: [1, 1]},  # nobody labelled it: not counted
+    }
+    with db.connect(path) as con:
+        wh = Wh(con)
+        for name, by in labelled.items():
+            p = wh.prompt(f"question {name}")
+            r = wh.response(p, f"answer {name}", steps=[f"step {i}" for i in range(len(next(iter(by.values()))))])
+            for who, labels in by.items():
+                wh.step_labels(p, r, labels, source="human" if who.startswith("ann") else
+                               "reward_model" if who == prm else "ai", judge=who)
+        got = {q.judge: q for q in report.step_quality(con)}
+        assert report.step_quality(con, "another-round") == []
+    q = got[ai]
+    mine = [1, -1, -1, 1, 0, 1, 0, 1, -1, 1, -1]  # s1, s2, s3 step 0, s4 against ann1 then ann2
+    theirs = [1, 1, -1, 1, 0, 1, 1, 1, -1, 1, 1]
+    assert (q.steps, q.step_accuracy, q.solutions) == (11, pytest.approx(8 / 11), 5)
+    assert q.step_kappa == pytest.approx(report.cohen_kappa(list(map(str, mine)), list(map(str, theirs))))
+    # same first error: s2 (none, none), s3 (none, none), s4 with ann1 (step 1 both); not s1 (1 vs 2), s4 with ann2
+    assert q.first_error_agreement == pytest.approx(3 / 5)
+    assert (q.negative_rate, q.human_negative_rate) == (pytest.approx(4 / 11), pytest.approx(2 / 11))
+    p = got[prm]
+    assert (p.steps, p.step_accuracy, p.first_error_agreement, p.negative_rate) == (3, pytest.approx(1 / 3), 0.0,
+                                                                                    1.0)
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
+    assert res.exit_code == 0, res.output
+    assert {(r["judge"], r["steps"]) for r in json.loads(res.stdout)["steps"]} == {(ai, 11), (prm, 3)}
+    assert (tmp_path / "q.png").stat().st_size > 1000
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
+    assert "step judges on steps people labelled" in res.output and prm in res.output, res.output
+    with db.connect(path) as con:
+        stored = dict(con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t",
+                                  {"t": ai}).fetchall())
+        assert stored["step_accuracy"] == pytest.approx(8 / 11) and set(stored) == set(report.STEP_METRICS)
+        page = write_report(con, tmp_path / "rep").read_text()
+    assert "<th>first_error_agreement</th>" in page and set(report.STEP_METRICS) <= set(JUDGE_METRICS)

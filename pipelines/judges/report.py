@@ -1,5 +1,6 @@
 """Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost;
-and for rating judges (AI, reward model, rule) how often they score higher the answer people preferred.
+for rating judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges
+(AI, process reward model) how often their step labels and first errors match people's.
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
@@ -16,6 +17,7 @@ from warehouse.records import Evaluation
 
 METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
 RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
+STEP_METRICS = ("step_accuracy", "step_kappa", "first_error_agreement", "negative_rate", "human_negative_rate")
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,26 @@ class RatingJudgeQuality:
     @property
     def target(self) -> str:
         return f"{self.judge} [{self.aspect}]"
+
+
+@dataclass(frozen=True)
+class StepJudgeQuality:
+    judge: str
+    steps: int
+    """Steps this judge and a person both labelled (a step two people labelled counts twice)."""
+    step_accuracy: float | None
+    """Share of them given the same label (-1 / 0 / +1)."""
+    step_kappa: float | None
+    """Cohen's kappa of that agreement (chance-corrected)."""
+    solutions: int
+    """(solution, person) pairs compared."""
+    first_error_agreement: float | None
+    """Share of them where the judge's first -1 is the person's first -1 (both none counts), over the steps both
+    labelled: PRM800K's found-error verdict."""
+    negative_rate: float | None
+    """The judge's share of -1 labels on those steps."""
+    human_negative_rate: float | None
+    """People's share of -1 labels on the same steps."""
 
 
 def cohen_kappa(x: list[str], y: list[str]) -> float | None:
@@ -114,18 +136,51 @@ def rating_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) 
     return [RatingJudgeQuality(**r) for r in db.fetch_dicts(con, db.query("rating_judge_pairs"), {"round_id": round_id})]
 
 
-def evaluations(report: list[JudgeQuality | RatingJudgeQuality], round_id: str | None = None) -> list[Evaluation]:
+def step_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[StepJudgeQuality]:
+    """One row per step judge (AI, reward model) that labelled steps people labelled too."""
+    by_judge: dict[str, list[dict]] = {}
+    for r in db.fetch_dicts(con, db.query("step_judge_pairs"), {"round_id": round_id}):
+        by_judge.setdefault(r["judge"], []).append(r)
+    return [_step_quality(judge, rows) for judge, rows in by_judge.items()]
+
+
+def _first_error(labels: list[tuple[int, int]]) -> int | None:
+    return min((i for i, lab in labels if lab == -1), default=None)
+
+
+def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
+    mine, theirs = [str(r["judge_label"]) for r in rows], [str(r["human_label"]) for r in rows]
+    solutions: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        solutions.setdefault((r["response_id"], r["person"]), []).append(r)
+    first = [_first_error([(r["step_index"], r["judge_label"]) for r in rs])
+             == _first_error([(r["step_index"], r["human_label"]) for r in rs]) for rs in solutions.values()]
+    return StepJudgeQuality(
+        judge=judge, steps=len(rows), step_accuracy=_mean([a == b for a, b in zip(mine, theirs)]),
+        step_kappa=cohen_kappa(mine, theirs), solutions=len(solutions), first_error_agreement=_mean(first),
+        negative_rate=_mean([x == "-1" for x in mine]), human_negative_rate=_mean([x == "-1" for x in theirs]))
+
+
+Quality = JudgeQuality | RatingJudgeQuality | StepJudgeQuality
+
+
+def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
+    if isinstance(q, RatingJudgeQuality):
+        return q.target, RATING_METRICS
+    return (q.judge, STEP_METRICS) if isinstance(q, StepJudgeQuality) else (q.judge, METRICS)
+
+
+def evaluations(report: list[Quality], round_id: str | None = None) -> list[Evaluation]:
     """One ``judge_quality`` evaluation per judge (a rating judge: per aspect) and metric; details hold the row."""
     out = []
     for q in report:
-        target, metrics = (q.target, RATING_METRICS) if isinstance(q, RatingJudgeQuality) else (q.judge, METRICS)
+        target, metrics = _target(q)
         out += [Evaluation.create("judge_quality", target, m, getattr(q, m), round_id, details=asdict(q))
                 for m in metrics]
     return out
 
 
-def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality | RatingJudgeQuality],
-          round_id: str | None = None) -> int:
+def store(con: duckdb.DuckDBPyConnection, report: list[Quality], round_id: str | None = None) -> int:
     """Replace this report's evaluations (same judge, round and metric) in one transaction."""
     rows = evaluations(report, round_id)
     if not rows:
@@ -135,10 +190,10 @@ def store(con: duckdb.DuckDBPyConnection, report: list[JudgeQuality | RatingJudg
         return db.ingest(con, "evaluations", rows)
 
 
-def plot(report: list[JudgeQuality | RatingJudgeQuality], path: str | Path) -> Path:
+def plot(report: list[Quality], path: str | Path) -> Path:
     """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias).
 
-    A rating judge has no position or consistency figures: no bar is drawn for them (not a zero).
+    A rating or step judge has no position or consistency figures: no bar is drawn for them (not a zero).
     """
     import matplotlib
 
@@ -147,11 +202,14 @@ def plot(report: list[JudgeQuality | RatingJudgeQuality], path: str | Path) -> P
 
     shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "heldout_accuracy",
              "score_ties")
+    if any(isinstance(q, StepJudgeQuality) for q in report):
+        shown += ("step_accuracy", "first_error_agreement")
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(shown) * max(len(report), 1) / 2), 4))
     width = 0.8 / max(len(report), 1)
     for j, q in enumerate(report):
         vals = [getattr(q, m, None) for m in shown]
-        label, n = ((q.target, q.human_pairs) if isinstance(q, RatingJudgeQuality) else (q.judge, q.comparisons))
+        label, n = (q.target, q.human_pairs) if isinstance(q, RatingJudgeQuality) else \
+            (q.judge, q.steps) if isinstance(q, StepJudgeQuality) else (q.judge, q.comparisons)
         ax.bar([i + j * width for i in range(len(shown))], [float("nan") if v is None else v for v in vals], width,
                label=f"{label} (n={n})")
     ax.axhline(0.5, ls="--", c="grey", lw=1)
