@@ -361,3 +361,18 @@ def test_bco_unpaired_matches_formula_and_prefers_desirable():
     up = bco_loss(pi + torch.tensor([1.0, 0.0, 0.0]), ref, lab, beta=0.5, delta=0.1)
     assert up.losses[0] < out.losses[0]  # raising a desirable completion lowers its loss
     assert get_loss("bco").data == "unpaired" and get_loss("bco").needs_reference
+
+
+def test_weak_to_strong_confidence_target():
+    label, margin = torch.tensor([1.0, 1.0, 0.7]), torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    target = L.confidence_target(label, margin, alpha=0.25)
+    # (1 - a) * weak label + a * [own margin > 0]; the hardened side carries no gradient
+    assert target.tolist() == pytest.approx([1.0, 0.75, 0.7 * 0.75 + 0.25]) and not target.requires_grad
+    assert L.confidence_target(None, margin, 0.5).tolist() == [1.0, 0.5, 1.0]  # a hard weak label is 1
+
+
+def test_performance_gap_recovered():
+    from trainers.evaluate import performance_gap_recovered as pgr
+
+    assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5) and pgr(0.6, 0.55, 0.8) == pytest.approx(-0.25)
+    assert pgr(0.8, 0.9, 0.8) is None

@@ -407,3 +407,35 @@ def test_soft_labels_reach_the_losses_that_take_them(tmp_path, tiny_model_dir): 
     simpo = train_model("dpo", snap, tiny_model_dir, C.PreferenceConfig(train=small_train(tmp_path / "simpo"),
                                                                          loss="simpo"), base_model_id="base")
     assert simpo.run.meta["soft_labels"] == {"pairs": 8, "used": False}  # SimPO has no soft form: counted
+
+
+def test_weak_to_strong_confidence_warms_up_and_reaches_the_reward_loss(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    from types import SimpleNamespace
+
+    from trainers import objectives as O
+    from trainers.losses import bradley_terry_loss
+
+    conf = O.Confidence(weight=0.5, warmup=0.5)
+    assert [O.Confidence(0.5, 0.5, p).alpha for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 0.25, 0.5, 0.5]
+    scores = torch.tensor([1.0, -1.0, 0.0, 0.0])  # chosen rows 0-1, rejected 2-3: margins +1 and -1
+    model = lambda input_ids, **kw: SimpleNamespace(logits=scores[input_ids[:, 0]][:, None])
+    batch = {"rows": torch.tensor([0, 1]), "input_ids": torch.tensor([[0], [1], [2], [3]]),
+             "attention_mask": torch.ones(4, 1), "margin": torch.zeros(2), "prob": torch.ones(2)}
+    objective = O.RewardPairObjective(soft_labels=True, confidence=conf)
+    assert objective(model, batch)[0] == pytest.approx(bradley_terry_loss(scores[:2], scores[2:]).mean())  # cold
+    conf.progress = 1.0
+    # warm: the pair the model ranks the other way gets target (1 - 0.5) * 1 + 0.5 * 0 = 0.5
+    expected = bradley_terry_loss(scores[:2], scores[2:], label=torch.tensor([1.0, 0.5])).mean()
+    assert objective(model, batch)[0] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="confidence_weight needs a loss with a soft form"):
+        C.PreferenceConfig(loss="simpo", confidence_weight=0.5)
+    with pytest.raises(ValueError, match=r"confidence_weight must be in \[0, 1\)"):
+        C.RewardConfig(confidence_weight=1.0)
+    seen = []
+    real = O.Confidence.target
+    monkeypatch.setattr(O.Confidence, "target", lambda self, label, margin: seen.append(self.alpha) or
+                        real(self, label, margin))
+    train_model("reward", make_snapshot(tmp_path / "snap", "pairwise"), tiny_model_dir,
+                C.RewardConfig(train=small_train(tmp_path, max_steps=4, batch_size=2), confidence_weight=0.4,
+                               confidence_warmup=0.5), base_model_id="base")
+    assert seen[:4] == pytest.approx([0.0, 0.2, 0.4, 0.4])  # the trainer tells it how far training is

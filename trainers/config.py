@@ -7,6 +7,7 @@ refused with one line naming the differing fields (:func:`check_resume`).
 
 from __future__ import annotations
 
+import inspect
 import json
 import types
 import typing
@@ -117,10 +118,15 @@ def _require(checks: list[tuple[bool, str]]) -> None:
             raise ValueError(message)
 
 
+def _check_confidence(config: Any) -> None:
+    if not 0 <= config.confidence_weight < 1:
+        raise ValueError(f"confidence_weight must be in [0, 1), got {config.confidence_weight}")
+    if not 0 <= config.confidence_warmup < 1:
+        raise ValueError(f"confidence_warmup must be in [0, 1), got {config.confidence_warmup}")
+
+
 def _check_params(params: dict[str, float], fn: Any, what: str) -> dict[str, float]:
     """Loss hyperparameters must be keyword arguments of the loss function (a typo fails before training)."""
-    import inspect
-
     allowed = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is p.KEYWORD_ONLY}
     allowed -= {"beta", "len_chosen", "len_rejected", "ref_logps", "lengths", "label"}
     unknown = sorted(set(params) - allowed)
@@ -145,6 +151,12 @@ class PreferenceConfig:
     """Train on each pair's soft label (the snapshot's ``prob``: a swap-debiased AI judge's probability, 0.5 for a
     kept tie) with the losses that take one (dpo, cdpo); other losses train every pair as a hard preference and the
     run counts the soft labels they ignore. False: every pair is hard."""
+    confidence_weight: float = 0.0
+    """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
+    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
+    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    confidence_warmup: float = 0.2
+    """Share of training over which the confidence weight warms up from 0."""
 
     def __post_init__(self) -> None:
         from trainers.losses import get_loss
@@ -154,6 +166,9 @@ class PreferenceConfig:
             raise ValueError(f"loss {self.loss!r} is not pairwise (it takes {spec.data}); use its own method")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        _check_confidence(self)
+        if self.confidence_weight and "label" not in inspect.signature(spec.fn).parameters:
+            raise ValueError(f"confidence_weight needs a loss with a soft form (dpo, cdpo), not {self.loss!r}")
         object.__setattr__(self, "loss_params", _check_params(self.loss_params, spec.fn, f"loss {self.loss!r}"))
 
 
@@ -224,8 +239,15 @@ class RewardConfig:
     soft_labels: bool = True
     """Pairs: Bradley-Terry with each pair's soft label (the snapshot's ``prob``) as the target probability that
     chosen is preferred; False: every pair is hard."""
+    confidence_weight: float = 0.0
+    """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
+    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
+    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    confidence_warmup: float = 0.2
+    """Share of training over which the confidence weight warms up from 0."""
 
     def __post_init__(self) -> None:
+        _check_confidence(self)
         if self.center_coef < 0:
             raise ValueError(f"center_coef must be >= 0, got {self.center_coef}")
         if self.max_candidates < 2:

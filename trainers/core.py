@@ -38,6 +38,9 @@ class AlignTrainer(Trainer):
 
     def compute_loss(self, model: torch.nn.Module, inputs: dict[str, torch.Tensor], return_outputs: bool = False,
                      num_items_in_batch: Any = None) -> Any:
+        confidence = getattr(self.objective, "confidence", None)
+        if confidence is not None and model.training:  # weak-to-strong weight warms up with training
+            confidence.progress = self.state.global_step / max(self.state.max_steps, 1)
         loss, metrics = self.objective(model, inputs)
         if not torch.isfinite(loss.detach()).all():
             rows = inputs["rows"].tolist()

@@ -131,3 +131,12 @@ def best_of_n_accuracy(problems: Sequence[Sequence[Solution]]) -> dict[str, floa
     out = {name: sum(pick(p).correct for p in problems) / len(problems) for name, pick in pickers.items()}
     out["oracle"] = sum(any(s.correct for s in p) for p in problems) / len(problems)
     return out
+
+
+def performance_gap_recovered(weak: float, weak_to_strong: float, ceiling: float) -> float | None:
+    """Burns et al. 2023's PGR: ``(weak_to_strong - weak) / (ceiling - weak)``, the share of the gap between a weak
+    supervisor and a strong model trained on ground truth that the strong model trained on the weak one's labels
+    recovers (1: all of it, 0: none, below 0: worse than its supervisor). None where the ceiling does not beat the
+    weak model (no gap to recover). Give the three runs' figure on the same held-out labels (e.g. reward accuracy)."""
+    gap = ceiling - weak
+    return None if gap <= 0 else (weak_to_strong - weak) / gap

@@ -176,6 +176,16 @@ def soft_bce(z: Tensor, label: OptTensor) -> Tensor:
     return -(label * F.logsigmoid(z) + (1.0 - label) * F.logsigmoid(-z))
 
 
+def confidence_target(label: OptTensor, margin: Tensor, alpha: float) -> Tensor:
+    """Weak-to-strong auxiliary confidence loss as a target (Burns et al. 2023, Eq. 1): the cross-entropy
+    ``(1 - alpha) CE(f, weak) + alpha CE(f, hard(f))`` is linear in the target, so it is the cross-entropy with
+    ``(1 - alpha) * label + alpha * [margin > 0]``, the model's own hardened preference (threshold 0: P = 0.5), cut
+    from the graph. ``label`` None: the weak label is 1 (a hard pair)."""
+    hard = (margin.detach() > 0).to(margin.dtype)
+    weak = torch.ones_like(hard) if label is None else label.to(margin.dtype)
+    return (1.0 - alpha) * weak + alpha * hard
+
+
 def dpo_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, label: OptTensor = None,

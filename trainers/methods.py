@@ -79,12 +79,16 @@ def _loss(cfg: Any) -> objectives.PolicyLoss:
     return objectives.PolicyLoss(get_loss(cfg.loss), cfg.beta, dict(cfg.loss_params))
 
 
+def _confidence(cfg: Any) -> objectives.Confidence | None:
+    return objectives.Confidence(cfg.confidence_weight, cfg.confidence_warmup) if cfg.confidence_weight else None
+
+
 def _policy(cls: type) -> Callable[[Any], Any]:
     return lambda cfg: cls(_loss(cfg))
 
 
 _PAIRS = Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PackedPairCollator,
-                lambda cfg: objectives.PairwiseObjective(_loss(cfg), cfg.soft_labels), "policy")
+                lambda cfg: objectives.PairwiseObjective(_loss(cfg), cfg.soft_labels, _confidence(cfg)), "policy")
 _UNPAIRED = Layout(lambda e, rows, cfg: tk.encode_unpaired(e, rows), collators.UnpairedCollator,
                    _policy(objectives.UnpairedObjective), "policy")
 _LISTS = Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates), collators.ListCollator,
@@ -113,7 +117,7 @@ METHODS: dict[str, MethodSpec] = {
     "reward": MethodSpec("reward", RewardConfig, "reward", {
         "pairwise": Layout(lambda e, rows, cfg: tk.encode_pairs(e, rows), collators.PairCollator,
                            lambda cfg: objectives.RewardPairObjective(cfg.use_margin, cfg.center_coef,
-                                                                      cfg.soft_labels), "reward"),
+                                                                      cfg.soft_labels, _confidence(cfg)), "reward"),
         "listwise": Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates),
                            collators.ListCollator, lambda cfg: objectives.RewardListObjective(), "reward"),
     }),

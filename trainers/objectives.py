@@ -16,6 +16,7 @@ from trainers.losses import (
     LossOutput,
     LossSpec,
     bradley_terry_loss,
+    confidence_target,
     implicit_rewards,
     kto_kl_estimate,
     map_step_labels,
@@ -71,6 +72,23 @@ class PolicyLoss:
 
 
 @dataclass
+class Confidence:
+    """The weak-to-strong auxiliary confidence weight, warmed up linearly from 0 over the first ``warmup`` share of
+    training (Burns et al. 2023); :class:`~trainers.core.AlignTrainer` sets ``progress`` (0..1) before each step."""
+
+    weight: float
+    warmup: float = 0.2
+    progress: float = 0.0
+
+    @property
+    def alpha(self) -> float:
+        return self.weight * (min(1.0, self.progress / self.warmup) if self.warmup > 0 else 1.0)
+
+    def target(self, label: Tensor | None, margin: Tensor) -> Tensor:
+        return confidence_target(label, margin, self.alpha)
+
+
+@dataclass
 class PairwiseObjective:
     """Any pairwise loss; chosen and rejected in one forward pass of 2B sequences (packed with their shared prompt
     by :class:`trainers.collators.PackedPairCollator`, or padded rows from :class:`~trainers.collators.PairCollator`)."""
@@ -78,13 +96,19 @@ class PairwiseObjective:
     loss: PolicyLoss
     soft_labels: bool = False
     """Pass each pair's ``prob`` to a loss that takes soft labels."""
+    confidence: Confidence | None = None
+    """Weak-to-strong: mix the model's own hardened preference into the target (losses that take labels)."""
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         b = batch["rows"].shape[0]
         logps, lengths = batch_logprobs(model, batch)
         ref = batch.get("ref")
         ref_c, ref_r = (None, None) if ref is None else (ref[:, 0].to(logps), ref[:, 1].to(logps))
-        labels = {"label": batch["prob"].to(logps)} if self.soft_labels and self.loss.takes_labels else {}
+        label = batch["prob"].to(logps) if self.soft_labels and self.loss.takes_labels else None
+        if self.confidence is not None:
+            r_c, r_r = implicit_rewards(logps[:b], logps[b:], ref_c, ref_r, self.loss.beta)
+            label = self.confidence.target(label, r_c - r_r)
+        labels = {} if label is None else {"label": label}
         out = self.loss(logps[:b], logps[b:], ref_c, ref_r, len_chosen=lengths[:b], len_rejected=lengths[b:],
                         **labels)
         loss = out.losses.mean()
@@ -163,12 +187,16 @@ class RewardPairObjective:
     use_margin: bool = False
     center_coef: float = 0.0
     soft_labels: bool = False
+    confidence: Confidence | None = None
+    """Weak-to-strong: mix the model's own hardened preference into the target."""
 
     def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
         b = batch["rows"].shape[0]
         r = reward_scores(model, batch["input_ids"], batch["attention_mask"])
         margin = batch["margin"].to(r) if self.use_margin else 0.0
         label = batch["prob"].to(r) if self.soft_labels else None
+        if self.confidence is not None:
+            label = self.confidence.target(label, r[:b] - r[b:] - margin)
         loss = bradley_terry_loss(r[:b], r[b:], margin=margin, center_coef=self.center_coef, label=label).mean()
         return loss, _pair_metrics(loss, r[:b].detach(), r[b:].detach())
 
