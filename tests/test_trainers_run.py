@@ -439,3 +439,8 @@ def test_weak_to_strong_confidence_warms_up_and_reaches_the_reward_loss(tmp_path
                 C.RewardConfig(train=small_train(tmp_path, max_steps=4, batch_size=2), confidence_weight=0.4,
                                confidence_warmup=0.5), base_model_id="base")
     assert seen[:4] == pytest.approx([0.0, 0.2, 0.4, 0.4])  # the trainer tells it how far training is
+    seen.clear()
+    dpo = train_model("dpo", make_snapshot(tmp_path / "snap2", "pairwise"), tiny_model_dir,
+                      C.PreferenceConfig(train=small_train(tmp_path / "dpo"), confidence_weight=0.3,
+                                         confidence_warmup=0.0), base_model_id="base")
+    assert seen[:2] == [0.3, 0.3] and dpo.run.meta["steps"] == 2  # the policy losses take it too
