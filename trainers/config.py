@@ -88,6 +88,16 @@ class TrainConfig:
     """Fraction of steps with a linear learning-rate warm-up."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    merge_base: str | None = None
+    """Online merging optimizer OnDARE (Lu et al. 2024; :mod:`trainers.merging`): the pretrained model folder the
+    reference (or, without one, the starting model) was fine-tuned from. Every AdamW step is then merged with the SFT
+    delta, reference minus this model, to keep the abilities fine-tuning gave it. None: plain AdamW."""
+    merge_alpha: float = 1e-6
+    """OnDARE's weight of the SFT delta (larger: stronger pull towards it); the paper searches from about 1e-7."""
+    merge_reserve: float = 0.01
+    """OnDARE keeps each entry of the step and of the delta with this probability (DARE's random drop)."""
+    merge_rescale: bool = False
+    """Divide the kept entries by ``merge_reserve``."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -105,6 +115,9 @@ class TrainConfig:
             (self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}"),
             (self.freeze_layers >= 0, f"freeze_layers must be >= 0, got {self.freeze_layers}"),
             (not (self.freeze_layers and self.lora), "freeze_layers and lora both choose what trains; use one"),
+            (0 <= self.merge_alpha <= 1, f"merge_alpha must be in [0, 1], got {self.merge_alpha}"),
+            (0 < self.merge_reserve <= 1, f"merge_reserve must be in (0, 1], got {self.merge_reserve}"),
+            (not (self.merge_base and self.lora), "merge_base (online merging) merges full weights; not with lora"),
         ]
         _require(checks)
         if isinstance(self.lora, dict):

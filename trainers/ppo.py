@@ -288,7 +288,14 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                      RewardModelJudge.load(str(config.reward_model)), tokenizer, device, use_bf16(t))
     models.judge.scorer.model.to(device)
     params = [p for p in policy.parameters() if p.requires_grad] + list(models.value_head.parameters())
-    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
+    if t.merge_base:  # online merging: each step merged with the SFT delta (the value head has none)
+        from trainers.merging import OnDAREAdamW, sft_deltas
+
+        optimizer: torch.optim.Optimizer = OnDAREAdamW(
+            params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5, alpha=t.merge_alpha, reserve=t.merge_reserve,
+            rescale=t.merge_rescale, deltas=sft_deltas(policy, ref_path, t.merge_base))
+    else:
+        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))
     steps_per_iteration = config.ppo_epochs * math.ceil(config.rollout_prompts / t.batch_size)
     total_steps = iterations * steps_per_iteration

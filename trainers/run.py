@@ -240,7 +240,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     recorder = MetricsRecorder()
     callbacks = [recorder] + ([ProgressPrinter(progress)] if progress else [])
     trainer = AlignTrainer(model=model, args=args, train_dataset=features["train"], data_collator=collator("train"),
-                           callbacks=callbacks, objective=objective, row_ids=ids)
+                           callbacks=callbacks, objective=objective, row_ids=ids,
+                           optimizer_cls_and_kwargs=_online_merging(t, model, args, Path(reference_model or base)))
     trainer.remove_callback(PrinterCallback)  # progress goes through ``progress``; no raw dict prints
     has_checkpoint = resumed and any((out_dir / "checkpoints").glob("checkpoint-*"))
     started = time.time()
@@ -273,6 +274,17 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                          artifacts, model_dir, plot, truncation)
     _record_finished(out_dir, rid, meta, result)
     return result
+
+
+def _online_merging(t: cfgmod.TrainConfig, model: Any, args: Any, reference: Path) -> tuple[type, dict] | None:
+    """OnDARE in place of AdamW where ``t.merge_base`` names the pretrained model (:mod:`trainers.merging`)."""
+    if not t.merge_base:
+        return None
+    from trainers.merging import OnDAREAdamW, sft_deltas
+
+    return OnDAREAdamW, {"lr": t.lr, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
+                         "deltas": sft_deltas(model, reference, t.merge_base),
+                         "alpha": t.merge_alpha, "reserve": t.merge_reserve, "rescale": t.merge_rescale}
 
 
 def _soft_labels(features: list[Any], objective: Any) -> dict[str, Any]:
