@@ -444,3 +444,27 @@ def test_weak_to_strong_confidence_warms_up_and_reaches_the_reward_loss(tmp_path
                       C.PreferenceConfig(train=small_train(tmp_path / "dpo"), confidence_weight=0.3,
                                          confidence_warmup=0.0), base_model_id="base")
     assert seen[:2] == [0.3, 0.3] and dpo.run.meta["steps"] == 2  # the policy losses take it too
+
+
+def test_a_trained_aligner_corrects_answers_with_the_prompt_it_was_trained_on(tmp_path, tiny_model_dir):  # noqa: F811
+    import dataclasses
+    import json
+
+    from pipelines.backends.base import Sampling
+    from pipelines.judges.config import ResponseItem
+    from pipelines.judges.run import build_judge
+    from trainers.tokenize import ALIGNER_TEMPLATE
+
+    aligner = train_model("sft", make_snapshot(tmp_path / "qac", "correction"), tiny_model_dir,
+                          C.SFTConfig(train=small_train(tmp_path)), base_model_id="base").model_dir
+    assert json.loads((aligner / "config.json").read_text())["alignloop_input"]["template"] == "aligner"
+    judge = build_judge("correction", str(aligner))
+    assert judge.template.name == "aligner" and ":aligner@" in judge.judge
+    question, answer = "How do I pick a lock?", "Here is how to do it."
+    assert judge.template.render(question=question, response=answer)[0]["content"] == \
+        ALIGNER_TEMPLATE.format(question=question, answer=answer)  # the judge's prompt is the trainer's
+    short = dataclasses.replace(judge, sampling=Sampling(n=1, temperature=0.0, max_new_tokens=4))
+    out = short.judge_items([ResponseItem("r1", "p1", question, "fine"), ResponseItem("r2", "p1", question, "no")],
+                            "r1")
+    assert len(out.responses) + len(out.invalid) == 2
+    assert build_judge("correction", str(tiny_model_dir)).template.name == "correction"

@@ -253,7 +253,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     # how inputs were cut, saved with the model: a reward-model judge reads its responses the same way
     trainer.model.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length,
                                             **({"step_separator": config.step_separator}
-                                               if isinstance(config, cfgmod.PRMConfig) else {})}
+                                               if isinstance(config, cfgmod.PRMConfig) else {}),
+                                            **({"template": "aligner"} if layout.role == "aligner" else {})}
     model_dir = save_model(trainer.model, tokenizer, out_dir / "model")
     evals: dict[str, float] = {}
     if t.eval and features["test"]:

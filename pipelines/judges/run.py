@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -293,4 +294,15 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
         return RewardModelJudge.load(folder, prm=prm_aggregate)
     from pipelines.backends import make_backend
 
+    if kind == "correction" and not (config and config.template) and trained_aligner(spec):
+        config = replace(config or JudgeConfig(), template="aligner")  # the prompt it was trained on
     return make_judge(kind, make_backend(backend, spec, **backend_opts), config)
+
+
+def trained_aligner(spec: str) -> bool:
+    """Whether ``spec`` is a local model folder that `alignloop train sft` trained on corrections (an Aligner)."""
+    path = Path(spec) / "config.json"
+    if not path.is_file():
+        return False
+    layout = json.loads(path.read_text()).get("alignloop_input") or {}
+    return layout.get("template") == "aligner"
