@@ -19,7 +19,7 @@ from pydantic import Field
 from flows.params import FlowParams
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
-from pipelines.evaluation import text_stats
+from pipelines.evaluation import text_stats, win_rate
 from pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
 from pipelines.judges.run import load_responses, make_judge
 from pipelines.models import register_model, resolve_model
@@ -109,8 +109,7 @@ def reward_task(folder: str, ours: list[ResponseItem], previous: list[ResponseIt
     if previous:
         theirs = {it.prompt_id: s for it, s in zip(previous, scores[len(ours):]) if s is not None}
         both = [p for p in mine if p in theirs]
-        figures["rm_win_rate"] = (sum(1.0 if mine[p] > theirs[p] else 0.5 if mine[p] == theirs[p] else 0.0
-                                      for p in both) / len(both)) if both else float("nan")
+        figures["rm_win_rate"] = win_rate([mine[p] for p in both], [theirs[p] for p in both])
     return figures
 
 

@@ -26,6 +26,12 @@ def repetition_rate(texts: Sequence[str]) -> float:
     return sum(map(repetitive, texts)) / len(texts) if texts else 0.0
 
 
+def win_rate(mine: Sequence[float], theirs: Sequence[float]) -> float:
+    """Share of paired scores where ``mine`` is higher, a tie counting half; NaN without pairs."""
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(mine, theirs, strict=True)]
+    return sum(wins) / len(wins) if wins else float("nan")
+
+
 def text_stats(texts: Sequence[str]) -> dict[str, float]:
     """Mean length in words, distinct-1/2 and the repetition rate of a set of answers."""
     return {

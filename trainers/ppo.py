@@ -407,6 +407,7 @@ def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, confi
             out += models.score(batch, texts).tolist()
         if progress:
             progress("eval", min(i + size, len(prompts)), len(prompts), {})
-    wins = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(mine, theirs)]
+    from pipelines.evaluation import win_rate
+
     return {"reward": float(np.mean(mine)), "reference_reward": float(np.mean(theirs)),
-            "win_rate_vs_reference": float(np.mean(wins))}
+            "win_rate_vs_reference": win_rate(mine, theirs)}
