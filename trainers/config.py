@@ -89,15 +89,18 @@ class TrainConfig:
     weight_decay: float = 0.0
     """AdamW weight decay."""
     merge_base: str | None = None
-    """Online merging optimizer OnDARE (Lu et al. 2024; :mod:`trainers.merging`): the pretrained model folder the
+    """Online merging optimizers (Lu et al. 2024; :mod:`trainers.merging`): the pretrained model folder the
     reference (or, without one, the starting model) was fine-tuned from. Every AdamW step is then merged with the SFT
     delta, reference minus this model, to keep the abilities fine-tuning gave it. None: plain AdamW."""
+    merge_method: str = "dare"
+    """``dare`` (OnDARE: random drops) or ``ties`` (OnTIES: top-magnitude trim and sign consensus)."""
     merge_alpha: float = 1e-6
-    """OnDARE's weight of the SFT delta (larger: stronger pull towards it); the paper searches from about 1e-7."""
+    """Weight of the SFT delta (larger: stronger pull towards it); the paper searches from about 1e-7."""
     merge_reserve: float = 0.01
-    """OnDARE keeps each entry of the step and of the delta with this probability (DARE's random drop)."""
+    """Share of the step's and the delta's entries kept: OnDARE keeps each with this probability, OnTIES this share
+    of the largest in magnitude."""
     merge_rescale: bool = False
-    """Divide the kept entries by ``merge_reserve``."""
+    """OnDARE: divide the kept entries by ``merge_reserve``."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -117,6 +120,8 @@ class TrainConfig:
             (not (self.freeze_layers and self.lora), "freeze_layers and lora both choose what trains; use one"),
             (0 <= self.merge_alpha <= 1, f"merge_alpha must be in [0, 1], got {self.merge_alpha}"),
             (0 < self.merge_reserve <= 1, f"merge_reserve must be in (0, 1], got {self.merge_reserve}"),
+            (self.merge_method in ("dare", "ties"), f"merge_method must be dare or ties, got {self.merge_method!r}"),
+            (not (self.merge_rescale and self.merge_method == "ties"), "merge_rescale is OnDARE's; OnTIES has none"),
             (not (self.merge_base and self.lora), "merge_base (online merging) merges full weights; not with lora"),
         ]
         _require(checks)

@@ -289,11 +289,10 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     models.judge.scorer.model.to(device)
     params = [p for p in policy.parameters() if p.requires_grad] + list(models.value_head.parameters())
     if t.merge_base:  # online merging: each step merged with the SFT delta (the value head has none)
-        from trainers.merging import OnDAREAdamW, sft_deltas
+        from trainers.merging import OnlineMergingAdamW, optimizer_kwargs
 
-        optimizer: torch.optim.Optimizer = OnDAREAdamW(
-            params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5, alpha=t.merge_alpha, reserve=t.merge_reserve,
-            rescale=t.merge_rescale, deltas=sft_deltas(policy, ref_path, t.merge_base))
+        optimizer: torch.optim.Optimizer = OnlineMergingAdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5,
+                                                              **optimizer_kwargs(t, policy, ref_path))
     else:
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))

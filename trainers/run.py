@@ -278,14 +278,14 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
 
 
 def _online_merging(t: cfgmod.TrainConfig, model: Any, args: Any, reference: Path) -> tuple[type, dict] | None:
-    """OnDARE in place of AdamW where ``t.merge_base`` names the pretrained model (:mod:`trainers.merging`)."""
+    """An online merging optimizer in place of AdamW where ``t.merge_base`` names the pretrained model
+    (:mod:`trainers.merging`)."""
     if not t.merge_base:
         return None
-    from trainers.merging import OnDAREAdamW, sft_deltas
+    from trainers.merging import OnlineMergingAdamW, optimizer_kwargs
 
-    return OnDAREAdamW, {"lr": t.lr, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
-                         "deltas": sft_deltas(model, reference, t.merge_base),
-                         "alpha": t.merge_alpha, "reserve": t.merge_reserve, "rescale": t.merge_rescale}
+    return OnlineMergingAdamW, {"lr": t.lr, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
+                                **optimizer_kwargs(t, model, reference)}
 
 
 def _soft_labels(features: list[Any], objective: Any) -> dict[str, Any]:
