@@ -185,7 +185,7 @@ class PreferenceConfig:
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
         _check_confidence(self)
-        if self.confidence_weight and "label" not in inspect.signature(spec.fn).parameters:
+        if self.confidence_weight and not spec.takes_labels:
             raise ValueError(f"confidence_weight needs a loss with a soft form (dpo, cdpo), not {self.loss!r}")
         object.__setattr__(self, "loss_params", _check_params(self.loss_params, spec.fn, f"loss {self.loss!r}"))
 

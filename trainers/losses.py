@@ -17,6 +17,7 @@ Use :data:`LOSSES` / :func:`get_loss` to look a loss up by name. Reward-model an
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -663,6 +664,11 @@ class LossSpec:
     data: Literal["pairs", "unpaired", "lists"]
     needs_lengths: bool
     paper: str
+
+    @property
+    def takes_labels(self) -> bool:
+        """Whether the loss has a soft-label form (a ``label`` argument: P(chosen preferred) per pair)."""
+        return "label" in inspect.signature(self.fn).parameters
 
 
 _SPECS = [

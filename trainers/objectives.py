@@ -58,7 +58,7 @@ class PolicyLoss:
     @property
     def takes_labels(self) -> bool:
         """Whether the loss trains on soft labels (has a ``label`` argument)."""
-        return "label" in inspect.signature(self.spec.fn).parameters
+        return self.spec.takes_labels
 
     def __call__(self, *args: Tensor | None, **kw: Tensor | None) -> LossOutput:
         extra = dict(self.params)

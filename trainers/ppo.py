@@ -117,7 +117,7 @@ class Rollout:
     ref_logprobs: Tensor
     scores: Tensor
     ended: Tensor
-    texts: list[str]
+    """(B,): whether the answer has its end-of-turn token (not cut at ``max_new_tokens``)."""
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -187,8 +187,9 @@ class _Models:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def answer(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig, greedy: bool = False,
-               model: Any = None) -> tuple[Tensor, Tensor, int, list[str]]:
-        """Sample (or greedily decode) one answer per prompt: tokens, attention, prompt width, answer texts."""
+               model: Any = None) -> tuple[Tensor, Tensor, int, list[str], Tensor]:
+        """Sample (or greedily decode) one answer per prompt: tokens, attention, prompt width, answer texts and
+        whether each answer ended (has its end-of-turn token)."""
         tok = self.tokenizer
         ids, att = _left_pad([enc.prompt_ids(p["prompt"], p["prompt_text"]) for p in prompts], tok.pad_token_id,
                              self.device)
@@ -201,10 +202,10 @@ class _Models:
         answers = seqs[:, ids.shape[1]:]
         if answers.shape[1] < config.max_new_tokens:  # every row ended early: pad to a fixed width
             answers = F.pad(answers, (0, config.max_new_tokens - answers.shape[1]), value=tok.pad_token_id)
-        mask, _ = answer_mask(answers, tok.eos_token_id)
+        mask, ended = answer_mask(answers, tok.eos_token_id)
         answers = torch.where(mask.bool(), answers, torch.full_like(answers, tok.pad_token_id))
         texts = tok.batch_decode(answers, skip_special_tokens=True)
-        return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts
+        return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts, ended
 
     def score(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
         """The reward model's score of each answer (0 where it gives none: a PRM that fits no step)."""
@@ -216,9 +217,8 @@ class _Models:
         return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
 
     def rollout(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Rollout:
-        tokens, attention, width, texts = self.answer(prompts, enc, config)
+        tokens, attention, width, texts, ended = self.answer(prompts, enc, config)
         mask = attention[:, width:].float()
-        _, ended = answer_mask(tokens[:, width:], self.tokenizer.eos_token_id)
         with torch.no_grad(), self.autocast():
             logprobs, values, _ = forward_answers(self.policy, tokens, attention, width, config.temperature,
                                                   self.value_head)
@@ -227,7 +227,7 @@ class _Models:
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * (~ended).float()
         return Rollout(tokens, attention, width, mask, logprobs.float(), values.float(), ref_logprobs.float(), scores,
-                       ended, texts)
+                       ended)
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:
@@ -402,7 +402,7 @@ def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, confi
     for i in range(0, len(prompts), size):
         batch = prompts[i:i + size]
         for model, out in ((models.policy, mine), (models.reference, theirs)):
-            *_, texts = models.answer(batch, enc, config, greedy=True, model=model)
+            texts = models.answer(batch, enc, config, greedy=True, model=model)[3]
             out += models.score(batch, texts).tolist()
         if progress:
             progress("eval", min(i + size, len(prompts)), len(prompts), {})
