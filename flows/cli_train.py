@@ -45,8 +45,8 @@ def train(
     config: Annotated[str | None, typer.Option("--config", help="JSON config file; options above override it.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/METHOD-DATASET).")] = None,
     reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
-    reward_model: Annotated[str | None, typer.Option(help="ppo: reward model folder that scores the answers "
-                                                          "(from `train reward`).")] = None,
+    reward_model: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: reward model folder that scores the "
+                                                          "answers (from `train reward`).")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,

@@ -80,10 +80,9 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
-    method: Literal["dpo", "ppo"] = Field("dpo", description="dpo: iterative DPO on the round's pairs; ppo: RLHF "
-                                                             "with PPO on the round's prompts, scored by "
-                                                             "reward_model (feedback reward_model; beta and loss "
-                                                             "are DPO's).")
+    method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
+        "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo: online RL on the round's "
+                           "prompts, scored by reward_model (feedback reward_model; beta and loss are DPO's).")
     loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -126,9 +125,9 @@ class RoundParams(FlowParams):
 
     @model_validator(mode="after")
     def _reward_model_given(self) -> RoundParams:
-        if self.method == "ppo" and self.feedback != "reward_model":
-            raise ValueError("method 'ppo' trains on the reward model's scores: set feedback 'reward_model' (and "
-                             "reward_model)")
+        if self.method != "dpo" and self.feedback != "reward_model":
+            raise ValueError(f"method {self.method!r} trains on the reward model's scores: set feedback "
+                             "'reward_model' (and reward_model)")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
         return self
@@ -305,7 +304,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=f"{params.round}-pairs", base=policy, reference=reference,
         loss=params.loss if params.method == "dpo" else None, beta=params.beta if params.method == "dpo" else None,
-        reward_model=params.reward_model if params.method == "ppo" else None, lr=params.lr, epochs=params.epochs,
+        reward_model=params.reward_model if params.method != "dpo" else None, lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(

@@ -23,7 +23,7 @@ from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
 
-Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo"]
+Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo", "grpo", "rloo"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
 
 
@@ -31,7 +31,7 @@ class TrainParams(FlowParams):
     """What to train: the form the Prefect UI shows."""
 
     method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, "
-                                            "sft, ppo (RLHF: needs reward_model).")
+                                            "sft, ppo, grpo, rloo (RLHF: need reward_model).")
     dataset: str = Field(..., min_length=1, description="Dataset name (latest version), NAME@vN, or a snapshot "
                                                         "folder.")
     base: str = Field("default", description="'default' (embedded SmolLM2) or a model folder.")
@@ -49,7 +49,7 @@ class TrainParams(FlowParams):
     config_file: str | None = Field(None, description="JSON config (trainers.config); the fields above override it.")
     output_dir: str | None = Field(None, description="Run folder (default runs/<method>-<dataset>).")
     reference: str | None = Field(None, description="Reference model folder (default: the base model).")
-    reward_model: str | None = Field(None, description="PPO: the reward model folder that scores the policy's "
+    reward_model: str | None = Field(None, description="ppo, grpo, rloo: the reward model folder that scores the "
                                                        "answers (from `train reward`).")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")

@@ -94,8 +94,9 @@ def test_reward_model_rounds_are_evaluated_and_stopped_on_their_reward(tmp_path,
 def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path, prefect_harness):
     policy = seed_human_round(tmp_path)
     rm = _reward_model(policy, tmp_path / "rm")
-    with pytest.raises(ValidationError, match="method 'ppo' trains on the reward model's scores: set feedback"):
-        RoundParams(round="x", method="ppo")
+    for method in ("ppo", "grpo", "rloo"):
+        with pytest.raises(ValidationError, match=f"method '{method}' trains on the reward model's scores: set "):
+            RoundParams(round="x", method=method)
     params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"

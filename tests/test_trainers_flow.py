@@ -213,3 +213,12 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
         runs = con.execute("SELECT method, config->>'$.reward_model' FROM training_runs").fetchall()
         metrics = {r[0] for r in con.execute("SELECT DISTINCT name FROM training_metrics").fetchall()}
     assert runs == [("ppo", str(rm))] and {"reward", "kl", "policy_loss", "value_loss"} <= metrics
+    # grpo: the same options, its advantage and 4 answers per prompt from the method's defaults
+    grpo = ["train", "grpo", *args[2:-3], str(tmp_path / "grpo"), "--db", path, "--reward-model", str(rm)]
+    out = CliRunner().invoke(app, grpo, env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert re.search(r"training grpo +━+ 2/2 +steps loss=\S+ reward=", out.output), out.output
+    with db.connect(path) as con:
+        runs = con.execute("SELECT config->>'$.advantage', config->>'$.samples_per_prompt' FROM training_runs "
+                           "WHERE method = 'grpo'").fetchall()
+    assert runs == [("grpo", "4")]

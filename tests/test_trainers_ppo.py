@@ -1,4 +1,5 @@
-"""PPO: the method's pure functions against hand computations, and runs on a tiny random policy and reward model."""
+"""PPO, GRPO and RLOO: the methods' pure functions against hand computations, and runs on a tiny random policy and
+reward model."""
 
 from __future__ import annotations
 
@@ -161,19 +162,68 @@ def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir): 
     assert json.loads(json.dumps(C.to_dict(ppo_config(tmp_path, tiny_model_dir))))["type"] == "PPOConfig"
 
 
-def test_ppo_moves_the_policy_towards_what_its_reward_model_prefers(tmp_path, tiny_model_dir):  # noqa: F811
-    """A reward model trained to prefer answers starting with 'good' over 'bad'; twelve PPO iterations later the
-    policy's greedy answers to held-out prompts score above the reference's (a sign error would push them below)."""
-    import dataclasses
-
-    rm = train_model("reward", make_snapshot(tmp_path / "prefs", "pairwise", n_train=32, n_test=8), tiny_model_dir,
+@pytest.fixture(scope="module")
+def good_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
+    """A reward model trained to prefer answers starting with 'good' over 'bad'."""
+    tmp = tmp_path_factory.mktemp("good-rm")
+    rm = train_model("reward", make_snapshot(tmp / "prefs", "pairwise", n_train=32, n_test=8), tiny_model_dir,
                      C.RewardConfig(train=C.TrainConfig(lr=3e-3, max_steps=30, batch_size=8, max_length=64,
-                                                        max_prompt_length=32, output_dir=str(tmp_path / "rm"))),
+                                                        max_prompt_length=32, output_dir=str(tmp / "rm"))),
                      base_model_id="base")
     assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
-    config = dataclasses.replace(ppo_config(tmp_path / "ppo", rm.model_dir, kl_coef=0.02,
-                                            train={"max_steps": 12, "lr": 2e-3, "batch_size": 8}), rollout_prompts=16)
-    result = train_model("ppo", make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8),
+    return rm.model_dir
+
+
+@pytest.mark.parametrize("method, iterations, samples", [("ppo", 12, 1), ("grpo", 8, 4), ("rloo", 12, 4)])
+def test_each_online_method_moves_the_policy_towards_what_its_reward_model_prefers(
+        tmp_path, tiny_model_dir, good_reward_model, method, iterations, samples):  # noqa: F811
+    """A few iterations against the 'good' reward model: the policy's greedy answers to held-out prompts score above
+    the reference's (a sign error in the advantages would push them below)."""
+    import dataclasses
+
+    config = dataclasses.replace(ppo_config(tmp_path / method, good_reward_model, kl_coef=0.02,
+                                            train={"max_steps": iterations, "lr": 2e-3, "batch_size": 8}),
+                                 rollout_prompts=16 // samples, samples_per_prompt=samples,
+                                 advantage={"ppo": "gae"}.get(method, method))
+    result = train_model(method, make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8),
                          tiny_model_dir, config, base_model_id="base")
+    assert result.run.method == method
     evals = {e.metric: e.value for e in result.evaluations}
     assert evals["reward"] > evals["reference_reward"] + 0.5 and evals["win_rate_vs_reference"] >= 0.75
+
+
+def test_group_advantages_and_the_k3_kl_by_hand():
+    scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
+    sd = math.sqrt((4 * 0.25) / 3)  # Bessel-corrected std of 1, 0, 0, 1
+    close(ppo.group_advantages(scores, 4, "grpo"), [x / (sd + 1e-4) for x in (0.5, -0.5, -0.5, 0.5)] + [0.0] * 4)
+    close(ppo.group_advantages(scores, 4, "rloo"), [1 - 1 / 3, -2 / 3, -2 / 3, 1 - 1 / 3] + [0.0] * 4)
+    close(ppo.group_advantages(torch.tensor([3.0, 1.0]), 2, "rloo"), [2.0, -2.0])
+    with pytest.raises(ValueError, match="not 'gae'"):
+        ppo.group_advantages(scores, 4, "gae")
+    logp, ref = torch.tensor([-1.0, -1.0, -2.0]), torch.tensor([-1.0, -2.0, -1.0])
+    close(ppo.k3_kl(logp, ref), [0.0, math.exp(-1), math.e - 2])
+
+
+def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_path, tiny_model_dir):  # noqa: F811
+    snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=6, n_test=2)
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    for method in ("grpo", "rloo"):
+        from trainers.methods import default_config
+
+        preset = default_config(method)
+        assert preset.advantage == method and preset.samples_per_prompt == 4 and preset.method == method
+        config = ppo_config(tmp_path / method, rm, advantage=method, samples_per_prompt=3)
+        result = train_model(method, snap, tiny_model_dir, config, base_model_id="base")
+        # 4 prompts x 3 answers per iteration, minibatches of 4, two epochs: 6 updates per iteration
+        assert result.run.method == method and result.run.meta["optimizer_steps"] == 3 * 6
+        names = {m.name for m in result.metrics}
+        assert {"reward", "kl", "policy_loss", "zero_std_groups"} <= names and "value_loss" not in names
+        assert ("kl_loss" in names) == (method == "grpo")
+        assert result.model.meta["method"] == method and result.plot is not None
+    with pytest.raises(AlignloopError, match="method ppo got a config for method grpo"):
+        train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "x", rm, advantage="grpo",
+                                                            samples_per_prompt=2), base_model_id="base")
+    with pytest.raises(ValueError, match="needs samples_per_prompt >= 2, got 1"):
+        C.PPOConfig(reward_model="x", advantage="rloo")
+    with pytest.raises(ValueError, match="advantage must be one of gae, grpo, rloo"):
+        C.PPOConfig(reward_model="x", advantage="reinforce")

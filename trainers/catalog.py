@@ -14,6 +14,9 @@ class MethodInfo(NamedTuple):
     help: str
 
 
+_ANY = ("pairwise", "binary", "listwise", "steps", "correction", "sft")
+"""The online methods read only a snapshot's prompts, of any kind."""
+
 CATALOG: dict[str, MethodInfo] = {
     "dpo": MethodInfo(("pairwise",), "pairwise preference optimisation; pick the loss with --loss (dpo, ipo, simpo, "
                                      "orpo, ...)"),
@@ -24,7 +27,10 @@ CATALOG: dict[str, MethodInfo] = {
     "prm": MethodInfo(("steps",), "process reward model (token-classification head at step ends)"),
     "sft": MethodInfo(("sft", "correction"), "supervised fine-tuning: best-of-N / rejection sampling rows, or "
                                              "Aligner corrections"),
-    "ppo": MethodInfo(("pairwise", "binary", "listwise", "steps", "correction", "sft"),
-                      "RLHF with PPO: the policy answers the dataset's prompts, a reward model (--reward-model) "
-                      "scores them, a KL penalty keeps it near the reference"),
+    "ppo": MethodInfo(_ANY, "RLHF with PPO: the policy answers the dataset's prompts, a reward model "
+                            "(--reward-model) scores them, a KL penalty keeps it near the reference"),
+    "grpo": MethodInfo(_ANY, "GRPO: like ppo without a critic; several answers per prompt, each scored against its "
+                             "group's mean and spread, KL as a loss term"),
+    "rloo": MethodInfo(_ANY, "RLOO: like ppo without a critic; several answers per prompt, each answer's "
+                             "KL-penalised score against the mean of the others'"),
 }

@@ -309,9 +309,10 @@ class SFTConfig:
 @dataclass(frozen=True)
 class PPOConfig:
     """RLHF with PPO: the policy answers the dataset's prompts, a reward model scores the answers, a per-token KL
-    penalty keeps the policy near the reference (:mod:`trainers.ppo`). ``train.max_steps`` counts PPO iterations
-    (a rollout and its updates); from ``train.epochs``, enough iterations to sample each train prompt that often.
-    ``train.batch_size`` is the minibatch of the updates and ``train.save_steps`` counts iterations too;
+    penalty keeps the policy near the reference (:mod:`trainers.ppo`); with ``advantage`` grpo or rloo the critic-free
+    GRPO and RLOO instead (methods ``grpo`` and ``rloo``). ``train.max_steps`` counts iterations (a rollout and its
+    updates); from ``train.epochs``, enough iterations to sample each train prompt that often.
+    ``train.batch_size`` is the minibatch of the updates, in answers, and ``train.save_steps`` counts iterations too;
     ``train.max_prompt_length`` cuts prompts (answers are ``max_new_tokens`` long at most); ``train.grad_accum``
     and ``train.logging_steps`` are not used (every iteration is logged)."""
 
@@ -324,8 +325,14 @@ class PPOConfig:
     """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
     target_kl: float | None = None
     """Adapt ``kl_coef`` towards this KL per answer (Ziegler et al.'s controller); None keeps it fixed."""
+    advantage: str = "gae"
+    """``gae``: PPO's value head and GAE on KL-penalised token rewards; ``grpo``: an answer's score against its
+    group's mean and std, KL as a loss term; ``rloo``: its KL-penalised score minus the other answers' mean. The
+    method is named after it (ppo, grpo, rloo)."""
     rollout_prompts: int = 16
-    """Prompts answered per iteration (one answer each)."""
+    """Prompts answered per iteration."""
+    samples_per_prompt: int = 1
+    """Answers sampled per prompt per iteration (grpo and rloo compare them: at least 2)."""
     max_new_tokens: int = 48
     """Longest answer, in tokens."""
     temperature: float = 1.0
@@ -350,6 +357,11 @@ class PPOConfig:
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
             (self.target_kl is None or self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}"),
             (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),
+            (self.advantage in ADVANTAGES, f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}"),
+            (self.samples_per_prompt >= 1, f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}"),
+            (self.advantage == "gae" or self.samples_per_prompt >= 2,
+             f"advantage {self.advantage!r} compares answers to one prompt: needs samples_per_prompt >= 2, got "
+             + str(self.samples_per_prompt)),
             (self.max_new_tokens >= 1, f"max_new_tokens must be >= 1, got {self.max_new_tokens}"),
             (self.temperature > 0, f"temperature must be > 0, got {self.temperature}"),
             (self.ppo_epochs >= 1, f"ppo_epochs must be >= 1, got {self.ppo_epochs}"),
@@ -361,6 +373,14 @@ class PPOConfig:
         ]
         _require(checks)
 
+    @property
+    def method(self) -> str:
+        """The method this config runs: ppo, grpo or rloo."""
+        return ADVANTAGE_METHODS[self.advantage]
+
+
+ADVANTAGE_METHODS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}
+ADVANTAGES = tuple(ADVANTAGE_METHODS)
 
 MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig | PPOConfig
 CONFIG_TYPES: dict[str, type] = {c.__name__: c for c in (PreferenceConfig, UnpairedConfig, ListwiseConfig,

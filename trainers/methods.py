@@ -126,7 +126,8 @@ METHODS: dict[str, MethodSpec] = {
                         lambda cfg: objectives.PRMObjective(cfg.num_classes, cfg.neutral_label), "prm"),
     }),
     "sft": MethodSpec("sft", SFTConfig, "causal", {"sft": _SFT, "correction": _ALIGNER}),
-    "ppo": MethodSpec("ppo", PPOConfig, "causal", dict.fromkeys(CATALOG["ppo"].kinds, _PROMPTS), loop=_ppo),
+    **{name: MethodSpec(name, PPOConfig, "causal", dict.fromkeys(CATALOG[name].kinds, _PROMPTS), loop=_ppo)
+       for name in ("ppo", "grpo", "rloo")},
 }
 
 
@@ -137,10 +138,14 @@ def get_method(name: str) -> MethodSpec:
 
 
 def default_config(method: str, **overrides: Any) -> MethodConfig:
-    """The method's config with its default loss (``bco`` -> loss "bco")."""
+    """The method's config with its default loss (``bco`` -> loss "bco"); grpo and rloo: their advantage and 4
+    samples per prompt."""
     spec = get_method(method)
     if spec.config_type is UnpairedConfig:
         overrides.setdefault("loss", method)
+    if spec.config_type is PPOConfig and method != "ppo":
+        overrides.setdefault("advantage", method)
+        overrides.setdefault("samples_per_prompt", 4)
     try:
         return spec.config_type(**overrides)
     except ValueError as exc:

@@ -9,8 +9,23 @@ no dropout, logits divided by the sampling temperature, the value of a token rea
 it, an optional penalty for answers cut off without an end-of-turn token, and Ziegler's adaptive KL controller
 when ``target_kl`` is set.
 
-The pure functions (:func:`penalised_rewards`, :func:`gae`, :func:`whiten`, :func:`ppo_loss`) carry the method;
-:func:`train_ppo` runs it and returns the same records as every other trainer.
+Two critic-free variants share the loop (``advantage``; methods ``grpo`` and ``rloo``), each sampling
+``samples_per_prompt`` answers per prompt and comparing them with each other instead of with a value head:
+
+- **GRPO** (Shao et al. 2024, DeepSeekMath, Eq. 3): an answer's advantage is its score minus its group's mean over
+  the group's standard deviation, for each of its tokens; the KL to the reference is a loss term, ``kl_coef`` times
+  the k3 estimate ``exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1`` per token (Schulman's unbiased,
+  positive estimator), not a reward penalty. Token means over the minibatch.
+- **RLOO** (Ahmadian et al. 2024, "Back to Basics", Eq. 5; Kool et al. 2019): an answer's reward is its score minus
+  ``kl_coef`` times its summed KL to the reference, and its advantage that reward minus the mean reward of the
+  other answers to the same prompt.
+
+Both take the clipped surrogate for their updates (one ``ppo_epochs`` pass is on-policy REINFORCE with that
+baseline). A group whose answers all score the same teaches nothing; its share is logged (``zero_std_groups``).
+
+The pure functions (:func:`penalised_rewards`, :func:`gae`, :func:`whiten`, :func:`ppo_loss`,
+:func:`group_advantages`, :func:`k3_kl`) carry the methods; :func:`train_ppo` runs them and returns the same records
+as every other trainer.
 """
 
 from __future__ import annotations
@@ -35,8 +50,8 @@ from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
 
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
-          ("losses", ("policy_loss", "value_loss")), ("PPO", ("clipfrac", "approx_kl")))
-"""The curves PNG of a PPO run."""
+          ("losses", ("policy_loss", "value_loss", "kl_loss")), ("PPO", ("clipfrac", "approx_kl", "zero_std_groups")))
+"""The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs."""
 
 
 # ---- the method, as pure functions of tensors ------------------------------------------------------------------
@@ -77,22 +92,49 @@ def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     return (x - mean) * torch.rsqrt(var + eps) * mask
 
 
+def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
+                      clip_range: float) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(log pi - log pi_old)``,
+    the token mean over ``mask``; with detached statistics (the loss, clip fraction, approximate KL to the rollout
+    policy)."""
+    ratio = torch.exp(logprobs - old_logprobs)
+    pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    policy_loss = masked_mean(pg, mask)
+    stats = {"policy_loss": policy_loss, "clipfrac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask),
+             "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)}
+    return policy_loss, {k: v.detach() for k, v in stats.items()}
+
+
 def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
              returns: Tensor, mask: Tensor, clip_range: float, value_clip: float,
              vf_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
-    """Clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(log pi - log pi_old)``, plus
-    ``vf_coef`` times the clipped value loss ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)``; token means
-    over ``mask``. Returns the loss and detached statistics (policy and value loss, clip fraction, approximate KL
-    to the rollout policy)."""
-    ratio = torch.exp(logprobs - old_logprobs)
-    pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
+    """:func:`clipped_surrogate` plus ``vf_coef`` times the clipped value loss
+    ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)`` (token mean over ``mask``). Returns the loss and
+    detached statistics (policy and value loss, clip fraction, approximate KL to the rollout policy)."""
+    policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range)
     clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
     vf = 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
-    policy_loss, value_loss = masked_mean(pg, mask), masked_mean(vf, mask)
-    stats = {"policy_loss": policy_loss, "value_loss": value_loss,
-             "clipfrac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask),
-             "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)}
-    return policy_loss + vf_coef * value_loss, {k: v.detach() for k, v in stats.items()}
+    value_loss = masked_mean(vf, mask)
+    return policy_loss + vf_coef * value_loss, {**stats, "value_loss": value_loss.detach()}
+
+
+def group_advantages(rewards: Tensor, k: int, kind: str, eps: float = 1e-4) -> Tensor:
+    """One advantage per answer, (B,), for rows grouped by prompt in consecutive blocks of ``k``: ``grpo``
+    ``(r - mean) / (std + eps)`` over the group (std with Bessel's correction, as DeepSeekMath's code), ``rloo``
+    ``r_i - mean_{j != i} r_j``."""
+    g = rewards.view(-1, k)
+    if kind == "grpo":
+        return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).flatten()
+    if kind == "rloo":
+        return (g - (g.sum(1, keepdim=True) - g) / (k - 1)).flatten()
+    raise ValueError(f"group advantages are grpo or rloo, not {kind!r}")
+
+
+def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
+    """Per-token ``exp(d) - d - 1`` with ``d = log pi_ref - log pi``: an unbiased, never negative estimate of
+    KL(pi || pi_ref) under samples of pi (GRPO's KL term)."""
+    d = ref_logprobs - logprobs
+    return torch.exp(d) - d - 1
 
 
 def adapt_kl_coef(kl_coef: float, kl: float, target: float, n: int, horizon: int = 10_000) -> float:
@@ -219,13 +261,14 @@ class _Models:
     def rollout(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Rollout:
         tokens, attention, width, texts, ended = self.answer(prompts, enc, config)
         mask = attention[:, width:].float()
+        critic = self.value_head if config.advantage == "gae" else None
         with torch.no_grad(), self.autocast():
-            logprobs, values, _ = forward_answers(self.policy, tokens, attention, width, config.temperature,
-                                                  self.value_head)
+            logprobs, values, _ = forward_answers(self.policy, tokens, attention, width, config.temperature, critic)
             ref_logprobs, _, _ = forward_answers(self.reference, tokens, attention, width, config.temperature)
         scores = self.score(prompts, texts)
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * (~ended).float()
+        values = torch.zeros_like(logprobs) if values is None else values
         return Rollout(tokens, attention, width, mask, logprobs.float(), values.float(), ref_logprobs.float(), scores,
                        ended)
 
@@ -266,14 +309,16 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     from trainers.run import TrainResult
 
     t = config.train
+    method = config.method
     if not config.reward_model:
-        raise AlignloopError("method ppo needs a reward model: --reward-model FOLDER (from `alignloop train reward`)")
+        raise AlignloopError(f"method {method} needs a reward model: --reward-model FOLDER (from `alignloop train "
+                             "reward`)")
     check_reward_model(config.reward_model)  # from its config, before anything loads
     train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
     out_dir = Path(t.output_dir)
     cfg_dict = cfgmod.to_dict(config)
-    rid = run_id("ppo", cfg_dict, snap.content_hash, base_model_id)
-    resumed = cfgmod.check_resume(out_dir, config, {"method": "ppo", "dataset": snap.content_hash,
+    rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
+    resumed = cfgmod.check_resume(out_dir, config, {"method": method, "dataset": snap.content_hash,
                                                     "base_model": base_model_id})
     if resumed and (done := finished(out_dir, rid)) is not None:
         return done
@@ -287,7 +332,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                      load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
                      RewardModelJudge.load(str(config.reward_model)), tokenizer, device, use_bf16(t))
     models.judge.scorer.model.to(device)
-    params = [p for p in policy.parameters() if p.requires_grad] + list(models.value_head.parameters())
+    critic = config.advantage == "gae"  # GRPO and RLOO compare answers to one prompt instead
+    params = [p for p in policy.parameters() if p.requires_grad] + (list(models.value_head.parameters()) if critic
+                                                                    else [])
     if t.merge_base:  # online merging: each step merged with the SFT delta (the value head has none)
         from trainers.merging import OnlineMergingAdamW, optimizer_kwargs
 
@@ -296,7 +343,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     else:
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))
-    steps_per_iteration = config.ppo_epochs * math.ceil(config.rollout_prompts / t.batch_size)
+    k = config.samples_per_prompt
+    steps_per_iteration = config.ppo_epochs * math.ceil(config.rollout_prompts * k / t.batch_size)
     total_steps = iterations * steps_per_iteration
     warmup = int(t.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / max(warmup, 1), 1.0)
@@ -316,16 +364,25 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     started = time.time()
     for it in range(start, iterations):
         torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
-        prompts = [train_prompts[i] for i in plan[it]]
+        prompts = [train_prompts[i] for i in plan[it] for _ in range(k)]  # each prompt's k answers side by side
         ro = models.rollout(prompts, enc, config)
-        rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
-        advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
-        advantages = whiten(advantages, ro.mask)
-        stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, it)
+        if critic:
+            rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
+            advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
+            advantages = whiten(advantages, ro.mask)
+            penalised = rewards.sum(1)
+        else:
+            kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
+            penalised = ro.scores - kl_coef * kl.sum(1)  # RLOO's reward; for GRPO what its loss trades off
+            per_answer = group_advantages(penalised if method == "rloo" else ro.scores, k, method)
+            advantages, returns = per_answer[:, None] * ro.mask, None
+        stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, it, kl_coef)
         seq_kl = float(kl.sum(1).mean())
-        logs = {"reward": float(ro.scores.mean()), "reward_penalised": float(rewards.sum(1).mean()), "kl": seq_kl,
+        logs = {"reward": float(ro.scores.mean()), "reward_penalised": float(penalised.mean()), "kl": seq_kl,
                 "kl_coef": kl_coef, "response_length": float(ro.mask.sum(1).mean()),
                 "no_eos": float((~ro.ended).float().mean()), "lr": scheduler.get_last_lr()[0], **stats}
+        if k > 1:
+            logs["zero_std_groups"] = float((ro.scores.view(-1, k).std(1) == 0).float().mean())
         logged += [(it + 1, k, v) for k, v in logs.items()]
         if config.target_kl is not None:
             kl_coef = adapt_kl_coef(kl_coef, seq_kl, config.target_kl, len(prompts))
@@ -346,11 +403,11 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward_model": str(config.reward_model),
             "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
-                             {"method": "ppo", "dataset": snap.dataset_id or snap.name})
-    run = training_run(rid, "ppo", cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
+                             {"method": method, "dataset": snap.dataset_id or snap.name})
+    run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
                        reference_model_id=reference_model_id or base_model_id, output_model_id=model_rec.id,
                        round_id=round_id, status="finished", meta=meta)
-    plot = plot_curves(logged, out_dir / "curves.png", f"ppo on {snap.name} ({rid[:8]})", PANELS)
+    plot = plot_curves(logged, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})", PANELS)
     result = TrainResult(run, metric_rows(rid, logged), model_rec,
                          evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
                          [], model_dir, plot, meta["truncation"])
@@ -358,9 +415,10 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     return result
 
 
-def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor, config: cfgmod.PPOConfig,
-            optimizer: Any, scheduler: Any, params: list[Tensor], iteration: int) -> dict[str, float]:
-    """``ppo_epochs`` passes of minibatch updates over the rollout; the mean of each statistic."""
+def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | None, config: cfgmod.PPOConfig,
+            optimizer: Any, scheduler: Any, params: list[Tensor], iteration: int, kl_coef: float) -> dict[str, float]:
+    """``ppo_epochs`` passes of minibatch updates over the rollout; the mean of each statistic. Without ``returns``
+    (GRPO, RLOO) no value loss; GRPO adds ``kl_coef`` times the k3 KL to the reference."""
     t = config.train
     n = len(ro.scores)
     gen = torch.Generator().manual_seed(t.seed * 7_919 + iteration)
@@ -371,13 +429,23 @@ def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor, c
             idx = idx.to(models.device)
             with models.autocast():
                 logprobs, values, entropy = forward_answers(models.policy, ro.tokens[idx], ro.attention[idx],
-                                                            ro.prompt_len, config.temperature, models.value_head)
+                                                            ro.prompt_len, config.temperature,
+                                                            models.value_head if returns is not None else None)
             mask = ro.mask[idx]
-            loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
-                                   ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
-                                   config.vf_coef)
+            if returns is not None:
+                loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
+                                       ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
+                                       config.vf_coef)
+            else:
+                loss, stats = clipped_surrogate(logprobs.float(), ro.logprobs[idx], advantages[idx], mask,
+                                                config.clip_range)
+                if config.advantage == "grpo":
+                    kl_loss = masked_mean(k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
+                    loss = loss + kl_coef * kl_loss
+                    stats["kl_loss"] = kl_loss.detach()
             if not torch.isfinite(loss):
-                raise AlignloopError(f"PPO loss is {float(loss)} at iteration {iteration + 1}; lower lr or kl_coef")
+                raise AlignloopError(f"{config.method} loss is {float(loss)} at iteration {iteration + 1}; lower lr or "
+                                     "kl_coef")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
