@@ -47,6 +47,9 @@ def train(
     reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
     reward_model: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: reward model folder that scores the "
                                                           "answers (from `train reward`).")] = None,
+    verifier: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: a rule verifier that scores the answers "
+                                                      "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, "
+                                                      "json_valid, no_repetition).")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -66,7 +69,7 @@ def train(
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
-        "reward_model": reward_model, "round": round_name, "db": path})
+        "reward_model": reward_model, "verifier": verifier, "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the

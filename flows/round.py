@@ -82,7 +82,8 @@ class RoundParams(FlowParams):
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
     method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
         "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo: online RL on the round's "
-                           "prompts, scored by reward_model (feedback reward_model; beta and loss are DPO's).")
+                           "prompts, scored by what gives the round's feedback: reward_model (feedback "
+                           "reward_model) or the verifier (feedback verifier). beta and loss are DPO's.")
     loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -125,9 +126,9 @@ class RoundParams(FlowParams):
 
     @model_validator(mode="after")
     def _reward_model_given(self) -> RoundParams:
-        if self.method != "dpo" and self.feedback != "reward_model":
-            raise ValueError(f"method {self.method!r} trains on the reward model's scores: set feedback "
-                             "'reward_model' (and reward_model)")
+        if self.method != "dpo" and self.feedback not in ("reward_model", "verifier"):
+            raise ValueError(f"method {self.method!r} trains on scores a program gives as it samples: set feedback "
+                             f"'reward_model' (and reward_model) or 'verifier', not {self.feedback!r}")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
         return self
@@ -299,12 +300,18 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                         "reason": f"{human['done']} of {human['quota']} tasks annotated; rerun the round to go on"}
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
-    ds = timed("dataset", build_dataset, BuildDatasetParams(kind="pairwise", name=f"{params.round}-pairs",
-                                                            options=options, db=path))
+    kind, dataset = "pairwise", f"{params.round}-pairs"
+    if params.method != "dpo" and params.feedback == "verifier":
+        # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair): its
+        # outcomes, pass or fail, carry every sampled prompt
+        kind, dataset = "binary", f"{params.round}-outcomes"
+        options = {"origin": "thumbs", "rounds": [params.round], "sources": ["rule"], "aspect": options["aspect"]}
+    ds = timed("dataset", build_dataset, BuildDatasetParams(kind=kind, name=dataset, options=options, db=path))
     tr = timed("train", train, TrainParams(
-        method=params.method, dataset=f"{params.round}-pairs", base=policy, reference=reference,
+        method=params.method, dataset=dataset, base=policy, reference=reference,
         loss=params.loss if params.method == "dpo" else None, beta=params.beta if params.method == "dpo" else None,
-        reward_model=params.reward_model if params.method != "dpo" else None, lr=params.lr, epochs=params.epochs,
+        reward_model=params.reward_model if params.method != "dpo" and params.feedback == "reward_model" else None,
+        verifier=params.verifier if params.method != "dpo" and params.feedback == "verifier" else None, lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(

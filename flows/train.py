@@ -51,6 +51,8 @@ class TrainParams(FlowParams):
     reference: str | None = Field(None, description="Reference model folder (default: the base model).")
     reward_model: str | None = Field(None, description="ppo, grpo, rloo: the reward model folder that scores the "
                                                        "answers (from `train reward`).")
+    verifier: str | None = Field(None, description="ppo, grpo, rloo: a rule verifier that scores the answers "
+                                                   "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, ...).")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -70,14 +72,19 @@ class TrainParams(FlowParams):
             train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
-        for key in ("loss", "beta", "reward_model"):
+        for key in ("loss", "beta", "reward_model", "verifier"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
-        if "reward_model" in data and not data["reward_model"]:
-            raise AlignloopError(f"method {self.method} needs a reward model: reward_model (--reward-model FOLDER, "
-                                 "from `alignloop train reward`)")
+        if "reward_model" in data and bool(data["reward_model"]) == bool(data["verifier"]):
+            raise AlignloopError(f"method {self.method} needs one reward: reward_model (--reward-model FOLDER, from "
+                                 "`alignloop train reward`) or verifier (--verifier NAME)"
+                                 + (", not both" if data["reward_model"] else ""))
+        if data.get("verifier"):
+            from pipelines.verifiers import get_verifier
+
+            get_verifier(data["verifier"])  # an unknown name fails here, in the form
         try:
             return cfgmod.from_dict(data)
         except ValueError as exc:
@@ -132,11 +139,23 @@ def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int =
 # (a finished run returns its stored records).
 @task(cache_policy=NO_CACHE)
 def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
-               reference: str | None, round_id: str | None, progress: Progress | None = None) -> TrainResult:
+               reference: str | None, round_id: str | None, progress: Progress | None = None,
+               prompt_checks: dict[str, dict[str, Any]] | None = None) -> TrainResult:
     """Train in a task; without a caller's ``progress`` (the UI, a round) the phases go to the run's log."""
     return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,
                        reference_model=reference, round_id=round_id,
-                       progress=progress or logged_progress(get_run_logger()))
+                       progress=progress or logged_progress(get_run_logger()), prompt_checks=prompt_checks)
+
+
+def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
+    """What a verifier reads of the snapshot's prompts (reference, tags, topic), from the warehouse."""
+    from pipelines.judges.run import prompt_checks
+    from trainers.snapshot import load_snapshot_dir
+
+    snap = load_snapshot_dir(snapshot)
+    ids = sorted({pid for split in ("train", "test") for pid in snap.split(split).column("prompt_id").to_pylist()})
+    with db.connect(db_path, read_only=True) as con:
+        return prompt_checks(con, ids)
 
 
 def record_result(db_path: str, result: TrainResult) -> dict[str, int]:
@@ -164,8 +183,9 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     name, kind = snapshot_kind(snapshot)
     get_method(params.method).layout(kind, name)  # a wrong kind fails the flow here, before a task or model load
     base, base_id = resolve_base(params.base, db_path)
+    checks = verifier_prompt_checks(db_path, snapshot) if getattr(config, "verifier", "") else None
     result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(config), base_id, params.reference,
-                        params.round, progress)
+                        params.round, progress, checks)
     if dataset_id and not result.run.dataset_id:
         result = _with_dataset(result, dataset_id)
     written = record_result(db_path, result)

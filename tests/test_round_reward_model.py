@@ -95,8 +95,9 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
     policy = seed_human_round(tmp_path)
     rm = _reward_model(policy, tmp_path / "rm")
     for method in ("ppo", "grpo", "rloo"):
-        with pytest.raises(ValidationError, match=f"method '{method}' trains on the reward model's scores: set "):
-            RoundParams(round="x", method=method)
+        with pytest.raises(ValidationError, match=f"method '{method}' trains on scores a program gives as it "
+                                                  "samples: set feedback 'reward_model' .* not 'ai_judge'"):
+            RoundParams(round="x", method=method, feedback="ai_judge")
     params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
@@ -109,3 +110,23 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
     assert {"heldout_reward", "heldout_accuracy"} <= set(out["heldout"])
     with pytest.raises(AlignloopError, match="LlamaForCausalLM, not a reward model"):  # before anything is generated
         round_flow(_params(tmp_path, policy, "ppo2", policy).model_copy(update={"method": "ppo"}))
+
+
+def test_a_grpo_round_learns_from_its_verifier_as_it_samples(tmp_path, prefect_harness):
+    """RL from verifiable rewards: the round's verifier scores each group of answers during training; the round's
+    dataset is the verifier's pass/fail outcomes (every sampled prompt, even one whose samples all failed)."""
+    policy = seed_human_round(tmp_path)
+    params = _params(tmp_path, policy, "rlvr1", policy).model_copy(update={
+        "method": "grpo", "feedback": "verifier", "reward_model": None, "verifier": "short_on_topic:6"})
+    out = round_flow(params)
+    db_file = tmp_path / "w.duckdb"
+    with db.connect(str(db_file)) as con:
+        runs = con.execute("SELECT method, config->>'$.verifier', meta->>'$.reward', meta->>'$.steps' "
+                           "FROM training_runs WHERE round_id = 'rlvr1'").fetchall()
+        kinds = con.execute("SELECT kind FROM datasets WHERE name = 'rlvr1-outcomes'").fetchall()
+    rated = scalar(db_file, "SELECT count(DISTINCT prompt_id) FROM ratings WHERE round_id = 'rlvr1'")
+    assert runs == [("grpo", "short_on_topic:6", "verifier:short_on_topic:6", "1")]
+    assert kinds == [("binary",)] and rated == PROMPTS
+    # every sampled response is a row, pass or fail (n=3 samples of each training prompt)
+    assert sum(out["dataset"]["rows"].values()) == PROMPTS * 3
+    assert "heldout_accuracy" in out["heldout"] and "heldout_reward" not in out["heldout"]

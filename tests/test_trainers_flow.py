@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -200,8 +201,8 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     args = ["train", "ppo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
             "--max-length", "64", "--output-dir", str(tmp_path / "run"), "--db", path]
     missing = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
-    assert missing.exit_code == 2 and "method ppo needs a reward model: reward_model (--reward-model" in \
-        missing.output
+    assert missing.exit_code == 2 and "method ppo needs one reward: reward_model (--reward-model FOLDER, from " in \
+        missing.output and "or verifier (--verifier NAME)" in missing.output
     wrong = CliRunner().invoke(app, ["train", "dpo", *args[2:], "--reward-model", "rm"], env={"COLUMNS": "400"})
     assert wrong.exit_code == 2 and "method dpo has no reward_model option" in wrong.output
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
@@ -222,3 +223,22 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
         runs = con.execute("SELECT config->>'$.advantage', config->>'$.samples_per_prompt' FROM training_runs "
                            "WHERE method = 'grpo'").fetchall()
     assert runs == [("grpo", "4")]
+    # a verifier instead: it reads the prompts' reference answers from the warehouse
+    rlvr = [*grpo[:-2], "--verifier", "final_answer", "--max-steps", "1"]
+    rlvr[rlvr.index(str(tmp_path / "grpo"))] = str(tmp_path / "rlvr")
+    out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
+    assert out.exit_code == 2 and "none of the 8 train prompts has one in the warehouse" in out.output, out.output
+    from tests.fixtures_trainers import rows_for
+    from warehouse.records import Prompt, to_arrow
+
+    with db.connect(path) as con:
+        rows = [Prompt(r["prompt_id"], json.loads(r["prompt"]), r["prompt_text"], r["prompt_id"], "test", split,
+                       reference="999") for split, n in (("train", 8), ("test", 4))
+                for r in rows_for("pairwise", n, split)]
+        db.ingest(con, "prompts", to_arrow(rows))
+    out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    with db.connect(path) as con:
+        got = con.execute("SELECT meta->>'$.reward', meta->>'$.steps' FROM training_runs WHERE method = 'grpo' "
+                          "AND config->>'$.verifier' = 'final_answer'").fetchall()
+    assert got == [("verifier:final_answer", "1")]

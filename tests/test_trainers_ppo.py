@@ -153,8 +153,17 @@ def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_mo
 
 def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=2, n_test=0)
-    with pytest.raises(AlignloopError, match="method ppo needs a reward model"):
+    with pytest.raises(AlignloopError, match="method ppo needs one reward: a reward model .* or a rule verifier"):
         train_model("ppo", snap, tiny_model_dir, C.PPOConfig(), base_model_id="base")
+    with pytest.raises(AlignloopError, match=r"\(--verifier NAME\), not both"):
+        train_model("ppo", snap, tiny_model_dir, C.PPOConfig(reward_model="x", verifier="final_answer"),
+                    base_model_id="base")
+    with pytest.raises(AlignloopError, match="unknown verifier 'exact'"):
+        train_model("ppo", snap, tiny_model_dir, C.PPOConfig(verifier="exact"), base_model_id="base")
+    with pytest.raises(AlignloopError, match="verifier final_answer compares answers with the prompts' reference "
+                                             "answers; none of the 2 train prompts has one in the warehouse"):
+        train_model("ppo", snap, tiny_model_dir, C.PPOConfig(verifier="final_answer"), base_model_id="base",
+                    prompt_checks={"p-train-0": {"reference": None, "tags": (), "topic": ()}})
     with pytest.raises(AlignloopError, match="LlamaForCausalLM, not a reward model"):
         train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "run", tiny_model_dir), base_model_id="base")
     with pytest.raises(ValueError, match="clip_range must be in"):
@@ -227,3 +236,37 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
         C.PPOConfig(reward_model="x", advantage="rloo")
     with pytest.raises(ValueError, match="advantage must be one of gae, grpo, rloo"):
         C.PPOConfig(reward_model="x", advantage="reinforce")
+
+
+def test_a_verifier_scores_answers_with_what_it_reads_of_their_prompts():
+    from pipelines.judges.run import VerifierJudge
+    from pipelines.verifiers import get_verifier
+
+    checks = {"p1": {"reference": "42", "tags": (), "topic": ()}, "p2": {"reference": "7", "tags": (), "topic": ()}}
+    models = ppo._Models(None, None, None, VerifierJudge(get_verifier("final_answer")), None, torch.device("cpu"),
+                         False, checks)
+    prompts = [{"prompt_id": pid, "prompt_text": "q", "prompt": "[]"} for pid in ("p1", "p1", "p2", "p3")]
+    scores = models.score(prompts, ["so it is 42", "it is 41", "#### 7", "it is 7"])  # p3: no reference known
+    assert scores.tolist() == [1.0, 0.0, 1.0, 0.0]
+
+
+def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_model_dir):  # noqa: F811
+    """A verifier no sampled answer passes: every group's scores are equal, so every advantage is 0 and (without a
+    KL term) the policy ends exactly where it started."""
+    from safetensors.torch import load_file
+
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=4, n_test=2)
+    checks = {f"p-{s}-{i}": {"reference": "123456789", "tags": (), "topic": ()} for s in ("train", "test")
+              for i in range(4)}
+    config = C.PPOConfig(train=C.TrainConfig(max_steps=2, batch_size=4, lr=1e-2, max_length=64, max_prompt_length=32,
+                                             output_dir=str(tmp_path / "run")),
+                         verifier="final_answer", advantage="grpo", samples_per_prompt=2, rollout_prompts=4,
+                         max_new_tokens=6, kl_coef=0.0)
+    result = train_model("grpo", snap, tiny_model_dir, config, base_model_id="base", prompt_checks=checks)
+    by_name = {(m.name, m.step): m.value for m in result.metrics}
+    assert by_name[("reward", 1)] == by_name[("reward", 2)] == 0.0
+    assert by_name[("zero_std_groups", 1)] == by_name[("zero_std_groups", 2)] == 1.0
+    assert result.run.meta["reward"] == "verifier:final_answer"
+    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
+                                                                                     "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)

@@ -320,7 +320,11 @@ class PPOConfig:
     """Common options."""
     reward_model: str = ""
     """Folder of the reward model that scores answers (`alignloop train reward`; a PRM scores by the product of
-    its step scores). Required."""
+    its step scores). This or ``verifier``."""
+    verifier: str = ""
+    """A rule verifier that scores answers instead (1 pass, 0 fail: RL from verifiable rewards), e.g.
+    ``final_answer`` against the prompts' reference answers, ``short_on_topic:N``; it reads the prompts' references
+    and topics from the warehouse."""
     kl_coef: float = 0.05
     """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
     target_kl: float | None = None
@@ -372,6 +376,11 @@ class PPOConfig:
             (0 <= self.lam <= 1, f"lam must be in [0, 1], got {self.lam}"),
         ]
         _require(checks)
+
+    @property
+    def reward(self) -> str:
+        """What scores the answers, as ``--judge`` names it: ``rm:FOLDER`` or ``verifier:NAME``."""
+        return f"verifier:{self.verifier}" if self.verifier else f"rm:{self.reward_model}"
 
     @property
     def method(self) -> str:

@@ -1,7 +1,7 @@
 """RLHF with PPO (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
 Each iteration the policy samples one answer to each of ``rollout_prompts`` prompts of the dataset's train split, a
-reward model scores the answers, and every answer token is rewarded ``-kl_coef * (log pi - log pi_ref)`` with the
+reward model (or a rule verifier: 1 pass, 0 fail) scores the answers, and every answer token is rewarded ``-kl_coef * (log pi - log pi_ref)`` with the
 score added at its last token. Advantages come from a value head on the policy's last hidden state by GAE (Schulman
 et al. 2016), whitened over the rollout; ``ppo_epochs`` passes of clipped PPO updates (Schulman et al. 2017) with a
 clipped value loss follow. Details as in Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"):
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -224,6 +224,8 @@ class _Models:
     tokenizer: Any
     device: torch.device
     bf16: bool
+    prompt_checks: Mapping[str, Mapping[str, Any]]
+    """What a verifier reads of each prompt (reference, tags, topic), by prompt id."""
 
     def autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -250,10 +252,12 @@ class _Models:
         return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts, ended
 
     def score(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
-        """The reward model's score of each answer (0 where it gives none: a PRM that fits no step)."""
+        """The reward model's score of each answer (0 where it gives none: a PRM that fits no step), or the
+        verifier's 1 / 0."""
         from pipelines.judges.config import ResponseItem
 
-        items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"])
+        items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"],
+                              **self.prompt_checks.get(p["prompt_id"], {}))
                  for i, (p, t) in enumerate(zip(prompts, texts))]
         scores = [r.score for r in self.judge.judge_items(items, "ppo")]
         return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
@@ -271,6 +275,32 @@ class _Models:
         values = torch.zeros_like(logprobs) if values is None else values
         return Rollout(tokens, attention, width, mask, logprobs.float(), values.float(), ref_logprobs.float(), scores,
                        ended)
+
+
+def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
+                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[[], Any]:
+    """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
+    config); called, it returns the judge (loading the reward model)."""
+    if bool(config.reward_model) == bool(config.verifier):
+        raise AlignloopError(f"method {method} needs one reward: a reward model (--reward-model FOLDER, from "
+                             "`alignloop train reward`) or a rule verifier (--verifier NAME)"
+                             + (", not both" if config.reward_model else ""))
+    if config.verifier:
+        from pipelines.judges.run import VerifierJudge
+        from pipelines.verifiers import get_verifier
+
+        verifier = get_verifier(config.verifier)
+        if config.verifier.partition(":")[0] == "final_answer" and not any(
+                (checks.get(p["prompt_id"]) or {}).get("reference") for p in prompts):
+            raise AlignloopError(f"verifier {config.verifier} compares answers with the prompts' reference answers; "
+                                 f"none of the {len(prompts)} train prompts has one in the warehouse")
+        return lambda: VerifierJudge(verifier)
+    from functools import partial
+
+    from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
+
+    check_reward_model(config.reward_model)  # from its config
+    return partial(RewardModelJudge.load, str(config.reward_model))
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:
@@ -299,22 +329,21 @@ def _checkpoint(out_dir: Path) -> Path:
 def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_model_id: str,
               reference_model: str | Path | None, reference_model_id: str | None, round_id: str | None,
               progress: Callable[[str, int, int, dict[str, float]], None] | None,
-              finished: Callable[[Path, str], Any], record: Callable[..., Any]) -> Any:
-    """Run PPO from ``base`` on the snapshot's train prompts; held-out: the reward of greedy answers to its test
-    prompts, the trained policy's against the reference's. ``finished``/``record`` are the trainer's run-folder
-    helpers (a finished run comes back as stored; a killed one resumes from its last checkpoint)."""
+              finished: Callable[[Path, str], Any], record: Callable[..., Any],
+              prompt_checks: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+    """Run PPO (GRPO, RLOO) from ``base`` on the snapshot's train prompts; held-out: the reward of greedy answers to
+    its test prompts, the trained policy's against the reference's. ``finished``/``record`` are the trainer's
+    run-folder helpers (a finished run comes back as stored; a killed one resumes from its last checkpoint);
+    ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id."""
     from transformers import set_seed
 
-    from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
     from trainers.run import TrainResult
 
     t = config.train
     method = config.method
-    if not config.reward_model:
-        raise AlignloopError(f"method {method} needs a reward model: --reward-model FOLDER (from `alignloop train "
-                             "reward`)")
-    check_reward_model(config.reward_model)  # from its config, before anything loads
     train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
+    prompt_checks = prompt_checks or {}
+    load_judge = _reward_judge(config, method, train_prompts, prompt_checks)  # checked before any model loads
     out_dir = Path(t.output_dir)
     cfg_dict = cfgmod.to_dict(config)
     rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
@@ -330,8 +359,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     ref_path = check_model_dir(reference_model) if reference_model else base
     models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device),
                      load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
-                     RewardModelJudge.load(str(config.reward_model)), tokenizer, device, use_bf16(t))
-    models.judge.scorer.model.to(device)
+                     load_judge(), tokenizer, device, use_bf16(t), prompt_checks)
+    if hasattr(models.judge, "scorer"):  # a reward model scores on the policy's device
+        models.judge.scorer.model.to(device)
     critic = config.advantage == "gae"  # GRPO and RLOO compare answers to one prompt instead
     params = [p for p in policy.parameters() if p.requires_grad] + (list(models.value_head.parameters()) if critic
                                                                     else [])
@@ -400,7 +430,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     model_dir = save_model(policy, tokenizer, out_dir / "model")
     evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
     meta = {"train_seconds": round(seconds, 2), "steps": iterations, "optimizer_steps": total_steps,
-            "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward_model": str(config.reward_model),
+            "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
                              {"method": method, "dataset": snap.dataset_id or snap.name})

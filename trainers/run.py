@@ -10,7 +10,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -154,7 +154,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                 config: cfgmod.MethodConfig | None = None, *, base_model_id: str,
                 reference_model: str | Path | None = None, reference_model_id: str | None = None,
                 round_id: str | None = None, cache_dir: Path | None = None,
-                progress: Progress | None = None) -> TrainResult:
+                progress: Progress | None = None,
+                prompt_checks: Mapping[str, Mapping[str, Any]] | None = None) -> TrainResult:
     """Train ``method`` on a snapshot starting from ``base_model`` (a model folder).
 
     Args:
@@ -167,6 +168,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         round_id: round this run belongs to.
         cache_dir: reference log-prob artifacts folder (default ``$ALIGNLOOP_CACHE/reference``).
         progress: told what the run is doing (:data:`Progress`): reference rows, training steps, held-out rows.
+        prompt_checks: online methods scored by a verifier: what it reads of each prompt (reference, tags, topic),
+            by prompt id (:func:`pipelines.judges.run.prompt_checks`).
 
     Raises:
         AlignloopError: wrong dataset kind, empty dataset, missing base model, resumed config mismatch, NaN loss.
@@ -188,7 +191,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                  f"{config.advantage!r}); run `train {config.method}` or change the advantage")
         return spec.loop(snap, base, config, base_model_id=base_model_id, reference_model=reference_model,
                          reference_model_id=reference_model_id, round_id=round_id, progress=progress,
-                         finished=_finished, record=_record_finished)
+                         finished=_finished, record=_record_finished, prompt_checks=prompt_checks)
     t = config.train
     if t.freeze_layers:  # the model's depth is in its config: refuse before encoding and reference passes
         from transformers import AutoConfig

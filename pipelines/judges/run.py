@@ -97,6 +97,15 @@ def load_responses(con: duckdb.DuckDBPyConnection, round_id: str, origins: tuple
     return out
 
 
+def prompt_checks(con: duckdb.DuckDBPyConnection, prompt_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """What rule verifiers read of each prompt (``reference``, ``tags``, ``topic``: :class:`ResponseItem`'s fields),
+    by prompt id, for the ids the warehouse holds."""
+    rows = con.execute(db.query("prompt_checks"), {"ids": prompt_ids}).fetchall()
+    return {pid: {"reference": reference, "tags": tuple(tags or ()),
+                  "topic": _topic(tags, json.loads(meta) if meta else None)}
+            for pid, reference, tags, meta in rows}
+
+
 def load_pairs(con: duckdb.DuckDBPyConnection, round_id: str, consecutive: bool = False, cap: int = 6,
                origins: tuple[str, ...] = ORIGINS) -> list[PairItem]:
     rows = con.execute(db.query("judge_pairs"), {"round_id": round_id, "consecutive": consecutive, "cap": cap,
