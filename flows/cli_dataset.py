@@ -1,7 +1,8 @@
-"""``alignloop dataset build|list|show|export|lint``: versioned training sets from feedback, exported for trainers."""
+"""``alignloop dataset build|list|show|diff|export|lint``: versioned training sets from feedback, exported for trainers."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,9 +15,10 @@ from pipelines.datasets.config import option_help, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint
 from pipelines.datasets.publish import build_and_publish
-from pipelines.datasets.snapshot import Manifest, list_snapshots, load_snapshot, snapshot_root
+from pipelines.datasets.snapshot import Manifest, list_snapshots, load_snapshot, parse_ref, snapshot_root, versions
 from pipelines.datasets.stats import stats_rows
 from warehouse import db
+from warehouse.errors import AlignloopError
 from warehouse.snapshots import KINDS
 
 dataset_app = typer.Typer(help="Datasets: feedback -> versioned snapshots -> trainer formats.", no_args_is_help=True)
@@ -143,6 +145,53 @@ def show_cmd(name: Annotated[str, typer.Argument(help="NAME or NAME@vN (default:
         emit_json({"path": str(snap.path), **asdict(snap.manifest)})
         return
     _show(snap.manifest, snap.path)
+
+
+@dataset_app.command("diff")
+@user_errors
+def diff_cmd(old: Annotated[str, typer.Argument(help="NAME@vN; alone (NAME or NAME@vN), compared with the "
+                                                     "version before it.")],
+             new: Annotated[str | None, typer.Argument(help="NAME or NAME@vN to compare OLD with.")] = None,
+             examples: Annotated[int, typer.Option(help="Row keys shown per kind of change.")] = 3,
+             snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOption = False) -> None:
+    """What changed between two snapshot versions: options, and rows added, removed, moved between splits or
+    changed (matched by the warehouse ids they came from), with the columns that changed."""
+    from pipelines.datasets.diff import CHANGES, diff_snapshots
+
+    root = snapshot_root(snapshots, db_path(db_))
+    if new is None:  # one version: against the one before it
+        name, version = parse_ref(old)
+        later = load_snapshot(old, root=root)
+        earlier = [v for v in versions(root, name) if v < (version or later.manifest.version)]
+        if not earlier:
+            raise AlignloopError(f"{later.manifest.id} is the first version of {name}; name two versions "
+                                 "(NAME@vN NAME@vM) or two datasets to compare")
+        first = load_snapshot(name, earlier[-1], root=root)
+    else:
+        first, later = load_snapshot(old, root=root), load_snapshot(new, root=root)
+    d = diff_snapshots(first, later, examples)
+    if as_json:
+        emit_json(d.as_dict())
+        return
+    same = "same rows (equal content hash)" if d.same_content else "rows differ"
+    console.print(f"{d.old} -> {d.new} ({d.kind}): {same}", highlight=False, soft_wrap=True)
+    if d.params:
+        console.print(_table("options that differ", [(k, f"{json.dumps(a)} -> {json.dumps(b)}")
+                                                     for k, (a, b) in d.params.items()]))
+    t = Table(title="rows (matched by their warehouse ids; moved = in the other split)")
+    t.add_column("split")
+    for c in CHANGES:
+        t.add_column(c, justify="right")
+    for split, counts in d.counts.items():
+        t.add_row(split, *(f"{counts[c]:,}" for c in CHANGES))
+    console.print(t)
+    if d.columns:
+        console.print("changed columns: " + ", ".join(f"{k} ({v:,})" for k, v in d.columns.items()),
+                      highlight=False, soft_wrap=True)
+    for change, keys in d.examples.items():
+        if keys:
+            console.print(f"{change}: {', '.join(keys)}" + (" ..." if d.total(change) > len(keys) else ""),
+                          highlight=False, soft_wrap=True)
 
 
 @dataset_app.command("export")

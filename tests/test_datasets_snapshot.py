@@ -242,3 +242,55 @@ def test_stats_are_rounded_and_a_note_with_nothing_to_measure_says_so(db_file, t
     res = CliRunner().invoke(app, ["dataset", "build", "pairwise", "--name", "h", "-o", "sources=human", *base])
     assert res.exit_code == 0, res.output
     assert "ai_swap_consistency" in res.output and "n/a (nothing to measure)" in res.output and "None" not in res.output
+
+
+def test_diff_names_the_options_and_rows_that_changed_between_versions(wh: Wh, tmp_path):
+    from dataclasses import replace
+
+    from pipelines.datasets.diff import diff_snapshots
+    from pipelines.datasets.snapshot import Snapshot
+
+    seed(wh)  # 6 prompts (one held out), each a human pair and an AI pair: 12 rows
+    for opts in ({}, {"ties": "keep"}, {"soft_labels": True}, {"sources": ["human"]}):
+        build_and_publish(wh.con, spec(**opts), "prefs", tmp_path)
+    v = {n: load_snapshot(f"prefs@v{n}", root=tmp_path) for n in (1, 2, 3, 4)}
+    same = diff_snapshots(v[1], v[2])
+    assert same.same_content and same.params == {"ties": ["drop", "keep"]}
+    assert same.counts == {"test": {"added": 0, "removed": 0, "moved": 0, "changed": 0, "same": 2},
+                           "train": {"added": 0, "removed": 0, "moved": 0, "changed": 0, "same": 10}}
+    soft = diff_snapshots(v[1], v[3])  # the AI pairs now carry the judge's 0.8
+    assert not soft.same_content and soft.columns == {"prob": 6}
+    assert soft.total("changed") == 6 and soft.total("same") == 6
+    fewer = diff_snapshots(v[1], v[4])  # human pairs only: the AI pairs are gone
+    assert fewer.total("removed") == 6 and fewer.counts["test"]["removed"] == 1 and fewer.total("same") == 6
+    assert len(fewer.examples["removed"]) == 3 and fewer.examples["added"] == []
+    assert fewer.params == {"sources": [["human", "ai", "rule", "reward_model"], ["human"]]}
+    # a row moved to the other split and one relabelled, by hand
+    train, test = v[1].train, v[1].test
+    moved = train.slice(0, 1).set_column(train.schema.get_field_index("split"), "split", pa.array(["test"]))
+    relabelled = train.slice(1, 1).set_column(train.schema.get_field_index("prob"), "prob", pa.array([0.6]))
+    edited = Snapshot(replace(v[1].manifest, id="prefs@edited", content_hash="x"), v[1].path,
+                      {"train": pa.concat_tables([relabelled, train.slice(2)]), "test": pa.concat_tables([test, moved])})
+    d = diff_snapshots(v[1], edited)
+    assert d.counts["test"]["moved"] == 1 and d.total("changed") == 1 and d.total("same") == 10
+    assert d.columns == {"prob": 1, "split": 1}
+    assert d.examples["moved"] == ["/".join(train.slice(0, 1).select(["chosen_id", "rejected_id"]).to_pylist()[0]
+                                            .values())]
+    build_and_publish(wh.con, spec("binary"), "flags", tmp_path)
+    with pytest.raises(AlignloopError, match="prefs@v1 is a pairwise dataset and flags@v1 a binary one"):
+        diff_snapshots(v[1], load_snapshot("flags", root=tmp_path))
+
+
+def test_dataset_diff_cli_compares_a_version_with_the_one_before(wh: Wh, tmp_path):
+    seed(wh)
+    for opts in ({}, {"soft_labels": True}):
+        build_and_publish(wh.con, spec(**opts), "prefs", tmp_path)
+    wide = {"COLUMNS": "200"}
+    out = CliRunner().invoke(app, ["dataset", "diff", "prefs", "--snapshots", str(tmp_path)], env=wide)
+    assert out.exit_code == 0, out.output
+    assert "prefs@v1 -> prefs@v2 (pairwise): rows differ" in out.output
+    assert "soft_labels" in out.output and "changed columns: prob (6)" in out.output
+    js = CliRunner().invoke(app, ["dataset", "diff", "prefs@v1", "prefs@v2", "--snapshots", str(tmp_path), "--json"])
+    assert js.exit_code == 0 and json.loads(js.output)["columns"] == {"prob": 6}
+    first = CliRunner().invoke(app, ["dataset", "diff", "prefs@v1", "--snapshots", str(tmp_path)], env=wide)
+    assert first.exit_code == 2 and "prefs@v1 is the first version of prefs" in first.output
