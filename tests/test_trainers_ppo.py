@@ -205,6 +205,7 @@ def test_group_advantages_and_the_k3_kl_by_hand():
     scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
     sd = math.sqrt((4 * 0.25) / 3)  # Bessel-corrected std of 1, 0, 0, 1
     close(ppo.group_advantages(scores, 4, "grpo"), [x / (sd + 1e-4) for x in (0.5, -0.5, -0.5, 0.5)] + [0.0] * 4)
+    close(ppo.group_advantages(scores, 4, "grpo", scale=False), [0.5, -0.5, -0.5, 0.5] + [0.0] * 4)  # Dr. GRPO
     close(ppo.group_advantages(scores, 4, "rloo"), [1 - 1 / 3, -2 / 3, -2 / 3, 1 - 1 / 3] + [0.0] * 4)
     close(ppo.group_advantages(torch.tensor([3.0, 1.0]), 2, "rloo"), [2.0, -2.0])
     with pytest.raises(ValueError, match="not 'gae'"):
@@ -213,7 +214,8 @@ def test_group_advantages_and_the_k3_kl_by_hand():
     close(ppo.k3_kl(logp, ref), [0.0, math.exp(-1), math.e - 2])
 
 
-def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_path, tiny_model_dir):  # noqa: F811
+def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_path, tiny_model_dir,  # noqa: F811
+                                                                          monkeypatch):
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=6, n_test=2)
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
     for method in ("grpo", "rloo"):
@@ -229,6 +231,13 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
         assert {"reward", "kl", "policy_loss", "zero_std_groups"} <= names and "value_loss" not in names
         assert ("kl_loss" in names) == (method == "grpo")
         assert result.model.meta["method"] == method and result.plot is not None
+    seen = []
+    real = ppo.group_advantages
+    monkeypatch.setattr(ppo, "group_advantages", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    train_model("grpo", snap, tiny_model_dir, ppo_config(tmp_path / "dr", rm, advantage="grpo", samples_per_prompt=2,
+                                                         scale_rewards=False, train={"max_steps": 1}),
+                base_model_id="base")
+    assert seen == [{"scale": False}]
     with pytest.raises(AlignloopError, match="method ppo got a config for method grpo"):
         train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "x", rm, advantage="grpo",
                                                             samples_per_prompt=2), base_model_id="base")

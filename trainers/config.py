@@ -337,6 +337,8 @@ class PPOConfig:
     """Prompts answered per iteration."""
     samples_per_prompt: int = 1
     """Answers sampled per prompt per iteration (grpo and rloo compare them: at least 2)."""
+    scale_rewards: bool = True
+    """grpo: divide each answer's centred score by its group's std; false: centre only (Dr. GRPO)."""
     max_new_tokens: int = 48
     """Longest answer, in tokens."""
     temperature: float = 1.0

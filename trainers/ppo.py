@@ -118,13 +118,15 @@ def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values:
     return policy_loss + vf_coef * value_loss, {**stats, "value_loss": value_loss.detach()}
 
 
-def group_advantages(rewards: Tensor, k: int, kind: str, eps: float = 1e-4) -> Tensor:
+def group_advantages(rewards: Tensor, k: int, kind: str, eps: float = 1e-4, scale: bool = True) -> Tensor:
     """One advantage per answer, (B,), for rows grouped by prompt in consecutive blocks of ``k``: ``grpo``
-    ``(r - mean) / (std + eps)`` over the group (std with Bessel's correction, as DeepSeekMath's code), ``rloo``
-    ``r_i - mean_{j != i} r_j``."""
+    ``(r - mean) / (std + eps)`` over the group (std with Bessel's correction, as DeepSeekMath's code; without
+    ``scale`` only ``r - mean``, as Dr. GRPO, Liu et al. 2025, which finds the division weights too-easy and too-hard
+    prompts up), ``rloo`` ``r_i - mean_{j != i} r_j``."""
     g = rewards.view(-1, k)
     if kind == "grpo":
-        return ((g - g.mean(1, keepdim=True)) / (g.std(1, keepdim=True) + eps)).flatten()
+        centred = g - g.mean(1, keepdim=True)
+        return (centred / (g.std(1, keepdim=True) + eps) if scale else centred).flatten()
     if kind == "rloo":
         return (g - (g.sum(1, keepdim=True) - g) / (k - 1)).flatten()
     raise ValueError(f"group advantages are grpo or rloo, not {kind!r}")
@@ -404,7 +406,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         else:
             kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
             penalised = ro.scores - kl_coef * kl.sum(1)  # RLOO's reward; for GRPO what its loss trades off
-            per_answer = group_advantages(penalised if method == "rloo" else ro.scores, k, method)
+            per_answer = group_advantages(penalised if method == "rloo" else ro.scores, k, method,
+                                          scale=config.scale_rewards)
             advantages, returns = per_answer[:, None] * ro.mask, None
         stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, it, kl_coef)
         seq_kl = float(kl.sum(1).mean())
