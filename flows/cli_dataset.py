@@ -1,4 +1,5 @@
-"""``alignloop dataset build|list|show|diff|export|lint``: versioned training sets from feedback, exported for trainers."""
+"""``alignloop dataset build|list|show|diff|export|lint``: versioned training sets from feedback, exported for
+trainers."""
 
 from __future__ import annotations
 

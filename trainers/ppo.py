@@ -1,13 +1,13 @@
 """RLHF with PPO (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
 Each iteration the policy samples one answer to each of ``rollout_prompts`` prompts of the dataset's train split, a
-reward model (or a rule verifier: 1 pass, 0 fail) scores the answers, and every answer token is rewarded ``-kl_coef * (log pi - log pi_ref)`` with the
-score added at its last token. Advantages come from a value head on the policy's last hidden state by GAE (Schulman
-et al. 2016), whitened over the rollout; ``ppo_epochs`` passes of clipped PPO updates (Schulman et al. 2017) with a
-clipped value loss follow. Details as in Huang et al. 2024 ("The N+ implementation details of RLHF with PPO"):
-no dropout, logits divided by the sampling temperature, the value of a token read at the position that predicts
-it, an optional penalty for answers cut off without an end-of-turn token, and Ziegler's adaptive KL controller
-when ``target_kl`` is set.
+reward model (or a rule verifier: 1 pass, 0 fail) scores the answers, and every answer token is rewarded
+``-kl_coef * (log pi - log pi_ref)`` with the score added at its last token. Advantages come from a value head on
+the policy's last hidden state by GAE (Schulman et al. 2016), whitened over the rollout; ``ppo_epochs`` passes of
+clipped PPO updates (Schulman et al. 2017) with a clipped value loss follow. Details as in Huang et al. 2024 ("The
+N+ implementation details of RLHF with PPO"): no dropout, logits divided by the sampling temperature, the value of a
+token read at the position that predicts it, an optional penalty for answers cut off without an end-of-turn token,
+and Ziegler's adaptive KL controller when ``target_kl`` is set.
 
 Two critic-free variants share the loop (``advantage``; methods ``grpo`` and ``rloo``), each sampling
 ``samples_per_prompt`` answers per prompt and comparing them with each other instead of with a value head:
