@@ -279,3 +279,28 @@ def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_m
     before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
                                                                                      "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_rollout_scores_in_chunks_from_the_answer_logits_alone_match_the_whole_batch(tiny_model_dir):  # noqa: F811
+    """Log-probs from the answer positions' logits, a few rows at a time, equal those of the full logits of the
+    whole batch (what the memory saving must not change)."""
+    import torch.nn.functional as F
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    torch.manual_seed(0)
+    tokens = torch.randint(3, model.config.vocab_size, (5, 9))
+    attention = torch.ones_like(tokens)
+    attention[0, :2] = 0  # a left-padded prompt
+    width, temperature = 4, 0.7
+    with torch.no_grad():
+        full = model(input_ids=tokens, attention_mask=attention, position_ids=ppo._positions(attention)).logits
+        logp = F.log_softmax(full[:, width - 1:-1] / temperature, -1)
+        expected = logp.gather(-1, tokens[:, width:, None]).squeeze(-1)
+        head = ppo.ValueHead(model.config.hidden_size)
+        torch.nn.init.normal_(head.linear.weight)
+        _, values, entropy = ppo.forward_answers(model, tokens, attention, width, temperature, head)
+        chunked, chunked_values = ppo.score_rollout(model, tokens, attention, width, temperature, head, chunk=2)
+    torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chunked_values, values, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(entropy, -(logp.exp() * logp).sum(-1), rtol=1e-5, atol=1e-5)

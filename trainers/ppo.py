@@ -194,17 +194,33 @@ class ValueHead(torch.nn.Module):
 
 
 def forward_answers(model: Any, tokens: Tensor, attention: Tensor, prompt_len: int, temperature: float,
-                    value_head: ValueHead | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+                    value_head: ValueHead | None = None,
+                    entropy: bool = True) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """Log-probabilities of the answer tokens (logits over ``temperature``), their values (the value head on the
-    hidden state that predicts each token) and the entropy per answer token; (B, T) each."""
+    hidden state that predicts each token) and, with ``entropy``, the entropy per answer token; (B, T) each. Only
+    the answer positions' logits are computed (a vocabulary-wide row per token is most of the memory)."""
     out = model(input_ids=tokens, attention_mask=attention, position_ids=_positions(attention),
-                output_hidden_states=value_head is not None)
-    logits = out.logits[:, prompt_len - 1:-1].float() / temperature
+                output_hidden_states=value_head is not None, logits_to_keep=tokens.shape[1] - prompt_len + 1)
+    logits = out.logits[:, :-1].float() / temperature
     logp_all = F.log_softmax(logits, dim=-1)
     logprobs = logp_all.gather(-1, tokens[:, prompt_len:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    ent = -(logp_all.exp() * logp_all).sum(-1) if entropy else None
     values = value_head(out.hidden_states[-1][:, prompt_len - 1:-1]) if value_head is not None else None
-    return logprobs, values, entropy
+    return logprobs, values, ent
+
+
+def score_rollout(model: Any, tokens: Tensor, attention: Tensor, prompt_len: int, temperature: float,
+                  value_head: ValueHead | None, chunk: int) -> tuple[Tensor, Tensor | None]:
+    """:func:`forward_answers` without gradients or entropy over ``chunk`` rows at a time: a rollout's log-probs
+    (and values) in the memory of one update minibatch rather than of the whole rollout."""
+    logprobs, values = [], []
+    with torch.no_grad():
+        for i in range(0, len(tokens), chunk):
+            lp, v, _ = forward_answers(model, tokens[i:i + chunk], attention[i:i + chunk], prompt_len, temperature,
+                                       value_head, entropy=False)
+            logprobs.append(lp.float())
+            values.append(v)
+    return torch.cat(logprobs), (torch.cat(values).float() if value_head is not None else None)
 
 
 # ---- the run -------------------------------------------------------------------------------------------------------
@@ -268,15 +284,15 @@ class _Models:
         tokens, attention, width, texts, ended = self.answer(prompts, enc, config)
         mask = attention[:, width:].float()
         critic = self.value_head if config.advantage == "gae" else None
-        with torch.no_grad(), self.autocast():
-            logprobs, values, _ = forward_answers(self.policy, tokens, attention, width, config.temperature, critic)
-            ref_logprobs, _, _ = forward_answers(self.reference, tokens, attention, width, config.temperature)
+        chunk = config.train.batch_size  # the updates' minibatch: no more rows through the model at once
+        with self.autocast():
+            logprobs, values = score_rollout(self.policy, tokens, attention, width, config.temperature, critic, chunk)
+            ref_logprobs, _ = score_rollout(self.reference, tokens, attention, width, config.temperature, None, chunk)
         scores = self.score(prompts, texts)
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * (~ended).float()
         values = torch.zeros_like(logprobs) if values is None else values
-        return Rollout(tokens, attention, width, mask, logprobs.float(), values.float(), ref_logprobs.float(), scores,
-                       ended)
+        return Rollout(tokens, attention, width, mask, logprobs, values, ref_logprobs, scores, ended)
 
 
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
