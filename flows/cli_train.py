@@ -50,6 +50,11 @@ def train(
     verifier: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: a rule verifier that scores the answers "
                                                       "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, "
                                                       "json_valid, no_repetition).")] = None,
+    samples_per_prompt: Annotated[int | None, typer.Option(help="ppo, grpo, rloo: answers sampled per prompt per "
+                                                                "iteration (grpo, rloo: default 4).")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="ppo, grpo, rloo: longest sampled answer (default "
+                                                            "48).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="ppo, grpo, rloo: sampling temperature.")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -69,7 +74,8 @@ def train(
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
-        "reward_model": reward_model, "verifier": verifier, "round": round_name, "db": path})
+        "reward_model": reward_model, "verifier": verifier, "samples_per_prompt": samples_per_prompt,
+        "max_new_tokens": max_new_tokens, "temperature": temperature, "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the

@@ -72,7 +72,8 @@ class RoundParams(FlowParams):
     judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders.")
     reward_model: str | None = Field(None, description="Reward model folder (feedback=reward_model), from "
                                                        "`alignloop train reward` (or a PRM from `train prm`).")
-    n: int = Field(4, ge=2, description="Samples per training prompt.")
+    n: int = Field(4, ge=2, description="Samples per training prompt (grpo, rloo: also per prompt in each "
+                                        "training iteration).")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
     max_new_tokens: int = Field(24, ge=1, description="Longest sample, in tokens.")
     prompts_per_round: int | None = Field(None, ge=1, description="Training prompts per round (empty: all).")
@@ -310,8 +311,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
         loss=params.loss if params.method == "dpo" else None, beta=params.beta if params.method == "dpo" else None,
-        reward_model=params.reward_model if params.method != "dpo" and params.feedback == "reward_model" else None,
-        verifier=params.verifier if params.method != "dpo" and params.feedback == "verifier" else None, lr=params.lr, epochs=params.epochs,
+        **(_online(params) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
@@ -329,6 +329,15 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     create_markdown_artifact(key=_artifact_key(params.round), markdown=_markdown(summary),
                              description=f"alignloop round {params.round}")
     return summary
+
+
+def _online(params: RoundParams) -> dict[str, Any]:
+    """An online method's reward and sampling, the round's own: its reward model or verifier, and answers sampled
+    as the round samples (``n`` per prompt for grpo and rloo, ``max_new_tokens`` long, at its temperature)."""
+    reward = ({"reward_model": params.reward_model} if params.feedback == "reward_model"
+              else {"verifier": params.verifier})
+    return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
+            "samples_per_prompt": params.n if params.method != "ppo" else None}
 
 
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:

@@ -53,6 +53,11 @@ class TrainParams(FlowParams):
                                                        "answers (from `train reward`).")
     verifier: str | None = Field(None, description="ppo, grpo, rloo: a rule verifier that scores the answers "
                                                    "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, ...).")
+    samples_per_prompt: int | None = Field(None, ge=1, description="ppo, grpo, rloo: answers sampled per prompt "
+                                                                   "per iteration (grpo, rloo: at least 2).")
+    max_new_tokens: int | None = Field(None, ge=1, description="ppo, grpo, rloo: longest sampled answer, in "
+                                                               "tokens.")
+    temperature: float | None = Field(None, gt=0, description="ppo, grpo, rloo: sampling temperature.")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -72,7 +77,8 @@ class TrainParams(FlowParams):
             train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
-        for key in ("loss", "beta", "reward_model", "verifier"):
+        for key in ("loss", "beta", "reward_model", "verifier", "samples_per_prompt", "max_new_tokens",
+                    "temperature"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

@@ -121,11 +121,13 @@ def test_a_grpo_round_learns_from_its_verifier_as_it_samples(tmp_path, prefect_h
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
     with db.connect(str(db_file)) as con:
-        runs = con.execute("SELECT method, config->>'$.verifier', meta->>'$.reward', meta->>'$.steps' "
+        runs = con.execute("SELECT method, config->>'$.verifier', meta->>'$.reward', meta->>'$.steps', "
+                           "config->>'$.samples_per_prompt', config->>'$.max_new_tokens' "
                            "FROM training_runs WHERE round_id = 'rlvr1'").fetchall()
         kinds = con.execute("SELECT kind FROM datasets WHERE name = 'rlvr1-outcomes'").fetchall()
     rated = scalar(db_file, "SELECT count(DISTINCT prompt_id) FROM ratings WHERE round_id = 'rlvr1'")
-    assert runs == [("grpo", "short_on_topic:6", "verifier:short_on_topic:6", "1")]
+    # it samples as the round does: n=3 answers per prompt of at most 8 tokens
+    assert runs == [("grpo", "short_on_topic:6", "verifier:short_on_topic:6", "1", "3", "8")]
     assert kinds == [("binary",)] and rated == PROMPTS
     # every sampled response is a row, pass or fail (n=3 samples of each training prompt)
     assert sum(out["dataset"]["rows"].values()) == PROMPTS * 3

@@ -224,7 +224,8 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
                            "WHERE method = 'grpo'").fetchall()
     assert runs == [("grpo", "4")]
     # a verifier instead: it reads the prompts' reference answers from the warehouse
-    rlvr = [*grpo[:-2], "--verifier", "final_answer", "--max-steps", "1"]
+    rlvr = [*grpo[:-2], "--verifier", "final_answer", "--max-steps", "1", "--samples-per-prompt", "2",
+            "--max-new-tokens", "5"]
     rlvr[rlvr.index(str(tmp_path / "grpo"))] = str(tmp_path / "rlvr")
     out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
     assert out.exit_code == 2 and "none of the 8 train prompts has one in the warehouse" in out.output, out.output
@@ -239,6 +240,7 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
     assert out.exit_code == 0, out.output
     with db.connect(path) as con:
-        got = con.execute("SELECT meta->>'$.reward', meta->>'$.steps' FROM training_runs WHERE method = 'grpo' "
+        got = con.execute("SELECT meta->>'$.reward', meta->>'$.steps', config->>'$.samples_per_prompt', "
+                          "config->>'$.max_new_tokens' FROM training_runs WHERE method = 'grpo' "
                           "AND config->>'$.verifier' = 'final_answer'").fetchall()
-    assert got == [("verifier:final_answer", "1")]
+    assert got == [("verifier:final_answer", "1", "2", "5")]
