@@ -98,7 +98,7 @@ def diff_snapshots(old: Snapshot, new: Snapshot, examples: int = 3) -> SnapshotD
     try:
         con.register("_old", _keyed(old))
         con.register("_new", _keyed(new))
-        rows = con.execute(db.query("snapshot_diff")).to_arrow_table()
+        rows = con.sql(db.query("snapshot_diff")).to_arrow_table()
     finally:
         con.close()
     counts: dict[str, dict[str, int]] = {}
