@@ -201,6 +201,18 @@ def test_each_online_method_moves_the_policy_towards_what_its_reward_model_prefe
     assert evals["reward"] > evals["reference_reward"] + 0.5 and evals["win_rate_vs_reference"] >= 0.75
 
 
+def test_the_policy_loss_weighs_tokens_or_whole_answers_alike():
+    old = torch.zeros(2, 4)
+    mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])  # a 4-token and a 1-token answer
+    adv = torch.tensor([[1.0] * 4, [-2.0] * 4])
+    token, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2)
+    sequence, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2, per_sequence=True)
+    assert float(token) == pytest.approx((-1.0 * 4 + 2.0) / 5)  # ratio 1: the loss is -A per token
+    assert float(sequence) == pytest.approx((-1.0 + 2.0) / 2)
+    with pytest.raises(ValueError, match="loss_aggregation must be token or sequence, got 'answer'"):
+        C.PPOConfig(loss_aggregation="answer")
+
+
 def test_group_advantages_and_the_k3_kl_by_hand():
     scores = torch.tensor([1.0, 0.0, 0.0, 1.0, 2.0, 2.0, 2.0, 2.0])
     sd = math.sqrt((4 * 0.25) / 3)  # Bessel-corrected std of 1, 0, 0, 1
@@ -238,6 +250,15 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
                                                          scale_rewards=False, train={"max_steps": 1}),
                 base_model_id="base")
     assert seen == [{"scale": False}]
+    per_answer = []
+    real_mean = ppo.sequence_mean
+    monkeypatch.setattr(ppo, "sequence_mean", lambda *a: per_answer.append(1) or real_mean(*a))
+    for agg in ("token", "sequence"):
+        train_model("grpo", snap, tiny_model_dir, ppo_config(tmp_path / agg, rm, advantage="grpo",
+                                                             samples_per_prompt=2, loss_aggregation=agg,
+                                                             train={"max_steps": 1}), base_model_id="base")
+        # two epochs of two minibatches, each the policy loss and the KL term: 8 sequence means, or none
+        assert len(per_answer) == (8 if agg == "sequence" else 0)
     with pytest.raises(AlignloopError, match="method ppo got a config for method grpo"):
         train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "x", rm, advantage="grpo",
                                                             samples_per_prompt=2), base_model_id="base")

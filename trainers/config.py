@@ -339,6 +339,9 @@ class PPOConfig:
     """Answers sampled per prompt per iteration (grpo and rloo compare them: at least 2)."""
     scale_rewards: bool = True
     """grpo: divide each answer's centred score by its group's std; false: centre only (Dr. GRPO)."""
+    loss_aggregation: str = "token"
+    """The policy loss over a minibatch: ``token`` (every answer token weighs the same) or ``sequence`` (each
+    answer's mean first, then their mean: GRPO's Eq. 3; long answers weigh less per token)."""
     max_new_tokens: int = 48
     """Longest answer, in tokens."""
     temperature: float = 1.0
@@ -365,6 +368,8 @@ class PPOConfig:
             (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),
             (self.advantage in ADVANTAGES, f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}"),
             (self.samples_per_prompt >= 1, f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}"),
+            (self.loss_aggregation in ("token", "sequence"),
+             f"loss_aggregation must be token or sequence, got {self.loss_aggregation!r}"),
             (self.advantage == "gae" or self.samples_per_prompt >= 2,
              f"advantage {self.advantage!r} compares answers to one prompt: needs samples_per_prompt >= 2, got "
              + str(self.samples_per_prompt)),

@@ -15,7 +15,8 @@ Two critic-free variants share the loop (``advantage``; methods ``grpo`` and ``r
 - **GRPO** (Shao et al. 2024, DeepSeekMath, Eq. 3): an answer's advantage is its score minus its group's mean over
   the group's standard deviation, for each of its tokens; the KL to the reference is a loss term, ``kl_coef`` times
   the k3 estimate ``exp(log pi_ref - log pi) - (log pi_ref - log pi) - 1`` per token (Schulman's unbiased,
-  positive estimator), not a reward penalty. Token means over the minibatch.
+  positive estimator), not a reward penalty. Token means over the minibatch (every token weighs the same, as DAPO);
+  ``loss_aggregation="sequence"`` averages each answer first, as the paper's Eq. 3.
 - **RLOO** (Ahmadian et al. 2024, "Back to Basics", Eq. 5; Kool et al. 2019): an answer's reward is its score minus
   ``kl_coef`` times its summed KL to the reference, and its advantage that reward minus the mean reward of the
   other answers to the same prompt.
@@ -85,6 +86,12 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
+def sequence_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """The mean over each row's unmasked entries, then over rows: every answer weighs the same, whatever its length
+    (GRPO's Eq. 3), where :func:`masked_mean` weighs every token the same."""
+    return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
 def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     """``(x - mean) / std`` over the unmasked entries (zero elsewhere)."""
     mean = masked_mean(x, mask)
@@ -93,13 +100,13 @@ def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                      clip_range: float) -> tuple[Tensor, dict[str, Tensor]]:
+                      clip_range: float, per_sequence: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO's clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(log pi - log pi_old)``,
-    the token mean over ``mask``; with detached statistics (the loss, clip fraction, approximate KL to the rollout
-    policy)."""
+    the token mean over ``mask`` (``per_sequence``: each answer's mean, then their mean); with detached statistics
+    (the loss, clip fraction, approximate KL to the rollout policy)."""
     ratio = torch.exp(logprobs - old_logprobs)
     pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
-    policy_loss = masked_mean(pg, mask)
+    policy_loss = (sequence_mean if per_sequence else masked_mean)(pg, mask)
     stats = {"policy_loss": policy_loss, "clipfrac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask),
              "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)}
     return policy_loss, {k: v.detach() for k, v in stats.items()}
@@ -107,11 +114,11 @@ def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor
 
 def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
              returns: Tensor, mask: Tensor, clip_range: float, value_clip: float,
-             vf_coef: float) -> tuple[Tensor, dict[str, Tensor]]:
+             vf_coef: float, per_sequence: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
     """:func:`clipped_surrogate` plus ``vf_coef`` times the clipped value loss
     ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)`` (token mean over ``mask``). Returns the loss and
     detached statistics (policy and value loss, clip fraction, approximate KL to the rollout policy)."""
-    policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range)
+    policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range, per_sequence)
     clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
     vf = 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
     value_loss = masked_mean(vf, mask)
@@ -481,15 +488,17 @@ def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | 
                                                             ro.prompt_len, config.temperature,
                                                             models.value_head if returns is not None else None)
             mask = ro.mask[idx]
+            per_sequence = config.loss_aggregation == "sequence"
             if returns is not None:
                 loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
                                        ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
-                                       config.vf_coef)
+                                       config.vf_coef, per_sequence)
             else:
                 loss, stats = clipped_surrogate(logprobs.float(), ro.logprobs[idx], advantages[idx], mask,
-                                                config.clip_range)
+                                                config.clip_range, per_sequence)
                 if config.advantage == "grpo":
-                    kl_loss = masked_mean(k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
+                    kl_loss = (sequence_mean if per_sequence else masked_mean)(
+                        k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
                     loss = loss + kl_coef * kl_loss
                     stats["kl_loss"] = kl_loss.detach()
             if not torch.isfinite(loss):
