@@ -7,7 +7,6 @@ move prompts, did the soft labels change.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -98,23 +97,16 @@ def diff_snapshots(old: Snapshot, new: Snapshot, examples: int = 3) -> SnapshotD
     try:
         con.register("_old", _keyed(old))
         con.register("_new", _keyed(new))
-        rows = con.sql(db.query("snapshot_diff")).to_arrow_table()
+        con.execute(db.query("snapshot_diff"))
+        found = con.execute(db.query("snapshot_diff_counts")).fetchall()
+        shown = {change: [] for change in CHANGES[:-1]}
+        for change, key in con.execute(db.query("snapshot_diff_examples"), {"n": examples}).fetchall():
+            shown[change].append(key)
+        columns = dict(con.execute(db.query("snapshot_diff_columns")).fetchall())
     finally:
         con.close()
-    counts: dict[str, dict[str, int]] = {}
-    for r in rows.group_by(["split", "change"]).aggregate([([], "count_all")]).to_pylist():
-        counts.setdefault(r["split"], {})[r["change"]] = r["count_all"]
-    counts = {s: {c: counts[s].get(c, 0) for c in CHANGES} for s in sorted(counts)}
-    shown: dict[str, list[str]] = {}
-    for change in CHANGES[:-1]:
-        keys = rows.filter(pc.equal(rows["change"], change))["key"]
-        shown[change] = keys.slice(0, examples).to_pylist()
-    columns: dict[str, int] = {}
-    touched = rows.filter(pc.is_valid(rows["old_row"]))
-    for a, b in zip(touched["old_row"].to_pylist(), touched["new_row"].to_pylist(), strict=True):
-        ra, rb = json.loads(a), json.loads(b)
-        for col in ra.keys() | rb.keys():
-            if col != "_key" and ra.get(col) != rb.get(col):
-                columns[col] = columns.get(col, 0) + 1
+    counts = {s: dict.fromkeys(CHANGES, 0) for s in sorted({split for split, _, _ in found})}
+    for split, change, n in found:
+        counts[split][change] = n
     return SnapshotDiff(mo.id, mn.id, mo.kind, mo.content_hash == mn.content_hash,
-                        param_changes(mo.params, mn.params), counts, dict(sorted(columns.items())), shown)
+                        param_changes(mo.params, mn.params), counts, columns, shown)
