@@ -25,14 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from benchmarks.train import REPO, peak_rss_mb
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+from benchmarks.train import REPO, peak_rss_mb, status_mb
 
 
 def before(model, tokens, attention, width: int, temperature: float):
@@ -66,7 +59,7 @@ def child(args: argparse.Namespace) -> None:
     width = args.prompt_tokens
     tokens = torch.randint(3, policy.config.vocab_size, (args.answers, width + args.answer_tokens), generator=g)
     attention = torch.ones_like(tokens)
-    loaded = rss_mb()
+    loaded = status_mb("VmRSS")
     t0 = time.perf_counter()
     if args.side == "before":
         out = [before(m, tokens, attention, width, 1.0) for m in (policy, reference)]

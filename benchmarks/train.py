@@ -34,11 +34,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def peak_rss_mb() -> float:
+def status_mb(key: str) -> float:
+    """A memory figure of this process from /proc/self/status (``VmHWM``: peak RSS, ``VmRSS``: now), in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{key}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def peak_rss_mb() -> float:
+    return status_mb("VmHWM")
 
 
 def make_pairs(n: int) -> list[dict]:

@@ -156,12 +156,10 @@ def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], ba
 def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
     """What a verifier reads of the snapshot's prompts (reference, tags, topic), from the warehouse."""
     from pipelines.judges.run import prompt_checks
-    from trainers.snapshot import load_snapshot_dir
+    from trainers.snapshot import prompt_ids
 
-    snap = load_snapshot_dir(snapshot)
-    ids = sorted({pid for split in ("train", "test") for pid in snap.split(split).column("prompt_id").to_pylist()})
     with db.connect(db_path, read_only=True) as con:
-        return prompt_checks(con, ids)
+        return prompt_checks(con, prompt_ids(snapshot))
 
 
 def record_result(db_path: str, result: TrainResult) -> dict[str, int]:

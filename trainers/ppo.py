@@ -315,8 +315,8 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
         from pipelines.verifiers import get_verifier
 
         verifier = get_verifier(config.verifier)
-        if config.verifier.partition(":")[0] == "final_answer" and not any(
-                (checks.get(p["prompt_id"]) or {}).get("reference") for p in prompts):
+        if verifier.needs_reference and not any((checks.get(p["prompt_id"]) or {}).get("reference")
+                                                for p in prompts):
             raise AlignloopError(f"verifier {config.verifier} compares answers with the prompts' reference answers; "
                                  f"none of the {len(prompts)} train prompts has one in the warehouse")
         return lambda: VerifierJudge(verifier)

@@ -101,6 +101,13 @@ def load_snapshot_dir(path: str | Path) -> Snapshot:
     return Snapshot(root, manifest.get("name") or root.name, kind, content_hash, train, test, manifest.get("id"))
 
 
+def prompt_ids(path: str | Path) -> list[str]:
+    """The distinct prompt ids of a snapshot folder's splits, sorted, read from that one column."""
+    files = [Path(path) / f"{s}.parquet" for s in SPLITS]
+    return sorted({pid for f in files if f.is_file() for pid in pq.read_table(f, columns=["prompt_id"])
+                   .column("prompt_id").to_pylist()})
+
+
 def write_snapshot_dir(path: str | Path, kind: str, train: pa.Table, test: pa.Table, name: str = "test") -> Path:
     """Write a snapshot folder in the contract schema (tests and benchmarks; builders own the real ones)."""
     root = Path(path)

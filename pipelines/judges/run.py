@@ -92,18 +92,22 @@ def load_responses(con: duckdb.DuckDBPyConnection, round_id: str, origins: tuple
     rows = con.execute(db.query("judge_responses"), {"round_id": round_id, "origins": list(origins)}).fetchall()
     out = []
     for rid, pid, question, text, steps, reference, tags, meta, messages in rows:
-        out.append(ResponseItem(rid, pid, question, text, tuple(steps) if steps else None, reference,
-                                tuple(tags or ()), _topic(tags, json.loads(meta) if meta else None), messages))
+        out.append(ResponseItem(rid, pid, question, text, tuple(steps) if steps else None,
+                                messages=messages, **_check_fields(reference, tags, meta)))
     return out
+
+
+def _check_fields(reference: str | None, tags: list[str] | None, meta: str | None) -> dict[str, Any]:
+    """What rule verifiers read of a prompt, as :class:`ResponseItem` fields, from its warehouse columns."""
+    return {"reference": reference, "tags": tuple(tags or ()),
+            "topic": _topic(tags, json.loads(meta) if meta else None)}
 
 
 def prompt_checks(con: duckdb.DuckDBPyConnection, prompt_ids: list[str]) -> dict[str, dict[str, Any]]:
     """What rule verifiers read of each prompt (``reference``, ``tags``, ``topic``: :class:`ResponseItem`'s fields),
     by prompt id, for the ids the warehouse holds."""
     rows = con.execute(db.query("prompt_checks"), {"ids": prompt_ids}).fetchall()
-    return {pid: {"reference": reference, "tags": tuple(tags or ()),
-                  "topic": _topic(tags, json.loads(meta) if meta else None)}
-            for pid, reference, tags, meta in rows}
+    return {pid: _check_fields(reference, tags, meta) for pid, reference, tags, meta in rows}
 
 
 def load_pairs(con: duckdb.DuckDBPyConnection, round_id: str, consecutive: bool = False, cap: int = 6,

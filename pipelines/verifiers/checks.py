@@ -41,6 +41,8 @@ class CheckResult:
 
 class _Check:
     name: ClassVar[str] = "check"
+    needs_reference: ClassVar[bool] = False
+    """Whether the check compares with the prompt's reference answer (it fails every prompt without one)."""
 
     @property
     def version(self) -> str:
@@ -60,6 +62,7 @@ class FinalAnswer(_Check):
     """The response's final answer matches the prompt's reference (numerically or symbolically)."""
 
     name: ClassVar[str] = "final_answer"
+    needs_reference: ClassVar[bool] = True
     timeout_s: float = 2.0
 
     def check(self, item: ResponseItem) -> CheckResult:

@@ -45,6 +45,10 @@ class CompositeVerifier(_Check):
     def judge(self) -> str:
         return f"{self.label}@{self.version}"
 
+    @property
+    def needs_reference(self) -> bool:  # type: ignore[override]
+        return any(c.needs_reference for c in self.checks)
+
     def check(self, item: ResponseItem) -> CheckResult:
         parts = tuple(c.check(item) for c in self.checks)
         failed = [p.name for p in parts if not p.passed]
