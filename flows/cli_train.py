@@ -55,6 +55,9 @@ def train(
     max_new_tokens: Annotated[int | None, typer.Option(help="ppo, grpo, rloo: longest sampled answer (default "
                                                             "48).")] = None,
     temperature: Annotated[float | None, typer.Option(help="ppo, grpo, rloo: sampling temperature.")] = None,
+    dynamic_sampling: Annotated[bool, typer.Option("--dynamic-sampling", help="grpo, rloo: update only on prompts "
+                                                   "whose answers scored differently, sampling more prompts to fill "
+                                                   "the batch (DAPO; max_rollouts in --config).")] = False,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -75,7 +78,8 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
         "reward_model": reward_model, "verifier": verifier, "samples_per_prompt": samples_per_prompt,
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "round": round_name, "db": path})
+        "max_new_tokens": max_new_tokens, "temperature": temperature,
+        "dynamic_sampling": dynamic_sampling or None, "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the

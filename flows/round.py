@@ -85,6 +85,8 @@ class RoundParams(FlowParams):
         "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo: online RL on the round's "
                            "prompts, scored by what gives the round's feedback: reward_model (feedback "
                            "reward_model) or the verifier (feedback verifier). beta and loss are DPO's.")
+    dynamic_sampling: bool = Field(False, description="grpo, rloo: update only on prompts whose samples scored "
+                                                      "differently, sampling more prompts to fill each batch (DAPO).")
     loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -132,6 +134,9 @@ class RoundParams(FlowParams):
                              f"'reward_model' (and reward_model) or 'verifier', not {self.feedback!r}")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
+        if self.dynamic_sampling and self.method not in ("grpo", "rloo"):
+            raise ValueError(f"dynamic_sampling drops groups of samples to one prompt that scored alike: needs method "
+                             f"grpo or rloo, not {self.method!r}")
         return self
 
     @field_validator("loss")
@@ -337,7 +342,8 @@ def _online(params: RoundParams) -> dict[str, Any]:
     reward = ({"reward_model": params.reward_model} if params.feedback == "reward_model"
               else {"verifier": params.verifier})
     return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
-            "samples_per_prompt": params.n if params.method != "ppo" else None}
+            "samples_per_prompt": params.n if params.method != "ppo" else None,
+            "dynamic_sampling": params.dynamic_sampling or None}
 
 
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:

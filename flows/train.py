@@ -58,6 +58,9 @@ class TrainParams(FlowParams):
     max_new_tokens: int | None = Field(None, ge=1, description="ppo, grpo, rloo: longest sampled answer, in "
                                                                "tokens.")
     temperature: float | None = Field(None, gt=0, description="ppo, grpo, rloo: sampling temperature.")
+    dynamic_sampling: bool | None = Field(None, description="grpo, rloo: update only on prompts whose answers "
+                                                            "scored differently, sampling more prompts to fill "
+                                                            "the batch (DAPO).")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -78,7 +81,7 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "samples_per_prompt", "max_new_tokens",
-                    "temperature"):
+                    "temperature", "dynamic_sampling"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

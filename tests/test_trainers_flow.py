@@ -225,7 +225,7 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     assert runs == [("grpo", "4")]
     # a verifier instead: it reads the prompts' reference answers from the warehouse
     rlvr = [*grpo[:-2], "--verifier", "final_answer", "--max-steps", "1", "--samples-per-prompt", "2",
-            "--max-new-tokens", "5"]
+            "--max-new-tokens", "5", "--dynamic-sampling"]
     rlvr[rlvr.index(str(tmp_path / "grpo"))] = str(tmp_path / "rlvr")
     out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
     assert out.exit_code == 2 and "none of the 8 train prompts has one in the warehouse" in out.output, out.output
@@ -241,6 +241,11 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     assert out.exit_code == 0, out.output
     with db.connect(path) as con:
         got = con.execute("SELECT meta->>'$.reward', meta->>'$.steps', config->>'$.samples_per_prompt', "
-                          "config->>'$.max_new_tokens' FROM training_runs WHERE method = 'grpo' "
+                          "config->>'$.max_new_tokens', config->>'$.dynamic_sampling', meta->>'$.optimizer_steps', "
+                          "(SELECT list(value ORDER BY name) FROM training_metrics m WHERE m.run_id = r.id "
+                          " AND name IN ('groups_used', 'rollouts')) FROM training_runs r WHERE method = 'grpo' "
                           "AND config->>'$.verifier' = 'final_answer'").fetchall()
-    assert got == [("verifier:final_answer", "1", "2", "5")]
+    # no answer of the random policy matches the reference: three rollouts (the default most) and no update
+    assert got == [("verifier:final_answer", "1", "2", "5", "true", "0", [0.0, 3.0])]
+    out = CliRunner().invoke(app, [*grpo[:1], "dpo", *grpo[2:-2], "--dynamic-sampling"], env={"COLUMNS": "400"})
+    assert out.exit_code == 2 and "method dpo has no dynamic_sampling option" in out.output, out.output

@@ -98,8 +98,8 @@ def tiny_reward_model(policy: Path, folder: Path, seed: int = 1) -> Path:
 def ppo_config(out: Path, rm: Path, **kw) -> C.PPOConfig:
     train = {"max_steps": 3, "batch_size": 4, "lr": 1e-3, "max_length": 64, "max_prompt_length": 32,
              "output_dir": str(out), **kw.pop("train", {})}
-    return C.PPOConfig(train=C.TrainConfig(**train), reward_model=str(rm), rollout_prompts=4, max_new_tokens=6,
-                       **kw)
+    return C.PPOConfig(train=C.TrainConfig(**train), reward_model=str(rm), **{"rollout_prompts": 4,
+                                                                               "max_new_tokens": 6, **kw})
 
 
 def test_a_ppo_run_trains_the_policy_and_records_reward_and_kl(tmp_path, tiny_model_dir):  # noqa: F811
@@ -201,16 +201,47 @@ def test_each_online_method_moves_the_policy_towards_what_its_reward_model_prefe
     assert evals["reward"] > evals["reference_reward"] + 0.5 and evals["win_rate_vs_reference"] >= 0.75
 
 
-def test_the_policy_loss_weighs_tokens_or_whole_answers_alike():
+def test_the_policy_loss_weighs_tokens_whole_answers_or_a_constant():
     old = torch.zeros(2, 4)
     mask = torch.tensor([[1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]])  # a 4-token and a 1-token answer
     adv = torch.tensor([[1.0] * 4, [-2.0] * 4])
     token, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2)
-    sequence, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2, per_sequence=True)
+    sequence, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2, "sequence")
+    constant, _ = ppo.clipped_surrogate(old, old, adv, mask, 0.2, "constant")
     assert float(token) == pytest.approx((-1.0 * 4 + 2.0) / 5)  # ratio 1: the loss is -A per token
     assert float(sequence) == pytest.approx((-1.0 + 2.0) / 2)
-    with pytest.raises(ValueError, match="loss_aggregation must be token or sequence, got 'answer'"):
+    assert float(constant) == pytest.approx((-1.0 * 4 + 2.0) / (2 * 4))  # 2 answers x 4 tokens, whatever they hold
+    with pytest.raises(ValueError, match="loss_aggregation must be one of token, sequence, constant, got 'answer'"):
         C.PPOConfig(loss_aggregation="answer")
+
+
+def test_clip_higher_lets_the_ratio_grow_further_than_it_may_shrink():
+    old = torch.zeros(1, 3)
+    new = torch.log(torch.tensor([[1.5, 0.5, 1.7]])).requires_grad_()
+    adv = torch.tensor([[1.0, -1.0, 1.0]])
+    loss, stats = ppo.clipped_surrogate(new, old, adv, torch.ones(1, 3), 0.2, clip_high=0.6)
+    # 1.5 is inside [0.8, 1.6]: unclipped (-1.5); 0.5 with A < 0: max(0.5, 0.8) = 0.8; 1.7 clipped at 1.6
+    assert float(loss.detach()) == pytest.approx((-1.5 + 0.8 - 1.6) / 3)
+    assert float(stats["clipfrac"]) == pytest.approx(2 / 3)
+    loss.backward()
+    assert new.grad[0, 0] != 0 and new.grad[0, 1] == 0 and new.grad[0, 2] == 0
+    symmetric, _ = ppo.clipped_surrogate(new.detach(), old, adv, torch.ones(1, 3), 0.2)
+    assert float(symmetric) == pytest.approx((-1.2 + 0.8 - 1.2) / 3)
+    with pytest.raises(ValueError, match="clip_range_high must be > 0, got 0.0"):
+        C.PPOConfig(clip_range_high=0.0)
+
+
+def test_groups_with_signal_and_samples_of_two_rollouts_in_one():
+    assert ppo.signal_groups(torch.tensor([1.0, 1.0, 0.0, 1.0, 0.5, 0.5]), 2).tolist() == [False, True, False]
+    a = ppo.Samples(torch.tensor([[7, 8, 1, 2]]), torch.tensor([[1, 1, 1, 1]]), 2, torch.tensor([1.0]),
+                    torch.tensor([True]))
+    b = ppo.Samples(torch.tensor([[6, 7, 8, 3, 4], [0, 7, 8, 5, 0]]), torch.tensor([[1, 1, 1, 1, 1], [0, 1, 1, 1, 0]]),
+                    3, torch.tensor([0.0, 2.0]), torch.tensor([True, False]))
+    both = ppo.Samples.concat([a, b.select(torch.tensor([1]))], pad_id=0)
+    # the narrower prompt is left-padded to the wider one; answers stay aligned after it
+    assert both.prompt_len == 3 and both.tokens.tolist() == [[0, 7, 8, 1, 2], [0, 7, 8, 5, 0]]
+    assert both.attention.tolist() == [[0, 1, 1, 1, 1], [0, 1, 1, 1, 0]]
+    assert both.scores.tolist() == [1.0, 2.0] and both.ended.tolist() == [True, False]
 
 
 def test_group_advantages_and_the_k3_kl_by_hand():
@@ -250,15 +281,17 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
                                                          scale_rewards=False, train={"max_steps": 1}),
                 base_model_id="base")
     assert seen == [{"scale": False}]
-    per_answer = []
-    real_mean = ppo.sequence_mean
-    monkeypatch.setattr(ppo, "sequence_mean", lambda *a: per_answer.append(1) or real_mean(*a))
-    for agg in ("token", "sequence"):
+    used: list[str] = []
+    for agg in ("token", "sequence", "constant"):
+        used.clear()
+        for name, fn in ppo.AGGREGATIONS.items():
+            monkeypatch.setitem(ppo.AGGREGATIONS, name, lambda *a, name=name, fn=fn: used.append(name) or fn(*a))
         train_model("grpo", snap, tiny_model_dir, ppo_config(tmp_path / agg, rm, advantage="grpo",
                                                              samples_per_prompt=2, loss_aggregation=agg,
                                                              train={"max_steps": 1}), base_model_id="base")
-        # two epochs of two minibatches, each the policy loss and the KL term: 8 sequence means, or none
-        assert len(per_answer) == (8 if agg == "sequence" else 0)
+        # two epochs of two minibatches, each the policy loss and the KL term
+        assert used == [agg] * 8
+        monkeypatch.undo()
     with pytest.raises(AlignloopError, match="method ppo got a config for method grpo"):
         train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "x", rm, advantage="grpo",
                                                             samples_per_prompt=2), base_model_id="base")
@@ -300,6 +333,74 @@ def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_m
     before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
                                                                                      "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
+    # the references it read are an input of the run: the same return it as it finished; others in its folder are
+    # refused (another run), as a changed config is
+    again = train_model("grpo", snap, tiny_model_dir, config, base_model_id="base", prompt_checks=checks)
+    assert again.run.id == result.run.id and again.run.meta["finished_at"] == result.run.meta["finished_at"]
+    changed = {**checks, "p-train-0": {**checks["p-train-0"], "reference": "7"}}
+    with pytest.raises(AlignloopError, match=r"cannot resume .*saved config differs in run.prompt_checks"):
+        train_model("grpo", snap, tiny_model_dir, config, base_model_id="base", prompt_checks=changed)
+
+
+def _scored_by_prompt(monkeypatch, good: set[str]) -> list[list[str]]:
+    """Scores answers by their prompt alone: a group of a prompt in ``good`` scores 1, 0, 1, 0, ..., any other prompt's
+    all 0. Returns the prompt ids of each scoring call."""
+    calls: list[list[str]] = []
+
+    def score(self, prompts, texts):
+        calls.append([p["prompt_id"] for p in prompts])
+        return torch.tensor([float(p["prompt_id"] in good and i % 2 == 0) for i, p in enumerate(prompts)])
+
+    monkeypatch.setattr(ppo._Models, "score", score)
+    return calls
+
+
+def test_dynamic_sampling_updates_on_groups_with_signal_only(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+    from safetensors.torch import load_file
+
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=8, n_test=0)
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    good = {"p-train-1", "p-train-4", "p-train-6"}
+    calls = _scored_by_prompt(monkeypatch, good)
+    used = []
+    real_rollout = ppo._Models.rollout
+    monkeypatch.setattr(ppo._Models, "rollout", lambda self, s, c: used.append(s.scores.tolist()) or real_rollout(
+        self, s, c))
+    config = ppo_config(tmp_path / "run", rm, advantage="grpo", samples_per_prompt=2, dynamic_sampling=True,
+                        max_rollouts=3, rollout_prompts=2, train={"max_steps": 3})
+    result = train_model("grpo", snap, tiny_model_dir, config, base_model_id="base")
+    by_name = {(m.name, m.step): m.value for m in result.metrics}
+    at = 0
+    for it in (1, 2, 3):
+        # rollouts of 2 prompts x 2 answers until 2 good prompts are in hand, 3 at most
+        found, rollouts = 0, 0
+        while found < 2 and rollouts < 3:
+            found += len({pid for pid in calls[at] if pid in good})
+            at, rollouts = at + 1, rollouts + 1
+        assert by_name[("rollouts", it)] == rollouts and by_name[("groups_used", it)] == min(found, 2)
+        assert len({pid for call in calls[at - rollouts:at] for pid in call}) == 2 * rollouts  # no prompt twice
+        sampled = calls[at - rollouts:at]
+        assert by_name[("zero_std_groups", it)] == pytest.approx(
+            1 - sum(pid in good for call in sampled for pid in call[::2]) / (2 * rollouts))
+    assert at == len(calls)
+    # only groups that differ reach the update: 1, 0 per good prompt
+    assert used and all(u == [1.0, 0.0] * (len(u) // 2) for u in used)
+    assert [len(u) // 2 for u in used] == [by_name[("groups_used", it)] for it in (1, 2, 3)
+                                           if by_name[("groups_used", it)]]
+
+    # no group with signal anywhere: every iteration samples max_rollouts times and never updates
+    calls = _scored_by_prompt(monkeypatch, set())
+    config = ppo_config(tmp_path / "none", rm, advantage="grpo", samples_per_prompt=2, dynamic_sampling=True,
+                        max_rollouts=2, rollout_prompts=2, train={"max_steps": 2})
+    result = train_model("grpo", snap, tiny_model_dir, config, base_model_id="base")
+    assert len(calls) == 4 and result.run.meta["optimizer_steps"] == 0
+    assert {m.name for m in result.metrics} >= {"rollouts", "groups_used", "reward"}
+    assert "kl" not in {m.name for m in result.metrics}
+    before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
+                                                                                     "model.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    with pytest.raises(ValueError, match="dynamic_sampling .* needs advantage grpo or rloo"):
+        C.PPOConfig(dynamic_sampling=True)
 
 
 def test_rollout_scores_in_chunks_from_the_answer_logits_alone_match_the_whole_batch(tiny_model_dir):  # noqa: F811

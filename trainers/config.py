@@ -340,8 +340,16 @@ class PPOConfig:
     scale_rewards: bool = True
     """grpo: divide each answer's centred score by its group's std; false: centre only (Dr. GRPO)."""
     loss_aggregation: str = "token"
-    """The policy loss over a minibatch: ``token`` (every answer token weighs the same) or ``sequence`` (each
-    answer's mean first, then their mean: GRPO's Eq. 3; long answers weigh less per token)."""
+    """The policy loss over a minibatch: ``token`` (every answer token weighs the same), ``sequence`` (each
+    answer's mean first, then their mean: GRPO's Eq. 3; long answers weigh less per token) or ``constant`` (the
+    token sum over answers x ``max_new_tokens``, the same divisor whatever the lengths: Dr. GRPO)."""
+    dynamic_sampling: bool = False
+    """grpo, rloo: leave out of the update every group whose answers all scored the same (it teaches nothing) and
+    sample more prompts, up to ``max_rollouts`` rollouts an iteration, until ``rollout_prompts`` groups that differ
+    are in hand (DAPO, Yu et al. 2025). Costs sampling; a sparse verifier's iterations then still learn."""
+    max_rollouts: int = 3
+    """With ``dynamic_sampling``: rollouts an iteration at most (the first included); an iteration that found fewer
+    groups with signal updates on those it has (on none: no update)."""
     max_new_tokens: int = 48
     """Longest answer, in tokens."""
     temperature: float = 1.0
@@ -349,7 +357,10 @@ class PPOConfig:
     ppo_epochs: int = 2
     """Passes of minibatch updates over each rollout."""
     clip_range: float = 0.2
-    """PPO's policy-ratio clip."""
+    """PPO's policy-ratio clip: the ratio is kept in ``[1 - clip_range, 1 + clip_range_high]``."""
+    clip_range_high: float | None = None
+    """The upper clip; None: ``clip_range``. DAPO's clip-higher (0.28 with ``clip_range`` 0.2) lets unlikely tokens
+    that did well grow faster, against entropy collapse."""
     value_clip: float = 0.2
     """Clip of the value change per update."""
     vf_coef: float = 0.1
@@ -368,8 +379,13 @@ class PPOConfig:
             (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),
             (self.advantage in ADVANTAGES, f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}"),
             (self.samples_per_prompt >= 1, f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}"),
-            (self.loss_aggregation in ("token", "sequence"),
-             f"loss_aggregation must be token or sequence, got {self.loss_aggregation!r}"),
+            (self.loss_aggregation in LOSS_AGGREGATIONS,
+             f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}"),
+            (not self.dynamic_sampling or self.advantage != "gae",
+             "dynamic_sampling drops groups of answers to one prompt that scored alike: needs advantage grpo or rloo"),
+            (self.max_rollouts >= 1, f"max_rollouts must be >= 1, got {self.max_rollouts}"),
+            (self.clip_range_high is None or self.clip_range_high > 0,
+             f"clip_range_high must be > 0, got {self.clip_range_high}"),
             (self.advantage == "gae" or self.samples_per_prompt >= 2,
              f"advantage {self.advantage!r} compares answers to one prompt: needs samples_per_prompt >= 2, got "
              + str(self.samples_per_prompt)),
@@ -396,6 +412,7 @@ class PPOConfig:
 
 
 ADVANTAGE_METHODS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}
+LOSS_AGGREGATIONS = ("token", "sequence", "constant")
 ADVANTAGES = tuple(ADVANTAGE_METHODS)
 
 MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig | PPOConfig

@@ -23,6 +23,10 @@ Two critic-free variants share the loop (``advantage``; methods ``grpo`` and ``r
 
 Both take the clipped surrogate for their updates (one ``ppo_epochs`` pass is on-policy REINFORCE with that
 baseline). A group whose answers all score the same teaches nothing; its share is logged (``zero_std_groups``).
+Three refinements from DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025), each off by default:
+``dynamic_sampling`` leaves such groups out of the update and samples further prompts until ``rollout_prompts``
+groups with signal are in hand (at most ``max_rollouts`` rollouts); ``clip_range_high`` clips the ratio higher above
+1 than below; ``loss_aggregation="constant"`` divides the token sum by a constant (answers x ``max_new_tokens``).
 
 The pure functions (:func:`penalised_rewards`, :func:`gae`, :func:`whiten`, :func:`ppo_loss`,
 :func:`group_advantages`, :func:`k3_kl`) carry the methods; :func:`train_ppo` runs them and returns the same records
@@ -51,8 +55,9 @@ from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
 
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
-          ("losses", ("policy_loss", "value_loss", "kl_loss")), ("PPO", ("clipfrac", "approx_kl", "zero_std_groups")))
-"""The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs."""
+          ("losses", ("policy_loss", "value_loss", "kl_loss")), ("policy updates", ("clipfrac", "approx_kl")),
+          ("groups without signal", ("zero_std_groups",)))
+"""The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs (PPO has no groups)."""
 
 
 # ---- the method, as pure functions of tensors ------------------------------------------------------------------
@@ -92,6 +97,17 @@ def sequence_mean(x: Tensor, mask: Tensor) -> Tensor:
     return ((x * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
+def constant_mean(x: Tensor, mask: Tensor) -> Tensor:
+    """The sum over the unmasked entries divided by the mask's size (rows x ``max_new_tokens``), a constant: each
+    token weighs the same whatever the lengths in its minibatch (Dr. GRPO, Liu et al. 2025)."""
+    return (x * mask).sum() / mask.numel()
+
+
+AGGREGATIONS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"token": masked_mean, "sequence": sequence_mean,
+                                                               "constant": constant_mean}
+"""How a per-token loss becomes a minibatch's (``loss_aggregation``)."""
+
+
 def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
     """``(x - mean) / std`` over the unmasked entries (zero elsewhere)."""
     mean = masked_mean(x, mask)
@@ -100,25 +116,31 @@ def whiten(x: Tensor, mask: Tensor, eps: float = 1e-8) -> Tensor:
 
 
 def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, mask: Tensor,
-                      clip_range: float, per_sequence: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
-    """PPO's clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps))`` with ``r = exp(log pi - log pi_old)``,
-    the token mean over ``mask`` (``per_sequence``: each answer's mean, then their mean); with detached statistics
-    (the loss, clip fraction, approximate KL to the rollout policy)."""
+                      clip_range: float, aggregation: str = "token",
+                      clip_high: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped surrogate ``max(-A r, -A clip(r, 1 - eps, 1 + eps_high))`` with ``r = exp(log pi - log pi_old)``
+    (``eps_high`` is ``clip_high``, else ``clip_range``: DAPO's clip-higher when larger), reduced over ``mask`` by
+    ``aggregation`` (:data:`AGGREGATIONS`); with detached statistics (the loss, clip fraction, approximate KL to the
+    rollout policy)."""
+    high = clip_range if clip_high is None else clip_high
     ratio = torch.exp(logprobs - old_logprobs)
-    pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + clip_range))
-    policy_loss = (sequence_mean if per_sequence else masked_mean)(pg, mask)
-    stats = {"policy_loss": policy_loss, "clipfrac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask),
+    pg = torch.maximum(-advantages * ratio, -advantages * ratio.clamp(1 - clip_range, 1 + high))
+    policy_loss = AGGREGATIONS[aggregation](pg, mask)
+    clipped = (ratio < 1 - clip_range) | (ratio > 1 + high)
+    stats = {"policy_loss": policy_loss, "clipfrac": masked_mean(clipped.float(), mask),
              "approx_kl": masked_mean(0.5 * (logprobs - old_logprobs) ** 2, mask)}
     return policy_loss, {k: v.detach() for k, v in stats.items()}
 
 
 def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values: Tensor, old_values: Tensor,
              returns: Tensor, mask: Tensor, clip_range: float, value_clip: float,
-             vf_coef: float, per_sequence: bool = False) -> tuple[Tensor, dict[str, Tensor]]:
+             vf_coef: float, aggregation: str = "token",
+             clip_high: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """:func:`clipped_surrogate` plus ``vf_coef`` times the clipped value loss
     ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)`` (token mean over ``mask``). Returns the loss and
     detached statistics (policy and value loss, clip fraction, approximate KL to the rollout policy)."""
-    policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range, per_sequence)
+    policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range, aggregation,
+                                           clip_high)
     clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
     vf = 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
     value_loss = masked_mean(vf, mask)
@@ -169,6 +191,40 @@ class Rollout:
     scores: Tensor
     ended: Tensor
     """(B,): whether the answer has its end-of-turn token (not cut at ``max_new_tokens``)."""
+
+
+@dataclass
+class Samples:
+    """Sampled answers and their scores before any log-probs: (B, ·) tensors; ``tokens`` is prompt (left-padded to
+    ``prompt_len``) + answer (``max_new_tokens`` wide)."""
+
+    tokens: Tensor
+    attention: Tensor
+    prompt_len: int
+    scores: Tensor
+    ended: Tensor
+
+    def select(self, rows: Tensor) -> Samples:
+        return Samples(self.tokens[rows], self.attention[rows], self.prompt_len, self.scores[rows], self.ended[rows])
+
+    @staticmethod
+    def concat(parts: list[Samples], pad_id: int) -> Samples:
+        """Rows of several rollouts in one, prompts left-padded to the widest (positions follow the attention)."""
+        width = max(p.prompt_len for p in parts)
+
+        def pad(p: Samples, x: Tensor, value: int) -> Tensor:
+            return F.pad(x, (width - p.prompt_len, 0), value=value)
+
+        return Samples(torch.cat([pad(p, p.tokens, pad_id) for p in parts]),
+                       torch.cat([pad(p, p.attention, 0) for p in parts]), width,
+                       torch.cat([p.scores for p in parts]), torch.cat([p.ended for p in parts]))
+
+
+def signal_groups(scores: Tensor, k: int) -> Tensor:
+    """(G,) whether each group of ``k`` consecutive answers holds differing scores (a group that scored alike gives
+    GRPO and RLOO no signal)."""
+    g = scores.view(-1, k)
+    return (g != g[:, :1]).any(1)
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -287,19 +343,53 @@ class _Models:
         scores = [r.score for r in self.judge.judge_items(items, "ppo")]
         return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
 
-    def rollout(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Rollout:
+    def sample(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Samples:
+        """One answer to each prompt, scored (less ``missing_eos_penalty`` for answers cut off)."""
         tokens, attention, width, texts, ended = self.answer(prompts, enc, config)
-        mask = attention[:, width:].float()
-        critic = self.value_head if config.advantage == "gae" else None
-        chunk = config.train.batch_size  # the updates' minibatch: no more rows through the model at once
-        with self.autocast():
-            logprobs, values = score_rollout(self.policy, tokens, attention, width, config.temperature, critic, chunk)
-            ref_logprobs, _ = score_rollout(self.reference, tokens, attention, width, config.temperature, None, chunk)
         scores = self.score(prompts, texts)
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * (~ended).float()
+        return Samples(tokens, attention, width, scores, ended)
+
+    def rollout(self, s: Samples, config: cfgmod.PPOConfig) -> Rollout:
+        """The samples' log-probs under the policy and the reference (and the critic's values, for PPO)."""
+        critic = self.value_head if config.advantage == "gae" else None
+        chunk = config.train.batch_size  # the updates' minibatch: no more rows through the model at once
+        with self.autocast():
+            logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, config.temperature,
+                                             critic, chunk)
+            ref_logprobs, _ = score_rollout(self.reference, s.tokens, s.attention, s.prompt_len, config.temperature,
+                                            None, chunk)
         values = torch.zeros_like(logprobs) if values is None else values
-        return Rollout(tokens, attention, width, mask, logprobs, values, ref_logprobs, scores, ended)
+        return Rollout(s.tokens, s.attention, s.prompt_len, s.attention[:, s.prompt_len:].float(), logprobs, values,
+                       ref_logprobs, s.scores, s.ended)
+
+
+def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_prompts: list[dict[str, Any]],
+                      enc: Encoder, config: cfgmod.PPOConfig, iteration: int) -> tuple[Samples, Samples, int]:
+    """DAPO's dynamic sampling: the groups of ``first`` whose answers scored differently, then of further rollouts of
+    ``rollout_prompts`` other train prompts (a seeded draw per iteration, so a resumed run draws the same) until
+    ``rollout_prompts`` such groups are in hand or ``max_rollouts`` rollouts ran. Returns the groups kept (at most
+    ``rollout_prompts``), every answer sampled (for the iteration's reward figures) and the rollouts run."""
+    k, want = config.samples_per_prompt, config.rollout_prompts
+    pad_id = models.tokenizer.pad_token_id
+    rng = np.random.default_rng([config.train.seed, iteration])
+    others = [i for i in rng.permutation(len(train_prompts)).tolist() if i not in set(chosen)]
+    parts, kept, rollouts, s = [first], [], 1, first
+    while True:
+        rows = signal_groups(s.scores, k).repeat_interleave(k).nonzero().squeeze(1)
+        kept.append(s.select(rows))
+        have = sum(len(p.scores) for p in kept) // k
+        if have >= want or rollouts >= config.max_rollouts:
+            break
+        if len(others) < want:  # fewer untried prompts than a rollout: draw again from all of them
+            others += rng.permutation(len(train_prompts)).tolist()
+        batch, others = others[:want], others[want:]
+        s = models.sample([train_prompts[i] for i in batch for _ in range(k)], enc, config)
+        parts.append(s)
+        rollouts += 1
+    use = Samples.concat(kept, pad_id)
+    return use.select(torch.arange(min(len(use.scores), want * k))), Samples.concat(parts, pad_id), rollouts
 
 
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
@@ -371,9 +461,17 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     load_judge = _reward_judge(config, method, train_prompts, prompt_checks)  # checked before any model loads
     out_dir = Path(t.output_dir)
     cfg_dict = cfgmod.to_dict(config)
-    rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
-    resumed = cfgmod.check_resume(out_dir, config, {"method": method, "dataset": snap.content_hash,
-                                                    "base_model": base_model_id})
+    identity = {"method": method, "dataset": snap.content_hash, "base_model": base_model_id}
+    inputs = snap.content_hash
+    if config.verifier:  # what it reads of the prompts (reference answers, ...) is an input: changed, another run
+        from warehouse.ids import content_id
+
+        identity["prompt_checks"] = content_id("prompt_checks", {
+            p["prompt_id"]: prompt_checks[p["prompt_id"]] for p in train_prompts + test_prompts
+            if p["prompt_id"] in prompt_checks})
+        inputs += ":" + identity["prompt_checks"]
+    rid = run_id(method, cfg_dict, inputs, base_model_id)
+    resumed = cfgmod.check_resume(out_dir, config, identity)
     if resumed and (done := finished(out_dir, rid)) is not None:
         return done
     set_seed(t.seed)
@@ -420,30 +518,24 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     for it in range(start, iterations):
         torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
         prompts = [train_prompts[i] for i in plan[it] for _ in range(k)]  # each prompt's k answers side by side
-        ro = models.rollout(prompts, enc, config)
-        if critic:
-            rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
-            advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
-            advantages = whiten(advantages, ro.mask)
-            penalised = rewards.sum(1)
-        else:
-            kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
-            penalised = ro.scores - kl_coef * kl.sum(1)  # RLOO's reward; for GRPO what its loss trades off
-            per_answer = group_advantages(penalised if method == "rloo" else ro.scores, k, method,
-                                          scale=config.scale_rewards)
-            advantages, returns = per_answer[:, None] * ro.mask, None
-        stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, it, kl_coef)
-        seq_kl = float(kl.sum(1).mean())
-        logs = {"reward": float(ro.scores.mean()), "reward_penalised": float(penalised.mean()), "kl": seq_kl,
-                "kl_coef": kl_coef, "response_length": float(ro.mask.sum(1).mean()),
-                "no_eos": float((~ro.ended).float().mean()), "lr": scheduler.get_last_lr()[0], **stats}
+        sampled = models.sample(prompts, enc, config)
+        use, rollouts = sampled, 1
+        if config.dynamic_sampling:
+            use, sampled, rollouts = _dynamic_sampling(models, sampled, plan[it], train_prompts, enc, config, it)
+        logs = {"reward": float(sampled.scores.mean()), "kl_coef": kl_coef,
+                "response_length": float(sampled.attention[:, sampled.prompt_len:].sum(1).float().mean()),
+                "no_eos": float((~sampled.ended).float().mean())}
         if k > 1:
-            logs["zero_std_groups"] = float((ro.scores.view(-1, k).std(1) == 0).float().mean())
-        logged += [(it + 1, k, v) for k, v in logs.items()]
-        if config.target_kl is not None:
-            kl_coef = adapt_kl_coef(kl_coef, seq_kl, config.target_kl, len(prompts))
+            logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
+        if config.dynamic_sampling:
+            logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
+        if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
+            logs |= _learn(models, models.rollout(use, config), config, optimizer, scheduler, params, it, kl_coef)
+            if config.target_kl is not None:
+                kl_coef = adapt_kl_coef(kl_coef, logs["kl"], config.target_kl, len(use.scores))
+        logged += [(it + 1, name, v) for name, v in logs.items()]
         if progress:
-            progress("train", it + 1, iterations, {"loss": stats["loss"], "reward": logs["reward"]})
+            progress("train", it + 1, iterations, {name: logs[name] for name in ("loss", "reward") if name in logs})
         if (it + 1) % t.save_steps == 0 and it + 1 < iterations:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"policy": policy.state_dict(), "value_head": models.value_head.state_dict(),
@@ -455,7 +547,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     policy.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length}
     model_dir = save_model(policy, tokenizer, out_dir / "model")
     evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
-    meta = {"train_seconds": round(seconds, 2), "steps": iterations, "optimizer_steps": total_steps,
+    meta = {"train_seconds": round(seconds, 2), "steps": iterations,
+            "optimizer_steps": scheduler.last_epoch,
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
@@ -469,6 +562,27 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                          [], model_dir, plot, meta["truncation"])
     record(out_dir, rid, meta, result)
     return result
+
+
+def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any,
+           params: list[Tensor], iteration: int, kl_coef: float) -> dict[str, float]:
+    """One iteration's advantages (GAE on KL-penalised token rewards with the critic; GRPO's or RLOO's group
+    comparison without) and :func:`_update`; its figures (penalised reward, KL per answer, lr, the update's)."""
+    k = config.samples_per_prompt
+    if config.advantage == "gae":
+        rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
+        advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
+        advantages = whiten(advantages, ro.mask)
+        penalised = rewards.sum(1)
+    else:
+        kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
+        penalised = ro.scores - kl_coef * kl.sum(1)  # RLOO's reward; for GRPO what its loss trades off
+        per_answer = group_advantages(penalised if config.advantage == "rloo" else ro.scores, k, config.advantage,
+                                      scale=config.scale_rewards)
+        advantages, returns = per_answer[:, None] * ro.mask, None
+    stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, iteration, kl_coef)
+    return {"reward_penalised": float(penalised.mean()), "kl": float(kl.sum(1).mean()),
+            "lr": scheduler.get_last_lr()[0], **stats}
 
 
 def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | None, config: cfgmod.PPOConfig,
@@ -487,18 +601,16 @@ def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | 
                 logprobs, values, entropy = forward_answers(models.policy, ro.tokens[idx], ro.attention[idx],
                                                             ro.prompt_len, config.temperature,
                                                             models.value_head if returns is not None else None)
-            mask = ro.mask[idx]
-            per_sequence = config.loss_aggregation == "sequence"
+            mask, agg = ro.mask[idx], config.loss_aggregation
             if returns is not None:
                 loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
                                        ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
-                                       config.vf_coef, per_sequence)
+                                       config.vf_coef, agg, config.clip_range_high)
             else:
                 loss, stats = clipped_surrogate(logprobs.float(), ro.logprobs[idx], advantages[idx], mask,
-                                                config.clip_range, per_sequence)
+                                                config.clip_range, agg, config.clip_range_high)
                 if config.advantage == "grpo":
-                    kl_loss = (sequence_mean if per_sequence else masked_mean)(
-                        k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
+                    kl_loss = AGGREGATIONS[agg](k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
                     loss = loss + kl_coef * kl_loss
                     stats["kl_loss"] = kl_loss.detach()
             if not torch.isfinite(loss):
