@@ -37,7 +37,7 @@ def round_cmd(
                         ] = "verifier",
     verifier: Annotated[str, typer.Option(help="Verifier for feedback and held-out accuracy.")] = "short_on_topic:6",
     reward_model: Annotated[str | None, typer.Option(help="Reward model folder (feedback reward_model; with --set "
-                                                          "method=ppo, grpo or rloo also its reward), from "
+                                                          "method=ppo, grpo, rloo or online_dpo also its reward), from "
                                                           "'alignloop train reward'.")] = None,
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
     settings: Annotated[list[str] | None, typer.Option(

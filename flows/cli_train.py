@@ -27,12 +27,14 @@ def _methods_help() -> str:
 
 @user_errors
 def train(
-    method: Annotated[str, typer.Argument(help="Training method: " + ", ".join(CATALOG) + ".")],
+    method: Annotated[str, typer.Argument(help="Training method: " + ", ".join(CATALOG) + " (online methods: ppo, "
+                                               "grpo, rloo, online_dpo).")],
     dataset: Annotated[str, typer.Option(help="Dataset name (latest version), NAME@vN, or a snapshot folder.")],
     base: Annotated[str, typer.Option(help="'default' (embedded SmolLM2) or a model folder.")] = "default",
-    loss: Annotated[str | None, typer.Option(help="Loss (dpo: dpo, ipo, cdpo, robust, hinge, rdpo, simpo, orpo, "
-                                                  "cpo, bco_pair, nca_pair, sppo_hard, apo_zero, apo_down, dpop, "
-                                                  "exo_pair, rpo, beta_dpo; listwise: rrhf, lipo, pro).")] = None,
+    loss: Annotated[str | None, typer.Option(help="Loss (dpo and online_dpo: dpo, ipo, cdpo, robust, hinge, rdpo, "
+                                                  "simpo, orpo, cpo, bco_pair, nca_pair, sppo_hard, apo_zero, "
+                                                  "apo_down, dpop, exo_pair, rpo, beta_dpo; listwise: rrhf, lipo, "
+                                                  "pro).")] = None,
     beta: Annotated[float | None, typer.Option(help="Loss beta.")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Optimizer steps (default: from epochs).")] = None,
     epochs: Annotated[float | None, typer.Option(help="Passes over the train split.")] = None,
@@ -45,19 +47,19 @@ def train(
     config: Annotated[str | None, typer.Option("--config", help="JSON config file; options above override it.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Run folder (default runs/METHOD-DATASET).")] = None,
     reference: Annotated[str | None, typer.Option(help="Reference model folder (default: the base).")] = None,
-    reward_model: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: reward model folder that scores the "
+    reward_model: Annotated[str | None, typer.Option(help="online methods: reward model folder that scores the "
                                                           "answers (from `train reward`).")] = None,
-    verifier: Annotated[str | None, typer.Option(help="ppo, grpo, rloo: a rule verifier that scores the answers "
+    verifier: Annotated[str | None, typer.Option(help="online methods: a rule verifier that scores the answers "
                                                       "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, "
                                                       "json_valid, no_repetition).")] = None,
-    samples_per_prompt: Annotated[int | None, typer.Option(help="ppo, grpo, rloo: answers sampled per prompt per "
+    samples_per_prompt: Annotated[int | None, typer.Option(help="online methods: answers sampled per prompt per "
                                                                 "iteration (grpo, rloo: default 4).")] = None,
-    max_new_tokens: Annotated[int | None, typer.Option(help="ppo, grpo, rloo: longest sampled answer (default "
+    max_new_tokens: Annotated[int | None, typer.Option(help="online methods: longest sampled answer (default "
                                                             "48).")] = None,
-    temperature: Annotated[float | None, typer.Option(help="ppo, grpo, rloo: sampling temperature.")] = None,
-    dynamic_sampling: Annotated[bool, typer.Option("--dynamic-sampling", help="grpo, rloo: update only on prompts "
-                                                   "whose answers scored differently, sampling more prompts to fill "
-                                                   "the batch (DAPO; max_rollouts in --config).")] = False,
+    temperature: Annotated[float | None, typer.Option(help="online methods: sampling temperature.")] = None,
+    dynamic_sampling: Annotated[bool, typer.Option("--dynamic-sampling", help=(
+        "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
+        "fill the batch (DAPO; max_rollouts in --config)."))] = False,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,

@@ -48,6 +48,8 @@ from warehouse.records import Evaluation, to_arrow
 
 NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
+SELF_JUDGE = "policy"
+"""``judge_model`` for self-rewarding rounds: the round's own policy judges."""
 
 
 class RoundParams(FlowParams):
@@ -69,7 +71,12 @@ class RoundParams(FlowParams):
                                 "Label Studio, the AI judge first and people on what it was inconsistent on, or a "
                                 "reward model (per prompt its best-scored sample over its worst).")
     verifier: str = Field("short_on_topic:6", description="Rule judge (feedback=verifier) and held-out metric.")
-    judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders.")
+    require_consistent: bool = Field(True, description="AI judge feedback: train only on verdicts that agree in both "
+                                                       "orders; false keeps every verdict, each pair's target the "
+                                                       "judge's swap-averaged probability (soft labels; a tie 0.5).")
+    judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders; "
+                                                    "'policy': the round's own policy judges its samples "
+                                                    "(self-rewarding, Yuan et al. 2024).")
     reward_model: str | None = Field(None, description="Reward model folder (feedback=reward_model), from "
                                                        "`alignloop train reward` (or a PRM from `train prm`).")
     n: int = Field(4, ge=2, description="Samples per training prompt (grpo, rloo: also per prompt in each "
@@ -81,12 +88,14 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
-    method: Literal["dpo", "ppo", "grpo", "rloo"] = Field(
-        "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo: online RL on the round's "
-                           "prompts, scored by what gives the round's feedback: reward_model (feedback "
-                           "reward_model) or the verifier (feedback verifier). beta and loss are DPO's.")
-    dynamic_sampling: bool = Field(False, description="grpo, rloo: update only on prompts whose samples scored "
-                                                      "differently, sampling more prompts to fill each batch (DAPO).")
+    method: Literal["dpo", "ppo", "grpo", "rloo", "online_dpo"] = Field(
+        "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo, online_dpo: online training on "
+                           "the round's prompts, scored as it samples by what gives the round's feedback: "
+                           "reward_model (feedback reward_model) or the verifier (feedback verifier). beta and loss "
+                           "are dpo's and online_dpo's.")
+    dynamic_sampling: bool = Field(False, description="grpo, rloo, online_dpo: update only on prompts whose samples "
+                                                      "scored differently, sampling more prompts to fill each batch "
+                                                      "(DAPO).")
     loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -134,9 +143,9 @@ class RoundParams(FlowParams):
                              f"'reward_model' (and reward_model) or 'verifier', not {self.feedback!r}")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
-        if self.dynamic_sampling and self.method not in ("grpo", "rloo"):
+        if self.dynamic_sampling and self.method not in ("grpo", "rloo", "online_dpo"):
             raise ValueError(f"dynamic_sampling drops groups of samples to one prompt that scored alike: needs method "
-                             f"grpo or rloo, not {self.method!r}")
+                             f"grpo, rloo or online_dpo, not {self.method!r}")
         return self
 
     @field_validator("loss")
@@ -264,6 +273,8 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
 
 def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, Any]:
     path = params.path()
+    # self-rewarding: the policy the round starts from judges its own samples (and the held-out win rate)
+    judge_model = policy if params.judge_model == SELF_JUDGE else params.judge_model
     timings: dict[str, float] = {}
 
     def timed(stage: str, fn: Any, *args: Any) -> Any:
@@ -294,9 +305,11 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     else:
         fb = {}
         if params.feedback != "human":
-            fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=params.judge_model,
+            fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=judge_model,
                                                       max_pairs_per_prompt=params.max_pairs_per_prompt, db=path))
         options = {"origin": "comparisons", "rounds": [params.round], "sources": ["ai"]}
+        if not params.require_consistent:
+            options |= {"require_consistent": False, "soft_labels": True, "ties": "keep"}
         if params.feedback != "ai_judge":
             human = human_feedback(params, timed)
             if human["status"] != "labelled":
@@ -315,14 +328,14 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     ds = timed("dataset", build_dataset, BuildDatasetParams(kind=kind, name=dataset, options=options, db=path))
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
-        loss=params.loss if params.method == "dpo" else None, beta=params.beta if params.method == "dpo" else None,
+        **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
         **(_online(params) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
         round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
         limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens,
-        previous_round=params.parent_round if params.win_rate else None, judge_model=params.judge_model,
+        previous_round=params.parent_round if params.win_rate else None, judge_model=judge_model,
         reward_model=params.scored_by(), db=path))
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")

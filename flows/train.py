@@ -23,7 +23,7 @@ from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
 
-Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo", "grpo", "rloo"]
+Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo", "grpo", "rloo", "online_dpo"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
 
 
@@ -31,12 +31,13 @@ class TrainParams(FlowParams):
     """What to train: the form the Prefect UI shows."""
 
     method: Method = Field(..., description="dpo (any pairwise loss via 'loss'), kto, bco, listwise, reward, prm, "
-                                            "sft, ppo, grpo, rloo (RLHF: need reward_model).")
+                                            "sft, ppo, grpo, rloo, online_dpo (online: need "
+                                            "reward_model or verifier).")
     dataset: str = Field(..., min_length=1, description="Dataset name (latest version), NAME@vN, or a snapshot "
                                                         "folder.")
     base: str = Field("default", description="'default' (embedded SmolLM2) or a model folder.")
-    loss: str | None = Field(None, description="Loss from the registry (dpo family: dpo, ipo, simpo, orpo, ...; "
-                                               "listwise: rrhf, lipo, pro).")
+    loss: str | None = Field(None, description="Loss from the registry (dpo and online_dpo: dpo, ipo, simpo, orpo, "
+                                               "...; listwise: rrhf, lipo, pro).")
     beta: float | None = Field(None, gt=0, description="Loss beta (empty: the method's default).")
     max_steps: int | None = Field(None, ge=1, description="Optimizer steps (empty: from epochs).")
     epochs: float | None = Field(None, gt=0, description="Passes over the train split.")
@@ -49,18 +50,18 @@ class TrainParams(FlowParams):
     config_file: str | None = Field(None, description="JSON config (trainers.config); the fields above override it.")
     output_dir: str | None = Field(None, description="Run folder (default runs/<method>-<dataset>).")
     reference: str | None = Field(None, description="Reference model folder (default: the base model).")
-    reward_model: str | None = Field(None, description="ppo, grpo, rloo: the reward model folder that scores the "
+    reward_model: str | None = Field(None, description="online methods: the reward model folder that scores the "
                                                        "answers (from `train reward`).")
-    verifier: str | None = Field(None, description="ppo, grpo, rloo: a rule verifier that scores the answers "
+    verifier: str | None = Field(None, description="online methods: a rule verifier that scores the answers "
                                                    "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, ...).")
-    samples_per_prompt: int | None = Field(None, ge=1, description="ppo, grpo, rloo: answers sampled per prompt "
+    samples_per_prompt: int | None = Field(None, ge=1, description="online methods: answers sampled per prompt "
                                                                    "per iteration (grpo, rloo: at least 2).")
-    max_new_tokens: int | None = Field(None, ge=1, description="ppo, grpo, rloo: longest sampled answer, in "
+    max_new_tokens: int | None = Field(None, ge=1, description="online methods: longest sampled answer, in "
                                                                "tokens.")
-    temperature: float | None = Field(None, gt=0, description="ppo, grpo, rloo: sampling temperature.")
-    dynamic_sampling: bool | None = Field(None, description="grpo, rloo: update only on prompts whose answers "
-                                                            "scored differently, sampling more prompts to fill "
-                                                            "the batch (DAPO).")
+    temperature: float | None = Field(None, gt=0, description="online methods: sampling temperature.")
+    dynamic_sampling: bool | None = Field(None, description=(
+        "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
+        "fill the batch (DAPO)."))
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 

@@ -98,7 +98,7 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
         with pytest.raises(ValidationError, match=f"method '{method}' trains on scores a program gives as it "
                                                   "samples: set feedback 'reward_model' .* not 'ai_judge'"):
             RoundParams(round="x", method=method, feedback="ai_judge")
-    with pytest.raises(ValueError, match="dynamic_sampling .* needs method grpo or rloo, not 'dpo'"):
+    with pytest.raises(ValueError, match="dynamic_sampling .* needs method grpo, rloo or online_dpo, not 'dpo'"):
         RoundParams(round="x", dynamic_sampling=True)
     params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
     out = round_flow(params)
@@ -114,23 +114,26 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
         round_flow(_params(tmp_path, policy, "ppo2", policy).model_copy(update={"method": "ppo"}))
 
 
-def test_a_grpo_round_learns_from_its_verifier_as_it_samples(tmp_path, prefect_harness):
+@pytest.mark.parametrize("method", ["grpo", "online_dpo"])
+def test_an_online_round_learns_from_its_verifier_as_it_samples(tmp_path, prefect_harness, method):
     """RL from verifiable rewards: the round's verifier scores each group of answers during training; the round's
     dataset is the verifier's pass/fail outcomes (every sampled prompt, even one whose samples all failed)."""
     policy = seed_human_round(tmp_path)
     params = _params(tmp_path, policy, "rlvr1", policy).model_copy(update={
-        "method": "grpo", "feedback": "verifier", "reward_model": None, "verifier": "short_on_topic:6",
-        "dynamic_sampling": True})
+        "method": method, "feedback": "verifier", "reward_model": None, "verifier": "short_on_topic:6",
+        "dynamic_sampling": True, "loss": "ipo", "beta": 0.3})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
     with db.connect(str(db_file)) as con:
         runs = con.execute("SELECT method, config->>'$.verifier', meta->>'$.reward', meta->>'$.steps', "
                            "config->>'$.samples_per_prompt', config->>'$.max_new_tokens', "
-                           "config->>'$.dynamic_sampling' FROM training_runs WHERE round_id = 'rlvr1'").fetchall()
+                           "config->>'$.dynamic_sampling', config->>'$.loss', config->>'$.beta' "
+                           "FROM training_runs WHERE round_id = 'rlvr1'").fetchall()
         kinds = con.execute("SELECT kind FROM datasets WHERE name = 'rlvr1-outcomes'").fetchall()
     rated = scalar(db_file, "SELECT count(DISTINCT prompt_id) FROM ratings WHERE round_id = 'rlvr1'")
-    # it samples as the round does: n=3 answers per prompt of at most 8 tokens
-    assert runs == [("grpo", "short_on_topic:6", "verifier:short_on_topic:6", "1", "3", "8", "true")]
+    # it samples as the round does: n=3 answers per prompt of at most 8 tokens; online DPO with the round's loss
+    loss = ("ipo", "0.3") if method == "online_dpo" else (None, None)
+    assert runs == [(method, "short_on_topic:6", "verifier:short_on_topic:6", "1", "3", "8", "true", *loss)]
     assert kinds == [("binary",)] and rated == PROMPTS
     # every sampled response is a row, pass or fail (n=3 samples of each training prompt)
     assert sum(out["dataset"]["rows"].values()) == PROMPTS * 3

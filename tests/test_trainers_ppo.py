@@ -74,6 +74,15 @@ def test_ppo_loss_clips_the_ratio_and_the_value_change():
     assert values.grad[0, 0] == 0 and values.grad[0, 1] != 0  # nor the clipped value
 
 
+def test_the_overlong_punishment_grows_across_the_buffer_only():
+    lengths = torch.tensor([3, 6, 7, 8, 10])
+    close(ppo.overlong_punishment(lengths, max_len=10, buffer=4), [0.0, 0.0, -0.25, -0.5, -1.0])
+    close(ppo.overlong_punishment(lengths, max_len=10, buffer=4, penalty=0.5), [0.0, 0.0, -0.125, -0.25, -0.5])
+    close(ppo.overlong_punishment(lengths, max_len=10, buffer=0), [0.0] * 5)
+    with pytest.raises(ValueError, match=r"overlong_buffer must be in \[0, max_new_tokens=6\), got 6"):
+        C.PPOConfig(max_new_tokens=6, overlong_buffer=6)
+
+
 def test_adaptive_kl_and_answer_mask():
     assert ppo.adapt_kl_coef(0.1, kl=12.0, target=6.0, n=1000) == pytest.approx(0.1 * (1 + 0.2 * 0.1))
     assert ppo.adapt_kl_coef(0.1, kl=5.4, target=6.0, n=1000) == pytest.approx(0.1 * (1 - 0.1 * 0.1))
@@ -95,11 +104,11 @@ def tiny_reward_model(policy: Path, folder: Path, seed: int = 1) -> Path:
     return folder
 
 
-def ppo_config(out: Path, rm: Path, **kw) -> C.PPOConfig:
+def ppo_config(out: Path, rm: Path, cls: type = C.PPOConfig, **kw) -> C.PPOConfig:
     train = {"max_steps": 3, "batch_size": 4, "lr": 1e-3, "max_length": 64, "max_prompt_length": 32,
              "output_dir": str(out), **kw.pop("train", {})}
-    return C.PPOConfig(train=C.TrainConfig(**train), reward_model=str(rm), **{"rollout_prompts": 4,
-                                                                               "max_new_tokens": 6, **kw})
+    return cls(train=C.TrainConfig(**train), reward_model=str(rm), **{"rollout_prompts": 4, "max_new_tokens": 6,
+                                                                       **kw})
 
 
 def test_a_ppo_run_trains_the_policy_and_records_reward_and_kl(tmp_path, tiny_model_dir):  # noqa: F811
@@ -183,17 +192,18 @@ def good_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
     return rm.model_dir
 
 
-@pytest.mark.parametrize("method, iterations, samples", [("ppo", 12, 1), ("grpo", 8, 4), ("rloo", 12, 4)])
+@pytest.mark.parametrize("method, iterations, samples", [("ppo", 12, 1), ("grpo", 8, 4), ("rloo", 12, 4),
+                                                       ("online_dpo", 12, 2)])
 def test_each_online_method_moves_the_policy_towards_what_its_reward_model_prefers(
         tmp_path, tiny_model_dir, good_reward_model, method, iterations, samples):  # noqa: F811
     """A few iterations against the 'good' reward model: the policy's greedy answers to held-out prompts score above
-    the reference's (a sign error in the advantages would push them below)."""
-    import dataclasses
-
-    config = dataclasses.replace(ppo_config(tmp_path / method, good_reward_model, kl_coef=0.02,
-                                            train={"max_steps": iterations, "lr": 2e-3, "batch_size": 8}),
-                                 rollout_prompts=16 // samples, samples_per_prompt=samples,
-                                 advantage={"ppo": "gae"}.get(method, method))
+    the reference's (a sign error in the advantages, or chosen and rejected swapped, would push them below)."""
+    online_dpo = method == "online_dpo"
+    config = ppo_config(tmp_path / method, good_reward_model, cls=C.OnlineDPOConfig if online_dpo else C.PPOConfig,
+                        kl_coef=0.02, train={"max_steps": iterations, "lr": 2e-3, "batch_size": 8},
+                        rollout_prompts=16 // samples, samples_per_prompt=samples,
+                        **({"beta": 0.5, "ppo_epochs": 2} if online_dpo
+                           else {"advantage": {"ppo": "gae"}.get(method, method)}))
     result = train_model(method, make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8),
                          tiny_model_dir, config, base_model_id="base")
     assert result.run.method == method
@@ -313,6 +323,24 @@ def test_a_verifier_scores_answers_with_what_it_reads_of_their_prompts():
     assert scores.tolist() == [1.0, 0.0, 1.0, 0.0]
 
 
+def test_a_sample_s_score_is_the_verifier_s_less_the_length_penalties(monkeypatch):
+    from pipelines.judges.run import VerifierJudge
+    from pipelines.verifiers import get_verifier
+
+    checks = {"p1": {"reference": "42", "tags": (), "topic": ()}}
+    models = ppo._Models(None, None, None, VerifierJudge(get_verifier("final_answer")), None, torch.device("cpu"),
+                         False, checks)
+    attention = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0], [1, 1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 1, 1, 1, 1, 1]])
+    texts, ended = ["42", "it is 41", "it is 42 and on"], torch.tensor([True, True, False])
+    monkeypatch.setattr(ppo._Models, "answer", lambda self, *a: (attention * 5, attention, 2, texts, ended))
+    config = C.PPOConfig(verifier="final_answer", max_new_tokens=6, overlong_buffer=2, overlong_penalty=0.5,
+                         missing_eos_penalty=1.0)
+    prompts = [{"prompt_id": "p1", "prompt_text": "q", "prompt": "[]"}] * 3
+    s = models.sample(prompts, None, config)
+    # answers of 2, 5 and 6 tokens: 5 is half-way into the 2-token buffer, 6 at its end; the last never ended
+    assert s.scores.tolist() == [1.0, -0.25, 1.0 - 1.0 - 0.5] and s.ended.tolist() == [True, True, False]
+
+
 def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_model_dir):  # noqa: F811
     """A verifier no sampled answer passes: every group's scores are equal, so every advantage is 0 and (without a
     KL term) the policy ends exactly where it started."""
@@ -340,6 +368,42 @@ def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_m
     changed = {**checks, "p-train-0": {**checks["p-train-0"], "reference": "7"}}
     with pytest.raises(AlignloopError, match=r"cannot resume .*saved config differs in run.prompt_checks"):
         train_model("grpo", snap, tiny_model_dir, config, base_model_id="base", prompt_checks=changed)
+
+
+def test_online_dpo_pairs_each_group_s_best_and_worst_answer_for_any_pairwise_loss(tmp_path, tiny_model_dir,  # noqa: F811
+                                                                                 monkeypatch):
+    assert ppo.best_worst_pairs(torch.tensor([0.0, 1.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0, 3.0, 1.0, 2.0, 5.0]),
+                                4).tolist() == [1, 0, 11, 9]  # the first of equals; the flat group makes no pair
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=8, n_test=2)
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    calls = _scored_by_prompt(monkeypatch, {"p-train-0", "p-train-2", "p-train-5"})
+    seen = []
+    from trainers import objectives
+
+    real = objectives.pairwise_loss
+    monkeypatch.setattr(objectives, "pairwise_loss", lambda fn, *a: seen.append((fn.spec.name, fn.beta)) or real(
+        fn, *a))
+    config = ppo_config(tmp_path / "run", rm, cls=C.OnlineDPOConfig, samples_per_prompt=2, loss="ipo", beta=0.5,
+                        train={"max_steps": 2, "eval": False})
+    result = train_model("online_dpo", snap, tiny_model_dir, config, base_model_id="base")
+    by_name = {(m.name, m.step): m.value for m in result.metrics}
+    good_per_iteration = [len({p for p in call if p in {"p-train-0", "p-train-2", "p-train-5"}}) for call in calls]
+    assert [by_name[("pairs", it)] for it in (1, 2)] == good_per_iteration
+    # the good prompts' pairs: chosen scored 1, rejected 0
+    assert all(by_name[("score_margin", it)] == 1.0 for it in (1, 2) if good_per_iteration[it - 1])
+    # 2 pairs a minibatch (batch_size 4 answers), one pass (ppo_epochs 1)
+    assert result.run.meta["optimizer_steps"] == sum(math.ceil(n / 2) for n in good_per_iteration)
+    assert seen and set(seen) == {("ipo", 0.5)} and result.run.method == "online_dpo"
+    assert {"rewards/accuracies", "rewards/margins", "kl"} <= {name for name, _ in by_name}
+    with pytest.raises(ValueError, match="loss 'kto' is not pairwise"):
+        C.OnlineDPOConfig(loss="kto")
+    with pytest.raises(ValueError, match="advantage must be one of pairs, got 'grpo'"):
+        C.OnlineDPOConfig(advantage="grpo")
+    with pytest.raises(ValueError, match="advantage must be one of gae, grpo, rloo, got 'pairs'"):
+        C.PPOConfig(advantage="pairs")
+    with pytest.raises(AlignloopError, match="method grpo got a config for method online_dpo"):
+        train_model("grpo", snap, tiny_model_dir, config, base_model_id="base")
+    assert C.from_dict(json.loads(json.dumps(C.to_dict(config)))) == config
 
 
 def _scored_by_prompt(monkeypatch, good: set[str]) -> list[list[str]]:
@@ -399,7 +463,7 @@ def test_dynamic_sampling_updates_on_groups_with_signal_only(tmp_path, tiny_mode
     before, after = load_file(Path(tiny_model_dir) / "model.safetensors"), load_file(result.model_dir /
                                                                                      "model.safetensors")
     assert all(torch.equal(before[k], after[k]) for k in before)
-    with pytest.raises(ValueError, match="dynamic_sampling .* needs advantage grpo or rloo"):
+    with pytest.raises(ValueError, match="dynamic_sampling .* needs method grpo, rloo, online_dpo"):
         C.PPOConfig(dynamic_sampling=True)
 
 

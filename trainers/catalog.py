@@ -33,4 +33,6 @@ CATALOG: dict[str, MethodInfo] = {
                              "group's mean and spread, KL as a loss term"),
     "rloo": MethodInfo(_ANY, "RLOO: like ppo without a critic; several answers per prompt, each answer's "
                              "KL-penalised score against the mean of the others'"),
+    "online_dpo": MethodInfo(_ANY, "online DPO: several answers per prompt, scored as they are sampled; each "
+                                   "prompt's best and worst answer a pair for any pairwise loss (--loss)"),
 }

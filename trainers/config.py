@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from warehouse.errors import AlignloopError
 
@@ -316,6 +316,8 @@ class PPOConfig:
     ``train.max_prompt_length`` cuts prompts (answers are ``max_new_tokens`` long at most); ``train.grad_accum``
     and ``train.logging_steps`` are not used (every iteration is logged)."""
 
+    ADVANTAGES: ClassVar[tuple[str, ...]] = ("gae", "grpo", "rloo")
+
     train: TrainConfig = field(default_factory=lambda: TrainConfig(lr=3e-6, max_length=512))
     """Common options."""
     reward_model: str = ""
@@ -344,7 +346,7 @@ class PPOConfig:
     answer's mean first, then their mean: GRPO's Eq. 3; long answers weigh less per token) or ``constant`` (the
     token sum over answers x ``max_new_tokens``, the same divisor whatever the lengths: Dr. GRPO)."""
     dynamic_sampling: bool = False
-    """grpo, rloo: leave out of the update every group whose answers all scored the same (it teaches nothing) and
+    """grpo, rloo, online_dpo: leave out of the update every group whose answers all scored the same (it teaches nothing) and
     sample more prompts, up to ``max_rollouts`` rollouts an iteration, until ``rollout_prompts`` groups that differ
     are in hand (DAPO, Yu et al. 2025). Costs sampling; a sparse verifier's iterations then still learn."""
     max_rollouts: int = 3
@@ -371,19 +373,29 @@ class PPOConfig:
     """GAE lambda."""
     missing_eos_penalty: float | None = None
     """Subtract this from the score of an answer cut off before its end-of-turn token (None: no penalty)."""
+    overlong_buffer: int = 0
+    """DAPO's soft overlong punishment: an answer longer than ``max_new_tokens - overlong_buffer`` tokens loses up to
+    ``overlong_penalty``, in proportion to how far into the buffer it reaches (0: off)."""
+    overlong_penalty: float = 1.0
+    """The most the overlong punishment subtracts (at ``max_new_tokens``)."""
 
     def __post_init__(self) -> None:
         checks = [
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
             (self.target_kl is None or self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}"),
             (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),
-            (self.advantage in ADVANTAGES, f"advantage must be one of {', '.join(ADVANTAGES)}, got {self.advantage!r}"),
+            (self.advantage in self.ADVANTAGES,
+             f"advantage must be one of {', '.join(self.ADVANTAGES)}, got {self.advantage!r}"),
             (self.samples_per_prompt >= 1, f"samples_per_prompt must be >= 1, got {self.samples_per_prompt}"),
             (self.loss_aggregation in LOSS_AGGREGATIONS,
              f"loss_aggregation must be one of {', '.join(LOSS_AGGREGATIONS)}, got {self.loss_aggregation!r}"),
             (not self.dynamic_sampling or self.advantage != "gae",
-             "dynamic_sampling drops groups of answers to one prompt that scored alike: needs advantage grpo or rloo"),
+             "dynamic_sampling drops groups of answers to one prompt that scored alike: needs method grpo, rloo, "
+             + "online_dpo"),
             (self.max_rollouts >= 1, f"max_rollouts must be >= 1, got {self.max_rollouts}"),
+            (0 <= self.overlong_buffer < self.max_new_tokens,
+             f"overlong_buffer must be in [0, max_new_tokens={self.max_new_tokens}), got {self.overlong_buffer}"),
+            (self.overlong_penalty >= 0, f"overlong_penalty must be >= 0, got {self.overlong_penalty}"),
             (self.clip_range_high is None or self.clip_range_high > 0,
              f"clip_range_high must be > 0, got {self.clip_range_high}"),
             (self.advantage == "gae" or self.samples_per_prompt >= 2,
@@ -407,17 +419,62 @@ class PPOConfig:
 
     @property
     def method(self) -> str:
-        """The method this config runs: ppo, grpo or rloo."""
+        """The method this config runs: ppo, grpo, rloo (or online_dpo)."""
         return ADVANTAGE_METHODS[self.advantage]
 
+    @property
+    def logprob_temperature(self) -> float:
+        """The temperature of the log-probabilities the updates use: the sampling temperature (the policy that
+        sampled, as PPO's ratio needs)."""
+        return self.temperature
 
-ADVANTAGE_METHODS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo"}
+
+@dataclass(frozen=True)
+class OnlineDPOConfig(PPOConfig):
+    """Online DPO (Guo et al. 2024, online AI feedback; TRL's ``OnlineDPOTrainer``) in the PPO loop: each iteration
+    the policy samples ``samples_per_prompt`` answers to each of ``rollout_prompts`` prompts, the reward model or
+    verifier scores them, and each group's best and worst answer (unless all scored the same) are a preference pair
+    for any pairwise ``loss`` against the reference; ``ppo_epochs`` passes over the pairs. Log-probabilities are the
+    model's own (temperature 1), as DPO's; the PPO fields of clipping, values and KL (``kl_coef``: ``beta`` instead)
+    are not used."""
+
+    ADVANTAGES: ClassVar[tuple[str, ...]] = ("pairs",)
+
+    advantage: str = "pairs"
+    """Always ``pairs``: no advantages, preference pairs."""
+    samples_per_prompt: int = 2
+    """Answers sampled per prompt per iteration; the best and the worst make the pair (at least 2)."""
+    ppo_epochs: int = 1
+    """Passes of minibatch updates over each iteration's pairs (1: on-policy, as the paper)."""
+    loss: str = "dpo"
+    """Registry name of the pairwise loss (dpo, ipo, simpo, ...)."""
+    beta: float = 0.1
+    """Inverse temperature / KL strength of the loss."""
+    loss_params: dict[str, float] = field(default_factory=dict)
+    """Further keyword hyperparameters of the loss (as ``PreferenceConfig.loss_params``)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from trainers.losses import get_loss
+
+        spec = get_loss(self.loss)
+        _require([(spec.data == "pairs", f"loss {self.loss!r} is not pairwise (it takes {spec.data})"),
+                  (self.beta > 0, f"beta must be > 0, got {self.beta}")])
+
+    @property
+    def logprob_temperature(self) -> float:
+        """1: DPO's implicit reward is the model's own log-likelihood, whatever temperature sampled the answers."""
+        return 1.0
+
+
+ADVANTAGE_METHODS = {"gae": "ppo", "grpo": "grpo", "rloo": "rloo", "pairs": "online_dpo"}
 LOSS_AGGREGATIONS = ("token", "sequence", "constant")
-ADVANTAGES = tuple(ADVANTAGE_METHODS)
 
-MethodConfig = PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig | PPOConfig
+MethodConfig = (PreferenceConfig | UnpairedConfig | ListwiseConfig | RewardConfig | PRMConfig | SFTConfig | PPOConfig
+                | OnlineDPOConfig)
 CONFIG_TYPES: dict[str, type] = {c.__name__: c for c in (PreferenceConfig, UnpairedConfig, ListwiseConfig,
-                                                          RewardConfig, PRMConfig, SFTConfig, PPOConfig)}
+                                                          RewardConfig, PRMConfig, SFTConfig, PPOConfig,
+                                                          OnlineDPOConfig)}
 
 
 def to_dict(config: MethodConfig) -> dict[str, Any]:

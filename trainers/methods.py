@@ -15,6 +15,7 @@ from trainers.catalog import CATALOG
 from trainers.config import (
     ListwiseConfig,
     MethodConfig,
+    OnlineDPOConfig,
     PPOConfig,
     PreferenceConfig,
     PRMConfig,
@@ -128,6 +129,8 @@ METHODS: dict[str, MethodSpec] = {
     "sft": MethodSpec("sft", SFTConfig, "causal", {"sft": _SFT, "correction": _ALIGNER}),
     **{name: MethodSpec(name, PPOConfig, "causal", dict.fromkeys(CATALOG[name].kinds, _PROMPTS), loop=_ppo)
        for name in ("ppo", "grpo", "rloo")},
+    "online_dpo": MethodSpec("online_dpo", OnlineDPOConfig, "causal", dict.fromkeys(CATALOG["online_dpo"].kinds,
+                                                                                  _PROMPTS), loop=_ppo),
 }
 
 

@@ -108,17 +108,23 @@ class PairwiseObjective:
         if self.confidence is not None:
             r_c, r_r = implicit_rewards(logps[:b], logps[b:], ref_c, ref_r, self.loss.beta)
             label = self.confidence.target(label, r_c - r_r)
-        labels = {} if label is None else {"label": label}
-        out = self.loss(logps[:b], logps[b:], ref_c, ref_r, len_chosen=lengths[:b], len_rejected=lengths[b:],
-                        **labels)
-        loss = out.losses.mean()
-        r_c, r_r = out.chosen_rewards, out.rejected_rewards
-        if r_c is None or r_r is None:
-            r_c, r_r = implicit_rewards(logps[:b], logps[b:], ref_c, ref_r, self.loss.beta)
-        metrics = _pair_metrics(loss, r_c, r_r)
-        metrics |= {"logps/chosen": logps[:b].detach().mean(), "logps/rejected": logps[b:].detach().mean()}
-        metrics |= {f"extras/{k}": v.float().mean() for k, v in out.extras.items()}
-        return loss, metrics
+        return pairwise_loss(self.loss, logps[:b], logps[b:], ref_c, ref_r, lengths[:b], lengths[b:], label)
+
+
+def pairwise_loss(loss_fn: PolicyLoss, pi_c: Tensor, pi_r: Tensor, ref_c: Tensor | None, ref_r: Tensor | None,
+                  len_c: Tensor, len_r: Tensor, label: Tensor | None = None) -> tuple[Tensor, Metrics]:
+    """A pairwise loss over (B,) sequence log-probs and its metrics (implicit rewards, margins, accuracy, log-probs,
+    the loss's extras); offline pairs (:class:`PairwiseObjective`) and online ones (:mod:`trainers.ppo`) alike."""
+    labels = {} if label is None else {"label": label}
+    out = loss_fn(pi_c, pi_r, ref_c, ref_r, len_chosen=len_c, len_rejected=len_r, **labels)
+    loss = out.losses.mean()
+    r_c, r_r = out.chosen_rewards, out.rejected_rewards
+    if r_c is None or r_r is None:
+        r_c, r_r = implicit_rewards(pi_c, pi_r, ref_c, ref_r, loss_fn.beta)
+    metrics = _pair_metrics(loss, r_c, r_r)
+    metrics |= {"logps/chosen": pi_c.detach().mean(), "logps/rejected": pi_r.detach().mean()}
+    metrics |= {f"extras/{k}": v.float().mean() for k, v in out.extras.items()}
+    return loss, metrics
 
 
 @dataclass

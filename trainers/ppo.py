@@ -23,10 +23,15 @@ Two critic-free variants share the loop (``advantage``; methods ``grpo`` and ``r
 
 Both take the clipped surrogate for their updates (one ``ppo_epochs`` pass is on-policy REINFORCE with that
 baseline). A group whose answers all score the same teaches nothing; its share is logged (``zero_std_groups``).
-Three refinements from DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025), each off by default:
+Refinements from DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025), each off by default:
 ``dynamic_sampling`` leaves such groups out of the update and samples further prompts until ``rollout_prompts``
 groups with signal are in hand (at most ``max_rollouts`` rollouts); ``clip_range_high`` clips the ratio higher above
-1 than below; ``loss_aggregation="constant"`` divides the token sum by a constant (answers x ``max_new_tokens``).
+1 than below; ``loss_aggregation="constant"`` divides the token sum by a constant (answers x ``max_new_tokens``);
+``overlong_buffer`` punishes answers that run into the last tokens before ``max_new_tokens`` (any method).
+
+Online DPO (Guo et al. 2024; ``OnlineDPOConfig``, method ``online_dpo``) shares the loop: each group's best and
+worst answer, where they differ, are a preference pair for any pairwise loss of the registry, with log-probabilities
+at temperature 1 against the reference's.
 
 The pure functions (:func:`penalised_rewards`, :func:`gae`, :func:`whiten`, :func:`ppo_loss`,
 :func:`group_advantages`, :func:`k3_kl`) carry the methods; :func:`train_ppo` runs them and returns the same records
@@ -39,6 +44,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +62,8 @@ from warehouse.errors import AlignloopError
 
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
           ("losses", ("policy_loss", "value_loss", "kl_loss")), ("policy updates", ("clipfrac", "approx_kl")),
-          ("groups without signal", ("zero_std_groups",)))
+          ("groups without signal", ("zero_std_groups",)),
+          ("online DPO pairs", ("rewards/margins", "rewards/accuracies", "score_margin")))
 """The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs (PPO has no groups)."""
 
 
@@ -168,6 +175,16 @@ def k3_kl(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(d) - d - 1
 
 
+def overlong_punishment(lengths: Tensor, max_len: int, buffer: int, penalty: float = 1.0) -> Tensor:
+    """DAPO's soft overlong punishment (Yu et al. 2025, Eq. 13), scaled by ``penalty``: 0 up to ``max_len - buffer``
+    tokens, then ``-penalty * (length - (max_len - buffer)) / buffer``, reaching ``-penalty`` at ``max_len`` (the
+    longest answer the sampler returns)."""
+    if buffer <= 0:
+        return torch.zeros_like(lengths, dtype=torch.float)
+    over = (lengths.float() - (max_len - buffer)).clamp(min=0)
+    return -penalty * (over / buffer).clamp(max=1.0)
+
+
 def adapt_kl_coef(kl_coef: float, kl: float, target: float, n: int, horizon: int = 10_000) -> float:
     """Ziegler et al.'s proportional controller: ``kl_coef * (1 + clip(kl / target - 1, -0.2, 0.2) * n / horizon)``
     after ``n`` samples whose mean KL was ``kl``."""
@@ -225,6 +242,14 @@ def signal_groups(scores: Tensor, k: int) -> Tensor:
     GRPO and RLOO no signal)."""
     g = scores.view(-1, k)
     return (g != g[:, :1]).any(1)
+
+
+def best_worst_pairs(scores: Tensor, k: int) -> Tensor:
+    """Row indices ``[best, worst, best, worst, ...]``, one pair per group of ``k`` consecutive answers whose scores
+    differ: its highest- and its lowest-scored answer (the first of equals). Online DPO's pairs."""
+    g = scores.view(-1, k)
+    keep = signal_groups(scores, k).nonzero().squeeze(1)
+    return torch.stack([g.argmax(1)[keep] + keep * k, g.argmin(1)[keep] + keep * k], 1).flatten()
 
 
 def _left_pad(prompts: list[list[int]], pad_id: int, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -307,6 +332,8 @@ class _Models:
     bf16: bool
     prompt_checks: Mapping[str, Mapping[str, Any]]
     """What a verifier reads of each prompt (reference, tags, topic), by prompt id."""
+    pair_loss: Any = None
+    """Online DPO's pairwise loss (:class:`trainers.objectives.PolicyLoss`)."""
 
     def autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -344,22 +371,27 @@ class _Models:
         return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
 
     def sample(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Samples:
-        """One answer to each prompt, scored (less ``missing_eos_penalty`` for answers cut off)."""
+        """One answer to each prompt, scored (less ``missing_eos_penalty`` for answers cut off and the overlong
+        punishment)."""
         tokens, attention, width, texts, ended = self.answer(prompts, enc, config)
         scores = self.score(prompts, texts)
         if config.missing_eos_penalty is not None:
             scores = scores - config.missing_eos_penalty * (~ended).float()
+        if config.overlong_buffer:
+            scores = scores + overlong_punishment(attention[:, width:].sum(1), config.max_new_tokens,
+                                                  config.overlong_buffer, config.overlong_penalty)
         return Samples(tokens, attention, width, scores, ended)
 
     def rollout(self, s: Samples, config: cfgmod.PPOConfig) -> Rollout:
         """The samples' log-probs under the policy and the reference (and the critic's values, for PPO)."""
         critic = self.value_head if config.advantage == "gae" else None
         chunk = config.train.batch_size  # the updates' minibatch: no more rows through the model at once
+        temperature = config.logprob_temperature
         with self.autocast():
-            logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, config.temperature,
-                                             critic, chunk)
-            ref_logprobs, _ = score_rollout(self.reference, s.tokens, s.attention, s.prompt_len, config.temperature,
-                                            None, chunk)
+            logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, temperature, critic,
+                                             chunk)
+            ref_logprobs, _ = score_rollout(self.reference, s.tokens, s.attention, s.prompt_len, temperature, None,
+                                            chunk)
         values = torch.zeros_like(logprobs) if values is None else values
         return Rollout(s.tokens, s.attention, s.prompt_len, s.attention[:, s.prompt_len:].float(), logprobs, values,
                        ref_logprobs, s.scores, s.ended)
@@ -410,8 +442,6 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
             raise AlignloopError(f"verifier {config.verifier} compares answers with the prompts' reference answers; "
                                  f"none of the {len(prompts)} train prompts has one in the warehouse")
         return lambda: VerifierJudge(verifier)
-    from functools import partial
-
     from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
 
     check_reward_model(config.reward_model)  # from its config
@@ -483,6 +513,11 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device),
                      load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
                      load_judge(), tokenizer, device, use_bf16(t), prompt_checks)
+    if config.advantage == "pairs":
+        from trainers.losses import get_loss
+        from trainers.objectives import PolicyLoss
+
+        models.pair_loss = PolicyLoss(get_loss(config.loss), config.beta, dict(config.loss_params))
     if hasattr(models.judge, "scorer"):  # a reward model scores on the policy's device
         models.judge.scorer.model.to(device)
     critic = config.advantage == "gae"  # GRPO and RLOO compare answers to one prompt instead
@@ -497,7 +532,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))
     k = config.samples_per_prompt
-    steps_per_iteration = config.ppo_epochs * math.ceil(config.rollout_prompts * k / t.batch_size)
+    units = config.rollout_prompts * (1 if config.advantage == "pairs" else k)  # answers, or pairs, an iteration
+    steps_per_iteration = config.ppo_epochs * math.ceil(units / _minibatch(config))
     total_steps = iterations * steps_per_iteration
     warmup = int(t.warmup_ratio * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / max(warmup, 1), 1.0)
@@ -529,6 +565,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
             logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
         if config.dynamic_sampling:
             logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
+        if config.advantage == "pairs":  # online DPO: each group's best and worst answer, where they differ
+            use = use.select(best_worst_pairs(use.scores, k))
+            logs["pairs"] = len(use.scores) // 2
         if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
             logs |= _learn(models, models.rollout(use, config), config, optimizer, scheduler, params, it, kl_coef)
             if config.target_kl is not None:
@@ -566,66 +605,95 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
 
 def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any,
            params: list[Tensor], iteration: int, kl_coef: float) -> dict[str, float]:
-    """One iteration's advantages (GAE on KL-penalised token rewards with the critic; GRPO's or RLOO's group
-    comparison without) and :func:`_update`; its figures (penalised reward, KL per answer, lr, the update's)."""
-    k = config.samples_per_prompt
+    """One iteration's learning: PPO's GAE on KL-penalised token rewards, GRPO's or RLOO's group comparison, or
+    online DPO's pairs (rows ``2i`` chosen, ``2i + 1`` rejected), then :func:`_update`; its figures."""
+    kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
+    args = (models, config, optimizer, scheduler, params, iteration)
+    if config.advantage == "pairs":
+        stats = _update(*args, len(ro.scores) // 2, partial(_pair_minibatch, models, ro, config))
+        return {"kl": float(kl.sum(1).mean()), "score_margin": float((ro.scores[0::2] - ro.scores[1::2]).mean()),
+                "lr": scheduler.get_last_lr()[0], **stats}
     if config.advantage == "gae":
         rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
         advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
         advantages = whiten(advantages, ro.mask)
         penalised = rewards.sum(1)
     else:
-        kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
         penalised = ro.scores - kl_coef * kl.sum(1)  # RLOO's reward; for GRPO what its loss trades off
-        per_answer = group_advantages(penalised if config.advantage == "rloo" else ro.scores, k, config.advantage,
-                                      scale=config.scale_rewards)
+        per_answer = group_advantages(penalised if config.advantage == "rloo" else ro.scores,
+                                      config.samples_per_prompt, config.advantage, scale=config.scale_rewards)
         advantages, returns = per_answer[:, None] * ro.mask, None
-    stats = _update(models, ro, advantages, returns, config, optimizer, scheduler, params, iteration, kl_coef)
+    stats = _update(*args, len(ro.scores), partial(_ppo_minibatch, models, ro, advantages, returns, config, kl_coef))
     return {"reward_penalised": float(penalised.mean()), "kl": float(kl.sum(1).mean()),
             "lr": scheduler.get_last_lr()[0], **stats}
 
 
-def _update(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | None, config: cfgmod.PPOConfig,
-            optimizer: Any, scheduler: Any, params: list[Tensor], iteration: int, kl_coef: float) -> dict[str, float]:
-    """``ppo_epochs`` passes of minibatch updates over the rollout; the mean of each statistic. Without ``returns``
-    (GRPO, RLOO) no value loss; GRPO adds ``kl_coef`` times the k3 KL to the reference."""
-    t = config.train
-    n = len(ro.scores)
-    gen = torch.Generator().manual_seed(t.seed * 7_919 + iteration)
+def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any, params: list[Tensor],
+            iteration: int, units: int, minibatch: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
+            ) -> dict[str, float]:
+    """``ppo_epochs`` passes over ``units`` (answers, or pairs) in shuffled minibatches, an optimizer step on each
+    ``minibatch(indices)`` loss; the mean of each statistic."""
+    gen = torch.Generator().manual_seed(config.train.seed * 7_919 + iteration)
     sums: dict[str, float] = {}
     count = 0
     for _ in range(config.ppo_epochs):
-        for idx in torch.randperm(n, generator=gen).split(t.batch_size):
-            idx = idx.to(models.device)
-            with models.autocast():
-                logprobs, values, entropy = forward_answers(models.policy, ro.tokens[idx], ro.attention[idx],
-                                                            ro.prompt_len, config.temperature,
-                                                            models.value_head if returns is not None else None)
-            mask, agg = ro.mask[idx], config.loss_aggregation
-            if returns is not None:
-                loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(),
-                                       ro.values[idx], returns[idx], mask, config.clip_range, config.value_clip,
-                                       config.vf_coef, agg, config.clip_range_high)
-            else:
-                loss, stats = clipped_surrogate(logprobs.float(), ro.logprobs[idx], advantages[idx], mask,
-                                                config.clip_range, agg, config.clip_range_high)
-                if config.advantage == "grpo":
-                    kl_loss = AGGREGATIONS[agg](k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
-                    loss = loss + kl_coef * kl_loss
-                    stats["kl_loss"] = kl_loss.detach()
+        for idx in torch.randperm(units, generator=gen).split(_minibatch(config)):
+            loss, stats = minibatch(idx.to(models.device))
             if not torch.isfinite(loss):
-                raise AlignloopError(f"{config.method} loss is {float(loss)} at iteration {iteration + 1}; lower lr or "
-                                     "kl_coef")
+                raise AlignloopError(f"{config.method} loss is {float(loss)} at iteration {iteration + 1}; lower lr"
+                                     + (" or beta" if config.advantage == "pairs" else " or kl_coef"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             scheduler.step()
-            stats = {**stats, "loss": loss.detach(), "entropy": masked_mean(entropy.detach(), mask)}
-            for k, v in stats.items():
+            for k, v in {**stats, "loss": loss.detach()}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
     return {k: v / count for k, v in sums.items()}
+
+
+def _minibatch(config: cfgmod.PPOConfig) -> int:
+    """Units per update: ``train.batch_size`` answers, or half as many pairs (the same rows through the model)."""
+    return max(1, config.train.batch_size // 2) if config.advantage == "pairs" else config.train.batch_size
+
+
+def _ppo_minibatch(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | None,
+                   config: cfgmod.PPOConfig, kl_coef: float, idx: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    """The clipped surrogate of the answers ``idx`` (PPO: plus the value loss; GRPO: plus ``kl_coef`` times the k3
+    KL to the reference) and its statistics."""
+    with models.autocast():
+        logprobs, values, entropy = forward_answers(models.policy, ro.tokens[idx], ro.attention[idx], ro.prompt_len,
+                                                    config.logprob_temperature,
+                                                    models.value_head if returns is not None else None)
+    mask, agg = ro.mask[idx], config.loss_aggregation
+    if returns is not None:
+        loss, stats = ppo_loss(logprobs.float(), ro.logprobs[idx], advantages[idx], values.float(), ro.values[idx],
+                               returns[idx], mask, config.clip_range, config.value_clip, config.vf_coef, agg,
+                               config.clip_range_high)
+    else:
+        loss, stats = clipped_surrogate(logprobs.float(), ro.logprobs[idx], advantages[idx], mask, config.clip_range,
+                                        agg, config.clip_range_high)
+        if config.advantage == "grpo":
+            kl_loss = AGGREGATIONS[agg](k3_kl(logprobs.float(), ro.ref_logprobs[idx]), mask)
+            loss = loss + kl_coef * kl_loss
+            stats["kl_loss"] = kl_loss.detach()
+    return loss, {**stats, "entropy": masked_mean(entropy.detach(), mask)}
+
+
+def _pair_minibatch(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, idx: Tensor
+                    ) -> tuple[Tensor, dict[str, Tensor]]:
+    """Online DPO: the pairwise loss of the pairs ``idx`` (rows ``2i`` chosen, ``2i + 1`` rejected), summed
+    answer log-probs at temperature 1 against the reference's, and its metrics."""
+    from trainers.objectives import pairwise_loss
+
+    rows = torch.stack([2 * idx, 2 * idx + 1], 1).flatten()
+    with models.autocast():
+        logprobs, _, _ = forward_answers(models.policy, ro.tokens[rows], ro.attention[rows], ro.prompt_len,
+                                         config.logprob_temperature, entropy=False)
+    mask = ro.mask[rows]
+    seq, ref, lengths = (logprobs.float() * mask).sum(1), (ro.ref_logprobs[rows] * mask).sum(1), mask.sum(1)
+    return pairwise_loss(models.pair_loss, seq[0::2], seq[1::2], ref[0::2], ref[1::2], lengths[0::2], lengths[1::2])
 
 
 def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig,

@@ -186,7 +186,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         raise AlignloopError(f"dataset {snap.name!r} is empty (train split has 0 rows)")
     base = check_model_dir(base_model)
     if spec.loop is not None:
-        if getattr(config, "method", method) != method:  # ppo, grpo and rloo share a config: its advantage decides
+        if getattr(config, "method", method) != method:  # the online methods share a config: its advantage decides
             raise AlignloopError(f"method {method} got a config for method {config.method} (advantage "
                                  f"{config.advantage!r}); run `train {config.method}` or change the advantage")
         return spec.loop(snap, base, config, base_model_id=base_model_id, reference_model=reference_model,
