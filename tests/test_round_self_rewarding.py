@@ -15,10 +15,10 @@ from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 def test_each_self_rewarding_round_is_judged_by_the_policy_it_starts_from(tmp_path, prefect_harness):
     policy = seed_human_round(tmp_path)
     # a tiny random judge prefers one position whatever the answers: its verdicts train as soft labels
-    common = {"feedback": "ai_judge", "judge_model": "policy", "require_consistent": False, "n": 2, "temperature": 1.0, "max_new_tokens": 6,
-              "prompts_per_round": PROMPTS, "fresh_prompts": True, "heldout_limit": 2, "heldout_max_new_tokens": 6,
-              "win_rate": False, "epochs": 1, "batch_size": 2, "max_length": 96,
-              "runs_dir": str(tmp_path / "runs"), "db": str(tmp_path / "w.duckdb")}
+    common = {"feedback": "ai_judge", "judge_model": "policy", "require_consistent": False, "n": 2,
+              "temperature": 1.0, "max_new_tokens": 6, "prompts_per_round": PROMPTS, "fresh_prompts": True,
+              "heldout_limit": 2, "heldout_max_new_tokens": 6, "win_rate": False, "epochs": 1, "batch_size": 2,
+              "max_length": 96, "runs_dir": str(tmp_path / "runs"), "db": str(tmp_path / "w.duckdb")}
     first = round_flow(RoundParams(round="s1", policy=str(policy), **common))
     second = round_flow(RoundParams(round="s2", policy="previous", parent_round="s1", **common))
     # round 1's judge is the policy it started from, round 2's the policy round 1 trained

@@ -370,8 +370,8 @@ def test_groups_that_all_fail_their_verifier_teach_grpo_nothing(tmp_path, tiny_m
         train_model("grpo", snap, tiny_model_dir, config, base_model_id="base", prompt_checks=changed)
 
 
-def test_online_dpo_pairs_each_group_s_best_and_worst_answer_for_any_pairwise_loss(tmp_path, tiny_model_dir,  # noqa: F811
-                                                                                 monkeypatch):
+def test_online_dpo_pairs_each_group_s_best_and_worst_for_any_pairwise_loss(tmp_path, tiny_model_dir,  # noqa: F811
+                                                                           monkeypatch):
     assert ppo.best_worst_pairs(torch.tensor([0.0, 1.0, 1.0, 0.0, 2.0, 2.0, 2.0, 2.0, 3.0, 1.0, 2.0, 5.0]),
                                 4).tolist() == [1, 0, 11, 9]  # the first of equals; the flat group makes no pair
     snap = make_snapshot(tmp_path / "snap", "sft", n_train=8, n_test=2)

@@ -346,9 +346,9 @@ class PPOConfig:
     answer's mean first, then their mean: GRPO's Eq. 3; long answers weigh less per token) or ``constant`` (the
     token sum over answers x ``max_new_tokens``, the same divisor whatever the lengths: Dr. GRPO)."""
     dynamic_sampling: bool = False
-    """grpo, rloo, online_dpo: leave out of the update every group whose answers all scored the same (it teaches nothing) and
-    sample more prompts, up to ``max_rollouts`` rollouts an iteration, until ``rollout_prompts`` groups that differ
-    are in hand (DAPO, Yu et al. 2025). Costs sampling; a sparse verifier's iterations then still learn."""
+    """grpo, rloo, online_dpo: leave out of the update every group whose answers all scored the same (it teaches
+    nothing) and sample more prompts, up to ``max_rollouts`` rollouts an iteration, until ``rollout_prompts`` groups
+    that differ are in hand (DAPO, Yu et al. 2025). Costs sampling; a sparse verifier's iterations then still learn."""
     max_rollouts: int = 3
     """With ``dynamic_sampling``: rollouts an iteration at most (the first included); an iteration that found fewer
     groups with signal updates on those it has (on none: no update)."""

@@ -558,9 +558,11 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         use, rollouts = sampled, 1
         if config.dynamic_sampling:
             use, sampled, rollouts = _dynamic_sampling(models, sampled, plan[it], train_prompts, enc, config, it)
-        logs = {"reward": float(sampled.scores.mean()), "kl_coef": kl_coef,
+        logs = {"reward": float(sampled.scores.mean()),
                 "response_length": float(sampled.attention[:, sampled.prompt_len:].sum(1).float().mean()),
                 "no_eos": float((~sampled.ended).float().mean())}
+        if config.advantage != "pairs":  # online DPO's KL strength is its loss's beta
+            logs["kl_coef"] = kl_coef
         if k > 1:
             logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
         if config.dynamic_sampling:
