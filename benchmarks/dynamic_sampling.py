@@ -6,10 +6,10 @@ Each side is one round in its own subprocess and its own warehouse, from the emb
 training and 40 held-out prompts, the demo's verifier (``short_on_topic:6``) as the round's feedback and reward,
 4 answers of at most 24 tokens per prompt at temperature 0.9, lr 1e-5, one epoch (5 iterations of 16 prompts).
 The baseline updates on every group; the other side (``dynamic_sampling=true``, at most 3 rollouts an iteration)
-only on groups whose answers scored differently, sampling further prompts to fill the batch. Printed per side:
-the round's and the training's time, the process's peak memory, the held-out pass rate and KL, and per iteration the sampled
-reward, the share of groups without signal and the groups used; then the ratios. ``--method online_dpo`` runs the
-same with online DPO (loss dpo).
+only on groups whose answers scored differently, sampling further prompts to fill the batch. Printed per side: the
+round's and the training's time, the process's peak memory, the held-out pass rate and KL, and per iteration the
+sampled reward, the share of groups without signal and the groups used; then the ratios. ``--method online_dpo``
+runs the same with online DPO (loss dpo).
 """
 
 from __future__ import annotations

@@ -79,8 +79,8 @@ class RoundParams(FlowParams):
                                                     "(self-rewarding, Yuan et al. 2024).")
     reward_model: str | None = Field(None, description="Reward model folder (feedback=reward_model), from "
                                                        "`alignloop train reward` (or a PRM from `train prm`).")
-    n: int = Field(4, ge=2, description="Samples per training prompt (grpo, rloo: also per prompt in each "
-                                        "training iteration).")
+    n: int = Field(4, ge=2, description="Samples per training prompt (grpo, rloo, online_dpo: also per prompt in "
+                                        "each training iteration).")
     temperature: float = Field(0.9, gt=0, description="Sampling temperature for training samples.")
     max_new_tokens: int = Field(24, ge=1, description="Longest sample, in tokens.")
     prompts_per_round: int | None = Field(None, ge=1, description="Training prompts per round (empty: all).")
@@ -96,7 +96,7 @@ class RoundParams(FlowParams):
     dynamic_sampling: bool = Field(False, description="grpo, rloo, online_dpo: update only on prompts whose samples "
                                                       "scored differently, sampling more prompts to fill each batch "
                                                       "(DAPO).")
-    loss: str = Field("dpo", description="Loss for the dpo method (dpo, ipo, simpo, ...).")
+    loss: str = Field("dpo", description="Loss of the dpo and online_dpo methods (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
     epochs: float = Field(2.0, gt=0, description="Passes over the round's pairs.")

@@ -406,7 +406,8 @@ def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_
     k, want = config.samples_per_prompt, config.rollout_prompts
     pad_id = models.tokenizer.pad_token_id
     rng = np.random.default_rng([config.train.seed, iteration])
-    others = [i for i in rng.permutation(len(train_prompts)).tolist() if i not in set(chosen)]
+    taken = set(chosen)
+    others = [i for i in rng.permutation(len(train_prompts)).tolist() if i not in taken]
     parts, kept, rollouts, s = [first], [], 1, first
     while True:
         rows = signal_groups(s.scores, k).repeat_interleave(k).nonzero().squeeze(1)
@@ -476,10 +477,10 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
               progress: Callable[[str, int, int, dict[str, float]], None] | None,
               finished: Callable[[Path, str], Any], record: Callable[..., Any],
               prompt_checks: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
-    """Run PPO (GRPO, RLOO) from ``base`` on the snapshot's train prompts; held-out: the reward of greedy answers to
-    its test prompts, the trained policy's against the reference's. ``finished``/``record`` are the trainer's
-    run-folder helpers (a finished run comes back as stored; a killed one resumes from its last checkpoint);
-    ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id."""
+    """Run PPO (GRPO, RLOO, online DPO) from ``base`` on the snapshot's train prompts; held-out: the reward of greedy
+    answers to its test prompts, the trained policy's against the reference's. ``finished``/``record`` are the
+    trainer's run-folder helpers (a finished run comes back as stored; a killed one resumes from its last
+    checkpoint); ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id."""
     from transformers import set_seed
 
     from trainers.run import TrainResult
@@ -531,8 +532,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     else:
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))
-    k = config.samples_per_prompt
-    units = config.rollout_prompts * (1 if config.advantage == "pairs" else k)  # answers, or pairs, an iteration
+    # answers, or pairs, an iteration
+    units = config.rollout_prompts * (1 if config.advantage == "pairs" else config.samples_per_prompt)
     steps_per_iteration = config.ppo_epochs * math.ceil(units / _minibatch(config))
     total_steps = iterations * steps_per_iteration
     warmup = int(t.warmup_ratio * total_steps)
@@ -553,23 +554,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     started = time.time()
     for it in range(start, iterations):
         torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
-        prompts = [train_prompts[i] for i in plan[it] for _ in range(k)]  # each prompt's k answers side by side
-        sampled = models.sample(prompts, enc, config)
-        use, rollouts = sampled, 1
-        if config.dynamic_sampling:
-            use, sampled, rollouts = _dynamic_sampling(models, sampled, plan[it], train_prompts, enc, config, it)
-        logs = {"reward": float(sampled.scores.mean()),
-                "response_length": float(sampled.attention[:, sampled.prompt_len:].sum(1).float().mean()),
-                "no_eos": float((~sampled.ended).float().mean())}
+        use, logs = _draw(models, plan[it], train_prompts, enc, config, it)
         if config.advantage != "pairs":  # online DPO's KL strength is its loss's beta
             logs["kl_coef"] = kl_coef
-        if k > 1:
-            logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
-        if config.dynamic_sampling:
-            logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
-        if config.advantage == "pairs":  # online DPO: each group's best and worst answer, where they differ
-            use = use.select(best_worst_pairs(use.scores, k))
-            logs["pairs"] = len(use.scores) // 2
         if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
             logs |= _learn(models, models.rollout(use, config), config, optimizer, scheduler, params, it, kl_coef)
             if config.target_kl is not None:
@@ -588,8 +575,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     policy.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length}
     model_dir = save_model(policy, tokenizer, out_dir / "model")
     evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
-    meta = {"train_seconds": round(seconds, 2), "steps": iterations,
-            "optimizer_steps": scheduler.last_epoch,
+    meta = {"train_seconds": round(seconds, 2), "steps": iterations, "optimizer_steps": scheduler.last_epoch,
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
@@ -603,6 +589,29 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                          [], model_dir, plot, meta["truncation"])
     record(out_dir, rid, meta, result)
     return result
+
+
+def _draw(models: _Models, chosen: list[int], train_prompts: list[dict[str, Any]], enc: Encoder,
+          config: cfgmod.PPOConfig, iteration: int) -> tuple[Samples, dict[str, float]]:
+    """An iteration's samples, ``samples_per_prompt`` answers to each chosen prompt, scored; with dynamic sampling
+    only groups that differ (more rollouts as needed); for online DPO each group's best and worst answer. Returns
+    what the update learns from and the figures of everything sampled."""
+    k = config.samples_per_prompt
+    sampled = models.sample([train_prompts[i] for i in chosen for _ in range(k)], enc, config)  # k side by side
+    use, rollouts = sampled, 1
+    if config.dynamic_sampling:
+        use, sampled, rollouts = _dynamic_sampling(models, sampled, chosen, train_prompts, enc, config, iteration)
+    logs = {"reward": float(sampled.scores.mean()),
+            "response_length": float(sampled.attention[:, sampled.prompt_len:].sum(1).float().mean()),
+            "no_eos": float((~sampled.ended).float().mean())}
+    if k > 1:
+        logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
+    if config.dynamic_sampling:
+        logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
+    if config.advantage == "pairs":  # online DPO: each group's best and worst answer, where they differ
+        use = use.select(best_worst_pairs(use.scores, k))
+        logs["pairs"] = len(use.scores) // 2
+    return use, logs
 
 
 def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any,
