@@ -385,7 +385,14 @@ def test_online_dpo_pairs_each_group_s_best_and_worst_for_any_pairwise_loss(tmp_
         fn, *a))
     config = ppo_config(tmp_path / "run", rm, cls=C.OnlineDPOConfig, samples_per_prompt=2, loss="ipo", beta=0.5,
                         train={"max_steps": 2, "eval": False})
+    drawn = []
+    real_plot = ppo.plot_curves
+    monkeypatch.setattr(ppo, "plot_curves", lambda logged, target, title, panels: drawn.append(
+        {name for _, names in panels for name in names} & {name for _, name, _ in logged})
+        or real_plot(logged, target, title, panels))
     result = train_model("online_dpo", snap, tiny_model_dir, config, base_model_id="base")
+    # the curves draw the pairwise loss and the pairs' margins (no PPO panels)
+    assert result.plot is not None and {"loss", "rewards/margins", "score_margin"} <= drawn[0]
     by_name = {(m.name, m.step): m.value for m in result.metrics}
     good_per_iteration = [len({p for p in call if p in {"p-train-0", "p-train-2", "p-train-5"}}) for call in calls]
     assert [by_name[("pairs", it)] for it in (1, 2)] == good_per_iteration

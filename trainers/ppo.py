@@ -62,9 +62,12 @@ from warehouse.errors import AlignloopError
 
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
           ("losses", ("policy_loss", "value_loss", "kl_loss")), ("policy updates", ("clipfrac", "approx_kl")),
-          ("groups without signal", ("zero_std_groups",)),
-          ("online DPO pairs", ("rewards/margins", "rewards/accuracies", "score_margin")))
+          ("groups without signal", ("zero_std_groups",)))
 """The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs (PPO has no groups)."""
+PAIR_PANELS = (("reward", ("reward",)), ("KL to reference", ("kl",)), ("pairwise loss", ("loss",)),
+               ("pairs", ("rewards/margins", "rewards/accuracies", "score_margin")),
+               ("groups without signal", ("zero_std_groups",)))
+"""The curves PNG of an online DPO run."""
 
 
 # ---- the method, as pure functions of tensors ------------------------------------------------------------------
@@ -583,7 +586,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
                        reference_model_id=reference_model_id or base_model_id, output_model_id=model_rec.id,
                        round_id=round_id, status="finished", meta=meta)
-    plot = plot_curves(logged, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})", PANELS)
+    plot = plot_curves(logged, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})",
+                       PAIR_PANELS if config.advantage == "pairs" else PANELS)
     result = TrainResult(run, metric_rows(rid, logged), model_rec,
                          evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
                          [], model_dir, plot, meta["truncation"])
