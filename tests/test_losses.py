@@ -376,3 +376,84 @@ def test_performance_gap_recovered():
 
     assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5) and pgr(0.6, 0.55, 0.8) == pytest.approx(-0.25)
     assert pgr(0.8, 0.9, 0.8) is None
+
+
+def test_running_state_is_a_mean_of_training_batches_only_and_a_fixed_parameter_stays():
+    """BCO's reward shift and beta-DPO's m0 are running means the caller keeps: each training call uses the state
+    of the calls before it and moves it (momentum 0.9); a call without gradients (evaluation) reads it only."""
+    from trainers.objectives import PolicyLoss
+
+    loss = PolicyLoss(L.get_loss("bco_pair"), 0.5)
+    first, second = (t(PC), t(PR), t(RC), t(RR)), (t(PR), t(PC), t(RR), t(RC))
+
+    def mean_reward(batch) -> float:  # beta (pi - ref) over the chosen and the rejected answers
+        pc, pr, rc, rr = (x.tolist() for x in batch)
+        return 0.5 * sum(pc[i] - rc[i] + pr[i] - rr[i] for i in range(3)) / 6
+
+    out = loss(*first)  # no state yet: the loss's default shift (0), then the state is this batch's mean
+    assert out.losses.tolist() == pytest.approx(call_pair("bco_pair", *first, beta=0.5).losses.tolist())
+    assert loss.state["delta"].item() == pytest.approx(mean_reward(first))
+    with torch.no_grad():
+        evaluated = loss(*second)
+    assert loss.state["delta"].item() == pytest.approx(mean_reward(first))  # evaluation did not move it
+    out = loss(*second)
+    assert out.losses.tolist() == pytest.approx(evaluated.losses.tolist())
+    assert out.losses.tolist() == pytest.approx(call_pair("bco_pair", *second, beta=0.5,
+                                                          delta=mean_reward(first)).losses.tolist())
+    assert loss.state["delta"].item() == pytest.approx(0.9 * mean_reward(first) + 0.1 * mean_reward(second))
+    resumed = PolicyLoss(L.get_loss("bco_pair"), 0.5)
+    resumed.load_state_dict(loss.state_dict())
+    assert resumed(*first).losses.tolist() == pytest.approx(loss(*first).losses.tolist())
+
+    fixed = PolicyLoss(L.get_loss("bco_pair"), 0.5, {"delta": 0.1})  # set by the user: not a running mean
+    fixed(*first)
+    assert fixed.state == {} and fixed(*second).losses.tolist() == pytest.approx(
+        call_pair("bco_pair", *second, beta=0.5, delta=0.1).losses.tolist())
+
+    beta = PolicyLoss(L.get_loss("beta_dpo"), 0.5)
+    beta(*first)
+    used = beta(*second).extras["beta"].item()
+    m0 = sum(0.5 * margin(i) for i in range(3)) / 3  # the first batch's mean margin
+    assert used == pytest.approx(0.5 * (1 + 0.5 * (-m0 - m0)))  # the swapped batch's margin is -m0; alpha 0.5
+    unpaired = PolicyLoss(L.get_loss("bco"), 0.5)
+    pi, ref, lab = t([-1.0, -2.0]), t([-1.5, -1.0]), torch.tensor([True, False])
+    unpaired(pi, ref, lab)
+    assert unpaired.state["delta"].item() == pytest.approx(0.5 * (0.5 - 1.0) / 2)
+    dpo = PolicyLoss(L.get_loss("dpo"), 0.5)
+    dpo(*first)
+    assert L.get_loss("dpo").running is None and dpo.state == {}  # a loss without running state keeps none
+
+
+def _rank_running_mean(rank: int, world: int, port: int, out) -> None:
+    import torch.distributed as dist
+
+    from trainers.objectives import PolicyLoss
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        loss = PolicyLoss(L.get_loss("bco_pair"), 1.0)
+        shift = float(rank + 1)  # rank r's implicit rewards are all r + 1
+        loss(t([shift] * 2), t([shift] * 2), t([0.0] * 2), t([0.0] * 2))
+        out.put((rank, loss.state["delta"].item()))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_running_state_is_the_same_on_every_rank_of_a_distributed_run():
+    """Two CPU processes (gloo), batches with different rewards: both keep the mean over the ranks."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_running_mean, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert sorted(out.get(timeout=5) for _ in procs) == [(0, pytest.approx(1.5)), (1, pytest.approx(1.5))]

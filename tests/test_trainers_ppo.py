@@ -135,11 +135,16 @@ def test_a_ppo_run_trains_the_policy_and_records_reward_and_kl(tmp_path, tiny_mo
     assert again.reused and again.run.id == result.run.id
 
 
-def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
+@pytest.mark.parametrize("method", ["ppo", "online_dpo"])
+def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_model_dir, monkeypatch,  # noqa: F811
+                                                               method):
+    """Online DPO with beta-DPO's loss: its running m0 is in the checkpoint too."""
     snap = make_snapshot(tmp_path / "snap", "sft", n_train=8, n_test=0)
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
-    whole = train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "whole", rm, train={"save_steps": 1}),
-                        base_model_id="base")
+    kw = {} if method == "ppo" else {"cls": C.OnlineDPOConfig, "loss": "beta_dpo", "beta": 1.0,
+                                     "samples_per_prompt": 2}
+    whole = train_model(method, snap, tiny_model_dir, ppo_config(tmp_path / "whole", rm, train={"save_steps": 1},
+                                                                 **kw), base_model_id="base")
     real_update, calls = ppo._update, []
 
     def dies_at_the_third(*args, **kw):
@@ -149,11 +154,11 @@ def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_mo
         return real_update(*args, **kw)
 
     monkeypatch.setattr(ppo, "_update", dies_at_the_third)
-    config = ppo_config(tmp_path / "killed", rm, train={"save_steps": 1})
+    config = ppo_config(tmp_path / "killed", rm, train={"save_steps": 1}, **kw)
     with pytest.raises(KeyboardInterrupt):
-        train_model("ppo", snap, tiny_model_dir, config, base_model_id="base")
+        train_model(method, snap, tiny_model_dir, config, base_model_id="base")
     monkeypatch.setattr(ppo, "_update", real_update)
-    resumed = train_model("ppo", snap, tiny_model_dir, config, base_model_id="base")
+    resumed = train_model(method, snap, tiny_model_dir, config, base_model_id="base")
     assert resumed.run.meta["resumed"] and not whole.run.meta["resumed"]
     assert [(m.step, m.name) for m in resumed.metrics] == [(m.step, m.name) for m in whole.metrics]
     assert [m.value for m in resumed.metrics] == pytest.approx([m.value for m in whole.metrics], rel=1e-4, abs=1e-6)
@@ -399,7 +404,12 @@ def test_online_dpo_pairs_each_group_s_best_and_worst_for_any_pairwise_loss(tmp_
     # the good prompts' pairs: chosen scored 1, rejected 0
     assert all(by_name[("score_margin", it)] == 1.0 for it in (1, 2) if good_per_iteration[it - 1])
     # 2 pairs a minibatch (batch_size 4 answers), one pass (ppo_epochs 1)
-    assert result.run.meta["optimizer_steps"] == sum(math.ceil(n / 2) for n in good_per_iteration)
+    steps = [math.ceil(n / 2) for n in good_per_iteration]
+    assert result.run.meta["optimizer_steps"] == sum(steps) and sum(steps) < 4
+    # the linear decay plans 2 iterations x 2 steps (4 pairs an iteration): an iteration with fewer pairs still
+    # moves it a whole iteration on; each logs the rate of its last step
+    assert [by_name[("lr", it + 1)] for it in (0, 1) if steps[it]] == pytest.approx(
+        [1e-3 * (1 - (2 * it + steps[it] - 1) / 4) for it in (0, 1) if steps[it]])
     assert seen and set(seen) == {("ipo", 0.5)} and result.run.method == "online_dpo"
     assert {"rewards/accuracies", "rewards/margins", "kl"} <= {name for name, _ in by_name}
     with pytest.raises(ValueError, match="loss 'kto' is not pairwise"):

@@ -468,3 +468,41 @@ def test_a_trained_aligner_corrects_answers_with_the_prompt_it_was_trained_on(tm
                             "r1")
     assert len(out.responses) + len(out.invalid) == 2
     assert build_judge("correction", str(tiny_model_dir)).template.name == "correction"
+
+
+@pytest.mark.parametrize("loss", ["beta_dpo", "bco_pair"])
+def test_a_killed_run_resumes_with_its_loss_s_running_state(tmp_path, tiny_model_dir, monkeypatch, loss):  # noqa: F811
+    """beta-DPO's m0 and BCO's reward shift are running means over the steps: a run killed after its checkpoint
+    resumes with them (saved beside the optimizer's state) and logs what the run that was never killed logs."""
+    from trainers.objectives import PairwiseObjective
+
+    snap = make_snapshot(tmp_path / "snap", "pairwise")
+
+    def config(out):
+        return C.PreferenceConfig(train=small_train(out, max_steps=4, save_steps=2), loss=loss, beta=1.0)
+
+    whole = train_model("dpo", snap, tiny_model_dir, config(tmp_path / "whole"), base_model_id="base",
+                        cache_dir=tmp_path / "cache")
+    real, calls = PairwiseObjective.__call__, []
+
+    def dies_at_the_third_step(self, model, batch):
+        if model.training:
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+        return real(self, model, batch)
+
+    monkeypatch.setattr(PairwiseObjective, "__call__", dies_at_the_third_step)
+    with pytest.raises(KeyboardInterrupt):
+        train_model("dpo", snap, tiny_model_dir, config(tmp_path / "killed"), base_model_id="base",
+                    cache_dir=tmp_path / "cache")
+    saved = tmp_path / "killed" / "run" / "checkpoints" / "checkpoint-2" / "loss_state.pt"
+    assert saved.is_file() and set(torch.load(saved)) == {"m0" if loss == "beta_dpo" else "delta"}
+    monkeypatch.setattr(PairwiseObjective, "__call__", real)
+    resumed = train_model("dpo", snap, tiny_model_dir, config(tmp_path / "killed"), base_model_id="base",
+                          cache_dir=tmp_path / "cache")
+    assert resumed.run.meta["resumed"] and not whole.run.meta["resumed"]
+    later = [(m.step, m.name, m.value) for m in resumed.metrics  # the steps after the checkpoint (not the summary)
+             if m.step > 2 and not m.name.startswith(("train_", "total_flos"))]
+    expected = {(m.step, m.name): m.value for m in whole.metrics}
+    assert later and [v for _, _, v in later] == pytest.approx([expected[s, n] for s, n, _ in later], rel=1e-4)

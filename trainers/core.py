@@ -7,13 +7,17 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from warehouse.errors import AlignloopError
 
+LOSS_STATE = "loss_state.pt"
+"""A checkpoint's file with the objective's loss state (:meth:`trainers.objectives.PolicyLoss.state_dict`)."""
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
 
@@ -50,6 +54,27 @@ class AlignTrainer(Trainer):
             for name, value in metrics.items():
                 self._stash[name].append(value.detach())
         return (loss, None) if return_outputs else loss
+
+    def _save_checkpoint(self, model: torch.nn.Module, trial: Any) -> None:
+        super()._save_checkpoint(model, trial)
+        loss = self._stateful_loss()
+        if loss is not None and loss.state and self.args.should_save:  # its running state beside the optimizer's
+            folder = Path(self.args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            torch.save(loss.state_dict(), folder / LOSS_STATE)
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, **kwargs: Any) -> Any:
+        loss = self._stateful_loss()
+        if resume_from_checkpoint and loss is not None:
+            folder = (get_last_checkpoint(self.args.output_dir) if resume_from_checkpoint is True
+                      else resume_from_checkpoint)
+            if folder and (Path(folder) / LOSS_STATE).is_file():
+                loss.load_state_dict(torch.load(Path(folder) / LOSS_STATE, weights_only=True))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+
+    def _stateful_loss(self) -> Any:
+        """The objective's registry loss when it keeps running state (beta-DPO's m0, BCO's delta), else None."""
+        loss = getattr(self.objective, "loss", None)
+        return loss if getattr(getattr(loss, "spec", None), "running", None) else None
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         if self._stash and "loss" in logs:

@@ -373,12 +373,12 @@ def bco_pair_loss(
     Classifier Optimization", with the reward shift ``delta``; TRL's ``"bco_pair"``).
 
     ``delta`` is the running mean of the implicit rewards ``beta * r`` over chosen and rejected (caller state; update
-    with ``running_mean_update``); it is detached here.
+    with ``running_mean_update(delta, extras["mean_reward"])``); it is detached here.
     """
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "bco_pair")
     d = torch.as_tensor(delta, dtype=r_c.dtype, device=r_c.device).detach()
     losses = -F.logsigmoid(beta * r_c - d) - F.logsigmoid(-(beta * r_r - d))
-    return _out(losses, r_c, r_r, beta)
+    return _out(losses, r_c, r_r, beta, mean_reward=beta * torch.cat([r_c, r_r]).mean())
 
 
 def nca_pair_loss(
@@ -536,8 +536,9 @@ def bco_loss(
     Optimization for Large Language Model Alignment", Eq. 8 with the reward shift of Sec. 4.2).
 
     With ``r = beta (pi - ref)``: desirable ``-log sigma(r - delta)``, undesirable ``-log sigma(-(r - delta))``.
-    ``delta`` is the reward shift, the running mean of rewards; when the caller keeps none (``delta=None``)
-    the batch mean of ``r`` is used, detached. ``z0`` is accepted for the unpaired call signature and unused.
+    ``delta`` is the reward shift, the running mean of rewards (caller state, updated with ``extras["mean_reward"]``);
+    when the caller keeps none (``delta=None``) the batch mean of ``r`` is used, detached. ``z0`` is accepted for the
+    unpaired call signature and unused.
 
     Args:
         pi_logps, ref_logps: (B,) summed log-probs of the completions.
@@ -546,14 +547,15 @@ def bco_loss(
         delta: reward shift (detached); None = batch mean.
 
     Returns:
-        LossOutput with (B,) losses; rewards of the desirable / undesirable subsets; ``extras["delta"]``.
+        LossOutput with (B,) losses; rewards of the desirable / undesirable subsets; ``extras["delta"]`` (the shift
+        used) and ``extras["mean_reward"]`` (the batch mean of ``r``).
     """
     r = beta * (pi_logps - ref_logps.detach())
-    shift = r.detach().mean() if delta is None else torch.as_tensor(delta, dtype=r.dtype, device=r.device).detach()
+    rewards = r.detach()
+    shift = rewards.mean() if delta is None else torch.as_tensor(delta, dtype=r.dtype, device=r.device).detach()
     desirable = desirable.to(device=r.device, dtype=torch.bool)
     losses = torch.where(desirable, -F.logsigmoid(r - shift), -F.logsigmoid(-(r - shift)))
-    rewards = r.detach()
-    return LossOutput(losses, rewards[desirable], rewards[~desirable], {"delta": shift})
+    return LossOutput(losses, rewards[desirable], rewards[~desirable], {"delta": shift, "mean_reward": rewards.mean()})
 
 
 # ---------------------------------------------------------------------------------------------------- lists
@@ -656,6 +658,9 @@ class LossSpec:
         data: "pairs", "unpaired" or "lists".
         needs_lengths: whether completion token counts are required.
         paper: citation.
+        running: ``(parameter, extra)`` for a loss with running state: the parameter is the running mean
+            (:func:`running_mean_update`) of the extra it returns, kept by the caller across steps
+            (:class:`trainers.objectives.PolicyLoss`) unless the user fixes the parameter.
     """
 
     name: str
@@ -664,6 +669,7 @@ class LossSpec:
     data: Literal["pairs", "unpaired", "lists"]
     needs_lengths: bool
     paper: str
+    running: tuple[str, str] | None = None
 
     @property
     def takes_labels(self) -> bool:
@@ -682,8 +688,10 @@ _SPECS = [
     LossSpec("orpo", orpo_loss, False, "pairs", True, "Hong et al. 2024, ORPO, Eq. 6-7"),
     LossSpec("cpo", cpo_loss, False, "pairs", False, "Xu et al. 2024, Contrastive Preference Optimization"),
     LossSpec("kto", kto_loss, True, "unpaired", False, "Ethayarajh et al. 2024, KTO, Eq. 8"),
-    LossSpec("bco", bco_loss, True, "unpaired", False, "Jung et al. 2024, Binary Classifier Optimization, Eq. 8"),
-    LossSpec("bco_pair", bco_pair_loss, True, "pairs", False, "Jung et al. 2024, Binary Classifier Optimization"),
+    LossSpec("bco", bco_loss, True, "unpaired", False, "Jung et al. 2024, Binary Classifier Optimization, Eq. 8",
+             running=("delta", "mean_reward")),
+    LossSpec("bco_pair", bco_pair_loss, True, "pairs", False, "Jung et al. 2024, Binary Classifier Optimization",
+             running=("delta", "mean_reward")),
     LossSpec("nca_pair", nca_pair_loss, True, "pairs", False, "Chen et al. 2024, Noise Contrastive Alignment, Eq. 10"),
     LossSpec("sppo_hard", sppo_hard_loss, True, "pairs", False, "Wu et al. 2024, Self-Play Preference Optimization"),
     LossSpec("apo_zero", apo_zero_loss, True, "pairs", False, "D'Oosterlinck et al. 2024, Anchored Pref. Opt."),
@@ -691,7 +699,8 @@ _SPECS = [
     LossSpec("dpop", dpop_loss, True, "pairs", False, "Pal et al. 2024, Smaug / DPO-Positive, Eq. 3"),
     LossSpec("exo_pair", exo_pair_loss, True, "pairs", False, "Ji et al. 2024, Towards Efficient Exact Optimization"),
     LossSpec("rpo", rpo_loss, True, "pairs", True, "Pang et al. 2024, Iterative Reasoning Preference Optimization"),
-    LossSpec("beta_dpo", beta_dpo_loss, True, "pairs", False, "Wu et al. 2024, beta-DPO: DPO with Dynamic beta"),
+    LossSpec("beta_dpo", beta_dpo_loss, True, "pairs", False, "Wu et al. 2024, beta-DPO: DPO with Dynamic beta",
+             running=("m0", "mean_margin")),
     LossSpec("rrhf", rrhf_loss, False, "lists", True, "Yuan et al. 2023, RRHF, Eq. 2-3"),
     LossSpec("lipo", lipo_loss, True, "lists", False, "Liu et al. 2024, LiPO, Eq. 6-8"),
     LossSpec("pro", pro_loss, False, "lists", True, "Song et al. 2023, Preference Ranking Optimization, Eq. 3"),

@@ -6,7 +6,6 @@ One class per data layout, never per loss: a pairwise objective runs ANY pairwis
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, field
 
 import torch
@@ -48,12 +47,18 @@ def _top1(scores: Tensor, targets: Tensor, mask: Tensor) -> Tensor:
 
 @dataclass
 class PolicyLoss:
-    """A registry loss with its hyperparameters; keeps running state some losses need (beta-DPO's ``m0``)."""
+    """A registry loss with its hyperparameters, and the running state some losses keep across steps (beta-DPO's
+    ``m0``, BCO's ``delta``: see :attr:`~trainers.losses.LossSpec.running`).
+
+    The state moves on training calls only (gradients enabled): evaluation reads it without moving it. Under
+    distributed training each rank's batch statistic is averaged over the ranks first, so every rank keeps the same
+    state. It is part of a run's checkpoint (:meth:`state_dict`), so a resumed run continues with it.
+    """
 
     spec: LossSpec
     beta: float
     params: dict[str, float] = field(default_factory=dict)
-    m0: Tensor | None = None
+    state: dict[str, Tensor] = field(default_factory=dict)
 
     @property
     def takes_labels(self) -> bool:
@@ -61,14 +66,30 @@ class PolicyLoss:
         return self.spec.takes_labels
 
     def __call__(self, *args: Tensor | None, **kw: Tensor | None) -> LossOutput:
-        extra = dict(self.params)
-        if self.m0 is not None:
-            extra["m0"] = self.m0
-        out = self.spec.fn(*args, beta=self.beta, **kw, **extra)
-        if "mean_margin" in out.extras and "m0" in inspect.signature(self.spec.fn).parameters:
-            prev = out.extras["mean_margin"] if self.m0 is None else self.m0
-            self.m0 = running_mean_update(prev, out.extras["mean_margin"]).detach()
+        out = self.spec.fn(*args, beta=self.beta, **kw, **self.params, **self.state)
+        running = self.spec.running
+        if running is not None and running[0] not in self.params and torch.is_grad_enabled():
+            name, extra = running
+            value = _rank_mean(out.extras[extra])
+            self.state[name] = running_mean_update(self.state.get(name, value), value).detach()
         return out
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {k: v.cpu() for k, v in self.state.items()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.state = dict(state)
+
+
+def _rank_mean(x: Tensor) -> Tensor:
+    """``x`` averaged over the ranks of a distributed run (itself otherwise)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    x = x.detach().clone()
+    dist.all_reduce(x)
+    return x / dist.get_world_size()
 
 
 @dataclass

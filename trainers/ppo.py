@@ -196,6 +196,24 @@ def adapt_kl_coef(kl_coef: float, kl: float, target: float, n: int, horizon: int
 
 # ---- rollouts ----------------------------------------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Schedule:
+    """The learning rate of each optimizer step: linear warm-up over ``warmup`` steps, then linear decay to 0 at
+    ``total``, by the step's place in the plan (``per_iteration`` steps an iteration). An iteration that takes fewer
+    steps than planned (dynamic sampling's groups without signal, online DPO's flat groups) still moves the decay a
+    whole iteration on, so every run ends its decay where its plan does."""
+
+    lr: float
+    per_iteration: int
+    total: int
+    warmup: int
+
+    def __call__(self, iteration: int, step: int) -> float:
+        s = iteration * self.per_iteration + step
+        return (self.lr * min((s + 1) / max(self.warmup, 1), 1.0)
+                * max(0.0, 1 - max(0, s - self.warmup) / max(1, self.total - self.warmup)))
+
+
 @dataclass
 class Rollout:
     """Sampled answers and what PPO needs of them, (B, ·) tensors; ``tokens`` is prompt (left-padded) + answer."""
@@ -205,7 +223,8 @@ class Rollout:
     prompt_len: int
     mask: Tensor
     """(B, T): 1 on answer tokens up to and including the end-of-turn token."""
-    logprobs: Tensor
+    logprobs: Tensor | None
+    """The sampling policy's; None for online DPO, whose loss reads the policy's from its update's own pass."""
     values: Tensor
     ref_logprobs: Tensor
     scores: Tensor
@@ -386,16 +405,19 @@ class _Models:
         return Samples(tokens, attention, width, scores, ended)
 
     def rollout(self, s: Samples, config: cfgmod.PPOConfig) -> Rollout:
-        """The samples' log-probs under the policy and the reference (and the critic's values, for PPO)."""
+        """The samples' log-probs under the reference and (but for online DPO) the policy, and the critic's values
+        for PPO."""
         critic = self.value_head if config.advantage == "gae" else None
         chunk = config.train.batch_size  # the updates' minibatch: no more rows through the model at once
         temperature = config.logprob_temperature
+        logprobs, values = None, None
         with self.autocast():
-            logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, temperature, critic,
-                                             chunk)
+            if config.advantage != "pairs":  # the clipped ratio's denominator
+                logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, temperature,
+                                                 critic, chunk)
             ref_logprobs, _ = score_rollout(self.reference, s.tokens, s.attention, s.prompt_len, temperature, None,
                                             chunk)
-        values = torch.zeros_like(logprobs) if values is None else values
+        values = torch.zeros_like(ref_logprobs) if values is None else values
         return Rollout(s.tokens, s.attention, s.prompt_len, s.attention[:, s.prompt_len:].float(), logprobs, values,
                        ref_logprobs, s.scores, s.ended)
 
@@ -539,9 +561,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     units = config.rollout_prompts * (1 if config.advantage == "pairs" else config.samples_per_prompt)
     steps_per_iteration = config.ppo_epochs * math.ceil(units / _minibatch(config))
     total_steps = iterations * steps_per_iteration
-    warmup = int(t.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min((s + 1) / max(warmup, 1), 1.0)
-                                                  * max(0.0, 1 - max(0, s - warmup) / max(1, total_steps - warmup)))
+    schedule = Schedule(t.lr, steps_per_iteration, total_steps, int(t.warmup_ratio * total_steps))
     plan = _batches(len(train_prompts), config.rollout_prompts, iterations, t.seed)
     kl_coef, start, logged = config.kl_coef, 0, []
     ckpt = _checkpoint(out_dir)
@@ -550,7 +570,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         policy.load_state_dict(state["policy"])
         models.value_head.load_state_dict(state["value_head"])
         optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
+        if models.pair_loss is not None:  # its running state (beta-DPO's m0, ...)
+            models.pair_loss.load_state_dict(state.get("pair_loss", {}))
         kl_coef, start, logged = state["kl_coef"], state["iteration"], state["logged"]
         torch.set_rng_state(state["rng"])
     enc = Encoder(tokenizer, t.max_length, t.max_prompt_length)
@@ -561,7 +582,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         if config.advantage != "pairs":  # online DPO's KL strength is its loss's beta
             logs["kl_coef"] = kl_coef
         if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
-            logs |= _learn(models, models.rollout(use, config), config, optimizer, scheduler, params, it, kl_coef)
+            logs |= _learn(models, models.rollout(use, config), config, optimizer, schedule, params, it, kl_coef)
             if config.target_kl is not None:
                 kl_coef = adapt_kl_coef(kl_coef, logs["kl"], config.target_kl, len(use.scores))
         logged += [(it + 1, name, v) for name, v in logs.items()]
@@ -570,15 +591,16 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         if (it + 1) % t.save_steps == 0 and it + 1 < iterations:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             torch.save({"policy": policy.state_dict(), "value_head": models.value_head.state_dict(),
-                        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "kl_coef": kl_coef, "iteration": it + 1, "logged": logged, "rng": torch.get_rng_state()},
-                       ckpt.with_suffix(".tmp"))
+                        "optimizer": optimizer.state_dict(), "kl_coef": kl_coef, "iteration": it + 1,
+                        "pair_loss": models.pair_loss.state_dict() if models.pair_loss is not None else {},
+                        "logged": logged, "rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
     seconds = time.time() - started
     policy.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length}
     model_dir = save_model(policy, tokenizer, out_dir / "model")
     evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
-    meta = {"train_seconds": round(seconds, 2), "steps": iterations, "optimizer_steps": scheduler.last_epoch,
+    meta = {"train_seconds": round(seconds, 2), "steps": iterations,
+            "optimizer_steps": int(sum(v for _, name, v in logged if name == "updates")),
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
@@ -618,16 +640,15 @@ def _draw(models: _Models, chosen: list[int], train_prompts: list[dict[str, Any]
     return use, logs
 
 
-def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any,
+def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: Any, schedule: Schedule,
            params: list[Tensor], iteration: int, kl_coef: float) -> dict[str, float]:
     """One iteration's learning: PPO's GAE on KL-penalised token rewards, GRPO's or RLOO's group comparison, or
     online DPO's pairs (rows ``2i`` chosen, ``2i + 1`` rejected), then :func:`_update`; its figures."""
-    kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
-    args = (models, config, optimizer, scheduler, params, iteration)
+    args = (models, config, optimizer, schedule, params, iteration)
     if config.advantage == "pairs":
         stats = _update(*args, len(ro.scores) // 2, partial(_pair_minibatch, models, ro, config))
-        return {"kl": float(kl.sum(1).mean()), "score_margin": float((ro.scores[0::2] - ro.scores[1::2]).mean()),
-                "lr": scheduler.get_last_lr()[0], **stats}
+        return {"score_margin": float((ro.scores[0::2] - ro.scores[1::2]).mean()), **stats}
+    kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
     if config.advantage == "gae":
         rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
         advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
@@ -639,15 +660,15 @@ def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: An
                                       config.samples_per_prompt, config.advantage, scale=config.scale_rewards)
         advantages, returns = per_answer[:, None] * ro.mask, None
     stats = _update(*args, len(ro.scores), partial(_ppo_minibatch, models, ro, advantages, returns, config, kl_coef))
-    return {"reward_penalised": float(penalised.mean()), "kl": float(kl.sum(1).mean()),
-            "lr": scheduler.get_last_lr()[0], **stats}
+    return {"reward_penalised": float(penalised.mean()), "kl": float(kl.sum(1).mean()), **stats}
 
 
-def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, scheduler: Any, params: list[Tensor],
+def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, schedule: Schedule, params: list[Tensor],
             iteration: int, units: int, minibatch: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
             ) -> dict[str, float]:
     """``ppo_epochs`` passes over ``units`` (answers, or pairs) in shuffled minibatches, an optimizer step on each
-    ``minibatch(indices)`` loss; the mean of each statistic."""
+    ``minibatch(indices)`` loss at the schedule's rate; the mean of each statistic, the last rate (``lr``) and the
+    number of steps (``updates``)."""
     gen = torch.Generator().manual_seed(config.train.seed * 7_919 + iteration)
     sums: dict[str, float] = {}
     count = 0
@@ -660,12 +681,14 @@ def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, scheduler
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
+            lr = schedule(iteration, count)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             optimizer.step()
-            scheduler.step()
             for k, v in {**stats, "loss": loss.detach()}.items():
                 sums[k] = sums.get(k, 0.0) + float(v)
             count += 1
-    return {k: v / count for k, v in sums.items()}
+    return {**{k: v / count for k, v in sums.items()}, "lr": lr, "updates": count}
 
 
 def _minibatch(config: cfgmod.PPOConfig) -> int:
@@ -699,7 +722,8 @@ def _ppo_minibatch(models: _Models, ro: Rollout, advantages: Tensor, returns: Te
 def _pair_minibatch(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, idx: Tensor
                     ) -> tuple[Tensor, dict[str, Tensor]]:
     """Online DPO: the pairwise loss of the pairs ``idx`` (rows ``2i`` chosen, ``2i + 1`` rejected), summed
-    answer log-probs at temperature 1 against the reference's, and its metrics."""
+    answer log-probs at temperature 1 against the reference's, and its metrics, with the KL to the reference of the
+    pairs' answers measured in this pass (before its step; as TRL's online DPO measures it)."""
     from trainers.objectives import pairwise_loss
 
     rows = torch.stack([2 * idx, 2 * idx + 1], 1).flatten()
@@ -708,7 +732,9 @@ def _pair_minibatch(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, idx:
                                          config.logprob_temperature, entropy=False)
     mask = ro.mask[rows]
     seq, ref, lengths = (logprobs.float() * mask).sum(1), (ro.ref_logprobs[rows] * mask).sum(1), mask.sum(1)
-    return pairwise_loss(models.pair_loss, seq[0::2], seq[1::2], ref[0::2], ref[1::2], lengths[0::2], lengths[1::2])
+    loss, metrics = pairwise_loss(models.pair_loss, seq[0::2], seq[1::2], ref[0::2], ref[1::2], lengths[0::2],
+                                  lengths[1::2])
+    return loss, {**metrics, "kl": (seq - ref).detach().mean()}
 
 
 def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig,
