@@ -60,6 +60,10 @@ def train(
     dynamic_sampling: Annotated[bool, typer.Option("--dynamic-sampling", help=(
         "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
         "fill the batch (DAPO; max_rollouts in --config)."))] = False,
+    ptx_dataset: Annotated[str | None, typer.Option(help="online methods, PPO-ptx: an sft dataset whose completions' "
+                                                         "likelihood each update keeps (with --ptx-coef).")] = None,
+    ptx_coef: Annotated[float | None, typer.Option(help="online methods, PPO-ptx: weight of that likelihood "
+                                                        "term.")] = None,
     round_name: Annotated[str | None, typer.Option("--round", help="Round the run belongs to.")] = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -81,7 +85,8 @@ def train(
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
         "reward_model": reward_model, "verifier": verifier, "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "dynamic_sampling": dynamic_sampling or None, "round": round_name, "db": path})
+        "dynamic_sampling": dynamic_sampling or None, "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef,
+        "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the

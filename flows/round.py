@@ -96,6 +96,9 @@ class RoundParams(FlowParams):
     dynamic_sampling: bool = Field(False, description="grpo, rloo, online_dpo: update only on prompts whose samples "
                                                       "scored differently, sampling more prompts to fill each batch "
                                                       "(DAPO).")
+    ptx_dataset: str | None = Field(None, description="ppo, grpo, rloo, online_dpo, PPO-ptx: an sft dataset whose "
+                                                      "completions' likelihood each update keeps (with ptx_coef).")
+    ptx_coef: float = Field(0.0, ge=0, description="PPO-ptx: weight of that likelihood term (0: off).")
     loss: str = Field("dpo", description="Loss of the dpo and online_dpo methods (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -146,6 +149,11 @@ class RoundParams(FlowParams):
         if self.dynamic_sampling and self.method not in ("grpo", "rloo", "online_dpo"):
             raise ValueError(f"dynamic_sampling drops groups of samples to one prompt that scored alike: needs method "
                              f"grpo, rloo or online_dpo, not {self.method!r}")
+        if (self.ptx_dataset or self.ptx_coef) and self.method == "dpo":
+            raise ValueError("ptx_dataset and ptx_coef (PPO-ptx) mix into an online method's updates: needs method "
+                             "ppo, grpo, rloo or online_dpo, not 'dpo'")
+        if bool(self.ptx_dataset) != bool(self.ptx_coef):
+            raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
 
     @field_validator("loss")
@@ -356,7 +364,8 @@ def _online(params: RoundParams) -> dict[str, Any]:
               else {"verifier": params.verifier})
     return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
             "samples_per_prompt": params.n if params.method != "ppo" else None,
-            "dynamic_sampling": params.dynamic_sampling or None}
+            "dynamic_sampling": params.dynamic_sampling or None,
+            **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {})}
 
 
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:

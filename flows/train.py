@@ -62,6 +62,10 @@ class TrainParams(FlowParams):
     dynamic_sampling: bool | None = Field(None, description=(
         "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
         "fill the batch (DAPO)."))
+    ptx_dataset: str | None = Field(None, description="online methods, PPO-ptx: an sft dataset whose completions' "
+                                                      "likelihood each update keeps (with ptx_coef).")
+    ptx_coef: float | None = Field(None, ge=0, description="online methods, PPO-ptx: weight of that likelihood "
+                                                           "term.")
     round: str | None = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -82,7 +86,7 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling"):
+                    "temperature", "dynamic_sampling", "ptx_coef"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
@@ -150,11 +154,11 @@ def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int =
 @task(cache_policy=NO_CACHE)
 def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
                reference: str | None, round_id: str | None, progress: Progress | None = None,
-               prompt_checks: dict[str, dict[str, Any]] | None = None) -> TrainResult:
+               prompt_checks: dict[str, dict[str, Any]] | None = None, ptx: str | None = None) -> TrainResult:
     """Train in a task; without a caller's ``progress`` (the UI, a round) the phases go to the run's log."""
     return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,
                        reference_model=reference, round_id=round_id,
-                       progress=progress or logged_progress(get_run_logger()), prompt_checks=prompt_checks)
+                       progress=progress or logged_progress(get_run_logger()), prompt_checks=prompt_checks, ptx=ptx)
 
 
 def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
@@ -192,8 +196,14 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     get_method(params.method).layout(kind, name)  # a wrong kind fails the flow here, before a task or model load
     base, base_id = resolve_base(params.base, db_path)
     checks = verifier_prompt_checks(db_path, snapshot) if getattr(config, "verifier", "") else None
+    ptx = None
+    if params.ptx_dataset:
+        from trainers.ppo import check_ptx_kind
+
+        ptx, _ = resolve_dataset(params.ptx_dataset, db_path)
+        check_ptx_kind(params.ptx_dataset, snapshot_kind(ptx)[1])  # before a task or model load
     result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(config), base_id, params.reference,
-                        params.round, progress, checks)
+                        params.round, progress, checks, str(ptx) if ptx else None)
     if dataset_id and not result.run.dataset_id:
         result = _with_dataset(result, dataset_id)
     written = record_result(db_path, result)

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from flows.round import RoundParams, round_flow
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
+from tests.fixtures_trainers import make_snapshot
 from warehouse import db
 from warehouse.errors import AlignloopError
 
@@ -100,6 +101,10 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
             RoundParams(round="x", method=method, feedback="ai_judge")
     with pytest.raises(ValueError, match="dynamic_sampling .* needs method grpo, rloo or online_dpo, not 'dpo'"):
         RoundParams(round="x", dynamic_sampling=True)
+    with pytest.raises(ValueError, match=r"ptx_dataset and ptx_coef \(PPO-ptx\) mix into an online method's "):
+        RoundParams(round="x", ptx_dataset="demos", ptx_coef=0.5)
+    with pytest.raises(ValueError, match="PPO-ptx needs both ptx_dataset .* and ptx_coef > 0"):
+        RoundParams(round="x", method="grpo", feedback="verifier", verifier="final_answer", ptx_dataset="demos")
     params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
@@ -119,21 +124,25 @@ def test_an_online_round_learns_from_its_verifier_as_it_samples(tmp_path, prefec
     """RL from verifiable rewards: the round's verifier scores each group of answers during training; the round's
     dataset is the verifier's pass/fail outcomes (every sampled prompt, even one whose samples all failed)."""
     policy = seed_human_round(tmp_path)
+    demos = make_snapshot(tmp_path / "demos", "sft", n_test=0, name="demos")  # grpo: with PPO-ptx on them
+    ptx = {"ptx_dataset": str(demos), "ptx_coef": 0.5} if method == "grpo" else {}
     params = _params(tmp_path, policy, "rlvr1", policy).model_copy(update={
         "method": method, "feedback": "verifier", "reward_model": None, "verifier": "short_on_topic:6",
-        "dynamic_sampling": True, "loss": "ipo", "beta": 0.3})
+        "dynamic_sampling": True, "loss": "ipo", "beta": 0.3, **ptx})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
     with db.connect(str(db_file)) as con:
         runs = con.execute("SELECT method, config->>'$.verifier', meta->>'$.reward', meta->>'$.steps', "
                            "config->>'$.samples_per_prompt', config->>'$.max_new_tokens', "
-                           "config->>'$.dynamic_sampling', config->>'$.loss', config->>'$.beta' "
+                           "config->>'$.dynamic_sampling', config->>'$.loss', config->>'$.beta', "
+                           "config->>'$.ptx_coef', meta->>'$.ptx.dataset' "
                            "FROM training_runs WHERE round_id = 'rlvr1'").fetchall()
         kinds = con.execute("SELECT kind FROM datasets WHERE name = 'rlvr1-outcomes'").fetchall()
     rated = scalar(db_file, "SELECT count(DISTINCT prompt_id) FROM ratings WHERE round_id = 'rlvr1'")
     # it samples as the round does: n=3 answers per prompt of at most 8 tokens; online DPO with the round's loss
     loss = ("ipo", "0.3") if method == "online_dpo" else (None, None)
-    assert runs == [(method, "short_on_topic:6", "verifier:short_on_topic:6", "1", "3", "8", "true", *loss)]
+    ptx_run = ("0.5", "demos") if method == "grpo" else ("0.0", None)
+    assert runs == [(method, "short_on_topic:6", "verifier:short_on_topic:6", "1", "3", "8", "true", *loss, *ptx_run)]
     assert kinds == [("binary",)] and rated == PROMPTS
     # every sampled response is a row, pass or fail (n=3 samples of each training prompt)
     assert sum(out["dataset"]["rows"].values()) == PROMPTS * 3

@@ -214,6 +214,21 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
         runs = con.execute("SELECT method, config->>'$.reward_model' FROM training_runs").fetchall()
         metrics = {r[0] for r in con.execute("SELECT DISTINCT name FROM training_metrics").fetchall()}
     assert runs == [("ppo", str(rm))] and {"reward", "kl", "policy_loss", "value_loss"} <= metrics
+    # PPO-ptx: an sft snapshot's likelihood in each update; another kind of dataset, or a method without it, refused
+    demos = make_snapshot(tmp_path / "demos", "sft", name="demos")
+    ptx = [*args[:-3], str(tmp_path / "ptx"), "--db", path, "--reward-model", str(rm), "--ptx-coef", "0.5"]
+    wrong = CliRunner().invoke(app, [*ptx, "--ptx-dataset", str(snap)], env={"COLUMNS": "400"})
+    assert wrong.exit_code == 2 and "is a pairwise snapshot; PPO-ptx trains on the completions of an sft one" in \
+        wrong.output, wrong.output
+    out = CliRunner().invoke(app, [*ptx, "--ptx-dataset", str(demos)], env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    with db.connect(path) as con:
+        got = con.execute("SELECT config->>'$.ptx_coef', meta->>'$.ptx.dataset', (SELECT count(*) FROM "
+                          "training_metrics m WHERE m.run_id = r.id AND name = 'ptx_loss') FROM training_runs r "
+                          "WHERE meta->>'$.ptx' IS NOT NULL").fetchall()
+    assert got == [("0.5", "demos", 2)]
+    no_ptx = CliRunner().invoke(app, ["train", "dpo", *args[2:], "--ptx-coef", "0.5"], env={"COLUMNS": "400"})
+    assert no_ptx.exit_code == 2 and "method dpo has no ptx_coef option" in no_ptx.output
     # grpo: the same options, its advantage and 4 answers per prompt from the method's defaults
     grpo = ["train", "grpo", *args[2:-3], str(tmp_path / "grpo"), "--db", path, "--reward-model", str(rm)]
     out = CliRunner().invoke(app, grpo, env={"COLUMNS": "400"})

@@ -165,6 +165,59 @@ def test_a_killed_ppo_run_resumes_where_its_checkpoint_left_it(tmp_path, tiny_mo
     assert not (tmp_path / "killed" / "checkpoints").exists()  # dropped once the run finished
 
 
+def _completion_nll(model_dir: Path, demos: Path, config: C.PPOConfig) -> float:
+    """The token-mean NLL of every completion of an sft snapshot under a model folder's weights."""
+    from dataclasses import replace
+
+    from trainers.loading import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    batches, _, _ = ppo.load_ptx(demos, tokenizer, config)
+    every = replace(batches, size=len(batches.features))  # one batch: each row once
+    model = load_model(model_dir, "causal", pad_token_id=tokenizer.pad_token_id).eval()
+    with torch.no_grad():
+        return float(every.loss(model, 0, torch.device("cpu")))
+
+
+def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_model_dir):  # noqa: F811
+    """PPO-ptx: each update adds ptx_coef x the NLL of a batch of an sft snapshot's completions, batches in a seeded
+    order that covers every row once a pass; the policy ends likelier on them than PPO alone leaves it."""
+    batches = ppo.PtxBatches(list("abcdef"), 4, 0, 0)
+    drawn = [r for position in range(3) for r in batches.rows(position)]
+    assert sorted(drawn[:6]) == sorted(drawn[6:12]) == list(range(6)) and drawn[:6] != drawn[6:12]
+    assert ppo.PtxBatches(list("abcdef"), 4, 0, 0).rows(2) == batches.rows(2)  # by position alone: resumable
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=4, n_test=0)
+    demos = make_snapshot(tmp_path / "demos", "sft", n_train=6, n_test=0, name="demos")
+    rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
+    train = {"lr": 1e-2, "max_steps": 3, "eval": False}
+    plain = train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "plain", rm, train=train),
+                        base_model_id="base")
+    config = ppo_config(tmp_path / "mixed", rm, ptx_coef=1.0, train=train)
+    mixed = train_model("ppo", snap, tiny_model_dir, config, base_model_id="base", ptx=demos)
+    ptx_loss = {m.step: m.value for m in mixed.metrics if m.name == "ptx_loss"}
+    assert sorted(ptx_loss) == [1, 2, 3] and ptx_loss[3] < ptx_loss[1]
+    assert mixed.run.meta["ptx"]["dataset"] == "demos" and mixed.run.meta["ptx"]["rows"] == 6
+    assert mixed.run.meta["truncation"]["ptx"]["rows"] == 6 and mixed.run.id != plain.run.id
+    base_nll = _completion_nll(Path(tiny_model_dir), demos, config)
+    assert _completion_nll(mixed.model_dir, demos, config) < min(base_nll, _completion_nll(plain.model_dir, demos,
+                                                                                            config))
+    # the ptx rows are an input of the run: another snapshot in its folder is another run
+    other = make_snapshot(tmp_path / "other", "sft", n_train=3, n_test=0, name="other")
+    with pytest.raises(AlignloopError, match=r"cannot resume .*saved config differs in run.ptx"):
+        train_model("ppo", snap, tiny_model_dir, config, base_model_id="base", ptx=other)
+    with pytest.raises(AlignloopError, match=r"ptx_coef 1.0 needs a ptx dataset \(--ptx-dataset NAME"):
+        train_model("ppo", snap, tiny_model_dir, config, base_model_id="base")
+    with pytest.raises(AlignloopError, match="a ptx dataset was given but ptx_coef is 0"):
+        train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "p", rm), base_model_id="base", ptx=demos)
+    prefs = make_snapshot(tmp_path / "prefs", "pairwise", n_train=2, n_test=0, name="prefs")
+    with pytest.raises(AlignloopError, match="ptx dataset 'prefs' is a pairwise snapshot; PPO-ptx trains on the "):
+        train_model("ppo", snap, tiny_model_dir, ppo_config(tmp_path / "q", rm, ptx_coef=1.0), base_model_id="base",
+                    ptx=prefs)
+    with pytest.raises(AlignloopError, match="mixes into the online methods' updates, not method sft's"):
+        train_model("sft", snap, tiny_model_dir, C.SFTConfig(train=C.TrainConfig(output_dir=str(tmp_path / "s"))),
+                    base_model_id="base", ptx=demos)
+
+
 def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=2, n_test=0)
     with pytest.raises(AlignloopError, match="method ppo needs one reward: a reward model .* or a rule verifier"):

@@ -378,6 +378,10 @@ class PPOConfig:
     ``overlong_penalty``, in proportion to how far into the buffer it reaches (0: off)."""
     overlong_penalty: float = 1.0
     """The most the overlong punishment subtracts (at ``max_new_tokens``)."""
+    ptx_coef: float = 0.0
+    """PPO-ptx (Ouyang et al. 2022, InstructGPT): each update adds ``ptx_coef`` times the token-mean negative
+    log-likelihood of ``train.batch_size`` completions of an sft snapshot (``--ptx-dataset``: demonstrations or other
+    text to keep), against the alignment tax; 0: off."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -396,6 +400,7 @@ class PPOConfig:
             (0 <= self.overlong_buffer < self.max_new_tokens,
              f"overlong_buffer must be in [0, max_new_tokens={self.max_new_tokens}), got {self.overlong_buffer}"),
             (self.overlong_penalty >= 0, f"overlong_penalty must be >= 0, got {self.overlong_penalty}"),
+            (self.ptx_coef >= 0, f"ptx_coef must be >= 0, got {self.ptx_coef}"),
             (self.clip_range_high is None or self.clip_range_high > 0,
              f"clip_range_high must be > 0, got {self.clip_range_high}"),
             (self.advantage == "gae" or self.samples_per_prompt >= 2,

@@ -28,6 +28,8 @@ Refinements from DAPO (Yu et al. 2025) and Dr. GRPO (Liu et al. 2025), each off 
 groups with signal are in hand (at most ``max_rollouts`` rollouts); ``clip_range_high`` clips the ratio higher above
 1 than below; ``loss_aggregation="constant"`` divides the token sum by a constant (answers x ``max_new_tokens``);
 ``overlong_buffer`` punishes answers that run into the last tokens before ``max_new_tokens`` (any method).
+PPO-ptx (Ouyang et al. 2022; ``ptx_coef`` with a ``ptx`` snapshot, any method) adds to each update the likelihood of
+a batch of completions to keep (:class:`PtxBatches`).
 
 Online DPO (Guo et al. 2024; ``OnlineDPOConfig``, method ``online_dpo``) shares the loop: each group's best and
 worst answer, where they differ, are a preference pair for any pairwise loss of the registry, with log-probabilities
@@ -214,6 +216,58 @@ class Schedule:
                 * max(0.0, 1 - max(0, s - self.warmup) / max(1, self.total - self.warmup)))
 
 
+@dataclass(frozen=True)
+class PtxBatches:
+    """PPO-ptx's data: the encoded completions of an sft snapshot's train rows, ``size`` a batch, in a seeded order
+    of the rows that is drawn again for each pass over them. The batch of the run's ``position``-th update step
+    depends on nothing else, so a resumed run takes the same batches."""
+
+    features: list[Any]
+    size: int
+    seed: int
+    pad_id: int
+
+    def rows(self, position: int) -> list[int]:
+        n = len(self.features)
+        out = []
+        for i in range(position * self.size, (position + 1) * self.size):
+            cycle, k = divmod(i, n)
+            out.append(int(np.random.default_rng([self.seed, cycle]).permutation(n)[k]))
+        return out
+
+    def loss(self, model: Any, position: int, device: torch.device) -> Tensor:
+        """The token-mean negative log-likelihood of the completions of update ``position``'s batch."""
+        from trainers.collators import SeqCollator
+        from trainers.objectives import SFTObjective
+
+        batch = SeqCollator(self.pad_id)([self.features[r] for r in self.rows(position)])
+        nll, _ = SFTObjective()(model, {k: v.to(device) for k, v in batch.items()})
+        return nll
+
+
+def check_ptx_kind(name: str, kind: str) -> None:
+    """Refuse a ptx dataset of another kind than sft, in one line."""
+    if kind != "sft":
+        raise AlignloopError(f"ptx dataset {name!r} is a {kind} snapshot; PPO-ptx trains on the completions of an sft "
+                             "one (prompt -> completion)")
+
+
+def load_ptx(ptx: Snapshot | str | Path, tokenizer: Any, config: cfgmod.PPOConfig) -> tuple[PtxBatches, Encoder,
+                                                                                            Snapshot]:
+    """PPO-ptx's batches of an sft snapshot (its train split), encoded as SFT encodes them; refuses another kind
+    or an empty one."""
+    from trainers.snapshot import load_snapshot_dir
+    from trainers.tokenize import encode_sft
+
+    snap = ptx if isinstance(ptx, Snapshot) else load_snapshot_dir(ptx)
+    check_ptx_kind(snap.name, snap.kind)
+    if snap.train.num_rows == 0:
+        raise AlignloopError(f"ptx dataset {snap.name!r} is empty (train split has 0 rows)")
+    enc = Encoder(tokenizer, config.train.max_length, config.train.max_prompt_length)
+    features = encode_sft(enc, snap.train.to_pylist())
+    return PtxBatches(features, config.train.batch_size, config.train.seed, tokenizer.pad_token_id), enc, snap
+
+
 @dataclass
 class Rollout:
     """Sampled answers and what PPO needs of them, (B, ·) tensors; ``tokens`` is prompt (left-padded) + answer."""
@@ -356,6 +410,8 @@ class _Models:
     """What a verifier reads of each prompt (reference, tags, topic), by prompt id."""
     pair_loss: Any = None
     """Online DPO's pairwise loss (:class:`trainers.objectives.PolicyLoss`)."""
+    ptx: PtxBatches | None = None
+    """PPO-ptx's batches."""
 
     def autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -501,11 +557,13 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
               reference_model: str | Path | None, reference_model_id: str | None, round_id: str | None,
               progress: Callable[[str, int, int, dict[str, float]], None] | None,
               finished: Callable[[Path, str], Any], record: Callable[..., Any],
-              prompt_checks: Mapping[str, Mapping[str, Any]] | None = None) -> Any:
+              prompt_checks: Mapping[str, Mapping[str, Any]] | None = None,
+              ptx: Snapshot | str | Path | None = None) -> Any:
     """Run PPO (GRPO, RLOO, online DPO) from ``base`` on the snapshot's train prompts; held-out: the reward of greedy
     answers to its test prompts, the trained policy's against the reference's. ``finished``/``record`` are the
     trainer's run-folder helpers (a finished run comes back as stored; a killed one resumes from its last
-    checkpoint); ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id."""
+    checkpoint); ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id;
+    ``ptx`` PPO-ptx's sft snapshot (with ``ptx_coef``)."""
     from transformers import set_seed
 
     from trainers.run import TrainResult
@@ -515,6 +573,10 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
     prompt_checks = prompt_checks or {}
     load_judge = _reward_judge(config, method, train_prompts, prompt_checks)  # checked before any model loads
+    if bool(config.ptx_coef) != (ptx is not None):
+        raise AlignloopError(f"ptx_coef {config.ptx_coef} needs a ptx dataset (--ptx-dataset NAME: an sft snapshot)"
+                             if config.ptx_coef else "a ptx dataset was given but ptx_coef is 0: set ptx_coef "
+                             "(--ptx-coef) to mix its likelihood into the updates")
     out_dir = Path(t.output_dir)
     cfg_dict = cfgmod.to_dict(config)
     identity = {"method": method, "dataset": snap.content_hash, "base_model": base_model_id}
@@ -526,19 +588,26 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
             p["prompt_id"]: prompt_checks[p["prompt_id"]] for p in train_prompts + test_prompts
             if p["prompt_id"] in prompt_checks})
         inputs += ":" + identity["prompt_checks"]
+    tokenizer = load_tokenizer(base)
+    ptx_batches, ptx_enc, ptx_meta = None, None, {}
+    if ptx is not None:  # its rows are an input: another snapshot, another run
+        ptx_batches, ptx_enc, ptx_snap = load_ptx(ptx, tokenizer, config)
+        identity["ptx"] = ptx_snap.content_hash
+        inputs += ":ptx:" + ptx_snap.content_hash
+        ptx_meta = {"ptx": {"dataset": ptx_snap.name, "dataset_id": ptx_snap.dataset_id,
+                            "content_hash": ptx_snap.content_hash, "rows": len(ptx_batches.features)}}
     rid = run_id(method, cfg_dict, inputs, base_model_id)
     resumed = cfgmod.check_resume(out_dir, config, identity)
     if resumed and (done := finished(out_dir, rid)) is not None:
         return done
     set_seed(t.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenizer = load_tokenizer(base)
     policy = load_model(base, "causal", pad_token_id=tokenizer.pad_token_id, lora=t.lora,
                         gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers).to(device)
     ref_path = check_model_dir(reference_model) if reference_model else base
     models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device),
                      load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
-                     load_judge(), tokenizer, device, use_bf16(t), prompt_checks)
+                     load_judge(), tokenizer, device, use_bf16(t), prompt_checks, ptx=ptx_batches)
     if config.advantage == "pairs":
         from trainers.losses import get_loss
         from trainers.objectives import PolicyLoss
@@ -602,7 +671,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     meta = {"train_seconds": round(seconds, 2), "steps": iterations,
             "optimizer_steps": int(sum(v for _, name, v in logged if name == "updates")),
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
-            "truncation": {"train": enc.counts.as_dict()}, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "truncation": {"train": enc.counts.as_dict(), **({"ptx": ptx_enc.counts.as_dict()} if ptx_enc else {})},
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **ptx_meta}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
                              {"method": method, "dataset": snap.dataset_id or snap.name})
     run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
@@ -667,14 +737,19 @@ def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, schedule:
             iteration: int, units: int, minibatch: Callable[[Tensor], tuple[Tensor, dict[str, Tensor]]]
             ) -> dict[str, float]:
     """``ppo_epochs`` passes over ``units`` (answers, or pairs) in shuffled minibatches, an optimizer step on each
-    ``minibatch(indices)`` loss at the schedule's rate; the mean of each statistic, the last rate (``lr``) and the
-    number of steps (``updates``)."""
+    ``minibatch(indices)`` loss (plus PPO-ptx's term) at the schedule's rate; the mean of each statistic, the last
+    rate (``lr``) and the number of steps (``updates``)."""
     gen = torch.Generator().manual_seed(config.train.seed * 7_919 + iteration)
     sums: dict[str, float] = {}
     count = 0
     for _ in range(config.ppo_epochs):
         for idx in torch.randperm(units, generator=gen).split(_minibatch(config)):
             loss, stats = minibatch(idx.to(models.device))
+            if models.ptx is not None:
+                with models.autocast():
+                    nll = models.ptx.loss(models.policy, iteration * schedule.per_iteration + count, models.device)
+                loss = loss + config.ptx_coef * nll.float()
+                stats = {**stats, "ptx_loss": nll.detach()}
             if not torch.isfinite(loss):
                 raise AlignloopError(f"{config.method} loss is {float(loss)} at iteration {iteration + 1}; lower lr"
                                      + (" or beta" if config.advantage == "pairs" else " or kl_coef"))

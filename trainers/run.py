@@ -155,7 +155,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                 reference_model: str | Path | None = None, reference_model_id: str | None = None,
                 round_id: str | None = None, cache_dir: Path | None = None,
                 progress: Progress | None = None,
-                prompt_checks: Mapping[str, Mapping[str, Any]] | None = None) -> TrainResult:
+                prompt_checks: Mapping[str, Mapping[str, Any]] | None = None,
+                ptx: Snapshot | str | Path | None = None) -> TrainResult:
     """Train ``method`` on a snapshot starting from ``base_model`` (a model folder).
 
     Args:
@@ -170,6 +171,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         progress: told what the run is doing (:data:`Progress`): reference rows, training steps, held-out rows.
         prompt_checks: online methods scored by a verifier: what it reads of each prompt (reference, tags, topic),
             by prompt id (:func:`pipelines.judges.run.prompt_checks`).
+        ptx: online methods: PPO-ptx's sft snapshot (with the config's ``ptx_coef``).
 
     Raises:
         AlignloopError: wrong dataset kind, empty dataset, missing base model, resumed config mismatch, NaN loss.
@@ -191,7 +193,9 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                  f"{config.advantage!r}); run `train {config.method}` or change the advantage")
         return spec.loop(snap, base, config, base_model_id=base_model_id, reference_model=reference_model,
                          reference_model_id=reference_model_id, round_id=round_id, progress=progress,
-                         finished=_finished, record=_record_finished, prompt_checks=prompt_checks)
+                         finished=_finished, record=_record_finished, prompt_checks=prompt_checks, ptx=ptx)
+    if ptx is not None:
+        raise AlignloopError(f"a ptx dataset (PPO-ptx) mixes into the online methods' updates, not method {method}'s")
     t = config.train
     if t.freeze_layers:  # the model's depth is in its config: refuse before encoding and reference passes
         from transformers import AutoConfig
