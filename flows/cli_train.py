@@ -60,6 +60,9 @@ def train(
     dynamic_sampling: Annotated[bool, typer.Option("--dynamic-sampling", help=(
         "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
         "fill the batch (DAPO; max_rollouts in --config)."))] = False,
+    stages: Annotated[int | None, typer.Option(help="dpo: sDPO, train on the prompts in this many parts in turn, "
+                                                    "each stage from and against the model of the stage before "
+                                                    "(runs in OUTPUT_DIR/stage-K).")] = None,
     ptx_dataset: Annotated[str | None, typer.Option(help="online methods, PPO-ptx: an sft dataset whose completions' "
                                                          "likelihood each update keeps (with --ptx-coef).")] = None,
     ptx_coef: Annotated[float | None, typer.Option(help="online methods, PPO-ptx: weight of that likelihood "
@@ -85,7 +88,8 @@ def train(
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
         "reward_model": reward_model, "verifier": verifier, "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "dynamic_sampling": dynamic_sampling or None, "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef,
+        "dynamic_sampling": dynamic_sampling or None, "stages": stages, "ptx_dataset": ptx_dataset,
+        "ptx_coef": ptx_coef,
         "round": round_name, "db": path})
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
                TextColumn("{task.fields[info]}"), TimeElapsedColumn())
@@ -116,14 +120,18 @@ def train(
     if json_out:
         emit_json(summary)
         return
-    ev = ", ".join(f"{k.removeprefix('eval/')}={v:.0f}" if k.endswith("examples") else
-                   f"{k.removeprefix('eval/')}={v:.3f}" for k, v in summary["eval"].items())
-    trunc = summary["truncation"].get("train", {})
-    done = " (already finished in this folder: stored records, nothing trained)" if summary["reused"] else ""
-    console.print(f"run {summary['run_id']}{done}: {summary['steps']} step{'' if summary['steps'] == 1 else 's'} in {summary['train_seconds']} s; model "
-                  f"{summary['model_id']} at {summary['model_dir']}; held-out: {ev or 'n/a'}; truncated prompts "
-                  f"{trunc.get('prompts_truncated', 0)}, completions {trunc.get('completions_truncated', 0)}; "
-                  f"curves {summary['plot']}", highlight=False, soft_wrap=True)
+    runs = summary.get("stages", [summary])
+    for i, one in enumerate(runs):
+        ev = ", ".join(f"{k.removeprefix('eval/')}={v:.0f}" if k.endswith("examples") else
+                       f"{k.removeprefix('eval/')}={v:.3f}" for k, v in one["eval"].items())
+        trunc = one["truncation"].get("train", {})
+        done = " (already finished in this folder: stored records, nothing trained)" if one["reused"] else ""
+        stage = f"sDPO stage {i + 1}/{len(runs)}: " if len(runs) > 1 else ""
+        console.print(f"{stage}run {one['run_id']}{done}: {one['steps']} step{'' if one['steps'] == 1 else 's'} in "
+                      f"{one['train_seconds']} s; model {one['model_id']} at {one['model_dir']}; held-out: "
+                      f"{ev or 'n/a'}; truncated prompts {trunc.get('prompts_truncated', 0)}, completions "
+                      f"{trunc.get('completions_truncated', 0)}; curves {one['plot']}", highlight=False,
+                      soft_wrap=True)
     soft = summary.get("soft_labels")
     if soft and not soft["used"]:
         console.print(f"note: {soft['pairs']:,} train pairs carry a soft label (an AI judge's probability, or 0.5 for "

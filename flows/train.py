@@ -62,6 +62,8 @@ class TrainParams(FlowParams):
     dynamic_sampling: bool | None = Field(None, description=(
         "grpo, rloo, online_dpo: update only on prompts whose answers scored differently, sampling more prompts to "
         "fill the batch (DAPO)."))
+    stages: int | None = Field(None, ge=1, description="dpo: sDPO, train on the prompts in this many parts in turn, "
+                                                       "each stage from and against the model of the stage before.")
     ptx_dataset: str | None = Field(None, description="online methods, PPO-ptx: an sft dataset whose completions' "
                                                       "likelihood each update keeps (with ptx_coef).")
     ptx_coef: float | None = Field(None, ge=0, description="online methods, PPO-ptx: weight of that likelihood "
@@ -86,7 +88,7 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling", "ptx_coef"):
+                    "temperature", "dynamic_sampling", "ptx_coef", "stages"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
@@ -202,11 +204,30 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
 
         ptx, _ = resolve_dataset(params.ptx_dataset, db_path)
         check_ptx_kind(params.ptx_dataset, snapshot_kind(ptx)[1])  # before a task or model load
-    result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(config), base_id, params.reference,
-                        params.round, progress, checks, str(ptx) if ptx else None)
-    if dataset_id and not result.run.dataset_id:
-        result = _with_dataset(result, dataset_id)
-    written = record_result(db_path, result)
+    reference, summaries = params.reference, []
+    for stage_config in _stage_configs(config):  # one run; sDPO: one a stage, each from and against the last
+        result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(stage_config), base_id,
+                            reference, params.round, progress, checks, str(ptx) if ptx else None)
+        if dataset_id and not result.run.dataset_id:
+            result = _with_dataset(result, dataset_id)
+        summaries.append(_summary(result, record_result(db_path, result)))
+        base, base_id, reference = result.model_dir, result.model.id, str(result.model_dir)
+    return summaries[-1] if len(summaries) == 1 else {**summaries[-1], "stages": summaries}
+
+
+def _stage_configs(config: cfgmod.MethodConfig) -> list[cfgmod.MethodConfig]:
+    """The config of each run: itself, or for sDPO's stages each stage's, in a folder of its own."""
+    from dataclasses import replace
+
+    stages = getattr(config, "stages", 1)
+    if stages == 1:
+        return [config]
+    out = config.train.output_dir
+    return [replace(config, stage=k, train=replace(config.train, output_dir=f"{out}/stage-{k + 1}"))
+            for k in range(stages)]
+
+
+def _summary(result: TrainResult, written: dict[str, int]) -> dict[str, Any]:
     return {"run_id": result.run.id, "model_id": result.model.id, "model_dir": str(result.model_dir),
             "plot": str(result.plot) if result.plot else None, "written": written,
             "eval": result.run.meta.get("eval", {}), "truncation": result.truncation,

@@ -264,3 +264,43 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     assert got == [("verifier:final_answer", "1", "2", "5", "true", "0", [0.0, 3.0])]
     out = CliRunner().invoke(app, [*grpo[:1], "dpo", *grpo[2:-2], "--dynamic-sampling"], env={"COLUMNS": "400"})
     assert out.exit_code == 2 and "method dpo has no dynamic_sampling option" in out.output, out.output
+
+
+def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tmp_path, tiny_model_dir,  # noqa: F811
+                                                                             prefect_harness, monkeypatch):
+    """sDPO: the train prompts cut by a hash into stages of near-equal size, each prompt in one; stage 2 starts from
+    stage 1's model and uses it as its reference; the stages' rows are the whole train split, each once."""
+    from flows.cli import app
+    from trainers.run import stage_of_prompts
+    from warehouse import db
+
+    ids = [f"p{i}" for i in range(10)]
+    parts = stage_of_prompts(ids, 3)
+    assert sorted(parts) == ids and sorted(list(parts.values()).count(k) for k in range(3)) == [3, 3, 4]
+    assert stage_of_prompts(reversed(ids + ids), 3) == parts  # by prompt, whatever the order or repeats
+    monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))  # reference log-probs of this test's runs only
+    snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
+    path = new_warehouse(tmp_path)
+    args = ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "1", "--stages",
+            "2", "--output-dir", str(tmp_path / "sdpo"), "--db", path]
+    first = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert first.exit_code == 0, first.output
+    assert "sDPO stage 1/2: run " in first.output and "sDPO stage 2/2: run " in first.output
+    with db.connect(path) as con:
+        runs = con.execute("SELECT config->>'$.stage', base_model_id, reference_model_id, output_model_id, "
+                           "meta->>'$.truncation.train.rows', config->>'$.train.output_dir' FROM training_runs "
+                           "ORDER BY config->>'$.stage'").fetchall()
+    (s1, base1, ref1, out1, rows1, dir1), (s2, base2, ref2, out2, rows2, dir2) = runs
+    assert (s1, s2) == ("0", "1") and base1 == ref1 and (base2, ref2) == (out1, out1) and out2 != out1
+    halves = list(stage_of_prompts([f"p-train-{i}" for i in range(8)], 2).values())
+    assert (int(rows1), int(rows2)) == (halves.count(0), halves.count(1)) and int(rows1) + int(rows2) == 8
+    assert (dir1, dir2) == (str(tmp_path / "sdpo" / "stage-1"), str(tmp_path / "sdpo" / "stage-2"))
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert again.exit_code == 0 and again.output.count("(already finished in this folder") == 2, again.output
+    # stage 1's reference log-probs (of its part's rows, by the base model) are cached apart from the whole split's:
+    # plain DPO from the same base computes all 8 train rows (the 4 test rows are the same and read from the cache)
+    plain = [*args[:args.index("--stages")], "--output-dir", str(tmp_path / "plain"), "--db", path]
+    whole = CliRunner().invoke(app, plain, env={"COLUMNS": "400"})
+    assert whole.exit_code == 0 and re.search(r"reference log-probs +━+ 8/8 +rows", whole.output), whole.output
+    kto = CliRunner().invoke(app, ["train", "kto", *args[2:]], env={"COLUMNS": "400"})
+    assert kto.exit_code == 2 and "method kto has no stages option" in kto.output, kto.output

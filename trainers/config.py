@@ -175,6 +175,13 @@ class PreferenceConfig:
     confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
+    stages: int = 1
+    """sDPO (Kim et al. 2024, stepwise DPO): the train split's prompts are cut into this many parts (by a hash of
+    the prompt id; a prompt's pairs all in one part), trained on in turn, each stage starting from the model the stage
+    before trained and using it as the reference. ``train.max_steps`` / ``train.epochs`` count per stage; each stage
+    is a run of its own (``output_dir/stage-K``). 1: plain DPO."""
+    stage: int = 0
+    """The stage (0-based) a run trains, set by the train flow for each of ``stages``."""
 
     def __post_init__(self) -> None:
         from trainers.losses import get_loss
@@ -184,6 +191,9 @@ class PreferenceConfig:
             raise ValueError(f"loss {self.loss!r} is not pairwise (it takes {spec.data}); use its own method")
         if self.beta <= 0:
             raise ValueError(f"beta must be > 0, got {self.beta}")
+        if self.stages < 1 or not 0 <= self.stage < self.stages:
+            raise ValueError(f"stages must be >= 1 and stage in [0, stages), got stages={self.stages}, "
+                             f"stage={self.stage}")
         _check_confidence(self)
         if self.confidence_weight and not spec.takes_labels:
             raise ValueError(f"confidence_weight needs a loss with a soft form (dpo, cdpo), not {self.loss!r}")

@@ -6,11 +6,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,12 +135,34 @@ def _reference_logps(ref: _Reference, inputs: dict[str, dict[str, Any]], feature
     return refs, artifacts, lazy
 
 
+def stage_of_prompts(prompt_ids: Iterable[str], stages: int) -> dict[str, int]:
+    """sDPO's parts: each distinct prompt's stage (0-based), the prompts ordered by a hash of their id and cut into
+    ``stages`` runs of sizes that differ by at most one."""
+    ordered = sorted(set(prompt_ids), key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    return {p: i * stages // len(ordered) for i, p in enumerate(ordered)}
+
+
+def _stage_rows(rows: list[dict[str, Any]], snapshot: Snapshot, config: Any) -> list[dict[str, Any]]:
+    """The train rows of the config's sDPO stage (all rows without stages)."""
+    stages = getattr(config, "stages", 1)
+    if stages == 1:
+        return rows
+    stage_of = stage_of_prompts((r["prompt_id"] for r in rows), stages)
+    kept = [r for r in rows if stage_of[r["prompt_id"]] == config.stage]
+    if not kept:
+        raise AlignloopError(f"sDPO stage {config.stage + 1} of {stages} has no train rows: dataset "
+                             f"{snapshot.name!r} has {len(stage_of)} train prompt(s); use fewer stages")
+    return kept
+
+
 def _encode(spec: MethodSpec, layout: Layout, snapshot: Snapshot, tokenizer: Any,
             config: cfgmod.MethodConfig) -> tuple[dict[str, list[Any]], dict[str, dict[str, int]], list[str]]:
     t = config.train
     features, counts = {}, {}
     for split in ("train", "test"):
         rows = snapshot.split(split).to_pylist()
+        if split == "train":
+            rows = _stage_rows(rows, snapshot, config)
         enc = Encoder(tokenizer, t.max_length, t.max_prompt_length)
         features[split] = layout.encode(enc, rows, config)
         counts[split] = enc.counts.as_dict()
@@ -218,8 +241,11 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     if needs_reference(config):
         ref_id = reference_model_id or base_model_id
         ref = _Reference(Path(reference_model or base), bf16, max(t.batch_size, 1))
+        layouts = {"train": f"{method}:{snap.kind}", "test": f"{method}:{snap.kind}"}
+        if getattr(config, "stages", 1) > 1:  # sDPO: a stage's train rows are its part's, cached apart
+            layouts["train"] += f":stage {config.stage + 1}/{config.stages}"
         inputs = {split: reference_inputs(content_hash=snap.content_hash, split=split, reference_model_id=ref_id,
-                                          tokenizer_id=base_model_id, layout=f"{method}:{snap.kind}",
+                                          tokenizer_id=base_model_id, layout=layouts[split],
                                           max_length=t.max_length, max_prompt_length=t.max_prompt_length,
                                           dtype="bf16" if bf16 else "fp32",
                                           max_candidates=getattr(config, "max_candidates", None))
