@@ -79,6 +79,45 @@ def test_ratings_all_pairs_drop_identical_texts(wh: Wh):
     assert rows(gap) == {("q", "good", "same"), ("q", "ok", "same")}
 
 
+def test_rso_keeps_responses_by_rejection_sampling_then_pairs_the_kept(wh: Wh):
+    """RSO: a response is kept with probability exp((score - its prompt's best) / beta), the draw the first 32 bits of
+    md5(seed:response id) over 2^32; the best is always kept; pairs are every kept response over every lower kept."""
+    import math
+
+    scores = {"q1": [9, 8, 7, 5, 3, 1], "q2": [4, 4, 2, 0], "q3": [6, 1]}
+    ids: dict[str, tuple[str, float, str]] = {}  # response id: prompt, score, text
+    for prompt, values in scores.items():
+        p = wh.prompt(prompt)
+        for i, score in enumerate(values):
+            rid = wh.response(p, f"{prompt}-{i}", index=i)
+            wh.rate(p, rid, score)
+            ids[rid] = (prompt, score, f"{prompt}-{i}")
+
+    def kept(beta: float, seed: int) -> set[str]:
+        best = {q: max(v) for q, v in scores.items()}
+        return {rid for rid, (q, score, _) in ids.items()
+                if int(hashlib.md5(f"{seed}:{rid}".encode()).hexdigest()[:8], 16) / 2**32
+                < math.exp((score - best[q]) / beta)}
+
+    def expected(beta: float, seed: int) -> set[tuple[str, str, str]]:
+        keep = kept(beta, seed)
+        return {(ids[c][0], ids[c][2], ids[w][2]) for c in keep for w in keep
+                if ids[c][0] == ids[w][0] and ids[c][1] > ids[w][1]}
+
+    r = run(wh, origin="ratings", pairing="rso", rso_beta=2.0)
+    assert rows(r) == expected(2.0, 0) and r.stage_counts["rso_accepted"] == len(kept(2.0, 0))
+    assert 3 <= len(kept(2.0, 0)) < len(ids)  # the best of each prompt, and some but not all of the rest
+    assert run(wh, origin="ratings", pairing="rso", rso_beta=2.0).table.equals(r.table)  # same inputs, same rows
+    other = run(wh, origin="ratings", pairing="rso", rso_beta=2.0, rso_seed=7)
+    assert rows(other) == expected(2.0, 7) and kept(2.0, 7) != kept(2.0, 0)
+    every = run(wh, origin="ratings", pairing="rso", rso_beta=1e6)  # a flat tilt keeps all: every pair
+    assert rows(every) == rows(run(wh, origin="ratings", pairing="all"))
+    with pytest.raises(InputError, match="pairing 'rso' samples rated responses: needs origin ratings or verifier"):
+        parse_options("pairwise", {"pairing": "rso"})
+    with pytest.raises(InputError, match="rso_beta must be > 0, got 0.0"):
+        parse_options("pairwise", {"origin": "ratings", "pairing": "rso", "rso_beta": "0"})
+
+
 def test_cap_applies_to_comparisons_too(wh: Wh):
     p = wh.prompt("q")
     a, b, c = wh.responses(p, "a", "b", "c")
@@ -92,7 +131,7 @@ def test_cap_applies_to_comparisons_too(wh: Wh):
 def test_options_checked():
     with pytest.raises(InputError, match="max_pairs_per_prompt must be >= 1"):
         parse_options("pairwise", {"max_pairs_per_prompt": "0"})
-    with pytest.raises(InputError, match="pairing must be one of auto, best_vs_worst, all"):
+    with pytest.raises(InputError, match="pairing must be one of auto, best_vs_worst, all, rso"):
         parse_options("pairwise", {"pairing": "some"})
     with pytest.raises(InputError, match="pairwise datasets only"):
         parse_options("binary", {"origin": "pairwise", "pairwise.max_pairs_per_prompt": "2"})

@@ -63,13 +63,19 @@ def _sources(chain: Chain, table_name: str, notes_file: str = "notes_source_coun
     return table_name
 
 
-def _rated(chain: Chain, scale: str, rule_only: bool = False) -> None:
-    """Register one score per rated response as side table ``_rated``."""
+def _rated(chain: Chain, scale: str, rule_only: bool = False, rso: PairwiseConfig | None = None) -> str:
+    """Register one score per rated response as side table ``_rated`` (with ``rso``, the responses its rejection
+    sampling accepts) after counting them per source; returns the sources' table name."""
     chain.params["scale"] = scale
     if rule_only:
         chain.params["sources"] = ["rule"]
     chain.source("rated_responses", "rated_responses")
+    sources = _sources(chain, "ratings")
+    if rso is not None:
+        chain.params.update(rso_beta=rso.rso_beta, rso_seed=rso.rso_seed)
+        chain.then("rso_accepted", "rso_accept")
     chain.keep_as("_rated")
+    return sources
 
 
 def _pairs(chain: Chain, cfg: PairwiseConfig) -> str:
@@ -78,9 +84,8 @@ def _pairs(chain: Chain, cfg: PairwiseConfig) -> str:
                         ties=cfg.ties, min_margin=cfg.min_margin, min_score_gap=cfg.min_score_gap)
     if cfg.origin in ("ratings", "verifier"):
         verifier = cfg.origin == "verifier"
-        _rated(chain, "any", rule_only=verifier)
-        sources = _sources(chain, "ratings")
         pairing = cfg.pairing if cfg.pairing != "auto" else ("all" if verifier else "best_vs_worst")
+        sources = _rated(chain, "any", rule_only=verifier, rso=cfg if pairing == "rso" else None)
         chain.params.update(pairing=pairing, correct_only=verifier)
         chain.source("pairs", "pairwise_from_rated")
         chain.then("min_score_gap", "min_gap")
@@ -118,8 +123,7 @@ def _build_pairwise(chain: Chain, cfg: PairwiseConfig) -> str:
 def _build_listwise(chain: Chain, cfg: ListwiseConfig) -> str:
     chain.params["k"] = cfg.k
     if cfg.origin == "ratings":
-        _rated(chain, "any")
-        sources = _sources(chain, "ratings")
+        sources = _rated(chain, "any")
         chain.source(f"at_least_{cfg.k}_rated", "listwise_from_ratings")
     else:
         chain.source(f"rankings_with_{cfg.k}", "listwise_from_rankings")
@@ -135,8 +139,7 @@ def _build_binary(chain: Chain, cfg: BinaryConfig) -> str:
         chain.then("one_label_per_completion", "binary_dedupe")
     else:
         thumbs = cfg.origin == "thumbs"
-        _rated(chain, "thumbs" if thumbs else "graded")
-        sources = _sources(chain, "ratings")
+        sources = _rated(chain, "thumbs" if thumbs else "graded")
         chain.params.update(desirable_min=1.0 if thumbs else cfg.desirable_min,
                             undesirable_max=0.0 if thumbs else cfg.undesirable_max)
         chain.then("thresholds", "binary_from_ratings")
@@ -165,8 +168,7 @@ def _build_sft(chain: Chain, cfg: SFTConfig) -> str:
         sources = _sources(chain, "rankings")
         chain.then("one_row_per_completion", "sft_dedupe")
     else:
-        _rated(chain, "any", rule_only=cfg.origin == "verifier")
-        sources = _sources(chain, "ratings")
+        sources = _rated(chain, "any", rule_only=cfg.origin == "verifier")
         chain.source("best_of_n", "sft_from_rated")
     chain.then("render", "sft_render")
     return sources

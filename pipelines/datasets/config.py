@@ -92,10 +92,16 @@ class PairwiseConfig:
     """Several verdicts on one pair that disagree: drop them, majority vote, or mean probability."""
     ranking_pairs: Literal["all", "adjacent", "best_vs_rest"] = "all"
     """Pairs taken from a ranking."""
-    pairing: Literal["auto", "best_vs_worst", "all"] = "auto"
+    pairing: Literal["auto", "best_vs_worst", "all", "rso"] = "auto"
     """Ratings/verifier: best_vs_worst = per prompt the best response over the worst; all = every response over
-    every lower-scored one (verifier: every correct one, score = scale_max, over every wrong one); auto =
-    best_vs_worst for ratings, all for verifier."""
+    every lower-scored one (verifier: every correct one, score = scale_max, over every wrong one); rso = statistical
+    rejection sampling (Liu et al. 2024, RSO): each response is kept with probability ``exp((score - best score of
+    its prompt) / rso_beta)``, so the kept ones follow the policy that sampled them tilted by ``exp(score / beta)``,
+    then every kept response over every lower-scored kept one; auto = best_vs_worst for ratings, all for verifier."""
+    rso_beta: float = 0.5
+    """RSO: the temperature of the acceptance, in score units (small: little beyond the best is kept; large: all)."""
+    rso_seed: int = 0
+    """RSO: the draws come from a hash of this seed and the response id (same inputs, same rows)."""
     min_score_gap: float = 0.0
     """Ratings/verifier: keep pairs whose score gap is at least this (and above zero)."""
     max_length_ratio: float | None = None
@@ -115,6 +121,11 @@ class PairwiseConfig:
             raise InputError(f"min_score_gap must be >= 0, got {self.min_score_gap}", field="min_score_gap")
         if self.max_length_ratio is not None and self.max_length_ratio < 1:
             raise InputError(f"max_length_ratio must be >= 1, got {self.max_length_ratio}", field="max_length_ratio")
+        if self.rso_beta <= 0:
+            raise InputError(f"rso_beta must be > 0, got {self.rso_beta}", field="rso_beta")
+        if self.pairing == "rso" and self.origin not in ("ratings", "verifier"):
+            raise InputError(f"pairing 'rso' samples rated responses: needs origin ratings or verifier, not "
+                             f"{self.origin!r}", field="pairing")
 
 
 @dataclass(frozen=True)

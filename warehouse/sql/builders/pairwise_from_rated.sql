@@ -1,8 +1,9 @@
 -- Pairwise judgments from rated responses (ratings, or verifier scores = rule ratings).
 -- A response beats another of the same prompt when its score is higher; with $correct_only (verifier) only a
 -- correct response (score = scale_max) beats a wrong one (score < scale_max).
--- $pairing 'all': every such pair. 'best_vs_worst': per prompt only the best response over the worst, ties on
--- score broken by response id (smallest id is best, largest is worst) so the choice is deterministic.
+-- $pairing 'all' (and 'rso', whose rejection sampling chose the rated responses): every such pair.
+-- 'best_vs_worst': per prompt only the best response over the worst, ties on score broken by response id
+-- (smallest id is best, largest is worst) so the choice is deterministic.
 WITH ranked AS (
     SELECT
         *,
@@ -14,7 +15,7 @@ WITH ranked AS (
 candidates AS (
     SELECT *
     FROM ranked
-    WHERE $pairing = 'all' OR is_best OR is_worst
+    WHERE $pairing IN ('all', 'rso') OR is_best OR is_worst
 )
 
 SELECT
@@ -33,4 +34,4 @@ INNER JOIN candidates AS w ON c.prompt_id = w.prompt_id
 WHERE
     c.score > w.score
     AND (NOT $correct_only OR (c.score >= c.scale_max AND w.score < w.scale_max))
-    AND ($pairing = 'all' OR (c.is_best AND w.is_worst))
+    AND ($pairing IN ('all', 'rso') OR (c.is_best AND w.is_worst))
