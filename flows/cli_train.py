@@ -52,6 +52,9 @@ def train(
     verifier: Annotated[str | None, typer.Option(help="online methods: a rule verifier that scores the answers "
                                                       "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, "
                                                       "json_valid, no_repetition).")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="online methods, direct RLAIF: an LLM judge (a model folder "
+                                                        "or 'default') whose 0-9 rating of each answer is its "
+                                                        "reward.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="online methods: answers sampled per prompt per "
                                                                 "iteration (grpo, rloo: default 4).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="online methods: longest sampled answer (default "
@@ -86,7 +89,8 @@ def train(
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
-        "reward_model": reward_model, "verifier": verifier, "samples_per_prompt": samples_per_prompt,
+        "reward_model": reward_model, "verifier": verifier, "judge_model": judge_model,
+        "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "ptx_dataset": ptx_dataset,
         "ptx_coef": ptx_coef,

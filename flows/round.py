@@ -67,9 +67,10 @@ class RoundParams(FlowParams):
                                                                               "initial policy.")
     initial_policy: str = Field("default", description="The initial policy (reference when reference='initial').")
     feedback: Literal["verifier", "ai_judge", "human", "ai_judge+human", "reward_model"] = Field(
-        "verifier", description="Who scores the samples: a rule verifier, an AI judge (both orders), people in "
-                                "Label Studio, the AI judge first and people on what it was inconsistent on, or a "
-                                "reward model (per prompt its best-scored sample over its worst).")
+        "verifier", description="Who scores the samples: a rule verifier, an AI judge (both orders; online methods: "
+                                "its 0-9 rating of each sample, direct RLAIF), people in Label Studio, the AI judge "
+                                "first and people on what it was inconsistent on, or a reward model (per prompt its "
+                                "best-scored sample over its worst).")
     verifier: str = Field("short_on_topic:6", description="Rule judge (feedback=verifier) and held-out metric.")
     require_consistent: bool = Field(True, description="AI judge feedback: train only on verdicts that agree in both "
                                                        "orders; false keeps every verdict, each pair's target the "
@@ -141,9 +142,10 @@ class RoundParams(FlowParams):
 
     @model_validator(mode="after")
     def _reward_model_given(self) -> RoundParams:
-        if self.method != "dpo" and self.feedback not in ("reward_model", "verifier"):
+        if self.method != "dpo" and self.feedback not in ("reward_model", "verifier", "ai_judge"):
             raise ValueError(f"method {self.method!r} trains on scores a program gives as it samples: set feedback "
-                             f"'reward_model' (and reward_model) or 'verifier', not {self.feedback!r}")
+                             f"'reward_model' (and reward_model), 'verifier' or 'ai_judge' (direct RLAIF: the judge "
+                             f"rates each sample), not {self.feedback!r}")
         if self.feedback == "reward_model" and not self.reward_model:
             raise ValueError("feedback 'reward_model' needs reward_model: the folder of a trained reward model")
         if self.dynamic_sampling and self.method not in ("grpo", "rloo", "online_dpo"):
@@ -305,11 +307,13 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         options: dict[str, Any] = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
                                    "max_pairs_per_prompt": params.max_pairs_per_prompt,
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
-    elif params.feedback == "reward_model":
+    elif params.feedback == "reward_model" or params.method != "dpo":  # online: what scores the samples in training
+        rm = params.feedback == "reward_model"  # else direct RLAIF: the AI judge's expected 0-9 rating
         fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round,
-                                                  judge=f"rm:{params.reward_model}", db=path))
-        options = {"origin": "ratings", "rounds": [params.round], "sources": ["reward_model"],
-                   "judges": [fb["judge"]], "aspect": fb["aspect"], "pairing": "best_vs_worst"}
+                                                  judge=f"rm:{params.reward_model}" if rm else judge_model,
+                                                  mode="auto" if rm else "logprobs", db=path))
+        options = {"origin": "ratings", "rounds": [params.round], "sources": ["reward_model" if rm else "ai"],
+                   "judges": [fb["judge"]], "aspect": fb["aspect"] if rm else "overall", "pairing": "best_vs_worst"}
     else:
         fb = {}
         if params.feedback != "human":
@@ -337,7 +341,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
         **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
-        **(_online(params) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
+        **(_online(params, judge_model) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
@@ -357,11 +361,12 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     return summary
 
 
-def _online(params: RoundParams) -> dict[str, Any]:
-    """An online method's reward and sampling, the round's own: its reward model or verifier, and answers sampled
-    as the round samples (``n`` per prompt for grpo and rloo, ``max_new_tokens`` long, at its temperature)."""
-    reward = ({"reward_model": params.reward_model} if params.feedback == "reward_model"
-              else {"verifier": params.verifier})
+def _online(params: RoundParams, judge_model: str) -> dict[str, Any]:
+    """An online method's reward and sampling, the round's own: its reward model, verifier or AI judge (direct
+    RLAIF; the policy the round started from for a self-rewarding round), and answers sampled as the round samples
+    (``n`` per prompt for grpo and rloo, ``max_new_tokens`` long, at its temperature)."""
+    reward = {"reward_model": {"reward_model": params.reward_model}, "verifier": {"verifier": params.verifier},
+              "ai_judge": {"judge_model": judge_model}}[params.feedback]
     return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
             "samples_per_prompt": params.n if params.method != "ppo" else None,
             "dynamic_sampling": params.dynamic_sampling or None,

@@ -54,6 +54,8 @@ class TrainParams(FlowParams):
                                                        "answers (from `train reward`).")
     verifier: str | None = Field(None, description="online methods: a rule verifier that scores the answers "
                                                    "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, ...).")
+    judge_model: str | None = Field(None, description="online methods, direct RLAIF: an LLM judge (a model folder or "
+                                                      "'default') whose 0-9 rating of each answer is its reward.")
     samples_per_prompt: int | None = Field(None, ge=1, description="online methods: answers sampled per prompt "
                                                                    "per iteration (grpo, rloo: at least 2).")
     max_new_tokens: int | None = Field(None, ge=1, description="online methods: longest sampled answer, in "
@@ -87,16 +89,17 @@ class TrainParams(FlowParams):
             train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
-        for key in ("loss", "beta", "reward_model", "verifier", "samples_per_prompt", "max_new_tokens",
+        for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "samples_per_prompt", "max_new_tokens",
                     "temperature", "dynamic_sampling", "ptx_coef", "stages"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
-        if "reward_model" in data and bool(data["reward_model"]) == bool(data["verifier"]):
+        given = sum(bool(data.get(k)) for k in ("reward_model", "verifier", "judge_model"))
+        if "reward_model" in data and given != 1:
             raise AlignloopError(f"method {self.method} needs one reward: reward_model (--reward-model FOLDER, from "
-                                 "`alignloop train reward`) or verifier (--verifier NAME)"
-                                 + (", not both" if data["reward_model"] else ""))
+                                 "`alignloop train reward`), verifier (--verifier NAME) or judge_model "
+                                 "(--judge-model MODEL)" + (", not several" if given else ""))
         if data.get("verifier"):
             from pipelines.verifiers import get_verifier
 

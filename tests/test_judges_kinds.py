@@ -74,6 +74,39 @@ def test_rating_per_aspect_and_invalid(seeded):
     assert seeded.execute("SELECT count(*) FROM ratings WHERE rationale = 'no idea'").fetchone()[0] == 9
 
 
+def test_rating_by_log_probs_is_the_expected_digit(seeded):
+    """Direct RLAIF's scoring: the rating_digit template (0-9, one token each), no text generated, the score the
+    expected digit under the judge's probabilities renormalised over the ten digits; scale 0..9."""
+    import math
+
+    from pipelines.judges.pointwise import expected_digit
+
+    def digits(content: str) -> dict[str, float]:  # 3x the weight on 7 (an answer with "good") or on 2 (without)
+        rated = re.search(r"\[\[\[BEGIN ANSWER\]\]\]\n(.*?)\n\[\[\[END ANSWER\]\]\]", content, re.DOTALL).group(1)
+        top = "7" if "good" in rated else "2"
+        return {str(d): math.log(3.0 if str(d) == top else 1.0) - 5.0 for d in range(10)}
+
+    backend = FakeBackend(scores=digits)
+    judge = make_judge("rating", backend, JudgeConfig(mode="logprobs", calls=FAST))
+    items, _ = select_items(seeded, JudgeRequest("rating", "r1"), judge)
+    rows = judge.judge_items(items, "r1")
+    assert backend.generate_calls == 0 and judge.template.name == "rating_digit"
+    shown = [b for batch in backend.batches for b in batch]
+    assert shown and all("from 0 (worst) to 9 (best). Reply with the digit only." in b for b in shown)
+    text = {it.id: it.text for it in items}
+    assert len(rows) == len(items) and {"good" in t for t in text.values()} == {True, False}
+    for r in rows:  # (45 + 2 x top) / 12: weight 1 on each digit, 3 on the top one
+        top = 7 if "good" in text[r.response_id] else 2
+        assert r.score == pytest.approx((45 + 2 * top) / 12) and (r.scale_min, r.scale_max) == (0.0, 9.0)
+        assert r.meta["mode"] == "logprobs" and r.meta["mass"] == pytest.approx(12 * math.exp(-5.0))
+    from pipelines.backends.base import TokenScores
+
+    assert expected_digit(TokenScores({str(d): None for d in range(10)}, available=False)) is None
+    assert expected_digit(TokenScores({**{str(d): -math.inf for d in range(10)}})) is None
+    text = make_judge("rating", FakeBackend(reply=lambda c: "8"), JudgeConfig(calls=FAST))  # text mode unchanged
+    assert text.template.name == "rating" and {r.score for r in text.judge_items(items, "r1")} == {8.0}
+
+
 def test_binary_logprobs_and_text(seeded):
     def verdict(content: str) -> str:
         return "Yes" if "good" in (answer(content, "") or re.search(r"ANSWER\]\]\]\n(.*?)\n", content).group(1)) \

@@ -97,8 +97,9 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
     rm = _reward_model(policy, tmp_path / "rm")
     for method in ("ppo", "grpo", "rloo"):
         with pytest.raises(ValidationError, match=f"method '{method}' trains on scores a program gives as it "
-                                                  "samples: set feedback 'reward_model' .* not 'ai_judge'"):
-            RoundParams(round="x", method=method, feedback="ai_judge")
+                                                  "samples: set feedback 'reward_model' .* 'verifier' or 'ai_judge' "
+                                                  r"\(direct RLAIF: the judge rates each sample\), not 'human'"):
+            RoundParams(round="x", method=method, feedback="human")
     with pytest.raises(ValueError, match="dynamic_sampling .* needs method grpo, rloo or online_dpo, not 'dpo'"):
         RoundParams(round="x", dynamic_sampling=True)
     with pytest.raises(ValueError, match=r"ptx_dataset and ptx_coef \(PPO-ptx\) mix into an online method's "):
@@ -147,3 +148,24 @@ def test_an_online_round_learns_from_its_verifier_as_it_samples(tmp_path, prefec
     # every sampled response is a row, pass or fail (n=3 samples of each training prompt)
     assert sum(out["dataset"]["rows"].values()) == PROMPTS * 3
     assert "heldout_accuracy" in out["heldout"] and "heldout_reward" not in out["heldout"]
+
+
+def test_an_online_round_with_an_ai_judge_is_direct_rlaif(tmp_path, prefect_harness):
+    """feedback=ai_judge with an online method: the judge rates each of the round's samples (its expected 0-9 digit,
+    stored as its ratings), and training is rewarded by the same judge as it samples; self-rewarding here (the
+    policy the round starts from judges)."""
+    policy = seed_human_round(tmp_path)
+    params = _params(tmp_path, policy, "rlaif1", policy).model_copy(update={
+        "method": "grpo", "feedback": "ai_judge", "reward_model": None, "judge_model": "policy"})
+    out = round_flow(params)
+    db_file = tmp_path / "w.duckdb"
+    with db.connect(str(db_file)) as con:
+        runs = con.execute("SELECT method, config->>'$.judge_model', meta->>'$.reward' FROM training_runs "
+                           "WHERE round_id = 'rlaif1'").fetchall()
+        ratings = con.execute("SELECT count(*), min(score) >= 0 AND max(score) <= 9, min(scale_max), "
+                              "bool_and(judge LIKE '%:rating_digit@%') FROM ratings WHERE round_id = 'rlaif1' "
+                              "AND source = 'ai'").fetchone()
+        kinds = con.execute("SELECT kind FROM datasets WHERE name = 'rlaif1-pairs'").fetchall()
+    assert runs == [("grpo", str(policy), f"llm:{policy}")]
+    assert ratings == (PROMPTS * 3, True, 9.0, True) and kinds == [("pairwise",)]
+    assert ":rating_digit@" in out["feedback"]["judge"]

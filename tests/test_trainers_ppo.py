@@ -218,11 +218,40 @@ def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_mode
                     base_model_id="base", ptx=demos)
 
 
+def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir):  # noqa: F811
+    """d-RLAIF: an LLM judge's expected 0-9 rating of each answer, mapped to [-1, 1], is its reward (a reward
+    model's score and a verifier's 1 / 0 stay as they are)."""
+    from warehouse.records import Rating
+
+    def rating(score, source, lo=0.0, hi=9.0):
+        return Rating("id", "p", "r", score, lo, hi, "j", source, "ppo")
+
+    assert [ppo._reward(rating(s, "ai")) for s in (0.0, 4.5, 9.0, 6.75)] == [-1.0, 0.0, 1.0, 0.5]
+    assert [ppo._reward(rating(2.5, "reward_model")), ppo._reward(rating(1.0, "rule", 0, 1)),
+            ppo._reward(rating(None, "ai"))] == [2.5, 1.0, 0.0]
+    snap = make_snapshot(tmp_path / "snap", "sft", n_train=4, n_test=2)
+    train = C.TrainConfig(max_steps=2, batch_size=4, lr=1e-3, max_length=64, max_prompt_length=32,
+                          output_dir=str(tmp_path / "run"))
+    config = C.PPOConfig(train=train, judge_model=str(tiny_model_dir), advantage="grpo", samples_per_prompt=2,
+                         rollout_prompts=4, max_new_tokens=6)
+    result = train_model("grpo", snap, tiny_model_dir, config, base_model_id="base")
+    rewards = [m.value for m in result.metrics if m.name == "reward"]
+    assert len(rewards) == 2 and all(-1 < r < 1 for r in rewards) and len(set(rewards)) == 2  # real ratings
+    assert result.run.meta["reward"] == f"llm:{tiny_model_dir}"
+    evals = {e.metric: e.value for e in result.evaluations}
+    assert -1 < evals["reward"] < 1 and -1 < evals["reference_reward"] < 1
+    with pytest.raises(AlignloopError, match="nope"):
+        train_model("grpo", snap, tiny_model_dir, C.PPOConfig(train=train, judge_model=str(tmp_path / "nope"),
+                                                              advantage="grpo", samples_per_prompt=2),
+                    base_model_id="base")
+
+
 def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=2, n_test=0)
-    with pytest.raises(AlignloopError, match="method ppo needs one reward: a reward model .* or a rule verifier"):
+    with pytest.raises(AlignloopError, match="method ppo needs one reward: a reward model .*, a rule verifier "
+                                             r"\(--verifier NAME\) or an LLM judge \(--judge-model MODEL\)"):
         train_model("ppo", snap, tiny_model_dir, C.PPOConfig(), base_model_id="base")
-    with pytest.raises(AlignloopError, match=r"\(--verifier NAME\), not both"):
+    with pytest.raises(AlignloopError, match=r"\(--judge-model MODEL\), not several"):
         train_model("ppo", snap, tiny_model_dir, C.PPOConfig(reward_model="x", verifier="final_answer"),
                     base_model_id="base")
     with pytest.raises(AlignloopError, match="unknown verifier 'exact'"):

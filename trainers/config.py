@@ -337,6 +337,10 @@ class PPOConfig:
     """A rule verifier that scores answers instead (1 pass, 0 fail: RL from verifiable rewards), e.g.
     ``final_answer`` against the prompts' reference answers, ``short_on_topic:N``; it reads the prompts' references
     and topics from the warehouse."""
+    judge_model: str = ""
+    """Direct RLAIF (Lee et al. 2023, d-RLAIF): an LLM judge rates each answer instead, its reward the expected
+    digit 0-9 under the judge's next-token probabilities (``rating_digit`` template) mapped to [-1, 1]; a model
+    folder or ``default`` (the embedded model). This, ``reward_model`` or ``verifier``."""
     kl_coef: float = 0.05
     """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
     target_kl: float | None = None
@@ -429,7 +433,9 @@ class PPOConfig:
 
     @property
     def reward(self) -> str:
-        """What scores the answers, as ``--judge`` names it: ``rm:FOLDER`` or ``verifier:NAME``."""
+        """What scores the answers, as ``--judge`` names it: ``rm:FOLDER``, ``verifier:NAME`` or ``llm:MODEL``."""
+        if self.judge_model:
+            return f"llm:{self.judge_model}"
         return f"verifier:{self.verifier}" if self.verifier else f"rm:{self.reward_model}"
 
     @property

@@ -1,7 +1,8 @@
 """RLHF with PPO (Ziegler et al. 2019; Stiennon et al. 2020; Ouyang et al. 2022).
 
 Each iteration the policy samples one answer to each of ``rollout_prompts`` prompts of the dataset's train split, a
-reward model (or a rule verifier: 1 pass, 0 fail) scores the answers, and every answer token is rewarded
+reward model (or a rule verifier: 1 pass, 0 fail; or an LLM judge's rating: direct RLAIF) scores the answers, and
+every answer token is rewarded
 ``-kl_coef * (log pi - log pi_ref)`` with the score added at its last token. Advantages come from a value head on
 the policy's last hidden state by GAE (Schulman et al. 2016), whitened over the rollout; ``ppo_epochs`` passes of
 clipped PPO updates (Schulman et al. 2017) with a clipped value loss follow. Details as in Huang et al. 2024 ("The
@@ -387,6 +388,16 @@ def score_rollout(model: Any, tokens: Tensor, attention: Tensor, prompt_len: int
     return torch.cat(logprobs), (torch.cat(values).float() if value_head is not None else None)
 
 
+def _reward(rating: Any) -> float:
+    """A rating as a reward: a reward model's score or a verifier's 1 / 0 as it is, an LLM judge's (d-RLAIF)
+    mapped from its scale to [-1, 1]; 0 where there is none."""
+    if rating.score is None:
+        return 0.0
+    if rating.source != "ai":
+        return float(rating.score)
+    return 2 * (rating.score - rating.scale_min) / (rating.scale_max - rating.scale_min) - 1
+
+
 # ---- the run -------------------------------------------------------------------------------------------------------
 
 def _prompts(snap: Snapshot, split: str) -> list[dict[str, Any]]:
@@ -438,15 +449,14 @@ class _Models:
         return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts, ended
 
     def score(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
-        """The reward model's score of each answer (0 where it gives none: a PRM that fits no step), or the
-        verifier's 1 / 0."""
+        """The reward model's score of each answer (0 where it gives none: a PRM that fits no step), the
+        verifier's 1 / 0, or the LLM judge's rating in [-1, 1] (:func:`_reward`)."""
         from pipelines.judges.config import ResponseItem
 
         items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"],
                               **self.prompt_checks.get(p["prompt_id"], {}))
                  for i, (p, t) in enumerate(zip(prompts, texts))]
-        scores = [r.score for r in self.judge.judge_items(items, "ppo")]
-        return torch.tensor([0.0 if s is None else float(s) for s in scores], device=self.device)
+        return torch.tensor([_reward(r) for r in self.judge.judge_items(items, "ppo")], device=self.device)
 
     def sample(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Samples:
         """One answer to each prompt, scored (less ``missing_eos_penalty`` for answers cut off and the overlong
@@ -509,11 +519,14 @@ def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
                   checks: Mapping[str, Mapping[str, Any]]) -> Callable[[], Any]:
     """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
-    config); called, it returns the judge (loading the reward model)."""
-    if bool(config.reward_model) == bool(config.verifier):
+    config, an LLM judge's folder); called, it returns the judge (loading the reward model or judge)."""
+    given = sum(bool(x) for x in (config.reward_model, config.verifier, config.judge_model))
+    if given != 1:
         raise AlignloopError(f"method {method} needs one reward: a reward model (--reward-model FOLDER, from "
-                             "`alignloop train reward`) or a rule verifier (--verifier NAME)"
-                             + (", not both" if config.reward_model else ""))
+                             "`alignloop train reward`), a rule verifier (--verifier NAME) or an LLM judge "
+                             "(--judge-model MODEL)" + (", not several" if given else ""))
+    if config.judge_model:
+        return partial(_llm_judge, _judge_folder(config.judge_model))
     if config.verifier:
         from pipelines.judges.run import VerifierJudge
         from pipelines.verifiers import get_verifier
@@ -528,6 +541,24 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
 
     check_reward_model(config.reward_model)  # from its config
     return partial(RewardModelJudge.load, str(config.reward_model))
+
+
+def _judge_folder(spec: str) -> Path:
+    """The LLM judge's model folder: ``default`` (the embedded model) or a folder, refused in one line if absent."""
+    if spec == "default":
+        from pipelines.models import resolve_model
+
+        return resolve_model(spec)
+    return check_model_dir(spec)
+
+
+def _llm_judge(folder: Path) -> Any:
+    """Direct RLAIF's judge: the rating judge on the expected digit of its next-token probabilities."""
+    from pipelines.backends import make_backend
+    from pipelines.judges.config import JudgeConfig
+    from pipelines.judges.pointwise import RatingJudge
+
+    return RatingJudge(make_backend("transformers", str(folder)), JudgeConfig(mode="logprobs"))
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:

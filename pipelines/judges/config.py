@@ -21,8 +21,9 @@ class JudgeConfig:
     template: str | None = None
     """Template name under pipelines/templates (default: the kind's own)."""
     mode: Mode = "auto"
-    """logprobs: verdict-token probabilities (pairwise, binary); text: generate and parse; auto: logprobs where
-    the backend has them, text otherwise."""
+    """logprobs: verdict-token probabilities (pairwise, binary; a rating: the expected digit 0-9 of the
+    ``rating_digit`` template); text: generate and parse; auto: logprobs where the backend has them (ratings: text),
+    text otherwise."""
     tie_band: float = 0.05
     """Pairwise with log-probs: |prob_a - 0.5| <= tie_band is a tie."""
     disagreement: Disagreement = "tie"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
-from pipelines.backends.base import Backend
+from pipelines.backends.base import Backend, TokenScores
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.parsing import mass, parse_binary, parse_rating, two_way_prob
@@ -37,9 +38,19 @@ class _Pointwise:
 
 @dataclass(frozen=True)
 class RatingJudge(_Pointwise):
-    """1-10 per aspect; an unparseable reply is a rating with score NULL and the reply as rationale."""
+    """1-10 per aspect; an unparseable reply is a rating with score NULL and the reply as rationale.
+
+    With ``mode="logprobs"`` (direct RLAIF's scoring, Lee et al. 2023) no text is generated: the ``rating_digit``
+    template asks for a digit 0-9 (one token each, where "10" would share its first token with "1") and the score is
+    the expected digit under the judge's next-token probabilities, renormalised over the ten digits; scale 0..9.
+    """
 
     default_template = "rating"
+
+    def __post_init__(self) -> None:
+        if self.template is None and self.config.mode == "logprobs" and not self.config.template:
+            object.__setattr__(self, "template", load_template("rating_digit", self.config.principles))
+        super().__post_init__()
 
     def ids(self, items: list[ResponseItem]) -> list[str]:
         return [Rating.make_id(self.judge, it.id, a) for it in items for a in self.config.aspects]
@@ -52,6 +63,16 @@ class RatingJudge(_Pointwise):
             convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc), aspect=a)
                      for it, a in batch]
             stats = calls.CallStats()
+            if self.config.mode == "logprobs":
+                scores = calls.logprobs(self.backend, convs, list(DIGITS), self.config.calls, stats)
+                share = stats.share(len(batch))
+                for (it, a), s in zip(batch, scores):
+                    score = expected_digit(s)
+                    out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, 0.0, 9.0,
+                                      self.judge, "ai", round_id, aspect=a,
+                                      meta=self._meta(share, mode="logprobs", mass=mass(s, DIGITS),
+                                                      invalid=score is None)))
+                continue
             texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
             share = stats.share(len(batch))
             for (it, a), text in zip(batch, texts):
@@ -60,6 +81,24 @@ class RatingJudge(_Pointwise):
                                   self.judge, "ai", round_id, aspect=a, rationale=text,
                                   meta=self._meta(share, invalid=score is None)))
         return out
+
+
+DIGITS = tuple(str(d) for d in range(10))
+
+
+def expected_digit(scores: TokenScores) -> float | None:
+    """The expected digit under the next-token log-probabilities of "0".."9", renormalised over them; None
+    without log-probabilities."""
+    if not scores.available:
+        return None
+    logps = {d: scores.logprobs.get(d) for d in DIGITS}
+    if any(v is None or math.isnan(v) for v in logps.values()):
+        return None
+    top = max(logps.values())
+    if math.isinf(top):
+        return None
+    weights = {d: math.exp(v - top) for d, v in logps.items()}
+    return sum(int(d) * w for d, w in weights.items()) / sum(weights.values())
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ PRINCIPLES: dict[str, str] = {
     "honest": "Honest: the answer is truthful, does not invent facts and says when it is unsure.",
 }
 DEFAULT_PRINCIPLES = ("helpful", "harmless", "honest")
-TEMPLATE_NAMES = ("pairwise", "listwise", "rating", "binary", "steps", "correction", "aligner")
+TEMPLATE_NAMES = ("pairwise", "listwise", "rating", "rating_digit", "binary", "steps", "correction", "aligner")
 """``aligner``: the prompt an Aligner model is trained on (``trainers.tokenize.ALIGNER_TEMPLATE``), for corrections by
 one (``alignloop train sft`` on a correction dataset)."""
 HASH_CHARS = 8
