@@ -230,10 +230,13 @@ class PtxBatches:
 
     def rows(self, position: int) -> list[int]:
         n = len(self.features)
+        orders: dict[int, np.ndarray] = {}  # each pass's order, drawn once
         out = []
         for i in range(position * self.size, (position + 1) * self.size):
             cycle, k = divmod(i, n)
-            out.append(int(np.random.default_rng([self.seed, cycle]).permutation(n)[k]))
+            if cycle not in orders:
+                orders[cycle] = np.random.default_rng([self.seed, cycle]).permutation(n)
+            out.append(int(orders[cycle][k]))
         return out
 
     def loss(self, model: Any, position: int, device: torch.device) -> Tensor:
