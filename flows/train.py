@@ -18,7 +18,7 @@ from flows.params import FlowParams
 from trainers import config as cfgmod
 from trainers.methods import METHODS, default_config, get_method
 from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
-from trainers.snapshot import snapshot_kind
+from trainers.snapshot import prompt_ids, snapshot_kind
 from warehouse import db
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
@@ -169,7 +169,6 @@ def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], ba
 def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
     """What a verifier reads of the snapshot's prompts (reference, tags, topic), from the warehouse."""
     from pipelines.judges.run import prompt_checks
-    from trainers.snapshot import prompt_ids
 
     with db.connect(db_path, read_only=True) as con:
         return prompt_checks(con, prompt_ids(snapshot))
@@ -207,6 +206,10 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
 
         ptx, _ = resolve_dataset(params.ptx_dataset, db_path)
         check_ptx_kind(params.ptx_dataset, snapshot_kind(ptx)[1])  # before a task or model load
+    stages = getattr(config, "stages", 1)
+    if stages > 1 and stages > (n := len(prompt_ids(snapshot, ("train",)))):  # before any stage trains
+        raise AlignloopError(f"sDPO with {stages} stages needs at least as many train prompts; dataset "
+                             f"{params.dataset!r} has {n}")
     reference, summaries = params.reference, []
     for stage_config in _stage_configs(config):  # one run; sDPO: one a stage, each from and against the last
         result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(stage_config), base_id,

@@ -304,3 +304,8 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
     assert whole.exit_code == 0 and re.search(r"reference log-probs +━+ 8/8 +rows", whole.output), whole.output
     kto = CliRunner().invoke(app, ["train", "kto", *args[2:]], env={"COLUMNS": "400"})
     assert kto.exit_code == 2 and "method kto has no stages option" in kto.output, kto.output
+    many = [*args[:args.index("--stages") + 1], "9", "--output-dir", str(tmp_path / "many"), "--db", path]
+    refused = CliRunner().invoke(app, many, env={"COLUMNS": "400"})
+    assert refused.exit_code == 2 and "sDPO with 9 stages needs at least as many train prompts; dataset " in \
+        refused.output and "has 8" in refused.output, refused.output
+    assert not (tmp_path / "many").exists()  # refused before any stage trained

@@ -101,9 +101,9 @@ def load_snapshot_dir(path: str | Path) -> Snapshot:
     return Snapshot(root, manifest.get("name") or root.name, kind, content_hash, train, test, manifest.get("id"))
 
 
-def prompt_ids(path: str | Path) -> list[str]:
+def prompt_ids(path: str | Path, splits: tuple[str, ...] = SPLITS) -> list[str]:
     """The distinct prompt ids of a snapshot folder's splits, sorted, read from that one column."""
-    files = [Path(path) / f"{s}.parquet" for s in SPLITS]
+    files = [Path(path) / f"{s}.parquet" for s in splits]
     return sorted({pid for f in files if f.is_file() for pid in pq.read_table(f, columns=["prompt_id"])
                    .column("prompt_id").to_pylist()})
 
