@@ -453,7 +453,8 @@ def test_running_state_is_the_same_on_every_rank_of_a_distributed_run():
     procs = [ctx.Process(target=_rank_running_mean, args=(r, 2, port, out)) for r in range(2)]
     for p in procs:
         p.start()
+    got = sorted(out.get(timeout=120) for _ in procs)  # read before joining: a child exits once its put is read
     for p in procs:
-        p.join(120)
+        p.join(30)
     assert [p.exitcode for p in procs] == [0, 0]
-    assert sorted(out.get(timeout=5) for _ in procs) == [(0, pytest.approx(1.5)), (1, pytest.approx(1.5))]
+    assert got == [(0, pytest.approx(1.5)), (1, pytest.approx(1.5))]
