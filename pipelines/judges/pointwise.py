@@ -63,23 +63,19 @@ class RatingJudge(_Pointwise):
             convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc), aspect=a)
                      for it, a in batch]
             stats = calls.CallStats()
-            if self.config.mode == "logprobs":
+            if self.config.mode == "logprobs":  # (score, rationale, meta) per conversation; scale 0..9
                 scores = calls.logprobs(self.backend, convs, list(DIGITS), self.config.calls, stats)
-                share = stats.share(len(batch))
-                for (it, a), s in zip(batch, scores):
-                    score = expected_digit(s)
-                    out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, 0.0, 9.0,
-                                      self.judge, "ai", round_id, aspect=a,
-                                      meta=self._meta(share, mode="logprobs", mass=mass(s, DIGITS),
-                                                      invalid=score is None)))
-                continue
-            texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
+                found = [(expected_digit(s), None, {"mode": "logprobs", "mass": mass(s, DIGITS)}) for s in scores]
+                scale = (0.0, 9.0)
+            else:  # scale 1..10
+                texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
+                found = [(parse_rating(text), text, {}) for text in texts]
+                scale = (1.0, 10.0)
             share = stats.share(len(batch))
-            for (it, a), text in zip(batch, texts):
-                score = parse_rating(text)
-                out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, 1.0, 10.0,
-                                  self.judge, "ai", round_id, aspect=a, rationale=text,
-                                  meta=self._meta(share, invalid=score is None)))
+            for (it, a), (score, rationale, extra) in zip(batch, found):
+                out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, *scale,
+                                  self.judge, "ai", round_id, aspect=a, rationale=rationale,
+                                  meta=self._meta(share, **extra, invalid=score is None)))
         return out
 
 
