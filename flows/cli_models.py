@@ -52,5 +52,32 @@ def list_models(db_file: DbOption = None, json_out: JsonOption = False) -> None:
     console.print(table)
 
 
+@models_app.command("shrink")
+@user_errors
+def shrink(
+    layers: Annotated[int, typer.Option(help="Decoder layers to keep (the first ones).")],
+    out: Annotated[str, typer.Option(help="Folder of the smaller model (never overwritten).")],
+    base: Annotated[str, typer.Option(help="'default' (embedded SmolLM2) or a model folder.")] = "default",
+    db_file: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """A smaller model from BASE: its first LAYERS decoder layers (embeddings, final norm and head kept), registered
+    with BASE as its parent. One checkpoint gives the models of several sizes a weak-to-strong chain needs."""
+    from pathlib import Path
+
+    path = db.existing_path(db_file)
+    source = models.resolve_model(base)
+    with console.status(f"keeping {layers} decoder layers of {base}"):
+        target = models.shrink_layers(source, layers, Path(out))
+    with db.connect(path) as con:
+        parent = models.register_model(con, str(source), "policy")
+        model_id = models.register_model(con, str(target), "policy", parent=parent, meta={"layers": layers})
+    if json_out:
+        emit_json({"path": str(target), "model_id": model_id, "parent_id": parent, "layers": layers})
+    else:
+        console.print(f"model {model_id[:12]} at {target}: the first {layers} decoder layers of {base}",
+                      highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")

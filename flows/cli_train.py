@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Self
 
 import typer
 
@@ -19,10 +19,55 @@ from trainers.catalog import CATALOG  # not trainers.methods: listing the method
 from warehouse import db
 from warehouse.errors import AlignloopError
 
+if TYPE_CHECKING:
+    from rich.progress import TaskID
+
 
 def _methods_help() -> str:
     lines = [f"  {name:9s} {info.help} (data: {', '.join(info.kinds)})" for name, info in CATALOG.items()]
     return "Train a model on a dataset snapshot.\n\nMETHOD is one of:\n\n" + "\n\n".join(lines)
+
+
+class PhaseBars:
+    """A training run's progress callback (:data:`trainers.run.Progress`) drawn as one rich bar per phase, each
+    added when its phase starts (the one before stops its clock). A phase that starts over (the next run of a
+    command that trains several) replaces the last run's bars."""
+
+    def __init__(self, label: str, disabled: bool = False) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[unit]}"), TextColumn("{task.fields[info]}"), TimeElapsedColumn())
+        self.label = label
+        self.bar = Progress(*columns, console=console, disable=disabled)
+        self.tasks: dict[str, TaskID] = {}
+        self.done: dict[str, int] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.tasks:
+            self.bar.stop()
+
+    def __call__(self, phase: str, done: int, total: int, logs: dict[str, float]) -> None:
+        from trainers.run import PHASES, PROGRESS_METRICS
+
+        if not self.tasks:
+            self.bar.start()
+        if phase in self.tasks and done < self.done[phase]:  # the next run
+            for task in self.tasks.values():
+                self.bar.remove_task(task)
+            self.tasks.clear()
+        if phase not in self.tasks:
+            for earlier in self.tasks.values():
+                self.bar.stop_task(earlier)
+            name, unit = PHASES[phase]
+            self.tasks[phase] = self.bar.add_task(f"{name} {self.label}" if phase == "train" else name,
+                                                  total=total or None, unit=unit, info="")
+        self.done[phase] = done
+        info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items() if k in PROGRESS_METRICS)
+        self.bar.update(self.tasks[phase], completed=done, total=total or None, **({"info": info} if info else {}))
 
 
 @user_errors
@@ -66,6 +111,9 @@ def train(
     stages: Annotated[int | None, typer.Option(help="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                     "each stage from and against the model of the stage before "
                                                     "(runs in OUTPUT_DIR/stage-K).")] = None,
+    confidence_weight: Annotated[float | None, typer.Option(help="reward, dpo (dpo/cdpo loss): weak-to-strong "
+                                                                "auxiliary confidence loss weight (Burns et al. "
+                                                                "2023).")] = None,
     ptx_dataset: Annotated[str | None, typer.Option(help="online methods, PPO-ptx: an sft dataset whose completions' "
                                                          "likelihood each update keeps (with --ptx-coef).")] = None,
     ptx_coef: Annotated[float | None, typer.Option(help="online methods, PPO-ptx: weight of that likelihood "
@@ -79,11 +127,8 @@ def train(
         raise AlignloopError(f"unknown training method {method!r}; known: {', '.join(CATALOG)}")
     path = db.existing_path(db_file)
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-
     from flows.train import TrainParams
     from flows.train import train as train_flow
-    from trainers.run import PHASES, PROGRESS_METRICS
 
     params = validated(TrainParams, {
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
@@ -92,35 +137,14 @@ def train(
         "reward_model": reward_model, "verifier": verifier, "judge_model": judge_model,
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "dynamic_sampling": dynamic_sampling or None, "stages": stages, "ptx_dataset": ptx_dataset,
+        "dynamic_sampling": dynamic_sampling or None, "stages": stages, "confidence_weight": confidence_weight,
+        "ptx_dataset": ptx_dataset,
         "ptx_coef": ptx_coef,
         "round": round_name, "db": path})
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[unit]}"),
-               TextColumn("{task.fields[info]}"), TimeElapsedColumn())
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
     # only line printed
-    bar = Progress(*columns, console=console, disable=json_out)
-    try:
-        tasks: dict[str, TaskID] = {}  # one bar per phase, added when the phase starts; the one before stops its clock
-
-        def report(phase: str, done: int, total: int, logs: dict[str, float]) -> None:
-            if not tasks:
-                bar.start()
-            if phase not in tasks:
-                for earlier in tasks.values():
-                    bar.stop_task(earlier)
-                name, unit = PHASES[phase]
-                tasks[phase] = bar.add_task(f"{name} {method}" if phase == "train" else name, total=total or None,
-                                            unit=unit, info="")
-            info = " ".join(f"{k.split('/')[-1]}={v:.3g}" for k, v in logs.items() if k in PROGRESS_METRICS)
-            bar.update(tasks[phase], completed=done, total=total or None, **({"info": info} if info else {}))
-
-        # the flow's body runs here: its progress callback is not a flow parameter
-        with flow_in_process():
-            summary = train_flow.fn(params, progress=report)
-    finally:
-        if tasks:
-            bar.stop()
+    with PhaseBars(method, disabled=json_out) as report, flow_in_process():
+        summary = train_flow.fn(params, progress=report)  # the flow's body runs here: its callback is no parameter
     if json_out:
         emit_json(summary)
         return
@@ -144,5 +168,55 @@ def train(
                       soft_wrap=True)
 
 
+@user_errors
+def weak_to_strong(
+    dataset: Annotated[str, typer.Option(help="Pairwise dataset with true labels; its test split measures every "
+                                              "model.")],
+    model: Annotated[list[str], typer.Option("--model", help="Base model, weakest first ('default' or a folder; "
+                                                             "repeat: two or more; three or more bootstrap). "
+                                                             "`alignloop models shrink` makes smaller ones.")],
+    confidence_weight: Annotated[float, typer.Option(help="Auxiliary confidence loss weight of the runs trained on "
+                                                          "labels (0: off).")] = 0.0,
+    soft_labels: Annotated[bool, typer.Option("--soft-labels/--hard-labels", help="Train on the supervisor's "
+                                                                                   "probabilities or its "
+                                                                                   "preferences.")] = True,
+    direct: Annotated[bool, typer.Option("--direct/--no-direct", help="With 3+ models, also train the largest on "
+                                                                      "the weakest's labels.")] = True,
+    epochs: Annotated[float | None, typer.Option(help="Passes over the train half (every run).")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per run (default: from epochs).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Pairs per step.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Longest prompt + response in tokens.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="JSON reward config for every run.")] = None,
+    name: Annotated[str | None, typer.Option(help="Prefix of the datasets it writes (default DATASET-w2s).")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Folder of its runs and summary (default "
+                                                        "runs/w2s-DATASET).")] = None,
+    db_file: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Weak-to-strong (Burns et al. 2023) with reward models: the weakest model learns the first train half's true
+    labels; each larger model learns the second half as the model before it labels it (and, as its ceiling, the
+    true labels); every model is measured on the test split and each step's performance gap recovered reported."""
+    path = db.existing_path(db_file)
+    from flows.weak_to_strong import WeakToStrongParams, result_lines
+    from flows.weak_to_strong import weak_to_strong as w2s_flow
+
+    params = validated(WeakToStrongParams, {
+        "dataset": dataset, "models": model, "confidence_weight": confidence_weight, "soft_labels": soft_labels,
+        "direct": direct, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size, "lr": lr,
+        "max_length": max_length, "config_file": config, "name": name, "output_dir": output_dir, "db": path})
+    with PhaseBars("reward", disabled=json_out) as bars, flow_in_process():
+        def on_run(label: str, k: int, runs: int) -> None:
+            bars.label = f"reward ({label}, run {k}/{runs})"
+
+        summary = w2s_flow.fn(params, progress=bars, on_run=on_run)
+    if json_out:
+        emit_json(summary)
+        return
+    console.print(result_lines(summary), highlight=False, soft_wrap=True)
+    console.print(f"plot {summary['plot']}; summary {summary['summary_file']}", highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     app.command("train", help=_methods_help())(train)
+    app.command("weak-to-strong")(weak_to_strong)

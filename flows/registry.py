@@ -45,6 +45,7 @@ FLOW_MODULES: tuple[FlowModule, ...] = (
     FlowModule("flows.annotate"),
     FlowModule("flows.evaluate"),
     FlowModule("flows.round"),
+    FlowModule("flows.weak_to_strong"),
 )
 """Known flow modules in loop order; the round's schedule is set by ``alignloop serve --round-cron``."""
 

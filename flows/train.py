@@ -66,6 +66,9 @@ class TrainParams(FlowParams):
         "fill the batch (DAPO)."))
     stages: int | None = Field(None, ge=1, description="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                        "each stage from and against the model of the stage before.")
+    confidence_weight: float | None = Field(None, ge=0, lt=1, description=(
+        "reward, dpo (dpo/cdpo loss): weak-to-strong auxiliary confidence loss, the weight of the model's own "
+        "hardened prediction in the target (Burns et al. 2023)."))
     ptx_dataset: str | None = Field(None, description="online methods, PPO-ptx: an sft dataset whose completions' "
                                                       "likelihood each update keeps (with ptx_coef).")
     ptx_coef: float | None = Field(None, ge=0, description="online methods, PPO-ptx: weight of that likelihood "
@@ -90,7 +93,7 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling", "ptx_coef", "stages"):
+                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "confidence_weight"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

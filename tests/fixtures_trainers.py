@@ -39,13 +39,13 @@ def tiny_tokenizer():
     return fast
 
 
-def save_tiny_model(path: Path, seed: int = 0) -> Path:
+def save_tiny_model(path: Path, seed: int = 0, layers: int = 2) -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = tiny_tokenizer()
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=layers, num_attention_heads=2,
                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=512,
                       pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=True)
     LlamaForCausalLM(cfg).save_pretrained(path)

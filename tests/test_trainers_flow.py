@@ -271,13 +271,13 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
     """sDPO: the train prompts cut by a hash into stages of near-equal size, each prompt in one; stage 2 starts from
     stage 1's model and uses it as its reference; the stages' rows are the whole train split, each once."""
     from flows.cli import app
-    from trainers.run import stage_of_prompts
     from warehouse import db
+    from warehouse.ids import hash_parts
 
     ids = [f"p{i}" for i in range(10)]
-    parts = stage_of_prompts(ids, 3)
+    parts = hash_parts(ids, 3)
     assert sorted(parts) == ids and sorted(list(parts.values()).count(k) for k in range(3)) == [3, 3, 4]
-    assert stage_of_prompts(reversed(ids + ids), 3) == parts  # by prompt, whatever the order or repeats
+    assert hash_parts(reversed(ids + ids), 3) == parts  # by prompt, whatever the order or repeats
     monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))  # reference log-probs of this test's runs only
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     path = new_warehouse(tmp_path)
@@ -292,7 +292,7 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
                            "ORDER BY config->>'$.stage'").fetchall()
     (s1, base1, ref1, out1, rows1, dir1), (s2, base2, ref2, out2, rows2, dir2) = runs
     assert (s1, s2) == ("0", "1") and base1 == ref1 and (base2, ref2) == (out1, out1) and out2 != out1
-    halves = list(stage_of_prompts([f"p-train-{i}" for i in range(8)], 2).values())
+    halves = list(hash_parts([f"p-train-{i}" for i in range(8)], 2).values())
     assert (int(rows1), int(rows2)) == (halves.count(0), halves.count(1)) and int(rows1) + int(rows2) == 8
     assert (dir1, dir2) == (str(tmp_path / "sdpo" / "stage-1"), str(tmp_path / "sdpo" / "stage-2"))
     again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})

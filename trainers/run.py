@@ -6,12 +6,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from trainers.reference import cached_reference, compute_logps, is_cached, refer
 from trainers.snapshot import Snapshot, load_snapshot_dir
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
+from warehouse.ids import hash_parts
 from warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
 
 Progress = Callable[[str, int, int, dict[str, float]], None]
@@ -135,19 +135,12 @@ def _reference_logps(ref: _Reference, inputs: dict[str, dict[str, Any]], feature
     return refs, artifacts, lazy
 
 
-def stage_of_prompts(prompt_ids: Iterable[str], stages: int) -> dict[str, int]:
-    """sDPO's parts: each distinct prompt's stage (0-based), the prompts ordered by a hash of their id and cut into
-    ``stages`` runs of sizes that differ by at most one."""
-    ordered = sorted(set(prompt_ids), key=lambda p: hashlib.sha256(p.encode()).hexdigest())
-    return {p: i * stages // len(ordered) for i, p in enumerate(ordered)}
-
-
 def _stage_rows(rows: list[dict[str, Any]], snapshot: Snapshot, config: Any) -> list[dict[str, Any]]:
     """The train rows of the config's sDPO stage (all rows without stages)."""
     stages = getattr(config, "stages", 1)
     if stages == 1:
         return rows
-    stage_of = stage_of_prompts((r["prompt_id"] for r in rows), stages)
+    stage_of = hash_parts((r["prompt_id"] for r in rows), stages)
     kept = [r for r in rows if stage_of[r["prompt_id"]] == config.stage]
     if not kept:
         raise AlignloopError(f"sDPO stage {config.stage + 1} of {stages} has no train rows: dataset "

@@ -215,7 +215,11 @@ def load_snapshot(name: str, version: int | None = None, root: str | os.PathLike
         version: version number; default the latest (or the one in ``name``).
         root: snapshot root; default ``$ALIGNLOOP_SNAPSHOTS`` or ``snapshots/`` next to ``db_path``.
     """
-    path = snapshot_path(name, version, root, db_path)
+    return read_snapshot(snapshot_path(name, version, root, db_path))
+
+
+def read_snapshot(path: Path) -> Snapshot:
+    """The snapshot in the version folder ``path``."""
     manifest = Manifest.read(path)
     schema = SCHEMAS[manifest.kind]
     tables = {s: pq.read_table(path / f"{s}.parquet", schema=schema) for s in SPLITS}
