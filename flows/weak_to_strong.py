@@ -142,7 +142,7 @@ def weak_to_strong(params: WeakToStrongParams, progress: Progress | None = None,
         summary = train.fn(tp, progress=progress) if progress else train(tp)
         return {"run": label, "base": model, "dataset": data.manifest.id, "accuracy": summary["eval"].get(ACCURACY),
                 "run_id": summary["run_id"], "model_id": summary["model_id"], "model_dir": summary["model_dir"],
-                "reused": summary["reused"]}
+                "steps": summary["steps"], "train_seconds": summary["train_seconds"], "reused": summary["reused"]}
 
     weak = run("weak", params.models[0], halves[0])
     confidence = {"confidence_weight": params.confidence_weight} if params.confidence_weight else {}
