@@ -98,11 +98,8 @@ class TrainParams(FlowParams):
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
-        given = sum(bool(data.get(k)) for k in ("reward_model", "verifier", "judge_model"))
-        if "reward_model" in data and given != 1:
-            raise AlignloopError(f"method {self.method} needs one reward: reward_model (--reward-model FOLDER, from "
-                                 "`alignloop train reward`), verifier (--verifier NAME) or judge_model "
-                                 "(--judge-model MODEL)" + (", not several" if given else ""))
+        if "reward_model" in data:  # an online method
+            cfgmod.check_one_reward(self.method, data["reward_model"], data["verifier"], data["judge_model"])
         if data.get("verifier"):
             from pipelines.verifiers import get_verifier
 

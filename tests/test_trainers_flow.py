@@ -201,8 +201,9 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     args = ["train", "ppo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
             "--max-length", "64", "--output-dir", str(tmp_path / "run"), "--db", path]
     missing = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
-    assert missing.exit_code == 2 and "method ppo needs one reward: reward_model (--reward-model FOLDER, from " in \
-        missing.output and "verifier (--verifier NAME) or judge_model (--judge-model MODEL)" in missing.output
+    assert missing.exit_code == 2 and "method ppo needs one reward: a reward model (reward_model, --reward-model " \
+        "FOLDER from `alignloop train reward`), a rule verifier (verifier, --verifier NAME) or an LLM judge " \
+        "(judge_model, --judge-model MODEL)" in missing.output
     wrong = CliRunner().invoke(app, ["train", "dpo", *args[2:], "--reward-model", "rm"], env={"COLUMNS": "400"})
     assert wrong.exit_code == 2 and "method dpo has no reward_model option" in wrong.output
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")

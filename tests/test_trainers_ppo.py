@@ -249,9 +249,10 @@ def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir)
 def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir):  # noqa: F811
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=2, n_test=0)
     with pytest.raises(AlignloopError, match="method ppo needs one reward: a reward model .*, a rule verifier "
-                                             r"\(--verifier NAME\) or an LLM judge \(--judge-model MODEL\)"):
+                                             r"\(verifier, --verifier NAME\) or an LLM judge \(judge_model, "
+                                             r"--judge-model MODEL\)$"):
         train_model("ppo", snap, tiny_model_dir, C.PPOConfig(), base_model_id="base")
-    with pytest.raises(AlignloopError, match=r"\(--judge-model MODEL\), not several"):
+    with pytest.raises(AlignloopError, match=r"\(judge_model, --judge-model MODEL\), not several"):
         train_model("ppo", snap, tiny_model_dir, C.PPOConfig(reward_model="x", verifier="final_answer"),
                     base_model_id="base")
     with pytest.raises(AlignloopError, match="unknown verifier 'exact'"):

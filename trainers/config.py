@@ -136,6 +136,16 @@ def _require(checks: list[tuple[bool, str]]) -> None:
             raise ValueError(message)
 
 
+def check_one_reward(method: str, reward_model: str | None, verifier: str | None, judge_model: str | None) -> None:
+    """An online method's reward: exactly one of a reward model, a rule verifier or an LLM judge (the same message
+    wherever it is checked: the train form before a task starts, the trainer for direct calls)."""
+    given = sum(bool(x) for x in (reward_model, verifier, judge_model))
+    if given != 1:
+        raise AlignloopError(f"method {method} needs one reward: a reward model (reward_model, --reward-model FOLDER "
+                             "from `alignloop train reward`), a rule verifier (verifier, --verifier NAME) or an LLM "
+                             "judge (judge_model, --judge-model MODEL)" + (", not several" if given else ""))
+
+
 def _check_confidence(config: Any) -> None:
     if not 0 <= config.confidence_weight < 1:
         raise ValueError(f"confidence_weight must be in [0, 1), got {config.confidence_weight}")

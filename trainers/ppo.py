@@ -523,11 +523,7 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
                   checks: Mapping[str, Mapping[str, Any]]) -> Callable[[], Any]:
     """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
     config, an LLM judge's folder); called, it returns the judge (loading the reward model or judge)."""
-    given = sum(bool(x) for x in (config.reward_model, config.verifier, config.judge_model))
-    if given != 1:
-        raise AlignloopError(f"method {method} needs one reward: a reward model (--reward-model FOLDER, from "
-                             "`alignloop train reward`), a rule verifier (--verifier NAME) or an LLM judge "
-                             "(--judge-model MODEL)" + (", not several" if given else ""))
+    cfgmod.check_one_reward(method, config.reward_model, config.verifier, config.judge_model)
     if config.judge_model:
         return partial(_llm_judge, _judge_folder(config.judge_model))
     if config.verifier:
