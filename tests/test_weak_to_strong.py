@@ -214,3 +214,12 @@ def test_weak_to_strong_runs_as_a_prefect_flow(tmp_path, monkeypatch, prefect_ha
     with db.connect(path) as con:
         assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 3
         assert con.execute("SELECT count(*) FROM evaluations WHERE kind = 'weak_to_strong'").fetchone()[0] == 1
+
+
+def test_weak_to_strong_names_a_folder_that_is_not_a_built_snapshot(tmp_path, tiny_model_dir):  # noqa: F811
+    from tests.fixtures_trainers import make_snapshot
+
+    snap = make_snapshot(tmp_path / "folder", "pairwise")  # a trainer's test folder: a manifest without the build's
+    out = CliRunner().invoke(app, ["weak-to-strong", "--dataset", str(snap), "--model", str(tiny_model_dir),
+                                   "--model", str(tiny_model_dir), "--db", new_warehouse(tmp_path)], env=ENV)
+    assert out.exit_code == 2 and "is not a dataset snapshot's manifest (no version, builder, params" in out.output

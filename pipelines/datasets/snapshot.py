@@ -84,7 +84,13 @@ class Manifest:
 
     @classmethod
     def read(cls, path: Path) -> Manifest:
-        return cls(**json.loads((path / "manifest.json").read_text()))
+        data = json.loads((path / "manifest.json").read_text())
+        missing = [f for f in ("id", "name", "version", "kind", "builder", "params", "content_hash", "row_counts")
+                   if f not in data]
+        if missing:
+            raise AlignloopError(f"{path / 'manifest.json'} is not a dataset snapshot's manifest (no "
+                                 f"{', '.join(missing)}); `alignloop dataset build` writes snapshots")
+        return cls(**data)
 
     def record(self, path: Path) -> DatasetRecord:
         return DatasetRecord(self.id, self.name, self.version, self.kind, self.params, self.content_hash,
