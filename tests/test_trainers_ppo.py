@@ -218,10 +218,20 @@ def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_mode
                     base_model_id="base", ptx=demos)
 
 
-def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir):  # noqa: F811
+def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
     """d-RLAIF: an LLM judge's expected 0-9 rating of each answer, mapped to [-1, 1], is its reward (a reward
-    model's score and a verifier's 1 / 0 stay as they are)."""
+    model's score and a verifier's 1 / 0 stay as they are). A judge that is the reference's folder judges with the
+    loaded reference; another folder is loaded as a model of its own."""
+    import shutil
+    from dataclasses import replace
+
+    from pipelines.backends.transformers_backend import TransformersBackend
     from warehouse.records import Rating
+
+    loads = []
+    real_load = TransformersBackend.load.__func__
+    monkeypatch.setattr(TransformersBackend, "load",
+                        classmethod(lambda cls, model, **kw: loads.append(model) or real_load(cls, model, **kw)))
 
     def rating(score, source, lo=0.0, hi=9.0):
         return Rating("id", "p", "r", score, lo, hi, "j", source, "ppo")
@@ -240,6 +250,12 @@ def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir)
     assert result.run.meta["reward"] == f"llm:{tiny_model_dir}"
     evals = {e.metric: e.value for e in result.evaluations}
     assert -1 < evals["reward"] < 1 and -1 < evals["reference_reward"] < 1
+    assert loads == []  # the judge is the reference (the base): no second copy
+    judge = shutil.copytree(tiny_model_dir, tmp_path / "judge")
+    other = train_model("grpo", snap, tiny_model_dir, replace(config, judge_model=str(judge), train=replace(
+        train, output_dir=str(tmp_path / "run2"))), base_model_id="base")
+    assert loads == [str(judge)]
+    assert [m.value for m in other.metrics if m.name == "reward"] == pytest.approx(rewards)  # the same weights
     with pytest.raises(AlignloopError, match="nope"):
         train_model("grpo", snap, tiny_model_dir, C.PPOConfig(train=train, judge_model=str(tmp_path / "nope"),
                                                               advantage="grpo", samples_per_prompt=2),

@@ -520,9 +520,10 @@ def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_
 
 
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
-                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[[], Any]:
+                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[[Path, Any], Any]:
     """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
-    config, an LLM judge's folder); called, it returns the judge (loading the reward model or judge)."""
+    config, an LLM judge's folder); called with the reference's folder and model, it returns the judge (loading the
+    reward model, or the LLM judge unless it is the reference: then the reference model judges, no second copy)."""
     cfgmod.check_one_reward(method, config.reward_model, config.verifier, config.judge_model)
     if config.judge_model:
         return partial(_llm_judge, _judge_folder(config.judge_model))
@@ -535,11 +536,11 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
                                                 for p in prompts):
             raise AlignloopError(f"verifier {config.verifier} compares answers with the prompts' reference answers; "
                                  f"none of the {len(prompts)} train prompts has one in the warehouse")
-        return lambda: VerifierJudge(verifier)
+        return lambda *_: VerifierJudge(verifier)
     from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
 
     check_reward_model(config.reward_model)  # from its config
-    return partial(RewardModelJudge.load, str(config.reward_model))
+    return lambda *_: RewardModelJudge.load(str(config.reward_model))
 
 
 def _judge_folder(spec: str) -> Path:
@@ -551,13 +552,20 @@ def _judge_folder(spec: str) -> Path:
     return check_model_dir(spec)
 
 
-def _llm_judge(folder: Path) -> Any:
-    """Direct RLAIF's judge: the rating judge on the expected digit of its next-token probabilities."""
+def _llm_judge(folder: Path, reference_path: Path, reference: Any) -> Any:
+    """Direct RLAIF's judge: the rating judge on the expected digit of its next-token probabilities. A judge that is
+    the reference's folder (d-RLAIF's usual set-up: the model the policy started from) judges with the loaded
+    reference model (frozen, like a judge), not a copy of it."""
     from pipelines.backends import make_backend
+    from pipelines.backends.transformers_backend import TransformersBackend
     from pipelines.judges.config import JudgeConfig
     from pipelines.judges.pointwise import RatingJudge
 
-    return RatingJudge(make_backend("transformers", str(folder)), JudgeConfig(mode="logprobs"))
+    if folder.resolve() == reference_path.resolve():
+        backend = TransformersBackend(reference, load_tokenizer(folder), str(folder))
+    else:
+        backend = make_backend("transformers", str(folder))
+    return RatingJudge(backend, JudgeConfig(mode="logprobs"))
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:
@@ -635,9 +643,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     policy = load_model(base, "causal", pad_token_id=tokenizer.pad_token_id, lora=t.lora,
                         gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers).to(device)
     ref_path = check_model_dir(reference_model) if reference_model else base
-    models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device),
-                     load_model(ref_path, "causal").to(device).eval().requires_grad_(False),
-                     load_judge(), tokenizer, device, use_bf16(t), prompt_checks, ptx=ptx_batches)
+    reference = load_model(ref_path, "causal").to(device).eval().requires_grad_(False)
+    models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device), reference,
+                     load_judge(ref_path, reference), tokenizer, device, use_bf16(t), prompt_checks, ptx=ptx_batches)
     if config.advantage == "pairs":
         from trainers.losses import get_loss
         from trainers.objectives import PolicyLoss
