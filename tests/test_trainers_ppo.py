@@ -182,6 +182,10 @@ def _completion_nll(model_dir: Path, demos: Path, config: C.PPOConfig) -> float:
 def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_model_dir):  # noqa: F811
     """PPO-ptx: each update adds ptx_coef x the NLL of a batch of an sft snapshot's completions, batches in a seeded
     order that covers every row once a pass; the policy ends likelier on them than PPO alone leaves it."""
+    from dataclasses import replace
+
+    from trainers.loading import load_tokenizer
+
     batches = ppo.PtxBatches(list("abcdef"), 4, 0, 0)
     drawn = [r for position in range(3) for r in batches.rows(position)]
     assert sorted(drawn[:6]) == sorted(drawn[6:12]) == list(range(6)) and drawn[:6] != drawn[6:12]
@@ -198,6 +202,11 @@ def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_mode
     assert sorted(ptx_loss) == [1, 2, 3] and ptx_loss[3] < ptx_loss[1]
     assert mixed.run.meta["ptx"]["dataset"] == "demos" and mixed.run.meta["ptx"]["rows"] == 6
     assert mixed.run.meta["truncation"]["ptx"]["rows"] == 6 and mixed.run.id != plain.run.id
+    tokenizer = load_tokenizer(tiny_model_dir)
+    assert ppo.load_ptx(demos, tokenizer, config)[0].size == config.train.batch_size  # by default
+    assert ppo.load_ptx(demos, tokenizer, replace(config, ptx_batch_size=5))[0].size == 5
+    with pytest.raises(ValueError, match="ptx_batch_size must be >= 1, got 0"):
+        replace(config, ptx_batch_size=0)
     base_nll = _completion_nll(Path(tiny_model_dir), demos, config)
     assert _completion_nll(mixed.model_dir, demos, config) < min(base_nll, _completion_nll(plain.model_dir, demos,
                                                                                             config))

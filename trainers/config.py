@@ -404,8 +404,11 @@ class PPOConfig:
     """The most the overlong punishment subtracts (at ``max_new_tokens``)."""
     ptx_coef: float = 0.0
     """PPO-ptx (Ouyang et al. 2022, InstructGPT): each update adds ``ptx_coef`` times the token-mean negative
-    log-likelihood of ``train.batch_size`` completions of an sft snapshot (``--ptx-dataset``: demonstrations or other
+    log-likelihood of ``ptx_batch_size`` completions of an sft snapshot (``--ptx-dataset``: demonstrations or other
     text to keep), against the alignment tax; 0: off."""
+    ptx_batch_size: int | None = None
+    """PPO-ptx: completions in each update's likelihood term (InstructGPT mixed in more pretraining rows than PPO
+    rows); None: ``train.batch_size``."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -425,6 +428,8 @@ class PPOConfig:
              f"overlong_buffer must be in [0, max_new_tokens={self.max_new_tokens}), got {self.overlong_buffer}"),
             (self.overlong_penalty >= 0, f"overlong_penalty must be >= 0, got {self.overlong_penalty}"),
             (self.ptx_coef >= 0, f"ptx_coef must be >= 0, got {self.ptx_coef}"),
+            (self.ptx_batch_size is None or self.ptx_batch_size >= 1,
+             f"ptx_batch_size must be >= 1, got {self.ptx_batch_size}"),
             (self.clip_range_high is None or self.clip_range_high > 0,
              f"clip_range_high must be > 0, got {self.clip_range_high}"),
             (self.advantage == "gae" or self.samples_per_prompt >= 2,

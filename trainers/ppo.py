@@ -269,7 +269,8 @@ def load_ptx(ptx: Snapshot | str | Path, tokenizer: Any, config: cfgmod.PPOConfi
         raise AlignloopError(f"ptx dataset {snap.name!r} is empty (train split has 0 rows)")
     enc = Encoder(tokenizer, config.train.max_length, config.train.max_prompt_length)
     features = encode_sft(enc, snap.train.to_pylist())
-    return PtxBatches(features, config.train.batch_size, config.train.seed, tokenizer.pad_token_id), enc, snap
+    size = config.ptx_batch_size or config.train.batch_size
+    return PtxBatches(features, size, config.train.seed, tokenizer.pad_token_id), enc, snap
 
 
 @dataclass
