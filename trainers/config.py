@@ -459,6 +459,12 @@ class PPOConfig:
         return ADVANTAGE_METHODS[self.advantage]
 
     @property
+    def pairwise_updates(self) -> bool:
+        """Online DPO: the updates train each group's best-over-worst pair with a pairwise loss (no clipped ratio,
+        critic or KL penalty: the loss's beta holds the policy near the reference)."""
+        return self.advantage == "pairs"
+
+    @property
     def logprob_temperature(self) -> float:
         """The temperature of the log-probabilities the updates use: the sampling temperature (the policy that
         sampled, as PPO's ratio needs)."""

@@ -482,7 +482,7 @@ class _Models:
         temperature = config.logprob_temperature
         logprobs, values = None, None
         with self.autocast():
-            if config.advantage != "pairs":  # the clipped ratio's denominator
+            if not config.pairwise_updates:  # the clipped ratio's denominator
                 logprobs, values = score_rollout(self.policy, s.tokens, s.attention, s.prompt_len, temperature,
                                                  critic, chunk)
             ref_logprobs, _ = score_rollout(self.reference, s.tokens, s.attention, s.prompt_len, temperature, None,
@@ -647,7 +647,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     reference = load_model(ref_path, "causal").to(device).eval().requires_grad_(False)
     models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device), reference,
                      load_judge(ref_path, reference), tokenizer, device, use_bf16(t), prompt_checks, ptx=ptx_batches)
-    if config.advantage == "pairs":
+    if config.pairwise_updates:
         from trainers.losses import get_loss
         from trainers.objectives import PolicyLoss
 
@@ -666,7 +666,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5)
     iterations = _iterations(config, len(train_prompts))
     # answers, or pairs, an iteration
-    units = config.rollout_prompts * (1 if config.advantage == "pairs" else config.samples_per_prompt)
+    units = config.rollout_prompts * (1 if config.pairwise_updates else config.samples_per_prompt)
     steps_per_iteration = config.ppo_epochs * math.ceil(units / _minibatch(config))
     total_steps = iterations * steps_per_iteration
     schedule = Schedule(t.lr, steps_per_iteration, total_steps, int(t.warmup_ratio * total_steps))
@@ -687,7 +687,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     for it in range(start, iterations):
         torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
         use, logs = _draw(models, plan[it], train_prompts, enc, config, it)
-        if config.advantage != "pairs":  # online DPO's KL strength is its loss's beta
+        if not config.pairwise_updates:  # online DPO's KL strength is its loss's beta
             logs["kl_coef"] = kl_coef
         if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
             logs |= _learn(models, models.rollout(use, config), config, optimizer, schedule, params, it, kl_coef)
@@ -718,7 +718,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                        reference_model_id=reference_model_id or base_model_id, output_model_id=model_rec.id,
                        round_id=round_id, status="finished", meta=meta)
     plot = plot_curves(logged, out_dir / "curves.png", f"{method} on {snap.name} ({rid[:8]})",
-                       PAIR_PANELS if config.advantage == "pairs" else PANELS)
+                       PAIR_PANELS if config.pairwise_updates else PANELS)
     result = TrainResult(run, metric_rows(rid, logged), model_rec,
                          evaluation_rows(model_rec.id, evals, round_id, {"run": rid, "dataset": snap.content_hash}),
                          [], model_dir, plot, meta["truncation"])
@@ -743,7 +743,7 @@ def _draw(models: _Models, chosen: list[int], train_prompts: list[dict[str, Any]
         logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
     if config.dynamic_sampling:
         logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
-    if config.advantage == "pairs":  # online DPO: each group's best and worst answer, where they differ
+    if config.pairwise_updates:  # online DPO: each group's best and worst answer, where they differ
         use = use.select(best_worst_pairs(use.scores, k))
         logs["pairs"] = len(use.scores) // 2
     return use, logs
@@ -754,7 +754,7 @@ def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: An
     """One iteration's learning: PPO's GAE on KL-penalised token rewards, GRPO's or RLOO's group comparison, or
     online DPO's pairs (rows ``2i`` chosen, ``2i + 1`` rejected), then :func:`_update`; its figures."""
     args = (models, config, optimizer, schedule, params, iteration)
-    if config.advantage == "pairs":
+    if config.pairwise_updates:
         stats = _update(*args, len(ro.scores) // 2, partial(_pair_minibatch, models, ro, config))
         return {"score_margin": float((ro.scores[0::2] - ro.scores[1::2]).mean()), **stats}
     kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
@@ -791,7 +791,7 @@ def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, schedule:
                 stats = {**stats, "ptx_loss": nll.detach()}
             if not torch.isfinite(loss):
                 raise AlignloopError(f"{config.method} loss is {float(loss)} at iteration {iteration + 1}; lower lr"
-                                     + (" or beta" if config.advantage == "pairs" else " or kl_coef"))
+                                     + (" or beta" if config.pairwise_updates else " or kl_coef"))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -807,7 +807,7 @@ def _update(models: _Models, config: cfgmod.PPOConfig, optimizer: Any, schedule:
 
 def _minibatch(config: cfgmod.PPOConfig) -> int:
     """Units per update: ``train.batch_size`` answers, or half as many pairs (the same rows through the model)."""
-    return max(1, config.train.batch_size // 2) if config.advantage == "pairs" else config.train.batch_size
+    return max(1, config.train.batch_size // 2) if config.pairwise_updates else config.train.batch_size
 
 
 def _ppo_minibatch(models: _Models, ro: Rollout, advantages: Tensor, returns: Tensor | None,
