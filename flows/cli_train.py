@@ -138,9 +138,7 @@ def train(
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "confidence_weight": confidence_weight,
-        "ptx_dataset": ptx_dataset,
-        "ptx_coef": ptx_coef,
-        "round": round_name, "db": path})
+        "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef, "round": round_name, "db": path})
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
     # only line printed
     with PhaseBars(method, disabled=json_out) as report, flow_in_process():

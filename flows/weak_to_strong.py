@@ -95,15 +95,30 @@ def _publish(path: str, result: BuildResult, name: str, root: Path) -> Snapshot:
     return read_snapshot(outcome.path)
 
 
+def _stored_scores(path: str, labeler: str, half: Snapshot) -> dict[str, tuple[float, str]] | None:
+    """The labeler's ratings of every train response of the half, when the warehouse holds them all (a rerun)."""
+    from pipelines.judges.reward_model import orm_rating_id
+
+    wanted = {orm_rating_id(labeler, r["id"]): r["id"] for r in derived.responses(half)}
+    with db.connect(path, read_only=True) as con:
+        rows = con.execute("SELECT id, score FROM ratings WHERE list_contains(?, id)", [list(wanted)]).fetchall()
+    return {wanted[rid]: (score, rid) for rid, score in rows} if len(rows) == len(wanted) else None
+
+
 def _relabelled(path: str, labeler: str, half: Snapshot, soft: bool, name: str, root: Path) -> Snapshot:
-    """The half's pairs as ``labeler`` (a reward model folder) orders them; its ratings stored first."""
-    judge, ratings = score_task(labeler, str(half.path))
-    with db.connect(path) as con, db.transaction(con):
-        for rnd in {r.round_id for r in ratings}:
-            db.ensure_round(con, rnd)
-        db.ingest(con, "ratings", to_arrow(ratings))
-    scores = {r.response_id: (r.score, r.id) for r in ratings}
-    return _publish(path, derived.relabel(half, scores, judge, soft), name, root)
+    """The half's pairs as ``labeler`` (a reward model folder) orders them; its ratings stored first (or read back,
+    when a run before stored them all)."""
+    from pipelines.judges.reward_model import orm_judge_id
+
+    scores = _stored_scores(path, labeler, half)
+    if scores is None:
+        _, ratings = score_task(labeler, str(half.path))
+        with db.connect(path) as con, db.transaction(con):
+            for rnd in {r.round_id for r in ratings}:
+                db.ensure_round(con, rnd)
+            db.ingest(con, "ratings", to_arrow(ratings))
+        scores = {r.response_id: (r.score, r.id) for r in ratings}
+    return _publish(path, derived.relabel(half, scores, orm_judge_id(labeler), soft), name, root)
 
 
 @flow(name="weak-to-strong", persist_result=True)

@@ -169,7 +169,13 @@ def test_weak_to_strong_bootstraps_through_three_sizes(tmp_path, monkeypatch):
                                                   [summary["direct"]])
     assert Path(summary["plot"]).stat().st_size > 0 and Path(summary["summary_file"]).is_file()
 
-    again = CliRunner().invoke(app, args, env=ENV)  # everything done: runs reused, nothing written twice
+    from pipelines.judges.reward_model import RewardModelJudge
+
+    def no_scoring(*a, **k):
+        raise AssertionError("a rerun scored the responses again")
+
+    monkeypatch.setattr(RewardModelJudge, "load", no_scoring)
+    again = CliRunner().invoke(app, args, env=ENV)  # everything done: runs reused, ratings read, nothing written twice
     assert again.exit_code == 0, again.output
     rerun = json.loads(again.output)
     assert rerun["weak"]["reused"] and all(s["student"]["reused"] and s["ceiling"]["reused"] for s in rerun["steps"])

@@ -254,6 +254,16 @@ def best_of_n(items: list[ResponseItem], scores: list[float]) -> dict[str, str]:
     return {p: rid for p, (_, rid) in best.items()}
 
 
+def orm_judge_id(path: str) -> str:
+    """The judge id of the (outcome) reward model in folder ``path``: its ratings' ``judge``."""
+    return f"{path}:orm@{INPUT_LAYOUT}"
+
+
+def orm_rating_id(path: str, response_id: str) -> str:
+    """The id of the rating the reward model in folder ``path`` gives a response, known before the model loads."""
+    return Rating.make_id(orm_judge_id(path), response_id, "reward", kind="reward")
+
+
 def rank_by_score(items: list[ResponseItem], scores: list[float]) -> dict[str, list[str]]:
     """Per prompt, response ids best first."""
     groups: dict[str, list[tuple[float, str]]] = defaultdict(list)
@@ -282,8 +292,7 @@ class RewardModelJudge:
     def judge(self) -> str:
         if isinstance(self.scorer, StepRewardScorer):
             return f"{self.scorer.name}:prm-{self.prm}@{INPUT_LAYOUT}"
-        return f"{self.scorer.name}:{'prm-' + self.prm if self.prm else 'orm@' + INPUT_LAYOUT}"
-
+        return f"{self.scorer.name}:prm-{self.prm}" if self.prm else orm_judge_id(self.scorer.name)
     @property
     def aspect(self) -> str:
         return "prm" if self.prm else "reward"
