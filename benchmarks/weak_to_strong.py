@@ -52,6 +52,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=256)
     ap.add_argument("--confidence-weight", type=float, default=0.0)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--runs", default="runs", help="run folder in the work folder (another setting: another name)")
     args = ap.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="w2s-bench-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -64,7 +65,7 @@ def main() -> None:
     models.append("default")
     run = ["weak-to-strong", "--dataset", "hh", "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
            "--lr", str(args.lr), "--max-length", str(args.max_length), "--confidence-weight",
-           str(args.confidence_weight), "--output-dir", str(work / "runs"), "--json"]
+           str(args.confidence_weight), "--output-dir", str(work / args.runs), "--json"]
     run += ["--max-steps", str(args.max_steps)] if args.max_steps else []
     for m in models:
         run += ["--model", m]
