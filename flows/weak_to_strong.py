@@ -245,6 +245,7 @@ def _plot(summary: dict[str, Any], path: Path) -> str:
         if s["pgr"] is not None:
             ax.annotate(f"PGR {s['pgr']:.2f}", (x, 1.01), ha="center", fontsize=8)
     ax.axhline(acc(summary["weak"]), ls="--", c="grey", lw=1, label="weak supervisor")
+    ax.axhline(0.5, ls=":", c="black", lw=0.8, label="chance")
     ax.set_xticks(list(xs), [n for n, _ in named], fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel("held-out accuracy")

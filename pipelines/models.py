@@ -178,6 +178,9 @@ def shrink_layers(source: Path, layers: int, target: Path) -> Path:
     if target.exists():
         raise AlignloopError(f"{target} exists and is not a model folder; choose another --out")
     model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+    if not hasattr(getattr(model, "model", None), "layers"):
+        raise AlignloopError(f"model {source} ({type(model).__name__}) keeps no decoder layers at model.layers (the "
+                             "Llama-style layout this command cuts)")
     model.model.layers = model.model.layers[:layers]
     model.config.num_hidden_layers = layers
     if isinstance(getattr(model.config, "layer_types", None), list):

@@ -293,6 +293,7 @@ class RewardModelJudge:
         if isinstance(self.scorer, StepRewardScorer):
             return f"{self.scorer.name}:prm-{self.prm}@{INPUT_LAYOUT}"
         return f"{self.scorer.name}:prm-{self.prm}" if self.prm else orm_judge_id(self.scorer.name)
+
     @property
     def aspect(self) -> str:
         return "prm" if self.prm else "reward"
