@@ -185,7 +185,9 @@ def weak_to_strong(
     batch_size: Annotated[int | None, typer.Option(help="Pairs per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
     max_length: Annotated[int | None, typer.Option(help="Longest prompt + response in tokens.")] = None,
-    config: Annotated[str | None, typer.Option("--config", help="JSON reward config for every run.")] = None,
+    config: Annotated[str | None, typer.Option("--config", help="JSON reward config for every run (its "
+                                                                "confidence_weight replaced by the option "
+                                                                "above).")] = None,
     name: Annotated[str | None, typer.Option(help="Prefix of the datasets it writes (default DATASET-w2s).")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Folder of its runs and summary (default "
                                                         "runs/w2s-DATASET).")] = None,

@@ -59,7 +59,8 @@ class WeakToStrongParams(FlowParams):
     batch_size: int | None = Field(None, ge=1, description="Pairs per step.")
     lr: float | None = Field(None, gt=0, description="Learning rate.")
     max_length: int | None = Field(None, ge=8, description="Longest prompt + response in tokens.")
-    config_file: str | None = Field(None, description="JSON reward config (trainers.config) for every run.")
+    config_file: str | None = Field(None, description="JSON reward config (trainers.config) for every run (its "
+                                                      "confidence_weight is replaced by the field above).")
     name: str | None = Field(None, description="Prefix of the datasets it writes (default DATASET-w2s).")
     output_dir: str | None = Field(None, description="Folder of its runs and summary (default runs/w2s-DATASET).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
@@ -159,14 +160,15 @@ def weak_to_strong(params: WeakToStrongParams, progress: Progress | None = None,
                 "run_id": summary["run_id"], "model_id": summary["model_id"], "model_dir": summary["model_dir"],
                 "steps": summary["steps"], "train_seconds": summary["train_seconds"], "reused": summary["reused"]}
 
-    weak = run("weak", params.models[0], halves[0])
-    confidence = {"confidence_weight": params.confidence_weight} if params.confidence_weight else {}
+    # the confidence loss is the students' alone (on labels), whatever a config file says
+    weak = run("weak", params.models[0], halves[0], confidence_weight=0.0)
+    confidence = {"confidence_weight": params.confidence_weight}
     labeler, steps, first_labels = weak["model_dir"], [], None
     for i, model in enumerate(params.models[1:], start=1):
         labels = _relabelled(path, labeler, halves[1], params.soft_labels, f"{prefix}-labels-{i}", root)
         first_labels = first_labels or labels
         student = run(f"w2s-{i}", model, labels, **confidence)
-        ceiling = run(f"ceiling-{i}", model, halves[1])
+        ceiling = run(f"ceiling-{i}", model, halves[1], confidence_weight=0.0)
         steps.append(_step(weak, student, ceiling, labels))
         labeler = student["model_dir"]
     direct = None

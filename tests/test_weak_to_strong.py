@@ -126,7 +126,8 @@ def test_weak_to_strong_bootstraps_through_three_sizes(tmp_path, monkeypatch):
     path = new_warehouse(tmp_path)
     truth = _truth(path)
     models = [save_tiny_model(tmp_path / f"m{k}", seed=k, layers=k) for k in (1, 2, 3)]
-    args = _flow_args(tmp_path, path, models, "--confidence-weight", "0.5")
+    (tmp_path / "rm.json").write_text(json.dumps({"confidence_weight": 0.3}))  # the flow's own weight wins
+    args = _flow_args(tmp_path, path, models, "--confidence-weight", "0.5", "--config", str(tmp_path / "rm.json"))
     out = CliRunner().invoke(app, args, env=ENV)
     assert out.exit_code == 0, out.output
     summary = json.loads(out.output)
@@ -143,6 +144,8 @@ def test_weak_to_strong_bootstraps_through_three_sizes(tmp_path, monkeypatch):
         ratings = con.execute("SELECT id, judge, response_id, score FROM ratings").fetchall()
         pgr = con.execute("SELECT target, value, details FROM evaluations WHERE kind = 'weak_to_strong'").fetchall()
     assert len(runs) == 6  # weak, two students, two ceilings, direct
+    assert json.loads(runs[summary["weak"]["run_id"]])["confidence_weight"] == 0.0
+    assert json.loads(runs[summary["direct"]["student"]["run_id"]])["confidence_weight"] == 0.5
     for step in summary["steps"]:
         assert json.loads(runs[step["student"]["run_id"]])["confidence_weight"] == 0.5
         assert json.loads(runs[step["ceiling"]["run_id"]])["confidence_weight"] == 0.0
