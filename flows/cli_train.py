@@ -111,6 +111,8 @@ def train(
     stages: Annotated[int | None, typer.Option(help="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                     "each stage from and against the model of the stage before "
                                                     "(runs in OUTPUT_DIR/stage-K).")] = None,
+    stage_order: Annotated[str | None, typer.Option(help="dpo with --stages: hash (default) or easy_first (the "
+                                                         "prompts with the clearest preferences first).")] = None,
     confidence_weight: Annotated[float | None, typer.Option(help="reward, dpo (dpo/cdpo loss): weak-to-strong "
                                                                 "auxiliary confidence loss weight (Burns et al. "
                                                                 "2023).")] = None,
@@ -137,7 +139,8 @@ def train(
         "reward_model": reward_model, "verifier": verifier, "judge_model": judge_model,
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
-        "dynamic_sampling": dynamic_sampling or None, "stages": stages, "confidence_weight": confidence_weight,
+        "dynamic_sampling": dynamic_sampling or None, "stages": stages, "stage_order": stage_order,
+        "confidence_weight": confidence_weight,
         "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef, "round": round_name, "db": path})
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
     # only line printed

@@ -66,6 +66,8 @@ class TrainParams(FlowParams):
         "fill the batch (DAPO)."))
     stages: int | None = Field(None, ge=1, description="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                        "each stage from and against the model of the stage before.")
+    stage_order: Literal["hash", "easy_first"] | None = Field(None, description=(
+        "dpo with stages: cut the prompts by a hash, or easy_first (the clearest preferences in stage 1)."))
     confidence_weight: float | None = Field(None, ge=0, lt=1, description=(
         "reward, dpo (dpo/cdpo loss): weak-to-strong auxiliary confidence loss, the weight of the model's own "
         "hardened prediction in the target (Burns et al. 2023)."))
@@ -93,7 +95,7 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "confidence_weight"):
+                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "stage_order", "confidence_weight"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

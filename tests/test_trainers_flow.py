@@ -303,6 +303,15 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
     plain = [*args[:args.index("--stages")], "--output-dir", str(tmp_path / "plain"), "--db", path]
     whole = CliRunner().invoke(app, plain, env={"COLUMNS": "400"})
     assert whole.exit_code == 0 and re.search(r"reference log-probs +━+ 8/8 +rows", whole.output), whole.output
+    # easy first: here every pair is as clear as the next (prob 1, margin 1), so the parts are the hash's, yet the
+    # stage's reference log-probs are cached under its order, never read from the hash order's stage
+    easy = [*args[:args.index("--output-dir")], "--stage-order", "easy_first", "--output-dir",
+            str(tmp_path / "easy"), "--db", path]
+    ordered = CliRunner().invoke(app, easy, env={"COLUMNS": "400"})
+    assert ordered.exit_code == 0, ordered.output
+    hashed, eased = (set(json.loads((tmp_path / d / "stage-1" / "run.json").read_text())["reference_artifacts"])
+                     for d in ("sdpo", "easy"))
+    assert len(hashed) == len(eased) == 2 and len(hashed & eased) == 1  # the test split's shared, the train part's not
     kto = CliRunner().invoke(app, ["train", "kto", *args[2:]], env={"COLUMNS": "400"})
     assert kto.exit_code == 2 and "method kto has no stages option" in kto.output, kto.output
     many = [*args[:args.index("--stages") + 1], "9", "--output-dir", str(tmp_path / "many"), "--db", path]
@@ -310,3 +319,24 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
     assert refused.exit_code == 2 and "sDPO with 9 stages needs at least as many train prompts; dataset " in \
         refused.output and "has 8" in refused.output, refused.output
     assert not (tmp_path / "many").exists()  # refused before any stage trained
+
+
+def test_sdpo_easy_first_puts_the_clearest_preferences_in_stage_one():
+    """sDPO's curriculum: prompts ordered by the mean |prob - 0.5| of their pairs, then their mean margin."""
+    from trainers import config as C
+    from trainers.run import _stage_rows
+
+    probs = {"a": [1.0, 0.9], "b": [0.55], "c": [0.9], "d": [0.6, 0.6], "e": [0.1]}  # clarity .45 .05 .4 .1 .4
+    margins = {"c": 2.0, "e": 1.0}
+    rows = [{"prompt_id": p, "prob": q, "margin": margins.get(p)} for p, qs in probs.items() for q in qs]
+    snap = type("Snap", (), {"name": "prefs"})()
+
+    def stage(k, order="easy_first"):
+        cfg = C.PreferenceConfig(stages=2, stage=k, stage_order=order)
+        return sorted({r["prompt_id"] for r in _stage_rows(rows, snap, cfg)})
+
+    # a (.45), then c and e (.4, c's margin larger) form the first 3 of 5 prompts (parts of 3 and 2: the hash cut)
+    assert stage(0) == ["a", "c", "e"] and stage(1) == ["b", "d"]
+    assert sorted(stage(0, "hash") + stage(1, "hash")) == sorted(probs)
+    with pytest.raises(ValueError, match="stage_order must be one of hash, easy_first, got 'hard'"):
+        C.PreferenceConfig(stages=2, stage_order="hard")

@@ -192,6 +192,12 @@ class PreferenceConfig:
     is a run of its own (``output_dir/stage-K``). 1: plain DPO."""
     stage: int = 0
     """The stage (0-based) a run trains, set by the train flow for each of ``stages``."""
+    stage_order: str = "hash"
+    """sDPO: how the prompts are cut into stages. ``hash``: by a hash of the prompt id (parts alike); ``easy_first``:
+    a curriculum, easy to hard as sDPO orders its data, the prompts ordered by how clear their preference is (the mean
+    ``|prob - 0.5|`` of their pairs, a judge's confidence, then their mean ``margin``, a score gap), the clearest in
+    stage 1, ties by the hash."""
+    STAGE_ORDERS: ClassVar[tuple[str, ...]] = ("hash", "easy_first")
 
     def __post_init__(self) -> None:
         from trainers.losses import get_loss
@@ -204,6 +210,8 @@ class PreferenceConfig:
         if self.stages < 1 or not 0 <= self.stage < self.stages:
             raise ValueError(f"stages must be >= 1 and stage in [0, stages), got stages={self.stages}, "
                              f"stage={self.stage}")
+        if self.stage_order not in self.STAGE_ORDERS:
+            raise ValueError(f"stage_order must be one of {', '.join(self.STAGE_ORDERS)}, got {self.stage_order!r}")
         _check_confidence(self)
         if self.confidence_weight and not spec.takes_labels:
             raise ValueError(f"confidence_weight needs a loss with a soft form (dpo, cdpo), not {self.loss!r}")

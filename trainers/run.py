@@ -135,12 +135,23 @@ def _reference_logps(ref: _Reference, inputs: dict[str, dict[str, Any]], feature
     return refs, artifacts, lazy
 
 
+def _clarity(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
+    """sDPO's easy-first order: per prompt, minus the mean ``|prob - 0.5|`` of its pairs, then minus their mean
+    margin (missing: 0), so that sorting puts the clearest preferences first."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for r in rows:
+        prob = 1.0 if r["prob"] is None else r["prob"]
+        by.setdefault(r["prompt_id"], []).append((abs(prob - 0.5), r["margin"] or 0.0))
+    return {p: (-sum(c for c, _ in v) / len(v), -sum(m for _, m in v) / len(v)) for p, v in by.items()}
+
+
 def _stage_rows(rows: list[dict[str, Any]], snapshot: Snapshot, config: Any) -> list[dict[str, Any]]:
     """The train rows of the config's sDPO stage (all rows without stages)."""
     stages = getattr(config, "stages", 1)
     if stages == 1:
         return rows
-    stage_of = hash_parts((r["prompt_id"] for r in rows), stages)
+    stage_of = hash_parts((r["prompt_id"] for r in rows), stages,
+                          _clarity(rows) if config.stage_order == "easy_first" else None)
     kept = [r for r in rows if stage_of[r["prompt_id"]] == config.stage]
     if not kept:
         raise AlignloopError(f"sDPO stage {config.stage + 1} of {stages} has no train rows: dataset "
@@ -236,7 +247,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         ref = _Reference(Path(reference_model or base), bf16, max(t.batch_size, 1))
         layouts = {"train": f"{method}:{snap.kind}", "test": f"{method}:{snap.kind}"}
         if getattr(config, "stages", 1) > 1:  # sDPO: a stage's train rows are its part's, cached apart
-            layouts["train"] += f":stage {config.stage + 1}/{config.stages}"
+            layouts["train"] += f":stage {config.stage + 1}/{config.stages}" + (
+                f" {config.stage_order}" if config.stage_order != "hash" else "")
         inputs = {split: reference_inputs(content_hash=snap.content_hash, split=split, reference_model_id=ref_id,
                                           tokenizer_id=base_model_id, layout=layouts[split],
                                           max_length=t.max_length, max_prompt_length=t.max_prompt_length,

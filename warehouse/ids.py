@@ -6,7 +6,7 @@ import hashlib
 import json
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 ID_HEX = 32  # 128 bits: collisions are not a practical concern at warehouse scale
@@ -67,9 +67,11 @@ def judgment_id(kind: str, judge: str, items: list[str] | dict[str, Any]) -> str
     return content_id("judgment", {"kind": kind, "judge": judge, "items": items})
 
 
-def hash_parts(ids: Iterable[str], parts: int) -> dict[str, int]:
+def hash_parts(ids: Iterable[str], parts: int, rank: Mapping[str, Any] | None = None) -> dict[str, int]:
     """Each distinct id's part (0-based) when the ids, ordered by a sha256 of each, are cut into ``parts`` runs of
     sizes that differ by at most one: a split that depends on the set of ids only, never on their order (sDPO's
-    stages, weak-to-strong's halves)."""
-    ordered = sorted(set(ids), key=lambda p: hashlib.sha256(p.encode()).hexdigest())
+    stages, weak-to-strong's halves). With ``rank`` (id -> a sortable key), the ids are ordered by it first, the hash
+    breaking ties: part 0 holds the lowest ranks."""
+    ordered = sorted(set(ids), key=lambda p: (rank[p] if rank is not None else 0,
+                                              hashlib.sha256(p.encode()).hexdigest()))
     return {p: i * parts // len(ordered) for i, p in enumerate(ordered)}
