@@ -100,6 +100,8 @@ class RoundParams(FlowParams):
     ptx_dataset: str | None = Field(None, description="ppo, grpo, rloo, online_dpo, PPO-ptx: an sft dataset whose "
                                                       "completions' likelihood each update keeps (with ptx_coef).")
     ptx_coef: float = Field(0.0, ge=0, description="PPO-ptx: weight of that likelihood term (0: off).")
+    stages: int = Field(1, ge=1, description="dpo: sDPO, train on the round's pairs in this many parts in turn, "
+                                             "each from and against the model of the stage before (1: plain DPO).")
     loss: str = Field("dpo", description="Loss of the dpo and online_dpo methods (dpo, ipo, simpo, ...).")
     beta: float = Field(0.1, gt=0, description="KL strength of the loss.")
     lr: float = Field(5e-6, gt=0, description="Learning rate.")
@@ -154,6 +156,9 @@ class RoundParams(FlowParams):
         if (self.ptx_dataset or self.ptx_coef) and self.method == "dpo":
             raise ValueError("ptx_dataset and ptx_coef (PPO-ptx) mix into an online method's updates: needs method "
                              "ppo, grpo, rloo or online_dpo, not 'dpo'")
+        if self.stages > 1 and self.method != "dpo":
+            raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
+                             f"{self.method!r}")
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
@@ -341,6 +346,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
         **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
+        **({"stages": params.stages} if params.stages > 1 else {}),
         **(_online(params, judge_model) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
@@ -352,8 +358,9 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")
     summary = {"round": params.round, "policy": policy, "new_policy": tr["model_dir"], "generate": gen,
-               "feedback": fb, "dataset": ds, "train": {k: tr.get(k) for k in ("run_id", "steps", "train_seconds",
-                                                                              "eval", "plot")},
+               "feedback": fb, "dataset": ds, "train": {**{k: tr.get(k) for k in ("run_id", "steps", "train_seconds",
+                                                                                 "eval", "plot")},
+                                                          "stage_runs": [s["run_id"] for s in tr.get("stages", [])]},
                "heldout": ev["figures"], "samples": ev["samples"], "stop": stop, "reason": reason,
                "timings": timings}
     create_markdown_artifact(key=_artifact_key(params.round), markdown=_markdown(summary),

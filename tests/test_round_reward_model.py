@@ -42,8 +42,16 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
     db_file = tmp_path / "w.duckdb"
     assert scalar(db_file, "SELECT count(*) FROM responses") == 0
 
-    out = round_flow(_params(tmp_path, policy, "rm1", rm))
+    with pytest.raises(ValidationError, match="stages .sDPO. cut an offline DPO's pairs into parts: needs method"):
+        RoundParams(round="x", method="grpo", feedback="verifier", verifier="final_answer", stages=2)
+    out = round_flow(RoundParams(**{**_params(tmp_path, policy, "rm1", rm).model_dump(), "stages": 2}))  # sDPO
     assert out["feedback"]["judge"] == f"{rm}:orm@v2" and out["feedback"]["aspect"] == "reward"
+    with db.connect(str(db_file)) as con:
+        stages = con.execute("SELECT id, config->>'$.stage', base_model_id, output_model_id FROM training_runs "
+                             "WHERE round_id = 'rm1' ORDER BY config->>'$.stage'").fetchall()
+    assert [s[1] for s in stages] == ["0", "1"] and stages[1][2] == stages[0][3]  # stage 2 from stage 1's model
+    assert out["train"]["stage_runs"] == [s[0] for s in stages] and out["train"]["run_id"] == stages[1][0]
+    assert out["new_policy"].endswith("stage-2/model")
     assert scalar(db_file, "SELECT count(*) FROM ratings WHERE source = 'reward_model' AND round_id = 'rm1'") == \
         PROMPTS * 3
     import pyarrow.parquet as pq
