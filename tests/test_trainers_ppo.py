@@ -313,10 +313,10 @@ def test_each_online_method_moves_the_policy_towards_what_its_reward_model_prefe
     the reference's (a sign error in the advantages, or chosen and rejected swapped, would push them below)."""
     online_dpo = method == "online_dpo"
     config = ppo_config(tmp_path / method, good_reward_model, cls=C.OnlineDPOConfig if online_dpo else C.PPOConfig,
-                        kl_coef=0.02, train={"max_steps": iterations, "lr": 2e-3, "batch_size": 8},
+                        train={"max_steps": iterations, "lr": 2e-3, "batch_size": 8},
                         rollout_prompts=16 // samples, samples_per_prompt=samples,
                         **({"beta": 0.5, "ppo_epochs": 2} if online_dpo
-                           else {"advantage": {"ppo": "gae"}.get(method, method)}))
+                           else {"advantage": {"ppo": "gae"}.get(method, method), "kl_coef": 0.02}))
     result = train_model(method, make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8),
                          tiny_model_dir, config, base_model_id="base")
     assert result.run.method == method
@@ -524,6 +524,9 @@ def test_online_dpo_pairs_each_group_s_best_and_worst_for_any_pairwise_loss(tmp_
         C.OnlineDPOConfig(loss="kto")
     with pytest.raises(ValueError, match="advantage must be one of pairs, got 'grpo'"):
         C.OnlineDPOConfig(advantage="grpo")
+    with pytest.raises(ValueError, match=r"online_dpo does not use kl_coef, vf_coef \(PPO's clipping, critic and KL "
+                                         r"penalty\): its loss's beta"):
+        C.OnlineDPOConfig(kl_coef=0.2, vf_coef=0.5)
     with pytest.raises(ValueError, match="advantage must be one of gae, grpo, rloo, got 'pairs'"):
         C.PPOConfig(advantage="pairs")
     with pytest.raises(AlignloopError, match="method grpo got a config for method online_dpo"):

@@ -489,6 +489,10 @@ class OnlineDPOConfig(PPOConfig):
     are not used."""
 
     ADVANTAGES: ClassVar[tuple[str, ...]] = ("pairs",)
+    UNUSED: ClassVar[tuple[str, ...]] = ("kl_coef", "target_kl", "clip_range", "clip_range_high", "value_clip",
+                                         "vf_coef", "gamma", "lam")
+    """PPO's fields online DPO has no use for (no ratio, critic or KL penalty): set to anything but their default,
+    they are refused rather than silently ignored."""
 
     advantage: str = "pairs"
     """Always ``pairs``: no advantages, preference pairs."""
@@ -510,6 +514,10 @@ class OnlineDPOConfig(PPOConfig):
         spec = get_loss(self.loss)
         _require([(spec.data == "pairs", f"loss {self.loss!r} is not pairwise (it takes {spec.data})"),
                   (self.beta > 0, f"beta must be > 0, got {self.beta}")])
+        defaults = {f.name: f.default for f in fields(PPOConfig)}
+        if set_ := [name for name in self.UNUSED if getattr(self, name) != defaults[name]]:
+            raise ValueError(f"online_dpo does not use {', '.join(set_)} (PPO's clipping, critic and KL penalty): "
+                             "its loss's beta holds the policy near the reference; leave them out")
 
     @property
     def logprob_temperature(self) -> float:
