@@ -183,8 +183,12 @@ def weak_to_strong(params: WeakToStrongParams, progress: Progress | None = None,
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
     summary["summary_file"] = str(out / "summary.json")
-    if FlowRunContext.get():
+    if FlowRunContext.get():  # under Prefect (the UI, a deployment): the log and a table on the run's page
+        from prefect.artifacts import create_markdown_artifact
+
         get_run_logger().info("%s", result_lines(summary))
+        key = "weak-to-strong-" + "".join(c if c.isalnum() else "-" for c in truth.manifest.name.lower())
+        create_markdown_artifact(key=key, markdown=_markdown(summary), description="alignloop weak-to-strong")
     return summary
 
 
@@ -224,6 +228,21 @@ def result_lines(summary: dict[str, Any]) -> str:
         out.append(f"{label} {s['student']['base']}: on labels {s['labels']} (agree with truth {agree}): "
                    f"{acc(s['student']['accuracy'])}; ceiling {acc(s['ceiling']['accuracy'])}; PGR {pgr}")
     return "\n".join(out)
+
+
+def _markdown(summary: dict[str, Any]) -> str:
+    """The held-out accuracies and PGR per step as a markdown table."""
+    def cell(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}"
+
+    w = summary["weak"]
+    rows = [f"| supervisor | {w['base']} | truth (half 1) | {cell(w['accuracy'])} | | |"]
+    named = [(f"step {i}", s) for i, s in enumerate(summary["steps"], start=1)]
+    named += [("direct", summary["direct"])] if summary["direct"] else []
+    rows += [f"| {label} | {s['student']['base']} | {s['labels']} | {cell(s['student']['accuracy'])} | "
+             f"{cell(s['ceiling']['accuracy'])} | {cell(s['pgr'])} |" for label, s in named]
+    return (f"### weak-to-strong on {summary['dataset']}\n\n| run | model | trained on | held-out accuracy | "
+            "ceiling | PGR |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
 
 
 def _plot(summary: dict[str, Any], path: Path) -> str:

@@ -223,6 +223,10 @@ def test_weak_to_strong_runs_as_a_prefect_flow(tmp_path, monkeypatch, prefect_ha
     with db.connect(path) as con:
         assert con.execute("SELECT count(*) FROM training_runs").fetchone()[0] == 3
         assert con.execute("SELECT count(*) FROM evaluations WHERE kind = 'weak_to_strong'").fetchone()[0] == 1
+    from prefect.artifacts import Artifact
+
+    table = Artifact.get("weak-to-strong-truth")
+    assert table is not None and "| step 1 |" in table.data and "truth-w2s-labels-1@v1" in table.data
 
 
 def test_weak_to_strong_names_a_folder_that_is_not_a_built_snapshot(tmp_path, tiny_model_dir):  # noqa: F811
