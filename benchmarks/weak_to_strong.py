@@ -22,6 +22,9 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from flows.weak_to_strong import result_lines
 
 
 def hh_file() -> Path:
@@ -73,16 +76,10 @@ def main() -> None:
     summary = json.loads(alignloop(work, *run))
     wall = time.perf_counter() - t0
     print(f"work folder {work}; experiment {wall:.0f} s; models (weakest first): {', '.join(models)}")
-    w = summary["weak"]
-    print(f"weak supervisor ({w['base']}, half 1's human labels): held-out accuracy {w['accuracy']:.3f}, "
-          f"{w['steps']} steps in {w['train_seconds']} s")
-    named = [(f"step {i}", s) for i, s in enumerate(summary["steps"], start=1)]
-    named += [("direct", summary["direct"])] if summary["direct"] else []
-    for label, s in named:
-        pgr = "n/a (ceiling <= weak)" if s["pgr"] is None else f"{s['pgr']:.2f}"
-        print(f"{label} ({s['student']['base']}): labels agree with people {s['label_agreement']:.3f}; on labels "
-              f"{s['student']['accuracy']:.3f}; ceiling {s['ceiling']['accuracy']:.3f}; PGR {pgr}; training "
-              f"{s['student']['train_seconds']} + {s['ceiling']['train_seconds']} s")
+    print(result_lines(summary))  # the command's own report: accuracies, agreement with people, PGR
+    runs = [summary["weak"]] + [r for s in summary["steps"] + [summary["direct"] or {}] for r in
+                                (s.get("student"), s.get("ceiling")) if r]
+    print("training: " + ", ".join(f"{r['run']} {r['steps']} steps in {r['train_seconds']} s" for r in runs))
     print("RESULT " + json.dumps({"summary": summary, "wall_s": wall}))
 
 

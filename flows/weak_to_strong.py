@@ -74,8 +74,8 @@ class WeakToStrongParams(FlowParams):
 
 
 @task(cache_policy=NO_CACHE)
-def score_task(labeler: str, snapshot: str) -> tuple[str, list[Rating]]:
-    """The labeler's judge id and its ratings of the snapshot's train responses (one per response)."""
+def score_task(labeler: str, snapshot: str) -> list[Rating]:
+    """The labeler's ratings of the snapshot's train responses (one per response)."""
     from pipelines.judges.config import ResponseItem
     from pipelines.judges.reward_model import RewardModelJudge
 
@@ -84,7 +84,7 @@ def score_task(labeler: str, snapshot: str) -> tuple[str, list[Rating]]:
     for r in derived.responses(read_snapshot(Path(snapshot))):
         by_round.setdefault(r["round_id"], []).append(ResponseItem(
             r["id"], r["prompt_id"], r["prompt_text"], r["text"], messages=r["prompt"]))
-    return judge.judge, [rating for rnd, items in by_round.items() for rating in judge.judge_items(items, rnd)]
+    return [rating for rnd, items in by_round.items() for rating in judge.judge_items(items, rnd)]
 
 
 def _publish(path: str, result: BuildResult, name: str, root: Path) -> Snapshot:
@@ -113,7 +113,7 @@ def _relabelled(path: str, labeler: str, half: Snapshot, soft: bool, name: str, 
 
     scores = _stored_scores(path, labeler, half)
     if scores is None:
-        _, ratings = score_task(labeler, str(half.path))
+        ratings = score_task(labeler, str(half.path))
         with db.connect(path) as con, db.transaction(con):
             for rnd in {r.round_id for r in ratings}:
                 db.ensure_round(con, rnd)
@@ -200,10 +200,20 @@ def _step(weak: dict[str, Any], student: dict[str, Any], ceiling: dict[str, Any]
             "label_agreement": labels.manifest.notes.get("agreement_with_parent"), "pgr": pgr}
 
 
+def _named(summary: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Each run trained on labels with its label: ``step K`` for the chain, ``direct`` for the baseline."""
+    named = [(f"step {i}", s) for i, s in enumerate(summary["steps"], start=1)]
+    return named + ([("direct", summary["direct"])] if summary["direct"] else [])
+
+
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _record(path: str, summary: dict[str, Any]) -> int:
     """Each trained-on-labels run's PGR as an evaluation of its model (the three accuracies in the details)."""
     rows = []
-    for step in summary["steps"] + ([summary["direct"]] if summary["direct"] else []):
+    for _, step in _named(summary):
         details = {"weak": summary["weak"]["accuracy"], "weak_to_strong": step["student"]["accuracy"],
                    "ceiling": step["ceiling"]["accuracy"], "labels": step["labels"], "dataset": summary["dataset"],
                    "runs": [summary["weak"]["run_id"], step["student"]["run_id"], step["ceiling"]["run_id"]]}
@@ -215,32 +225,22 @@ def _record(path: str, summary: dict[str, Any]) -> int:
 
 def result_lines(summary: dict[str, Any]) -> str:
     """The results as lines of text (the CLI and the flow's log)."""
-    def acc(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
     w = summary["weak"]
-    out = [f"weak supervisor {w['base']}: held-out accuracy {acc(w['accuracy'])}"]
-    named = [(f"step {i}", s) for i, s in enumerate(summary["steps"], start=1)]
-    named += [("direct", summary["direct"])] if summary["direct"] else []
-    for label, s in named:
+    out = [f"weak supervisor {w['base']}: held-out accuracy {_fmt(w['accuracy'])}"]
+    for label, s in _named(summary):
         pgr = "n/a (the ceiling does not beat the weak model)" if s["pgr"] is None else f"{s['pgr']:.2f}"
-        agree = "n/a" if s["label_agreement"] is None else f"{s['label_agreement']:.3f}"
-        out.append(f"{label} {s['student']['base']}: on labels {s['labels']} (agree with truth {agree}): "
-                   f"{acc(s['student']['accuracy'])}; ceiling {acc(s['ceiling']['accuracy'])}; PGR {pgr}")
+        out.append(f"{label} {s['student']['base']}: on labels {s['labels']} (agree with truth "
+                   f"{_fmt(s['label_agreement'])}): {_fmt(s['student']['accuracy'])}; ceiling "
+                   f"{_fmt(s['ceiling']['accuracy'])}; PGR {pgr}")
     return "\n".join(out)
 
 
 def _markdown(summary: dict[str, Any]) -> str:
     """The held-out accuracies and PGR per step as a markdown table."""
-    def cell(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}"
-
     w = summary["weak"]
-    rows = [f"| supervisor | {w['base']} | truth (half 1) | {cell(w['accuracy'])} | | |"]
-    named = [(f"step {i}", s) for i, s in enumerate(summary["steps"], start=1)]
-    named += [("direct", summary["direct"])] if summary["direct"] else []
-    rows += [f"| {label} | {s['student']['base']} | {s['labels']} | {cell(s['student']['accuracy'])} | "
-             f"{cell(s['ceiling']['accuracy'])} | {cell(s['pgr'])} |" for label, s in named]
+    rows = [f"| supervisor | {w['base']} | truth (half 1) | {_fmt(w['accuracy'])} | | |"]
+    rows += [f"| {label} | {s['student']['base']} | {s['labels']} | {_fmt(s['student']['accuracy'])} | "
+             f"{_fmt(s['ceiling']['accuracy'])} | {_fmt(s['pgr'])} |" for label, s in _named(summary)]
     return (f"### weak-to-strong on {summary['dataset']}\n\n| run | model | trained on | held-out accuracy | "
             "ceiling | PGR |\n| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows) + "\n")
 
@@ -252,9 +252,8 @@ def _plot(summary: dict[str, Any], path: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    named = [(f"step {i}\n{Path(s['student']['base']).name}", s) for i, s in enumerate(summary["steps"], start=1)]
-    named += [(f"direct\n{Path(summary['direct']['student']['base']).name}", summary["direct"])] \
-        if summary["direct"] else []
+    named = [(f"{label}\n{Path(s['student']['base']).name}", s) for label, s in _named(summary)]
+
     def acc(run: dict[str, Any]) -> float:
         return float("nan") if run["accuracy"] is None else run["accuracy"]  # not measured: no bar
 
