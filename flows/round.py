@@ -89,6 +89,11 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
+    rso_beta: float | None = Field(None, gt=0, description="feedback reward_model, method dpo: pair the samples by "
+                                                           "RSO's statistical rejection sampling at this temperature "
+                                                           "(reward units): keep each with probability exp((reward "
+                                                           "- best) / rso_beta), then pairs among the kept, up to "
+                                                           "max_pairs_per_prompt (empty: best over worst).")
     method: Literal["dpo", "ppo", "grpo", "rloo", "online_dpo"] = Field(
         "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo, online_dpo: online training on "
                            "the round's prompts, scored as it samples by what gives the round's feedback: "
@@ -159,6 +164,9 @@ class RoundParams(FlowParams):
         if self.stages > 1 and self.method != "dpo":
             raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
                              f"{self.method!r}")
+        if self.rso_beta is not None and (self.feedback != "reward_model" or self.method != "dpo"):
+            raise ValueError(f"rso_beta samples pairs from a reward model's scores for DPO: needs feedback "
+                             f"'reward_model' and method 'dpo', not {self.feedback!r} and {self.method!r}")
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
@@ -319,6 +327,9 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                                                   mode="auto" if rm else "logprobs", db=path))
         options = {"origin": "ratings", "rounds": [params.round], "sources": ["reward_model" if rm else "ai"],
                    "judges": [fb["judge"]], "aspect": fb["aspect"] if rm else "overall", "pairing": "best_vs_worst"}
+        if params.rso_beta is not None:
+            options |= {"pairing": "rso", "rso_beta": params.rso_beta, "rso_seed": params.seed,
+                        "max_pairs_per_prompt": params.max_pairs_per_prompt}
     else:
         fb = {}
         if params.feedback != "human":

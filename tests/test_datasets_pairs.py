@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pytest
 
@@ -21,6 +22,18 @@ def rows(result) -> set[tuple[str, str, str]]:
     t = result.table
     prompts = [p.removeprefix("user: ") for p in t["prompt_text"].to_pylist()]
     return set(zip(prompts, t["chosen"].to_pylist(), t["rejected"].to_pylist()))
+
+
+def rated(wh: Wh, scores: dict[str, list[float]]) -> dict[str, tuple[str, float, str]]:
+    """Per prompt, responses "q-i" rated with the given scores; returns response id: (prompt, score, text)."""
+    ids = {}
+    for prompt, values in scores.items():
+        p = wh.prompt(prompt)
+        for i, score in enumerate(values):
+            rid = wh.response(p, f"{prompt}-{i}", index=i)
+            wh.rate(p, rid, score)
+            ids[rid] = (prompt, score, f"{prompt}-{i}")
+    return ids
 
 
 def capped(pairs: list[tuple[str, str]], k: int) -> list[tuple[str, str]]:
@@ -82,16 +95,8 @@ def test_ratings_all_pairs_drop_identical_texts(wh: Wh):
 def test_rso_keeps_responses_by_rejection_sampling_then_pairs_the_kept(wh: Wh):
     """RSO: a response is kept with probability exp((score - its prompt's best) / beta), the draw the first 32 bits of
     md5(seed:response id) over 2^32; the best is always kept; pairs are every kept response over every lower kept."""
-    import math
-
     scores = {"q1": [9, 8, 7, 5, 3, 1], "q2": [4, 4, 2, 0], "q3": [6, 1]}
-    ids: dict[str, tuple[str, float, str]] = {}  # response id: prompt, score, text
-    for prompt, values in scores.items():
-        p = wh.prompt(prompt)
-        for i, score in enumerate(values):
-            rid = wh.response(p, f"{prompt}-{i}", index=i)
-            wh.rate(p, rid, score)
-            ids[rid] = (prompt, score, f"{prompt}-{i}")
+    ids = rated(wh, scores)
 
     def kept(beta: float, seed: int) -> set[str]:
         best = {q: max(v) for q, v in scores.items()}
@@ -114,8 +119,52 @@ def test_rso_keeps_responses_by_rejection_sampling_then_pairs_the_kept(wh: Wh):
     assert rows(every) == rows(run(wh, origin="ratings", pairing="all"))
     with pytest.raises(InputError, match="pairing 'rso' samples rated responses: needs origin ratings or verifier"):
         parse_options("pairwise", {"pairing": "rso"})
+    with pytest.raises(InputError, match="rso_samples must be >= 2"):
+        parse_options("pairwise", {"origin": "ratings", "pairing": "rso", "rso_samples": "1"})
     with pytest.raises(InputError, match="rso_beta must be > 0, got 0.0"):
         parse_options("pairwise", {"origin": "ratings", "pairing": "rso", "rso_beta": "0"})
+
+
+def test_rso_draws_until_m_are_kept_as_the_papers_loop(wh: Wh):
+    """``rso_samples`` M: RSO's Algorithm 1 written out here, pass k over the responses left in id order, each kept
+    with probability exp((score - best score left) / beta) until M are kept; pass 1 draws md5(seed:id), pass k
+    md5(seed:k:id). Pairs are then every kept response over every lower-scored kept one."""
+    scores = {"q1": [9, 8, 7, 6, 5, 3, 2, 1], "q2": [4, 4, 2, 0, 0], "q3": [6, 1]}
+    ids = rated(wh, scores)
+
+    def draw(seed: int, k: int, rid: str) -> float:
+        key = f"{seed}:{rid}" if k == 1 else f"{seed}:{k}:{rid}"
+        return int(hashlib.md5(key.encode()).hexdigest()[:8], 16) / 2**32
+
+    def algorithm_1(m: int, beta: float, seed: int) -> tuple[set[str], int]:
+        kept, passes = set(), 0
+        for q in scores:
+            left = sorted(rid for rid in ids if ids[rid][0] == q)
+            accepted: list[str] = []
+            k = 0
+            while len(accepted) < m and left:
+                k += 1
+                best = max(ids[rid][1] for rid in left)
+                for rid in list(left):
+                    if draw(seed, k, rid) < math.exp((ids[rid][1] - best) / beta):
+                        accepted.append(rid)
+                        left.remove(rid)
+                        if len(accepted) == m:
+                            break
+            kept |= set(accepted)
+            passes = max(passes, k)
+        return kept, passes
+
+    for m, beta, seed in [(2, 0.5, 0), (3, 0.5, 0), (4, 2.0, 3), (3, 0.1, 1), (20, 1.0, 0)]:
+        keep, _ = algorithm_1(m, beta, seed)
+        r = run(wh, origin="ratings", pairing="rso", rso_beta=beta, rso_seed=seed, rso_samples=m)
+        assert r.stage_counts["rso_accepted"] == len(keep), (m, beta, seed)
+        assert rows(r) == {(ids[c][0], ids[c][2], ids[w][2]) for c in keep for w in keep
+                           if ids[c][0] == ids[w][0] and ids[c][1] > ids[w][1]}, (m, beta, seed)
+        assert sum(1 for q in scores if sum(ids[rid][0] == q for rid in keep) == min(m, len(scores[q]))) == 3
+    assert algorithm_1(3, 0.1, 1)[1] > 1  # a sharp tilt needs more than one pass: the loop is exercised
+    assert run(wh, origin="ratings", pairing="rso", rso_beta=0.5, rso_samples=3).table.equals(
+        run(wh, origin="ratings", pairing="rso", rso_beta=0.5, rso_samples=3).table)
 
 
 def test_cap_applies_to_comparisons_too(wh: Wh):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
+
+import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
@@ -54,8 +58,6 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
     assert out["new_policy"].endswith("stage-2/model")
     assert scalar(db_file, "SELECT count(*) FROM ratings WHERE source = 'reward_model' AND round_id = 'rm1'") == \
         PROMPTS * 3
-    import pyarrow.parquet as pq
-
     pairs = pq.read_table(f"{out['dataset']['path']}/train.parquet").to_pylist()
     assert out["dataset"]["rows"]["train"] == len(pairs) == PROMPTS  # one pair per prompt
     with db.connect(str(db_file)) as con:
@@ -82,8 +84,23 @@ def test_reward_model_rounds_are_evaluated_and_stopped_on_their_reward(tmp_path,
     rm = _reward_model(policy, tmp_path / "rm")
     db_file = tmp_path / "w.duckdb"
     first = round_flow(_params(tmp_path, policy, "rm1", rm))
-    second = round_flow(_params(tmp_path, policy, "rm2", rm).model_copy(update={
-        "parent_round": "rm1", "policy": "previous", "win_rate": True, "judge_model": str(policy)}))
+    with pytest.raises(ValidationError, match="rso_beta samples pairs from a reward model's scores for DPO: needs "
+                                              "feedback 'reward_model' and method 'dpo', not 'verifier' and 'dpo'"):
+        RoundParams(round="x", rso_beta=0.5)
+    second = round_flow(_params(tmp_path, policy, "rm2", rm).model_copy(update={  # its pairs by RSO
+        "parent_round": "rm1", "policy": "previous", "win_rate": True, "judge_model": str(policy), "rso_beta": 20.0}))
+    pairs = pq.read_table(f"{second['dataset']['path']}/train.parquet").to_pylist()
+    with db.connect(str(db_file)) as con:
+        rated = con.execute("SELECT prompt_id, response_id, score FROM ratings WHERE round_id = 'rm2'").fetchall()
+    score, best = {r: s for _, r, s in rated}, {}
+    for p, _, s in rated:
+        best[p] = max(best.get(p, s), s)
+    kept = {r for p, r, s in rated  # the round's seed draws: md5(seed:response id), kept below exp((s - best) / beta)
+            if int(hashlib.md5(f"0:{r}".encode()).hexdigest()[:8], 16) / 2**32 < math.exp((s - best[p]) / 20.0)}
+    assert second["dataset"]["stage_counts"]["rso_accepted"] == len(kept)
+    assert pairs and all(score[r["chosen_id"]] > score[r["rejected_id"]] and {r["chosen_id"], r["rejected_id"]} <= kept
+                         for r in pairs)
+    assert max(sum(r["prompt_id"] == p for r in pairs) for p in best) <= 2  # max_pairs_per_prompt
     judge = RewardModelJudge.load(str(rm))
     mine, theirs = _scores(db_file, judge, "rm2"), _scores(db_file, judge, "rm1")
     assert first["heldout"]["heldout_reward"] == pytest.approx(sum(theirs.values()) / len(theirs), abs=1e-5)

@@ -72,8 +72,8 @@ def _rated(chain: Chain, scale: str, rule_only: bool = False, rso: PairwiseConfi
     chain.source("rated_responses", "rated_responses")
     sources = _sources(chain, "ratings")
     if rso is not None:
-        chain.params.update(rso_beta=rso.rso_beta, rso_seed=rso.rso_seed)
-        chain.then("rso_accepted", "rso_accept")
+        chain.params.update(rso_beta=rso.rso_beta, rso_seed=rso.rso_seed, rso_samples=rso.rso_samples)
+        chain.then("rso_accepted", "rso_accept" if rso.rso_samples is None else "rso_accept_until")
     chain.keep_as("_rated")
     return sources
 

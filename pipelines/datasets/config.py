@@ -102,6 +102,10 @@ class PairwiseConfig:
     """RSO: the temperature of the acceptance, in score units (small: little beyond the best is kept; large: all)."""
     rso_seed: int = 0
     """RSO: the draws come from a hash of this seed and the response id (same inputs, same rows)."""
+    rso_samples: int | None = None
+    """RSO: draw until this many responses of a prompt are kept, as the paper's Algorithm 1 does (each pass over
+    the responses left keeps one with probability ``exp((score - best score left) / rso_beta)``, the best left
+    always); None: one pass, keeping every accepted response."""
     min_score_gap: float = 0.0
     """Ratings/verifier: keep pairs whose score gap is at least this (and above zero)."""
     max_length_ratio: float | None = None
@@ -123,6 +127,9 @@ class PairwiseConfig:
             raise InputError(f"max_length_ratio must be >= 1, got {self.max_length_ratio}", field="max_length_ratio")
         if self.rso_beta <= 0:
             raise InputError(f"rso_beta must be > 0, got {self.rso_beta}", field="rso_beta")
+        if self.rso_samples is not None and self.rso_samples < 2:
+            raise InputError(f"rso_samples must be >= 2 (a pair needs two kept responses), got {self.rso_samples}",
+                             field="rso_samples")
         if self.pairing == "rso" and self.origin not in ("ratings", "verifier"):
             raise InputError(f"pairing 'rso' samples rated responses: needs origin ratings or verifier, not "
                              f"{self.origin!r}", field="pairing")
