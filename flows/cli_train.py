@@ -97,8 +97,9 @@ def train(
     verifier: Annotated[str | None, typer.Option(help="online methods: a rule verifier that scores the answers "
                                                       "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, "
                                                       "json_valid, no_repetition).")] = None,
-    judge_model: Annotated[str | None, typer.Option(help="online methods, direct RLAIF: an LLM judge (a model folder "
-                                                        "or 'default') whose 0-9 rating of each answer is its "
+    judge_model: Annotated[str | None, typer.Option(help="online methods, direct RLAIF: an LLM judge (a model folder, "
+                                                        "'default', or 'policy': the policy being trained judges "
+                                                        "its own answers) whose 0-9 rating of each answer is its "
                                                         "reward.")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="online methods: answers sampled per prompt per "
                                                                 "iteration (grpo, rloo: default 4).")] = None,

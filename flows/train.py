@@ -54,8 +54,9 @@ class TrainParams(FlowParams):
                                                        "answers (from `train reward`).")
     verifier: str | None = Field(None, description="online methods: a rule verifier that scores the answers "
                                                    "instead, 1 pass / 0 fail (final_answer, short_on_topic:N, ...).")
-    judge_model: str | None = Field(None, description="online methods, direct RLAIF: an LLM judge (a model folder or "
-                                                      "'default') whose 0-9 rating of each answer is its reward.")
+    judge_model: str | None = Field(None, description="online methods, direct RLAIF: an LLM judge (a model folder, "
+                                                      "'default', or 'policy': the policy being trained judges its own "
+                                                      "answers) whose 0-9 rating of each answer is its reward.")
     samples_per_prompt: int | None = Field(None, ge=1, description="online methods: answers sampled per prompt "
                                                                    "per iteration (grpo, rloo: at least 2).")
     max_new_tokens: int | None = Field(None, ge=1, description="online methods: longest sampled answer, in "

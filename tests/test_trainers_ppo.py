@@ -230,7 +230,7 @@ def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_mode
 def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
     """d-RLAIF: an LLM judge's expected 0-9 rating of each answer, mapped to [-1, 1], is its reward (a reward
     model's score and a verifier's 1 / 0 stay as they are). A judge that is the reference's folder judges with the
-    loaded reference; another folder is loaded as a model of its own."""
+    loaded reference; another folder is loaded as a model of its own; ``policy``: the policy being trained judges."""
     import shutil
     from dataclasses import replace
 
@@ -265,6 +265,14 @@ def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir,
         train, output_dir=str(tmp_path / "run2"))), base_model_id="base")
     assert loads == [str(judge)]
     assert [m.value for m in other.metrics if m.name == "reward"] == pytest.approx(rewards)  # the same weights
+    # the live policy as its own judge: no model loaded; iteration 1 (policy = base) rates as the base judged, and
+    # after one update (the same as the base-judged run's, from the same ratings) it rates the same samples anew
+    live = train_model("grpo", snap, tiny_model_dir, replace(config, judge_model="policy", train=replace(
+        train, output_dir=str(tmp_path / "run3"))), base_model_id="base")
+    live_rewards = [m.value for m in live.metrics if m.name == "reward"]
+    assert loads == [str(judge)] and live.run.meta["reward"] == "llm:policy"
+    assert live_rewards[0] == pytest.approx(rewards[0]) and live_rewards[1] != pytest.approx(rewards[1], abs=1e-4)
+    assert ppo._reward_judge(replace(config, judge_model="policy"), "grpo", [], {}) is ppo._live_judge
     with pytest.raises(AlignloopError, match="nope"):
         train_model("grpo", snap, tiny_model_dir, C.PPOConfig(train=train, judge_model=str(tmp_path / "nope"),
                                                               advantage="grpo", samples_per_prompt=2),

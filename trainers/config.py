@@ -136,6 +136,10 @@ def _require(checks: list[tuple[bool, str]]) -> None:
             raise ValueError(message)
 
 
+LIVE_JUDGE = "policy"
+"""``judge_model`` naming the policy being trained as its own judge."""
+
+
 def check_one_reward(method: str, reward_model: str | None, verifier: str | None, judge_model: str | None) -> None:
     """An online method's reward: exactly one of a reward model, a rule verifier or an LLM judge (the same message
     wherever it is checked: the train form before a task starts, the trainer for direct calls)."""
@@ -358,7 +362,8 @@ class PPOConfig:
     judge_model: str = ""
     """Direct RLAIF (Lee et al. 2023, d-RLAIF): an LLM judge rates each answer instead, its reward the expected
     digit 0-9 under the judge's next-token probabilities (``rating_digit`` template) mapped to [-1, 1]; a model
-    folder or ``default`` (the embedded model). This, ``reward_model`` or ``verifier``."""
+    folder, ``default`` (the embedded model) or ``policy``: the policy being trained judges its own answers with its
+    weights of the moment (online self-rewarding). This, ``reward_model`` or ``verifier``."""
     kl_coef: float = 0.05
     """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
     target_kl: float | None = None

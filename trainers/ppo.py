@@ -521,11 +521,14 @@ def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_
 
 
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
-                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[[Path, Any], Any]:
+                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
     """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
-    config, an LLM judge's folder); called with the reference's folder and model, it returns the judge (loading the
-    reward model, or the LLM judge unless it is the reference: then the reference model judges, no second copy)."""
+    config, an LLM judge's folder); called with the reference's folder and model, the live policy and its tokenizer,
+    it returns the judge (loading the reward model, or the LLM judge unless it is the reference: then the reference
+    model judges, no second copy; or the policy itself, ``judge_model='policy'``)."""
     cfgmod.check_one_reward(method, config.reward_model, config.verifier, config.judge_model)
+    if config.judge_model == cfgmod.LIVE_JUDGE:
+        return _live_judge
     if config.judge_model:
         return partial(_llm_judge, _judge_folder(config.judge_model))
     if config.verifier:
@@ -553,7 +556,18 @@ def _judge_folder(spec: str) -> Path:
     return check_model_dir(spec)
 
 
-def _llm_judge(folder: Path, reference_path: Path, reference: Any) -> Any:
+def _live_judge(reference_path: Path, reference: Any, policy: Any, tokenizer: Any) -> Any:
+    """Online self-rewarding: the policy being trained rates its own answers (with its weights of the moment, under
+    no gradient), so the judge changes as the policy learns; no model is loaded for it."""
+    from pipelines.backends.transformers_backend import TransformersBackend
+    from pipelines.judges.config import JudgeConfig
+    from pipelines.judges.pointwise import RatingJudge
+
+    return RatingJudge(TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE),
+                       JudgeConfig(mode="logprobs"))
+
+
+def _llm_judge(folder: Path, reference_path: Path, reference: Any, *_: Any) -> Any:
     """Direct RLAIF's judge: the rating judge on the expected digit of its next-token probabilities. A judge that is
     the reference's folder (d-RLAIF's usual set-up: the model the policy started from) judges with the loaded
     reference model (frozen, like a judge), not a copy of it."""
@@ -646,7 +660,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     ref_path = check_model_dir(reference_model) if reference_model else base
     reference = load_model(ref_path, "causal").to(device).eval().requires_grad_(False)
     models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device), reference,
-                     load_judge(ref_path, reference), tokenizer, device, use_bf16(t), prompt_checks, ptx=ptx_batches)
+                     load_judge(ref_path, reference, policy, tokenizer), tokenizer, device, use_bf16(t), prompt_checks,
+                     ptx=ptx_batches)
     if config.pairwise_updates:
         from trainers.losses import get_loss
         from trainers.objectives import PolicyLoss
