@@ -40,6 +40,10 @@ def test_ties_trims_to_the_largest_share_and_onties_keeps_the_sides_that_agree_i
     with pytest.raises(AlignloopError, match="unknown method 'tie'"):
         OnlineMergingAdamW([torch.nn.Parameter(torch.ones(1))], deltas={}, alpha=0.1, reserve=1.0, rescale=False,
                            method="tie")
+    w = torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(AlignloopError, match="none of the optimizer's parameters is one the SFT delta was read for"):
+        OnlineMergingAdamW([torch.nn.Parameter(w.detach().clone())], deltas={id(w): torch.ones(2)}, alpha=0.1,
+                           reserve=1.0, rescale=False)  # a copy (as a sharding wrapper makes) has no delta
     with pytest.raises(ValueError, match="merge_method must be dare or ties"):
         C.TrainConfig(merge_method="tie")
     with pytest.raises(ValueError, match="merge_rescale is OnDARE's"):

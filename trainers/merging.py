@@ -77,6 +77,11 @@ class OnlineMergingAdamW(torch.optim.AdamW):
         if method not in METHODS:
             raise AlignloopError(f"online merging: unknown method {method!r}; expected one of {', '.join(METHODS)}")
         super().__init__(params, **kw)
+        if deltas and not any(id(p) in deltas for g in self.param_groups for p in g["params"]):
+            # e.g. FSDP's flattened or DeepSpeed ZeRO-3's partitioned parameters: merging would silently do nothing
+            raise AlignloopError("online merging: none of the optimizer's parameters is one the SFT delta was read "
+                                 "for (a sharded or wrapped model: FSDP or DeepSpeed ZeRO-3 are not supported; use "
+                                 "DDP or one process)")
         self.alpha, self.reserve, self.rescale, self.method = alpha, reserve, rescale, method
         # OnTIES trims the fixed delta once; OnDARE draws a fresh drop every step
         self.deltas = {k: trim(v, reserve) for k, v in deltas.items()} if method == "ties" else deltas
