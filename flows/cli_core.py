@@ -88,7 +88,8 @@ def _print_summary(s: ImportSummary) -> None:
 @user_errors
 def prompts_import(
     path: Annotated[Path, typer.Argument(help="File or HF datasets folder to import.")],
-    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|json|csv|parquet|hf|hh-rlhf|prm800k|qac")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|json|csv|parquet|hf|hh-rlhf|prm800k|qac|"
+                                                      "preference|unpaired")] = "auto",
     text_field: Annotated[str | None, typer.Option(help="Field with the prompt text.")] = None,
     messages_field: Annotated[str | None, typer.Option(help="Field with a chat message list.")] = None,
     reference_field: Annotated[str | None, typer.Option(help="Field with a reference answer.")] = None,
@@ -105,7 +106,8 @@ def prompts_import(
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C)."""
+    """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C, TRL's
+    preference and unpaired preference)."""
     opts = ImportOptions(format=fmt, fields=FieldMap(text_field, messages_field, system, reference_field),
                          round=round_, source=source, tags=tuple(tag or ()), test_fraction=test_fraction,
                          near_dup=near_dup, min_chars=min_chars, max_chars=max_chars, on_error=on_error, limit=limit)

@@ -16,7 +16,8 @@ from flows.params import FlowParams
 from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 
-Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac"]
+Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
+                 "unpaired"]
 
 
 class ImportPromptsParams(FlowParams):
@@ -24,7 +25,9 @@ class ImportPromptsParams(FlowParams):
 
     path: str = Field(..., min_length=1, description="File (or HF datasets folder) to import, as the flow's "
                                                      "machine sees it.")
-    format: Format = Field("auto", description="File format; 'auto' detects HH-RLHF, PRM800K and Q-A-C records.")
+    format: Format = Field("auto", description="File format; 'auto' detects HH-RLHF, PRM800K, Q-A-C, preference "
+                                               "(prompt/chosen/rejected) and unpaired (prompt/completion/label) "
+                                               "records.")
     round: str = Field("import", min_length=1, description="Round that imported responses and feedback belong to.")
     source: str | None = Field(None, description="Source name stored with the prompts (default: the file name).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts put in the test split "

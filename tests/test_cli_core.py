@@ -311,6 +311,6 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
                                   ).fetchall())
     assert stored["n_heldout"] == 3.0 and 0.0 <= stored["heldout_accuracy"] <= 1.0
     r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})  # answers stored: the rerun reuses them
-    assert r.exit_code == 0 and r.output.startswith(f"round e1 (model {model}); held-out: heldout_accuracy="), r.output
+    assert r.exit_code == 0 and r.stdout.startswith(f"round e1 (model {model}); held-out: heldout_accuracy="), r.output
     logged = capfd.readouterr()
     assert "Traceback" not in logged.out + logged.err and "without a flow run id" not in logged.out + logged.err

@@ -1,4 +1,5 @@
-"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C) and the generic field mapping, as record parsers."""
+"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference) and the generic field
+mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -33,12 +34,15 @@ class FieldMap:
 
 def detect(rec: dict[str, Any]) -> str:
     """Name the known format a record is in, or ``generic``."""
-    if isinstance(rec.get("chosen"), str) and isinstance(rec.get("rejected"), str) and "Human:" in rec["chosen"]:
-        return "hh-rlhf"
+    if {"chosen", "rejected"} <= rec.keys():
+        hh = isinstance(rec["chosen"], str) and "prompt" not in rec and "Human:" in rec["chosen"]
+        return "hh-rlhf" if hh else "preference"
     if isinstance(rec.get("question"), dict) and isinstance(rec.get("label"), dict):
         return "prm800k"
     if {"question", "answer", "correction"} <= rec.keys():
         return "qac"
+    if {"prompt", "completion", "label"} <= rec.keys():
+        return "unpaired"
     return "generic"
 
 
@@ -184,6 +188,110 @@ def _messages_from(value: Any, file: str, line: int, field: str) -> list[dict[st
     return out
 
 
+def _json_chat(text: str) -> bool:
+    """Whether a string is a chat list written as JSON (as a snapshot's ``prompt`` column and its jsonl export)."""
+    if not text.startswith("[{"):
+        return False
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return False
+    return all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value)
+
+
+def _chat(value: Any, file: str, line: int, field: str) -> list[dict[str, str]]:
+    """A prompt or completion as messages: a string is one message (the caller names its role), a list (or a
+    JSON chat string) is a chat."""
+    if isinstance(value, str) and not _json_chat(value):
+        return [{"role": "", "content": value}]
+    if value is None:
+        raise InputError("missing field", file=file, line=line, field=field)
+    return _messages_from(value, file, line, field)
+
+
+def _completion(value: Any, prompt: list[dict[str, str]], file: str, line: int, field: str) -> str:
+    """TRL's completion: a string, ``[assistant message]``, or the prompt's messages followed by one assistant
+    message (as UltraFeedback-binarized stores its chosen and rejected)."""
+    msgs = _chat(value, file, line, field)
+    if msgs[0]["role"] == "":
+        return msgs[0]["content"]
+    if len(msgs) > len(prompt) and msgs[:len(prompt)] == prompt:
+        msgs = msgs[len(prompt):]
+    if len(msgs) != 1 or msgs[0]["role"] != "assistant":
+        raise InputError(f"expected one assistant message after the prompt, got {len(msgs)} message(s) "
+                         f"({', '.join(m['role'] for m in msgs)})", file=file, line=line, field=field)
+    return msgs[0]["content"]
+
+
+def _explicit_prompt(rec: dict[str, Any], file: str, line: int) -> list[dict[str, str]]:
+    msgs = _chat(rec["prompt"], file, line, "prompt")
+    if msgs[0]["role"] == "":
+        msgs = [{"role": "user", "content": msgs[0]["content"]}]
+    if msgs[-1]["role"] == "assistant":
+        raise InputError("the prompt ends with an assistant message", file=file, line=line, field="prompt")
+    return msgs
+
+
+def _implicit_prompt(rec: dict[str, Any], file: str, line: int) -> list[dict[str, str]]:
+    """No ``prompt`` field: chosen and rejected are whole chats sharing every message but their last (TRL's
+    implicit prompt)."""
+    chosen, rejected = (_chat(rec[k], file, line, k) for k in ("chosen", "rejected"))
+    if chosen[0]["role"] == "" or rejected[0]["role"] == "":
+        raise InputError("missing field: text chosen and rejected need the prompt they answer", file=file,
+                         line=line, field="prompt")
+    if len(chosen) < 2 or chosen[:-1] != rejected[:-1]:
+        raise InputError("without a prompt field, chosen and rejected must be chats that differ in their last "
+                         "message only", file=file, line=line, field="rejected")
+    return chosen[:-1]
+
+
+def _scores(rec: dict[str, Any], key: str) -> dict[str, Any] | None:
+    """A numeric ``score_chosen`` / ``score_rejected`` (UltraFeedback) kept in the response's meta."""
+    value = rec.get(f"score_{key}")
+    return {"score": float(value)} if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _split(rec: dict[str, Any]) -> str | None:
+    return rec.get("split") if rec.get("split") in ("train", "test") else None
+
+
+def parse_preference(raw: RawRecord, file: str) -> ParsedItem:
+    """TRL's preference format, standard (strings) or conversational (chats), explicit or implicit prompt: the
+    prompt, chosen and rejected as responses and one comparison, chosen over rejected (the dataset's label)."""
+    rec = raw.data
+    for key in ("chosen", "rejected"):
+        if rec.get(key) is None:
+            raise InputError("missing field", file=file, line=raw.line, field=key)
+    prompt = _explicit_prompt(rec, file, raw.line) if rec.get("prompt") is not None else \
+        _implicit_prompt(rec, file, raw.line)
+    texts = {k: _completion(rec[k], prompt, file, raw.line, k) for k in ("chosen", "rejected")}
+    for key, text in texts.items():
+        if not text.strip():
+            raise Rejected(f"empty {key} response")
+    if texts["chosen"] == texts["rejected"]:
+        raise Rejected("chosen and rejected are the same text")
+    responses = tuple(ParsedResponse(k, t, meta=_scores(rec, k)) for k, t in texts.items())
+    return ParsedItem(raw.line, prompt, responses=responses, comparisons=(("chosen", "rejected", "a"),),
+                      split=_split(rec))
+
+
+def parse_unpaired(raw: RawRecord, file: str) -> ParsedItem:
+    """TRL's unpaired preference format (KTO's): prompt, completion and a boolean label, stored as a thumbs rating
+    (1 up, 0 down on a 0..1 scale) of the completion."""
+    rec = raw.data
+    prompt = _explicit_prompt(rec, file, raw.line)
+    text = _completion(rec.get("completion"), prompt, file, raw.line, "completion")
+    label = rec.get("label")
+    if isinstance(label, str) and label.lower() in ("true", "false", "1", "0"):  # CSV
+        label = label.lower() in ("true", "1")
+    if not isinstance(label, bool | int) or label not in (0, 1):
+        raise InputError(f"expected true or false, got {label!r}", file=file, line=raw.line, field="label")
+    if not text.strip():
+        raise Rejected("empty completion")
+    return ParsedItem(raw.line, prompt, responses=(ParsedResponse("completion", text),),
+                      ratings=(("completion", float(label), 0.0, 1.0),), split=_split(rec))
+
+
 def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
     def parse(raw: RawRecord, file: str) -> ParsedItem:
         rec = raw.data
@@ -219,5 +327,6 @@ def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
 
 
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
-    "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac,
+    "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
+    "unpaired": parse_unpaired,
 }

@@ -16,7 +16,7 @@ from pipelines.intake.parsed import ParsedItem, Rejected
 from pipelines.intake.readers import FORMATS, RawRecord, container_format, read_records
 from warehouse import db
 from warehouse.errors import InputError
-from warehouse.records import Comparison, Correction, Model, Prompt, Response, StepLabel, to_arrow
+from warehouse.records import Comparison, Correction, Model, Prompt, Rating, Response, StepLabel, to_arrow
 
 OnError = Literal["fail", "skip"]
 
@@ -24,7 +24,7 @@ OnError = Literal["fail", "skip"]
 @dataclass(frozen=True)
 class ImportOptions:
     format: str = "auto"
-    """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac."""
+    """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired."""
     fields: formats.FieldMap = field(default_factory=formats.FieldMap)
     round: str = "import"
     """Round that imported responses and feedback belong to (created on first use)."""
@@ -190,7 +190,8 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
     summary.imported = len(kept_items)
 
     model = Model.create(f"dataset:{summary.format}:{source}", "dataset")
-    rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "step_labels": [], "corrections": []}
+    rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "ratings": [], "step_labels": [],
+                                  "corrections": []}
     for it, pid in kept_items:
         judge = it.judge or f"dataset:{source}"
         rid: dict[str, str] = {}
@@ -207,6 +208,9 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
             rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
                                                   winner, judge, "human", opts.round,
                                                   prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
+        for key, score, lo, hi in it.ratings:
+            rows["ratings"].append(Rating(Rating.make_id(judge, rid[key]), pid, rid[key], score, lo, hi, judge, "human",
+                                          opts.round))
         for s in it.step_labels:
             rows["step_labels"].append(StepLabel(StepLabel.make_id(judge, rid[s.response], s.index), pid,
                                                  rid[s.response], s.index, s.label, judge, "human", opts.round,
@@ -233,11 +237,12 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, opts: ImportOp
         return dict(con.execute(db.query("existing_prompts_by_norm"), {"keys": keys}).fetchall())
 
     plan = plan_import(path, opts, existing)
-    plan.summary.inserted = {t: 0 for t in ("prompts", "responses", "comparisons", "step_labels", "corrections")}
+    tables = ("prompts", "responses", "comparisons", "ratings", "step_labels", "corrections")
+    plan.summary.inserted = dict.fromkeys(tables, 0)
     with db.transaction(con):
         if plan.has_feedback:
             db.ensure_round(con, opts.round)
-        for table in ("prompts", "models", "responses", "comparisons", "step_labels", "corrections"):
+        for table in ("prompts", "models", *tables[1:]):
             if table in plan.tables:
                 plan.summary.inserted[table] = db.ingest(con, table, plan.tables[table])
     return plan.summary

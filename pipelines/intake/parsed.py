@@ -52,5 +52,7 @@ class ParsedItem:
     step_finish_reason: str | None = None
     corrections: tuple[tuple[str, str], ...] = ()
     """(original, corrected), local keys."""
+    ratings: tuple[tuple[str, float, float, float], ...] = ()
+    """(response, score, scale min, scale max), local keys."""
     judge: str | None = None
     """Who gave the feedback: an annotator or labeler id; defaults to the dataset."""

@@ -1,0 +1,127 @@
+"""Intake of TRL's preference and unpaired preference formats, and the round trip of a pairwise export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+
+from pipelines.datasets.build import build
+from pipelines.datasets.config import parse_options
+from pipelines.datasets.export import export_snapshot
+from pipelines.datasets.publish import build_and_publish
+from pipelines.datasets.snapshot import load_snapshot
+from pipelines.intake import ImportOptions, import_file
+from warehouse import db
+from warehouse.errors import InputError
+
+USER, ASSISTANT = "user", "assistant"
+
+
+def _jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _msg(role: str, content: str) -> dict[str, str]:
+    return {"role": role, "content": content}
+
+
+@pytest.fixture
+def con():
+    with db.connect(":memory:") as c:
+        yield c
+
+
+def _pairs(con) -> set[tuple[tuple, str, str]]:
+    """((role, content) of each prompt message, chosen text, rejected text) of every stored comparison."""
+    return {(tuple((m["role"], m["content"]) for m in json.loads(p)), a, b) for p, a, b in con.execute("""
+        SELECT p.messages, a.text, b.text FROM comparisons c JOIN prompts p ON p.id = c.prompt_id
+        JOIN responses a ON a.id = c.response_a JOIN responses b ON b.id = c.response_b
+        WHERE c.winner = 'a' AND c.source = 'human' AND c.prob_a = 1.0""").fetchall()}
+
+
+def test_each_shape_of_trl_preference_records_becomes_a_human_comparison(con, tmp_path):
+    rows = [
+        {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."},                    # standard
+        {"prompt": [_msg("system", "Be brief."), _msg(USER, "Say hi.")],                        # conversational
+         "chosen": [_msg(ASSISTANT, "Hi.")], "rejected": [_msg(ASSISTANT, "No.")]},
+        {"prompt": "What is 2+2?", "chosen": [_msg(USER, "What is 2+2?"), _msg(ASSISTANT, "4")],  # UltraFeedback
+         "rejected": [_msg(USER, "What is 2+2?"), _msg(ASSISTANT, "5")], "score_chosen": 9.0, "score_rejected": 2},
+        {"chosen": [_msg(USER, "Pick one."), _msg(ASSISTANT, "A")],                               # implicit prompt
+         "rejected": [_msg(USER, "Pick one."), _msg(ASSISTANT, "B")]},
+        {"prompt": "Same?", "chosen": "yes", "rejected": "yes"},                                 # reported
+    ]
+    s = import_file(con, _jsonl(tmp_path / "prefs.jsonl", rows))
+    assert s.format == "preference" and s.read == 5 and s.imported == 4
+    assert s.rejected == {"chosen and rejected are the same text": 1} and s.rejected_lines == [
+        (5, "chosen and rejected are the same text")]
+    assert s.inserted["comparisons"] == 4 and s.inserted["responses"] == 8
+    assert _pairs(con) == {
+        (((USER, "Name a colour."),), "Blue.", "Seven."), ((("system", "Be brief."), (USER, "Say hi.")), "Hi.", "No."),
+        (((USER, "What is 2+2?"),), "4", "5"), (((USER, "Pick one."),), "A", "B")}
+    scores = dict(con.execute("SELECT text, meta->>'$.score' FROM responses WHERE text IN ('4', '5')").fetchall())
+    assert scores == {"4": "9.0", "5": "2.0"}
+    assert sum(import_file(con, tmp_path / "prefs.jsonl").inserted.values()) == 0  # idempotent
+    pairs = build(con, parse_options("pairwise", {"decontaminate": False})).table
+    assert sorted(zip(pairs["chosen"].to_pylist(), pairs["rejected"].to_pylist())) == [
+        ("4", "5"), ("A", "B"), ("Blue.", "Seven."), ("Hi.", "No.")]
+
+
+@pytest.mark.parametrize("row,match", [
+    ({"prompt": "q", "chosen": "a"}, r"p\.jsonl:1: field 'rejected': missing field"),
+    ({"prompt": "q", "chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a"), _msg(USER, "more")], "rejected": "b"},
+     r"p\.jsonl:1: .*expected one assistant message after the prompt, got 2 message\(s\) \(assistant, user\)"),
+    ({"chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a")], "rejected": [_msg(USER, "other"), _msg(ASSISTANT, "b")]},
+     r"p\.jsonl:1: .*without a prompt field, chosen and rejected must be chats that differ in their last message"),
+    ({"chosen": "a", "rejected": "b"}, r"p\.jsonl:1: .*text chosen and rejected need the prompt they answer"),
+    ({"prompt": [_msg(USER, "q"), _msg(ASSISTANT, "a")], "chosen": "x", "rejected": "y"},
+     r"p\.jsonl:1: .*the prompt ends with an assistant message"),
+    ({"prompt": "q", "completion": "a", "label": "maybe"}, r"p\.jsonl:1: .*label.*expected true or false, got 'maybe'"),
+])
+def test_bad_preference_records_name_line_and_field_and_write_nothing(con, tmp_path, row, match):
+    fmt = "unpaired" if "completion" in row else "preference"  # auto-detection needs the format's fields
+    with pytest.raises(InputError, match=match):
+        import_file(con, _jsonl(tmp_path / "p.jsonl", [row]), ImportOptions(format=fmt))
+    assert db.counts(con)["prompts"] == 0 and db.counts(con)["responses"] == 0
+
+
+def test_unpaired_records_are_thumbs_ratings_that_build_kto_rows(con, tmp_path):
+    csv = tmp_path / "kto.csv"
+    csv.write_text("prompt,completion,label\nSay hi.,Hi!,true\nSay hi.,Go away.,false\nCount to 2.,1 2,1\n")
+    s = import_file(con, csv, ImportOptions(test_fraction=0.0))
+    assert s.format == "unpaired" and s.inserted["ratings"] == 3 and s.inserted["prompts"] == 2
+    stored = con.execute("""SELECT r.text, t.score, t.scale_min, t.scale_max, t.source FROM ratings t
+                            JOIN responses r ON r.id = t.response_id ORDER BY r.text""").fetchall()
+    assert stored == [("1 2", 1.0, 0.0, 1.0, "human"), ("Go away.", 0.0, 0.0, 1.0, "human"),
+                      ("Hi!", 1.0, 0.0, 1.0, "human")]
+    kto = build(con, parse_options("binary", {"origin": "thumbs", "decontaminate": False})).table
+    assert sorted(zip(kto["completion"].to_pylist(), kto["label"].to_pylist())) == [
+        ("1 2", True), ("Go away.", False), ("Hi!", True)]
+
+
+@pytest.mark.parametrize("standard", [False, True])
+def test_a_trl_export_of_hh_pairs_imports_back_as_the_same_pairs(tmp_path, hh_path, standard):
+    """Rows 0-199 of HH-RLHF -> pairwise snapshot -> `trl` export (conversational, or standard: the prompt as its
+    plain text) -> a new warehouse -> the same pairs, each prompt on the side of the split it was exported in."""
+    with db.connect(":memory:") as a:
+        import_file(a, hh_path, ImportOptions(limit=200))
+        build_and_publish(a, parse_options("pairwise", {"decontaminate": False}), "hh", tmp_path / "snaps")
+    snap = load_snapshot("hh", root=tmp_path / "snaps")
+    export_snapshot(snap, "trl", tmp_path / "export", standard=standard)
+    with db.connect(":memory:") as b:
+        s = import_file(b, tmp_path / "export")
+        again = build(b, parse_options("pairwise", {"decontaminate": False})).table
+    exported = pa.concat_tables([snap.train, snap.test])
+    assert s.format == "preference" and s.imported == exported.num_rows > 150 and not s.rejected
+
+    def rows(t: pa.Table, prompts: list) -> list[tuple]:
+        return sorted(zip(prompts, t["chosen"].to_pylist(), t["rejected"].to_pylist(), t["split"].to_pylist()))
+
+    if standard:  # one user message holding the rendered conversation
+        assert rows(again, [json.loads(p)[0]["content"] for p in again["prompt"].to_pylist()]) == \
+            rows(exported, exported["prompt_text"].to_pylist())
+    else:
+        assert rows(again, again["prompt_id"].to_pylist()) == rows(exported, exported["prompt_id"].to_pylist())
