@@ -80,6 +80,7 @@ def test_each_shape_of_trl_preference_records_becomes_a_human_comparison(con, tm
     ({"prompt": [_msg(USER, "q"), _msg(ASSISTANT, "a")], "chosen": "x", "rejected": "y"},
      r"p\.jsonl:1: .*the prompt ends with an assistant message"),
     ({"prompt": "q", "completion": "a", "label": "maybe"}, r"p\.jsonl:1: .*label.*expected true or false, got 'maybe'"),
+    ({"completion": "a", "label": True}, r"p\.jsonl:1: field 'prompt': missing field"),
 ])
 def test_bad_preference_records_name_line_and_field_and_write_nothing(con, tmp_path, row, match):
     fmt = "unpaired" if "completion" in row else "preference"  # auto-detection needs the format's fields

@@ -224,7 +224,7 @@ def _completion(value: Any, prompt: list[dict[str, str]], file: str, line: int, 
 
 
 def _explicit_prompt(rec: dict[str, Any], file: str, line: int) -> list[dict[str, str]]:
-    msgs = _chat(rec["prompt"], file, line, "prompt")
+    msgs = _chat(rec.get("prompt"), file, line, "prompt")
     if msgs[0]["role"] == "":
         msgs = [{"role": "user", "content": msgs[0]["content"]}]
     if msgs[-1]["role"] == "assistant":
