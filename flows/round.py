@@ -368,10 +368,12 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         reward_model=params.scored_by(), db=path))
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")
+    keys = ("run_id", "model_dir", "steps", "train_seconds", "eval", "plot")
+    train_part = {k: tr.get(k) for k in keys}
+    if "stages" in tr:  # sDPO: each stage's run, as `alignloop train` lists them
+        train_part["stages"] = [{k: s.get(k) for k in keys} for s in tr["stages"]]
     summary = {"round": params.round, "policy": policy, "new_policy": tr["model_dir"], "generate": gen,
-               "feedback": fb, "dataset": ds, "train": {**{k: tr.get(k) for k in ("run_id", "steps", "train_seconds",
-                                                                                 "eval", "plot")},
-                                                          "stage_runs": [s["run_id"] for s in tr.get("stages", [])]},
+               "feedback": fb, "dataset": ds, "train": train_part,
                "heldout": ev["figures"], "samples": ev["samples"], "stop": stop, "reason": reason,
                "timings": timings}
     create_markdown_artifact(key=_artifact_key(params.round), markdown=_markdown(summary),

@@ -54,7 +54,8 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
         stages = con.execute("SELECT id, config->>'$.stage', base_model_id, output_model_id FROM training_runs "
                              "WHERE round_id = 'rm1' ORDER BY config->>'$.stage'").fetchall()
     assert [s[1] for s in stages] == ["0", "1"] and stages[1][2] == stages[0][3]  # stage 2 from stage 1's model
-    assert out["train"]["stage_runs"] == [s[0] for s in stages] and out["train"]["run_id"] == stages[1][0]
+    assert [s["run_id"] for s in out["train"]["stages"]] == [s[0] for s in stages]
+    assert out["train"]["run_id"] == stages[1][0] and out["train"]["stages"][0]["model_dir"].endswith("stage-1/model")
     assert out["new_policy"].endswith("stage-2/model")
     assert scalar(db_file, "SELECT count(*) FROM ratings WHERE source = 'reward_model' AND round_id = 'rm1'") == \
         PROMPTS * 3
