@@ -96,6 +96,8 @@ def prompts_import(
     system: Annotated[str | None, typer.Option(help="System message to prepend.")] = None,
     round_: Annotated[str, typer.Option("--round", help="Round for imported responses and feedback.")] = "import",
     source: Annotated[str | None, typer.Option(help="Source name (default: the file name).")] = None,
+    feedback_source: Annotated[str, typer.Option(help="Who gave the file's labels: human, or ai (e.g. "
+                                                      "UltraFeedback's GPT-4 ratings).")] = "human",
     tag: Annotated[list[str] | None, typer.Option(help="Tag added to every prompt (repeatable).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of prompts in the test split.")] = 0.1,
     near_dup: Annotated[float | None, typer.Option(help="Drop near-duplicates at this Jaccard similarity.")] = None,
@@ -109,7 +111,8 @@ def prompts_import(
     """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C, TRL's
     preference and unpaired preference)."""
     opts = ImportOptions(format=fmt, fields=FieldMap(text_field, messages_field, system, reference_field),
-                         round=round_, source=source, tags=tuple(tag or ()), test_fraction=test_fraction,
+                         round=round_, source=source, feedback_source=feedback_source, tags=tuple(tag or ()),
+                         test_fraction=test_fraction,
                          near_dup=near_dup, min_chars=min_chars, max_chars=max_chars, on_error=on_error, limit=limit)
     with console.status(f"importing {path}"), db.connect(db_path(db_)) as con:
         summary = import_file(con, path, opts)

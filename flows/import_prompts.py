@@ -30,6 +30,9 @@ class ImportPromptsParams(FlowParams):
                                                "records.")
     round: str = Field("import", min_length=1, description="Round that imported responses and feedback belong to.")
     source: str | None = Field(None, description="Source name stored with the prompts (default: the file name).")
+    feedback_source: Literal["human", "ai"] = Field("human", description="Who gave the file's labels: people, or "
+                                                                       "a model (e.g. UltraFeedback's GPT-4 "
+                                                                       "ratings).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts put in the test split "
                                                               "(chosen from the prompt id).")
     near_dup: float | None = Field(None, gt=0, le=1, description="Drop prompts whose 3-gram Jaccard similarity to "
@@ -41,6 +44,7 @@ class ImportPromptsParams(FlowParams):
 
     def options(self) -> ImportOptions:
         return ImportOptions(format=self.format, round=self.round, source=self.source,
+                             feedback_source=self.feedback_source,
                              test_fraction=self.test_fraction, near_dup=self.near_dup, on_error=self.on_error,
                              limit=self.limit)
 

@@ -13,6 +13,7 @@ from pipelines.datasets.config import parse_options
 from pipelines.datasets.export import export_snapshot
 from pipelines.datasets.publish import build_and_publish
 from pipelines.datasets.snapshot import load_snapshot
+from pipelines.datasets.stages import EmptyDataset
 from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 from warehouse.errors import InputError
@@ -68,6 +69,21 @@ def test_each_shape_of_trl_preference_records_becomes_a_human_comparison(con, tm
     pairs = build(con, parse_options("pairwise", {"decontaminate": False})).table
     assert sorted(zip(pairs["chosen"].to_pylist(), pairs["rejected"].to_pylist())) == [
         ("4", "5"), ("A", "B"), ("Blue.", "Seven."), ("Hi.", "No.")]
+
+
+def test_labels_a_model_gave_are_imported_as_ai_feedback(con, tmp_path):
+    """UltraFeedback's chosen/rejected come from GPT-4's ratings: `--feedback-source ai` stores them as AI feedback,
+    which a build limited to people's labels leaves out."""
+    path = _jsonl(tmp_path / "uf.jsonl", [{"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "Seven."}])
+    s = import_file(con, path, ImportOptions(feedback_source="ai"))
+    assert s.inserted["comparisons"] == 1
+    assert con.execute("SELECT source, judge FROM comparisons").fetchall() == [("ai", "dataset:uf.jsonl")]
+    pairs = build(con, parse_options("pairwise", {"decontaminate": False})).table
+    assert pairs["source"].to_pylist() == ["ai"] and pairs["chosen"].to_pylist() == ["Blue."]
+    with pytest.raises(EmptyDataset, match="pairwise dataset is empty"):
+        build(con, parse_options("pairwise", {"decontaminate": False, "sources": "human"}))
+    with pytest.raises(InputError, match="--feedback-source must be human or ai, got 'robot'"):
+        ImportOptions(feedback_source="robot")
 
 
 @pytest.mark.parametrize("row,match", [

@@ -30,6 +30,9 @@ class ImportOptions:
     """Round that imported responses and feedback belong to (created on first use)."""
     source: str | None = None
     """Source name stored with prompts; default: the file name."""
+    feedback_source: str = "human"
+    """Who gave the file's labels: ``human`` (people, as in HH-RLHF) or ``ai`` (a model, as UltraFeedback's
+    GPT-4 ratings), stored with every comparison, rating, step label and correction it carries."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
     """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
@@ -46,6 +49,8 @@ class ImportOptions:
             raise InputError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
         if not 0 <= self.test_fraction < 1:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
+        if self.feedback_source not in ("human", "ai"):
+            raise InputError(f"--feedback-source must be human or ai, got {self.feedback_source!r}")
         if self.on_error not in ("fail", "skip"):
             raise InputError(f"--on-error must be fail or skip, got {self.on_error!r}")
         if self.near_dup is not None and not 0 < self.near_dup <= 1:
@@ -206,18 +211,18 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
                 summary.warnings[key] = summary.warnings.get(key, 0) + 1
         for a, b, winner in it.comparisons:
             rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
-                                                  winner, judge, "human", opts.round,
+                                                  winner, judge, opts.feedback_source, opts.round,
                                                   prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
         for key, score, lo, hi in it.ratings:
-            rows["ratings"].append(Rating(Rating.make_id(judge, rid[key]), pid, rid[key], score, lo, hi, judge, "human",
-                                          opts.round))
+            rows["ratings"].append(Rating(Rating.make_id(judge, rid[key]), pid, rid[key], score, lo, hi, judge,
+                                          opts.feedback_source, opts.round))
         for s in it.step_labels:
             rows["step_labels"].append(StepLabel(StepLabel.make_id(judge, rid[s.response], s.index), pid,
-                                                 rid[s.response], s.index, s.label, judge, "human", opts.round,
+                                                 rid[s.response], s.index, s.label, judge, opts.feedback_source, opts.round,
                                                  s.flagged, it.step_finish_reason))
         for orig, corr in it.corrections:
             rows["corrections"].append(Correction(Correction.make_id(judge, rid[orig]), pid, rid[orig], rid[corr],
-                                                  judge, "human", opts.round))
+                                                  judge, opts.feedback_source, opts.round))
     tables = {"prompts": to_arrow(list(prompts.values()))} if prompts else {}
     has_feedback = bool(rows["responses"])
     if has_feedback:
