@@ -86,6 +86,38 @@ def test_labels_a_model_gave_are_imported_as_ai_feedback(con, tmp_path):
         ImportOptions(feedback_source="robot")
 
 
+def test_an_export_of_ai_soft_labels_imports_back_with_them(tmp_path):
+    """A judge's swap-averaged probabilities (soft labels, a tie kept as 0.5) survive export and import: the file's
+    `prob` is each comparison's probability, `--feedback-source ai` its source, and the rebuilt pairs are the same."""
+    from tests.fixtures_datasets import Wh
+
+    soft = {"soft_labels": True, "ties": "keep", "decontaminate": False}
+    with db.connect(":memory:") as con:
+        wh = Wh(con)
+        for i, (winner, prob) in enumerate([("a", 0.8), ("b", 0.3), ("tie", 0.5), ("a", 1.0)]):
+            p = wh.prompt(f"question {i}")
+            a, b = wh.responses(p, f"first {i}", f"second {i}")
+            wh.compare(p, a, b, winner, source="ai", judge="judge-v1", prob_a=prob, consistent=True)
+        build_and_publish(con, parse_options("pairwise", soft), "soft", tmp_path / "snaps")
+    snap = load_snapshot("soft", root=tmp_path / "snaps")
+    export_snapshot(snap, "jsonl", tmp_path / "export")
+    with db.connect(":memory:") as con:
+        for split in ("train", "test"):
+            if snap.tables[split].num_rows:
+                import_file(con, tmp_path / "export" / f"{split}.jsonl", ImportOptions(feedback_source="ai"))
+        again = build(con, parse_options("pairwise", soft)).table
+    exported = pa.concat_tables([snap.train, snap.test])
+
+    def rows(t: pa.Table) -> list[tuple]:
+        return sorted(zip(t["prompt_text"].to_pylist(), t["chosen"].to_pylist(), t["rejected"].to_pylist(),
+                          t["prob"].to_pylist(), t["source"].to_pylist(), t["split"].to_pylist()))
+
+    assert rows(again) == rows(exported) and sorted(exported["prob"].to_pylist()) == [0.5, 0.7, 0.8, 1.0]
+    with db.connect(":memory:") as con, pytest.raises(InputError, match=r"field 'prob': expected P\(chosen better\) "
+                                                                        r"in \[0.5, 1\], got 0.2"):
+        import_file(con, _jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "prob": 0.2}]))
+
+
 @pytest.mark.parametrize("row,match", [
     ({"prompt": "q", "chosen": "a"}, r"p\.jsonl:1: field 'rejected': missing field"),
     ({"prompt": "q", "chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a"), _msg(USER, "more")], "rejected": "b"},

@@ -257,7 +257,8 @@ def _split(rec: dict[str, Any]) -> str | None:
 
 def parse_preference(raw: RawRecord, file: str) -> ParsedItem:
     """TRL's preference format, standard (strings) or conversational (chats), explicit or implicit prompt: the
-    prompt, chosen and rejected as responses and one comparison, chosen over rejected (the dataset's label)."""
+    prompt, chosen and rejected as responses and one comparison, chosen over rejected (the dataset's label; with a
+    ``prob`` field, that soft label, 0.5 a tie)."""
     rec = raw.data
     for key in ("chosen", "rejected"):
         if rec.get(key) is None:
@@ -270,9 +271,14 @@ def parse_preference(raw: RawRecord, file: str) -> ParsedItem:
             raise Rejected(f"empty {key} response")
     if texts["chosen"] == texts["rejected"]:
         raise Rejected("chosen and rejected are the same text")
+    prob = rec.get("prob")  # a soft label, as a pairwise snapshot and its exports carry
+    if prob is not None and (isinstance(prob, bool) or not isinstance(prob, int | float) or not 0.5 <= prob <= 1):
+        raise InputError(f"expected P(chosen better) in [0.5, 1], got {prob!r}", file=file, line=raw.line,
+                         field="prob")
     responses = tuple(ParsedResponse(k, t, meta=_scores(rec, k)) for k, t in texts.items())
-    return ParsedItem(raw.line, prompt, responses=responses, comparisons=(("chosen", "rejected", "a"),),
-                      split=_split(rec))
+    return ParsedItem(raw.line, prompt, responses=responses, split=_split(rec),
+                      comparisons=(("chosen", "rejected", "tie" if prob == 0.5 else "a"),),
+                      prob_a=None if prob is None else float(prob))
 
 
 def parse_unpaired(raw: RawRecord, file: str) -> ParsedItem:

@@ -212,7 +212,8 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
         for a, b, winner in it.comparisons:
             rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
                                                   winner, judge, opts.feedback_source, opts.round,
-                                                  prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
+                                                  prob_a=it.prob_a if it.prob_a is not None else
+                                                  {"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
         for key, score, lo, hi in it.ratings:
             rows["ratings"].append(Rating(Rating.make_id(judge, rid[key]), pid, rid[key], score, lo, hi, judge,
                                           opts.feedback_source, opts.round))

@@ -48,6 +48,9 @@ class ParsedItem:
     responses: tuple[ParsedResponse, ...] = ()
     comparisons: tuple[tuple[str, str, str], ...] = ()
     """(response a, response b, winner in a | b | tie), local keys."""
+    prob_a: float | None = None
+    """The record's probability that each comparison's response a is the better (a soft label); None: from the
+    winner (1, 0 or 0.5)."""
     step_labels: tuple[ParsedStepLabel, ...] = ()
     step_finish_reason: str | None = None
     corrections: tuple[tuple[str, str], ...] = ()
