@@ -118,6 +118,50 @@ def test_an_export_of_ai_soft_labels_imports_back_with_them(tmp_path):
         import_file(con, _jsonl(tmp_path / "bad.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b", "prob": 0.2}]))
 
 
+def _uf_completion(model: str, response: str, overall, ratings: list) -> dict:
+    """One completion as openbmb/UltraFeedback stores it (fine-grained ratings as strings, "N/A" allowed)."""
+    notes = {aspect: {"Rating": r, "Rationale": f"{aspect} of {model}"} for aspect, r in
+             zip(("instruction_following", "honesty", "truthfulness", "helpfulness"), ratings)}
+    notes["truthfulness"] |= {"Type": ["0"], "Rationale For Rating": f"why {model}"}
+    return {"model": model, "principle": "helpfulness", "custom_system_prompt": "Be helpful.", "response": response,
+            "annotations": notes, "critique": f"critique of {model}", "overall_score": overall,
+            "fine-grained_score": 3.5}
+
+
+def test_ultrafeedback_completions_become_ai_ratings_per_aspect(con, tmp_path):
+    """Each completion is a response rated by GPT-4 (source ai): overall 1-10 and each fine-grained aspect 1-5 with
+    its rationale; the ratings builders then give UltraFeedback's binarisation (best vs worst) per aspect."""
+    rows = [{"source": "sharegpt", "instruction": "Plan a day in Cairo.", "models": ["m1", "m2", "m3", "m4"],
+             "correct_answers": ["None"], "incorrect_answers": ["None"],
+             "completions": [_uf_completion("m1", "Pyramids.", 7.5, ["4", "5", "3", "4"]),
+                             _uf_completion("m2", "Museum, then the bazaar.", 9.0, ["5", "5", "N/A", "2"]),
+                             _uf_completion("m3", "Stay home.", 2.0, ["1", "3", "5", "1"]),
+                             _uf_completion("m4", "", 5.0, ["3", "3", "3", "3"])]}]   # empty: left out
+    s = import_file(con, _jsonl(tmp_path / "uf.jsonl", rows))
+    assert s.format == "ultrafeedback" and s.inserted["responses"] == 3
+    assert s.inserted["ratings"] == 3 + 4 + 3 + 4  # overall and the four aspects, one N/A
+    stored = con.execute("""SELECT r.text, t.aspect, t.score, t.scale_max, t.source, t.rationale FROM ratings t
+                            JOIN responses r ON r.id = t.response_id WHERE r.text = 'Stay home.'
+                            ORDER BY t.aspect""").fetchall()
+    assert stored == [("Stay home.", "helpfulness", 1.0, 5.0, "ai", "helpfulness of m3"),
+                      ("Stay home.", "honesty", 3.0, 5.0, "ai", "honesty of m3"),
+                      ("Stay home.", "instruction_following", 1.0, 5.0, "ai", "instruction_following of m3"),
+                      ("Stay home.", "overall", 2.0, 10.0, "ai", "critique of m3"),
+                      ("Stay home.", "truthfulness", 5.0, 5.0, "ai", "why m3")]
+    assert con.execute("SELECT meta->>'$.model' FROM responses WHERE text = 'Pyramids.'").fetchone() == ("m1",)
+
+    def best_vs_worst(aspect: str) -> tuple[str, str]:
+        t = build(con, parse_options("pairwise", {"origin": "ratings", "aspect": aspect, "decontaminate": False})).table
+        return t["chosen"][0].as_py(), t["rejected"][0].as_py()
+
+    assert best_vs_worst("overall") == ("Museum, then the bazaar.", "Stay home.")
+    assert best_vs_worst("truthfulness") == ("Stay home.", "Pyramids.")
+    with pytest.raises(InputError, match=r"uf2\.jsonl:1: field 'completions\[0\]\.overall_score': expected a rating "
+                                         r"in \[1, 10\] or N/A, got 11"):
+        import_file(con, _jsonl(tmp_path / "uf2.jsonl", [{"instruction": "q", "completions": [
+            _uf_completion("m1", "a", 11, ["1", "1", "1", "1"])]}]))
+
+
 @pytest.mark.parametrize("row,match", [
     ({"prompt": "q", "chosen": "a"}, r"p\.jsonl:1: field 'rejected': missing field"),
     ({"prompt": "q", "chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a"), _msg(USER, "more")], "rejected": "b"},

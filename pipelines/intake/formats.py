@@ -1,5 +1,5 @@
-"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference) and the generic field
-mapping, as record parsers."""
+"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback) and the
+generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.intake.parsed import ParsedItem, ParsedResponse, ParsedStepLabel, Rejected
+from pipelines.intake.parsed import ParsedItem, ParsedRating, ParsedResponse, ParsedStepLabel, Rejected
 from pipelines.intake.readers import RawRecord
 from warehouse.errors import InputError
 
@@ -43,6 +43,9 @@ def detect(rec: dict[str, Any]) -> str:
         return "qac"
     if {"prompt", "completion", "label"} <= rec.keys():
         return "unpaired"
+    if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
+            all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
+        return "ultrafeedback"
     return "generic"
 
 
@@ -295,7 +298,62 @@ def parse_unpaired(raw: RawRecord, file: str) -> ParsedItem:
     if not text.strip():
         raise Rejected("empty completion")
     return ParsedItem(raw.line, prompt, responses=(ParsedResponse("completion", text),),
-                      ratings=(("completion", float(label), 0.0, 1.0),), split=_split(rec))
+                      ratings=(ParsedRating("completion", float(label), 0.0, 1.0),), split=_split(rec))
+
+
+UF_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
+"""UltraFeedback's fine-grained aspects, each rated 1-5 by GPT-4 (``N/A`` where it gave none)."""
+
+
+def _uf_rating(value: Any, file: str, line: int, field: str, lo: float, hi: float) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().upper() in ("N/A", "NA", "")):
+        return None
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"expected a rating in [{lo:g}, {hi:g}] or N/A, got {value!r}", file=file, line=line,
+                         field=field) from None
+    if not lo <= score <= hi:
+        raise InputError(f"expected a rating in [{lo:g}, {hi:g}] or N/A, got {value!r}", file=file, line=line,
+                         field=field)
+    return score
+
+
+def parse_ultrafeedback(raw: RawRecord, file: str) -> ParsedItem:
+    """UltraFeedback (openbmb/UltraFeedback): the instruction; each completion a response (its model and principle in
+    meta) rated on ``overall`` (``overall_score``, 1-10) and on each fine-grained aspect (``annotations``, 1-5, with
+    the rationale), so the ratings builders give its binarisation (best vs worst), RSO pairs or listwise rows."""
+    rec = raw.data
+    instruction = _need(rec, "instruction", file, raw.line)
+    completions = _need(rec, "completions", file, raw.line, list)
+    responses, ratings, seen = [], [], set()
+    for i, c in enumerate(completions):
+        where = f"completions[{i}]"
+        if not isinstance(c, dict) or not isinstance(c.get("response"), str):
+            raise InputError("expected an object with a response string", file=file, line=raw.line, field=where)
+        text = c["response"]
+        if not text.strip() or text in seen:  # an empty or repeated answer carries nothing of its own
+            continue
+        seen.add(text)
+        key = f"c{i}"
+        responses.append(ParsedResponse(key, text, meta={k: c[k] for k in ("model", "principle") if c.get(k)}))
+        overall = _uf_rating(c.get("overall_score"), file, raw.line, f"{where}.overall_score", 1, 10)
+        if overall is not None:
+            ratings.append(ParsedRating(key, overall, 1.0, 10.0, "overall", c.get("critique") or None))
+        notes = c.get("annotations") or {}
+        for aspect in UF_ASPECTS:
+            a = notes.get(aspect)
+            if not isinstance(a, dict):
+                continue
+            score = _uf_rating(a.get("Rating"), file, raw.line, f"{where}.annotations.{aspect}.Rating", 1, 5)
+            if score is not None:
+                why = a.get("Rationale For Rating") or a.get("Rationale")
+                ratings.append(ParsedRating(key, score, 1.0, 5.0, aspect, why if isinstance(why, str) else None))
+    if not responses:
+        raise Rejected("no non-empty completions")
+    return ParsedItem(raw.line, [{"role": "user", "content": instruction}], responses=tuple(responses),
+                      ratings=tuple(ratings), meta={"source": rec["source"]} if rec.get("source") else None,
+                      split=_split(rec))
 
 
 def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
@@ -334,5 +392,8 @@ def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
 
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
-    "unpaired": parse_unpaired,
+    "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback,
 }
+
+FEEDBACK_SOURCE = {"ultrafeedback": "ai"}
+"""Who labelled a format's files where it is not people (UltraFeedback: GPT-4)."""

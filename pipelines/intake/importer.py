@@ -24,15 +24,17 @@ OnError = Literal["fail", "skip"]
 @dataclass(frozen=True)
 class ImportOptions:
     format: str = "auto"
-    """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired."""
+    """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired |
+    ultrafeedback."""
     fields: formats.FieldMap = field(default_factory=formats.FieldMap)
     round: str = "import"
     """Round that imported responses and feedback belong to (created on first use)."""
     source: str | None = None
     """Source name stored with prompts; default: the file name."""
-    feedback_source: str = "human"
+    feedback_source: str | None = None
     """Who gave the file's labels: ``human`` (people, as in HH-RLHF) or ``ai`` (a model, as UltraFeedback's
-    GPT-4 ratings), stored with every comparison, rating, step label and correction it carries."""
+    GPT-4 ratings), stored with every comparison, rating, step label and correction it carries; None: the format's
+    (``ai`` for ultrafeedback, else ``human``)."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
     """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
@@ -49,7 +51,7 @@ class ImportOptions:
             raise InputError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
         if not 0 <= self.test_fraction < 1:
             raise InputError(f"--test-fraction must be in [0, 1), got {self.test_fraction}")
-        if self.feedback_source not in ("human", "ai"):
+        if self.feedback_source not in (None, "human", "ai"):
             raise InputError(f"--feedback-source must be human or ai, got {self.feedback_source!r}")
         if self.on_error not in ("fail", "skip"):
             raise InputError(f"--on-error must be fail or skip, got {self.on_error!r}")
@@ -195,6 +197,7 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
     summary.imported = len(kept_items)
 
     model = Model.create(f"dataset:{summary.format}:{source}", "dataset")
+    feedback_source = opts.feedback_source or formats.FEEDBACK_SOURCE.get(summary.format, "human")
     rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "ratings": [], "step_labels": [],
                                   "corrections": []}
     for it, pid in kept_items:
@@ -211,19 +214,20 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
                 summary.warnings[key] = summary.warnings.get(key, 0) + 1
         for a, b, winner in it.comparisons:
             rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
-                                                  winner, judge, opts.feedback_source, opts.round,
+                                                  winner, judge, feedback_source, opts.round,
                                                   prob_a=it.prob_a if it.prob_a is not None else
                                                   {"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
-        for key, score, lo, hi in it.ratings:
-            rows["ratings"].append(Rating(Rating.make_id(judge, rid[key]), pid, rid[key], score, lo, hi, judge,
-                                          opts.feedback_source, opts.round))
+        for t in it.ratings:
+            rows["ratings"].append(Rating(Rating.make_id(judge, rid[t.response], t.aspect), pid, rid[t.response],
+                                          t.score, t.scale_min, t.scale_max, judge, feedback_source, opts.round,
+                                          t.aspect, t.rationale))
         for s in it.step_labels:
             rows["step_labels"].append(StepLabel(StepLabel.make_id(judge, rid[s.response], s.index), pid,
-                                                 rid[s.response], s.index, s.label, judge, opts.feedback_source, opts.round,
+                                                 rid[s.response], s.index, s.label, judge, feedback_source, opts.round,
                                                  s.flagged, it.step_finish_reason))
         for orig, corr in it.corrections:
             rows["corrections"].append(Correction(Correction.make_id(judge, rid[orig]), pid, rid[orig], rid[corr],
-                                                  judge, opts.feedback_source, opts.round))
+                                                  judge, feedback_source, opts.round))
     tables = {"prompts": to_arrow(list(prompts.values()))} if prompts else {}
     has_feedback = bool(rows["responses"])
     if has_feedback:

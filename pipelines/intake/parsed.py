@@ -38,6 +38,17 @@ class ParsedStepLabel:
 
 
 @dataclass(frozen=True, slots=True)
+class ParsedRating:
+    response: str
+    """Local key of the rated response."""
+    score: float
+    scale_min: float
+    scale_max: float
+    aspect: str = "overall"
+    rationale: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ParsedItem:
     line: int
     messages: list[Message]
@@ -55,7 +66,6 @@ class ParsedItem:
     step_finish_reason: str | None = None
     corrections: tuple[tuple[str, str], ...] = ()
     """(original, corrected), local keys."""
-    ratings: tuple[tuple[str, float, float, float], ...] = ()
-    """(response, score, scale min, scale max), local keys."""
+    ratings: tuple[ParsedRating, ...] = ()
     judge: str | None = None
     """Who gave the feedback: an annotator or labeler id; defaults to the dataset."""
