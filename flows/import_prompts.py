@@ -17,7 +17,7 @@ from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
-                 "unpaired", "ultrafeedback"]
+                 "unpaired", "ultrafeedback", "ranking", "nectar"]
 
 
 class ImportPromptsParams(FlowParams):
@@ -26,13 +26,15 @@ class ImportPromptsParams(FlowParams):
     path: str = Field(..., min_length=1, description="File (or HF datasets folder) to import, as the flow's "
                                                      "machine sees it.")
     format: Format = Field("auto", description="File format; 'auto' detects HH-RLHF, PRM800K, Q-A-C, preference "
-                                               "(prompt/chosen/rejected), unpaired (prompt/completion/label) and "
-                                               "UltraFeedback records.")
+                                               "(prompt/chosen/rejected), unpaired (prompt/completion/label), "
+                                               "UltraFeedback, ranking (prompt/completions/ranks) and Nectar "
+                                               "records.")
     round: str = Field("import", min_length=1, description="Round that imported responses and feedback belong to.")
     source: str | None = Field(None, description="Source name stored with the prompts (default: the file name).")
     feedback_source: Literal["human", "ai"] | None = Field(None, description="Who gave the file's labels: people "
                                                                              "or a model (empty: ai for "
-                                                                             "UltraFeedback, else human).")
+                                                                             "UltraFeedback and Nectar, else "
+                                                                             "human).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts put in the test split "
                                                               "(chosen from the prompt id).")
     near_dup: float | None = Field(None, gt=0, le=1, description="Drop prompts whose 3-gram Jaccard similarity to "

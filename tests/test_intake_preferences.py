@@ -162,6 +162,32 @@ def test_ultrafeedback_completions_become_ai_ratings_per_aspect(con, tmp_path):
             _uf_completion("m1", "a", 11, ["1", "1", "1", "1"])]}]))
 
 
+def test_rankings_and_nectar_become_best_first_rankings_for_listwise_rows(con, tmp_path):
+    """A ranking record (ranks, 1 the best, ties in file order) and a Nectar record (an HH-style prompt, GPT-4's
+    ranks: AI feedback) each become one best-first ranking, which the listwise and pairwise builders read."""
+    ranked = _jsonl(tmp_path / "r.jsonl", [{"prompt": "Rank these.", "completions": ["ok", "best", "worst", "fine"],
+                                             "ranks": [2, 1, 4, 2]}])
+    s = import_file(con, ranked)
+    assert s.format == "ranking" and s.inserted["rankings"] == 1 and s.inserted["responses"] == 4
+    nectar = {"prompt": "\n\nHuman: Name a fruit.\n\nAssistant: Which kind?\n\nHuman: Any.\n\nAssistant:",
+              "answers": [{"answer": f"fruit {r}", "model": f"m{r}", "rank": float(r)} for r in (3, 1, 7, 2, 5, 4, 6)],
+              "turns": 2, "num_responses": 7, "source": ["sharegpt"], "good_natured": True}
+    s = import_file(con, _jsonl(tmp_path / "nectar.jsonl", [nectar]))
+    assert s.format == "nectar" and s.inserted["rankings"] == 1 and s.inserted["responses"] == 7
+    stored = {p: (source, texts) for p, source, texts in con.execute("""
+        SELECT p.text, k.source, list(r.text ORDER BY u.pos) FROM rankings k JOIN prompts p ON p.id = k.prompt_id,
+        unnest(k.response_ids) WITH ORDINALITY AS u(rid, pos) JOIN responses r ON r.id = u.rid
+        GROUP BY p.text, k.source""").fetchall()}
+    assert stored == {"user: Rank these.": ("human", ["best", "ok", "fine", "worst"]),
+                      "user: Name a fruit.\nassistant: Which kind?\nuser: Any.": (
+                          "ai", [f"fruit {r}" for r in range(1, 8)])}
+    lists = build(con, parse_options("listwise", {"origin": "rankings", "k": 4, "decontaminate": False})).table
+    assert sorted(lists["completions"].to_pylist()) == [["best", "ok", "fine", "worst"],
+                                                        ["fruit 1", "fruit 2", "fruit 3", "fruit 4"]]
+    with pytest.raises(InputError, match=r"r2\.jsonl:1: field 'ranks': expected a number per completion \(2\)"):
+        import_file(con, _jsonl(tmp_path / "r2.jsonl", [{"prompt": "q", "completions": ["a", "b"], "ranks": [1]}]))
+
+
 @pytest.mark.parametrize("row,match", [
     ({"prompt": "q", "chosen": "a"}, r"p\.jsonl:1: field 'rejected': missing field"),
     ({"prompt": "q", "chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a"), _msg(USER, "more")], "rejected": "b"},

@@ -1,5 +1,5 @@
-"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback) and the
-generic field mapping, as record parsers."""
+"""Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback,
+rankings, Nectar) and the generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def detect(rec: dict[str, Any]) -> str:
         return "qac"
     if {"prompt", "completion", "label"} <= rec.keys():
         return "unpaired"
+    if isinstance(rec.get("answers"), list) and "prompt" in rec and \
+            all(isinstance(a, dict) and {"answer", "rank"} <= a.keys() for a in rec["answers"]):
+        return "nectar"
+    if {"prompt", "completions", "ranks"} <= rec.keys():
+        return "ranking"
     if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
             all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
         return "ultrafeedback"
@@ -255,6 +260,7 @@ def _scores(rec: dict[str, Any], key: str) -> dict[str, Any] | None:
 
 
 def _split(rec: dict[str, Any]) -> str | None:
+    """A record's own ``split`` (train or test), else None (the prompt id decides)."""
     return rec.get("split") if rec.get("split") in ("train", "test") else None
 
 
@@ -390,10 +396,58 @@ def generic_parser(fm: FieldMap) -> Callable[[RawRecord, str], ParsedItem]:
     return parse
 
 
+def _ranked(raw: RawRecord, file: str, prompt: list[dict[str, str]], texts: list[Any], ranks: Any,
+            metas: list[dict[str, Any] | None]) -> ParsedItem:
+    """Responses ranked by ``ranks`` (1 = best; ties keep the file's order); a repeated or empty answer is left
+    out of the ranking."""
+    if not isinstance(ranks, list) or len(ranks) != len(texts) or not all(
+            isinstance(r, int | float) and not isinstance(r, bool) for r in ranks):
+        raise InputError(f"expected a number per completion ({len(texts)}), got {ranks!r}", file=file,
+                         line=raw.line, field="ranks")
+    responses, seen = [], set()
+    for i, (text, meta) in enumerate(zip(texts, metas)):
+        if text.strip() and text not in seen:
+            seen.add(text)
+            responses.append((ranks[i], i, ParsedResponse(f"c{i}", text, meta=meta)))
+    if len(responses) < 2:
+        raise Rejected("fewer than two distinct non-empty completions to rank")
+    responses.sort(key=lambda r: (r[0], r[1]))
+    return ParsedItem(raw.line, prompt, responses=tuple(r for _, _, r in responses),
+                      ranking=tuple(r.key for _, _, r in responses), split=_split(rec=raw.data))
+
+
+def parse_ranking(raw: RawRecord, file: str) -> ParsedItem:
+    """A ranking: ``prompt``, ``completions`` (strings or chats) and ``ranks`` (1 = best, one per completion), for
+    RRHF, LiPO, PRO and listwise reward models."""
+    rec = raw.data
+    prompt = _explicit_prompt(rec, file, raw.line)
+    completions = _need(rec, "completions", file, raw.line, list)
+    texts = [_completion(c, prompt, file, raw.line, f"completions[{i}]") for i, c in enumerate(completions)]
+    return _ranked(raw, file, prompt, texts, rec.get("ranks"), [None] * len(texts))
+
+
+def parse_nectar(raw: RawRecord, file: str) -> ParsedItem:
+    """Nectar (berkeley-nest/Nectar): an HH-style transcript prompt (``\n\nHuman: ...\n\nAssistant:``) and 7
+    ``answers`` GPT-4 ranked (``rank`` 1 = best), each with its ``model``."""
+    rec = raw.data
+    transcript = _need(rec, "prompt", file, raw.line)
+    turns = hh_turns(re.sub(r"\n\nAssistant:\s*$", "", transcript))  # the open turn the answers fill
+    prompt = [{"role": role, "content": text.strip()} for role, text, _ in turns] or \
+        [{"role": "user", "content": transcript.strip()}]
+    answers = _need(rec, "answers", file, raw.line, list)
+    for i, a in enumerate(answers):
+        if not isinstance(a, dict) or not isinstance(a.get("answer"), str):
+            raise InputError("expected an object with an answer string", file=file, line=raw.line,
+                             field=f"answers[{i}]")
+    return _ranked(raw, file, prompt, [a["answer"] for a in answers], [a.get("rank") for a in answers],
+                   [{"model": a["model"]} if a.get("model") else None for a in answers])
+
+
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
-    "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback,
+    "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback, "ranking": parse_ranking,
+    "nectar": parse_nectar,
 }
 
-FEEDBACK_SOURCE = {"ultrafeedback": "ai"}
-"""Who labelled a format's files where it is not people (UltraFeedback: GPT-4)."""
+FEEDBACK_SOURCE = {"ultrafeedback": "ai", "nectar": "ai"}
+"""Who labelled a format's files where it is not people (UltraFeedback, Nectar: GPT-4)."""

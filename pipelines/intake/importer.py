@@ -16,7 +16,17 @@ from pipelines.intake.parsed import ParsedItem, Rejected
 from pipelines.intake.readers import FORMATS, RawRecord, container_format, read_records
 from warehouse import db
 from warehouse.errors import InputError
-from warehouse.records import Comparison, Correction, Model, Prompt, Rating, Response, StepLabel, to_arrow
+from warehouse.records import (
+    Comparison,
+    Correction,
+    Model,
+    Prompt,
+    Ranking,
+    Rating,
+    Response,
+    StepLabel,
+    to_arrow,
+)
 
 OnError = Literal["fail", "skip"]
 
@@ -25,7 +35,7 @@ OnError = Literal["fail", "skip"]
 class ImportOptions:
     format: str = "auto"
     """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired |
-    ultrafeedback."""
+    ultrafeedback | ranking | nectar."""
     fields: formats.FieldMap = field(default_factory=formats.FieldMap)
     round: str = "import"
     """Round that imported responses and feedback belong to (created on first use)."""
@@ -34,7 +44,7 @@ class ImportOptions:
     feedback_source: str | None = None
     """Who gave the file's labels: ``human`` (people, as in HH-RLHF) or ``ai`` (a model, as UltraFeedback's
     GPT-4 ratings), stored with every comparison, rating, step label and correction it carries; None: the format's
-    (``ai`` for ultrafeedback, else ``human``)."""
+    (``ai`` for ultrafeedback and nectar, else ``human``)."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
     """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
@@ -198,8 +208,8 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
 
     model = Model.create(f"dataset:{summary.format}:{source}", "dataset")
     feedback_source = opts.feedback_source or formats.FEEDBACK_SOURCE.get(summary.format, "human")
-    rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "ratings": [], "step_labels": [],
-                                  "corrections": []}
+    rows: dict[str, list[Any]] = {"responses": [], "comparisons": [], "rankings": [], "ratings": [],
+                                  "step_labels": [], "corrections": []}
     for it, pid in kept_items:
         judge = it.judge or f"dataset:{source}"
         rid: dict[str, str] = {}
@@ -217,6 +227,10 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
                                                   winner, judge, feedback_source, opts.round,
                                                   prob_a=it.prob_a if it.prob_a is not None else
                                                   {"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
+        if it.ranking:
+            order = [rid[key] for key in it.ranking]
+            rows["rankings"].append(Ranking(Ranking.make_id(judge, order), pid, order, judge, feedback_source,
+                                            opts.round))
         for t in it.ratings:
             rows["ratings"].append(Rating(Rating.make_id(judge, rid[t.response], t.aspect), pid, rid[t.response],
                                           t.score, t.scale_min, t.scale_max, judge, feedback_source, opts.round,
@@ -247,7 +261,7 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, opts: ImportOp
         return dict(con.execute(db.query("existing_prompts_by_norm"), {"keys": keys}).fetchall())
 
     plan = plan_import(path, opts, existing)
-    tables = ("prompts", "responses", "comparisons", "ratings", "step_labels", "corrections")
+    tables = ("prompts", "responses", "comparisons", "rankings", "ratings", "step_labels", "corrections")
     plan.summary.inserted = dict.fromkeys(tables, 0)
     with db.transaction(con):
         if plan.has_feedback:

@@ -67,5 +67,7 @@ class ParsedItem:
     corrections: tuple[tuple[str, str], ...] = ()
     """(original, corrected), local keys."""
     ratings: tuple[ParsedRating, ...] = ()
+    ranking: tuple[str, ...] = ()
+    """One ranking of responses, best first, local keys (empty: none)."""
     judge: str | None = None
     """Who gave the feedback: an annotator or labeler id; defaults to the dataset."""
