@@ -89,7 +89,7 @@ def _print_summary(s: ImportSummary) -> None:
 def prompts_import(
     path: Annotated[Path, typer.Argument(help="File or HF datasets folder to import.")],
     fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|json|csv|parquet|hf|hh-rlhf|prm800k|qac|"
-                                                      "preference|unpaired|ultrafeedback|ranking|nectar")] = "auto",
+                                                      "preference|unpaired|ultrafeedback|ranking|nectar|shp")] = "auto",
     text_field: Annotated[str | None, typer.Option(help="Field with the prompt text.")] = None,
     messages_field: Annotated[str | None, typer.Option(help="Field with a chat message list.")] = None,
     reference_field: Annotated[str | None, typer.Option(help="Field with a reference answer.")] = None,
@@ -109,7 +109,7 @@ def prompts_import(
     as_json: JsonOption = False,
 ) -> None:
     """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C, TRL's
-    preference and unpaired preference, UltraFeedback, rankings, Nectar)."""
+    preference and unpaired preference, UltraFeedback, rankings, Nectar, SHP)."""
     opts = ImportOptions(format=fmt, fields=FieldMap(text_field, messages_field, system, reference_field),
                          round=round_, source=source, feedback_source=feedback_source, tags=tuple(tag or ()),
                          test_fraction=test_fraction,

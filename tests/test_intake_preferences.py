@@ -188,6 +188,24 @@ def test_rankings_and_nectar_become_best_first_rankings_for_listwise_rows(con, t
         import_file(con, _jsonl(tmp_path / "r2.jsonl", [{"prompt": "q", "completions": ["a", "b"], "ranks": [1]}]))
 
 
+def test_shp_records_are_human_comparisons_by_their_label(con, tmp_path):
+    rows = [{"post_id": "p1", "domain": "askscience_train", "upvote_ratio": 0.9, "history": "Why is the sky blue?",
+             "c_root_id_A": "a1", "c_root_id_B": "b1", "created_at_utc_A": 1, "created_at_utc_B": 2, "score_A": 40,
+             "score_B": 5, "human_ref_A": "Rayleigh scattering.", "human_ref_B": "Because.", "labels": 1,
+             "seconds_difference": 1.0, "score_ratio": 8.0},
+            {"post_id": "p2", "domain": "askscience_train", "history": "Is water wet?", "score_A": 2, "score_B": 9,
+             "human_ref_A": "No.", "human_ref_B": "It wets things.", "labels": 0, "score_ratio": 4.5}]
+    s = import_file(con, _jsonl(tmp_path / "shp.jsonl", rows))
+    assert s.format == "shp" and s.inserted["comparisons"] == 2
+    preferred = con.execute("""
+        SELECT p.text, CASE c.winner WHEN 'a' THEN a.text ELSE b.text END, CASE c.winner WHEN 'a' THEN b.text
+        ELSE a.text END, c.source FROM comparisons c JOIN prompts p ON p.id = c.prompt_id
+        JOIN responses a ON a.id = c.response_a JOIN responses b ON b.id = c.response_b ORDER BY 1""").fetchall()
+    assert preferred == [("user: Is water wet?", "It wets things.", "No.", "human"),
+                         ("user: Why is the sky blue?", "Rayleigh scattering.", "Because.", "human")]
+    assert con.execute("SELECT meta->>'$.score_ratio' FROM prompts WHERE text LIKE '%water%'").fetchone() == ("4.5",)
+
+
 @pytest.mark.parametrize("row,match", [
     ({"prompt": "q", "chosen": "a"}, r"p\.jsonl:1: field 'rejected': missing field"),
     ({"prompt": "q", "chosen": [_msg(USER, "q"), _msg(ASSISTANT, "a"), _msg(USER, "more")], "rejected": "b"},

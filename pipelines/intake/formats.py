@@ -1,5 +1,5 @@
 """Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback,
-rankings, Nectar) and the generic field mapping, as record parsers."""
+rankings, Nectar, SHP) and the generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def detect(rec: dict[str, Any]) -> str:
         return "nectar"
     if {"prompt", "completions", "ranks"} <= rec.keys():
         return "ranking"
+    if {"history", "human_ref_A", "human_ref_B", "labels"} <= rec.keys():
+        return "shp"
     if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
             all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
         return "ultrafeedback"
@@ -416,6 +418,28 @@ def _ranked(raw: RawRecord, file: str, prompt: list[dict[str, str]], texts: list
                       ranking=tuple(r.key for _, _, r in responses), split=_split(rec=raw.data))
 
 
+def parse_shp(raw: RawRecord, file: str) -> ParsedItem:
+    """Stanford Human Preferences (SHP): a Reddit post (``history``) and two comments, ``labels`` 1 when people
+    preferred A (by votes); the score ratio and domain go to meta."""
+    rec = raw.data
+    history = _need(rec, "history", file, raw.line)
+    texts = {k: _need(rec, f"human_ref_{k}", file, raw.line) for k in ("A", "B")}
+    label = rec.get("labels")
+    if isinstance(label, bool) or label not in (0, 1):
+        raise InputError(f"expected 1 (A preferred) or 0 (B preferred), got {label!r}", file=file, line=raw.line,
+                         field="labels")
+    if not texts["A"].strip() or not texts["B"].strip():
+        raise Rejected("empty comment")
+    if texts["A"] == texts["B"]:
+        raise Rejected("the two comments are the same text")
+    scores = {k: rec.get(f"score_{k}") for k in ("A", "B")}
+    responses = tuple(ParsedResponse(k, t, meta={"score": scores[k]} if isinstance(scores[k], int | float) else None)
+                      for k, t in texts.items())
+    meta = {k: rec[k] for k in ("post_id", "domain", "score_ratio") if rec.get(k) is not None} or None
+    return ParsedItem(raw.line, [{"role": "user", "content": history}], responses=responses, meta=meta,
+                      comparisons=(("A", "B", "a" if label == 1 else "b"),), split=_split(rec))
+
+
 def parse_ranking(raw: RawRecord, file: str) -> ParsedItem:
     """A ranking: ``prompt``, ``completions`` (strings or chats) and ``ranks`` (1 = best, one per completion), for
     RRHF, LiPO, PRO and listwise reward models."""
@@ -446,7 +470,7 @@ def parse_nectar(raw: RawRecord, file: str) -> ParsedItem:
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
     "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback, "ranking": parse_ranking,
-    "nectar": parse_nectar,
+    "nectar": parse_nectar, "shp": parse_shp,
 }
 
 FEEDBACK_SOURCE = {"ultrafeedback": "ai", "nectar": "ai"}
