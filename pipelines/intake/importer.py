@@ -43,8 +43,8 @@ class ImportOptions:
     """Source name stored with prompts; default: the file name."""
     feedback_source: str | None = None
     """Who gave the file's labels: ``human`` (people, as in HH-RLHF) or ``ai`` (a model, as UltraFeedback's
-    GPT-4 ratings), stored with every comparison, rating, step label and correction it carries; None: the format's
-    (``ai`` for ultrafeedback and nectar, else ``human``)."""
+    GPT-4 ratings), stored with every comparison, ranking, rating, step label and correction it carries; None: the
+    format's (``ai`` for ultrafeedback and nectar, else ``human``)."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
     """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
