@@ -1,4 +1,5 @@
-"""Intake of TRL's preference and unpaired preference formats, and the round trip of a pairwise export."""
+"""Intake of preference data from outside: TRL's preference and unpaired formats, UltraFeedback, rankings, Nectar
+and SHP, with the round trip of a pairwise export."""
 
 from __future__ import annotations
 
