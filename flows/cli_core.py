@@ -12,6 +12,7 @@ from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, 
 from pipelines.demo_prompts import write_demo_prompts
 from pipelines.intake import ImportOptions, ImportSummary, import_file
 from pipelines.intake.formats import FieldMap
+from pipelines.intake.readers import FORMATS
 from warehouse import db
 from warehouse.status import status as warehouse_status
 
@@ -88,8 +89,8 @@ def _print_summary(s: ImportSummary) -> None:
 @user_errors
 def prompts_import(
     path: Annotated[Path, typer.Argument(help="File or HF datasets folder to import.")],
-    fmt: Annotated[str, typer.Option("--format", help="auto|jsonl|json|csv|parquet|hf|hh-rlhf|prm800k|qac|"
-                                                      "preference|unpaired|ultrafeedback|ranking|nectar|shp")] = "auto",
+    fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)} (a container, or a record "
+                                                      "format; auto detects both).")] = "auto",
     text_field: Annotated[str | None, typer.Option(help="Field with the prompt text.")] = None,
     messages_field: Annotated[str | None, typer.Option(help="Field with a chat message list.")] = None,
     reference_field: Annotated[str | None, typer.Option(help="Field with a reference answer.")] = None,
