@@ -112,8 +112,9 @@ def train(
     stages: Annotated[int | None, typer.Option(help="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                     "each stage from and against the model of the stage before "
                                                     "(runs in OUTPUT_DIR/stage-K).")] = None,
-    stage_order: Annotated[str | None, typer.Option(help="dpo with --stages: hash (default) or easy_first (the "
-                                                         "prompts with the clearest preferences first).")] = None,
+    stage_order: Annotated[str | None, typer.Option(help="dpo with --stages: hash (default), easy_first (the "
+                                                         "prompts with the clearest preferences first) or ai_first "
+                                                         "(AI-labelled pairs first, people's last).")] = None,
     confidence_weight: Annotated[float | None, typer.Option(help="reward, dpo (dpo/cdpo loss): weak-to-strong "
                                                                 "auxiliary confidence loss weight (Burns et al. "
                                                                 "2023).")] = None,

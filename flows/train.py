@@ -67,8 +67,9 @@ class TrainParams(FlowParams):
         "fill the batch (DAPO)."))
     stages: int | None = Field(None, ge=1, description="dpo: sDPO, train on the prompts in this many parts in turn, "
                                                        "each stage from and against the model of the stage before.")
-    stage_order: Literal["hash", "easy_first"] | None = Field(None, description=(
-        "dpo with stages: cut the prompts by a hash, or easy_first (the clearest preferences in stage 1)."))
+    stage_order: Literal["hash", "easy_first", "ai_first"] | None = Field(None, description=(
+        "dpo with stages: cut the prompts by a hash, easy_first (the clearest preferences in stage 1) or ai_first "
+        "(AI-labelled pairs first, people's last)."))
     confidence_weight: float | None = Field(None, ge=0, lt=1, description=(
         "reward, dpo (dpo/cdpo loss): weak-to-strong auxiliary confidence loss, the weight of the model's own "
         "hardened prediction in the target (Burns et al. 2023)."))

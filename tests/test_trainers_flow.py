@@ -322,7 +322,8 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
 
 
 def test_sdpo_easy_first_puts_the_clearest_preferences_in_stage_one():
-    """sDPO's curriculum: prompts ordered by the mean |prob - 0.5| of their pairs, then their mean margin."""
+    """sDPO's curricula: prompts ordered by the mean |prob - 0.5| of their pairs, then their mean margin; or from
+    AI-labelled pairs to people's."""
     from trainers import config as C
     from trainers.run import _stage_rows
 
@@ -338,5 +339,9 @@ def test_sdpo_easy_first_puts_the_clearest_preferences_in_stage_one():
     # a (.45), then c and e (.4, c's margin larger) form the first 3 of 5 prompts (parts of 3 and 2: the hash cut)
     assert stage(0) == ["a", "c", "e"] and stage(1) == ["b", "d"]
     assert sorted(stage(0, "hash") + stage(1, "hash")) == sorted(probs)
-    with pytest.raises(ValueError, match="stage_order must be one of hash, easy_first, got 'hard'"):
+    with pytest.raises(ValueError, match="stage_order must be one of hash, easy_first, ai_first, got 'hard'"):
         C.PreferenceConfig(stages=2, stage_order="hard")
+    # ai_first: by the share of people's pairs; a, b AI-only, c mixed, d and e people's only; 3 + 2 by the hash cut
+    sources = {"a": ["ai", "ai"], "b": ["ai"], "c": ["human", "ai"], "d": ["human", "human"], "e": ["human"]}
+    rows[:] = [{"prompt_id": p, "prob": 1.0, "margin": None, "source": s} for p, ss in sources.items() for s in ss]
+    assert stage(0, "ai_first") == ["a", "b", "c"] and stage(1, "ai_first") == ["d", "e"]

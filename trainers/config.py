@@ -200,8 +200,9 @@ class PreferenceConfig:
     """sDPO: how the prompts are cut into stages. ``hash``: by a hash of the prompt id (parts alike); ``easy_first``:
     a curriculum, easy to hard as sDPO orders its data, the prompts ordered by how clear their preference is (the mean
     ``|prob - 0.5|`` of their pairs, a judge's confidence, then their mean ``margin``, a score gap), the clearest in
-    stage 1, ties by the hash."""
-    STAGE_ORDERS: ClassVar[tuple[str, ...]] = ("hash", "easy_first")
+    stage 1, ties by the hash; ``ai_first``: from AI feedback to people's, the prompts ordered by the share of their
+    pairs that people labelled (AI-only prompts in stage 1, people-only ones last), ties by the hash."""
+    STAGE_ORDERS: ClassVar[tuple[str, ...]] = ("hash", "easy_first", "ai_first")
 
     def __post_init__(self) -> None:
         from trainers.losses import get_loss

@@ -145,13 +145,25 @@ def _clarity(rows: list[dict[str, Any]]) -> dict[str, tuple[float, float]]:
     return {p: (-sum(c for c, _ in v) / len(v), -sum(m for _, m in v) / len(v)) for p, v in by.items()}
 
 
+def _people_last(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The ``ai_first`` order: per prompt, the share of its pairs that people labelled (``source`` human), so that
+    sorting puts the prompts with AI labels only first and those with people's only last."""
+    by: dict[str, list[int]] = {}
+    for r in rows:
+        by.setdefault(r["prompt_id"], []).append(r.get("source") == "human")
+    return {p: sum(v) / len(v) for p, v in by.items()}
+
+
+_STAGE_RANKS = {"easy_first": _clarity, "ai_first": _people_last}
+
+
 def _stage_rows(rows: list[dict[str, Any]], snapshot: Snapshot, config: Any) -> list[dict[str, Any]]:
     """The train rows of the config's sDPO stage (all rows without stages)."""
     stages = getattr(config, "stages", 1)
     if stages == 1:
         return rows
-    stage_of = hash_parts((r["prompt_id"] for r in rows), stages,
-                          _clarity(rows) if config.stage_order == "easy_first" else None)
+    rank = _STAGE_RANKS.get(config.stage_order)
+    stage_of = hash_parts((r["prompt_id"] for r in rows), stages, rank(rows) if rank else None)
     kept = [r for r in rows if stage_of[r["prompt_id"]] == config.stage]
     if not kept:
         raise AlignloopError(f"sDPO stage {config.stage + 1} of {stages} has no train rows: dataset "
