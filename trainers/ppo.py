@@ -556,31 +556,31 @@ def _judge_folder(spec: str) -> Path:
     return check_model_dir(spec)
 
 
+def _rating_judge(backend: Any) -> Any:
+    """Direct RLAIF's judge on a backend: the rating judge on the expected digit of its next-token probabilities."""
+    from pipelines.judges.config import JudgeConfig
+    from pipelines.judges.pointwise import RatingJudge
+
+    return RatingJudge(backend, JudgeConfig(mode="logprobs"))
+
+
 def _live_judge(reference_path: Path, reference: Any, policy: Any, tokenizer: Any) -> Any:
     """Online self-rewarding: the policy being trained rates its own answers (with its weights of the moment, under
     no gradient), so the judge changes as the policy learns; no model is loaded for it."""
     from pipelines.backends.transformers_backend import TransformersBackend
-    from pipelines.judges.config import JudgeConfig
-    from pipelines.judges.pointwise import RatingJudge
 
-    return RatingJudge(TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE),
-                       JudgeConfig(mode="logprobs"))
+    return _rating_judge(TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE))
 
 
 def _llm_judge(folder: Path, reference_path: Path, reference: Any, *_: Any) -> Any:
-    """Direct RLAIF's judge: the rating judge on the expected digit of its next-token probabilities. A judge that is
-    the reference's folder (d-RLAIF's usual set-up: the model the policy started from) judges with the loaded
-    reference model (frozen, like a judge), not a copy of it."""
+    """An LLM judge from its folder. A judge that is the reference's folder (d-RLAIF's usual set-up: the model the
+    policy started from) judges with the loaded reference model (frozen, like a judge), not a copy of it."""
     from pipelines.backends import make_backend
     from pipelines.backends.transformers_backend import TransformersBackend
-    from pipelines.judges.config import JudgeConfig
-    from pipelines.judges.pointwise import RatingJudge
 
     if folder.resolve() == reference_path.resolve():
-        backend = TransformersBackend(reference, load_tokenizer(folder), str(folder))
-    else:
-        backend = make_backend("transformers", str(folder))
-    return RatingJudge(backend, JudgeConfig(mode="logprobs"))
+        return _rating_judge(TransformersBackend(reference, load_tokenizer(folder), str(folder)))
+    return _rating_judge(make_backend("transformers", str(folder)))
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:

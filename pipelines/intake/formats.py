@@ -4,6 +4,7 @@ rankings, Nectar, SHP) and the generic field mapping, as record parsers."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -198,22 +199,25 @@ def _messages_from(value: Any, file: str, line: int, field: str) -> list[dict[st
     return out
 
 
-def _json_chat(text: str) -> bool:
-    """Whether a string is a chat list written as JSON (as a snapshot's ``prompt`` column and its jsonl export)."""
+def _json_chat(text: str) -> list[Any] | None:
+    """A chat list written as JSON (as a snapshot's ``prompt`` column and its jsonl export), parsed; else None."""
     if not text.startswith("[{"):
-        return False
+        return None
     try:
         value = json.loads(text)
     except json.JSONDecodeError:
-        return False
-    return all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value)
+        return None
+    return value if all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value) else None
 
 
 def _chat(value: Any, file: str, line: int, field: str) -> list[dict[str, str]]:
     """A prompt or completion as messages: a string is one message (the caller names its role), a list (or a
     JSON chat string) is a chat."""
-    if isinstance(value, str) and not _json_chat(value):
-        return [{"role": "", "content": value}]
+    if isinstance(value, str):
+        chat = _json_chat(value)
+        if chat is None:
+            return [{"role": "", "content": value}]
+        value = chat
     if value is None:
         raise InputError("missing field", file=file, line=line, field=field)
     return _messages_from(value, file, line, field)
@@ -314,14 +318,14 @@ UF_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 
 
 def _uf_rating(value: Any, file: str, line: int, field: str, lo: float, hi: float) -> float | None:
+    """A rating in [lo, hi] (a number or its string), None for N/A."""
     if value is None or (isinstance(value, str) and value.strip().upper() in ("N/A", "NA", "")):
         return None
     try:
         score = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"expected a rating in [{lo:g}, {hi:g}] or N/A, got {value!r}", file=file, line=line,
-                         field=field) from None
-    if not lo <= score <= hi:
+        score = math.nan
+    if not lo <= score <= hi:  # NaN fails too
         raise InputError(f"expected a rating in [{lo:g}, {hi:g}] or N/A, got {value!r}", file=file, line=line,
                          field=field)
     return score
@@ -415,7 +419,7 @@ def _ranked(raw: RawRecord, file: str, prompt: list[dict[str, str]], texts: list
         raise Rejected("fewer than two distinct non-empty completions to rank")
     responses.sort(key=lambda r: (r[0], r[1]))
     return ParsedItem(raw.line, prompt, responses=tuple(r for _, _, r in responses),
-                      ranking=tuple(r.key for _, _, r in responses), split=_split(rec=raw.data))
+                      ranking=tuple(r.key for _, _, r in responses), split=_split(raw.data))
 
 
 def parse_shp(raw: RawRecord, file: str) -> ParsedItem:
