@@ -99,6 +99,9 @@ def prompts_import(
     source: Annotated[str | None, typer.Option(help="Source name (default: the file name).")] = None,
     feedback_source: Annotated[str | None, typer.Option(help="Who gave the file's labels: human or ai (default: "
                                                              "ai for ultrafeedback and nectar, else human).")] = None,
+    aspect: Annotated[str, typer.Option(help="What the file's comparisons judged where a record does not say (e.g. "
+                                             "helpfulness, harmlessness); builds select it with -o aspect=.")
+                      ] = "overall",
     tag: Annotated[list[str] | None, typer.Option(help="Tag added to every prompt (repeatable).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of prompts in the test split.")] = 0.1,
     near_dup: Annotated[float | None, typer.Option(help="Drop near-duplicates at this Jaccard similarity.")] = None,
@@ -110,9 +113,10 @@ def prompts_import(
     as_json: JsonOption = False,
 ) -> None:
     """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C, TRL's
-    preference and unpaired preference, UltraFeedback, rankings, Nectar, SHP)."""
+    preference and unpaired preference, UltraFeedback, rankings, Nectar, SHP, PKU-SafeRLHF)."""
     opts = ImportOptions(format=fmt, fields=FieldMap(text_field, messages_field, system, reference_field),
-                         round=round_, source=source, feedback_source=feedback_source, tags=tuple(tag or ()),
+                         round=round_, source=source, feedback_source=feedback_source, aspect=aspect,
+                         tags=tuple(tag or ()),
                          test_fraction=test_fraction,
                          near_dup=near_dup, min_chars=min_chars, max_chars=max_chars, on_error=on_error, limit=limit)
     with console.status(f"importing {path}"), db.connect(db_path(db_)) as con:

@@ -17,7 +17,7 @@ from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
-                 "unpaired", "ultrafeedback", "ranking", "nectar", "shp"]
+                 "unpaired", "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf"]
 
 
 class ImportPromptsParams(FlowParams):
@@ -27,14 +27,16 @@ class ImportPromptsParams(FlowParams):
                                                      "machine sees it.")
     format: Format = Field("auto", description="File format; 'auto' detects HH-RLHF, PRM800K, Q-A-C, preference "
                                                "(prompt/chosen/rejected), unpaired (prompt/completion/label), "
-                                               "UltraFeedback, ranking (prompt/completions/ranks), Nectar and "
-                                               "SHP records.")
+                                               "UltraFeedback, ranking (prompt/completions/ranks), Nectar, "
+                                               "SHP and PKU-SafeRLHF records.")
     round: str = Field("import", min_length=1, description="Round that imported responses and feedback belong to.")
     source: str | None = Field(None, description="Source name stored with the prompts (default: the file name).")
     feedback_source: Literal["human", "ai"] | None = Field(None, description="Who gave the file's labels: people "
                                                                              "or a model (empty: ai for "
                                                                              "UltraFeedback and Nectar, else "
                                                                              "human).")
+    aspect: str = Field("overall", min_length=1, description="What the file's comparisons judged where a record "
+                                                             "does not say (e.g. helpfulness, harmlessness).")
     test_fraction: float = Field(0.1, ge=0, lt=1, description="Share of prompts put in the test split "
                                                               "(chosen from the prompt id).")
     near_dup: float | None = Field(None, gt=0, le=1, description="Drop prompts whose 3-gram Jaccard similarity to "
@@ -46,7 +48,7 @@ class ImportPromptsParams(FlowParams):
 
     def options(self) -> ImportOptions:
         return ImportOptions(format=self.format, round=self.round, source=self.source,
-                             feedback_source=self.feedback_source,
+                             feedback_source=self.feedback_source, aspect=self.aspect,
                              test_fraction=self.test_fraction, near_dup=self.near_dup, on_error=self.on_error,
                              limit=self.limit)
 

@@ -16,6 +16,7 @@ from pipelines.judges.run import JudgeRequest, execute, make_judge, select_items
 from pipelines.judges.templates import load_template
 from tests.fixtures_judges import *
 from tests.fixtures_judges import INJECTION, FakeBackend, answer
+from warehouse.errors import AlignloopError
 
 FAST = CallPolicy(retries=2, retry_delay_s=0.0, batch_size=8)
 
@@ -176,3 +177,20 @@ def test_stored_judgments_are_right_by_hidden_quality(seeded):
         "JOIN responses rb ON rb.id = c.response_b").fetchall()
     for winner, ta, tb, _meta in rows:
         assert winner == ("a" if ta.count("good") > tb.count("good") else "b")
+
+
+def test_an_aspect_judge_stores_its_verdicts_apart_and_judges_the_pairs_again(seeded):
+    """Same template and backend with ``aspects=("harmlessness",)``: comparisons of its own, not the cached overall
+    ones."""
+    overall = make_judge("pairwise", FakeBackend(), JudgeConfig(calls=FAST))
+    req = JudgeRequest("pairwise", "r1")
+    store(seeded, execute(overall, "pairwise", select_items(seeded, req, overall)[0], "r1"))
+    harmless = make_judge("pairwise", FakeBackend(), JudgeConfig(aspects=("harmlessness",), calls=FAST))
+    items, cached = select_items(seeded, req, harmless)
+    assert (len(items), cached) == (9, 0)
+    assert store(seeded, execute(harmless, "pairwise", items, "r1")) == {"comparisons": 9}
+    assert seeded.execute("SELECT aspect, count(*), count(DISTINCT judge) FROM comparisons GROUP BY aspect "
+                          "ORDER BY aspect").fetchall() == [("harmlessness", 9, 1), ("overall", 9, 1)]
+    assert select_items(seeded, req, harmless)[1] == 9
+    with pytest.raises(AlignloopError, match="one aspect per run, got 2"):
+        make_judge("pairwise", FakeBackend(), JudgeConfig(aspects=("helpfulness", "harmlessness")))

@@ -132,10 +132,15 @@ class Comparison:
     consistent: bool | None = None
     rationale: str | None = None
     meta: dict[str, Any] | None = None
+    aspect: str = "overall"
+    """What was compared (helpfulness, harmlessness, ...); ``overall`` unless the judge or file says."""
 
     @staticmethod
-    def make_id(judge: str, response_a: str, response_b: str) -> str:
-        return ids.judgment_id("pairwise", judge, [response_a, response_b])
+    def make_id(judge: str, response_a: str, response_b: str, aspect: str = "overall") -> str:
+        items: list[str] | dict[str, Any] = [response_a, response_b]
+        if aspect != "overall":  # an overall verdict keeps the id it had before comparisons had aspects
+            items = {"responses": items, "aspect": aspect}
+        return ids.judgment_id("pairwise", judge, items)
 
 
 @dataclass(frozen=True, slots=True)

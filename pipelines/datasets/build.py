@@ -207,7 +207,7 @@ def feedback_hint(con: duckdb.DuckDBPyConnection, spec: DatasetSpec, table_name:
     """For a build whose source found nothing: what it read, and the feedback the warehouse does hold."""
     c = spec.common
     asked = (f"this build read {table_name.replace('_', ' ')}"
-             + (f" (aspect {c.aspect!r})" if table_name == "ratings" else "")
+             + (f" (aspect {c.aspect!r})" if table_name == "ratings" or c.aspect != "overall" else "")
              + (f" from {_listed(list(c.sources))}" if set(c.sources) != set(FEEDBACK_SOURCES) else "")
              + (f" in rounds {_listed(list(c.rounds))}" if c.rounds else "")
              + (f" by judges {_listed(list(c.judges))}" if c.judges else ""))

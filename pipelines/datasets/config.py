@@ -50,7 +50,8 @@ class CommonOptions:
     judges: tuple[str, ...] = ()
     """Only feedback from these judges or annotators (ids as `alignloop judge report` shows them); empty: all."""
     aspect: str = "overall"
-    """Rating aspect used by rating-based builders."""
+    """What the comparisons or ratings read were about (helpfulness, harmlessness, ...); rankings, corrections and
+    step labels carry none."""
     prefer_human: bool = True
     """Where one item was judged by several source tiers keep only the highest (human > rule > ai > reward_model)."""
     decontaminate: bool = True
@@ -240,6 +241,22 @@ class DatasetSpec:
         check_kind(self.kind)
         if not isinstance(self.config, CONFIGS[self.kind]):
             raise InputError(f"{self.kind} needs a {CONFIGS[self.kind].__name__}, got {type(self.config).__name__}")
+        reads = self.reads
+        if self.common.aspect != "overall" and reads in _NO_ASPECT:
+            raise InputError(f"aspect={self.common.aspect!r}: {reads} carry no aspect (it selects comparisons and "
+                             "ratings)", field="aspect")
+
+    @property
+    def reads(self) -> str:
+        """The feedback the build starts from: comparisons, rankings, ratings, corrections or step_labels."""
+        config = self.config.pairwise if isinstance(self.config, BinaryConfig) and self.config.origin == "pairwise" \
+            else self.config
+        origin = getattr(config, "origin", None)
+        if self.kind == "steps":
+            return "step_labels"
+        if self.kind == "correction" or origin == "corrections":
+            return "corrections"
+        return origin if origin in ("comparisons", "rankings") else "ratings"
 
     @property
     def builder(self) -> str:
@@ -254,6 +271,9 @@ class DatasetSpec:
             del common["judges"]
         return _jsonable({"kind": self.kind, "builder": self.builder, "config": dataclasses.asdict(self.config),
                           "common": common})
+
+
+_NO_ASPECT = ("rankings", "corrections", "step_labels")
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,5 +1,5 @@
 """Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback,
-rankings, Nectar, SHP) and the generic field mapping, as record parsers."""
+rankings, Nectar, SHP, PKU-SafeRLHF) and the generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -51,6 +51,8 @@ def detect(rec: dict[str, Any]) -> str:
         return "ranking"
     if {"history", "human_ref_A", "human_ref_B", "labels"} <= rec.keys():
         return "shp"
+    if {"response_0", "response_1"} <= rec.keys() and ({"better_response_id", "safer_response_id"} & rec.keys()):
+        return "pku-saferlhf"
     if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
             all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
         return "ultrafeedback"
@@ -444,6 +446,56 @@ def parse_shp(raw: RawRecord, file: str) -> ParsedItem:
                       comparisons=(("A", "B", "a" if label == 1 else "b"),), split=_split(rec))
 
 
+PKU_ASPECTS = {"better_response_id": "helpfulness", "safer_response_id": "harmlessness"}
+"""PKU-SafeRLHF's two verdicts on each pair and the comparison aspect each becomes (Safe RLHF's reward model learns
+the first, its cost model the second)."""
+SAFETY_ASPECT = "safety"
+"""PKU-SafeRLHF's per-response ``is_response_N_safe``: a thumbs rating (1 safe, 0 not) of this aspect."""
+
+
+def parse_pku_saferlhf(raw: RawRecord, file: str) -> ParsedItem:
+    """PKU-SafeRLHF (Safe RLHF, Dai et al. 2024; BeaverTails): a prompt, two responses, which is more helpful
+    (``better_response_id``) and which is safer (``safer_response_id``) as comparisons with aspects helpfulness and
+    harmlessness, and each response's safety (``is_response_N_safe``) as a thumbs rating with aspect safety. Severity
+    levels, harm categories and the generating models go to the responses' meta."""
+    rec = raw.data
+    prompt = _need(rec, "prompt", file, raw.line)
+    texts = {k: _need(rec, f"response_{k}", file, raw.line) for k in ("0", "1")}
+    verdicts = []
+    for key, aspect in PKU_ASPECTS.items():
+        if rec.get(key) is None:
+            continue
+        if isinstance(rec[key], bool) or rec[key] not in (0, 1):
+            raise InputError(f"expected 0 or 1 (the response preferred), got {rec[key]!r}", file=file,
+                             line=raw.line, field=key)
+        verdicts.append(("0", "1", "a" if rec[key] == 0 else "b", aspect))
+    if not verdicts:
+        raise InputError("missing field", file=file, line=raw.line, field="better_response_id")
+    ratings = []
+    for k in texts:
+        safe = rec.get(f"is_response_{k}_safe")
+        if safe is not None and not isinstance(safe, bool):
+            raise InputError(f"expected true or false, got {safe!r}", file=file, line=raw.line,
+                             field=f"is_response_{k}_safe")
+        if safe is not None:
+            ratings.append(ParsedRating(k, float(safe), 0.0, 1.0, SAFETY_ASPECT))
+    if not texts["0"].strip() or not texts["1"].strip():
+        raise Rejected("empty response")
+    if texts["0"] == texts["1"]:
+        raise Rejected("the two responses are the same text")
+
+    def meta(k: str) -> dict[str, Any] | None:
+        harms = rec.get(f"response_{k}_harm_category")
+        out = {"model": rec.get(f"response_{k}_source"), "severity_level": rec.get(f"response_{k}_severity_level"),
+               "harm_categories": sorted(c for c, hit in harms.items() if hit) if isinstance(harms, dict) else None}
+        return {m: v for m, v in out.items() if v is not None} or None
+
+    responses = tuple(ParsedResponse(k, t, meta=meta(k)) for k, t in texts.items())
+    source = {"prompt_source": rec["prompt_source"]} if rec.get("prompt_source") is not None else None
+    return ParsedItem(raw.line, [{"role": "user", "content": prompt}], responses=responses, meta=source,
+                      comparisons=tuple(verdicts), ratings=tuple(ratings), split=_split(rec))
+
+
 def parse_ranking(raw: RawRecord, file: str) -> ParsedItem:
     """A ranking: ``prompt``, ``completions`` (strings or chats) and ``ranks`` (1 = best, one per completion), for
     RRHF, LiPO, PRO and listwise reward models."""
@@ -474,7 +526,7 @@ def parse_nectar(raw: RawRecord, file: str) -> ParsedItem:
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
     "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback, "ranking": parse_ranking,
-    "nectar": parse_nectar, "shp": parse_shp,
+    "nectar": parse_nectar, "shp": parse_shp, "pku-saferlhf": parse_pku_saferlhf,
 }
 
 FEEDBACK_SOURCE = {"ultrafeedback": "ai", "nectar": "ai"}

@@ -35,7 +35,7 @@ OnError = Literal["fail", "skip"]
 class ImportOptions:
     format: str = "auto"
     """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired |
-    ultrafeedback | ranking | nectar | shp."""
+    ultrafeedback | ranking | nectar | shp | pku-saferlhf."""
     fields: formats.FieldMap = field(default_factory=formats.FieldMap)
     round: str = "import"
     """Round that imported responses and feedback belong to (created on first use)."""
@@ -45,6 +45,9 @@ class ImportOptions:
     """Who gave the file's labels: ``human`` (people, as in HH-RLHF) or ``ai`` (a model, as UltraFeedback's
     GPT-4 ratings), stored with every comparison, ranking, rating, step label and correction it carries; None: the
     format's (``ai`` for ultrafeedback and nectar, else ``human``)."""
+    aspect: str = "overall"
+    """What the file's comparisons judged, where a record does not say (e.g. helpfulness for HH-RLHF's
+    helpful-base, harmlessness for its harmless-base): builds select it with ``-o aspect=``."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
     """Share of prompts put in the test split, chosen from the prompt id (deterministic)."""
@@ -73,6 +76,8 @@ class ImportOptions:
             raise InputError(f"--min-chars {self.min_chars} exceeds --max-chars {self.max_chars}")
         if not self.round.strip():
             raise InputError("--round must not be empty")
+        if not self.aspect.strip():
+            raise InputError("--aspect must not be empty")
 
 
 @dataclass
@@ -222,11 +227,12 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
             if r.meta and r.meta.get("embedded_turns"):
                 key = "response contains further Human:/Assistant: turns (kept whole)"
                 summary.warnings[key] = summary.warnings.get(key, 0) + 1
-        for a, b, winner in it.comparisons:
-            rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b]), pid, rid[a], rid[b],
-                                                  winner, judge, feedback_source, opts.round,
+        for a, b, winner, *named in it.comparisons:
+            aspect = named[0] if named else opts.aspect
+            rows["comparisons"].append(Comparison(Comparison.make_id(judge, rid[a], rid[b], aspect), pid, rid[a],
+                                                  rid[b], winner, judge, feedback_source, opts.round,
                                                   prob_a=it.prob_a if it.prob_a is not None else
-                                                  {"a": 1.0, "b": 0.0, "tie": 0.5}[winner]))
+                                                  {"a": 1.0, "b": 0.0, "tie": 0.5}[winner], aspect=aspect))
         if it.ranking:
             order = [rid[key] for key in it.ranking]
             rows["rankings"].append(Ranking(Ranking.make_id(judge, order), pid, order, judge, feedback_source,

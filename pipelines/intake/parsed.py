@@ -57,8 +57,9 @@ class ParsedItem:
     meta: dict[str, Any] | None = None
     split: str | None = None
     responses: tuple[ParsedResponse, ...] = ()
-    comparisons: tuple[tuple[str, str, str], ...] = ()
-    """(response a, response b, winner in a | b | tie), local keys."""
+    comparisons: tuple[tuple[str, ...], ...] = ()
+    """(response a, response b, winner in a | b | tie[, aspect]), local keys; without an aspect, the import's
+    (``--aspect``, default overall)."""
     prob_a: float | None = None
     """The record's probability that each comparison's response a is the better (a soft label); None: from the
     winner (1, 0 or 0.5)."""

@@ -36,7 +36,8 @@ class JudgeConfig:
     seed: int = 0
     """Listwise random permutations: base seed (mixed with the item ids, so results do not depend on batching)."""
     aspects: tuple[str, ...] = ("overall",)
-    """Pointwise rating: one rating per aspect (e.g. helpfulness, harmlessness, honesty)."""
+    """Pointwise rating: one rating per aspect (e.g. helpfulness, harmlessness, honesty); pairwise: the one aspect
+    its comparisons are stored under (the principles say what the judge weighs)."""
     calls: CallPolicy = field(default_factory=CallPolicy)
     """Retries and batch size."""
 

@@ -20,6 +20,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.parsing import mass, parse_pairwise, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
+from warehouse.errors import AlignloopError
 from warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
@@ -73,13 +74,21 @@ class PairwiseJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "pairwise",
                                                                self.config.principles))
+        if len(self.config.aspects) != 1:
+            raise AlignloopError(f"a pairwise judge compares on one aspect per run, got {len(self.config.aspects)}: "
+                                 f"{', '.join(self.config.aspects)}")
 
     @property
     def judge(self) -> str:
         return self.template.judge_id(self.backend.name)
 
+    @property
+    def aspect(self) -> str:
+        """What its verdicts are stored as judging (``--aspect``; the principles say what it weighs)."""
+        return self.config.aspects[0]
+
     def ids(self, pairs: list[PairItem]) -> list[str]:
-        return [Comparison.make_id(self.judge, p.a_id, p.b_id) for p in pairs]
+        return [Comparison.make_id(self.judge, p.a_id, p.b_id, self.aspect) for p in pairs]
 
     def conversations(self, pair: PairItem) -> tuple[Conversation, Conversation]:
         """(a shown first, b shown first)."""
@@ -122,7 +131,7 @@ class PairwiseJudge:
 
     def _from_scores(self, pair: PairItem, s_ab, s_ba, round_id: str, share: dict) -> Comparison:
         p_ab, p_ba = two_way_prob(s_ab, *CANDIDATES), two_way_prob(s_ba, *CANDIDATES)
-        cid = Comparison.make_id(self.judge, pair.a_id, pair.b_id)
+        cid = Comparison.make_id(self.judge, pair.a_id, pair.b_id, self.aspect)
         pos_ab = None if p_ab is None else ("A" if p_ab > 0.5 else "B" if p_ab < 0.5 else "tie")
         pos_ba = None if p_ba is None else ("A" if p_ba > 0.5 else "B" if p_ba < 0.5 else "tie")
         meta = self._meta("logprobs", share, p_ab=p_ab, p_ba=p_ba, pos_ab=pos_ab, pos_ba=pos_ba,
@@ -130,20 +139,22 @@ class PairwiseJudge:
                           mass_ba=mass(s_ba, CANDIDATES))
         if p_ab is None or p_ba is None:
             return Comparison(cid, pair.prompt_id, pair.a_id, pair.b_id, "invalid", self.judge, "ai", round_id,
-                              None, _fmt(s_ab), _fmt(s_ba), None, meta=meta)
+                              None, _fmt(s_ab), _fmt(s_ba), None, meta=meta, aspect=self.aspect)
         prob_a = debiased_prob(p_ab, p_ba)
         v_ab, v_ba = to_response(pos_ab, True), to_response(pos_ba, False)
         consistent = v_ab == v_ba and v_ab != "tie"
         return Comparison(cid, pair.prompt_id, pair.a_id, pair.b_id, winner_from_prob(prob_a, self.config.tie_band),
-                          self.judge, "ai", round_id, prob_a, _fmt(s_ab), _fmt(s_ba), consistent, meta=meta)
+                          self.judge, "ai", round_id, prob_a, _fmt(s_ab), _fmt(s_ba), consistent, meta=meta,
+                          aspect=self.aspect)
 
     def _from_texts(self, pair: PairItem, t_ab: str, t_ba: str, round_id: str, share: dict) -> Comparison:
         pos_ab, pos_ba = parse_pairwise(t_ab), parse_pairwise(t_ba)
         winner, consistent = resolve(to_response(pos_ab, True), to_response(pos_ba, False), self.config.disagreement)
         prob_a = {"a": 1.0, "b": 0.0, "tie": 0.5}.get(winner)
         meta = self._meta("text", share, pos_ab=pos_ab, pos_ba=pos_ba, disagreement=self.config.disagreement)
-        return Comparison(Comparison.make_id(self.judge, pair.a_id, pair.b_id), pair.prompt_id, pair.a_id, pair.b_id,
-                          winner, self.judge, "ai", round_id, prob_a, t_ab, t_ba, consistent, meta=meta)
+        return Comparison(Comparison.make_id(self.judge, pair.a_id, pair.b_id, self.aspect), pair.prompt_id, pair.a_id,
+                          pair.b_id, winner, self.judge, "ai", round_id, prob_a, t_ab, t_ba, consistent, meta=meta,
+                          aspect=self.aspect)
 
 
 def _fmt(scores) -> str:

@@ -21,6 +21,7 @@ SELECT
 FROM comparisons AS c
 WHERE
     c.winner IN ('a', 'b', 'tie')
+    AND c.aspect = $aspect
     AND list_contains($sources, c.source)
     AND (len($rounds) = 0 OR list_contains($rounds, c.round_id))
     AND (len($judges) = 0 OR list_contains($judges, c.judge))

@@ -1,4 +1,5 @@
--- Each AI comparison paired with every human verdict on the same two responses (mapped to the AI row's order).
+-- Each AI comparison paired with every human verdict on the same two responses and aspect (mapped to the AI row's
+-- order).
 -- $round_id: NULL for every round.
 SELECT
     c.judge AS ai_judge,
@@ -16,6 +17,7 @@ INNER JOIN comparisons AS h
     ON
         h.source = 'human'
         AND h.winner <> 'invalid'
+        AND h.aspect = c.aspect
         AND (
             (h.response_a = c.response_a AND h.response_b = c.response_b)
             OR (h.response_a = c.response_b AND h.response_b = c.response_a)

@@ -2,7 +2,7 @@
 -- $round_id: the round; $origins: response origins to pair (e.g. ['policy', 'import']).
 -- AI comparisons may show the pair in either order; winners and prob_a are mapped to this pair's order.
 -- inconsistent: some AI judge changed its verdict when the two responses swapped positions.
--- disagreement: different AI judges gave different (valid) winners.
+-- disagreement: different AI judges gave different (valid) winners. Only overall verdicts (people label those).
 WITH pairs AS (
     -- include: _response_pairs
 ),
@@ -24,6 +24,7 @@ ai AS (
     INNER JOIN comparisons AS c
         ON
             c.source = 'ai'
+            AND c.aspect = 'overall'
             AND (
                 (c.response_a = p.a_id AND c.response_b = p.b_id)
                 OR (c.response_a = p.b_id AND c.response_b = p.a_id)

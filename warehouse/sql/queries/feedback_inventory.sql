@@ -1,7 +1,8 @@
 -- Feedback the warehouse holds, for a build whose source found none: rows, sources, rounds and judges per table
--- (per aspect for ratings), so the error can say which options would select them.
+-- (per aspect for ratings; for comparisons per aspect other than 'overall'), so the error can say which options
+-- would select them.
 WITH feedback AS (
-    SELECT 'comparisons' AS kind, NULL::VARCHAR AS aspect, source, round_id, judge FROM comparisons
+    SELECT 'comparisons' AS kind, nullif(aspect, 'overall') AS aspect, source, round_id, judge FROM comparisons
     UNION ALL SELECT 'rankings', NULL, source, round_id, judge FROM rankings
     UNION ALL SELECT 'ratings', aspect, source, round_id, judge FROM ratings
     UNION ALL SELECT 'step_labels', NULL, source, round_id, judge FROM step_labels

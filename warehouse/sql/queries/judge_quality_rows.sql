@@ -1,11 +1,12 @@
--- Comparisons per AI judge with both responses' lengths and the human verdict on the same pair, if any.
+-- Comparisons per AI judge with both responses' lengths and the human verdict on the same pair and aspect, if any.
 -- $round_id: NULL for all rounds. Human rows may show the pair in either order; winners are mapped to this order.
 WITH human AS (
     SELECT
         response_a,
         response_b,
+        aspect,
         winner,
-        row_number() OVER (PARTITION BY response_a, response_b ORDER BY created_at DESC, id) AS n
+        row_number() OVER (PARTITION BY response_a, response_b, aspect ORDER BY created_at DESC, id) AS n
     FROM comparisons
     WHERE source = 'human' AND winner <> 'invalid'
 )
@@ -30,7 +31,9 @@ SELECT
 FROM comparisons AS c
 LEFT JOIN responses AS ra ON c.response_a = ra.id
 LEFT JOIN responses AS rb ON c.response_b = rb.id
-LEFT JOIN human AS h1 ON c.response_a = h1.response_a AND c.response_b = h1.response_b AND h1.n = 1
-LEFT JOIN human AS h2 ON c.response_a = h2.response_b AND c.response_b = h2.response_a AND h2.n = 1
+LEFT JOIN human AS h1 ON c.response_a = h1.response_a AND c.response_b = h1.response_b AND c.aspect = h1.aspect
+    AND h1.n = 1
+LEFT JOIN human AS h2 ON c.response_a = h2.response_b AND c.response_b = h2.response_a AND c.aspect = h2.aspect
+    AND h2.n = 1
 WHERE c.source = 'ai' AND ($round_id IS NULL OR c.round_id = $round_id)
 ORDER BY c.judge, c.id

@@ -1,15 +1,17 @@
 -- Rating judges (AI, reward model, rule) measured on the pairs people compared: for each human comparison that a
--- or b won (the latest verdict per pair, in whichever order it was shown) and each non-human judge and aspect that
--- scored both responses, aggregated per judge and aspect (see RatingJudgeQuality for each figure).
+-- or b won (the latest verdict per pair and aspect, in whichever order it was shown) and each non-human judge and
+-- aspect that scored both responses, aggregated per judge and aspect (see RatingJudgeQuality for each figure). A
+-- rating aspect is measured on people's verdicts of the same aspect where a pair has one, else their overall one.
 -- $round_id: NULL for all rounds; else only that round's ratings.
 WITH human AS (
     SELECT
         prompt_id,
         response_a,
         response_b,
+        aspect,
         winner,
         row_number() OVER (
-            PARTITION BY least(response_a, response_b), greatest(response_a, response_b)
+            PARTITION BY least(response_a, response_b), greatest(response_a, response_b), aspect
             ORDER BY created_at DESC, id
         ) AS n
     FROM comparisons
@@ -19,6 +21,7 @@ WITH human AS (
 decided AS (
     SELECT
         prompt_id,
+        aspect,
         CASE winner WHEN 'a' THEN response_a ELSE response_b END AS won,
         CASE winner WHEN 'a' THEN response_b ELSE response_a END AS lost
     FROM human
@@ -50,11 +53,15 @@ pairs AS (
                 THEN (sw.score > sl.score) = (length(rw.text) > length(rl.text))
         END AS longer_won
     FROM decided AS d
-    INNER JOIN scored AS sw ON d.won = sw.response_id AND sw.n = 1
+    INNER JOIN scored AS sw ON d.won = sw.response_id AND sw.n = 1 AND d.aspect IN (sw.aspect, 'overall')
     INNER JOIN scored AS sl ON d.lost = sl.response_id AND sl.n = 1 AND sw.judge = sl.judge AND sw.aspect = sl.aspect
     INNER JOIN responses AS rw ON d.won = rw.id
     INNER JOIN responses AS rl ON d.lost = rl.id
     INNER JOIN prompts AS p ON d.prompt_id = p.id
+    QUALIFY row_number() OVER (
+        PARTITION BY sw.judge, sw.aspect, least(d.won, d.lost), greatest(d.won, d.lost)
+        ORDER BY d.aspect = sw.aspect DESC
+    ) = 1
 )
 
 SELECT
