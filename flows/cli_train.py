@@ -115,6 +115,10 @@ def train(
     stage_order: Annotated[str | None, typer.Option(help="dpo with --stages: hash (default), easy_first (the "
                                                          "prompts with the clearest preferences first) or ai_first "
                                                          "(AI-labelled pairs first, people's last).")] = None,
+    stage_dataset: Annotated[list[str] | None, typer.Option(help="dpo: sDPO with a dataset per stage: after "
+                                                                 "--dataset, train on each of these in turn "
+                                                                 "(repeatable), each stage from and against the "
+                                                                 "model of the stage before.")] = None,
     confidence_weight: Annotated[float | None, typer.Option(help="reward, dpo (dpo/cdpo loss): weak-to-strong "
                                                                 "auxiliary confidence loss weight (Burns et al. "
                                                                 "2023).")] = None,
@@ -142,7 +146,7 @@ def train(
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "stage_order": stage_order,
-        "confidence_weight": confidence_weight,
+        "stage_datasets": stage_dataset or [], "confidence_weight": confidence_weight,
         "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef, "round": round_name, "db": path})
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
     # only line printed
@@ -157,7 +161,8 @@ def train(
                        f"{k.removeprefix('eval/')}={v:.3f}" for k, v in one["eval"].items())
         trunc = one["truncation"].get("train", {})
         done = " (already finished in this folder: stored records, nothing trained)" if one["reused"] else ""
-        stage = f"sDPO stage {i + 1}/{len(runs)}: " if len(runs) > 1 else ""
+        on = f" ({one['dataset']})" if params.stage_datasets else ""
+        stage = f"sDPO stage {i + 1}/{len(runs)}{on}: " if len(runs) > 1 else ""
         console.print(f"{stage}run {one['run_id']}{done}: {one['steps']} step{'' if one['steps'] == 1 else 's'} in "
                       f"{one['train_seconds']} s; model {one['model_id']} at {one['model_dir']}; held-out: "
                       f"{ev or 'n/a'}; truncated prompts {trunc.get('prompts_truncated', 0)}, completions "

@@ -70,6 +70,9 @@ class TrainParams(FlowParams):
     stage_order: Literal["hash", "easy_first", "ai_first"] | None = Field(None, description=(
         "dpo with stages: cut the prompts by a hash, easy_first (the clearest preferences in stage 1) or ai_first "
         "(AI-labelled pairs first, people's last)."))
+    stage_datasets: list[str] = Field(default_factory=list, description=(
+        "dpo: sDPO with a dataset per stage (Kim et al. 2024 train on OpenOrca's pairs, then UltraFeedback's): after "
+        "dataset, each of these in turn, each stage from and against the model of the stage before."))
     confidence_weight: float | None = Field(None, ge=0, lt=1, description=(
         "reward, dpo (dpo/cdpo loss): weak-to-strong auxiliary confidence loss, the weight of the model's own "
         "hardened prediction in the target (Burns et al. 2023)."))
@@ -102,6 +105,12 @@ class TrainParams(FlowParams):
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
+        if self.stage_datasets:
+            if "stages" not in data:
+                raise AlignloopError(f"method {self.method} has no stages: stage_datasets is sDPO's (method dpo)")
+            if data["stages"] > 1 or data["stage_order"] != "hash":
+                raise AlignloopError("stage_datasets makes each dataset a stage; stages and stage_order cut one "
+                                     "dataset into stages: use one or the other")
         if "reward_model" in data:  # an online method
             cfgmod.check_one_reward(self.method, data["reward_model"], data["verifier"], data["judge_model"])
         if data.get("verifier"):
@@ -214,27 +223,37 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     if stages > 1 and stages > (n := len(prompt_ids(snapshot, ("train",)))):  # before any stage trains
         raise AlignloopError(f"sDPO with {stages} stages needs at least as many train prompts; dataset "
                              f"{params.dataset!r} has {n}")
+    datasets, names = [(snapshot, dataset_id)] * stages, [params.dataset] * stages
+    for ref in params.stage_datasets:  # sDPO, a dataset a stage: each found and of the first's kind before any trains
+        stage_snapshot, stage_id = resolve_dataset(ref, db_path)
+        if (stage_kind := snapshot_kind(stage_snapshot)[1]) != kind:
+            raise AlignloopError(f"stage dataset {ref!r} is {stage_kind}, dataset {params.dataset!r} {kind}: sDPO's "
+                                 "stages train one kind")
+        datasets.append((stage_snapshot, stage_id))
+        names.append(ref)
     reference, summaries = params.reference, []
-    for stage_config in _stage_configs(config):  # one run; sDPO: one a stage, each from and against the last
-        result = train_task(params.method, str(snapshot), str(base), cfgmod.to_dict(stage_config), base_id,
+    # one run; sDPO: one a stage, each from and against the last
+    for (stage_snapshot, stage_id), stage_name, stage_config in zip(datasets, names,
+                                                                   _stage_configs(config, len(datasets))):
+        result = train_task(params.method, str(stage_snapshot), str(base), cfgmod.to_dict(stage_config), base_id,
                             reference, params.round, progress, checks, str(ptx) if ptx else None)
-        if dataset_id and not result.run.dataset_id:
-            result = _with_dataset(result, dataset_id)
-        summaries.append(_summary(result, record_result(db_path, result)))
+        if stage_id and not result.run.dataset_id:
+            result = _with_dataset(result, stage_id)
+        summaries.append({**_summary(result, record_result(db_path, result)), "dataset": stage_name})
         base, base_id, reference = result.model_dir, result.model.id, str(result.model_dir)
     return summaries[-1] if len(summaries) == 1 else {**summaries[-1], "stages": summaries}
 
 
-def _stage_configs(config: cfgmod.MethodConfig) -> list[cfgmod.MethodConfig]:
-    """The config of each run: itself, or for sDPO's stages each stage's, in a folder of its own."""
+def _stage_configs(config: cfgmod.MethodConfig, runs: int) -> list[cfgmod.MethodConfig]:
+    """The config of each of ``runs`` runs: itself, or for sDPO's stages each stage's (of one dataset cut in parts:
+    its part), in a folder of its own."""
     from dataclasses import replace
 
-    stages = getattr(config, "stages", 1)
-    if stages == 1:
+    if runs == 1:
         return [config]
-    out = config.train.output_dir
-    return [replace(config, stage=k, train=replace(config.train, output_dir=f"{out}/stage-{k + 1}"))
-            for k in range(stages)]
+    out, cut = config.train.output_dir, getattr(config, "stages", 1) > 1
+    return [replace(config, stage=k if cut else 0, train=replace(config.train, output_dir=f"{out}/stage-{k + 1}"))
+            for k in range(runs)]
 
 
 def _summary(result: TrainResult, written: dict[str, int]) -> dict[str, Any]:

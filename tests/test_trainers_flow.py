@@ -321,6 +321,46 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
     assert not (tmp_path / "many").exists()  # refused before any stage trained
 
 
+def test_sdpo_with_a_dataset_per_stage_trains_each_in_turn_from_and_against_the_one_before(
+        tmp_path, tiny_model_dir, prefect_harness, monkeypatch):  # noqa: F811
+    """sDPO as the paper ran it: the whole of one dataset, then the whole of the next, from and against stage 1's
+    model; refused with the cut of one dataset into stages, for other methods and for another kind of dataset."""
+    from flows.cli import app
+    from warehouse import db
+
+    monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))
+    first = make_snapshot(tmp_path / "easy", "pairwise", n_train=8, name="easy")
+    second = make_snapshot(tmp_path / "hard", "pairwise", n_train=5, name="hard")
+    path = new_warehouse(tmp_path)
+    args = ["train", "dpo", "--dataset", str(first), "--stage-dataset", str(second), "--base", str(tiny_model_dir),
+            "--max-steps", "1", "--output-dir", str(tmp_path / "sdpo"), "--db", path]
+    out = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert out.exit_code == 0, out.output
+    assert f"sDPO stage 1/2 ({first}): run " in out.output and f"sDPO stage 2/2 ({second}): run " in out.output
+    with db.connect(path) as con:
+        runs = con.execute("SELECT config->>'$.stage', config->>'$.stages', base_model_id, reference_model_id, "
+                           "output_model_id, meta->>'$.truncation.train.rows', config->>'$.train.output_dir' "
+                           "FROM training_runs ORDER BY config->>'$.train.output_dir'").fetchall()
+    (s1, n1, base1, ref1, out1, rows1, dir1), (s2, n2, base2, ref2, out2, rows2, dir2) = runs
+    assert (s1, n1, s2, n2) == ("0", "1", "0", "1")  # each stage trains its dataset whole
+    assert base1 == ref1 and (base2, ref2) == (out1, out1) and out2 != out1
+    assert (rows1, rows2) == ("8", "5")
+    assert (dir1, dir2) == (str(tmp_path / "sdpo" / "stage-1"), str(tmp_path / "sdpo" / "stage-2"))
+    again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
+    assert again.exit_code == 0 and again.output.count("(already finished in this folder") == 2, again.output
+    for extra, method, message in ((["--stages", "2"], "dpo", "use one or the other"),
+                                   (["--stage-order", "easy_first"], "dpo", "use one or the other"),
+                                   ([], "kto", "method kto has no stages")):
+        bad = CliRunner().invoke(app, ["train", method, *args[2:-4], *extra, "--output-dir", str(tmp_path / "x"),
+                                       "--db", path], env={"COLUMNS": "400"})
+        assert bad.exit_code == 2 and message in bad.output, bad.output
+    other = make_snapshot(tmp_path / "thumbs", "binary", name="thumbs")
+    bad = CliRunner().invoke(app, [*args[:5], str(other), *args[6:-4], "--output-dir", str(tmp_path / "x"),
+                                   "--db", path], env={"COLUMNS": "400"})
+    assert bad.exit_code == 2 and f"stage dataset {str(other)!r} is binary" in bad.output, bad.output
+    assert not (tmp_path / "x").exists()  # every refusal came before a stage trained
+
+
 def test_sdpo_easy_first_puts_the_clearest_preferences_in_stage_one():
     """sDPO's curricula: prompts ordered by the mean |prob - 0.5| of their pairs, then their mean margin; or from
     AI-labelled pairs to people's."""
