@@ -122,6 +122,12 @@ def train(
     confidence_weight: Annotated[float | None, typer.Option(help="reward, dpo (dpo/cdpo loss): weak-to-strong "
                                                                 "auxiliary confidence loss weight (Burns et al. "
                                                                 "2023).")] = None,
+    cost_model: Annotated[str | None, typer.Option(help="online methods, Safe RLHF (PPO-Lagrangian): a reward model "
+                                                        "trained on harmlessness pairs (-o aspect=harmlessness); its "
+                                                        "negated score is an answer's cost, kept under --cost-limit "
+                                                        "by a Lagrange multiplier.")] = None,
+    cost_limit: Annotated[float | None, typer.Option(help="online methods, Safe RLHF: the bound on the answers' mean "
+                                                          "cost (default: the starting policy's).")] = None,
     ptx_dataset: Annotated[str | None, typer.Option(help="online methods, PPO-ptx: an sft dataset whose completions' "
                                                          "likelihood each update keeps (with --ptx-coef).")] = None,
     ptx_coef: Annotated[float | None, typer.Option(help="online methods, PPO-ptx: weight of that likelihood "
@@ -147,7 +153,8 @@ def train(
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "stage_order": stage_order,
         "stage_datasets": stage_dataset or [], "confidence_weight": confidence_weight,
-        "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef, "round": round_name, "db": path})
+        "cost_model": cost_model, "cost_limit": cost_limit, "ptx_dataset": ptx_dataset, "ptx_coef": ptx_coef,
+        "round": round_name, "db": path})
     # the bars start with the first phase: an error before it (a bad config, the wrong kind of dataset) is the
     # only line printed
     with PhaseBars(method, disabled=json_out) as report, flow_in_process():

@@ -76,6 +76,11 @@ class TrainParams(FlowParams):
     confidence_weight: float | None = Field(None, ge=0, lt=1, description=(
         "reward, dpo (dpo/cdpo loss): weak-to-strong auxiliary confidence loss, the weight of the model's own "
         "hardened prediction in the target (Burns et al. 2023)."))
+    cost_model: str | None = Field(None, description="online methods, Safe RLHF: a reward model trained on "
+                                                     "harmlessness pairs; its negated score is each answer's cost, "
+                                                     "kept under cost_limit by a Lagrange multiplier.")
+    cost_limit: float | None = Field(None, description="online methods, Safe RLHF: the bound on the answers' mean "
+                                                       "cost (empty: the starting policy's).")
     ptx_dataset: str | None = Field(None, description="online methods, PPO-ptx: an sft dataset whose completions' "
                                                       "likelihood each update keeps (with ptx_coef).")
     ptx_coef: float | None = Field(None, ge=0, description="online methods, PPO-ptx: weight of that likelihood "
@@ -100,7 +105,8 @@ class TrainParams(FlowParams):
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
         for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "stage_order", "confidence_weight"):
+                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "stage_order", "confidence_weight",
+                    "cost_model", "cost_limit"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 import torch
 
@@ -626,3 +627,101 @@ def test_rollout_scores_in_chunks_from_the_answer_logits_alone_match_the_whole_b
     torch.testing.assert_close(chunked, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(chunked_values, values, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(entropy, -(logp.exp() * logp).sum(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_safe_rlhf_scores_are_the_lagrangian_and_the_multiplier_moves_with_the_cost(monkeypatch):
+    """Safe RLHF by hand: (reward - lambda * cost) / (1 + lambda) per answer, the cost the cost model's negated score;
+    lambda rises while the mean cost is over the limit, falls while under, never below 0."""
+    from pipelines.judges.run import VerifierJudge
+    from pipelines.verifiers import get_verifier
+
+    close(ppo.lagrangian_scores(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, -1.0, 0.0]), 3.0),
+          [(1 - 1.5) / 4, (0 + 3) / 4, 2 / 4])
+    assert ppo.update_lambda(1.0, 0.8, 0.5, 0.1) == pytest.approx(1.03)
+    assert ppo.update_lambda(1.0, 0.2, 0.5, 0.1) == pytest.approx(0.97)
+    assert ppo.update_lambda(0.01, -5.0, 0.5, 0.1) == 0.0
+    checks = {"p1": {"reference": "42", "tags": (), "topic": ()}}
+    verifier = VerifierJudge(get_verifier("final_answer"))
+    models = ppo._Models(None, None, None, verifier, None, torch.device("cpu"), False, checks,
+                         cost_judge=VerifierJudge(get_verifier("json_valid")), lam=0.5)
+    attention = torch.ones(3, 8, dtype=torch.long)
+    texts, ended = ["42", "it is 41", "so it is 42"], torch.tensor([True, True, True])
+    monkeypatch.setattr(ppo._Models, "answer", lambda self, *a: (attention, attention, 2, texts, ended))
+    s = models.sample([{"prompt_id": "p1", "prompt_text": "q", "prompt": "[]"}] * 3, None,
+                      C.PPOConfig(verifier="final_answer", max_new_tokens=6))
+    # reward: 42 is right; cost: minus the JSON check (only "42" parses)
+    assert s.rewards.tolist() == [1.0, 0.0, 1.0] and s.costs.tolist() == [-1.0, -0.0, -0.0]
+    close(s.scores, [(1 + 0.5) / 1.5, 0.0, 1 / 1.5])
+    assert s.select(torch.tensor([2])).costs.tolist() == [-0.0]
+    assert ppo.Samples.concat([s, s.select(torch.tensor([0]))], 0).rewards.tolist() == [1.0, 0.0, 1.0, 1.0]
+    with pytest.raises(ValueError, match="are Safe RLHF's: they need a cost_model"):
+        C.PPOConfig(verifier="final_answer", cost_limit=0.0)
+
+
+@pytest.fixture(scope="module")
+def bad_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
+    """A reward model trained the other way round: 'bad' answers over 'good' ones (a harmlessness model at odds
+    with the 'good' reward model)."""
+    from tests.fixtures_trainers import rows_for
+    from trainers.snapshot import write_snapshot_dir
+    from warehouse.snapshots import SCHEMAS
+
+    tmp = tmp_path_factory.mktemp("bad-rm")
+    tables = {}
+    for split, n in (("train", 32), ("test", 8)):
+        rows = [{**r, "chosen": r["rejected"], "rejected": r["chosen"], "chosen_id": r["rejected_id"],
+                 "rejected_id": r["chosen_id"]} for r in rows_for("pairwise", n, split)]
+        tables[split] = pa.Table.from_pylist(rows, schema=SCHEMAS["pairwise"])
+    snap = write_snapshot_dir(tmp / "prefs", "pairwise", tables["train"], tables["test"], name="safer")
+    rm = train_model("reward", snap, tiny_model_dir,
+                     C.RewardConfig(train=C.TrainConfig(lr=3e-3, max_steps=30, batch_size=8, max_length=64,
+                                                        max_prompt_length=32, output_dir=str(tmp / "rm"))),
+                     base_model_id="base")
+    assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
+    return rm.model_dir
+
+
+def test_safe_rlhf_weighs_the_cost_against_the_reward_and_bounds_it(tmp_path, tiny_model_dir,  # noqa: F811
+                                                                     good_reward_model, bad_reward_model):
+    """The reward prefers 'good' answers, the cost model (harmlessness) 'bad' ones. With the multiplier held at 0 the
+    policy follows the reward and the held-out cost rises with it; held at 10 the cost dominates and stays. With the
+    cost bounded at the start's, the multiplier follows the update rule from the logged costs, and the run is
+    recorded with its figures."""
+    snap = make_snapshot(tmp_path / "prompts", "pairwise", n_train=16, n_test=8)
+    kw = {"train": {"max_steps": 12, "lr": 2e-3, "batch_size": 8}, "rollout_prompts": 16, "kl_coef": 0.02,
+          "cost_model": str(bad_reward_model)}
+    held = {lam: train_model("ppo", snap, tiny_model_dir,
+                             ppo_config(tmp_path / f"lambda-{lam}", good_reward_model, lambda_init=lam, lambda_lr=1e-9,
+                                        cost_limit=0.0, **kw), base_model_id="base")
+            for lam in (0.0, 10.0)}
+    reward_only, cost_first = ({e.metric: e.value for e in held[lam].evaluations} for lam in (0.0, 10.0))
+    assert reward_only["reward"] > reward_only["reference_reward"] + 0.5
+    assert reward_only["cost"] > reward_only["reference_cost"] + 0.5  # at odds: more reward, more cost
+    # held at 10, the cost weighs ten times the reward: the policy stays as cheap as it started, far below
+    assert cost_first["cost"] < reward_only["cost"] - 1.0 and cost_first["reward"] < reward_only["reward"] - 0.5
+    assert cost_first["cost"] < cost_first["reference_cost"] + 0.1
+    bounded = train_model("ppo", snap, tiny_model_dir,
+                          ppo_config(tmp_path / "bounded", good_reward_model, lambda_lr=2.0,
+                                     **{**kw, "train": {**kw["train"], "max_steps": 5}}), base_model_id="base")
+    by_name: dict[str, dict[int, float]] = {}
+    for m in bounded.metrics:
+        by_name.setdefault(m.name, {})[m.step] = m.value
+    costs, lams, limit = by_name["cost"], by_name["lambda"], by_name["cost_limit"]
+    assert set(limit.values()) == {costs[1]}  # bounded at the starting policy's cost
+    lam = 1.0
+    for step in range(1, 6):
+        assert lams[step] == pytest.approx(lam, abs=1e-6)
+        lam = max(0.0, lam + 2.0 * (costs[step] - costs[1]))
+    assert len(set(lams.values())) > 1
+    assert bounded.run.meta["safe_rlhf"] == {"cost_model": str(bad_reward_model), "cost_limit": costs[1],
+                                             "lambda": pytest.approx(lam, abs=1e-6)}
+    assert {"cost", "reference_cost"} <= {e.metric for e in bounded.evaluations}
+
+
+def test_the_train_form_carries_the_cost_model_and_limit_to_online_methods_only(tmp_path):
+    from flows.train import TrainParams
+
+    config = TrainParams(method="grpo", dataset="x", reward_model="rm", cost_model="safe-rm", cost_limit=-0.5).config()
+    assert (config.cost_model, config.cost_limit, config.lambda_init) == ("safe-rm", -0.5, 1.0)
+    with pytest.raises(AlignloopError, match="method dpo has no cost_model option"):
+        TrainParams(method="dpo", dataset="x", cost_model="safe-rm").config()

@@ -423,9 +423,28 @@ class PPOConfig:
     ptx_batch_size: int | None = None
     """PPO-ptx: completions in each update's likelihood term (InstructGPT mixed in more pretraining rows than PPO
     rows); None: ``train.batch_size``."""
+    cost_model: str = ""
+    """Safe RLHF (Dai et al. 2024, PPO-Lagrangian): the folder of a reward model trained on harmlessness pairs
+    (chosen the safer, e.g. PKU-SafeRLHF's ``-o aspect=harmlessness``); an answer's cost is its negated score, and
+    the policy maximises its reward subject to mean cost <= ``cost_limit`` through a Lagrange multiplier: each
+    answer is scored ``(reward - lambda * cost) / (1 + lambda)``. Empty: off."""
+    cost_limit: float | None = None
+    """Safe RLHF: the bound on the mean cost of the answers; None: the mean cost of the first iteration's answers
+    (the starting policy's), so training may not make the answers less safe than they were."""
+    lambda_init: float = 1.0
+    """Safe RLHF: the Lagrange multiplier's start value."""
+    lambda_lr: float = 0.1
+    """Safe RLHF: after each iteration ``lambda <- max(0, lambda + lambda_lr * (mean cost - cost_limit))``: it
+    grows while the answers cost more than the limit (safety weighs more) and shrinks back to 0 while they cost less
+    (the reward alone)."""
 
     def __post_init__(self) -> None:
         checks = [
+            (bool(self.cost_model) or (self.cost_limit is None and self.lambda_init == 1.0 and self.lambda_lr == 0.1),
+             "cost_limit, lambda_init and lambda_lr are Safe RLHF's: they need a cost_model (--cost-model FOLDER, a "
+             + "reward model trained on harmlessness pairs)"),
+            (self.lambda_init >= 0, f"lambda_init must be >= 0, got {self.lambda_init}"),
+            (self.lambda_lr > 0, f"lambda_lr must be > 0, got {self.lambda_lr}"),
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
             (self.target_kl is None or self.target_kl > 0, f"target_kl must be > 0, got {self.target_kl}"),
             (self.rollout_prompts >= 1, f"rollout_prompts must be >= 1, got {self.rollout_prompts}"),

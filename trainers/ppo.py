@@ -63,13 +63,14 @@ from trainers.snapshot import Snapshot
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
 
+SAFETY_PANEL = ("safety (Safe RLHF)", ("cost", "cost_limit", "lambda"))
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
           ("losses", ("policy_loss", "value_loss", "kl_loss")), ("policy updates", ("clipfrac", "approx_kl")),
-          ("groups without signal", ("zero_std_groups",)))
+          ("groups without signal", ("zero_std_groups",)), SAFETY_PANEL)
 """The curves PNG of a PPO (GRPO, RLOO) run; each draws the curves it logs (PPO has no groups)."""
 PAIR_PANELS = (("reward", ("reward",)), ("KL to reference", ("kl",)), ("pairwise loss", ("loss",)),
                ("pairs", ("rewards/margins", "rewards/accuracies", "score_margin")),
-               ("groups without signal", ("zero_std_groups",)))
+               ("groups without signal", ("zero_std_groups",)), SAFETY_PANEL)
 """The curves PNG of an online DPO run."""
 
 
@@ -84,6 +85,18 @@ def penalised_rewards(scores: Tensor, logprobs: Tensor, ref_logprobs: Tensor, ma
     last = mask.sum(1).long() - 1
     rewards[torch.arange(len(scores)), last] += scores
     return rewards, kl
+
+
+def lagrangian_scores(rewards: Tensor, costs: Tensor, lam: float) -> Tensor:
+    """Safe RLHF's objective per answer, ``(reward - lambda * cost) / (1 + lambda)``: the Lagrangian of maximising
+    reward under a cost bound, scaled so its size does not grow with lambda."""
+    return (rewards - lam * costs) / (1 + lam)
+
+
+def update_lambda(lam: float, mean_cost: float, limit: float, lr: float) -> float:
+    """The multiplier after an iteration: projected gradient ascent on the Lagrangian, ``max(0, lambda + lr *
+    (mean cost - limit))``."""
+    return max(0.0, lam + lr * (mean_cost - limit))
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
@@ -300,10 +313,16 @@ class Samples:
     attention: Tensor
     prompt_len: int
     scores: Tensor
+    """What the update learns from: the reward, or with a cost model (Safe RLHF) reward and cost combined."""
     ended: Tensor
+    rewards: Tensor | None = None
+    """With a cost model: the reward alone."""
+    costs: Tensor | None = None
+    """With a cost model: each answer's cost (its negated score)."""
 
     def select(self, rows: Tensor) -> Samples:
-        return Samples(self.tokens[rows], self.attention[rows], self.prompt_len, self.scores[rows], self.ended[rows])
+        return Samples(self.tokens[rows], self.attention[rows], self.prompt_len, self.scores[rows], self.ended[rows],
+                       *(None if x is None else x[rows] for x in (self.rewards, self.costs)))
 
     @staticmethod
     def concat(parts: list[Samples], pad_id: int) -> Samples:
@@ -313,9 +332,13 @@ class Samples:
         def pad(p: Samples, x: Tensor, value: int) -> Tensor:
             return F.pad(x, (width - p.prompt_len, 0), value=value)
 
+        def cat(name: str) -> Tensor | None:
+            got = [getattr(p, name) for p in parts]
+            return None if any(x is None for x in got) else torch.cat(got)
+
         return Samples(torch.cat([pad(p, p.tokens, pad_id) for p in parts]),
                        torch.cat([pad(p, p.attention, 0) for p in parts]), width,
-                       torch.cat([p.scores for p in parts]), torch.cat([p.ended for p in parts]))
+                       cat("scores"), cat("ended"), cat("rewards"), cat("costs"))
 
 
 def signal_groups(scores: Tensor, k: int) -> Tensor:
@@ -427,6 +450,10 @@ class _Models:
     """Online DPO's pairwise loss (:class:`trainers.objectives.PolicyLoss`)."""
     ptx: PtxBatches | None = None
     """PPO-ptx's batches."""
+    cost_judge: Any = None
+    """Safe RLHF's cost model (a reward model of harmlessness; the cost is its negated score)."""
+    lam: float = 0.0
+    """Safe RLHF's Lagrange multiplier of the moment."""
 
     def autocast(self) -> Any:
         return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
@@ -452,15 +479,20 @@ class _Models:
         texts = tok.batch_decode(answers, skip_special_tokens=True)
         return torch.cat([ids, answers], 1), torch.cat([att, mask], 1), ids.shape[1], texts, ended
 
-    def score(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
+    def score(self, prompts: list[dict[str, Any]], texts: list[str], judge: Any = None) -> Tensor:
         """The reward model's score of each answer (0 where it gives none: a PRM that fits no step), the
-        verifier's 1 / 0, or the LLM judge's rating in [-1, 1] (:func:`_reward`)."""
+        verifier's 1 / 0, or the LLM judge's rating in [-1, 1] (:func:`_reward`); by ``judge`` if given (the cost
+        model)."""
         from pipelines.judges.config import ResponseItem
 
         items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"],
                               **self.prompt_checks.get(p["prompt_id"], {}))
                  for i, (p, t) in enumerate(zip(prompts, texts))]
-        return torch.tensor([_reward(r) for r in self.judge.judge_items(items, "ppo")], device=self.device)
+        return torch.tensor([_reward(r) for r in (judge or self.judge).judge_items(items, "ppo")], device=self.device)
+
+    def cost(self, prompts: list[dict[str, Any]], texts: list[str]) -> Tensor:
+        """Safe RLHF: each answer's cost, the cost model's score negated (it scores the safer answer higher)."""
+        return -self.score(prompts, texts, self.cost_judge)
 
     def sample(self, prompts: list[dict[str, Any]], enc: Encoder, config: cfgmod.PPOConfig) -> Samples:
         """One answer to each prompt, scored (less ``missing_eos_penalty`` for answers cut off and the overlong
@@ -472,7 +504,10 @@ class _Models:
         if config.overlong_buffer:
             scores = scores + overlong_punishment(attention[:, width:].sum(1), config.max_new_tokens,
                                                   config.overlong_buffer, config.overlong_penalty)
-        return Samples(tokens, attention, width, scores, ended)
+        if self.cost_judge is None:
+            return Samples(tokens, attention, width, scores, ended)
+        costs = self.cost(prompts, texts)
+        return Samples(tokens, attention, width, lagrangian_scores(scores, costs, self.lam), ended, scores, costs)
 
     def rollout(self, s: Samples, config: cfgmod.PPOConfig) -> Rollout:
         """The samples' log-probs under the reference and (but for online DPO) the policy, and the critic's values
@@ -626,6 +661,10 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
     prompt_checks = prompt_checks or {}
     load_judge = _reward_judge(config, method, train_prompts, prompt_checks)  # checked before any model loads
+    if config.cost_model:
+        from pipelines.judges.reward_model import check_reward_model
+
+        check_reward_model(config.cost_model)
     if bool(config.ptx_coef) != (ptx is not None):
         raise AlignloopError(f"ptx_coef {config.ptx_coef} needs a ptx dataset (--ptx-dataset NAME: an sft snapshot)"
                              if config.ptx_coef else "a ptx dataset was given but ptx_coef is 0: set ptx_coef "
@@ -667,8 +706,13 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         from trainers.objectives import PolicyLoss
 
         models.pair_loss = PolicyLoss(get_loss(config.loss), config.beta, dict(config.loss_params))
-    if hasattr(models.judge, "scorer"):  # a reward model scores on the policy's device
-        models.judge.scorer.model.to(device)
+    if config.cost_model:  # Safe RLHF
+        from pipelines.judges.reward_model import RewardModelJudge
+
+        models.cost_judge, models.lam = RewardModelJudge.load(str(config.cost_model)), config.lambda_init
+    for judge in (models.judge, models.cost_judge):
+        if hasattr(judge, "scorer"):  # a reward model scores on the policy's device
+            judge.scorer.model.to(device)
     critic = config.advantage == "gae"  # GRPO and RLOO compare answers to one prompt instead
     params = [p for p in policy.parameters() if p.requires_grad] + (list(models.value_head.parameters()) if critic
                                                                     else [])
@@ -686,7 +730,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     total_steps = iterations * steps_per_iteration
     schedule = Schedule(t.lr, steps_per_iteration, total_steps, int(t.warmup_ratio * total_steps))
     plan = _batches(len(train_prompts), config.rollout_prompts, iterations, t.seed)
-    kl_coef, start, logged = config.kl_coef, 0, []
+    kl_coef, start, logged, cost_limit = config.kl_coef, 0, [], config.cost_limit
     ckpt = _checkpoint(out_dir)
     if resumed and ckpt.is_file():
         state = torch.load(ckpt, map_location=device, weights_only=False)
@@ -696,12 +740,17 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
         if models.pair_loss is not None:  # its running state (beta-DPO's m0, ...)
             models.pair_loss.load_state_dict(state.get("pair_loss", {}))
         kl_coef, start, logged = state["kl_coef"], state["iteration"], state["logged"]
+        models.lam, cost_limit = state.get("lambda", models.lam), state.get("cost_limit", cost_limit)
         torch.set_rng_state(state["rng"])
     enc = Encoder(tokenizer, t.max_length, t.max_prompt_length)
     started = time.time()
     for it in range(start, iterations):
         torch.manual_seed(t.seed * 100_003 + it)  # each iteration's samples depend on the seed and its number only
         use, logs = _draw(models, plan[it], train_prompts, enc, config, it)
+        if models.cost_judge is not None:  # Safe RLHF: the bound (by default the start's cost), then the multiplier
+            cost_limit = logs["cost"] if cost_limit is None else cost_limit
+            logs["cost_limit"] = cost_limit
+            models.lam = update_lambda(models.lam, logs["cost"], cost_limit, config.lambda_lr)
         if not config.pairwise_updates:  # online DPO's KL strength is its loss's beta
             logs["kl_coef"] = kl_coef
         if len(use.scores):  # dynamic sampling may find no group with signal: nothing to learn from then
@@ -716,6 +765,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
             torch.save({"policy": policy.state_dict(), "value_head": models.value_head.state_dict(),
                         "optimizer": optimizer.state_dict(), "kl_coef": kl_coef, "iteration": it + 1,
                         "pair_loss": models.pair_loss.state_dict() if models.pair_loss is not None else {},
+                        "lambda": models.lam, "cost_limit": cost_limit,
                         "logged": logged, "rng": torch.get_rng_state()}, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
     seconds = time.time() - started
@@ -726,7 +776,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
             "optimizer_steps": int(sum(v for _, name, v in logged if name == "updates")),
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict(), **({"ptx": ptx_enc.counts.as_dict()} if ptx_enc else {})},
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **ptx_meta}
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **ptx_meta,
+            **({"safe_rlhf": {"cost_model": config.cost_model, "cost_limit": cost_limit, "lambda": models.lam}}
+               if models.cost_judge is not None else {})}
     model_rec = model_record(str(model_dir), "policy", base_model_id, rid,
                              {"method": method, "dataset": snap.dataset_id or snap.name})
     run = training_run(rid, method, cfg_dict, dataset_id=snap.dataset_id, base_model_id=base_model_id,
@@ -751,13 +803,16 @@ def _draw(models: _Models, chosen: list[int], train_prompts: list[dict[str, Any]
     use, rollouts = sampled, 1
     if config.dynamic_sampling:
         use, sampled, rollouts = _dynamic_sampling(models, sampled, chosen, train_prompts, enc, config, iteration)
-    logs = {"reward": float(sampled.scores.mean()),
+    rewards = sampled.scores if sampled.rewards is None else sampled.rewards
+    logs = {"reward": float(rewards.mean()),
             "response_length": float(sampled.attention[:, sampled.prompt_len:].sum(1).float().mean()),
             "no_eos": float((~sampled.ended).float().mean())}
     if k > 1:
         logs["zero_std_groups"] = float((~signal_groups(sampled.scores, k)).float().mean())
     if config.dynamic_sampling:
         logs |= {"rollouts": rollouts, "groups_used": len(use.scores) // k}
+    if sampled.costs is not None:  # Safe RLHF: the cost, and the multiplier these answers were scored with
+        logs |= {"cost": float(sampled.costs.mean()), "lambda": models.lam}
     if config.pairwise_updates:  # online DPO: each group's best and worst answer, where they differ
         use = use.select(best_worst_pairs(use.scores, k))
         logs["pairs"] = len(use.scores) // 2
@@ -872,17 +927,20 @@ def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, confi
     their mean rewards and how often the policy's answer scores higher (a tie counts half)."""
     if progress:
         progress("eval", 0, len(prompts), {})
-    mine, theirs = [], []
+    mine, theirs, costs = [], [], {"cost": [], "reference_cost": []}
     enc = Encoder(enc.tokenizer, enc.max_length, enc.max_prompt_length)  # the train split's counts stay its own
     size = config.rollout_prompts
     for i in range(0, len(prompts), size):
         batch = prompts[i:i + size]
-        for model, out in ((models.policy, mine), (models.reference, theirs)):
+        for model, out, cost in ((models.policy, mine, "cost"), (models.reference, theirs, "reference_cost")):
             texts = models.answer(batch, enc, config, greedy=True, model=model)[3]
             out += models.score(batch, texts).tolist()
+            if models.cost_judge is not None:
+                costs[cost] += models.cost(batch, texts).tolist()
         if progress:
             progress("eval", min(i + size, len(prompts)), len(prompts), {})
     from pipelines.evaluation import win_rate
 
+    safety = {name: float(np.mean(v)) for name, v in costs.items()} if models.cost_judge is not None else {}
     return {"reward": float(np.mean(mine)), "reference_reward": float(np.mean(theirs)),
-            "win_rate_vs_reference": win_rate(mine, theirs)}
+            "win_rate_vs_reference": win_rate(mine, theirs), **safety}
