@@ -78,10 +78,12 @@ def test_a_schema_v1_warehouse_gains_comparison_aspects_and_keeps_its_ids(tmp_pa
 
 
 def test_pku_saferlhf_records_become_two_aspect_comparisons_and_safety_ratings(tmp_path):
-    f = _jsonl(tmp_path / "pku.jsonl", PKU_ROWS)
+    same = _pku("Say hi.", "Hi.", "Hi.", better=0, safer=1, safe0=True, safe1=True)
+    f = _jsonl(tmp_path / "pku.jsonl", [*PKU_ROWS, same])
     with db.connect(":memory:") as con:
         s = import_file(con, f)
-        assert s.format == "pku-saferlhf" and s.imported == 2
+        assert s.format == "pku-saferlhf" and (s.read, s.imported) == (3, 2)
+        assert s.rejected == {"the two responses are the same text": 1}
         assert s.inserted["comparisons"] == 4 and s.inserted["ratings"] == 4
         stored = con.execute("""
             SELECT p.text, c.aspect, w.text, c.source FROM comparisons c JOIN prompts p ON p.id = c.prompt_id

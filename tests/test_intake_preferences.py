@@ -1,5 +1,5 @@
-"""Intake of preference data from outside: TRL's preference and unpaired formats, UltraFeedback, rankings, Nectar
-and SHP, with the round trip of a pairwise export."""
+"""Intake of preference data from outside: TRL's preference and unpaired formats, UltraFeedback, rankings, Nectar,
+SHP and HelpSteer, with the round trip of a pairwise export."""
 
 from __future__ import annotations
 
@@ -263,3 +263,35 @@ def test_a_trl_export_of_hh_pairs_imports_back_as_the_same_pairs(tmp_path, hh_pa
             rows(exported, exported["prompt_text"].to_pylist())
     else:
         assert rows(again, again["prompt_id"].to_pylist()) == rows(exported, exported["prompt_id"].to_pylist())
+
+
+def test_helpsteer_records_become_ratings_per_attribute_and_pairs_by_helpfulness(con, tmp_path):
+    """HelpSteer2 rates two responses to each prompt, 0-4 on five attributes (records written in its published
+    schema); a multi-turn prompt keeps its earlier turns."""
+    def rec(prompt: str, response: str, *scores: int) -> dict:
+        return {"prompt": prompt, "response": response,
+                **dict(zip(("helpfulness", "correctness", "coherence", "complexity", "verbosity"), scores))}
+
+    turns = "Name a prime.<extra_id_1>Assistant\n7<extra_id_1>User\nAnother one?"
+    rows = [rec("What is 2+2?", "4.", 4, 4, 4, 0, 1), rec("What is 2+2?", "Five, I think.", 1, 0, 3, 0, 1),
+            rec(turns, "11.", 3, 4, 4, 1, 0)]
+    s = import_file(con, _jsonl(tmp_path / "helpsteer2.jsonl", rows))
+    assert s.format == "helpsteer" and (s.read, s.imported) == (3, 3) and s.inserted["prompts"] == 2
+    assert s.inserted["ratings"] == 15
+    got = con.execute("SELECT r.text, t.aspect, t.score, t.scale_min, t.scale_max, t.source FROM ratings t "
+                      "JOIN responses r ON r.id = t.response_id WHERE t.aspect IN ('helpfulness', 'verbosity')"
+                      ).fetchall()
+    assert sorted(got) == sorted([("4.", "helpfulness", 4.0, 0.0, 4.0, "human"), ("4.", "verbosity", 1.0, 0.0, 4.0,
+                                  "human"), ("Five, I think.", "helpfulness", 1.0, 0.0, 4.0, "human"),
+                                  ("Five, I think.", "verbosity", 1.0, 0.0, 4.0, "human"),
+                                  ("11.", "helpfulness", 3.0, 0.0, 4.0, "human"),
+                                  ("11.", "verbosity", 0.0, 0.0, 4.0, "human")])
+    chat = con.execute("SELECT messages FROM prompts WHERE text LIKE '%prime%'").fetchone()[0]
+    assert json.loads(chat) == [_msg(USER, "Name a prime."), _msg(ASSISTANT, "7"), _msg(USER, "Another one?")]
+    built = build(con, parse_options("pairwise", {"origin": "ratings", "aspect": "helpfulness",
+                                                  "decontaminate": False}))
+    assert [(r["chosen"], r["rejected"]) for r in built.table.to_pylist()] == [("4.", "Five, I think.")]
+    bad = _jsonl(tmp_path / "bad.jsonl", [rows[0], rec("Hi", "Hello", 5, 4, 4, 0, 0)])
+    with pytest.raises(InputError) as e:
+        import_file(con, bad)
+    assert (e.value.line, e.value.field) == (2, "helpfulness") and "[0, 4]" in str(e.value)

@@ -1,5 +1,5 @@
 """Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback,
-rankings, Nectar, SHP, PKU-SafeRLHF) and the generic field mapping, as record parsers."""
+rankings, Nectar, SHP, PKU-SafeRLHF, HelpSteer) and the generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -53,6 +53,8 @@ def detect(rec: dict[str, Any]) -> str:
         return "shp"
     if {"response_0", "response_1"} <= rec.keys() and ({"better_response_id", "safer_response_id"} & rec.keys()):
         return "pku-saferlhf"
+    if {"prompt", "response", "helpfulness", "correctness"} <= rec.keys():
+        return "helpsteer"
     if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
             all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
         return "ultrafeedback"
@@ -65,6 +67,16 @@ def _need(rec: dict[str, Any], key: str, file: str, line: int, kind: type = str)
     if not isinstance(rec[key], kind):
         raise InputError(f"expected {kind.__name__}, got {type(rec[key]).__name__}", file=file, line=line, field=key)
     return rec[key]
+
+
+def _two_answers(texts: dict[str, str], empty: str, same: str) -> None:
+    """Reject a pair of answers with an empty one (``empty`` names it: ``{key}`` is its field) or two equal texts."""
+    for key, text in texts.items():
+        if not text.strip():
+            raise Rejected(empty.format(key=key))
+    first, second = texts.values()
+    if first == second:
+        raise Rejected(same)
 
 
 def hh_turns(transcript: str) -> list[tuple[str, str, int]]:
@@ -283,11 +295,7 @@ def parse_preference(raw: RawRecord, file: str) -> ParsedItem:
     prompt = _explicit_prompt(rec, file, raw.line) if rec.get("prompt") is not None else \
         _implicit_prompt(rec, file, raw.line)
     texts = {k: _completion(rec[k], prompt, file, raw.line, k) for k in ("chosen", "rejected")}
-    for key, text in texts.items():
-        if not text.strip():
-            raise Rejected(f"empty {key} response")
-    if texts["chosen"] == texts["rejected"]:
-        raise Rejected("chosen and rejected are the same text")
+    _two_answers(texts, "empty {key} response", "chosen and rejected are the same text")
     prob = rec.get("prob")  # a soft label, as a pairwise snapshot and its exports carry
     if prob is not None and (isinstance(prob, bool) or not isinstance(prob, int | float) or not 0.5 <= prob <= 1):
         raise InputError(f"expected P(chosen better) in [0.5, 1], got {prob!r}", file=file, line=raw.line,
@@ -434,10 +442,7 @@ def parse_shp(raw: RawRecord, file: str) -> ParsedItem:
     if isinstance(label, bool) or label not in (0, 1):
         raise InputError(f"expected 1 (A preferred) or 0 (B preferred), got {label!r}", file=file, line=raw.line,
                          field="labels")
-    if not texts["A"].strip() or not texts["B"].strip():
-        raise Rejected("empty comment")
-    if texts["A"] == texts["B"]:
-        raise Rejected("the two comments are the same text")
+    _two_answers(texts, "empty comment", "the two comments are the same text")
     scores = {k: rec.get(f"score_{k}") for k in ("A", "B")}
     responses = tuple(ParsedResponse(k, t, meta={"score": scores[k]} if isinstance(scores[k], int | float) else None)
                       for k, t in texts.items())
@@ -479,10 +484,7 @@ def parse_pku_saferlhf(raw: RawRecord, file: str) -> ParsedItem:
                              field=f"is_response_{k}_safe")
         if safe is not None:
             ratings.append(ParsedRating(k, float(safe), 0.0, 1.0, SAFETY_ASPECT))
-    if not texts["0"].strip() or not texts["1"].strip():
-        raise Rejected("empty response")
-    if texts["0"] == texts["1"]:
-        raise Rejected("the two responses are the same text")
+    _two_answers(texts, "empty response", "the two responses are the same text")
 
     def meta(k: str) -> dict[str, Any] | None:
         harms = rec.get(f"response_{k}_harm_category")
@@ -494,6 +496,41 @@ def parse_pku_saferlhf(raw: RawRecord, file: str) -> ParsedItem:
     source = {"prompt_source": rec["prompt_source"]} if rec.get("prompt_source") is not None else None
     return ParsedItem(raw.line, [{"role": "user", "content": prompt}], responses=responses, meta=source,
                       comparisons=tuple(verdicts), ratings=tuple(ratings), split=_split(rec))
+
+
+HELPSTEER_ASPECTS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
+"""HelpSteer's attributes, each rated 0-4 by people."""
+_HELPSTEER_TURN = re.compile(r"\n?<extra_id_1>(User|Assistant)\n?")
+
+
+def _helpsteer_prompt(text: str) -> list[dict[str, str]]:
+    """A HelpSteer prompt as a chat: earlier turns of a multi-turn prompt follow ``<extra_id_1>Assistant`` and
+    ``<extra_id_1>User`` markers, the first turn is the user's."""
+    parts = _HELPSTEER_TURN.split(text)
+    turns = [("user", parts[0])] + [(_ROLES["Human" if role == "User" else role], body)
+                                    for role, body in zip(parts[1::2], parts[2::2])]
+    return [{"role": role, "content": body.strip()} for role, body in turns]
+
+
+def parse_helpsteer(raw: RawRecord, file: str) -> ParsedItem:
+    """HelpSteer / HelpSteer2 (NVIDIA): a prompt, one response and people's 0-4 ratings of its helpfulness,
+    correctness, coherence, complexity and verbosity, each a rating of that aspect. The records of one prompt
+    (HelpSteer2 rates two responses to each) join one prompt, so ``-o origin=ratings -o aspect=helpfulness`` pairs
+    them as HelpSteer2's preference data was built."""
+    rec = raw.data
+    prompt = _helpsteer_prompt(_need(rec, "prompt", file, raw.line))
+    if prompt[-1]["role"] != "user" or not prompt[-1]["content"]:
+        raise InputError("expected the prompt to end with a user turn", file=file, line=raw.line, field="prompt")
+    text = _need(rec, "response", file, raw.line)
+    ratings = []
+    for aspect in HELPSTEER_ASPECTS:
+        score = _uf_rating(rec.get(aspect), file, raw.line, aspect, 0, 4)
+        if score is not None:
+            ratings.append(ParsedRating("response", score, 0.0, 4.0, aspect))
+    if not text.strip():
+        raise Rejected("empty response")
+    return ParsedItem(raw.line, prompt, responses=(ParsedResponse("response", text),), ratings=tuple(ratings),
+                      split=_split(rec))
 
 
 def parse_ranking(raw: RawRecord, file: str) -> ParsedItem:
@@ -526,7 +563,7 @@ def parse_nectar(raw: RawRecord, file: str) -> ParsedItem:
 PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
     "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback, "ranking": parse_ranking,
-    "nectar": parse_nectar, "shp": parse_shp, "pku-saferlhf": parse_pku_saferlhf,
+    "nectar": parse_nectar, "shp": parse_shp, "pku-saferlhf": parse_pku_saferlhf, "helpsteer": parse_helpsteer,
 }
 
 FEEDBACK_SOURCE = {"ultrafeedback": "ai", "nectar": "ai"}
