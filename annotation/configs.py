@@ -8,7 +8,8 @@ Task data expected by each config (``TASK_DATA_KEYS``; extra keys such as meta i
 by the UI; use the ``*_task`` builders):
 
 * ``pairwise``:   ``{"prompt": str, "a": str, "b": str}`` + meta ids (e.g. ``prompt_id``, ``response_a_id``,
-  ``response_b_id``). Result: ``preference`` in A / B / tie (required); optional ratings 1-5
+  ``response_b_id``). Result: ``preference`` in A / B / tie (required); optional ``preference_harmlessness`` in
+  A / B / tie (Safe RLHF's second question: which is more harmless); optional ratings 1-5
   ``{helpfulness,harmlessness,honesty}_{a,b}``; optional ``rationale`` text.
 * ``ranking``:    ``{"prompt": str, "items": [{"id": str, "title": str, "body": str}, ...]}`` + meta ids.
   Result: ``ranker`` value ``{"ranker": {"ranker": [ids best first]}}`` (the inner key is the Ranker name,
@@ -47,6 +48,9 @@ PAIRWISE_CHOICES = ("A", "B", "tie")
 BINARY_CHOICES = ("good", "bad")
 STEP_CHOICES = ("positive", "neutral", "negative")
 CRITERIA = ("helpfulness", "harmlessness", "honesty")
+ASPECT_PREFERENCES = {"preference_harmlessness": "harmlessness"}
+"""Pairwise: the optional per-aspect questions (control name -> the aspect of the comparison they give); the
+required ``preference`` is the ``overall`` one."""
 
 _INDEX_FLAG = "{{idx}}"
 

@@ -99,13 +99,20 @@ def to_feedback(task: SentTask, ann: ExportedAnnotation) -> tuple[FeedbackRows, 
     prompt, rnd = task.prompt_id, task.round_id
     if task.kind == "pairwise":
         a, b = task.item_ids
-        winner = _WINNER[values["preference"]["choices"][0]]
-        ratings = {name: v["rating"] for name, v in values.items() if "rating" in v}
-        if ratings:
-            meta["ratings"] = ratings
-        rows.comparisons.append(Comparison(
-            Comparison.make_id(judge, a, b), prompt, a, b, winner, judge, "human", rnd,
-            prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner], rationale=_text(values.get("rationale")), meta=meta))
+        asked = {"preference": "overall"} | configs.ASPECT_PREFERENCES
+        for name, aspect in asked.items():  # the overall verdict (required), then each optional aspect's
+            if name not in values:
+                continue
+            winner = _WINNER[values[name]["choices"][0]]
+            rows.comparisons.append(Comparison(
+                Comparison.make_id(judge, a, b, aspect), prompt, a, b, winner, judge, "human", rnd,
+                prob_a={"a": 1.0, "b": 0.0, "tie": 0.5}[winner],
+                rationale=_text(values.get("rationale")) if aspect == "overall" else None, meta=meta, aspect=aspect))
+        for name, v in values.items():  # optional 1-5 ratings of each response per criterion
+            if "rating" in v and (side := name.rpartition("_"))[0] in configs.CRITERIA:
+                rid = a if side[2] == "a" else b
+                rows.ratings.append(Rating(Rating.make_id(judge, rid, side[0]), prompt, rid, float(v["rating"]), 1.0,
+                                           5.0, judge, "human", rnd, aspect=side[0], meta=meta))
     elif task.kind == "ranking":
         order = [x for ids in values["ranker"]["ranker"].values() for x in ids]
         meta["shown"] = list(task.item_ids)

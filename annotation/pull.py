@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from annotation.client import ExportedAnnotation, LabelStudioClient
+from annotation.configs import CRITERIA
 from annotation.mapping import FeedbackRows, SentTask, annotator_judge, to_feedback
 from warehouse import db
 from warehouse.records import loads
@@ -43,6 +44,9 @@ class PullPlan:
     """``annotation_tasks`` ids whose Label Studio task no longer exists."""
     step_scopes: set[tuple[str, str]] = field(default_factory=set)
     """(judge, response id) of each valid step annotation: its rows are that annotator's whole labelling."""
+    pair_scopes: set[tuple[str, str, str]] = field(default_factory=set)
+    """(judge, response a, response b) of each valid pairwise annotation: its comparisons (per aspect) and ratings
+    of the two responses are that annotator's whole verdict."""
     annotations: int = 0
 
 
@@ -142,6 +146,8 @@ def collect(sent: Iterable[SentTask], exported: Mapping[int, list[ExportedAnnota
             plan.annotated.add(task.id)
             if task.kind == "step":
                 plan.step_scopes.add((annotator_judge(ann.annotator), task.item_ids[0]))
+            if task.kind == "pairwise":
+                plan.pair_scopes.add((annotator_judge(ann.annotator), *task.item_ids))
     return plan
 
 
@@ -159,12 +165,31 @@ def _retire_step_labels(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> int:
     return len(retired)
 
 
+def _retire_pair_feedback(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> dict[str, int]:
+    """Move the aspect verdicts and ratings the plan's pairwise annotations no longer give to ``feedback_history``;
+    returns how many per table."""
+    if not plan.pair_scopes:
+        return {}
+    judges, a, b = (list(x) for x in zip(*sorted(plan.pair_scopes)))
+    scopes = {"comparisons": ("annotation_retire_pair_comparisons", {"judges": judges, "a": a, "b": b}),
+              "ratings": ("annotation_retire_pair_ratings", {"judges": judges + judges, "responses": a + b,
+                                                             "aspects": list(CRITERIA)})}
+    removed = {}
+    for table, (query, params) in scopes.items():
+        keep = [r.id for r in getattr(plan.rows, table)]
+        retired = [r[0] for r in con.execute(db.query(query), {**params, "keep": keep}).fetchall()]
+        if retired:
+            con.execute(db.query(f"annotation_delete_{table}"), {"ids": retired})
+            removed[table] = len(retired)
+    return removed
+
+
 def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> Written:
     """Write a plan in ONE transaction."""
     inserted: dict[str, int] = {}
     replaced: dict[str, int] = {}
     with db.transaction(con):
-        removed = {"step_labels": _retire_step_labels(con, plan)}
+        removed = {"step_labels": _retire_step_labels(con, plan), **_retire_pair_feedback(con, plan)}
         if plan.rows.responses:
             inserted["responses"] = db.ingest(con, "responses", plan.rows.responses)
         for table in ("comparisons", "rankings", "ratings", "step_labels", "corrections"):

@@ -13,9 +13,9 @@ from annotation import agreement, pull, push, waiting
 from annotation.agreement import HumanAiRow, LabelRow
 from annotation.mapping import SentTask, to_feedback
 from annotation.pull import collect
-from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, exported, pref, seed_round
+from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, choice, exported, pref, seed_round
 from warehouse import db
-from warehouse.records import StepLabel
+from warehouse.records import AnnotationTask, StepLabel
 
 
 @pytest.fixture
@@ -156,6 +156,51 @@ def test_edited_step_annotation_retires_only_its_own_missing_steps(con):
     assert left == [("annotator:5", 0)] + [("annotator:6", i) for i in range(3)] + [("prm:x", 2)]
     assert con.execute("SELECT count(*) FROM feedback_history").fetchone()[0] == 3
     assert pulled(exported(2, 10, 5, steps("negative", first_error=1)), other).removed == {}
+
+
+def test_a_pairwise_annotation_gives_its_aspect_verdicts_and_ratings_and_an_edit_retires_what_it_dropped(con):
+    """Safe RLHF's second question (which is more harmless) is a comparison with aspect harmlessness, the optional
+    1-5 ratings are ratings per criterion; an edited annotation that leaves them out retires them (to history)."""
+    data = {"prompt_id": "p", "prompt": "q", "a": "x", "b": "y"}
+    sent = [SentTask("t1", "pairwise", "r1", 1, 2, ("ra", "rb"), {"data": data})]
+
+    def rating(name: str, to: str, value: int) -> dict:
+        return {"from_name": name, "to_name": to, "type": "rating", "value": {"rating": value}}
+
+    def pulled(*anns):
+        return pull.store(con, collect(sent, {1: list(anns)}, {1: {2}}, {"ra", "rb"}))
+
+    full = pref("A") + [choice("preference_harmlessness", "prompt", "B"), rating("helpfulness_a", "a", 5),
+                        rating("harmlessness_b", "b", 4),
+                        {"from_name": "rationale", "to_name": "prompt", "type": "textarea",
+                         "value": {"text": ["a answers"]}}]
+    rows, problems = to_feedback(sent[0], exported(2, 10, 5, full))
+    assert problems == []
+    assert sorted((c.aspect, c.winner, c.rationale) for c in rows.comparisons) == [
+        ("harmlessness", "b", None), ("overall", "a", "a answers")]
+    assert len({c.id for c in rows.comparisons}) == 2
+    assert sorted((r.response_id, r.aspect, r.score, r.scale_min, r.scale_max, r.source) for r in rows.ratings) == [
+        ("ra", "helpfulness", 5.0, 1.0, 5.0, "human"), ("rb", "harmlessness", 4.0, 1.0, 5.0, "human")]
+    bad, problems = to_feedback(sent[0], exported(2, 10, 5, pref("A") + [choice("preference_harmlessness", "prompt",
+                                                                                "C")]))
+    assert problems and not bad.comparisons
+
+    other = exported(2, 11, 6, pref("B") + [choice("preference_harmlessness", "prompt", "B")])
+    assert pulled(exported(2, 10, 5, full), other).inserted == {"comparisons": 4, "ratings": 2}
+    db.ingest(con, "annotation_tasks", [AnnotationTask("t1", "pairwise", "r1", ["ra", "rb"], {"data": data}, 1, 2)])
+    labels = {(r.annotator, r.unit): r.label for r in agreement.collect(con)[0]}
+    assert labels == {("annotator:5", ""): "a", ("annotator:5", "harmlessness"): "b", ("annotator:6", ""): "b",
+                      ("annotator:6", "harmlessness"): "b"}  # each question an item of its own for agreement
+    edited = exported(2, 10, 5, pref("B") + [rating("helpfulness_a", "a", 5)])
+    written = pulled(edited, other)
+    assert (written.inserted, written.replaced, written.removed) == (
+        {}, {"comparisons": 1}, {"comparisons": 1, "ratings": 1})
+    left = con.execute("SELECT judge, aspect, winner FROM comparisons ORDER BY 1, 2").fetchall()
+    assert left == [("annotator:5", "overall", "b"), ("annotator:6", "harmlessness", "b"),
+                    ("annotator:6", "overall", "b")]
+    assert con.execute("SELECT aspect FROM ratings").fetchall() == [("helpfulness",)]
+    assert con.execute("SELECT count(*) FROM feedback_history").fetchone()[0] == 3  # replaced 1, retired 2
+    assert pulled(edited, other).removed == {}
 
 
 def test_export_lead_time_is_a_non_negative_number_or_none():

@@ -1,11 +1,12 @@
 -- Human labels per Label Studio task (and per step for step labels), with the gold answer of the task if any.
 -- $round_id: NULL for every round. Labels are strings so every kind can be compared as nominal data:
--- pairwise a | b | tie, binary good | bad, ranking the ids best first joined by '>', step -1 | 0 | 1.
+-- pairwise a | b | tie (unit: the aspect of an optional aspect question, '' for the overall one), binary
+-- good | bad, ranking the ids best first joined by '>', step -1 | 0 | 1.
 WITH human AS (
     SELECT
         'pairwise' AS kind,
         meta,
-        '' AS unit,
+        CASE WHEN aspect = 'overall' THEN '' ELSE aspect END AS unit,
         judge,
         winner AS label
     FROM comparisons
