@@ -3,9 +3,7 @@
 -- removes them). $judges, $responses: parallel VARCHAR[] lists, one entry per response of each pairwise annotation
 -- pulled; $aspects: the criteria the pairwise config rates; $keep: ids of the new rows.
 WITH scope AS (
-    SELECT
-        unnest($judges::VARCHAR []) AS judge,
-        unnest($responses::VARCHAR []) AS response_id
+    -- include: _annotator_responses
 )
 
 INSERT INTO feedback_history (feedback_table, feedback_id, row_json)

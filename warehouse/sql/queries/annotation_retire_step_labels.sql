@@ -3,9 +3,7 @@
 -- response; rows whose id is among the new ones stay (replace_feedback versions those).
 -- $judges, $responses: parallel VARCHAR[] lists, one entry per step annotation pulled; $keep: ids of the new rows.
 WITH scope AS (
-    SELECT
-        unnest($judges::VARCHAR []) AS judge,
-        unnest($responses::VARCHAR []) AS response_id
+    -- include: _annotator_responses
 )
 
 INSERT INTO feedback_history (feedback_table, feedback_id, row_json)
