@@ -126,7 +126,7 @@ def report(
     if rows:
         names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
                  "tokens", "seconds")
-        values = [(r.judge, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
+        values = [(r.target, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
                              f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
                              f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
         console.print(_by_judge("judge quality", names, values, wide=150))

@@ -213,3 +213,9 @@ def test_ai_agreement_with_people_compares_verdicts_of_one_aspect(wh):  # noqa: 
     (q,) = judge_quality(wh.con)
     assert (q.human_pairs, q.human_accuracy) == (1, 1.0)
     assert [(r.ai_winner, r.human_winner) for r in collect(wh.con)[1]] == [("a", "a")]
+    # the same judge run with --aspect harmlessness: a report row of its own, against people's harmlessness verdict
+    harmless = Comparison(Comparison.make_id("judge-v1", a, b, "harmlessness"), pid, a, b, "b", "judge-v1", "ai",
+                          ROUND, prob_a=0.2, consistent=True, aspect="harmlessness")
+    db.ingest(wh.con, "comparisons", [harmless])
+    got = {q.target: (q.comparisons, q.human_pairs, q.human_accuracy) for q in judge_quality(wh.con)}
+    assert got == {"judge-v1": (1, 1, 1.0), "judge-v1 [harmlessness]": (1, 1, 1.0)}

@@ -41,6 +41,14 @@ class JudgeQuality:
     calls: float
     tokens: float
     seconds: float
+    aspect: str = "overall"
+    """What its comparisons judged (a judge run with ``--aspect``); people's verdicts of that aspect are its human
+    labels."""
+
+    @property
+    def target(self) -> str:
+        """The judge as reports name it: its id, with the aspect where it is not overall."""
+        return self.judge if self.aspect == "overall" else f"{self.judge} [{self.aspect}]"
 
 
 @dataclass(frozen=True)
@@ -101,15 +109,15 @@ def _mean(flags: list[bool]) -> float | None:
 
 
 def judge_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[JudgeQuality]:
-    """One row per AI judge (model + template version) from the comparisons stored."""
+    """One row per AI judge (model + template version) and aspect from the comparisons stored."""
     rows = db.fetch_dicts(con, db.query("judge_quality_rows"), {"round_id": round_id})
-    by_judge: dict[str, list[dict]] = {}
+    by_judge: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
-        by_judge.setdefault(r["judge"], []).append(r)
-    return [_quality(j, rs) for j, rs in by_judge.items()]
+        by_judge.setdefault((r["judge"], r["aspect"]), []).append(r)
+    return [_quality(j, rs, aspect) for (j, aspect), rs in by_judge.items()]
 
 
-def _quality(judge: str, rs: list[dict]) -> JudgeQuality:
+def _quality(judge: str, rs: list[dict], aspect: str) -> JudgeQuality:
     verdicts = [r[k] for r in rs for k in ("pos_ab", "pos_ba")]
     sided = [v for v in verdicts if v in ("A", "B")]
     longer = [(r["winner"] == "a") == (r["len_a"] > r["len_b"]) for r in rs
@@ -128,6 +136,7 @@ def _quality(judge: str, rs: list[dict]) -> JudgeQuality:
         calls=sum(r["calls"] or 0 for r in rs),
         tokens=sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0) for r in rs),
         seconds=sum(r["seconds"] or 0 for r in rs),
+        aspect=aspect,
     )
 
 
@@ -167,7 +176,7 @@ Quality = JudgeQuality | RatingJudgeQuality | StepJudgeQuality
 def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
     if isinstance(q, RatingJudgeQuality):
         return q.target, RATING_METRICS
-    return (q.judge, STEP_METRICS) if isinstance(q, StepJudgeQuality) else (q.judge, METRICS)
+    return (q.judge, STEP_METRICS) if isinstance(q, StepJudgeQuality) else (q.target, METRICS)
 
 
 def evaluations(report: list[Quality], round_id: str | None = None) -> list[Evaluation]:
@@ -209,7 +218,7 @@ def plot(report: list[Quality], path: str | Path) -> Path:
     for j, q in enumerate(report):
         vals = [getattr(q, m, None) for m in shown]
         label, n = (q.target, q.human_pairs) if isinstance(q, RatingJudgeQuality) else \
-            (q.judge, q.steps) if isinstance(q, StepJudgeQuality) else (q.judge, q.comparisons)
+            (q.judge, q.steps) if isinstance(q, StepJudgeQuality) else (q.target, q.comparisons)
         ax.bar([i + j * width for i in range(len(shown))], [float("nan") if v is None else v for v in vals], width,
                label=f"{label} (n={n})")
     ax.axhline(0.5, ls="--", c="grey", lw=1)

@@ -13,6 +13,7 @@ WITH human AS (
 
 SELECT
     c.judge,
+    c.aspect,
     c.winner,
     c.prob_a,
     c.consistent,
@@ -36,4 +37,4 @@ LEFT JOIN human AS h1 ON c.response_a = h1.response_a AND c.response_b = h1.resp
 LEFT JOIN human AS h2 ON c.response_a = h2.response_b AND c.response_b = h2.response_a AND c.aspect = h2.aspect
     AND h2.n = 1
 WHERE c.source = 'ai' AND ($round_id IS NULL OR c.round_id = $round_id)
-ORDER BY c.judge, c.id
+ORDER BY c.judge, c.aspect, c.id
