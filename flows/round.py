@@ -105,6 +105,11 @@ class RoundParams(FlowParams):
     ptx_dataset: str | None = Field(None, description="ppo, grpo, rloo, online_dpo, PPO-ptx: an sft dataset whose "
                                                       "completions' likelihood each update keeps (with ptx_coef).")
     ptx_coef: float = Field(0.0, ge=0, description="PPO-ptx: weight of that likelihood term (0: off).")
+    cost_model: str | None = Field(None, description="ppo, grpo, rloo, online_dpo, Safe RLHF: a reward model "
+                                                     "trained on harmlessness pairs; its negated score is a sample's "
+                                                     "cost, kept under cost_limit by a Lagrange multiplier.")
+    cost_limit: float | None = Field(None, description="Safe RLHF: the bound on the samples' mean cost (empty: the "
+                                                       "round's starting policy's).")
     stages: int = Field(1, ge=1, description="dpo: sDPO, train on the round's pairs in this many parts in turn, "
                                              "each from and against the model of the stage before (1: plain DPO).")
     loss: str = Field("dpo", description="Loss of the dpo and online_dpo methods (dpo, ipo, simpo, ...).")
@@ -167,6 +172,11 @@ class RoundParams(FlowParams):
         if self.rso_beta is not None and (self.feedback != "reward_model" or self.method != "dpo"):
             raise ValueError(f"rso_beta samples pairs from a reward model's scores for DPO: needs feedback "
                              f"'reward_model' and method 'dpo', not {self.feedback!r} and {self.method!r}")
+        if (self.cost_model or self.cost_limit is not None) and self.method == "dpo":
+            raise ValueError("cost_model and cost_limit (Safe RLHF) weigh an online method's samples: needs method "
+                             "ppo, grpo, rloo or online_dpo, not 'dpo'")
+        if self.cost_limit is not None and not self.cost_model:
+            raise ValueError("cost_limit bounds the cost a cost_model gives: set cost_model")
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
@@ -390,7 +400,8 @@ def _online(params: RoundParams, judge_model: str) -> dict[str, Any]:
     return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
             "samples_per_prompt": params.n if params.method != "ppo" else None,
             "dynamic_sampling": params.dynamic_sampling or None,
-            **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {})}
+            **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {}),
+            **({"cost_model": params.cost_model, "cost_limit": params.cost_limit} if params.cost_model else {})}
 
 
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:

@@ -132,13 +132,20 @@ def test_a_ppo_round_optimises_its_reward_model_on_the_round_s_prompts(tmp_path,
         RoundParams(round="x", ptx_dataset="demos", ptx_coef=0.5)
     with pytest.raises(ValueError, match="PPO-ptx needs both ptx_dataset .* and ptx_coef > 0"):
         RoundParams(round="x", method="grpo", feedback="verifier", verifier="final_answer", ptx_dataset="demos")
-    params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo"})
+    with pytest.raises(ValueError, match=r"cost_model and cost_limit \(Safe RLHF\) weigh an online method's "):
+        RoundParams(round="x", cost_model="safe-rm")
+    with pytest.raises(ValueError, match="cost_limit bounds the cost a cost_model gives"):
+        RoundParams(round="x", method="grpo", feedback="verifier", verifier="final_answer", cost_limit=0.0)
+    cost = _reward_model(policy, tmp_path / "cost")  # Safe RLHF: a second reward model as the cost model
+    params = _params(tmp_path, policy, "ppo1", rm).model_copy(update={"method": "ppo", "cost_model": str(cost),
+                                                                       "cost_limit": -0.25})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
     with db.connect(str(db_file)) as con:
-        runs = con.execute("SELECT method, config->>'$.reward_model', meta->>'$.steps' FROM training_runs "
-                           "WHERE round_id = 'ppo1'").fetchall()
-    assert runs == [("ppo", str(rm), "1")]  # one iteration: the round's prompts once (epochs=1, 16 a rollout)
+        runs = con.execute("SELECT method, config->>'$.reward_model', meta->>'$.steps', config->>'$.cost_model', "
+                           "meta->>'$.safe_rlhf.cost_limit' FROM training_runs WHERE round_id = 'ppo1'").fetchall()
+    # one iteration: the round's prompts once (epochs=1, 16 a rollout)
+    assert runs == [("ppo", str(rm), "1", str(cost), "-0.25")]
     assert out["new_policy"] == str(tmp_path / "runs" / "ppo1" / "model")
     # the reward model it optimised scores its held-out answers; the verifier's pass rate is reported beside
     assert {"heldout_reward", "heldout_accuracy"} <= set(out["heldout"])
