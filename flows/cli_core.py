@@ -63,6 +63,14 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
             for source, n in by_source.items():
                 f.add_row(kind, source, f"{n:,}")
         console.print(f)
+    if st["aspects"]:
+        a = Table(title="comparisons and ratings by aspect (-o aspect=)")
+        for col in ("kind", "aspect", "rows"):
+            a.add_column(col, justify="right" if col == "rows" else "left")
+        for kind, by_aspect in st["aspects"].items():
+            for aspect, n in by_aspect.items():
+                a.add_row(kind, aspect, f"{n:,}")
+        console.print(a)
 
 
 def _print_summary(s: ImportSummary) -> None:

@@ -156,6 +156,10 @@ def test_import_aspect_labels_a_files_comparisons_and_builds_select_it(tmp_path)
         for aspect, chosen in (("helpfulness", "An apple."), ("harmlessness", "I'd rather not say.")):
             t = build(con, parse_options("pairwise", {"aspect": aspect, "decontaminate": False})).table
             assert [(r["chosen"], r["source"]) for r in t.to_pylist()] == [(chosen, "human")]
+    st = runner.invoke(app, ["status", "--json", "--db", path], env=env)
+    assert json.loads(st.stdout)["aspects"]["comparisons"] == {"harmlessness": 1, "helpfulness": 1}
+    table = runner.invoke(app, ["status", "--db", path], env=env).stdout
+    assert "comparisons and ratings by aspect" in table and "harmlessness" in table
     r = runner.invoke(app, ["prompts", "import", str(helpful), "--aspect", " ", "--db", path], env=env)
     assert r.exit_code != 0 and "--aspect must not be empty" in r.output
 

@@ -18,7 +18,10 @@ def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
     feedback: dict[str, dict[str, int]] = {}
     for kind, source, n in con.execute(db.query("status_feedback")).fetchall():
         feedback.setdefault(kind, {})[source] = int(n)
+    aspects: dict[str, dict[str, int]] = {}
+    for kind, aspect, n in con.execute(db.query("status_aspects")).fetchall():
+        aspects.setdefault(kind, {})[aspect] = int(n)
     splits = {split: int(n) for split, n in con.execute(db.query("status_splits")).fetchall()}
     version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
     return {"schema_version": version, "tables": db.counts(con), "prompt_splits": splits, "rounds": rounds,
-            "feedback": feedback}
+            "feedback": feedback, "aspects": aspects}
