@@ -11,6 +11,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from pipelines.judges.config import ResponseItem
 from tests.fixtures_trainers import make_snapshot, tiny_model_dir  # noqa: F401
 from trainers import config as C
 from trainers import ppo
@@ -306,10 +307,15 @@ def test_ppo_refuses_a_missing_or_wrong_reward_model(tmp_path, tiny_model_dir): 
 def good_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
     """A reward model trained to prefer answers starting with 'good' over 'bad'."""
     tmp = tmp_path_factory.mktemp("good-rm")
-    rm = train_model("reward", make_snapshot(tmp / "prefs", "pairwise", n_train=32, n_test=8), tiny_model_dir,
-                     C.RewardConfig(train=C.TrainConfig(lr=3e-3, max_steps=30, batch_size=8, max_length=64,
-                                                        max_prompt_length=32, output_dir=str(tmp / "rm"))),
-                     base_model_id="base")
+    return _learnt_reward_model(make_snapshot(tmp / "prefs", "pairwise", n_train=32, n_test=8), tiny_model_dir,
+                                tmp / "rm")
+
+
+def _learnt_reward_model(snap: Path, base: Path, out: Path, steps: int = 30) -> Path:
+    """``train reward`` on a snapshot the tiny model learns whole: every held-out row right."""
+    rm = train_model("reward", snap, base, C.RewardConfig(train=C.TrainConfig(
+        lr=3e-3, max_steps=steps, batch_size=8, max_length=64, max_prompt_length=32, output_dir=str(out))),
+        base_model_id=str(base))
     assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
     return rm.model_dir
 
@@ -673,12 +679,7 @@ def bad_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
                  "rejected_id": r["chosen_id"]} for r in rows_for("pairwise", n, split)]
         tables[split] = pa.Table.from_pylist(rows, schema=SCHEMAS["pairwise"])
     snap = write_snapshot_dir(tmp / "prefs", "pairwise", tables["train"], tables["test"], name="safer")
-    rm = train_model("reward", snap, tiny_model_dir,
-                     C.RewardConfig(train=C.TrainConfig(lr=3e-3, max_steps=30, batch_size=8, max_length=64,
-                                                        max_prompt_length=32, output_dir=str(tmp / "rm"))),
-                     base_model_id="base")
-    assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
-    return rm.model_dir
+    return _learnt_reward_model(snap, tiny_model_dir, tmp / "rm")
 
 
 def test_safe_rlhf_weighs_the_cost_against_the_reward_and_bounds_it(tmp_path, tiny_model_dir,  # noqa: F811
@@ -725,3 +726,40 @@ def test_the_train_form_carries_the_cost_model_and_limit_to_online_methods_only(
     assert (config.cost_model, config.cost_limit, config.lambda_init) == ("safe-rm", -0.5, 1.0)
     with pytest.raises(AlignloopError, match="method dpo has no cost_model option"):
         TrainParams(method="dpo", dataset="x", cost_model="safe-rm").config()
+
+
+def test_a_reward_model_on_binary_rows_learns_the_label_s_sign(tmp_path, bad_reward_model):
+    """Safe RLHF's cost model in two stages: the harmlessness pairs' model (bad_reward_model: 'bad' answers are the
+    safer here), then the per-answer safety labels, so its zero is the boundary (safe above, unsafe below) and a
+    cost limit of 0 means what the paper's does. The loss is -log sigmoid(s * r) by hand."""
+    from types import SimpleNamespace
+
+    from pipelines.judges.reward_model import RewardModelJudge
+    from tests.fixtures_trainers import rows_for
+    from trainers import objectives as O
+    from trainers.snapshot import write_snapshot_dir
+    from warehouse.snapshots import SCHEMAS
+
+    scores = torch.tensor([[1.5], [-0.5], [0.2]])
+    stub = lambda **kw: SimpleNamespace(logits=scores)
+    batch = {"input_ids": torch.zeros(3, 2, dtype=torch.long), "attention_mask": torch.ones(3, 2, dtype=torch.long),
+             "labels": torch.tensor([[1, 1], [0, 0], [0, 0]])}
+    loss, metrics = O.RewardBinaryObjective()(stub, batch)
+    expected = -(torch.log(torch.sigmoid(torch.tensor(1.5))) + torch.log(torch.sigmoid(torch.tensor(0.5)))
+                 + torch.log(torch.sigmoid(torch.tensor(-0.2)))) / 3
+    assert float(loss) == pytest.approx(float(expected), rel=1e-5)
+    assert float(metrics["rewards/accuracies"]) == pytest.approx(2 / 3)
+
+    tables = {}
+    for split, n in (("train", 32), ("test", 8)):
+        rows = [{**r, "completion": ("bad " if i % 2 else "good ") + r["completion"], "label": bool(i % 2)}
+                for i, r in enumerate(rows_for("binary", n, split))]
+        tables[split] = pa.Table.from_pylist(rows, schema=SCHEMAS["binary"])
+    snap = write_snapshot_dir(tmp_path / "safety", "binary", tables["train"], tables["test"], name="safety")
+    cost = _learnt_reward_model(snap, bad_reward_model, tmp_path / "cost", steps=60)
+    judge = RewardModelJudge.load(str(cost))  # as Safe RLHF's cost model reads answers
+    test = tables["test"].to_pylist()
+    items = [ResponseItem(f"r{i}", r["prompt_id"], r["prompt_text"], r["completion"], messages=r["prompt"])
+             for i, r in enumerate(test)]
+    signs = [(r.score > 0, row["label"]) for r, row in zip(judge.judge_items(items, "r1"), test)]
+    assert all(positive == safe for positive, safe in signs)  # cost (the negated score) < 0 exactly for safe answers

@@ -23,7 +23,8 @@ CATALOG: dict[str, MethodInfo] = {
     "kto": MethodInfo(("binary",), "KTO on unpaired desirable/undesirable completions"),
     "bco": MethodInfo(("binary",), "BCO on unpaired completions (needs an unpaired 'bco' loss in the registry)"),
     "listwise": MethodInfo(("listwise",), "listwise policy optimisation (--loss rrhf, lipo or pro)"),
-    "reward": MethodInfo(("pairwise", "listwise"), "reward model: Bradley-Terry on pairs, Plackett-Luce on lists"),
+    "reward": MethodInfo(("pairwise", "listwise", "binary"), "reward model: Bradley-Terry on pairs, Plackett-Luce "
+                                                             "on lists, the label's sign on binary rows"),
     "prm": MethodInfo(("steps",), "process reward model (token-classification head at step ends)"),
     "sft": MethodInfo(("sft", "correction"), "supervised fine-tuning: best-of-N / rejection sampling rows, or "
                                              "Aligner corrections"),

@@ -121,6 +121,8 @@ METHODS: dict[str, MethodSpec] = {
                                                                       cfg.soft_labels, _confidence(cfg)), "reward"),
         "listwise": Layout(lambda e, rows, cfg: tk.encode_lists(e, rows, cfg.max_candidates),
                            collators.ListCollator, lambda cfg: objectives.RewardListObjective(), "reward"),
+        "binary": Layout(lambda e, rows, cfg: tk.encode_labelled(e, rows), collators.SeqCollator,
+                         lambda cfg: objectives.RewardBinaryObjective(), "reward"),
     }),
     "prm": MethodSpec("prm", PRMConfig, "prm", {
         "steps": Layout(lambda e, rows, cfg: tk.encode_steps(e, rows, cfg.step_separator), collators.SeqCollator,

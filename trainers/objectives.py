@@ -229,6 +229,25 @@ class RewardPairObjective:
 
 
 @dataclass
+class RewardBinaryObjective:
+    """A reward model on unpaired labels: the score's sign is the label, ``-log sigmoid(s * r)`` with ``s`` +1 for a
+    desirable completion and -1 otherwise (Safe RLHF's cost-model sign term; a safety or pass/fail classifier whose
+    zero is the boundary)."""
+
+    def __call__(self, model: torch.nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Metrics]:
+        r = reward_scores(model, batch["input_ids"], batch["attention_mask"])
+        desirable = batch["labels"][:, 0].bool()
+        loss = torch.nn.functional.softplus(-torch.where(desirable, r, -r)).mean()
+        good, bad = r.detach()[desirable], r.detach()[~desirable]
+        metrics: Metrics = {"loss": loss.detach(), "rewards/accuracies": ((r.detach() > 0) == desirable).float().mean()}
+        if len(good):
+            metrics["rewards/chosen"] = good.mean()
+        if len(bad):
+            metrics["rewards/rejected"] = bad.mean()
+        return loss, metrics
+
+
+@dataclass
 class RewardListObjective:
     """Plackett-Luce reward model on ranked lists."""
 

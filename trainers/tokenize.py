@@ -157,6 +157,16 @@ def encode_unpaired(enc: Encoder, rows: list[dict[str, Any]]) -> list[UnpairedFe
     ]
 
 
+def encode_labelled(enc: Encoder, rows: list[dict[str, Any]]) -> list[SeqFeature]:
+    """Binary rows -> one feature each, prompt + completion, for a reward model that learns the label's sign (its
+    ``labels`` hold the label, 1 desirable or 0 not, in every position)."""
+    out = []
+    for i, r in enumerate(rows):
+        seq = enc.completion(enc.prompt_ids(r["prompt"], r["prompt_text"]), r["completion"])
+        out.append(SeqFeature(i, Encoded(seq.input_ids, [int(bool(r["label"]))] * len(seq.input_ids))))
+    return out
+
+
 def encode_lists(enc: Encoder, rows: list[dict[str, Any]], max_candidates: int) -> list[ListFeature]:
     """Listwise rows (best first) -> features; missing scores become descending ranks (K-1, ..., 0)."""
     out = []
