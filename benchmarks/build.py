@@ -60,7 +60,7 @@ def synthetic(n: int, seed: int = 0) -> dict[str, pa.Table]:
         "winner": rng.choice(["a", "b", "tie"], n, p=[0.45, 0.45, 0.1]),
         "prob_a": rng.random(n), "consistent": np.where(human, None, rng.random(n) < 0.8),
         "judge": np.where(human, np.char.add("ann", rng.integers(0, 3, n).astype(str)), "judge-v1"),
-        "source": np.where(human, "human", "ai"), "round_id": ["r1"] * n})
+        "source": np.where(human, "human", "ai"), "round_id": ["r1"] * n, "aspect": ["overall"] * n})
     # every response rated by a human; a quarter also by the AI judge (dropped: human over AI), a tenth twice by
     # humans (averaged)
     ai, twice = rng.random(len(rid)) < 0.25, rng.random(len(rid)) < 0.10
@@ -92,7 +92,7 @@ def tier(source: pd.Series) -> pd.Series:
 
 
 def pandas_pairs(c: pd.DataFrame) -> pd.DataFrame:
-    c = c[c["winner"].isin(["a", "b", "tie"]) & (c["consistent"] != False)]  # None (human) stays
+    c = c[c["winner"].isin(["a", "b", "tie"]) & (c["consistent"] != False) & (c["aspect"] == "overall")]  # None stays
     c = c[c["response_a"] != c["response_b"]].sort_values("id")
     p_a = np.where(c["winner"] == "tie", 0.5, np.where(c["winner"] == "a", 1.0, 0.0))
     a_lo = (c["response_a"] < c["response_b"]).to_numpy()
@@ -241,6 +241,10 @@ def main() -> None:
     ap.add_argument("--file", action="store_true", help="time the sizes on a warehouse file (at 10M the tables "
                     "alone fill much of the memory an in-memory warehouse may use)")
     args = ap.parse_args()
+    import duckdb
+
+    print(f"duckdb {duckdb.__version__}, pandas {pd.__version__} (pandas 3 keeps strings in Arrow: a much faster "
+          f"baseline than pandas 2), numpy {np.__version__}")
     print(f"load average (1/5/15 min) at start: {load_average()}")
     if not args.sizes_only:
         compare(args.n, args.repeat, args.memory_limit)
