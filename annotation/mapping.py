@@ -12,6 +12,7 @@ from typing import Any
 
 from annotation import configs
 from annotation.client import Annotator, ExportedAnnotation
+from warehouse import ids
 from warehouse.records import Comparison, Correction, Ranking, Rating, Response, StepLabel
 
 _WINNER = {"A": "a", "B": "b", "tie": "tie"}
@@ -111,8 +112,10 @@ def to_feedback(task: SentTask, ann: ExportedAnnotation) -> tuple[FeedbackRows, 
         for name, v in values.items():  # optional 1-5 ratings of each response per criterion
             if "rating" in v and (side := name.rpartition("_"))[0] in configs.CRITERIA:
                 rid = a if side[2] == "a" else b
-                rows.ratings.append(Rating(Rating.make_id(judge, rid, side[0]), prompt, rid, float(v["rating"]), 1.0,
-                                           5.0, judge, "human", rnd, aspect=side[0], meta=meta))
+                # one per task: a response shown in two pairs may be rated twice by one annotator, each kept
+                rating_id = ids.judgment_id("pair_rating", judge, {"response": rid, "aspect": side[0], "pair": [a, b]})
+                rows.ratings.append(Rating(rating_id, prompt, rid, float(v["rating"]), 1.0, 5.0, judge, "human", rnd,
+                                           aspect=side[0], meta=meta))
     elif task.kind == "ranking":
         order = [x for ids in values["ranker"]["ranker"].values() for x in ids]
         meta["shown"] = list(task.item_ids)

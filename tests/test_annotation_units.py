@@ -203,6 +203,22 @@ def test_a_pairwise_annotation_gives_its_aspect_verdicts_and_ratings_and_an_edit
     assert pulled(edited, other).removed == {}
 
 
+def test_a_response_rated_in_two_pairs_by_one_annotator_keeps_both_ratings(con):
+    """Response ra is in tasks (ra, rb) and (ra, rc): its helpfulness rated 5 in one and 2 in the other are two
+    judgments (each in its context), not one overwriting the other."""
+    def task(tid: str, task_id: int, other: str) -> SentTask:
+        return SentTask(tid, "pairwise", "r1", 1, task_id, ("ra", other), {"data": {"prompt_id": "p"}})
+
+    def rated(task_id: int, ann: int, score: int):
+        return exported(task_id, ann, 5, pref("A") + [{"from_name": "helpfulness_a", "to_name": "a",
+                                                       "type": "rating", "value": {"rating": score}}])
+
+    plan = collect([task("t1", 2, "rb"), task("t2", 3, "rc")], {1: [rated(2, 10, 5), rated(3, 11, 2)]}, {1: {2, 3}},
+                   {"ra", "rb", "rc"})
+    assert pull.store(con, plan).inserted == {"comparisons": 2, "ratings": 2}
+    assert sorted(con.execute("SELECT response_id, score FROM ratings").fetchall()) == [("ra", 2.0), ("ra", 5.0)]
+
+
 def test_export_lead_time_is_a_non_negative_number_or_none():
     from annotation.client import _seconds
 

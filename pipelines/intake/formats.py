@@ -507,8 +507,7 @@ def _helpsteer_prompt(text: str) -> list[dict[str, str]]:
     """A HelpSteer prompt as a chat: earlier turns of a multi-turn prompt follow ``<extra_id_1>Assistant`` and
     ``<extra_id_1>User`` markers, the first turn is the user's."""
     parts = _HELPSTEER_TURN.split(text)
-    turns = [("user", parts[0])] + [(_ROLES["Human" if role == "User" else role], body)
-                                    for role, body in zip(parts[1::2], parts[2::2])]
+    turns = [("user", parts[0]), *((role.lower(), body) for role, body in zip(parts[1::2], parts[2::2]))]
     return [{"role": role, "content": body.strip()} for role, body in turns]
 
 

@@ -1,5 +1,5 @@
 -- An edited pairwise annotation that no longer answers an optional aspect question: copy the annotator's human
--- comparisons of the pair it no longer gives to feedback_history (annotation_delete_feedback then removes them).
+-- comparisons of the pair it no longer gives to feedback_history (annotation_delete_comparisons then removes them).
 -- $judges, $a, $b: parallel VARCHAR[] lists, one entry per pairwise annotation pulled; $keep: ids of the new rows.
 WITH scope AS (
     SELECT

@@ -1,5 +1,5 @@
 -- An edited pairwise annotation that no longer rates a response on a criterion: copy the annotator's human ratings
--- of the pair's responses on those criteria it no longer gives to feedback_history (annotation_delete_feedback then
+-- of the pair's responses on those criteria it no longer gives to feedback_history (annotation_delete_ratings then
 -- removes them). $judges, $responses: parallel VARCHAR[] lists, one entry per response of each pairwise annotation
 -- pulled; $aspects: the criteria the pairwise config rates; $keep: ids of the new rows.
 WITH scope AS (
