@@ -63,6 +63,14 @@ class ProjectAgreement:
     kappa: float | None
     alpha: float | None
     percent_agreement: float | None
+    aspect: str = "overall"
+    """Pairwise projects: the question (overall, or an optional aspect question such as harmlessness), each its own
+    agreement."""
+
+    @property
+    def target(self) -> str:
+        """The project as reports name it: ``project:ID``, with the aspect where it is not overall."""
+        return f"project:{self.project_id}" + (f" [{self.aspect}]" if self.aspect != "overall" else "")
 
 
 @dataclass(frozen=True)
@@ -173,12 +181,13 @@ def majority(labels: Sequence[str]) -> str | None:
 
 
 def project_agreement(rows: Sequence[LabelRow]) -> list[ProjectAgreement]:
-    """Inter-annotator agreement per project (see the module docstring for the method chosen)."""
-    by_project: dict[int, list[LabelRow]] = defaultdict(list)
+    """Inter-annotator agreement per project, and per question of a pairwise project (see the module docstring for
+    the method chosen)."""
+    by_project: dict[tuple[int, str], list[LabelRow]] = defaultdict(list)
     for r in rows:
-        by_project[r.project_id].append(r)
+        by_project[(r.project_id, r.unit if r.kind == "pairwise" and r.unit else "overall")].append(r)
     out = []
-    for pid, prows in sorted(by_project.items()):
+    for (pid, aspect), prows in sorted(by_project.items()):
         units: dict[tuple[int, str], dict[str, str]] = defaultdict(dict)
         for r in prows:
             units[(r.task_id, r.unit)][r.annotator] = r.label
@@ -194,7 +203,7 @@ def project_agreement(rows: Sequence[LabelRow]) -> list[ProjectAgreement]:
         else:
             method, kappa = None, None
         out.append(ProjectAgreement(pid, prows[0].kind, len(annotators), len(shared), method if shared else None,
-                                    kappa, krippendorff_alpha_nominal(lists), percent_agreement(lists)))
+                                    kappa, krippendorff_alpha_nominal(lists), percent_agreement(lists), aspect))
     return out
 
 
@@ -262,7 +271,7 @@ def evaluations(rep: AgreementReport, round_id: str | None = None) -> list[Evalu
         out.append(Evaluation.create(EVAL_KIND, target, metric, value, round_id, details=details or None))
 
     for p in rep.projects:
-        target = f"project:{p.project_id}"
+        target = p.target
         add(target, "kappa", p.kappa, method=p.method, kind=p.kind, annotators=p.annotators, items=p.items)
         add(target, "krippendorff_alpha", p.alpha, kind=p.kind, items=p.items)
         add(target, "percent_agreement", p.percent_agreement, kind=p.kind, items=p.items)

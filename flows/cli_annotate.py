@@ -200,7 +200,8 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
     for col in ("project", "kind", "annotators", "items", "method", "kappa", "alpha", "agreement"):
         t.add_column(col)
     for p in rep.projects:
-        t.add_row(str(p.project_id), p.kind, str(p.annotators), str(p.items), p.method or "-", _fmt(p.kappa),
+        kind = p.kind if p.aspect == "overall" else f"{p.kind} [{p.aspect}]"
+        t.add_row(str(p.project_id), kind, str(p.annotators), str(p.items), p.method or "-", _fmt(p.kappa),
                   _fmt(p.alpha), _fmt(p.percent_agreement))
     if rep.projects:
         console.print(t)

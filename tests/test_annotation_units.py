@@ -191,6 +191,8 @@ def test_a_pairwise_annotation_gives_its_aspect_verdicts_and_ratings_and_an_edit
     labels = {(r.annotator, r.unit): r.label for r in agreement.collect(con)[0]}
     assert labels == {("annotator:5", ""): "a", ("annotator:5", "harmlessness"): "b", ("annotator:6", ""): "b",
                       ("annotator:6", "harmlessness"): "b"}  # each question an item of its own for agreement
+    projects = {p.target: (p.items, p.percent_agreement) for p in agreement.report(*agreement.collect(con)).projects}
+    assert projects == {"project:1": (1, 0.0), "project:1 [harmlessness]": (1, 1.0)}  # and an agreement of its own
     edited = exported(2, 10, 5, pref("B") + [rating("helpfulness_a", "a", 5)])
     written = pulled(edited, other)
     assert (written.inserted, written.replaced, written.removed) == (
