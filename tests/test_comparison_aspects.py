@@ -223,3 +223,5 @@ def test_ai_agreement_with_people_compares_verdicts_of_one_aspect(wh):  # noqa: 
     db.ingest(wh.con, "comparisons", [harmless])
     got = {q.target: (q.comparisons, q.human_pairs, q.human_accuracy) for q in judge_quality(wh.con)}
     assert got == {"judge-v1": (1, 1, 1.0), "judge-v1 [harmlessness]": (1, 1, 1.0)}
+    assert sorted((r.ai_judge, r.ai_winner, r.human_winner) for r in collect(wh.con)[1]) == [
+        ("judge-v1", "a", "a"), ("judge-v1 [harmlessness]", "b", "b")]

@@ -1,8 +1,8 @@
 -- Each AI comparison paired with every human verdict on the same two responses and aspect (mapped to the AI row's
--- order).
+-- order). A judge's verdicts of an aspect other than overall are reported as their own judge ("judge [aspect]").
 -- $round_id: NULL for every round.
 SELECT
-    c.judge AS ai_judge,
+    CASE WHEN c.aspect = 'overall' THEN c.judge ELSE concat(c.judge, ' [', c.aspect, ']') END AS ai_judge,
     c.id AS item,
     c.winner AS ai_winner,
     h.judge AS annotator,
@@ -23,4 +23,4 @@ INNER JOIN comparisons AS h
             OR (h.response_a = c.response_b AND h.response_b = c.response_a)
         )
 WHERE c.source = 'ai' AND c.winner <> 'invalid' AND ($round_id IS NULL OR c.round_id = $round_id)
-ORDER BY c.judge, c.id, h.judge
+ORDER BY ai_judge, c.id, h.judge
