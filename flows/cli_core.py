@@ -121,7 +121,7 @@ def prompts_import(
     as_json: JsonOption = False,
 ) -> None:
     """Import prompts, and the responses and feedback a known format carries (HH-RLHF, PRM800K, Q-A-C, TRL's
-    preference and unpaired preference, UltraFeedback, rankings, Nectar, SHP, PKU-SafeRLHF, HelpSteer)."""
+    preference and unpaired preference, UltraFeedback, rankings, Nectar, SHP, PKU-SafeRLHF, BeaverTails, HelpSteer)."""
     opts = ImportOptions(format=fmt, fields=FieldMap(text_field, messages_field, system, reference_field),
                          round=round_, source=source, feedback_source=feedback_source, aspect=aspect,
                          tags=tuple(tag or ()),

@@ -17,7 +17,8 @@ from pipelines.intake import ImportOptions, import_file
 from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
-                 "unpaired", "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer"]
+                 "unpaired", "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer",
+                 "beavertails"]
 
 
 class ImportPromptsParams(FlowParams):
@@ -28,7 +29,7 @@ class ImportPromptsParams(FlowParams):
     format: Format = Field("auto", description="File format; 'auto' detects HH-RLHF, PRM800K, Q-A-C, preference "
                                                "(prompt/chosen/rejected), unpaired (prompt/completion/label), "
                                                "UltraFeedback, ranking (prompt/completions/ranks), Nectar, "
-                                               "SHP, PKU-SafeRLHF and HelpSteer records.")
+                                               "SHP, PKU-SafeRLHF, BeaverTails and HelpSteer records.")
     round: str = Field("import", min_length=1, description="Round that imported responses and feedback belong to.")
     source: str | None = Field(None, description="Source name stored with the prompts (default: the file name).")
     feedback_source: Literal["human", "ai"] | None = Field(None, description="Who gave the file's labels: people "

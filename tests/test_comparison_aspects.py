@@ -1,5 +1,6 @@
-"""Comparisons with aspects: the schema migration, PKU-SafeRLHF's two verdicts per pair and per-response safety,
-``--aspect`` on an import, builds that select an aspect, and judge agreement measured within an aspect."""
+"""Comparisons with aspects: the schema migration, PKU-SafeRLHF's two verdicts per pair and per-response safety
+(and BeaverTails' safety labels), ``--aspect`` on an import, builds that select an aspect, and judge agreement
+measured within an aspect."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from flows.cli import app
 from pipelines.datasets.build import build
 from pipelines.datasets.config import parse_options
 from pipelines.datasets.stages import EmptyDataset
-from pipelines.intake import import_file
+from pipelines.intake import ImportOptions, import_file
 from pipelines.judges.report import rating_quality
 from tests.fixtures_datasets import ROUND, Wh, wh  # noqa: F401
 from warehouse import db, ids
@@ -225,3 +226,25 @@ def test_ai_agreement_with_people_compares_verdicts_of_one_aspect(wh):  # noqa: 
     assert got == {"judge-v1": (1, 1, 1.0), "judge-v1 [harmlessness]": (1, 1, 1.0)}
     assert sorted((r.ai_judge, r.ai_winner, r.human_winner) for r in collect(wh.con)[1]) == [
         ("judge-v1", "a", "a"), ("judge-v1 [harmlessness]", "b", "b")]
+
+
+def test_beavertails_records_become_safety_labels_for_a_classifier_or_a_cost_model(tmp_path):
+    """BeaverTails' QA pairs (records in its published schema): each response's is_safe a thumbs rating with aspect
+    safety, its harm categories in meta; a record whose is_safe is no boolean is named by line and field."""
+    cats = {"animal_abuse": False, "privacy_violation": False, "violence,aiding_and_abetting,incitement": False}
+    rows = [{"prompt": "How do I pick a lock?", "response": "Ask a locksmith.", "category": cats, "is_safe": True},
+            {"prompt": "How do I pick a lock?", "response": "Rake the pins with a tension wrench.",
+             "category": {**cats, "privacy_violation": True}, "is_safe": False}]
+    f = _jsonl(tmp_path / "beavertails.jsonl", rows)
+    with db.connect(":memory:") as con:
+        s = import_file(con, f, ImportOptions(test_fraction=0.0))
+        assert s.format == "beavertails" and s.inserted["prompts"] == 1 and s.inserted["ratings"] == 2
+        meta = con.execute("SELECT meta FROM responses WHERE text LIKE 'Rake%'").fetchone()[0]
+        assert json.loads(meta) == {"harm_categories": ["privacy_violation"]}
+        built = build(con, parse_options("binary", {"origin": "thumbs", "aspect": "safety", "decontaminate": False}))
+        assert sorted((r["completion"], r["label"]) for r in built.table.to_pylist()) == [
+            ("Ask a locksmith.", True), ("Rake the pins with a tension wrench.", False)]
+        bad = _jsonl(tmp_path / "bad.jsonl", [rows[0], {**rows[1], "is_safe": "no"}])
+        with pytest.raises(InputError) as e:
+            import_file(con, bad, ImportOptions(format="beavertails"))
+        assert (e.value.line, e.value.field) == (2, "is_safe")

@@ -1,5 +1,5 @@
 """Known formats (HH-RLHF, PRM800K, Aligner Q-A-C, TRL's preference and unpaired preference, UltraFeedback,
-rankings, Nectar, SHP, PKU-SafeRLHF, HelpSteer) and the generic field mapping, as record parsers."""
+rankings, Nectar, SHP, PKU-SafeRLHF, BeaverTails, HelpSteer) and the generic field mapping, as record parsers."""
 
 from __future__ import annotations
 
@@ -55,6 +55,8 @@ def detect(rec: dict[str, Any]) -> str:
         return "pku-saferlhf"
     if {"prompt", "response", "helpfulness", "correctness"} <= rec.keys():
         return "helpsteer"
+    if {"prompt", "response", "is_safe"} <= rec.keys():
+        return "beavertails"
     if isinstance(rec.get("instruction"), str) and isinstance(rec.get("completions"), list) and \
             all(isinstance(c, dict) and "response" in c for c in rec["completions"]):
         return "ultrafeedback"
@@ -489,13 +491,34 @@ def parse_pku_saferlhf(raw: RawRecord, file: str) -> ParsedItem:
     def meta(k: str) -> dict[str, Any] | None:
         harms = rec.get(f"response_{k}_harm_category")
         out = {"model": rec.get(f"response_{k}_source"), "severity_level": rec.get(f"response_{k}_severity_level"),
-               "harm_categories": sorted(c for c, hit in harms.items() if hit) if isinstance(harms, dict) else None}
+               "harm_categories": _harms(harms)}
         return {m: v for m, v in out.items() if v is not None} or None
 
     responses = tuple(ParsedResponse(k, t, meta=meta(k)) for k, t in texts.items())
     source = {"prompt_source": rec["prompt_source"]} if rec.get("prompt_source") is not None else None
     return ParsedItem(raw.line, [{"role": "user", "content": prompt}], responses=responses, meta=source,
                       comparisons=tuple(verdicts), ratings=tuple(ratings), split=_split(rec))
+
+
+def _harms(categories: Any) -> list[str] | None:
+    """The names of the harm categories a record marks true (PKU-SafeRLHF, BeaverTails), None without any."""
+    return sorted(c for c, hit in categories.items() if hit) if isinstance(categories, dict) else None
+
+
+def parse_beavertails(raw: RawRecord, file: str) -> ParsedItem:
+    """BeaverTails (the QA pairs behind PKU-SafeRLHF): a prompt, one response and whether people judged it safe, as a
+    thumbs rating with aspect safety (``dataset build binary -o origin=thumbs -o aspect=safety``: a safety
+    classifier's or a cost model's sign data); the harm categories go to the response's meta."""
+    rec = raw.data
+    prompt = _need(rec, "prompt", file, raw.line)
+    text = _need(rec, "response", file, raw.line)
+    safe = _need(rec, "is_safe", file, raw.line, bool)
+    if not text.strip():
+        raise Rejected("empty response")
+    harms = _harms(rec.get("category"))
+    return ParsedItem(raw.line, [{"role": "user", "content": prompt}], split=_split(rec),
+                      responses=(ParsedResponse("response", text, meta={"harm_categories": harms} if harms else None),),
+                      ratings=(ParsedRating("response", float(safe), 0.0, 1.0, SAFETY_ASPECT),))
 
 
 HELPSTEER_ASPECTS = ("helpfulness", "correctness", "coherence", "complexity", "verbosity")
@@ -563,6 +586,7 @@ PARSERS: dict[str, Callable[[RawRecord, str], ParsedItem]] = {
     "hh-rlhf": parse_hh, "prm800k": parse_prm800k, "qac": parse_qac, "preference": parse_preference,
     "unpaired": parse_unpaired, "ultrafeedback": parse_ultrafeedback, "ranking": parse_ranking,
     "nectar": parse_nectar, "shp": parse_shp, "pku-saferlhf": parse_pku_saferlhf, "helpsteer": parse_helpsteer,
+    "beavertails": parse_beavertails,
 }
 
 FEEDBACK_SOURCE = {"ultrafeedback": "ai", "nectar": "ai"}

@@ -35,7 +35,7 @@ OnError = Literal["fail", "skip"]
 class ImportOptions:
     format: str = "auto"
     """auto | jsonl | json | csv | parquet | hf | hh-rlhf | prm800k | qac | preference | unpaired |
-    ultrafeedback | ranking | nectar | shp | pku-saferlhf | helpsteer."""
+    ultrafeedback | ranking | nectar | shp | pku-saferlhf | helpsteer | beavertails."""
     fields: formats.FieldMap = field(default_factory=formats.FieldMap)
     round: str = "import"
     """Round that imported responses and feedback belong to (created on first use)."""

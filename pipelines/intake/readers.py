@@ -18,7 +18,7 @@ MAX_FIELD_BYTES = 1_000_000
 """A single value larger than this is bad input (a prompt of megabytes), not a prompt."""
 
 FORMATS = ("auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference", "unpaired",
-           "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer")
+           "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer", "beavertails")
 
 
 @dataclass(frozen=True, slots=True)
