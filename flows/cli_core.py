@@ -55,22 +55,21 @@ def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
         for rid, info in st["rounds"].items():
             r.add_row(rid, info["status"], *(f"{info['counts'].get(k, 0):,}" for k in kinds))
         console.print(r)
-    if st["feedback"]:
-        f = Table(title="feedback by kind and source")
-        for col in ("kind", "source", "rows"):
-            f.add_column(col, justify="right" if col == "rows" else "left")
-        for kind, by_source in st["feedback"].items():
-            for source, n in by_source.items():
-                f.add_row(kind, source, f"{n:,}")
-        console.print(f)
-    if st["aspects"]:
-        a = Table(title="comparisons and ratings by aspect (-o aspect=)")
-        for col in ("kind", "aspect", "rows"):
-            a.add_column(col, justify="right" if col == "rows" else "left")
-        for kind, by_aspect in st["aspects"].items():
-            for aspect, n in by_aspect.items():
-                a.add_row(kind, aspect, f"{n:,}")
-        console.print(a)
+    for key, title, by in (("feedback", "feedback by kind and source", "source"),
+                           ("aspects", "comparisons and ratings by aspect (-o aspect=)", "aspect")):
+        if st[key]:
+            console.print(_rows_by_kind(title, by, st[key]))
+
+
+def _rows_by_kind(title: str, by: str, counts: dict[str, dict[str, int]]) -> Table:
+    """A table of row counts per feedback kind and ``by`` (its source, its aspect)."""
+    t = Table(title=title)
+    for col in ("kind", by, "rows"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    for kind, per in counts.items():
+        for value, n in per.items():
+            t.add_row(kind, value, f"{n:,}")
+    return t
 
 
 def _print_summary(s: ImportSummary) -> None:
