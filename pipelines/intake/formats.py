@@ -329,7 +329,16 @@ UF_ASPECTS = ("instruction_following", "honesty", "truthfulness", "helpfulness")
 """UltraFeedback's fine-grained aspects, each rated 1-5 by GPT-4 (``N/A`` where it gave none)."""
 
 
-def _uf_rating(value: Any, file: str, line: int, field: str, lo: float, hi: float) -> float | None:
+def _first_answer(text: str, seen: set[str]) -> bool:
+    """Whether an answer of a list is non-empty and not one seen before in it (then it is remembered): an empty or
+    repeated answer carries nothing of its own."""
+    if not text.strip() or text in seen:
+        return False
+    seen.add(text)
+    return True
+
+
+def _scale_rating(value: Any, file: str, line: int, field: str, lo: float, hi: float) -> float | None:
     """A rating in [lo, hi] (a number or its string), None for N/A."""
     if value is None or (isinstance(value, str) and value.strip().upper() in ("N/A", "NA", "")):
         return None
@@ -356,12 +365,11 @@ def parse_ultrafeedback(raw: RawRecord, file: str) -> ParsedItem:
         if not isinstance(c, dict) or not isinstance(c.get("response"), str):
             raise InputError("expected an object with a response string", file=file, line=raw.line, field=where)
         text = c["response"]
-        if not text.strip() or text in seen:  # an empty or repeated answer carries nothing of its own
+        if not _first_answer(text, seen):
             continue
-        seen.add(text)
         key = f"c{i}"
         responses.append(ParsedResponse(key, text, meta={k: c[k] for k in ("model", "principle") if c.get(k)}))
-        overall = _uf_rating(c.get("overall_score"), file, raw.line, f"{where}.overall_score", 1, 10)
+        overall = _scale_rating(c.get("overall_score"), file, raw.line, f"{where}.overall_score", 1, 10)
         if overall is not None:
             ratings.append(ParsedRating(key, overall, 1.0, 10.0, "overall", c.get("critique") or None))
         notes = c.get("annotations") or {}
@@ -369,7 +377,7 @@ def parse_ultrafeedback(raw: RawRecord, file: str) -> ParsedItem:
             a = notes.get(aspect)
             if not isinstance(a, dict):
                 continue
-            score = _uf_rating(a.get("Rating"), file, raw.line, f"{where}.annotations.{aspect}.Rating", 1, 5)
+            score = _scale_rating(a.get("Rating"), file, raw.line, f"{where}.annotations.{aspect}.Rating", 1, 5)
             if score is not None:
                 why = a.get("Rationale For Rating") or a.get("Rationale")
                 ratings.append(ParsedRating(key, score, 1.0, 5.0, aspect, why if isinstance(why, str) else None))
@@ -424,8 +432,7 @@ def _ranked(raw: RawRecord, file: str, prompt: list[dict[str, str]], texts: list
                          line=raw.line, field="ranks")
     responses, seen = [], set()
     for i, (text, meta) in enumerate(zip(texts, metas)):
-        if text.strip() and text not in seen:
-            seen.add(text)
+        if _first_answer(text, seen):
             responses.append((ranks[i], i, ParsedResponse(f"c{i}", text, meta=meta)))
     if len(responses) < 2:
         raise Rejected("fewer than two distinct non-empty completions to rank")
@@ -489,9 +496,8 @@ def parse_pku_saferlhf(raw: RawRecord, file: str) -> ParsedItem:
     _two_answers(texts, "empty response", "the two responses are the same text")
 
     def meta(k: str) -> dict[str, Any] | None:
-        harms = rec.get(f"response_{k}_harm_category")
         out = {"model": rec.get(f"response_{k}_source"), "severity_level": rec.get(f"response_{k}_severity_level"),
-               "harm_categories": _harms(harms)}
+               "harm_categories": _harms(rec.get(f"response_{k}_harm_category"))}
         return {m: v for m, v in out.items() if v is not None} or None
 
     responses = tuple(ParsedResponse(k, t, meta=meta(k)) for k, t in texts.items())
@@ -546,7 +552,7 @@ def parse_helpsteer(raw: RawRecord, file: str) -> ParsedItem:
     text = _need(rec, "response", file, raw.line)
     ratings = []
     for aspect in HELPSTEER_ASPECTS:
-        score = _uf_rating(rec.get(aspect), file, raw.line, aspect, 0, 4)
+        score = _scale_rating(rec.get(aspect), file, raw.line, aspect, 0, 4)
         if score is not None:
             ratings.append(ParsedRating("response", score, 0.0, 4.0, aspect))
     if not text.strip():
