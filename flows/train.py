@@ -229,18 +229,16 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     if stages > 1 and stages > (n := len(prompt_ids(snapshot, ("train",)))):  # before any stage trains
         raise AlignloopError(f"sDPO with {stages} stages needs at least as many train prompts; dataset "
                              f"{params.dataset!r} has {n}")
-    datasets, names = [(snapshot, dataset_id)] * stages, [params.dataset] * stages
+    datasets = [(snapshot, dataset_id, params.dataset)] * stages  # each run's snapshot, dataset id and name
     for ref in params.stage_datasets:  # sDPO, a dataset a stage: each found and of the first's kind before any trains
         stage_snapshot, stage_id = resolve_dataset(ref, db_path)
         if (stage_kind := snapshot_kind(stage_snapshot)[1]) != kind:
             raise AlignloopError(f"stage dataset {ref!r} is {stage_kind}, dataset {params.dataset!r} {kind}: sDPO's "
                                  "stages train one kind")
-        datasets.append((stage_snapshot, stage_id))
-        names.append(ref)
+        datasets.append((stage_snapshot, stage_id, ref))
     reference, summaries = params.reference, []
     # one run; sDPO: one a stage, each from and against the last
-    for (stage_snapshot, stage_id), stage_name, stage_config in zip(datasets, names,
-                                                                   _stage_configs(config, len(datasets))):
+    for (stage_snapshot, stage_id, stage_name), stage_config in zip(datasets, _stage_configs(config, len(datasets))):
         result = train_task(params.method, str(stage_snapshot), str(base), cfgmod.to_dict(stage_config), base_id,
                             reference, params.round, progress, checks, str(ptx) if ptx else None)
         if stage_id and not result.run.dataset_id:

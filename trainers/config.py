@@ -440,7 +440,8 @@ class PPOConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            (bool(self.cost_model) or (self.cost_limit is None and self.lambda_init == 1.0 and self.lambda_lr == 0.1),
+            (bool(self.cost_model) or (self.cost_limit, self.lambda_init, self.lambda_lr)
+             == (None, type(self).lambda_init, type(self).lambda_lr),
              "cost_limit, lambda_init and lambda_lr are Safe RLHF's: they need a cost_model (--cost-model FOLDER, a "
              + "reward model trained on harmlessness pairs)"),
             (self.lambda_init >= 0, f"lambda_init must be >= 0, got {self.lambda_init}"),
