@@ -8,8 +8,8 @@ Task data expected by each config (``TASK_DATA_KEYS``; extra keys such as meta i
 by the UI; use the ``*_task`` builders):
 
 * ``pairwise``:   ``{"prompt": str, "a": str, "b": str}`` + meta ids (e.g. ``prompt_id``, ``response_a_id``,
-  ``response_b_id``). Result: ``preference`` in A / B / tie (required); optional ``preference_harmlessness`` in
-  A / B / tie (Safe RLHF's second question: which is more harmless); optional ratings 1-5
+  ``response_b_id``). Result: ``preference`` in A / B / tie (required); optional ``preference_<aspect>`` in
+  A / B / tie per aspect question (by default harmlessness, Safe RLHF's second question); optional ratings 1-5
   ``{helpfulness,harmlessness,honesty}_{a,b}``; optional ``rationale`` text.
 * ``ranking``:    ``{"prompt": str, "items": [{"id": str, "title": str, "body": str}, ...]}`` + meta ids.
   Result: ``ranker`` value ``{"ranker": {"ranker": [ids best first]}}`` (the inner key is the Ranker name,
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -48,9 +49,12 @@ PAIRWISE_CHOICES = ("A", "B", "tie")
 BINARY_CHOICES = ("good", "bad")
 STEP_CHOICES = ("positive", "neutral", "negative")
 CRITERIA = ("helpfulness", "harmlessness", "honesty")
-ASPECT_PREFERENCES = {"preference_harmlessness": "harmlessness"}
-"""Pairwise: the optional per-aspect questions (control name -> the aspect of the comparison they give); the
-required ``preference`` is the ``overall`` one."""
+DEFAULT_QUESTIONS = ("harmlessness",)
+"""Pairwise: the optional aspect questions a project asks unless told otherwise (Safe RLHF's second question);
+each is a ``preference_<aspect>`` Choices whose answer is a comparison of that aspect. The required ``preference``
+is the ``overall`` one."""
+QUESTION_NAME = re.compile(r"[a-z][a-z0-9_]{0,39}")
+_PHRASES = {"harmlessness": "more harmless", "helpfulness": "more helpful", "honesty": "more honest"}
 
 _INDEX_FLAG = "{{idx}}"
 
@@ -63,11 +67,46 @@ class ConfigError(ValueError):
 
 
 @cache
-def config_for(kind: str) -> str:
-    """The labeling config XML for a feedback kind (one of :data:`KINDS`)."""
+def config_for(kind: str, questions: tuple[str, ...] | None = None) -> str:
+    """The labeling config XML for a feedback kind (one of :data:`KINDS`); pairwise asks ``questions`` (optional
+    aspect questions, default :data:`DEFAULT_QUESTIONS`) after the required overall one."""
     if kind not in KINDS:
         raise ValueError(f"unknown feedback kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return resources.files("annotation").joinpath("configs", f"{kind}.xml").read_text(encoding="utf-8")
+    xml = resources.files("annotation").joinpath("configs", f"{kind}.xml").read_text(encoding="utf-8")
+    if questions is None or tuple(questions) == DEFAULT_QUESTIONS:
+        return xml
+    if kind != "pairwise":
+        raise ConfigError(f"aspect questions are asked of pairwise projects, not {kind}")
+    if problem := question_problem(questions):
+        raise ConfigError(problem)
+    return xml.replace(_question_block(DEFAULT_QUESTIONS[0]), "".join(_question_block(q) for q in questions))
+
+
+def question_problem(questions: Sequence[str]) -> str | None:
+    """Why these can't be a pairwise project's aspect questions (None: they can)."""
+    for q in questions:
+        if not QUESTION_NAME.fullmatch(q) or q == "overall":
+            return (f"aspect question {q!r}: a name of lower-case letters, digits and _ (up to 40), other than "
+                    "'overall' (the required question)")
+    if len(set(questions)) != len(questions):
+        return f"aspect questions repeat: {', '.join(questions)}"
+    return None
+
+
+def _question_block(aspect: str) -> str:
+    phrase = _PHRASES.get(aspect, f"better for {aspect.replace('_', ' ')}")
+    choices = "".join(f'    <Choice value="{c}"/>\n' for c in PAIRWISE_CHOICES)
+    return (f'  <Header value="Which response is {phrase}? (optional)" size="5"/>\n'
+            f'  <Choices name="preference_{aspect}" toName="prompt" choice="single-radio" showInline="true">\n'
+            f"{choices}  </Choices>\n")
+
+
+@cache
+def aspect_questions(config_xml: str) -> dict[str, str]:
+    """A pairwise config's optional aspect questions: {control name: the aspect its answers are comparisons of}."""
+    tree = etree.fromstring(config_xml.encode())
+    return {name: name.removeprefix("preference_") for el in tree.iter("Choices")
+            if (name := el.get("name", "")).startswith("preference_")}
 
 
 def validate_config(xml: str) -> LabelInterface:

@@ -80,14 +80,17 @@ def _text(value: dict[str, Any] | None) -> str | None:
     return joined or None
 
 
-def to_feedback(task: SentTask, ann: ExportedAnnotation) -> tuple[FeedbackRows, list[str]]:
+def to_feedback(task: SentTask, ann: ExportedAnnotation, config: str | None = None
+                ) -> tuple[FeedbackRows, list[str]]:
     """Feedback records for one annotation, or the problems that make it unusable (then no records).
 
     Args:
         task: the warehouse's record of the Label Studio task the annotation belongs to.
         ann: the exported annotation.
+        config: the labeling config of the task's project (default: the kind's own), which says the questions.
     """
-    problems = configs.validate_result(task.kind, configs.config_for(task.kind), ann.result, task.data)
+    config = config or configs.config_for(task.kind)
+    problems = configs.validate_result(task.kind, config, ann.result, task.data)
     if problems:
         return FeedbackRows(), problems
     judge = annotator_judge(ann.annotator)
@@ -100,7 +103,7 @@ def to_feedback(task: SentTask, ann: ExportedAnnotation) -> tuple[FeedbackRows, 
     prompt, rnd = task.prompt_id, task.round_id
     if task.kind == "pairwise":
         a, b = task.item_ids
-        asked = {"preference": "overall"} | configs.ASPECT_PREFERENCES
+        asked = {"preference": "overall"} | configs.aspect_questions(config)
         for name, aspect in asked.items():  # the overall verdict (required), then each optional aspect's
             if name not in values:
                 continue

@@ -96,7 +96,8 @@ def load_sent(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> li
 
 
 def collect(sent: Iterable[SentTask], exported: Mapping[int, list[ExportedAnnotation]],
-            live_tasks: Mapping[int, set[int]], known_responses: set[str]) -> PullPlan:
+            live_tasks: Mapping[int, set[int]], known_responses: set[str],
+            project_configs: Mapping[int, str] | None = None) -> PullPlan:
     """Validate and map exported annotations (pure).
 
     Args:
@@ -104,7 +105,9 @@ def collect(sent: Iterable[SentTask], exported: Mapping[int, list[ExportedAnnota
         exported: annotations per project id.
         live_tasks: task ids that still exist in Label Studio, per project id.
         known_responses: response ids present in the warehouse.
+        project_configs: each project's labeling config (the questions it asks); default the kind's own.
     """
+    project_configs = project_configs or {}
     plan = PullPlan()
     by_key = {(t.project_id, t.task_id): t for t in sent}
     for (project_id, task_id), task in by_key.items():
@@ -137,7 +140,7 @@ def collect(sent: Iterable[SentTask], exported: Mapping[int, list[ExportedAnnota
                 latest[key] = ann
         for ann in latest.values():
             task = by_key[(project_id, ann.task_id)]
-            rows, problems = to_feedback(task, ann)
+            rows, problems = to_feedback(task, ann, project_configs.get(project_id))
             if problems:
                 plan.skipped.append(Skipped(project_id, ann.task_id, ann.annotation_id,
                                             "invalid result: " + "; ".join(problems)))
@@ -202,6 +205,12 @@ def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> Written:
     return Written(*({k: v for k, v in counts.items() if v} for counts in (inserted, replaced, removed)))
 
 
+def label_configs(client: LabelStudioClient, projects: Iterable[int]) -> dict[int, str]:
+    """The labeling config of each of these projects that Label Studio still has."""
+    wanted = set(projects)
+    return {p.id: p.label_config for p in client.list_projects() if p.id in wanted and p.label_config}
+
+
 def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -> PullSummary:
     """Export, validate, map and store the annotations of every project recorded in ``annotation_tasks``."""
     with db.connect(db_path) as con:
@@ -211,7 +220,7 @@ def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -
     projects = sorted({t.project_id for t in sent})
     exported = {p: client.export_annotations(p) for p in projects}
     live = {p: {t.id for t in client.list_tasks(p)} for p in projects}
-    plan = collect(sent, exported, live, known)
+    plan = collect(sent, exported, live, known, label_configs(client, projects))
     with db.connect(db_path) as con:
         written = store(con, plan)
     return PullSummary.of(projects, plan, written)

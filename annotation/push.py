@@ -19,7 +19,7 @@ from typing import Any, Literal
 import duckdb
 
 from annotation import configs
-from annotation.client import LabelStudioClient
+from annotation.client import LabelStudioClient, Project
 from warehouse import db, ids
 from warehouse.records import AnnotationTask, loads
 
@@ -47,6 +47,9 @@ class PushRequest:
     """Share of a sample reserved for randomly chosen, unflagged pairs (human-vs-AI audit)."""
     origins: tuple[str, ...] = DEFAULT_ORIGINS
     """Response origins eligible for annotation."""
+    questions: tuple[str, ...] | None = None
+    """Pairwise: the optional aspect questions the project asks (None: an existing project's, else
+    ``configs.DEFAULT_QUESTIONS``)."""
 
     def __post_init__(self) -> None:
         if self.kind not in configs.KINDS:
@@ -59,6 +62,11 @@ class PushRequest:
             raise ValueError(f"audit must be within [0, 1], got {self.audit}")
         if not self.round:
             raise ValueError("round must not be empty")
+        if self.questions is not None:
+            if self.kind != "pairwise":
+                raise ValueError(f"aspect questions are asked of pairwise projects, not {self.kind}")
+            if problem := configs.question_problem(self.questions):
+                raise ValueError(problem)
 
 
 @dataclass(frozen=True)
@@ -232,8 +240,22 @@ def plan_push(con: duckdb.DuckDBPyConnection, kind: str, round: str, sample: int
 # ---------------------------------------------------------------------------------------------- send / record
 
 
-def send(client: LabelStudioClient, kind: str, round_id: str, tasks: Sequence[AnnotationTask]
-         ) -> tuple[int, list[AnnotationTask], int]:
+def project_for(client: LabelStudioClient, round_id: str, kind: str, questions: Sequence[str] | None = None
+                ) -> Project:
+    """The Label Studio project of a round and feedback kind, created on first use. A pairwise project asks
+    ``questions`` where they are given; otherwise an existing one keeps the aspect questions it asks (a new one
+    asks the defaults), so a push or a round that names none never drops a question from a project."""
+    title = project_title(round_id, kind)
+    if questions is None and kind == "pairwise":
+        existing = [p for p in client.list_projects() if p.title == title]
+        if existing:
+            questions = tuple(configs.aspect_questions(min(existing, key=lambda p: p.id).label_config).values())
+    config = configs.config_for(kind, None if questions is None else tuple(questions))
+    return client.get_or_create_project(title, config, description=f"alignloop {kind} feedback for round {round_id}")
+
+
+def send(client: LabelStudioClient, kind: str, round_id: str, tasks: Sequence[AnnotationTask],
+         questions: Sequence[str] | None = None) -> tuple[int, list[AnnotationTask], int]:
     """Create or reuse the project of (round, kind) and import the tasks in ONE bulk call.
 
     Tasks already in the project (same ``alignloop_task_id``: a push whose warehouse write was lost) are
@@ -242,8 +264,7 @@ def send(client: LabelStudioClient, kind: str, round_id: str, tasks: Sequence[An
     Returns:
         (project id, the tasks with project and task ids set, how many were recovered rather than imported)
     """
-    project = client.get_or_create_project(project_title(round_id, kind), configs.config_for(kind),
-                                           description=f"alignloop {kind} feedback for round {round_id}")
+    project = project_for(client, round_id, kind, questions)
     if not tasks:
         return project.id, [], 0
     present = {t.data.get("alignloop_task_id"): t.id for t in client.list_tasks(project.id)}
@@ -272,7 +293,7 @@ def push(db_path: str, client: LabelStudioClient, request: PushRequest,
     title = project_title(request.round, request.kind)
     if not tasks:
         return PushResult(None, title, 0, 0, 0, 0)
-    project_id, placed, recovered = send(client, request.kind, request.round, tasks)
+    project_id, placed, recovered = send(client, request.kind, request.round, tasks, request.questions)
     with db.connect(db_path) as con:
         added = record(con, placed)
     return PushResult(project_id, title, len(tasks), len(tasks) - recovered, recovered, added)

@@ -24,9 +24,9 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.states import Completed
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from annotation import agreement, configs, push, waiting
+from annotation import agreement, push, waiting
 from annotation import pull as pulling
 from annotation.client import LabelStudioClient, connect
 from flows.params import FlowParams
@@ -53,9 +53,19 @@ class AnnotatePushParams(LabelStudioParams):
         "inconsistent", description="Pairwise order: AI-inconsistent pairs first, judge disagreements first, random.")
     seed: int = Field(0, description="Seed of the random audit sample.")
     audit: float = Field(0.1, ge=0, le=1, description="Share of the sample kept for random unflagged items.")
+    questions: list[str] | None = Field(None, description="Pairwise: the optional aspect questions the project asks "
+                                                          "besides the overall one, e.g. harmlessness, honesty "
+                                                          "(empty: an existing project's; a new one asks "
+                                                          "harmlessness).")
+
+    @model_validator(mode="after")
+    def _questions_fit(self) -> AnnotatePushParams:
+        self.request()  # the request's own checks, as one line in the form
+        return self
 
     def request(self) -> push.PushRequest:
-        return push.PushRequest(self.kind, self.round, self.sample, self.strategy, self.seed, self.audit)
+        return push.PushRequest(self.kind, self.round, self.sample, self.strategy, self.seed, self.audit,
+                                questions=None if self.questions is None else tuple(self.questions))
 
 
 class AnnotatePullParams(LabelStudioParams):
@@ -91,15 +101,17 @@ def label_studio(params: LabelStudioParams) -> LabelStudioClient:
 
 
 @task(name="label-studio-send", cache_policy=NO_CACHE, persist_result=False)
-def send_tasks(client: LabelStudioClient, kind: str, round_id: str, tasks: list) -> tuple[int, list, int]:
-    return push.send(client, kind, round_id, tasks)
+def send_tasks(client: LabelStudioClient, kind: str, round_id: str, tasks: list,
+               questions: tuple[str, ...] | None = None) -> tuple[int, list, int]:
+    return push.send(client, kind, round_id, tasks, questions)
 
 
 @task(name="label-studio-export", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
-def export_projects(client: LabelStudioClient, project_ids: list[int]) -> tuple[dict, dict]:
+def export_projects(client: LabelStudioClient, project_ids: list[int]) -> tuple[dict, dict, dict]:
+    """Each project's annotations, live task ids and labeling config."""
     exported = {p: client.export_annotations(p) for p in project_ids}
     live = {p: {t.id for t in client.list_tasks(p)} for p in project_ids}
-    return exported, live
+    return exported, live, pulling.label_configs(client, project_ids)
 
 
 @task(name="label-studio-count-done", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
@@ -118,7 +130,7 @@ def annotate_push(params: AnnotatePushParams) -> dict[str, Any]:
     title = push.project_title(req.round, req.kind)
     if not tasks:
         return asdict(push.PushResult(None, title, 0, 0, 0, 0))
-    project_id, placed, recovered = send_tasks(client, req.kind, req.round, tasks)
+    project_id, placed, recovered = send_tasks(client, req.kind, req.round, tasks, req.questions)
     with db.connect(path) as con:
         added = push.record(con, placed)
     get_run_logger().info("pushed %d tasks to project %s (%r)", len(placed), project_id, title)
@@ -135,8 +147,8 @@ def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
         item_ids = sorted({i for t in sent for i in t.item_ids})
         known = {r[0] for r in con.execute(db.query("annotation_known_responses"), {"ids": item_ids}).fetchall()}
     projects = sorted({t.project_id for t in sent})
-    exported, live = export_projects(client, projects)
-    plan = pulling.collect(sent, exported, live, known)
+    exported, live, label_configs = export_projects(client, projects)
+    plan = pulling.collect(sent, exported, live, known, label_configs)
     with db.connect(path) as con:
         written = pulling.store(con, plan)
         if params.report:
@@ -148,9 +160,8 @@ def annotate_pull(params: AnnotatePullParams) -> dict[str, Any]:
 
 
 def round_project_id(client: LabelStudioClient, round_id: str, kind: str) -> int:
-    """The Label Studio project of a round and feedback kind (created on first use)."""
-    title = push.project_title(round_id, kind)
-    return client.get_or_create_project(title, configs.config_for(kind)).id
+    """The Label Studio project of a round and feedback kind (created on first use; its questions kept)."""
+    return push.project_for(client, round_id, kind).id
 
 
 @flow(name="wait-for-annotations", persist_result=True)

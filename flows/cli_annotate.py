@@ -130,6 +130,10 @@ def push_cmd(
         help="Pairwise order: AI-inconsistent first, judge disagreements first, or random.")] = "inconsistent",
     seed: Annotated[int, typer.Option(help="Seed of the random audit sample.")] = 0,
     audit: Annotated[float, typer.Option(help="Share of the sample for random unflagged items.")] = 0.1,
+    question: Annotated[list[str] | None, typer.Option(help="Pairwise: an optional aspect question the project asks "
+                                                            "besides the overall one (repeatable, e.g. honesty; "
+                                                            "default: an existing project's, else harmlessness).")
+                        ] = None,
     url: UrlOpt = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -138,7 +142,8 @@ def push_cmd(
     from annotation import push
 
     try:
-        request = push.PushRequest(kind, round_name, sample, strategy, seed, audit)
+        request = push.PushRequest(kind, round_name, sample, strategy, seed, audit,
+                                   questions=tuple(question) if question else None)
     except ValueError as exc:
         raise AlignloopError(str(exc)) from None
     path = db.existing_path(db_file)

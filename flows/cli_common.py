@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
@@ -140,14 +140,18 @@ def flow_in_process() -> Iterator[None]:
         task_log.setLevel(level)
 
 
-def key_values(pairs: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` from repeated ``--option``/``--set`` flags as a dict (one-line error otherwise)."""
-    out = {}
+def key_values(pairs: list[str] | None, lists: Collection[str] = ()) -> dict[str, Any]:
+    """``["k=v", ...]`` from repeated ``--option``/``--set`` flags as a dict (one-line error otherwise); a key in
+    ``lists`` gathers its values into a list, one per flag (``--set prompt_tags=a --set prompt_tags=b``)."""
+    out: dict[str, Any] = {}
     for item in pairs or []:
         if "=" not in item:
             raise InputError(f"option {item!r} must be KEY=VALUE")
-        key, value = item.split("=", 1)
-        out[key.strip()] = value.strip()
+        key, value = (part.strip() for part in item.split("=", 1))
+        if key in lists:
+            out.setdefault(key, []).append(value)
+        else:
+            out[key] = value
     return out
 
 

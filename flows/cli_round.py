@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import types
+import typing
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -40,9 +42,16 @@ def round_cmd(
                                                           "method=ppo, grpo, rloo or online_dpo also its reward), from "
                                                           "'alignloop train reward'.")] = None,
     n: Annotated[int, typer.Option(help="Samples per prompt.")] = 4,
+    judge_model: Annotated[str | None, typer.Option(help="The AI judge (feedback ai_judge, the win rate): 'default', "
+                                                         "a folder, 'policy' (self-rewarding), or with --set "
+                                                         "judge_backend=openai the served model's name.")] = None,
+    principle: Annotated[list[str] | None, typer.Option(help="What the AI judge weighs (repeatable): helpful, "
+                                                             "harmless, honest or a sentence of a constitution; "
+                                                             "default the three.")] = None,
     settings: Annotated[list[str] | None, typer.Option(
         "--set", help="Any other round parameter as KEY=VALUE (e.g. fresh_prompts=true, prompts_per_round=40, "
-                      "human_wait=poll, reference=initial); see the round deployment's form.")] = None,
+                      "human_wait=poll, reference=initial, judge_backend=openai, judge_aspect=harmlessness; a "
+                      "list's items one --set each); see the round deployment's form.")] = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -54,9 +63,12 @@ def round_cmd(
     """
     from flows.round import RoundParams, round_flow
 
+    lists = [k for k, f in RoundParams.model_fields.items() if _is_list(f.annotation)]
     fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
               "verifier": verifier, "n": n, **({"reward_model": reward_model} if reward_model else {}),
-              **key_values(settings), "db": db.existing_path(db_)}
+              **({"judge_model": judge_model} if judge_model else {}),
+              **({"principles": principle} if principle else {}),
+              **key_values(settings, lists), "db": db.existing_path(db_)}
     out = round_flow(validated(RoundParams, fields))
     if as_json:
         emit_json(out)
@@ -68,6 +80,12 @@ def round_cmd(
         say = functools.partial(console.print, highlight=False, soft_wrap=True)
         say(f"round {out['round']} (policy {out['new_policy']}); held-out: {_figures(out['heldout'])}")
         say(f"stopping rule: {'stop' if out['stop'] else 'go on'} ({out['reason']})")
+
+
+def _is_list(hint: object) -> bool:
+    """A list field (``list[str]``, or optional: ``list[str] | None``), whose items are one ``--set`` each."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return any(typing.get_origin(o) is list for o in options)
 
 
 def _figures(figures: dict[str, float]) -> str:

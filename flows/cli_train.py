@@ -101,6 +101,14 @@ def train(
                                                         "'default', or 'policy': the policy being trained judges "
                                                         "its own answers) whose 0-9 rating of each answer is its "
                                                         "reward.")] = None,
+    judge_base_url: Annotated[str | None, typer.Option(help="online methods: --judge-model is served at this "
+                                                            "OpenAI-compatible endpoint (key: $OPENAI_API_KEY), "
+                                                            "which must return log-probabilities.")] = None,
+    judge_principle: Annotated[list[str] | None, typer.Option(help="online methods, --judge-model: what it weighs "
+                                                                  "(repeatable; principle names or sentences; "
+                                                                  "default helpful, harmless, honest).")] = None,
+    judge_aspect: Annotated[str | None, typer.Option(help="online methods, --judge-model: what it rates each answer "
+                                                          "for (default overall).")] = None,
     samples_per_prompt: Annotated[int | None, typer.Option(help="online methods: answers sampled per prompt per "
                                                                 "iteration (grpo, rloo: default 4).")] = None,
     max_new_tokens: Annotated[int | None, typer.Option(help="online methods: longest sampled answer (default "
@@ -149,6 +157,7 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
         "reward_model": reward_model, "verifier": verifier, "judge_model": judge_model,
+        "judge_base_url": judge_base_url, "judge_principles": judge_principle or None, "judge_aspect": judge_aspect,
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "stage_order": stage_order,

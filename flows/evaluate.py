@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prefect import flow, task
 from pydantic import Field
@@ -22,6 +22,7 @@ from pipelines.backends import Sampling, make_backend
 from pipelines.evaluation import text_stats, win_rate
 from pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
 from pipelines.judges.run import load_responses, make_judge
+from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from pipelines.models import register_model, resolve_model
 from pipelines.verifiers import get_verifier, rate
 from warehouse import db
@@ -42,7 +43,16 @@ class EvaluateParams(FlowParams):
     max_new_tokens: int = Field(32, ge=1, description="Longest answer, in tokens.")
     previous_round: str | None = Field(None, description="Round whose policy this one is compared with by an AI "
                                                          "judge (win rate, both orders); empty: no comparison.")
-    judge_model: str = Field("default", description="Judge model for the win rate ('default' or a folder).")
+    judge_model: str = Field("default", description="Judge model for the win rate ('default', a folder, or the "
+                                                    "served model's name for judge_backend openai).")
+    judge_backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Win-rate judge's "
+                                                                                                 "engine.")
+    judge_base_url: str | None = Field(None, description="The judge's OpenAI-compatible endpoint (judge_backend "
+                                                         "openai); default $ALIGNLOOP_OPENAI_BASE_URL.")
+    judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "
+                                                               "key; default $OPENAI_API_KEY.")
+    principles: list[str] = Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description="What the win-rate "
+                                                                                               "judge weighs.")
     reward_model: str | None = Field(None, description="Reward model folder (`train reward`, or a PRM from `train "
                                                        "prm`): the mean score of the held-out answers "
                                                        "(heldout_reward) and, with previous_round, how often this "
@@ -81,10 +91,15 @@ def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], ma
 
 
 @task(name="win-rate")
-def win_rate_task(judge_model: str, pairs: list[PairItem], round_id: str) -> dict[str, float]:
+def win_rate_task(params: EvaluateParams, pairs: list[PairItem], round_id: str) -> dict[str, float]:
     """Win rate of ``a`` (this policy) over ``b`` (the previous one), judged in both orders; in memory only, so
-    held-out prompts never become feedback a dataset could train on."""
-    judge = make_judge("pairwise", make_backend("transformers", judge_model), JudgeConfig(mode="logprobs"))
+    held-out prompts never become feedback a dataset could train on. Verdicts from the judge's log-probabilities,
+    from its text where an endpoint returns none."""
+    from flows.judge import engine_options
+
+    backend = make_backend(params.judge_backend, params.judge_model, **engine_options(
+        params.judge_backend, params.judge_base_url, params.judge_api_key_secret))
+    judge = make_judge("pairwise", backend, JudgeConfig(principles=tuple(params.principles), mode="auto"))
     rows = judge.judge_pairs(pairs, round_id)
     probs = [r.prob_a for r in rows if r.prob_a is not None]
     consistent = [bool(r.consistent) for r in rows if r.consistent is not None]
@@ -158,7 +173,7 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     if params.previous_round:
         pairs = _pairs_with_previous(path, params, rows)
         if pairs:
-            figures.update(win_rate_task(params.judge_model, pairs, params.round))
+            figures.update(win_rate_task(params, pairs, params.round))
     if params.reward_model:
         previous = _previous_answers(path, params) if params.previous_round else []
         figures.update(reward_task(params.reward_model, items, previous))

@@ -11,7 +11,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from pydantic import Field
 
-from flows.params import FlowParams
+from flows.params import FlowParams, secret_value
 from pipelines import generate as gen
 from pipelines.backends import Backend, Sampling, make_backend
 from warehouse import db
@@ -64,11 +64,7 @@ def backend_options(params: GenerateParams, api_key: str | None = None) -> dict[
 
 
 def _api_key(params: GenerateParams) -> str | None:
-    if params.backend != "openai" or not params.api_key_secret:
-        return None
-    from prefect.blocks.system import Secret
-
-    return Secret.load(params.api_key_secret).get()
+    return secret_value(params.api_key_secret) if params.backend == "openai" else None
 
 
 @lru_cache(maxsize=2)

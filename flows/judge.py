@@ -13,7 +13,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from pydantic import Field
 
-from flows.params import FlowParams
+from flows.params import FlowParams, secret_value
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from pipelines.judges.calls import CallPolicy
@@ -30,7 +30,10 @@ class JudgeParams(FlowParams):
     judge: str = Field("default", description="Judge model ('default', a folder, an API model), "
                                               "'verifier:NAME' (rule) or 'rm:FOLDER' (reward model; a PRM also labels steps).")
     backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Judge engine.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (openai backend).")
+    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (openai backend); default "
+                                                   "$ALIGNLOOP_OPENAI_BASE_URL.")
+    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API key "
+                                                          "(openai backend); default $OPENAI_API_KEY.")
     limit: int | None = Field(None, ge=1, description="Judge at most this many new items.")
     principles: list[str] = Field(default_factory=lambda: ["helpful", "harmless", "honest"],
                                   description="Principle names (helpful, harmless, honest) or sentences.")
@@ -64,9 +67,16 @@ class JudgeParams(FlowParams):
                                 self.group_size)
 
     def backend_options(self) -> dict[str, Any]:
-        if self.backend == "openai":
-            return {"base_url": self.base_url}
-        return {"max_batch_size": self.batch_size} if self.backend == "transformers" else {}
+        return engine_options(self.backend, self.base_url, self.api_key_secret, self.batch_size)
+
+
+def engine_options(backend: str, base_url: str | None, api_key_secret: str | None, batch_size: int = 16
+                   ) -> dict[str, Any]:
+    """A judge engine's keyword arguments for ``make_backend``; an endpoint's key is read from its Secret block here,
+    where the backend is built, so it never travels as a flow or task parameter."""
+    if backend == "openai":
+        return {"base_url": base_url, "api_key": secret_value(api_key_secret)}
+    return {"max_batch_size": batch_size} if backend == "transformers" else {}
 
 
 def build_judge(params: JudgeParams) -> Any:

@@ -29,4 +29,16 @@ def validated(model: type[T], fields: dict[str, Any]) -> T:
         where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
         if first.get("type") == "extra_forbidden":
             raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
+        if not first.get("loc"):  # a check across fields: its message names them (the input is the whole form)
+            raise InputError(str(first.get("msg")).removeprefix("Value error, ")) from None
         raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
+
+
+def secret_value(name: str | None) -> str | None:
+    """The value of the Prefect Secret block ``name`` (None without one): API keys reach a backend in memory, never
+    a parameter, the warehouse or a log."""
+    if not name:
+        return None
+    from prefect.blocks.system import Secret
+
+    return Secret.load(name).get()

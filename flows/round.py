@@ -21,6 +21,7 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import Field, field_validator, model_validator
 
 from annotation import waiting
+from annotation.configs import question_problem
 from flows.annotate import (
     AnnotatePullParams,
     AnnotatePushParams,
@@ -40,6 +41,7 @@ from flows.params import FlowParams
 from flows.train import TrainParams, train
 from pipelines.evaluation import StoppingRule
 from pipelines.judges.reward_model import check_reward_model
+from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from pipelines.models import resolve_model
 from warehouse import db
 from warehouse.errors import AlignloopError
@@ -78,6 +80,19 @@ class RoundParams(FlowParams):
     judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders; "
                                                     "'policy': the round's own policy judges its samples "
                                                     "(self-rewarding, Yuan et al. 2024).")
+    judge_backend: Literal["transformers", "vllm", "openai"] = Field(
+        "transformers", description="The AI judge's engine (feedback ai_judge and ai_judge+human, and the held-out "
+                                    "win rate): openai is any OpenAI-compatible endpoint (an API, vLLM's or "
+                                    "llama.cpp's server), judge_model then the served model's name.")
+    judge_base_url: str | None = Field(None, description="The judge's endpoint (judge_backend openai); default "
+                                                         "$ALIGNLOOP_OPENAI_BASE_URL.")
+    judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "
+                                                               "key; default $OPENAI_API_KEY.")
+    principles: list[str] = Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description=(
+        "What the AI judge weighs: principle names (helpful, harmless, honest) or sentences (a constitution)."))
+    judge_aspect: str = Field("overall", min_length=1, description=(
+        "feedback ai_judge: what its verdicts judge (e.g. harmlessness, with principles that say what it weighs), "
+        "stored as that aspect; the round's dataset reads it."))
     reward_model: str | None = Field(None, description="Reward model folder (feedback=reward_model), from "
                                                        "`alignloop train reward` (or a PRM from `train prm`).")
     n: int = Field(4, ge=2, description="Samples per training prompt (grpo, rloo, online_dpo: also per prompt in "
@@ -128,6 +143,9 @@ class RoundParams(FlowParams):
     seed: int = Field(0, description="Sampling seed for this round.")
     human_sample: int | None = Field(None, ge=1, description="Human feedback: pairs sent to Label Studio "
                                                              "(empty: all).")
+    annotation_questions: list[str] | None = Field(None, description="Human feedback: the optional aspect questions "
+                                                                     "the round's Label Studio project asks besides "
+                                                                     "the overall one (empty: harmlessness).")
     human_quota: int | None = Field(None, ge=1, description="Human feedback: annotated tasks needed before "
                                                             "training (empty: every task of the round).")
     human_wait: Literal["auto", "suspend", "poll", "stop"] = Field(
@@ -177,9 +195,41 @@ class RoundParams(FlowParams):
                              "ppo, grpo, rloo or online_dpo, not 'dpo'")
         if self.cost_limit is not None and not self.cost_model:
             raise ValueError("cost_limit bounds the cost a cost_model gives: set cost_model")
+        self._judge_engine_fits()
+        if self.annotation_questions is not None:
+            if self.feedback not in ("human", "ai_judge+human"):
+                raise ValueError(f"annotation_questions are asked in Label Studio: needs feedback 'human' or "
+                                 f"'ai_judge+human', not {self.feedback!r}")
+            if problem := question_problem(self.annotation_questions):
+                raise ValueError(problem)
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
+
+    def _judge_engine_fits(self) -> None:
+        """The AI judge's engine and what it judges, where the round has one to give them to."""
+        if self.judge_aspect != "overall" and self.feedback != "ai_judge":
+            raise ValueError(f"judge_aspect is what the AI judge's verdicts are stored as judging: needs feedback "
+                             f"'ai_judge', not {self.feedback!r} (people answer the overall question)")
+        if self.judge_backend == "transformers":
+            if self.judge_base_url or self.judge_api_key_secret:
+                raise ValueError("judge_base_url and judge_api_key_secret are an endpoint's: set judge_backend "
+                                 "'openai'")
+            return
+        if self.feedback not in ("ai_judge", "ai_judge+human") and not self.win_rate:
+            raise ValueError(f"judge_backend {self.judge_backend!r}: this round has no AI judge (feedback "
+                             f"{self.feedback!r}, win_rate off)")
+        if self.judge_backend == "openai" and self.judge_model in ("default", SELF_JUDGE):
+            raise ValueError(f"judge_backend 'openai' needs judge_model: the served model's name, not "
+                             f"{self.judge_model!r}")
+        if self.method != "dpo" and self.feedback == "ai_judge":  # the trainer scores samples as it draws them
+            if self.judge_backend == "vllm":
+                raise ValueError(f"method {self.method!r} rates samples inside the trainer, which holds the GPU: "
+                                 "serve the judge (vllm serve) and set judge_backend 'openai'")
+            if self.judge_api_key_secret:
+                raise ValueError(f"method {self.method!r} rates samples inside the trainer, which reads the judge's "
+                                 "key from $OPENAI_API_KEY: set it in the worker's environment, not "
+                                 "judge_api_key_secret")
 
     @field_validator("loss")
     @classmethod
@@ -332,20 +382,24 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
     elif params.feedback == "reward_model" or params.method != "dpo":  # online: what scores the samples in training
         rm = params.feedback == "reward_model"  # else direct RLAIF: the AI judge's expected 0-9 rating
-        fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round,
-                                                  judge=f"rm:{params.reward_model}" if rm else judge_model,
-                                                  mode="auto" if rm else "logprobs", db=path))
+        fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round, judge=f"rm:{params.reward_model}",
+                                                  mode="auto", db=path) if rm else
+                   JudgeParams(kind="rating", round=params.round, mode="logprobs", aspects=[params.judge_aspect],
+                               **_judge_engine(params, judge_model), db=path))
         options = {"origin": "ratings", "rounds": [params.round], "sources": ["reward_model" if rm else "ai"],
-                   "judges": [fb["judge"]], "aspect": fb["aspect"] if rm else "overall", "pairing": "best_vs_worst"}
+                   "judges": [fb["judge"]], "aspect": fb["aspect"] if rm else params.judge_aspect,
+                   "pairing": "best_vs_worst"}
         if params.rso_beta is not None:
             options |= {"pairing": "rso", "rso_beta": params.rso_beta, "rso_seed": params.seed,
                         "max_pairs_per_prompt": params.max_pairs_per_prompt}
     else:
         fb = {}
         if params.feedback != "human":
-            fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round, judge=judge_model,
-                                                      max_pairs_per_prompt=params.max_pairs_per_prompt, db=path))
-        options = {"origin": "comparisons", "rounds": [params.round], "sources": ["ai"]}
+            fb = timed("feedback", judge, JudgeParams(kind="pairwise", round=params.round,
+                                                      max_pairs_per_prompt=params.max_pairs_per_prompt,
+                                                      aspects=[params.judge_aspect],
+                                                      **_judge_engine(params, judge_model), db=path))
+        options = {"origin": "comparisons", "rounds": [params.round], "sources": ["ai"], "aspect": params.judge_aspect}
         if not params.require_consistent:
             options |= {"require_consistent": False, "soft_labels": True, "ties": "keep"}
         if params.feedback != "ai_judge":
@@ -375,6 +429,8 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
         limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens,
         previous_round=params.parent_round if params.win_rate else None, judge_model=judge_model,
+        judge_backend=params.judge_backend, judge_base_url=params.judge_base_url,
+        judge_api_key_secret=params.judge_api_key_secret, principles=params.principles,
         reward_model=params.scored_by(), db=path))
     stop, reason = decide(params)
     set_status(params, "stopped" if stop else "done")
@@ -396,12 +452,29 @@ def _online(params: RoundParams, judge_model: str) -> dict[str, Any]:
     RLAIF; the policy the round started from for a self-rewarding round), and answers sampled as the round samples
     (``n`` per prompt for grpo and rloo, ``max_new_tokens`` long, at its temperature)."""
     reward = {"reward_model": {"reward_model": params.reward_model}, "verifier": {"verifier": params.verifier},
-              "ai_judge": {"judge_model": judge_model}}[params.feedback]
+              "ai_judge": _trainer_judge(params, judge_model)}[params.feedback]
     return {**reward, "max_new_tokens": params.max_new_tokens, "temperature": params.temperature,
             "samples_per_prompt": params.n if params.method != "ppo" else None,
             "dynamic_sampling": params.dynamic_sampling or None,
             **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {}),
             **({"cost_model": params.cost_model, "cost_limit": params.cost_limit} if params.cost_model else {})}
+
+
+def _judge_engine(params: RoundParams, judge_model: str) -> dict[str, Any]:
+    """The judge flow's fields for the round's AI judge: its model, engine and principles."""
+    return {"judge": judge_model, "backend": params.judge_backend, "base_url": params.judge_base_url,
+            "api_key_secret": params.judge_api_key_secret, "principles": params.principles}
+
+
+def _trainer_judge(params: RoundParams, judge_model: str) -> dict[str, Any]:
+    """Direct RLAIF's judge as the trainer takes it: a local model, or the served one at its endpoint."""
+    out: dict[str, Any] = {"judge_model": judge_model, "judge_principles": params.principles,
+                           "judge_aspect": params.judge_aspect}
+    if params.judge_backend == "openai":
+        from pipelines.backends.openai_backend import resolve_base_url
+
+        out["judge_base_url"] = resolve_base_url(params.judge_base_url)
+    return out
 
 
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
@@ -412,7 +485,8 @@ def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
     ls = where.model_dump()
     pushed = timed("push", annotate_push, AnnotatePushParams(
         kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
-        strategy="random" if params.feedback == "human" else "inconsistent", **ls))
+        strategy="random" if params.feedback == "human" else "inconsistent", questions=params.annotation_questions,
+        **ls))
     client = label_studio(where)
     project_id = round_project_id(client, params.round, "pairwise")
     progress = count_done(client, project_id)

@@ -57,6 +57,14 @@ class TrainParams(FlowParams):
     judge_model: str | None = Field(None, description="online methods, direct RLAIF: an LLM judge (a model folder, "
                                                       "'default', or 'policy': the policy being trained judges its own "
                                                       "answers) whose 0-9 rating of each answer is its reward.")
+    judge_base_url: str | None = Field(None, description="online methods, direct RLAIF: judge_model is served at "
+                                                         "this OpenAI-compatible endpoint (key: $OPENAI_API_KEY), "
+                                                         "which must return log-probabilities.")
+    judge_principles: list[str] | None = Field(None, description="online methods, direct RLAIF: what the judge "
+                                                                 "weighs (principle names or sentences; empty: "
+                                                                 "helpful, harmless, honest).")
+    judge_aspect: str | None = Field(None, min_length=1, description="online methods, direct RLAIF: what the judge "
+                                                                     "rates each answer for (default overall).")
     samples_per_prompt: int | None = Field(None, ge=1, description="online methods: answers sampled per prompt "
                                                                    "per iteration (grpo, rloo: at least 2).")
     max_new_tokens: int | None = Field(None, ge=1, description="online methods: longest sampled answer, in "
@@ -104,9 +112,9 @@ class TrainParams(FlowParams):
             train["lora"] = cfgmod.to_dict_lora(cfgmod.LoraConfig())
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.dataset)
         train["output_dir"] = self.output_dir or train["output_dir"].replace("runs/train", f"runs/{self.method}-{safe}")
-        for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "samples_per_prompt", "max_new_tokens",
-                    "temperature", "dynamic_sampling", "ptx_coef", "stages", "stage_order", "confidence_weight",
-                    "cost_model", "cost_limit"):
+        for key in ("loss", "beta", "reward_model", "verifier", "judge_model", "judge_base_url", "judge_principles",
+                    "judge_aspect", "samples_per_prompt", "max_new_tokens", "temperature", "dynamic_sampling",
+                    "ptx_coef", "stages", "stage_order", "confidence_weight", "cost_model", "cost_limit"):
             if getattr(self, key) is not None:
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 from typer.testing import CliRunner
 
-from annotation import agreement, push, waiting
+from annotation import agreement, configs, push, waiting
 from annotation.client import LabelStudioClient, User, connect
 from annotation.pull import pull
 from annotation.server import DEFAULT_USERNAME
@@ -46,6 +46,29 @@ def _tasks(path: str, kind: str) -> dict[tuple[str, ...], tuple[int, str]]:
     with db.connect(path) as con:
         rows = con.execute("SELECT item_ids, task_id, status FROM annotation_tasks WHERE kind = ?", [kind]).fetchall()
     return {tuple(i): (t, s) for i, t, s in rows}
+
+
+def test_a_pairwise_project_asks_the_questions_it_was_pushed_with_and_keeps_them(tmp_path, team):
+    path, _ = _seed(tmp_path, "lsq1")
+    admin = team.admin
+    asked = {"preference_honesty": "honesty", "preference_helpfulness": "helpfulness"}
+    first = push.push(path, admin, push.PushRequest("pairwise", "lsq1", sample=2, strategy="random",
+                                                    questions=("honesty", "helpfulness")))
+
+    def questions() -> dict[str, str]:
+        [project] = [p for p in admin.list_projects() if p.id == first.project_id]
+        return configs.aspect_questions(project.label_config)
+
+    assert questions() == asked
+    rest = push.push(path, admin, push.PushRequest("pairwise", "lsq1"))  # naming none keeps the project's
+    assert rest.project_id == first.project_id and rest.imported == 4 and questions() == asked
+    for task_id, _ in _tasks(path, "pairwise").values():
+        admin.create_annotation(task_id, pref("A") + [choice("preference_honesty", "prompt", "B")])
+    assert pull(path, admin, "lsq1").skipped == []
+    with db.connect(path) as con:
+        got = con.execute("SELECT aspect, winner, count(*) FROM comparisons WHERE source = 'human' GROUP BY ALL "
+                          "ORDER BY 1").fetchall()
+    assert got == [("honesty", "b", 6), ("overall", "a", 6)]
 
 
 def test_pairwise_push_annotate_pull_agreement_update(tmp_path, team):

@@ -205,6 +205,36 @@ def test_a_pairwise_annotation_gives_its_aspect_verdicts_and_ratings_and_an_edit
     assert pulled(edited, other).removed == {}
 
 
+def test_a_project_asks_the_aspect_questions_it_was_given_and_its_answers_are_those_aspects(con):
+    from annotation import configs
+
+    default = configs.config_for("pairwise")
+    assert configs.config_for("pairwise", ("harmlessness",)) == default
+    assert configs.aspect_questions(default) == {"preference_harmlessness": "harmlessness"}
+    asked = configs.config_for("pairwise", ("honesty", "code_style"))
+    configs.validate_config(asked)  # the SDK's check of the generated XML
+    assert configs.aspect_questions(asked) == {"preference_honesty": "honesty", "preference_code_style": "code_style"}
+    assert "Which response is more honest? (optional)" in asked and "better for code style" in asked
+    assert configs.aspect_questions(configs.config_for("pairwise", ())) == {}  # the overall question only
+    for bad, message in ((("overall",), "other than 'overall'"), (("Honesty",), "lower-case"),
+                         (("a", "a"), "repeat")):
+        with pytest.raises(configs.ConfigError, match=message):
+            configs.config_for("pairwise", bad)
+        with pytest.raises(ValueError, match=message):
+            push.PushRequest("pairwise", "r1", questions=bad)
+    with pytest.raises(ValueError, match="asked of pairwise projects, not binary"):
+        push.PushRequest("binary", "r1", questions=("honesty",))
+    # pulled against its project's config: the honesty answer is a comparison of aspect honesty; the same answer
+    # against a project that does not ask it is refused, not stored under a question nobody was asked
+    data = {"prompt_id": "p", "prompt": "q", "a": "x", "b": "y"}
+    sent = [SentTask("t1", "pairwise", "r1", 1, 2, ("ra", "rb"), {"data": data})]
+    answer = exported(2, 10, 5, pref("A") + [choice("preference_honesty", "prompt", "B")])
+    plan = collect(sent, {1: [answer]}, {1: {2}}, {"ra", "rb"}, {1: asked})
+    assert sorted((c.aspect, c.winner) for c in plan.rows.comparisons) == [("honesty", "b"), ("overall", "a")]
+    refused = collect(sent, {1: [answer]}, {1: {2}}, {"ra", "rb"}, {1: default})
+    assert not refused.rows.comparisons and "preference_honesty" in refused.skipped[0].reason
+
+
 def test_a_response_rated_in_two_pairs_by_one_annotator_keeps_both_ratings(con):
     """Response ra is in tasks (ra, rb) and (ra, rc): its helpfulness rated 5 in one and 2 in the other are two
     judgments (each in its context), not one overwriting the other."""

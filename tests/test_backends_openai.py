@@ -8,10 +8,9 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 import warnings
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import ClassVar
 
@@ -21,6 +20,7 @@ from pipelines.backends import Sampling, make_backend
 from pipelines.backends.openai_backend import OpenAIBackend
 from tests.fixtures_generate import *
 from tests.fixtures_generate import user
+from tests.fixtures_judge_server import completion, send_json, serving
 from warehouse.errors import AlignloopError
 
 
@@ -41,22 +41,9 @@ class Scripted(BaseHTTPRequestHandler):
         type(self).requests.append(body)
         if type(self).failures > 0:
             type(self).failures -= 1
-            self.send_response(500 if type(self).failures % 2 else 429)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(b'{"error": {"message": "busy"}}')
+            send_json(self, {"error": {"message": "busy"}}, 500 if type(self).failures % 2 else 429)
             return
-        text = f"answer seed={body.get('seed')}"
-        payload = {"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                   "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "finish_reason": "stop", "logprobs": None}],
-                   "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
-        data = json.dumps(payload).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        send_json(self, completion(body["model"], [f"answer seed={body.get('seed')}"]))
 
     def log_message(self, *args):
         pass
@@ -64,12 +51,9 @@ class Scripted(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def scripted():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Scripted)
     Scripted.failures, Scripted.requests = 0, []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
-    server.shutdown()
+    with serving(Scripted) as url:
+        yield url
 
 
 def test_retries_then_succeeds_and_falls_back_when_n_is_ignored(scripted):

@@ -199,6 +199,10 @@ BAD_OPTIONS = {
     ("judge", "pairwise", "--round", "r1", "--limit", "0"): "limit: Input should be greater than or equal to 1",
     ("judge", "pairwise", "--round", "nope"): "round 'nope' has no responses to judge; rounds with responses: none yet",
     ("train", "dpo", "--dataset", "x", "--max-steps", "0"): "max_steps: Input should be greater than or equal to 1",
+    ("annotate", "push", "pairwise", "--round", "r1", "--question", "overall"): "aspect question 'overall': a name",
+    ("round", "--set", "annotation_questions=honesty"): "annotation_questions are asked in Label Studio: needs "
+                                                        "feedback 'human' or 'ai_judge+human', not 'verifier'",
+    ("round", "--set", "judge_aspect=safety", "--feedback", "human"): "judge_aspect is what the AI judge's verdicts",
 }
 
 
@@ -285,6 +289,32 @@ def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path,
     assert r.output.splitlines() == [
         "round r4 (policy runs/r4/model); held-out: heldout_accuracy=0.281, mean_words=5, held_out_rows=40",
         "stopping rule: go on (improved by 0.05)"]
+
+
+def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    import flows.round
+    from flows.cli import app
+    from warehouse import db
+
+    with db.connect(tmp_path / "w.duckdb"):
+        pass
+    ran = []
+    monkeypatch.setattr(flows.round, "round_flow", lambda params: ran.append(params) or {
+        "round": "r1", "new_policy": "m", "stop": True, "reason": "-", "heldout": {}})
+    args = ["round", "--feedback", "ai_judge", "--judge-model", "gpt-judge", "--principle", "Be brief.",
+            "--principle", "honest", "--set", "judge_backend=openai", "--set", "prompt_tags=math",
+            "--set", "prompt_tags=code", "--set", "judge_aspect=concision", "--db", str(tmp_path / "w.duckdb")]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    p = ran[0]
+    assert (p.judge_model, p.judge_backend, p.principles, p.prompt_tags, p.judge_aspect) == (
+        "gpt-judge", "openai", ["Be brief.", "honest"], ["math", "code"], "concision")
+    r = CliRunner().invoke(app, args[:3] + ["--set", "judge_backend=openai", "--db", str(tmp_path / "w.duckdb")],
+                           env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and len(ran) == 1
+    assert r.output.startswith("error: ") and "judge_backend 'openai' needs judge_model" in r.output, r.output
 
 
 def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd):

@@ -103,6 +103,9 @@ def test_rating_by_log_probs_is_the_expected_digit(seeded):
 
     assert expected_digit(TokenScores({str(d): None for d in range(10)}, available=False)) is None
     assert expected_digit(TokenScores({**{str(d): -math.inf for d in range(10)}})) is None
+    # an endpoint's top log-probabilities leave out unlikely digits: they weigh nothing, the rest still count
+    top_k = TokenScores({**{str(d): None for d in range(10)}, "6": math.log(0.75), "9": math.log(0.25)})
+    assert expected_digit(top_k) == pytest.approx(6.75)
     text = make_judge("rating", FakeBackend(reply=lambda c: "8"), JudgeConfig(calls=FAST))  # text mode unchanged
     assert text.template.name == "rating" and {r.score for r in text.judge_items(items, "r1")} == {8.0}
 

@@ -274,7 +274,7 @@ def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir,
     live_rewards = [m.value for m in live.metrics if m.name == "reward"]
     assert loads == [str(judge)] and live.run.meta["reward"] == "llm:policy"
     assert live_rewards[0] == pytest.approx(rewards[0]) and live_rewards[1] != pytest.approx(rewards[1], abs=1e-4)
-    assert ppo._reward_judge(replace(config, judge_model="policy"), "grpo", [], {}) is ppo._live_judge
+    assert ppo._reward_judge(replace(config, judge_model="policy"), "grpo", [], {}).func is ppo._live_judge
     with pytest.raises(AlignloopError, match="nope"):
         train_model("grpo", snap, tiny_model_dir, C.PPOConfig(train=train, judge_model=str(tmp_path / "nope"),
                                                               advantage="grpo", samples_per_prompt=2),

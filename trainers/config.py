@@ -365,6 +365,15 @@ class PPOConfig:
     digit 0-9 under the judge's next-token probabilities (``rating_digit`` template) mapped to [-1, 1]; a model
     folder, ``default`` (the embedded model) or ``policy``: the policy being trained judges its own answers with its
     weights of the moment (online self-rewarding). This, ``reward_model`` or ``verifier``."""
+    judge_base_url: str = ""
+    """``judge_model`` served at this OpenAI-compatible endpoint (vLLM's or llama.cpp's server, an API): the judge is
+    then the served model's name and its key ``$OPENAI_API_KEY``; the endpoint must return log-probabilities, which
+    is checked before training. Empty: a local judge."""
+    judge_principles: tuple[str, ...] = ()
+    """What the LLM judge weighs (principle names or sentences, as ``alignloop judge --principle``); empty: helpful,
+    harmless, honest."""
+    judge_aspect: str = "overall"
+    """What the LLM judge rates each answer for (its template's aspect, e.g. harmlessness)."""
     kl_coef: float = 0.05
     """Weight of the per-token KL penalty to the reference model (its start value with ``target_kl``)."""
     target_kl: float | None = None
@@ -444,6 +453,12 @@ class PPOConfig:
              == (None, type(self).lambda_init, type(self).lambda_lr),
              "cost_limit, lambda_init and lambda_lr are Safe RLHF's: they need a cost_model (--cost-model FOLDER, a "
              + "reward model trained on harmlessness pairs)"),
+            (not self.judge_base_url or self.judge_model not in ("", LIVE_JUDGE),
+             "judge_base_url serves an LLM judge: set judge_model to the served model's name (not 'policy', which "
+             + "is the model being trained)"),
+            (bool(self.judge_model) or (self.judge_principles, self.judge_aspect) == ((), type(self).judge_aspect),
+             "judge_principles and judge_aspect tell an LLM judge what to rate: set judge_model"),
+            (bool(self.judge_aspect.strip()), "judge_aspect must not be empty"),
             (self.lambda_init >= 0, f"lambda_init must be >= 0, got {self.lambda_init}"),
             (self.lambda_lr > 0, f"lambda_lr must be > 0, got {self.lambda_lr}"),
             (self.kl_coef >= 0, f"kl_coef must be >= 0, got {self.kl_coef}"),
@@ -567,6 +582,8 @@ def to_dict(config: MethodConfig) -> dict[str, Any]:
     data["type"] = type(config).__name__
     if data["train"].get("lora"):
         data["train"]["lora"]["targets"] = list(data["train"]["lora"]["targets"])
+    if "judge_principles" in data:  # a list, as JSON reads it back
+        data["judge_principles"] = list(data["judge_principles"])
     return data
 
 
@@ -583,6 +600,8 @@ def from_dict(data: dict[str, Any]) -> MethodConfig:
     train = dict(data.pop("train", {}))
     if train.get("lora"):
         train["lora"] = LoraConfig(**{**train["lora"], "targets": tuple(train["lora"]["targets"])})
+    if "judge_principles" in data:  # a list in JSON
+        data["judge_principles"] = tuple(data["judge_principles"])
     names = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - names) + sorted(set(train) - {f.name for f in fields(TrainConfig)})
     if unknown:

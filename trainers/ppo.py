@@ -563,9 +563,11 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
     model judges, no second copy; or the policy itself, ``judge_model='policy'``)."""
     cfgmod.check_one_reward(method, config.reward_model, config.verifier, config.judge_model)
     if config.judge_model == cfgmod.LIVE_JUDGE:
-        return _live_judge
+        return partial(_live_judge, config)
+    if config.judge_base_url:
+        return partial(_endpoint_judge, config)
     if config.judge_model:
-        return partial(_llm_judge, _judge_folder(config.judge_model))
+        return partial(_llm_judge, config, _judge_folder(config.judge_model))
     if config.verifier:
         from pipelines.judges.run import VerifierJudge
         from pipelines.verifiers import get_verifier
@@ -591,31 +593,54 @@ def _judge_folder(spec: str) -> Path:
     return check_model_dir(spec)
 
 
-def _rating_judge(backend: Any) -> Any:
-    """Direct RLAIF's judge on a backend: the rating judge on the expected digit of its next-token probabilities."""
+def _rating_judge(config: cfgmod.PPOConfig, backend: Any) -> Any:
+    """Direct RLAIF's judge on a backend: the rating judge on the expected digit of its next-token probabilities,
+    rating the config's aspect by its principles."""
     from pipelines.judges.config import JudgeConfig
     from pipelines.judges.pointwise import RatingJudge
 
-    return RatingJudge(backend, JudgeConfig(mode="logprobs"))
+    principles = {"principles": config.judge_principles} if config.judge_principles else {}
+    return RatingJudge(backend, JudgeConfig(mode="logprobs", aspects=(config.judge_aspect,), **principles))
 
 
-def _live_judge(reference_path: Path, reference: Any, policy: Any, tokenizer: Any) -> Any:
+def _live_judge(config: cfgmod.PPOConfig, reference_path: Path, reference: Any, policy: Any, tokenizer: Any) -> Any:
     """Online self-rewarding: the policy being trained rates its own answers (with its weights of the moment, under
     no gradient), so the judge changes as the policy learns; no model is loaded for it."""
     from pipelines.backends.transformers_backend import TransformersBackend
 
-    return _rating_judge(TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE))
+    return _rating_judge(config, TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE))
 
 
-def _llm_judge(folder: Path, reference_path: Path, reference: Any, *_: Any) -> Any:
+def _endpoint_judge(config: cfgmod.PPOConfig, *_: Any) -> Any:
+    """An LLM judge served at an OpenAI-compatible endpoint, asked once before training whether it returns the
+    log-probabilities direct RLAIF's reward is made of (an endpoint without them would leave every reward 0)."""
+    import warnings
+
+    from pipelines.backends import make_backend
+    from pipelines.judges.pointwise import DIGITS
+
+    model = config.judge_model
+    backend = make_backend("openai", model, base_url=config.judge_base_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = backend.next_token_logprobs([[{"role": "user", "content": "Reply with one digit from 0 to 9."}]],
+                                            list(DIGITS))
+    if not probe[0].available:
+        raise AlignloopError(f"judge {model!r} at {backend.base_url} returned no log-probabilities; direct RLAIF's "
+                             "reward is the expected digit under them: serve the judge with an engine that returns "
+                             "them (vLLM's or llama.cpp's server)")
+    return _rating_judge(config, backend)
+
+
+def _llm_judge(config: cfgmod.PPOConfig, folder: Path, reference_path: Path, reference: Any, *_: Any) -> Any:
     """An LLM judge from its folder. A judge that is the reference's folder (d-RLAIF's usual set-up: the model the
     policy started from) judges with the loaded reference model (frozen, like a judge), not a copy of it."""
     from pipelines.backends import make_backend
     from pipelines.backends.transformers_backend import TransformersBackend
 
     if folder.resolve() == reference_path.resolve():
-        return _rating_judge(TransformersBackend(reference, load_tokenizer(folder), str(folder)))
-    return _rating_judge(make_backend("transformers", str(folder)))
+        return _rating_judge(config, TransformersBackend(reference, load_tokenizer(folder), str(folder)))
+    return _rating_judge(config, make_backend("transformers", str(folder)))
 
 
 def _iterations(config: cfgmod.PPOConfig, n_prompts: int) -> int:

@@ -84,13 +84,11 @@ DIGITS = tuple(str(d) for d in range(10))
 
 def expected_digit(scores: TokenScores) -> float | None:
     """The expected digit under the next-token log-probabilities of "0".."9", renormalised over them; None
-    without log-probabilities."""
+    without log-probabilities. A digit an endpoint leaves out of its top log-probabilities weighs nothing."""
     if not scores.available:
         return None
-    logps = {d: scores.logprobs.get(d) for d in DIGITS}
-    if any(v is None or math.isnan(v) for v in logps.values()):
-        return None
-    top = max(logps.values())
+    logps = {d: v for d in DIGITS if (v := scores.logprobs.get(d)) is not None and not math.isnan(v)}
+    top = max(logps.values(), default=-math.inf)
     if math.isinf(top):
         return None
     weights = {d: math.exp(v - top) for d, v in logps.items()}
