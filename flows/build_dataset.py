@@ -68,7 +68,44 @@ def build_dataset(params: BuildDatasetParams) -> dict[str, Any]:
                                      known)
     with db.connect(params.db_path()) as con:
         register(con, outcome.manifest, outcome.path)
+    return _summary(outcome, report)
+
+
+def _summary(outcome: SnapshotOutcome, report: LintReport) -> dict[str, Any]:
     m = outcome.manifest
     return {"id": m.id, "version": m.version, "created": outcome.created, "path": str(outcome.path),
             "rows": m.row_counts, "content_hash": m.content_hash, "lint": report.counts,
             "stage_counts": m.stage_counts}
+
+
+class MixDatasetsParams(FlowParams):
+    """Which snapshots to mix and how much of each: the form the Prefect UI shows."""
+
+    name: str = Field(..., min_length=1, description="The mixture's dataset name; versions are added under it.")
+    parts: dict[str, float] = Field(..., description="Dataset (NAME or NAME@vN) -> the fraction of its train "
+                                                     "prompts kept, in (0, 1]; test splits are kept whole.")
+    seed: int = Field(0, description="Seed of which prompts each part keeps (same inputs, same rows).")
+    db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
+    snapshots: str | None = Field(None, description="Snapshot root; default $ALIGNLOOP_SNAPSHOTS or "
+                                                    "snapshots/ next to the warehouse.")
+    max_tokens: int = Field(2048, ge=1, description="Lint: count rows longer than this.")
+    tokenizer: str | None = Field(None, description="Lint: local HF tokenizer folder (default: word estimate).")
+
+
+@flow(name="mix-datasets", persist_result=True)
+def mix_datasets(params: MixDatasetsParams) -> dict[str, Any]:
+    """Mix snapshots of one kind into a new snapshot (each part's fraction of train prompts, tests whole; held-out
+    prompts, duplicates and contradictions across parts resolved), record it in ``datasets``."""
+    from pipelines.datasets.mix import mix
+    from pipelines.datasets.snapshot import load_snapshot
+
+    path = db.existing_path(params.db)
+    check_name(params.name)
+    root = snapshot_root(params.snapshots, path)
+    result = mix([(load_snapshot(ref, root=root), fraction) for ref, fraction in params.parts.items()], params.seed)
+    with db.connect(path) as con:
+        known = recorded_versions(con, params.name)
+    outcome, report = publish.write(result, params.name, root, LintOptions(params.max_tokens, params.tokenizer), known)
+    with db.connect(path) as con:
+        register(con, outcome.manifest, outcome.path)
+    return _summary(outcome, report)

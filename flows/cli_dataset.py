@@ -46,13 +46,23 @@ def _source_line(counts: dict[str, Any]) -> str:
     return f"{counts.get('table', '?')}: {counts.get('rows', 0):,} rows{mix}"
 
 
+def _note(value: Any) -> str:
+    """A note as a line: a mapping as ``key=value`` pairs, a mapping of mappings (a mixture's parts) as
+    ``a@v1: fraction=1.0, ...; b@v1: ...``."""
+    if not isinstance(value, dict):
+        return str(value)
+    if value and all(isinstance(v, dict) for v in value.values()):
+        return "; ".join(f"{k}: {_note(v)}" for k, v in value.items())
+    return ", ".join(f"{k}={v}" for k, v in value.items())
+
+
 def _show(m: Manifest, path: Path) -> None:
     console.print(_table(f"{m.id} ({m.kind}, {m.builder})", [
         ("path", str(path)), ("rows", ", ".join(f"{k}={v}" for k, v in m.row_counts.items())),
         ("content hash", m.content_hash[:16]), ("created", m.created_at),
         ("source", _source_line(m.source_counts)),
         ("rows after each stage", " -> ".join(f"{k} {v}" for k, v in m.stage_counts.items())),
-        *[(k, "n/a (nothing to measure)" if v is None else str(v)) for k, v in m.notes.items()],
+        *[(k, "n/a (nothing to measure)" if v is None else _note(v)) for k, v in m.notes.items()],
         ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
     ]))
     shown = {*m.notes, "splits"}  # already in the table above
@@ -81,16 +91,48 @@ def build_cmd(
     root = snapshot_root(snapshots, path)
     with console.status(f"building {kind} dataset {name} ..."), db.connect(path) as con:
         pub = build_and_publish(con, spec, name, root, LintOptions(max_tokens, tokenizer))
-    out, m = pub.outcome, pub.outcome.manifest
+    _written(pub.outcome.manifest, pub.outcome.path, pub.outcome.created, as_json)
+
+
+def _written(m: Manifest, path: Path, created: bool, as_json: bool) -> None:
+    """What a build or a mix wrote: its manifest as JSON, or a line when nothing changed or a version was added,
+    then the manifest's table."""
     if as_json:
-        emit_json({"id": m.id, "created": out.created, "path": str(out.path), "manifest": asdict(m)})
+        emit_json({"id": m.id, "created": created, "path": str(path), "manifest": asdict(m)})
         return
-    if not out.created:
+    if not created:
         console.print(f"unchanged: same inputs and options as {m.id}; nothing written")
-    elif out.previous_version:
-        console.print(f"{name} was already used with different inputs or options: new version v{m.version} "
-                      f"(previous v{out.previous_version} kept)")
-    _show(m, out.path)
+    elif m.version > 1:
+        console.print(f"{m.name} was already used with different inputs or options: new version v{m.version} "
+                      f"(previous v{m.version - 1} kept)")
+    _show(m, path)
+
+
+@dataset_app.command("mix")
+@user_errors
+def mix_cmd(
+    name: Annotated[str, typer.Option("--name", help="The mixture's name; a new version is added when inputs change.")],
+    part: Annotated[list[str], typer.Option("--part", help="NAME=FRACTION or NAME@vN=FRACTION (repeatable, two or "
+                                                           "more): a snapshot and the fraction of its train prompts "
+                                                           "kept, in (0, 1]; test splits are kept whole.")],
+    seed: Annotated[int, typer.Option(help="Seed of which prompts each part keeps.")] = 0,
+    snapshots: SnapOption = None,
+    max_tokens: MaxTokens = 2048,
+    tokenizer: TokOption = None,
+    db_: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Mix snapshots of one kind into a new one: a fraction of each one's train prompts, every test split; a
+    held-out prompt never trains, rows in two parts are kept once, and opposite verdicts on a pair are dropped."""
+    from flows.build_dataset import MixDatasetsParams, mix_datasets
+    from flows.cli_common import flow_in_process, validated
+
+    params = validated(MixDatasetsParams, {"name": name, "parts": key_values(part), "seed": seed,
+                                           "db": db.existing_path(db_), "snapshots": snapshots,
+                                           "max_tokens": max_tokens, "tokenizer": tokenizer})
+    with flow_in_process(), console.status(f"mixing {len(params.parts)} datasets into {name} ..."):
+        out = mix_datasets.fn(params)
+    _written(Manifest.read(Path(out["path"])), Path(out["path"]), out["created"], as_json)
 
 
 @dataset_app.command("options")

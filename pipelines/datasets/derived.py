@@ -33,7 +33,8 @@ class DerivedSpec:
         return {"kind": self.kind, "builder": self.builder, **self.parameters}
 
 
-def _parent(snapshot: Snapshot) -> dict[str, str]:
+def parent_ref(snapshot: Snapshot) -> dict[str, str]:
+    """How a derived snapshot's manifest names a snapshot it came from."""
     return {"id": snapshot.manifest.id, "content_hash": snapshot.manifest.content_hash}
 
 
@@ -53,7 +54,7 @@ def train_part(snapshot: Snapshot, part: int, parts: int) -> BuildResult:
                          f"{parts} parts needs at least {parts}")
     kept = snapshot.train.filter(pa.array([part_of[p] == part for p in prompts]))
     spec = DerivedSpec(snapshot.manifest.kind, f"{snapshot.manifest.kind}.prompt_part",
-                       {"parent": _parent(snapshot), "part": part + 1, "parts": parts})
+                       {"parent": parent_ref(snapshot), "part": part + 1, "parts": parts})
     return BuildResult(spec, pa.concat_tables([kept, snapshot.test]),
                        stage_counts={"parent_train": snapshot.train.num_rows, "prompt_part": kept.num_rows},
                        source_counts=snapshot.manifest.source_counts,
@@ -105,7 +106,7 @@ def relabel(snapshot: Snapshot, scores: Mapping[str, tuple[float, str]], labeler
         prob = 1 / (1 + math.exp(-abs(gap))) if soft_labels else (0.5 if gap == 0 else 1.0)
         rows.append(r | {"prob": prob, "margin": abs(gap), "source": "reward_model", "feedback_ids": [fc, fr]})
     n, scored = len(rows), {r[f"{s}_id"] for r in rows for s in ("chosen", "rejected")}
-    spec = DerivedSpec("pairwise", "pairwise.relabelled", {"parent": _parent(snapshot), "labeler": labeler,
+    spec = DerivedSpec("pairwise", "pairwise.relabelled", {"parent": parent_ref(snapshot), "labeler": labeler,
                                                            "soft_labels": soft_labels})
     train = pa.Table.from_pylist(rows, schema=SCHEMAS["pairwise"])
     return BuildResult(spec, pa.concat_tables([train, snapshot.test]),
