@@ -99,6 +99,21 @@ def update_lambda(lam: float, mean_cost: float, limit: float, lr: float) -> floa
     return max(0.0, lam + lr * (mean_cost - limit))
 
 
+def safe_gae(rewards: Tensor, costs: Tensor, logprobs: Tensor, ref_logprobs: Tensor, values: Tensor, mask: Tensor,
+             kl_coef: float, multiplier: float, gamma: float, lam: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Safe RLHF's advantages with two critics (``values[..., 0]`` the reward's, ``[..., 1]`` the cost's): GAE of
+    the reward with the KL penalty and GAE of the cost with the KL counted as a cost, combined as
+    ``(A_r - multiplier * A_c) / (1 + multiplier)``, so the KL weighs ``kl_coef`` whatever the multiplier. Returns
+    the advantages (B, T), both critics' returns (B, T, 2), each answer's combined penalised score (B,) and the
+    per-token KL (B, T)."""
+    r, kl = penalised_rewards(rewards, logprobs, ref_logprobs, mask, kl_coef)
+    c, _ = penalised_rewards(costs, logprobs, ref_logprobs, mask, -kl_coef)
+    a_r, ret_r = gae(r, values[..., 0], mask, gamma, lam)
+    a_c, ret_c = gae(c, values[..., 1], mask, gamma, lam)
+    return (lagrangian_scores(a_r, a_c, multiplier), torch.stack([ret_r, ret_c], -1),
+            lagrangian_scores(r.sum(1), c.sum(1), multiplier), kl)
+
+
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimates and returns, (B, T): ``delta_t = r_t + gamma V_{t+1} - V_t``,
     ``A_t = delta_t + gamma lam A_{t+1}``, with V past an answer's end taken as 0; returns ``A + V``."""
@@ -163,13 +178,14 @@ def ppo_loss(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor, values:
              vf_coef: float, aggregation: str = "token",
              clip_high: float | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """:func:`clipped_surrogate` plus ``vf_coef`` times the clipped value loss
-    ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)`` (token mean over ``mask``). Returns the loss and
-    detached statistics (policy and value loss, clip fraction, approximate KL to the rollout policy)."""
+    ``0.5 max((V - R)^2, (V_old + clip(V - V_old) - R)^2)`` (token mean over ``mask``; with two critics, (B, T, 2)
+    values and returns, the sum of theirs). Returns the loss and detached statistics (policy and value loss, clip
+    fraction, approximate KL to the rollout policy)."""
     policy_loss, stats = clipped_surrogate(logprobs, old_logprobs, advantages, mask, clip_range, aggregation,
                                            clip_high)
     clipped_values = old_values + (values - old_values).clamp(-value_clip, value_clip)
     vf = 0.5 * torch.maximum((values - returns) ** 2, (clipped_values - returns) ** 2)
-    value_loss = masked_mean(vf, mask)
+    value_loss = masked_mean(vf.sum(-1) if vf.dim() == 3 else vf, mask)
     return policy_loss + vf_coef * value_loss, {**stats, "value_loss": value_loss.detach()}
 
 
@@ -302,6 +318,9 @@ class Rollout:
     scores: Tensor
     ended: Tensor
     """(B,): whether the answer has its end-of-turn token (not cut at ``max_new_tokens``)."""
+    rewards: Tensor | None = None
+    """Safe RLHF: the reward alone (``scores`` combines it with the cost)."""
+    costs: Tensor | None = None
 
 
 @dataclass
@@ -375,14 +394,18 @@ def _positions(attention: Tensor) -> Tensor:
 
 
 class ValueHead(torch.nn.Module):
-    def __init__(self, hidden: int) -> None:
+    """The critic on the policy's last hidden states: (B, T) values, or with ``heads=2`` (Safe RLHF: a reward and a
+    cost critic) (B, T, 2)."""
+
+    def __init__(self, hidden: int, heads: int = 1) -> None:
         super().__init__()
-        self.linear = torch.nn.Linear(hidden, 1)
+        self.linear = torch.nn.Linear(hidden, heads)
         torch.nn.init.zeros_(self.linear.weight)
         torch.nn.init.zeros_(self.linear.bias)
 
     def forward(self, hidden: Tensor) -> Tensor:
-        return self.linear(hidden.float()).squeeze(-1)
+        out = self.linear(hidden.float())
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 def forward_answers(model: Any, tokens: Tensor, attention: Tensor, prompt_len: int, temperature: float,
@@ -524,7 +547,7 @@ class _Models:
                                             chunk)
         values = torch.zeros_like(ref_logprobs) if values is None else values
         return Rollout(s.tokens, s.attention, s.prompt_len, s.attention[:, s.prompt_len:].float(), logprobs, values,
-                       ref_logprobs, s.scores, s.ended)
+                       ref_logprobs, s.scores, s.ended, s.rewards, s.costs)
 
 
 def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_prompts: list[dict[str, Any]],
@@ -723,7 +746,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                         gradient_checkpointing=t.gradient_checkpointing, freeze_layers=t.freeze_layers).to(device)
     ref_path = check_model_dir(reference_model) if reference_model else base
     reference = load_model(ref_path, "causal").to(device).eval().requires_grad_(False)
-    models = _Models(policy.eval(), ValueHead(policy.config.hidden_size).to(device), reference,
+    critics = 2 if config.cost_model and config.advantage == "gae" else 1  # Safe RLHF: a reward and a cost critic
+    models = _Models(policy.eval(), ValueHead(policy.config.hidden_size, critics).to(device), reference,
                      load_judge(ref_path, reference, policy, tokenizer), tokenizer, device, use_bf16(t), prompt_checks,
                      ptx=ptx_batches)
     if config.pairwise_updates:
@@ -853,7 +877,11 @@ def _learn(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, optimizer: An
         stats = _update(*args, len(ro.scores) // 2, partial(_pair_minibatch, models, ro, config))
         return {"score_margin": float((ro.scores[0::2] - ro.scores[1::2]).mean()), **stats}
     kl = (ro.logprobs - ro.ref_logprobs) * ro.mask
-    if config.advantage == "gae":
+    if config.advantage == "gae" and ro.costs is not None:  # Safe RLHF: a critic for the reward, one for the cost
+        advantages, returns, penalised, kl = safe_gae(ro.rewards, ro.costs, ro.logprobs, ro.ref_logprobs, ro.values,
+                                                      ro.mask, kl_coef, models.lam, config.gamma, config.lam)
+        advantages = whiten(advantages, ro.mask)
+    elif config.advantage == "gae":
         rewards, kl = penalised_rewards(ro.scores, ro.logprobs, ro.ref_logprobs, ro.mask, kl_coef)
         advantages, returns = gae(rewards, ro.values, ro.mask, config.gamma, config.lam)
         advantages = whiten(advantages, ro.mask)
