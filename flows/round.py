@@ -104,6 +104,9 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
+    replay_rounds: int = Field(0, ge=0, description="dpo: also train on the pairs of up to this many rounds before "
+                                                    "this one along its parents (a replay buffer; each pair as it "
+                                                    "was judged then); 0: this round's pairs only.")
     rso_beta: float | None = Field(None, gt=0, description="feedback reward_model, method dpo: pair the samples by "
                                                            "RSO's statistical rejection sampling at this temperature "
                                                            "(reward units): keep each with probability exp((reward "
@@ -184,6 +187,9 @@ class RoundParams(FlowParams):
         if (self.ptx_dataset or self.ptx_coef) and self.method == "dpo":
             raise ValueError("ptx_dataset and ptx_coef (PPO-ptx) mix into an online method's updates: needs method "
                              "ppo, grpo, rloo or online_dpo, not 'dpo'")
+        if self.replay_rounds and self.method != "dpo":
+            raise ValueError(f"replay_rounds adds earlier rounds' pairs to an offline DPO's: needs method 'dpo', not "
+                             f"{self.method!r}")
         if self.stages > 1 and self.method != "dpo":
             raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
                              f"{self.method!r}")
@@ -412,6 +418,8 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
     kind, dataset = "pairwise", f"{params.round}-pairs"
+    if params.replay_rounds:  # a replay buffer: the pairs of the rounds before this one, as judged then
+        options["rounds"] = [params.round, *replayed(path, params.round, params.replay_rounds)]
     if params.method != "dpo" and params.feedback == "verifier":
         # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair): its
         # outcomes, pass or fail, carry every sampled prompt
@@ -458,6 +466,13 @@ def _online(params: RoundParams, judge_model: str) -> dict[str, Any]:
             "dynamic_sampling": params.dynamic_sampling or None,
             **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {}),
             **({"cost_model": params.cost_model, "cost_limit": params.cost_limit} if params.cost_model else {})}
+
+
+def replayed(path: str, round_id: str, depth: int) -> list[str]:
+    """Up to ``depth`` rounds before ``round_id`` along its parents, nearest first."""
+    with db.connect(path) as con:
+        return [r[0] for r in con.execute(db.query("round_ancestors"), {"round_id": round_id, "depth": depth})
+                .fetchall()]
 
 
 def _judge_engine(params: RoundParams, judge_model: str) -> dict[str, Any]:

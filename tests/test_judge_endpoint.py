@@ -60,9 +60,17 @@ def test_a_round_judged_at_an_endpoint_stores_its_aspect_and_never_its_key(tmp_p
     assert manifest["params"]["common"]["aspect"] == "concision"
     pairs = pq.read_table(snapshot / "train.parquet", columns=["chosen", "rejected"]).to_pylist()
     assert pairs and all(len(p["chosen"]) < len(p["rejected"]) for p in pairs)
-    # round 2: the same endpoint also judges the held-out win rate over round 1's policy
-    second = round_flow(RoundParams(round="j2", policy="previous", parent_round="j1", win_rate=True, **common))
+    # round 2: the same endpoint also judges the held-out win rate over round 1's policy, and round 1's pairs are
+    # replayed beside its own (fresh prompts: none shared)
+    second = round_flow(RoundParams(round="j2", policy="previous", parent_round="j1", win_rate=True,
+                                    replay_rounds=3, **common))
     assert 0.0 <= second["heldout"]["win_rate"] <= 1.0
+    replay = Path(second["dataset"]["path"])
+    assert json.loads((replay / "manifest.json").read_text())["params"]["common"]["rounds"] == ["j2", "j1"]
+    replayed = pq.read_table(replay / "train.parquet", columns=["prompt_id", "round_id"]).to_pylist()
+    first_pairs = pq.read_table(snapshot / "train.parquet", columns=["prompt_id", "round_id"]).to_pylist()
+    assert [r for r in replayed if r["round_id"] == "j1"] == first_pairs
+    assert {r["round_id"] for r in replayed} == {"j1", "j2"}
     held_out = RuleJudge.requests[judged:]
     assert len(held_out) > 2 * 2 * 2  # round 2's pairs in both orders, then the held-out pairs
     assert all(r["_auth"] == f"Bearer {KEY}" and PRINCIPLE in r["messages"][-1]["content"] for r in held_out)
@@ -134,6 +142,7 @@ def test_an_online_round_rates_its_samples_at_the_endpoint(tmp_path, prefect_har
     ({"method": "grpo", "judge_backend": "vllm"}, "serve the judge \\(vllm serve\\) and set judge_backend 'openai'"),
     ({"method": "grpo", "judge_backend": "openai", "judge_model": "m", "judge_api_key_secret": "k"},
      "reads the judge's key from \\$OPENAI_API_KEY"),
+    ({"method": "grpo", "replay_rounds": 1}, "replay_rounds adds earlier rounds' pairs to an offline DPO's"),
 ])
 def test_round_refuses_a_judge_engine_it_cannot_use(fields, message):
     with pytest.raises(InputError, match=message):
