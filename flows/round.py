@@ -350,6 +350,14 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
     check_heldout(params.path())  # the round ends on held-out figures: refuse before anything runs
     if params.feedback == "reward_model":  # the same for a reward model that would only load after generation
         check_reward_model(params.reward_model)
+    if params.judge_backend == "openai":  # before anything is generated
+        from pipelines.backends.openai_backend import resolve_base_url
+
+        try:
+            resolve_base_url(params.judge_base_url)
+        except AlignloopError:
+            raise AlignloopError("judge_backend 'openai' has no endpoint: set judge_base_url (or "
+                                 "$ALIGNLOOP_OPENAI_BASE_URL)") from None
     policy, reference = resolve_policy(params)
     set_status(params, "running", policy)
     try:

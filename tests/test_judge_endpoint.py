@@ -133,6 +133,16 @@ def test_an_online_round_rates_its_samples_at_the_endpoint(tmp_path, prefect_har
     assert all(r["_auth"] == f"Bearer {KEY}" for r in RuleJudge.requests) and out["new_policy"]
 
 
+def test_a_round_without_the_judge_endpoint_stops_before_it_generates(tmp_path, prefect_harness, monkeypatch):
+    for var in ("ALIGNLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    policy = seed_human_round(tmp_path)
+    with pytest.raises(AlignloopError, match="judge_backend 'openai' has no endpoint: set judge_base_url"):
+        round_flow(RoundParams(round="e1", policy=str(policy), **round_params(tmp_path)))
+    with db.connect(tmp_path / "w.duckdb") as con:
+        assert con.execute("SELECT count(*) FROM responses").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize(("fields", "message"), [
     ({"judge_backend": "openai"}, "judge_backend 'openai' needs judge_model: the served model's name, not 'default'"),
     ({"judge_backend": "openai", "judge_model": "policy"}, "the served model's name, not 'policy'"),
