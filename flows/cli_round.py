@@ -109,6 +109,14 @@ def evaluate_cmd(
     reward_model: Annotated[str | None, typer.Option(help="Reward model folder: mean score of the held-out answers "
                                                           "(heldout_reward); with --previous-round, how often "
                                                           "they score above that round's (rm_win_rate).")] = None,
+    judge_model: Annotated[str, typer.Option(help="The win rate's AI judge: 'default', a folder, or with "
+                                                  "--judge-backend openai the served model's name.")] = "default",
+    judge_backend: Annotated[str, typer.Option(help="The judge's engine: transformers, vllm or openai.")
+                             ] = "transformers",
+    judge_base_url: Annotated[str | None, typer.Option(help="The judge's endpoint (openai; key: "
+                                                            "$OPENAI_API_KEY).")] = None,
+    principle: Annotated[list[str] | None, typer.Option(help="What the judge weighs (repeatable; default helpful, "
+                                                             "harmless, honest).")] = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -119,7 +127,9 @@ def evaluate_cmd(
     params = validated(EvaluateParams, {
         "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
         "limit": limit, "max_new_tokens": max_new_tokens, "previous_round": previous_round,
-        "reward_model": reward_model, "db": db.existing_path(db_)})
+        "reward_model": reward_model, "judge_model": judge_model, "judge_backend": judge_backend,
+        "judge_base_url": judge_base_url, **({"principles": principle} if principle else {}),
+        "db": db.existing_path(db_)})
     with flow_in_process(), (
             nullcontext() if as_json else console.status(f"answering up to {limit} held-out prompts with {model}")):
         out = evaluate.fn(params)

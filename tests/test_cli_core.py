@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures_judge_server import RuleJudge, rule_judge  # noqa: F401
+
 CLI = [str(Path(sys.executable).with_name("alignloop"))]
 
 
@@ -317,7 +319,8 @@ def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path
     assert r.output.startswith("error: ") and "judge_backend 'openai' needs judge_model" in r.output, r.output
 
 
-def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd):
+def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd,
+                                                                                  rule_judge):  # noqa: F811
     from typer.testing import CliRunner
 
     from flows.cli import app
@@ -344,3 +347,12 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
     assert r.exit_code == 0 and r.stdout.startswith(f"round e1 (model {model}); held-out: heldout_accuracy="), r.output
     logged = capfd.readouterr()
     assert "Traceback" not in logged.out + logged.err and "without a flow run id" not in logged.out + logged.err
+    # against round e1's answers, judged at an endpoint by the principle given
+    r = CliRunner().invoke(app, ["evaluate", "--round", "e2", "--model", str(model), "--limit", "3",
+                                 "--max-new-tokens", "6", "--previous-round", "e1", "--judge-model", "rule-judge",
+                                 "--judge-backend", "openai", "--judge-base-url", rule_judge, "--principle",
+                                 "Prefer the shorter answer.", "--json", "--db", path], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert 0.0 <= json.loads(r.stdout)["figures"]["win_rate"] <= 1.0
+    assert RuleJudge.requests and all("Prefer the shorter answer." in q["messages"][-1]["content"]
+                                      for q in RuleJudge.requests)
