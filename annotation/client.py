@@ -41,6 +41,10 @@ class Project:
     id: int
     title: str
     label_config: str
+    overlap: int = 1
+    """Annotations a task wants before it counts as done (Label Studio's ``maximum_annotations``)."""
+    instructions: str = ""
+    """What annotators read before they label (``expert_instruction``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,7 +146,9 @@ class LabelStudioClient:
 
     def list_projects(self) -> list[Project]:
         def run() -> list[Project]:
-            return [Project(p.id, p.title or "", p.label_config or "") for p in self.sdk.projects.list(page_size=100)]
+            return [Project(p.id, p.title or "", p.label_config or "", int(getattr(p, "maximum_annotations", 1) or 1),
+                            getattr(p, "expert_instruction", "") or "")
+                    for p in self.sdk.projects.list(page_size=100)]
 
         return self._call("listing projects", run)
 
@@ -158,7 +164,7 @@ class LabelStudioClient:
                         f"updating project {project.id} config",
                         lambda pid=project.id: self.sdk.projects.update(id=pid, label_config=config),
                     )
-                    return Project(project.id, title, config)
+                    return dataclasses.replace(project, label_config=config)
                 return project
         created = self._call(
             f"creating project {title!r}",
@@ -166,6 +172,27 @@ class LabelStudioClient:
             idempotent=False,
         )
         return Project(created.id, created.title or title, created.label_config or config)
+
+    def project(self, project_id: int) -> Project:
+        """One project by id."""
+        found = [p for p in self.list_projects() if p.id == project_id]
+        if not found:
+            raise LabelStudioClientError(f"Label Studio at {self.url} has no project {project_id}")
+        return found[0]
+
+    def configure_project(self, project: Project, overlap: int | None = None, instructions: str | None = None
+                          ) -> Project:
+        """Set how many annotations each task wants and what annotators read first, where they differ."""
+        change: dict[str, Any] = {}
+        if overlap is not None and overlap != project.overlap:
+            change["maximum_annotations"] = overlap
+        if instructions is not None and instructions != project.instructions:
+            change |= {"expert_instruction": instructions, "show_instruction": bool(instructions)}
+        if not change:
+            return project
+        self._call(f"updating project {project.id} settings", lambda: self.sdk.projects.update(id=project.id, **change))
+        return dataclasses.replace(project, overlap=change.get("maximum_annotations", project.overlap),
+                                   instructions=change.get("expert_instruction", project.instructions))
 
     def delete_project(self, project_id: int) -> None:
         self._call(f"deleting project {project_id}", lambda: self.sdk.projects.delete(id=project_id))

@@ -50,6 +50,10 @@ class PushRequest:
     questions: tuple[str, ...] | None = None
     """Pairwise: the optional aspect questions the project asks (None: an existing project's, else
     ``configs.DEFAULT_QUESTIONS``)."""
+    overlap: int | None = None
+    """Annotators each task wants before it counts as done (None: the project's, 1 for a new one)."""
+    instructions: str | None = None
+    """What annotators read before they label, HTML or text (None: the project's)."""
 
     def __post_init__(self) -> None:
         if self.kind not in configs.KINDS:
@@ -62,6 +66,8 @@ class PushRequest:
             raise ValueError(f"audit must be within [0, 1], got {self.audit}")
         if not self.round:
             raise ValueError("round must not be empty")
+        if self.overlap is not None and self.overlap < 1:
+            raise ValueError(f"overlap must be >= 1, got {self.overlap}")
         if self.questions is not None:
             if self.kind != "pairwise":
                 raise ValueError(f"aspect questions are asked of pairwise projects, not {self.kind}")
@@ -254,8 +260,18 @@ def project_for(client: LabelStudioClient, round_id: str, kind: str, questions: 
     return client.get_or_create_project(title, config, description=f"alignloop {kind} feedback for round {round_id}")
 
 
+def configure_only(client: LabelStudioClient, request: PushRequest) -> int | None:
+    """With nothing new to send: apply the request's project settings (questions, overlap, instructions) where it
+    names any, so a push that only changes them does so; the project's id, or None when none was named."""
+    if request.questions is None and request.overlap is None and request.instructions is None:
+        return None
+    project = project_for(client, request.round, request.kind, request.questions)
+    return client.configure_project(project, request.overlap, request.instructions).id
+
+
 def send(client: LabelStudioClient, kind: str, round_id: str, tasks: Sequence[AnnotationTask],
-         questions: Sequence[str] | None = None) -> tuple[int, list[AnnotationTask], int]:
+         questions: Sequence[str] | None = None, overlap: int | None = None, instructions: str | None = None
+         ) -> tuple[int, list[AnnotationTask], int]:
     """Create or reuse the project of (round, kind) and import the tasks in ONE bulk call.
 
     Tasks already in the project (same ``alignloop_task_id``: a push whose warehouse write was lost) are
@@ -264,7 +280,7 @@ def send(client: LabelStudioClient, kind: str, round_id: str, tasks: Sequence[An
     Returns:
         (project id, the tasks with project and task ids set, how many were recovered rather than imported)
     """
-    project = project_for(client, round_id, kind, questions)
+    project = client.configure_project(project_for(client, round_id, kind, questions), overlap, instructions)
     if not tasks:
         return project.id, [], 0
     present = {t.data.get("alignloop_task_id"): t.id for t in client.list_tasks(project.id)}
@@ -292,8 +308,9 @@ def push(db_path: str, client: LabelStudioClient, request: PushRequest,
                           request.audit, request.origins, gold)
     title = project_title(request.round, request.kind)
     if not tasks:
-        return PushResult(None, title, 0, 0, 0, 0)
-    project_id, placed, recovered = send(client, request.kind, request.round, tasks, request.questions)
+        return PushResult(configure_only(client, request), title, 0, 0, 0, 0)
+    project_id, placed, recovered = send(client, request.kind, request.round, tasks, request.questions,
+                                         request.overlap, request.instructions)
     with db.connect(db_path) as con:
         added = record(con, placed)
     return PushResult(project_id, title, len(tasks), len(tasks) - recovered, recovered, added)

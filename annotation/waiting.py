@@ -37,9 +37,11 @@ class Progress:
 
 
 def count_done(client: LabelStudioClient, project_id: int) -> Progress:
-    """Poll Label Studio: how many of a project's tasks have at least one annotation."""
+    """Poll Label Studio: how many of a project's tasks have the annotations they want (one, or the project's
+    overlap: as many annotators as it asks for)."""
+    want = client.project(project_id).overlap
     tasks = client.list_tasks(project_id)
-    return Progress(project_id, sum(t.total_annotations > 0 for t in tasks), len(tasks))
+    return Progress(project_id, sum(t.total_annotations >= want for t in tasks), len(tasks))
 
 
 def quota_met(done: int, quota: int) -> bool:

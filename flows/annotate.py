@@ -58,6 +58,12 @@ class AnnotatePushParams(LabelStudioParams):
                                                           "(empty: an existing project's; a new one asks "
                                                           "harmlessness).")
 
+    overlap: int | None = Field(None, ge=1, description="Annotators each task wants before it counts as done "
+                                                        "(agreement needs 2 or more; empty: the project's, 1 for a "
+                                                        "new one).")
+    instructions: str | None = Field(None, description="What annotators read before they label (HTML or text; "
+                                                       "empty: the project's).")
+
     @model_validator(mode="after")
     def _questions_fit(self) -> AnnotatePushParams:
         self.request()  # the request's own checks, as one line in the form
@@ -65,7 +71,8 @@ class AnnotatePushParams(LabelStudioParams):
 
     def request(self) -> push.PushRequest:
         return push.PushRequest(self.kind, self.round, self.sample, self.strategy, self.seed, self.audit,
-                                questions=None if self.questions is None else tuple(self.questions))
+                                questions=None if self.questions is None else tuple(self.questions),
+                                overlap=self.overlap, instructions=self.instructions)
 
 
 class AnnotatePullParams(LabelStudioParams):
@@ -101,9 +108,9 @@ def label_studio(params: LabelStudioParams) -> LabelStudioClient:
 
 
 @task(name="label-studio-send", cache_policy=NO_CACHE, persist_result=False)
-def send_tasks(client: LabelStudioClient, kind: str, round_id: str, tasks: list,
-               questions: tuple[str, ...] | None = None) -> tuple[int, list, int]:
-    return push.send(client, kind, round_id, tasks, questions)
+def send_tasks(client: LabelStudioClient, request: push.PushRequest, tasks: list) -> tuple[int, list, int]:
+    return push.send(client, request.kind, request.round, tasks, request.questions, request.overlap,
+                     request.instructions)
 
 
 @task(name="label-studio-export", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
@@ -129,8 +136,8 @@ def annotate_push(params: AnnotatePushParams) -> dict[str, Any]:
         tasks = push.plan_push(con, req.kind, req.round, req.sample, req.strategy, req.seed, req.audit, req.origins)
     title = push.project_title(req.round, req.kind)
     if not tasks:
-        return asdict(push.PushResult(None, title, 0, 0, 0, 0))
-    project_id, placed, recovered = send_tasks(client, req.kind, req.round, tasks, req.questions)
+        return asdict(push.PushResult(push.configure_only(client, req), title, 0, 0, 0, 0))
+    project_id, placed, recovered = send_tasks(client, req, tasks)
     with db.connect(path) as con:
         added = push.record(con, placed)
     get_run_logger().info("pushed %d tasks to project %s (%r)", len(placed), project_id, title)

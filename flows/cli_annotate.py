@@ -134,6 +134,11 @@ def push_cmd(
                                                             "besides the overall one (repeatable, e.g. honesty; "
                                                             "default: an existing project's, else harmlessness).")
                         ] = None,
+    overlap: Annotated[int | None, typer.Option(help="Annotators each task wants before it counts as done (2 or "
+                                                     "more for agreement; default: the project's, 1 for a new "
+                                                     "one).")] = None,
+    instructions: Annotated[Path | None, typer.Option(help="A file (HTML or text) annotators read before they "
+                                                           "label, shown in Label Studio.")] = None,
     url: UrlOpt = None,
     db_file: DbOption = None,
     json_out: JsonOption = False,
@@ -141,9 +146,12 @@ def push_cmd(
     """Send a round's items to Label Studio (one project per round and kind; items already sent are skipped)."""
     from annotation import push
 
+    if instructions is not None and not instructions.is_file():
+        raise AlignloopError(f"--instructions {instructions}: no such file")
     try:
         request = push.PushRequest(kind, round_name, sample, strategy, seed, audit,
-                                   questions=tuple(question) if question else None)
+                                   questions=tuple(question) if question else None, overlap=overlap,
+                                   instructions=instructions.read_text(encoding="utf-8") if instructions else None)
     except ValueError as exc:
         raise AlignloopError(str(exc)) from None
     path = db.existing_path(db_file)
@@ -153,7 +161,8 @@ def push_cmd(
     if json_out:
         emit_json(asdict(result))
     elif result.planned == 0:
-        console.print(f"nothing new to send for {kind} in round {round_name}")
+        console.print(f"nothing new to send for {kind} in round {round_name}" + (
+            f"; project {result.project_id} asks what was given" if result.project_id is not None else ""))
     else:
         console.print(f"{result.title!r} (project {result.project_id}): {result.imported} tasks imported, "
                       f"{result.recovered} recovered, {result.recorded} recorded")

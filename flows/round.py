@@ -149,6 +149,10 @@ class RoundParams(FlowParams):
     annotation_questions: list[str] | None = Field(None, description="Human feedback: the optional aspect questions "
                                                                      "the round's Label Studio project asks besides "
                                                                      "the overall one (empty: harmlessness).")
+    annotation_overlap: int | None = Field(None, ge=1, description="Human feedback: annotators each task wants "
+                                                                   "before it counts towards the quota (empty: 1).")
+    annotation_instructions: str | None = Field(None, description="Human feedback: what annotators read before they "
+                                                                  "label (HTML or text).")
     human_quota: int | None = Field(None, ge=1, description="Human feedback: annotated tasks needed before "
                                                             "training (empty: every task of the round).")
     human_wait: Literal["auto", "suspend", "poll", "stop"] = Field(
@@ -202,12 +206,13 @@ class RoundParams(FlowParams):
         if self.cost_limit is not None and not self.cost_model:
             raise ValueError("cost_limit bounds the cost a cost_model gives: set cost_model")
         self._judge_engine_fits()
-        if self.annotation_questions is not None:
-            if self.feedback not in ("human", "ai_judge+human"):
-                raise ValueError(f"annotation_questions are asked in Label Studio: needs feedback 'human' or "
-                                 f"'ai_judge+human', not {self.feedback!r}")
-            if problem := question_problem(self.annotation_questions):
-                raise ValueError(problem)
+        asked = [k for k in ("annotation_questions", "annotation_overlap", "annotation_instructions")
+                 if getattr(self, k) is not None]
+        if asked and self.feedback not in ("human", "ai_judge+human"):
+            raise ValueError(f"{', '.join(asked)}: Label Studio's, needs feedback 'human' or 'ai_judge+human', not "
+                             f"{self.feedback!r}")
+        if self.annotation_questions is not None and (problem := question_problem(self.annotation_questions)):
+            raise ValueError(problem)
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
@@ -509,7 +514,7 @@ def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
     pushed = timed("push", annotate_push, AnnotatePushParams(
         kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
         strategy="random" if params.feedback == "human" else "inconsistent", questions=params.annotation_questions,
-        **ls))
+        overlap=params.annotation_overlap, instructions=params.annotation_instructions, **ls))
     client = label_studio(where)
     project_id = round_project_id(client, params.round, "pairwise")
     progress = count_done(client, project_id)

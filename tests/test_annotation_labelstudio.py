@@ -71,6 +71,24 @@ def test_a_pairwise_project_asks_the_questions_it_was_pushed_with_and_keeps_them
     assert got == [("honesty", "b", 6), ("overall", "a", 6)]
 
 
+def test_a_project_with_an_overlap_counts_a_task_done_when_enough_annotators_labelled_it(tmp_path, team):
+    path, _ = _seed(tmp_path, "lso1")
+    admin = team.admin
+    guide = "<h3>Guidelines</h3><p>Prefer the answer a careful expert would give.</p>"
+    first = push.push(path, admin, push.PushRequest("binary", "lso1", sample=2, overlap=2, instructions=guide))
+    project = admin.project(first.project_id)
+    assert (project.overlap, project.instructions) == (2, guide)
+    task_ids = [t for t, _ in _tasks(path, "binary").values()]
+    admin.create_annotation(task_ids[0], [choice("thumbs", "response", "good")])
+    assert waiting.count_done(admin, first.project_id).done == 0  # one of the two annotators it wants
+    admin.create_annotation(task_ids[0], [choice("thumbs", "response", "bad")], completed_by=team.bob.id)
+    assert waiting.count_done(admin, first.project_id).done == 1
+    push.push(path, admin, push.PushRequest("binary", "lso1"))  # naming neither keeps both
+    assert admin.project(first.project_id) == project
+    push.push(path, admin, push.PushRequest("binary", "lso1", overlap=1))
+    assert admin.project(first.project_id).overlap == 1 and waiting.count_done(admin, first.project_id).done == 1
+
+
 def test_pairwise_push_annotate_pull_agreement_update(tmp_path, team):
     path, s = _seed(tmp_path, "lsr1")
     admin = team.admin

@@ -202,8 +202,11 @@ BAD_OPTIONS = {
     ("judge", "pairwise", "--round", "nope"): "round 'nope' has no responses to judge; rounds with responses: none yet",
     ("train", "dpo", "--dataset", "x", "--max-steps", "0"): "max_steps: Input should be greater than or equal to 1",
     ("annotate", "push", "pairwise", "--round", "r1", "--question", "overall"): "aspect question 'overall': a name",
-    ("round", "--set", "annotation_questions=honesty"): "annotation_questions are asked in Label Studio: needs "
-                                                        "feedback 'human' or 'ai_judge+human', not 'verifier'",
+    ("round", "--set", "annotation_questions=honesty", "--set", "annotation_overlap=2"): (
+        "annotation_questions, annotation_overlap: Label Studio's, needs feedback 'human' or 'ai_judge+human', not "
+        "'verifier'"),
+    ("annotate", "push", "pairwise", "--round", "r1", "--instructions", "nope.html"): "--instructions nope.html: no "
+                                                                                      "such file",
     ("round", "--set", "judge_aspect=safety", "--feedback", "human"): "judge_aspect is what the AI judge's verdicts",
 }
 
