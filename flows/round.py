@@ -52,6 +52,8 @@ NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
 SELF_JUDGE = "policy"
 """``judge_model`` for self-rewarding rounds: the round's own policy judges."""
+ONLINE = ("ppo", "grpo", "rloo", "online_dpo")
+"""Methods that sample and score as they train (the others train offline on the round's dataset)."""
 
 
 class RoundParams(FlowParams):
@@ -112,8 +114,10 @@ class RoundParams(FlowParams):
                                                            "(reward units): keep each with probability exp((reward "
                                                            "- best) / rso_beta), then pairs among the kept, up to "
                                                            "max_pairs_per_prompt (empty: best over worst).")
-    method: Literal["dpo", "ppo", "grpo", "rloo", "online_dpo"] = Field(
-        "dpo", description="dpo: iterative DPO on the round's pairs; ppo, grpo, rloo, online_dpo: online training on "
+    method: Literal["dpo", "kto", "ppo", "grpo", "rloo", "online_dpo"] = Field(
+        "dpo", description="dpo: iterative DPO on the round's pairs; kto: KTO on unpaired rows (with feedback "
+                           "verifier each sample's own pass or fail, else the pairs split in two); ppo, grpo, rloo, "
+                           "online_dpo: online training on "
                            "the round's prompts, scored as it samples by what gives the round's feedback: "
                            "reward_model (feedback reward_model) or the verifier (feedback verifier). beta and loss "
                            "are dpo's and online_dpo's.")
@@ -179,7 +183,7 @@ class RoundParams(FlowParams):
 
     @model_validator(mode="after")
     def _reward_model_given(self) -> RoundParams:
-        if self.method != "dpo" and self.feedback not in ("reward_model", "verifier", "ai_judge"):
+        if self.method in ONLINE and self.feedback not in ("reward_model", "verifier", "ai_judge"):
             raise ValueError(f"method {self.method!r} trains on scores a program gives as it samples: set feedback "
                              f"'reward_model' (and reward_model), 'verifier' or 'ai_judge' (direct RLAIF: the judge "
                              f"rates each sample), not {self.feedback!r}")
@@ -188,21 +192,23 @@ class RoundParams(FlowParams):
         if self.dynamic_sampling and self.method not in ("grpo", "rloo", "online_dpo"):
             raise ValueError(f"dynamic_sampling drops groups of samples to one prompt that scored alike: needs method "
                              f"grpo, rloo or online_dpo, not {self.method!r}")
-        if (self.ptx_dataset or self.ptx_coef) and self.method == "dpo":
-            raise ValueError("ptx_dataset and ptx_coef (PPO-ptx) mix into an online method's updates: needs method "
-                             "ppo, grpo, rloo or online_dpo, not 'dpo'")
-        if self.replay_rounds and self.method != "dpo":
-            raise ValueError(f"replay_rounds adds earlier rounds' pairs to an offline DPO's: needs method 'dpo', not "
-                             f"{self.method!r}")
+        if (self.ptx_dataset or self.ptx_coef) and self.method not in ONLINE:
+            raise ValueError(f"ptx_dataset and ptx_coef (PPO-ptx) mix into an online method's updates: needs method "
+                             f"ppo, grpo, rloo or online_dpo, not {self.method!r}")
+        if self.replay_rounds and self.method in ONLINE:
+            raise ValueError(f"replay_rounds adds earlier rounds' feedback to an offline method's: needs method "
+                             f"'dpo' or 'kto', not {self.method!r}")
+        if self.loss != "dpo" and self.method not in ("dpo", "online_dpo"):
+            raise ValueError(f"loss is dpo's and online_dpo's: method {self.method!r} has its own")
         if self.stages > 1 and self.method != "dpo":
             raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
                              f"{self.method!r}")
         if self.rso_beta is not None and (self.feedback != "reward_model" or self.method != "dpo"):
             raise ValueError(f"rso_beta samples pairs from a reward model's scores for DPO: needs feedback "
                              f"'reward_model' and method 'dpo', not {self.feedback!r} and {self.method!r}")
-        if (self.cost_model or self.cost_limit is not None) and self.method == "dpo":
-            raise ValueError("cost_model and cost_limit (Safe RLHF) weigh an online method's samples: needs method "
-                             "ppo, grpo, rloo or online_dpo, not 'dpo'")
+        if (self.cost_model or self.cost_limit is not None) and self.method not in ONLINE:
+            raise ValueError(f"cost_model and cost_limit (Safe RLHF) weigh an online method's samples: needs method "
+                             f"ppo, grpo, rloo or online_dpo, not {self.method!r}")
         if self.cost_limit is not None and not self.cost_model:
             raise ValueError("cost_limit bounds the cost a cost_model gives: set cost_model")
         self._judge_engine_fits()
@@ -233,7 +239,7 @@ class RoundParams(FlowParams):
         if self.judge_backend == "openai" and self.judge_model in ("default", SELF_JUDGE):
             raise ValueError(f"judge_backend 'openai' needs judge_model: the served model's name, not "
                              f"{self.judge_model!r}")
-        if self.method != "dpo" and self.feedback == "ai_judge":  # the trainer scores samples as it draws them
+        if self.method in ONLINE and self.feedback == "ai_judge":  # the trainer scores samples as it draws them
             if self.judge_backend == "vllm":
                 raise ValueError(f"method {self.method!r} rates samples inside the trainer, which holds the GPU: "
                                  "serve the judge (vllm serve) and set judge_backend 'openai'")
@@ -399,7 +405,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         options: dict[str, Any] = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
                                    "max_pairs_per_prompt": params.max_pairs_per_prompt,
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
-    elif params.feedback == "reward_model" or params.method != "dpo":  # online: what scores the samples in training
+    elif params.feedback == "reward_model" or params.method in ONLINE:  # online: what scores the samples in training
         rm = params.feedback == "reward_model"  # else direct RLAIF: the AI judge's expected 0-9 rating
         fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round, judge=f"rm:{params.reward_model}",
                                                   mode="auto", db=path) if rm else
@@ -431,19 +437,22 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
     kind, dataset = "pairwise", f"{params.round}-pairs"
-    if params.replay_rounds:  # a replay buffer: the pairs of the rounds before this one, as judged then
-        options["rounds"] = [params.round, *replayed(path, params.round, params.replay_rounds)]
     if params.method != "dpo" and params.feedback == "verifier":
         # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair): its
-        # outcomes, pass or fail, carry every sampled prompt
+        # outcomes, pass or fail, carry every sampled prompt; KTO learns from each sample's own outcome
         kind, dataset = "binary", f"{params.round}-outcomes"
         options = {"origin": "thumbs", "rounds": [params.round], "sources": ["rule"], "aspect": options["aspect"]}
+    elif params.method == "kto":  # the round's pairs, each split into a desirable and an undesirable answer
+        kind, dataset, options = "binary", f"{params.round}-unpaired", unpaired(options)
+    if params.replay_rounds:  # a replay buffer: the feedback of the rounds before this one, as judged then
+        options["rounds"] = [params.round, *replayed(path, params.round, params.replay_rounds)]
     ds = timed("dataset", build_dataset, BuildDatasetParams(kind=kind, name=dataset, options=options, db=path))
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
         **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
+        **({"beta": params.beta} if params.method == "kto" else {}),
         **({"stages": params.stages} if params.stages > 1 else {}),
-        **(_online(params, judge_model) if params.method != "dpo" else {}), lr=params.lr, epochs=params.epochs,
+        **(_online(params, judge_model) if params.method in ONLINE else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
         output_dir=f"{params.runs_dir}/{params.round}", db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
@@ -479,6 +488,19 @@ def _online(params: RoundParams, judge_model: str) -> dict[str, Any]:
             "dynamic_sampling": params.dynamic_sampling or None,
             **({"ptx_dataset": params.ptx_dataset, "ptx_coef": params.ptx_coef} if params.ptx_dataset else {}),
             **({"cost_model": params.cost_model, "cost_limit": params.cost_limit} if params.cost_model else {})}
+
+
+def unpaired(pairwise: dict[str, Any]) -> dict[str, Any]:
+    """A pairwise build's options as a binary build that splits those pairs (KTO's unpaired rows): the shared
+    options as they are, the pairwise ones as ``pairwise.KEY``. Left out: a cap of pairs per prompt (the pairwise
+    kind's), and soft labels and kept ties (a split pair's labels are hard: a tie has no desirable side)."""
+    from dataclasses import fields
+
+    from pipelines.datasets.config import CommonOptions
+
+    shared = {f.name for f in fields(CommonOptions)}
+    return {"origin": "pairwise", **{k if k in shared else f"pairwise.{k}": v for k, v in pairwise.items()
+                                     if k not in ("max_pairs_per_prompt", "soft_labels", "ties")}}
 
 
 def replayed(path: str, round_id: str, depth: int) -> list[str]:

@@ -133,6 +133,26 @@ def test_an_online_round_rates_its_samples_at_the_endpoint(tmp_path, prefect_har
     assert all(r["_auth"] == f"Bearer {KEY}" for r in RuleJudge.requests) and out["new_policy"]
 
 
+def test_a_kto_round_trains_on_its_pairs_split_into_desirable_and_undesirable_answers(tmp_path, prefect_harness,
+                                                                                       rule_judge):  # noqa: F811
+    policy = seed_human_round(tmp_path)
+    out = round_flow(RoundParams(round="k1", policy=str(policy), method="kto", win_rate=False, **round_params(
+        tmp_path, judge_base_url=rule_judge)))
+    snapshot = Path(out["dataset"]["path"])
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    assert (manifest["kind"], manifest["name"]) == ("binary", "k1-unpaired")
+    assert manifest["params"]["config"]["origin"] == "pairwise"
+    rows = pq.read_table(snapshot / "train.parquet", columns=["prompt_id", "completion", "label"]).to_pylist()
+    assert {r["label"] for r in rows} == {True, False}
+    for prompt in {r["prompt_id"] for r in rows}:  # the shorter answers desirable, as the judge's rule says
+        mine = [r for r in rows if r["prompt_id"] == prompt]
+        good = [len(quoted(r["completion"])) for r in mine if r["label"]]
+        bad = [len(quoted(r["completion"])) for r in mine if not r["label"]]
+        assert not good or not bad or max(good) < min(bad)
+    with db.connect(tmp_path / "w.duckdb") as con:
+        assert con.execute("SELECT method FROM training_runs").fetchall() == [("kto",)]
+
+
 def test_a_round_without_the_judge_endpoint_stops_before_it_generates(tmp_path, prefect_harness, monkeypatch):
     for var in ("ALIGNLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
@@ -152,7 +172,9 @@ def test_a_round_without_the_judge_endpoint_stops_before_it_generates(tmp_path, 
     ({"method": "grpo", "judge_backend": "vllm"}, "serve the judge \\(vllm serve\\) and set judge_backend 'openai'"),
     ({"method": "grpo", "judge_backend": "openai", "judge_model": "m", "judge_api_key_secret": "k"},
      "reads the judge's key from \\$OPENAI_API_KEY"),
-    ({"method": "grpo", "replay_rounds": 1}, "replay_rounds adds earlier rounds' pairs to an offline DPO's"),
+    ({"method": "grpo", "replay_rounds": 1}, "replay_rounds adds earlier rounds' feedback to an offline method's"),
+    ({"method": "kto", "loss": "ipo"}, "loss is dpo's and online_dpo's: method 'kto' has its own"),
+    ({"method": "kto", "cost_model": "m"}, "needs method ppo, grpo, rloo or online_dpo, not 'kto'"),
 ])
 def test_round_refuses_a_judge_engine_it_cannot_use(fields, message):
     with pytest.raises(InputError, match=message):
