@@ -106,9 +106,9 @@ class RoundParams(FlowParams):
                                                    "(a new shard per round); set prompts_per_round with it.")
     prompt_tags: list[str] = Field(default_factory=list, description="Only prompts with one of these tags.")
     max_pairs_per_prompt: int = Field(2, ge=1, description="Preference pairs kept per prompt.")
-    replay_rounds: int = Field(0, ge=0, description="dpo: also train on the pairs of up to this many rounds before "
-                                                    "this one along its parents (a replay buffer; each pair as it "
-                                                    "was judged then); 0: this round's pairs only.")
+    replay_rounds: int = Field(0, ge=0, description="dpo, kto: also train on the feedback of up to this many rounds "
+                                                    "before this one along its parents (a replay buffer; each as it "
+                                                    "was judged then); 0: this round's only.")
     rso_beta: float | None = Field(None, gt=0, description="feedback reward_model, method dpo: pair the samples by "
                                                            "RSO's statistical rejection sampling at this temperature "
                                                            "(reward units): keep each with probability exp((reward "
@@ -119,8 +119,8 @@ class RoundParams(FlowParams):
                            "verifier each sample's own pass or fail, else the pairs split in two); ppo, grpo, rloo, "
                            "online_dpo: online training on "
                            "the round's prompts, scored as it samples by what gives the round's feedback: "
-                           "reward_model (feedback reward_model) or the verifier (feedback verifier). beta and loss "
-                           "are dpo's and online_dpo's.")
+                           "reward_model (feedback reward_model) or the verifier (feedback verifier). loss is dpo's "
+                           "and online_dpo's, beta theirs and kto's.")
     dynamic_sampling: bool = Field(False, description="grpo, rloo, online_dpo: update only on prompts whose samples "
                                                       "scored differently, sampling more prompts to fill each batch "
                                                       "(DAPO).")
