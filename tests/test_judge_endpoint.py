@@ -153,6 +153,21 @@ def test_a_kto_round_trains_on_its_pairs_split_into_desirable_and_undesirable_an
         assert con.execute("SELECT method FROM training_runs").fetchall() == [("kto",)]
 
 
+def test_kto_reads_a_rounds_pairwise_options_as_a_binary_build_of_those_pairs():
+    from flows.round import unpaired
+    from pipelines.datasets.config import parse_options
+
+    pairwise = {"origin": "ratings", "rounds": ["r1"], "sources": ["reward_model"], "judges": ["rm"],
+                "aspect": "reward", "pairing": "rso", "rso_beta": 1.0, "max_pairs_per_prompt": 2,
+                "require_consistent": False, "soft_labels": True, "ties": "keep"}
+    options = unpaired(pairwise)
+    assert options == {"origin": "pairwise", "pairwise.origin": "ratings", "rounds": ["r1"], "sources": ["reward_model"],
+                       "judges": ["rm"], "aspect": "reward", "pairwise.pairing": "rso", "pairwise.rso_beta": 1.0,
+                       "pairwise.require_consistent": False}
+    spec = parse_options("binary", options)  # a build the binary kind accepts
+    assert spec.kind == "binary" and spec.common.rounds == ("r1",)
+
+
 def test_a_round_without_the_judge_endpoint_stops_before_it_generates(tmp_path, prefect_harness, monkeypatch):
     for var in ("ALIGNLOOP_OPENAI_BASE_URL", "OPENAI_BASE_URL"):
         monkeypatch.delenv(var, raising=False)
