@@ -111,8 +111,8 @@ def evaluate_cmd(
                                                           "they score above that round's (rm_win_rate).")] = None,
     judge_model: Annotated[str, typer.Option(help="The win rate's AI judge: 'default', a folder, or with "
                                                   "--judge-backend openai the served model's name.")] = "default",
-    judge_backend: Annotated[str, typer.Option(help="The judge's engine: transformers, vllm or openai.")
-                             ] = "transformers",
+    judge_backend: Annotated[str, typer.Option(help="The judge's engine: transformers or openai (any endpoint, "
+                                                    "e.g. vllm serve).")] = "transformers",
     judge_base_url: Annotated[str | None, typer.Option(help="The judge's endpoint (openai; key: "
                                                             "$OPENAI_API_KEY).")] = None,
     principle: Annotated[list[str] | None, typer.Option(help="What the judge weighs (repeatable; default helpful, "

@@ -45,8 +45,9 @@ class EvaluateParams(FlowParams):
                                                          "judge (win rate, both orders); empty: no comparison.")
     judge_model: str = Field("default", description="Judge model for the win rate ('default', a folder, or the "
                                                     "served model's name for judge_backend openai).")
-    judge_backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Win-rate judge's "
-                                                                                                 "engine.")
+    judge_backend: Literal["transformers", "openai"] = Field("transformers", description="Win-rate judge's engine "
+                                                                                         "(openai: any endpoint, "
+                                                                                         "e.g. vllm serve).")
     judge_base_url: str | None = Field(None, description="The judge's OpenAI-compatible endpoint (judge_backend "
                                                          "openai); default $ALIGNLOOP_OPENAI_BASE_URL.")
     judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "

@@ -82,10 +82,12 @@ class RoundParams(FlowParams):
     judge_model: str = Field("default", description="Judge model (feedback=ai_judge), judged in both orders; "
                                                     "'policy': the round's own policy judges its samples "
                                                     "(self-rewarding, Yuan et al. 2024).")
-    judge_backend: Literal["transformers", "vllm", "openai"] = Field(
+    judge_backend: Literal["transformers", "openai"] = Field(
         "transformers", description="The AI judge's engine (feedback ai_judge and ai_judge+human, and the held-out "
                                     "win rate): openai is any OpenAI-compatible endpoint (an API, vLLM's or "
-                                    "llama.cpp's server), judge_model then the served model's name.")
+                                    "llama.cpp's server), judge_model then the served model's name. A vLLM judge is "
+                                    "served beside the round (vllm serve), not loaded in it: the round trains on "
+                                    "the same GPU.")
     judge_base_url: str | None = Field(None, description="The judge's endpoint (judge_backend openai); default "
                                                          "$ALIGNLOOP_OPENAI_BASE_URL.")
     judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "
@@ -239,14 +241,9 @@ class RoundParams(FlowParams):
         if self.judge_backend == "openai" and self.judge_model in ("default", SELF_JUDGE):
             raise ValueError(f"judge_backend 'openai' needs judge_model: the served model's name, not "
                              f"{self.judge_model!r}")
-        if self.method in ONLINE and self.feedback == "ai_judge":  # the trainer scores samples as it draws them
-            if self.judge_backend == "vllm":
-                raise ValueError(f"method {self.method!r} rates samples inside the trainer, which holds the GPU: "
-                                 "serve the judge (vllm serve) and set judge_backend 'openai'")
-            if self.judge_api_key_secret:
-                raise ValueError(f"method {self.method!r} rates samples inside the trainer, which reads the judge's "
-                                 "key from $OPENAI_API_KEY: set it in the worker's environment, not "
-                                 "judge_api_key_secret")
+        if self.method in ONLINE and self.feedback == "ai_judge" and self.judge_api_key_secret:
+            raise ValueError(f"method {self.method!r} rates samples inside the trainer, which reads the judge's key "
+                             "from $OPENAI_API_KEY: set it in the worker's environment, not judge_api_key_secret")
 
     @field_validator("loss")
     @classmethod
