@@ -61,6 +61,19 @@ def test_a_mixture_keeps_held_out_prompts_out_of_training_and_each_pair_once_wit
     assert out.kind == "pairwise" and out.table.schema == SCHEMAS["pairwise"]
 
 
+def test_step_labels_two_parts_disagree_on_are_dropped_and_agreeing_ones_kept_once():
+    def steps(prompt: str, labels: list[int]) -> dict:
+        return {"prompt_id": prompt, "split": "train", "round_id": "r1", "prompt": "[]", "prompt_text": prompt,
+                "completion_id": f"s-{prompt}", "steps": ["a", "b"], "labels": labels, "source": "human",
+                "feedback_ids": []}
+
+    one = snap("one", [steps("x", [1, 1]), steps("y", [1, -1]), steps("z", [1, 0])], "steps")
+    two = snap("two", [steps("x", [1, 1]), steps("y", [1, 1])], "steps")
+    out = mix([(one, 1.0), (two, 1.0)])
+    assert [(r["prompt_id"], r["labels"]) for r in out.table.to_pylist()] == [("x", [1, 1]), ("z", [1, 0])]
+    assert (out.notes["duplicates_merged"], out.notes["contradictory_pairs"]) == (1, 2)
+
+
 def test_a_fraction_keeps_whole_prompts_chosen_by_the_seed():
     big = snap("big", [pair(f"p{i}", f"c{i}-{k}", f"r{i}-{k}") for i in range(20) for k in range(2)]
                + [pair("q", "q1", "q2", "test")])

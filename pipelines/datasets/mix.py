@@ -9,7 +9,7 @@ rows) and its whole test split. Then the mixture is made safe to train on:
 * a prompt in any part's test split has no train rows (a held-out prompt never trains, whichever part holds it);
 * a row two parts both hold (the same prompt and responses, the same verdict) is kept once, from the first part;
 * a pair two parts orient oppositely (pairwise: chosen and rejected swapped; binary: the same completion labelled
-  both ways) is a contradiction: every copy is dropped.
+  both ways; steps: one solution's steps labelled differently) is a contradiction: every copy is dropped.
 
 The counts of each are in the manifest's notes, per part where they belong to one.
 """
@@ -34,14 +34,20 @@ ROW_KEYS: dict[str, tuple[str, ...]] = {
 """The ids that make two rows of a kind the same item (with the split and the prompt)."""
 
 
+SAYS = {"binary": "label", "steps": "labels"}
+"""What a row of a kind says about its item, which another part may contradict."""
+
+
 def _item(kind: str, row: dict[str, Any]) -> tuple[tuple[Any, ...], Any]:
     """(what the row is about, what it says about it): a pair's two responses in either order and which won; a
-    binary completion and its label; otherwise the row's ids, saying nothing that could contradict."""
+    binary completion and its label; a solution and its step labels; otherwise the row's ids, saying nothing that
+    could contradict."""
     if kind == "pairwise":
         a, b = row["chosen_id"], row["rejected_id"]
         return (row["split"], row["prompt_id"], min(a, b), max(a, b)), a
     ids = tuple(tuple(v) if isinstance(v := row[k], list) else v for k in ROW_KEYS[kind])
-    return (row["split"], row["prompt_id"], *ids), row["label"] if kind == "binary" else None
+    says = row[SAYS[kind]] if kind in SAYS else None
+    return (row["split"], row["prompt_id"], *ids), tuple(says) if isinstance(says, list) else says
 
 
 def _sampled(snapshot: Snapshot, fraction: float, seed: int) -> set[str]:
