@@ -22,6 +22,7 @@ from pydantic import Field, field_validator, model_validator
 
 from annotation import waiting
 from annotation.configs import question_problem
+from annotation.mapping import THUMBS_ASPECT
 from flows.annotate import (
     AnnotatePullParams,
     AnnotatePushParams,
@@ -221,6 +222,9 @@ class RoundParams(FlowParams):
                              f"{self.feedback!r}")
         if self.annotation_questions is not None and (problem := question_problem(self.annotation_questions)):
             raise ValueError(problem)
+        if self.annotation_questions is not None and self.method == "kto" and self.feedback == "human":
+            raise ValueError("annotation_questions are asked of pairs: a KTO round with human feedback asks a thumbs "
+                             "up or down on each sample")
         if bool(self.ptx_dataset) != bool(self.ptx_coef):
             raise ValueError("PPO-ptx needs both ptx_dataset (an sft dataset) and ptx_coef > 0")
         return self
@@ -434,7 +438,10 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
     kind, dataset = "pairwise", f"{params.round}-pairs"
-    if params.method != "dpo" and params.feedback == "verifier":
+    if _thumbs(params):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
+        kind, dataset = "binary", f"{params.round}-thumbs"
+        options = {"origin": "thumbs", "rounds": [params.round], "sources": ["human"], "aspect": THUMBS_ASPECT}
+    elif params.method != "dpo" and params.feedback == "verifier":
         # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair): its
         # outcomes, pass or fail, carry every sampled prompt; KTO learns from each sample's own outcome
         kind, dataset = "binary", f"{params.round}-outcomes"
@@ -524,21 +531,29 @@ def _trainer_judge(params: RoundParams, judge_model: str) -> dict[str, Any]:
     return out
 
 
+def _thumbs(params: RoundParams) -> bool:
+    """A KTO round with people's feedback: they give each sample a thumbs up or down (binary tasks), not pairs."""
+    return params.method == "kto" and params.feedback == "human"
+
+
 def human_feedback(params: RoundParams, timed: Any) -> dict[str, Any]:
-    """Send the round's pairs to Label Studio (no task twice), wait for the quota as ``human_wait`` says, and pull
-    the annotations. ``status`` is "labelled" when the quota was met and the labels are in the warehouse."""
+    """Send the round's pairs (a KTO round's samples, for thumbs up or down) to Label Studio (no task twice), wait
+    for the quota as ``human_wait`` says, and pull the annotations. ``status`` is "labelled" when the quota was met
+    and the labels are in the warehouse."""
     where = LabelStudioParams(label_studio_url=params.label_studio_url, token_secret=params.label_studio_token_secret,
                               db=params.path())
     ls = where.model_dump()
+    kind = "binary" if _thumbs(params) else "pairwise"
     pushed = timed("push", annotate_push, AnnotatePushParams(
-        kind="pairwise", round=params.round, sample=params.human_sample, seed=params.seed,
+        kind=kind, round=params.round, sample=params.human_sample, seed=params.seed,
         strategy="random" if params.feedback == "human" else "inconsistent", questions=params.annotation_questions,
         overlap=params.annotation_overlap, instructions=params.annotation_instructions, **ls))
     client = label_studio(where)
-    project_id = round_project_id(client, params.round, "pairwise")
+    project_id = round_project_id(client, params.round, kind)
     progress = count_done(client, project_id)
     if not progress.total:
-        raise AlignloopError(f"round {params.round}: no pairs to send to Label Studio (samples identical?)")
+        raise AlignloopError(f"round {params.round}: nothing to send to Label Studio"
+                             + (" (samples identical?)" if kind == "pairwise" else ""))
     quota = min(params.human_quota or progress.total, progress.total)
     t0 = time.perf_counter()
     done = _wait_for_quota(params, client, project_id, quota, progress.done)

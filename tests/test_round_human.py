@@ -73,3 +73,27 @@ def test_polling_round_times_out_cleanly_then_resumes_when_annotators_finish(set
     assert count_done.calls >= 2
     assert scalar(w, "SELECT count(*) FROM comparisons WHERE source = 'human' AND round_id = ?", "h2") == PROMPTS
     assert sum(done["dataset"]["rows"].values()) == PROMPTS
+
+
+def test_a_kto_round_asks_people_for_a_thumbs_up_or_down_on_each_sample(setup, monkeypatch):
+    from annotation import push
+    from annotation.configs import config_for
+    from tests.fixtures_annotation import choice
+
+    tmp, policy, ls = setup
+    monkeypatch.setenv("LABEL_STUDIO_URL", ls.url)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", ls.token)
+    w = tmp / "w.duckdb"
+    first = round_flow(human_round_params(tmp, policy, "t1", method="kto", human_wait="stop"))
+    assert first["status"] == "waiting_for_labels" and first["human"]["tasks"] == 2 * PROMPTS  # n=2 samples each
+    client = connect(ls.url, ls.token)
+    project = client.get_or_create_project(push.project_title("t1", "binary"), config_for("binary"))
+    tasks = sorted(client.list_tasks(project.id), key=lambda t: t.id)
+    for i, task in enumerate(tasks):  # every other sample good
+        client.create_annotation(task.id, [choice("thumbs", "response", "good" if i % 2 == 0 else "bad")])
+    second = round_flow(human_round_params(tmp, policy, "t1", method="kto", human_wait="stop"))
+    assert second["feedback"]["human"]["status"] == "labelled"
+    assert scalar(w, "SELECT count(*) FROM annotation_tasks WHERE kind = 'binary' AND round_id = 't1'") == 2 * PROMPTS
+    assert scalar(w, "SELECT count(*) FROM ratings WHERE source = 'human' AND round_id = 't1'") == 2 * PROMPTS
+    assert second["dataset"]["id"] == "t1-thumbs@v1" and sum(second["dataset"]["rows"].values()) == 2 * PROMPTS
+    assert scalar(w, "SELECT method FROM training_runs WHERE round_id = 't1'") == "kto"
