@@ -18,7 +18,7 @@ from typing import Any, Literal
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from annotation import waiting
 from annotation.configs import question_problem
@@ -117,9 +117,12 @@ class RoundParams(FlowParams):
                                                            "(reward units): keep each with probability exp((reward "
                                                            "- best) / rso_beta), then pairs among the kept, up to "
                                                            "max_pairs_per_prompt (empty: best over worst).")
-    method: Literal["dpo", "kto", "ppo", "grpo", "rloo", "online_dpo"] = Field(
+    method: Literal["dpo", "kto", "listwise", "ppo", "grpo", "rloo", "online_dpo"] = Field(
         "dpo", description="dpo: iterative DPO on the round's pairs; kto: KTO on unpaired rows (with feedback "
-                           "verifier each sample's own pass or fail, else the pairs split in two); ppo, grpo, rloo, "
+                           "verifier each sample's own pass or fail, with human people's thumbs, else the pairs "
+                           "split in two); listwise: each prompt's n samples ranked (the AI judge's listwise "
+                           "ranking or the reward model's scores) for a list loss (loss lipo by default, rrhf, "
+                           "pro, ...); ppo, grpo, rloo, "
                            "online_dpo: online training on "
                            "the round's prompts, scored as it samples by what gives the round's feedback: "
                            "reward_model (feedback reward_model) or the verifier (feedback verifier). loss is dpo's "
@@ -201,8 +204,12 @@ class RoundParams(FlowParams):
         if self.replay_rounds and self.method in ONLINE:
             raise ValueError(f"replay_rounds adds earlier rounds' feedback to an offline method's: needs method "
                              f"'dpo' or 'kto', not {self.method!r}")
-        if self.loss != "dpo" and self.method not in ("dpo", "online_dpo"):
-            raise ValueError(f"loss is dpo's and online_dpo's: method {self.method!r} has its own")
+        self._loss_fits()
+        if self.method == "listwise" and self.feedback not in ("ai_judge", "reward_model"):
+            raise ValueError(f"method 'listwise' ranks each prompt's samples: needs feedback 'ai_judge' (its "
+                             f"listwise ranking) or 'reward_model' (its scores), not {self.feedback!r}")
+        if self.method == "listwise" and self.judge_aspect != "overall":
+            raise ValueError("judge_aspect: rankings carry no aspect; a listwise round ranks overall")
         if self.stages > 1 and self.method != "dpo":
             raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
                              f"{self.method!r}")
@@ -249,15 +256,21 @@ class RoundParams(FlowParams):
             raise ValueError(f"method {self.method!r} rates samples inside the trainer, which reads the judge's key "
                              "from $OPENAI_API_KEY: set it in the worker's environment, not judge_api_key_secret")
 
-    @field_validator("loss")
-    @classmethod
-    def _pairwise_loss(cls, loss: str) -> str:
-        """An unknown or non-pairwise loss fails here (in the form, before any generation), not at training."""
+    def _loss_fits(self) -> None:
+        """An unknown loss, or one of the wrong kind for the method, fails here (in the form, before any
+        generation), not at training; a listwise round left at the default loss takes lipo."""
         from trainers.losses import get_loss
 
-        if get_loss(loss).data != "pairs":
-            raise ValueError(f"loss {loss!r} is not pairwise; the round trains on preference pairs")
-        return loss
+        if self.method == "listwise" and self.loss == "dpo":
+            self.loss = "lipo"
+        if self.method not in ("dpo", "online_dpo", "listwise"):
+            if self.loss != "dpo":
+                raise ValueError(f"loss is dpo's, online_dpo's and listwise's: method {self.method!r} has its own")
+            return
+        want = "lists" if self.method == "listwise" else "pairs"
+        if (got := get_loss(self.loss).data) != want:
+            raise ValueError(f"loss {self.loss!r} takes {got}; method {self.method!r} trains on "
+                             f"{'ranked lists' if want == 'lists' else 'preference pairs'}")
 
 
 def _after(name: str) -> str:
@@ -400,10 +413,14 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         raise AlignloopError(f"round {params.round}: no training prompts to sample"
                              + (" that no other round has used (fresh_prompts); import more prompts"
                                 if params.fresh_prompts else "; import prompts first"))
-    if params.feedback == "verifier":
+    if params.method == "listwise" and params.feedback == "ai_judge":  # each prompt's samples ranked together
+        fb = timed("feedback", judge, JudgeParams(kind="listwise", round=params.round, group_size=params.n,
+                                                  **_judge_engine(params, judge_model), db=path))
+        options: dict[str, Any] = {"origin": "rankings", "rounds": [params.round], "sources": ["ai"]}
+    elif params.feedback == "verifier":
         fb = timed("feedback", judge, JudgeParams(kind="binary", round=params.round,
                                                   judge=f"verifier:{params.verifier}", db=path))
-        options: dict[str, Any] = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
+        options = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
                                    "max_pairs_per_prompt": params.max_pairs_per_prompt,
                                    "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
     elif params.feedback == "reward_model" or params.method in ONLINE:  # online: what scores the samples in training
@@ -438,7 +455,11 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
     kind, dataset = "pairwise", f"{params.round}-pairs"
-    if _thumbs(params):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
+    if params.method == "listwise":  # every sample of a prompt in one ranked list
+        kind, dataset = "listwise", f"{params.round}-lists"
+        options = {"k": params.n, **{k: v for k, v in options.items() if k not in ("pairing", "rso_beta", "rso_seed",
+                                                                                     "max_pairs_per_prompt")}}
+    elif _thumbs(params):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
         kind, dataset = "binary", f"{params.round}-thumbs"
         options = {"origin": "thumbs", "rounds": [params.round], "sources": ["human"], "aspect": THUMBS_ASPECT}
     elif params.method != "dpo" and params.feedback == "verifier":
@@ -455,6 +476,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         method=params.method, dataset=dataset, base=policy, reference=reference,
         **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
         **({"beta": params.beta} if params.method == "kto" else {}),
+        **({"loss": params.loss, "beta": params.beta} if params.method == "listwise" else {}),
         **({"stages": params.stages} if params.stages > 1 else {}),
         **(_online(params, judge_model) if params.method in ONLINE else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,

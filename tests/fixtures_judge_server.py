@@ -1,8 +1,9 @@
 """An OpenAI-compatible chat endpoint on 127.0.0.1 whose verdicts follow a rule, to run the platform's judges through
 the real ``openai`` client over HTTP where a served model's verdicts would be noise (a tiny random model's are):
-the shorter answer wins a comparison, and an answer of c characters is rated ``9 - c // 4`` (at least 0). With
-``logprobs`` asked for, the top log-probabilities put 0.9 on that verdict (pairwise) or spread it over the digit and
-its neighbours (ratings); ``RuleJudge.logprobs = False`` answers without them, as ``transformers serve`` does.
+the shorter answer wins a comparison (a ranking lists them shortest first), and an answer of c characters is rated
+``9 - c // 4`` (at least 0). With ``logprobs`` asked for, the top log-probabilities put 0.9 on that verdict
+(pairwise) or spread it over the digit and its neighbours (ratings); ``RuleJudge.logprobs = False`` answers without
+them, as ``transformers serve`` does.
 
     from tests.fixtures_judge_server import RuleJudge, rule_judge, shorter_wins
 """
@@ -20,7 +21,7 @@ from typing import ClassVar
 
 import pytest
 
-ANSWER = re.compile(r"\[\[\[BEGIN ANSWER( [AB])?\]\]\]\n(.*?)\n\[\[\[END ANSWER", re.DOTALL)
+ANSWER = re.compile(r"\[\[\[BEGIN ANSWER( [A-Z])?\]\]\]\n(.*?)\n\[\[\[END ANSWER", re.DOTALL)
 
 
 def shorter_wins(a: str, b: str) -> str:
@@ -35,6 +36,8 @@ def rule_rating(answer: str) -> int:
 def _verdict(content: str) -> tuple[str, dict[str, float]]:
     """The reply's text and its top log-probabilities."""
     answers = {(tag or "").strip(): text for tag, text in ANSWER.findall(content)}
+    if "Rank all answers" in content:  # listwise: the letters, shortest answer first
+        return " > ".join(sorted(answers, key=lambda k: (len(answers[k]), k))), {}
     if "A" in answers and "B" in answers:
         v = shorter_wins(answers["A"], answers["B"])
         if v == "tie":

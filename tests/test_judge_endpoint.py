@@ -153,6 +153,26 @@ def test_a_kto_round_trains_on_its_pairs_split_into_desirable_and_undesirable_an
         assert con.execute("SELECT method FROM training_runs").fetchall() == [("kto",)]
 
 
+def test_a_listwise_round_trains_a_list_loss_on_each_prompts_samples_ranked_at_the_endpoint(tmp_path,
+                                                                                             prefect_harness,
+                                                                                             rule_judge):  # noqa: F811
+    policy = seed_human_round(tmp_path)
+    out = round_flow(RoundParams(round="l1", policy=str(policy), method="listwise", win_rate=False, **round_params(
+        tmp_path, judge_base_url=rule_judge, n=3)))
+    snapshot = Path(out["dataset"]["path"])
+    manifest = json.loads((snapshot / "manifest.json").read_text())
+    assert (manifest["kind"], manifest["name"], manifest["params"]["config"]["k"]) == ("listwise", "l1-lists", 3)
+    lists = pq.read_table(snapshot / "train.parquet", columns=["completions"]).to_pylist()
+    assert len(lists) == PROMPTS
+    for row in lists:  # best first: the judge's rule, shortest first, under every order it was shown
+        lengths = [len(quoted(t)) for t in row["completions"]]
+        assert lengths == sorted(lengths)
+    with db.connect(tmp_path / "w.duckdb") as con:
+        run = con.execute("SELECT method, config->>'loss' FROM training_runs").fetchall()
+        judged = con.execute("SELECT count(*) FROM rankings WHERE round_id = 'l1'").fetchone()[0]
+    assert run == [("listwise", "lipo")] and judged == PROMPTS
+
+
 def test_kto_reads_a_rounds_pairwise_options_as_a_binary_build_of_those_pairs():
     from flows.round import unpaired
     from pipelines.datasets.config import parse_options
@@ -189,7 +209,10 @@ def test_a_round_without_the_judge_endpoint_stops_before_it_generates(tmp_path, 
     ({"method": "grpo", "judge_backend": "openai", "judge_model": "m", "judge_api_key_secret": "k"},
      "reads the judge's key from \\$OPENAI_API_KEY"),
     ({"method": "grpo", "replay_rounds": 1}, "replay_rounds adds earlier rounds' feedback to an offline method's"),
-    ({"method": "kto", "loss": "ipo"}, "loss is dpo's and online_dpo's: method 'kto' has its own"),
+    ({"method": "kto", "loss": "ipo"}, "loss is dpo's, online_dpo's and listwise's: method 'kto' has its own"),
+    ({"method": "listwise", "loss": "ipo"}, "loss 'ipo' takes pairs; method 'listwise' trains on ranked lists"),
+    ({"method": "dpo", "loss": "lipo"}, "loss 'lipo' takes lists; method 'dpo' trains on preference pairs"),
+    ({"method": "listwise", "feedback": "verifier"}, "method 'listwise' ranks each prompt's samples: needs feedback"),
     ({"method": "kto", "cost_model": "m"}, "needs method ppo, grpo, rloo or online_dpo, not 'kto'"),
 ])
 def test_round_refuses_a_judge_engine_it_cannot_use(fields, message):
