@@ -202,3 +202,18 @@ def test_an_online_round_with_an_ai_judge_is_direct_rlaif(tmp_path, prefect_harn
     assert runs == [("grpo", str(policy), f"llm:{policy}")]
     assert ratings == (PROMPTS * 3, True, 9.0, True) and kinds == [("pairwise",)]
     assert ":rating_digit@" in out["feedback"]["judge"]
+
+
+def test_a_listwise_round_ranks_each_prompts_samples_by_the_reward_model(tmp_path, prefect_harness):
+    policy = seed_human_round(tmp_path)
+    rm = _reward_model(policy, tmp_path / "rm")
+    out = round_flow(RoundParams(**{**_params(tmp_path, policy, "lw1", rm).model_dump(), "method": "listwise",
+                                    "loss": "rrhf"}))
+    lists = pq.read_table(f"{out['dataset']['path']}/train.parquet").to_pylist()
+    with db.connect(str(tmp_path / "w.duckdb")) as con:
+        scores = dict(con.execute("SELECT response_id, score FROM ratings WHERE round_id = 'lw1'").fetchall())
+        run = con.execute("SELECT method, config->>'loss' FROM training_runs").fetchall()
+    assert len(lists) == PROMPTS and run == [("listwise", "rrhf")]
+    for row in lists:  # the prompt's three samples, best scored first
+        assert row["scores"] == sorted(row["scores"], reverse=True) and len(row["completion_ids"]) == 3
+        assert [scores[i] for i in row["completion_ids"]] == pytest.approx(row["scores"])
