@@ -421,8 +421,8 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         fb = timed("feedback", judge, JudgeParams(kind="binary", round=params.round,
                                                   judge=f"verifier:{params.verifier}", db=path))
         options = {"origin": "verifier", "rounds": [params.round], "pairing": "all",
-                                   "max_pairs_per_prompt": params.max_pairs_per_prompt,
-                                   "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
+                   "max_pairs_per_prompt": params.max_pairs_per_prompt,
+                   "aspect": fb.get("aspect") or _verifier_aspect(params.verifier)}
     elif params.feedback == "reward_model" or params.method in ONLINE:  # online: what scores the samples in training
         rm = params.feedback == "reward_model"  # else direct RLAIF: the AI judge's expected 0-9 rating
         fb = timed("feedback", judge, JudgeParams(kind="rating", round=params.round, judge=f"rm:{params.reward_model}",
@@ -474,9 +474,8 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
     ds = timed("dataset", build_dataset, BuildDatasetParams(kind=kind, name=dataset, options=options, db=path))
     tr = timed("train", train, TrainParams(
         method=params.method, dataset=dataset, base=policy, reference=reference,
-        **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo") else {}),
-        **({"beta": params.beta} if params.method == "kto" else {}),
-        **({"loss": params.loss, "beta": params.beta} if params.method == "listwise" else {}),
+        **({"loss": params.loss, "beta": params.beta} if params.method in ("dpo", "online_dpo", "listwise") else
+           {"beta": params.beta} if params.method == "kto" else {}),
         **({"stages": params.stages} if params.stages > 1 else {}),
         **(_online(params, judge_model) if params.method in ONLINE else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
