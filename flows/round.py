@@ -267,9 +267,9 @@ class RoundParams(FlowParams):
             if self.loss != "dpo":
                 raise ValueError(f"loss is dpo's, online_dpo's and listwise's: method {self.method!r} has its own")
             return
-        want = "lists" if self.method == "listwise" else "pairs"
+        want, what = ("lists", "listwise") if self.method == "listwise" else ("pairs", "pairwise")
         if (got := get_loss(self.loss).data) != want:
-            raise ValueError(f"loss {self.loss!r} takes {got}; method {self.method!r} trains on "
+            raise ValueError(f"loss {self.loss!r} is not {what} (it takes {got}); method {self.method!r} trains on "
                              f"{'ranked lists' if want == 'lists' else 'preference pairs'}")
 
 
