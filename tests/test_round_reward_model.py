@@ -162,7 +162,7 @@ def test_an_online_round_learns_from_its_verifier_as_it_samples(tmp_path, prefec
     ptx = {"ptx_dataset": str(demos), "ptx_coef": 0.5} if method == "grpo" else {}
     params = _params(tmp_path, policy, "rlvr1", policy).model_copy(update={
         "method": method, "feedback": "verifier", "reward_model": None, "verifier": "short_on_topic:6",
-        "dynamic_sampling": True, "loss": "ipo", "beta": 0.3, **ptx})
+        "dynamic_sampling": True, "beta": 0.3, **ptx, **({"loss": "ipo"} if method == "online_dpo" else {})})
     out = round_flow(params)
     db_file = tmp_path / "w.duckdb"
     with db.connect(str(db_file)) as con:
