@@ -16,13 +16,12 @@ from typing import Any, Literal
 from prefect import flow, task
 from pydantic import Field
 
-from flows.params import FlowParams
+from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
 from pipelines import generate as gen
 from pipelines.backends import Sampling, make_backend
 from pipelines.evaluation import text_stats, win_rate
 from pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
 from pipelines.judges.run import load_responses, make_judge
-from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from pipelines.models import register_model, resolve_model
 from pipelines.verifiers import get_verifier, rate
 from warehouse import db
@@ -48,12 +47,9 @@ class EvaluateParams(FlowParams):
     judge_backend: Literal["transformers", "openai"] = Field("transformers", description="Win-rate judge's engine "
                                                                                          "(openai: any endpoint, "
                                                                                          "e.g. vllm serve).")
-    judge_base_url: str | None = Field(None, description="The judge's OpenAI-compatible endpoint (judge_backend "
-                                                         "openai); default $ALIGNLOOP_OPENAI_BASE_URL.")
-    judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "
-                                                               "key; default $OPENAI_API_KEY.")
-    principles: list[str] = Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description="What the win-rate "
-                                                                                               "judge weighs.")
+    judge_base_url: JudgeBaseUrl = None
+    judge_api_key_secret: JudgeKeySecret = None
+    principles: Principles
     reward_model: str | None = Field(None, description="Reward model folder (`train reward`, or a PRM from `train "
                                                        "prm`): the mean score of the held-out answers "
                                                        "(heldout_reward) and, with previous_round, how often this "

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from pydantic import Field
 
-from flows.params import FlowParams, secret_value
+from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles, secret_value
 from pipelines.judges import report as quality
 from pipelines.judges import run
 from pipelines.judges.calls import CallPolicy
@@ -30,13 +30,10 @@ class JudgeParams(FlowParams):
     judge: str = Field("default", description="Judge model ('default', a folder, an API model), "
                                               "'verifier:NAME' (rule) or 'rm:FOLDER' (reward model; a PRM also labels steps).")
     backend: Literal["transformers", "vllm", "openai"] = Field("transformers", description="Judge engine.")
-    base_url: str | None = Field(None, description="OpenAI-compatible endpoint (openai backend); default "
-                                                   "$ALIGNLOOP_OPENAI_BASE_URL.")
-    api_key_secret: str | None = Field(None, description="Name of a Prefect Secret block holding the API key "
-                                                          "(openai backend); default $OPENAI_API_KEY.")
+    base_url: JudgeBaseUrl = None
+    api_key_secret: JudgeKeySecret = None
     limit: int | None = Field(None, ge=1, description="Judge at most this many new items.")
-    principles: list[str] = Field(default_factory=lambda: ["helpful", "harmless", "honest"],
-                                  description="Principle names (helpful, harmless, honest) or sentences.")
+    principles: Principles
     mode: Literal["auto", "logprobs", "text"] = Field("auto", description="Verdicts from token log-probs or text.")
     tie_band: float = Field(0.05, ge=0, lt=0.5, description="Pairwise: |prob_a - 0.5| <= band is a tie.")
     disagreement: Literal["tie", "drop", "first"] = Field("tie", description="Text verdicts: when the two orders "

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
+from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from warehouse.errors import InputError
 
 T = TypeVar("T")
+
+JudgeBaseUrl = Annotated[str | None, Field(description="The judge's OpenAI-compatible endpoint (openai engine); "
+                                                       "default $ALIGNLOOP_OPENAI_BASE_URL.")]
+"""A form's field for an AI judge's endpoint (the judge, round and evaluate flows)."""
+JudgeKeySecret = Annotated[str | None, Field(description="Name of a Prefect Secret block holding the judge "
+                                                         "endpoint's key (openai engine); default $OPENAI_API_KEY.")]
+"""A form's field for the Secret block of an AI judge's key: its name travels, never the key."""
+Principles = Annotated[list[str], Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description=(
+    "What the AI judge weighs: principle names (helpful, harmless, honest) or sentences (a constitution)."))]
+"""A form's field for what an AI judge weighs."""
 
 
 class FlowParams(BaseModel):

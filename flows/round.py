@@ -38,11 +38,10 @@ from flows.build_dataset import BuildDatasetParams, build_dataset
 from flows.evaluate import RM_FIGURES, EvaluateParams, check_heldout, evaluate
 from flows.generate import GenerateParams, generate
 from flows.judge import JudgeParams, judge
-from flows.params import FlowParams
+from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
 from flows.train import TrainParams, train
 from pipelines.evaluation import StoppingRule
 from pipelines.judges.reward_model import check_reward_model
-from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from pipelines.models import resolve_model
 from warehouse import db
 from warehouse.errors import AlignloopError
@@ -89,12 +88,9 @@ class RoundParams(FlowParams):
                                     "llama.cpp's server), judge_model then the served model's name. A vLLM judge is "
                                     "served beside the round (vllm serve), not loaded in it: the round trains on "
                                     "the same GPU.")
-    judge_base_url: str | None = Field(None, description="The judge's endpoint (judge_backend openai); default "
-                                                         "$ALIGNLOOP_OPENAI_BASE_URL.")
-    judge_api_key_secret: str | None = Field(None, description="Prefect Secret block holding the judge endpoint's "
-                                                               "key; default $OPENAI_API_KEY.")
-    principles: list[str] = Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description=(
-        "What the AI judge weighs: principle names (helpful, harmless, honest) or sentences (a constitution)."))
+    judge_base_url: JudgeBaseUrl = None
+    judge_api_key_secret: JudgeKeySecret = None
+    principles: Principles
     judge_aspect: str = Field("overall", min_length=1, description=(
         "feedback ai_judge: what its verdicts judge (e.g. harmlessness, with principles that say what it weighs), "
         "stored as that aspect; the round's dataset reads it."))
