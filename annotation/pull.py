@@ -205,10 +205,15 @@ def store(con: duckdb.DuckDBPyConnection, plan: PullPlan) -> Written:
     return Written(*({k: v for k, v in counts.items() if v} for counts in (inserted, replaced, removed)))
 
 
-def label_configs(client: LabelStudioClient, projects: Iterable[int]) -> dict[int, str]:
-    """The labeling config of each of these projects that Label Studio still has."""
-    wanted = set(projects)
-    return {p.id: p.label_config for p in client.list_projects() if p.id in wanted and p.label_config}
+def fetch(client: LabelStudioClient, projects: Iterable[int]
+          ) -> tuple[dict[int, list[ExportedAnnotation]], dict[int, set[int]], dict[int, str]]:
+    """What :func:`collect` reads of Label Studio, per project: its annotations, the ids of its tasks that still
+    exist, and its labeling config (the questions it asks; absent for a project Label Studio no longer has)."""
+    wanted = sorted(set(projects))
+    exported = {p: client.export_annotations(p) for p in wanted}
+    live = {p: {t.id for t in client.list_tasks(p)} for p in wanted}
+    configs = {p.id: p.label_config for p in client.list_projects() if p.id in exported and p.label_config}
+    return exported, live, configs
 
 
 def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -> PullSummary:
@@ -218,9 +223,8 @@ def pull(db_path: str, client: LabelStudioClient, round_id: str | None = None) -
         item_ids = sorted({i for t in sent for i in t.item_ids})
         known = {r[0] for r in con.execute(db.query("annotation_known_responses"), {"ids": item_ids}).fetchall()}
     projects = sorted({t.project_id for t in sent})
-    exported = {p: client.export_annotations(p) for p in projects}
-    live = {p: {t.id for t in client.list_tasks(p)} for p in projects}
-    plan = collect(sent, exported, live, known, label_configs(client, projects))
+    exported, live, configs = fetch(client, projects)
+    plan = collect(sent, exported, live, known, configs)
     with db.connect(db_path) as con:
         written = store(con, plan)
     return PullSummary.of(projects, plan, written)

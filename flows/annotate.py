@@ -116,9 +116,7 @@ def send_tasks(client: LabelStudioClient, request: push.PushRequest, tasks: list
 @task(name="label-studio-export", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)
 def export_projects(client: LabelStudioClient, project_ids: list[int]) -> tuple[dict, dict, dict]:
     """Each project's annotations, live task ids and labeling config."""
-    exported = {p: client.export_annotations(p) for p in project_ids}
-    live = {p: {t.id for t in client.list_tasks(p)} for p in project_ids}
-    return exported, live, pulling.label_configs(client, project_ids)
+    return pulling.fetch(client, project_ids)
 
 
 @task(name="label-studio-count-done", cache_policy=NO_CACHE, persist_result=False, retries=2, retry_delay_seconds=5)

@@ -100,11 +100,11 @@ def mix(parts: Sequence[tuple[Snapshot, float]], seed: int = 0) -> BuildResult:
                                           "test_rows": len(test)}
         rows += kept + test
         origin += [snapshot.manifest.id] * (len(kept) + len(test))
+    items = [_item(kind, row) for row in rows]
     first: dict[tuple[Any, ...], tuple[int, Any]] = {}
     contradicted: set[tuple[Any, ...]] = set()
     duplicates = 0
-    for i, row in enumerate(rows):
-        item, says = _item(kind, row)
+    for i, (item, says) in enumerate(items):
         if item not in first:
             first[item] = (i, says)
         elif first[item][1] != says:
@@ -115,8 +115,8 @@ def mix(parts: Sequence[tuple[Snapshot, float]], seed: int = 0) -> BuildResult:
     if not any(rows[i]["split"] == "train" for i in keep):
         raise InputError(f"the mixture of {', '.join(per_part)} has no train rows left (held-out prompts and "
                          "contradictions removed them all)")
-    contradictions = sum(1 for r in rows if _item(kind, r)[0] in contradicted)
-    keep.sort(key=lambda i: (rows[i]["split"] != "train", str(_item(kind, rows[i])[0])))  # train first, then by item
+    contradictions = sum(1 for item, _ in items if item in contradicted)
+    keep.sort(key=lambda i: (rows[i]["split"] != "train", str(items[i][0])))  # train first, then by item
     table = pa.Table.from_pylist([rows[i] for i in keep], schema=SCHEMAS[kind])
     by_part: dict[str, int] = {}
     for i in keep:
