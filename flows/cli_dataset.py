@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
+from pipelines.datasets.card import note_text, source_line
 from pipelines.datasets.config import option_help, parse_options
 from pipelines.datasets.export import FORMATS, export_snapshot
 from pipelines.datasets.lint import LintOptions, lint
@@ -39,30 +40,13 @@ def _table(title: str, rows: list[tuple[str, str]]) -> Table:
     return t
 
 
-def _source_line(counts: dict[str, Any]) -> str:
-    """``ratings: 24 rows (rule 24)`` from the manifest's source counts."""
-    by = counts.get("by_source") or {}
-    mix = f" ({', '.join(f'{k} {v:,}' for k, v in by.items())})" if by else ""
-    return f"{counts.get('table', '?')}: {counts.get('rows', 0):,} rows{mix}"
-
-
-def _note(value: Any) -> str:
-    """A note as a line: a mapping as ``key=value`` pairs, a mapping of mappings (a mixture's parts) as
-    ``a@v1: fraction=1.0, ...; b@v1: ...``."""
-    if not isinstance(value, dict):
-        return str(value)
-    if value and all(isinstance(v, dict) for v in value.values()):
-        return "; ".join(f"{k}: {_note(v)}" for k, v in value.items())
-    return ", ".join(f"{k}={v}" for k, v in value.items())
-
-
 def _show(m: Manifest, path: Path) -> None:
     console.print(_table(f"{m.id} ({m.kind}, {m.builder})", [
         ("path", str(path)), ("rows", ", ".join(f"{k}={v}" for k, v in m.row_counts.items())),
         ("content hash", m.content_hash[:16]), ("created", m.created_at),
-        ("source", _source_line(m.source_counts)),
+        ("source", source_line(m.source_counts)),
         ("rows after each stage", " -> ".join(f"{k} {v}" for k, v in m.stage_counts.items())),
-        *[(k, "n/a (nothing to measure)" if v is None else _note(v)) for k, v in m.notes.items()],
+        *[(k, "n/a (nothing to measure)" if v is None else note_text(v)) for k, v in m.notes.items()],
         ("lint", ", ".join(f"{k}={v}" for k, v in m.lint.get("counts", {}).items())),
     ]))
     shown = {*m.notes, "splits"}  # already in the table above

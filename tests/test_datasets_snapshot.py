@@ -115,6 +115,37 @@ def test_jsonl_parquet_and_openrlhf_exports(wh: Wh, tmp_path):
     assert {"prompt", "response", "label", "completion_id"} <= set(rows[0]) and len(rows) == snap.train.num_rows
 
 
+def test_exports_carry_a_dataset_card_that_hf_datasets_loads_by(wh: Wh, tmp_path, monkeypatch):
+    """Each export's README.md is a dataset card: its YAML header names each split's file, so
+    ``datasets.load_dataset(folder)`` reads the splits (and not the export's own JSON); the body carries the
+    content hash, the stage counts and the columns; the same snapshot gives the same card."""
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    seed(wh)
+    build_and_publish(wh.con, spec(), "prefs", tmp_path / "s")
+    snap = load_snapshot("prefs", root=tmp_path / "s")
+    m = snap.manifest
+    for fmt in ("jsonl", "parquet", "openrlhf", "trl"):
+        export_snapshot(snap, fmt, tmp_path / fmt)
+        card = (tmp_path / fmt / "README.md").read_text()
+        assert card.startswith("---\npretty_name: \"prefs@v1\"\n") and m.content_hash in card
+        assert "require_consistent 12 -> merge_duplicates 12" in card and "- `ties` = `\"drop\"`" in card
+        if fmt == "trl":  # a save_to_disk folder: no data files to name, still read by load_from_disk
+            assert "configs:" not in card and "load_from_disk" in card
+            assert datasets.load_from_disk(str(tmp_path / fmt))["train"].num_rows == snap.train.num_rows
+            continue
+        loaded = datasets.load_dataset(str(tmp_path / fmt), cache_dir=str(tmp_path / "hf" / fmt))
+        assert set(loaded) == {"train", "test"}
+        back = read_export(tmp_path / fmt)
+        for split in ("train", "test"):
+            assert loaded[split]["chosen_id"] == back[split]["chosen_id"].to_pylist()
+        assert f"`{back['train'].column_names[0]}`, `{back['train'].column_names[1]}`" in card
+    export_snapshot(snap, "jsonl", tmp_path / "again")
+    assert (tmp_path / "again" / "README.md").read_bytes() == (tmp_path / "jsonl" / "README.md").read_bytes()
+
+
 def test_steps_export_maps_labels_by_recorded_rule(wh: Wh, tmp_path):
     p = wh.prompt("Solve it")
     r = wh.response(p, "sol", steps=["a", "b", "c"])
@@ -127,6 +158,8 @@ def test_steps_export_maps_labels_by_recorded_rule(wh: Wh, tmp_path):
         t = read_export(tmp_path / "trl")["train"]
         assert t["labels"].to_pylist() == [expect] and t["completions"].to_pylist() == [["a", "b", "c"]]
         assert t["raw_labels"].to_pylist() == [[1, 0, -1]]
+        assert f"Label rule (the warehouse keeps -1 / 0 / +1): {res.label_rule}." in (
+            tmp_path / "trl" / "README.md").read_text()
     with pytest.raises(AlignloopError, match="openrlhf export supports"):
         export_snapshot(snap, "openrlhf", tmp_path / "x")
 

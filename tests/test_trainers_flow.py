@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import re
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -73,11 +74,17 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
         [(method, cfg, status, out_model)] = con.execute(
             "SELECT method, config, status, output_model_id FROM training_runs").fetchall()
         assert (method, json.loads(cfg)["loss"], status) == ("dpo", "ipo", "finished")
-        [(parent,)] = con.execute("SELECT parent_id FROM models WHERE id = ?", [out_model]).fetchall()
+        [(parent, out_uri)] = con.execute("SELECT parent_id, uri FROM models WHERE id = ?", [out_model]).fetchall()
         [(base_uri,)] = con.execute("SELECT uri FROM models WHERE id = ?", [parent]).fetchall()
         assert base_uri == str(tiny_model_dir)
         [(steps,)] = con.execute("SELECT count(DISTINCT step) FROM training_metrics WHERE name = 'loss'").fetchall()
         assert steps == 2
+    # the model folder's card: the run, its loss, dataset and held-out figures; where the run wrote is left out
+    card = (Path(out_uri) / "README.md").read_text()
+    assert "tags:\n- \"alignloop\"\n- \"dpo\"\n- \"ipo\"\n- \"policy\"\n" in card
+    assert f"| run | `{summary['run_id']}` |" in card and "| method | dpo (loss ipo) |" in card
+    assert "## Held-out evaluation" in card and "| eval/rewards/accuracies | " in card
+    assert '"max_steps": 2' in card and "output_dir" not in card and str(tmp_path) not in card
     again = train.fn(params.model_copy(update={"output_dir": str(tmp_path / "run2")}))
     # the same recipe in another folder is another run with its own record and model; the reference
     # log-probs (keyed by what they are computed from) are reused

@@ -317,6 +317,8 @@ def _learnt_reward_model(snap: Path, base: Path, out: Path, steps: int = 30) -> 
         lr=3e-3, max_steps=steps, batch_size=8, max_length=64, max_prompt_length=32, output_dir=str(out))),
         base_model_id=str(base))
     assert rm.run.meta["eval"]["eval/rewards/accuracies"] == 1.0
+    card = (rm.model_dir / "README.md").read_text()  # a reward model's card says how to load and read it
+    assert "pipeline_tag: text-classification" in card and "AutoModelForSequenceClassification" in card
     return rm.model_dir
 
 
@@ -412,6 +414,10 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
         assert {"reward", "kl", "policy_loss", "zero_std_groups"} <= names and "value_loss" not in names
         assert ("kl_loss" in names) == (method == "grpo")
         assert result.model.meta["method"] == method and result.plot is not None
+        card = (result.model_dir / "README.md").read_text()  # the model card: a policy, its run and reward model
+        assert card.startswith("---\nlibrary_name: transformers\npipeline_tag: text-generation\n")
+        assert f"# {method} on {result.model.meta['dataset']}" in card and f"`{result.run.id}`" in card
+        assert f'"reward_model": "{rm}"' in card
     seen = []
     real = ppo.group_advantages
     monkeypatch.setattr(ppo, "group_advantages", lambda *a, **kw: seen.append(kw) or real(*a, **kw))

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from trainers import config as cfgmod
+from trainers.card import model_card
 from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
 from trainers.evaluate import evaluate_split
 from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
@@ -356,7 +357,8 @@ _RECORDS = {"run": TrainingRun, "metrics": Metric, "model": Model, "evaluations"
 
 
 def _record_finished(out_dir: Path, rid: str, meta: dict[str, Any], result: TrainResult) -> None:
-    """Write ``run.json`` (the run's summary and every record it produced), then drop the Trainer checkpoints.
+    """Write the model's card (``model/README.md``) and ``run.json`` (the run's summary and every record it
+    produced), then drop the Trainer checkpoints.
 
     Once the model is saved and ``run.json`` is in place the run folder says everything about the run, so the final
     checkpoint (model again plus optimizer state: 1.6 GB for a 135M model in float32) is removed; running the same
@@ -367,6 +369,8 @@ def _record_finished(out_dir: Path, rid: str, meta: dict[str, Any], result: Trai
                "model": asdict(result.model), "evaluations": [asdict(e) for e in result.evaluations],
                "artifacts": [asdict(a) for a in result.artifacts],
                "plot": result.plot.name if result.plot else None, "truncation": result.truncation}
+    card = model_card(records["run"], records["model"], meta)
+    (result.model_dir / "README.md").write_text(card, encoding="utf-8")
     path = out_dir / "run.json"
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({"run_id": rid, **meta, "records": records}, indent=2, default=str))

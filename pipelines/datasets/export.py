@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipelines.datasets.card import dataset_card
 from pipelines.datasets.snapshot import SPLITS, Snapshot
 from warehouse.errors import AlignloopError, InputError
 from warehouse.snapshots import SCHEMAS
@@ -137,25 +138,30 @@ def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, st
     try:
         tmp.mkdir(parents=True)
         if fmt == "trl":
+            tables = {s: trl_table(snap.tables[s], kind, standard=standard, neutral=_neutral(snap)) for s in SPLITS}
+        elif fmt == "openrlhf":
+            tables = {s: openrlhf_table(snap.tables[s], kind, standard=standard) for s in SPLITS}
+        else:
+            tables = dict(snap.tables)
+        if fmt == "trl":
             import datasets
 
             datasets.disable_progress_bars()
-            parts = {s: datasets.Dataset(datasets.table.InMemoryTable(
-                trl_table(snap.tables[s], kind, standard=standard, neutral=_neutral(snap))))
-                for s in SPLITS if rows[s]}  # an empty split cannot be reloaded by datasets: left out
+            parts = {s: datasets.Dataset(datasets.table.InMemoryTable(tables[s]))
+                     for s in SPLITS if rows[s]}  # an empty split cannot be reloaded by datasets: left out
             datasets.DatasetDict(parts).save_to_disk(str(tmp))
-        else:
-            for s in SPLITS:
-                t = snap.tables[s]
-                if fmt == "parquet":
-                    pq.write_table(t, tmp / f"{s}.parquet")
-                elif fmt == "jsonl":
-                    _write_jsonl(t, tmp / f"{s}.jsonl")
-                else:
-                    _write_jsonl(openrlhf_table(t, kind, standard=standard), tmp / f"{s}.jsonl")
+        for s in SPLITS if fmt != "trl" else ():
+            if fmt == "parquet":
+                pq.write_table(tables[s], tmp / f"{s}.parquet")
+            else:
+                _write_jsonl(tables[s], tmp / f"{s}.jsonl")
         meta = {"dataset": snap.manifest.id, "kind": kind, "format": fmt, "standard": standard, "rows": rows,
                 "content_hash": snap.manifest.content_hash, "label_rule": label_rule}
         (tmp / "alignloop_export.json").write_text(json.dumps(meta, indent=2))
+        ext = {"parquet": "parquet", "jsonl": "jsonl", "openrlhf": "jsonl"}.get(fmt)
+        files = {s: f"{s}.{ext}" for s in SPLITS if ext and rows[s]}  # an empty split is left out of the card
+        card = dataset_card(snap, fmt, files, tables[SPLITS[0]].column_names, standard=standard, label_rule=label_rule)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         _commit(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
