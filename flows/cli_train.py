@@ -102,8 +102,11 @@ def train(
                                                         "its own answers) whose 0-9 rating of each answer is its "
                                                         "reward.")] = None,
     judge_base_url: Annotated[str | None, typer.Option(help="online methods: --judge-model is served at this "
-                                                            "OpenAI-compatible endpoint (key: $OPENAI_API_KEY), "
-                                                            "which must return log-probabilities.")] = None,
+                                                            "OpenAI-compatible endpoint (key: "
+                                                            "--judge-api-key-secret, else $OPENAI_API_KEY), which "
+                                                            "must return log-probabilities.")] = None,
+    judge_api_key_secret: Annotated[str | None, typer.Option(help="online methods, --judge-base-url: a Prefect "
+                                                                  "Secret block holding the endpoint's key.")] = None,
     judge_principle: Annotated[list[str] | None, typer.Option(help="online methods, --judge-model: what it weighs "
                                                                   "(repeatable; principle names or sentences; "
                                                                   "default helpful, harmless, honest).")] = None,
@@ -157,7 +160,8 @@ def train(
         "epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length, "lora": lora,
         "freeze_layers": freeze_layers, "config_file": config, "output_dir": output_dir, "reference": reference,
         "reward_model": reward_model, "verifier": verifier, "judge_model": judge_model,
-        "judge_base_url": judge_base_url, "judge_principles": judge_principle or None, "judge_aspect": judge_aspect,
+        "judge_base_url": judge_base_url, "judge_api_key_secret": judge_api_key_secret,
+        "judge_principles": judge_principle or None, "judge_aspect": judge_aspect,
         "samples_per_prompt": samples_per_prompt,
         "max_new_tokens": max_new_tokens, "temperature": temperature,
         "dynamic_sampling": dynamic_sampling or None, "stages": stages, "stage_order": stage_order,

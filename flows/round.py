@@ -204,8 +204,6 @@ class RoundParams(FlowParams):
         if self.method == "listwise" and self.feedback not in ("ai_judge", "reward_model"):
             raise ValueError(f"method 'listwise' ranks each prompt's samples: needs feedback 'ai_judge' (its "
                              f"listwise ranking) or 'reward_model' (its scores), not {self.feedback!r}")
-        if self.method == "listwise" and self.judge_aspect != "overall":
-            raise ValueError("judge_aspect: rankings carry no aspect; a listwise round ranks overall")
         if self.stages > 1 and self.method != "dpo":
             raise ValueError(f"stages (sDPO) cut an offline DPO's pairs into parts: needs method 'dpo', not "
                              f"{self.method!r}")
@@ -248,9 +246,6 @@ class RoundParams(FlowParams):
         if self.judge_backend == "openai" and self.judge_model in ("default", SELF_JUDGE):
             raise ValueError(f"judge_backend 'openai' needs judge_model: the served model's name, not "
                              f"{self.judge_model!r}")
-        if self.method in ONLINE and self.feedback == "ai_judge" and self.judge_api_key_secret:
-            raise ValueError(f"method {self.method!r} rates samples inside the trainer, which reads the judge's key "
-                             "from $OPENAI_API_KEY: set it in the worker's environment, not judge_api_key_secret")
 
     def _loss_fits(self) -> None:
         """An unknown loss, or one of the wrong kind for the method, fails here (in the form, before any
@@ -411,8 +406,10 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                                 if params.fresh_prompts else "; import prompts first"))
     if params.method == "listwise" and params.feedback == "ai_judge":  # each prompt's samples ranked together
         fb = timed("feedback", judge, JudgeParams(kind="listwise", round=params.round, group_size=params.n,
-                                                  **_judge_engine(params, judge_model), db=path))
-        options: dict[str, Any] = {"origin": "rankings", "rounds": [params.round], "sources": ["ai"]}
+                                                  aspects=[params.judge_aspect], **_judge_engine(params, judge_model),
+                                                  db=path))
+        options: dict[str, Any] = {"origin": "rankings", "rounds": [params.round], "sources": ["ai"],
+                                   "aspect": params.judge_aspect}
     elif params.feedback == "verifier":
         fb = timed("feedback", judge, JudgeParams(kind="binary", round=params.round,
                                                   judge=f"verifier:{params.verifier}", db=path))
@@ -545,6 +542,7 @@ def _trainer_judge(params: RoundParams, judge_model: str) -> dict[str, Any]:
         from pipelines.backends.openai_backend import resolve_base_url
 
         out["judge_base_url"] = resolve_base_url(params.judge_base_url)
+        out["judge_api_key_secret"] = params.judge_api_key_secret  # the block's name: the train task reads the key
     return out
 
 

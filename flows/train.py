@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.params import FlowParams
+from flows.params import FlowParams, JudgeKeySecret, secret_value
 from trainers import config as cfgmod
 from trainers.methods import METHODS, default_config, get_method
 from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
@@ -58,8 +58,10 @@ class TrainParams(FlowParams):
                                                       "'default', or 'policy': the policy being trained judges its own "
                                                       "answers) whose 0-9 rating of each answer is its reward.")
     judge_base_url: str | None = Field(None, description="online methods, direct RLAIF: judge_model is served at "
-                                                         "this OpenAI-compatible endpoint (key: $OPENAI_API_KEY), "
+                                                         "this OpenAI-compatible endpoint (key: "
+                                                         "judge_api_key_secret, else $OPENAI_API_KEY), "
                                                          "which must return log-probabilities.")
+    judge_api_key_secret: JudgeKeySecret = None
     judge_principles: list[str] | None = Field(None, description="online methods, direct RLAIF: what the judge "
                                                                  "weighs (principle names or sentences; empty: "
                                                                  "helpful, harmless, honest).")
@@ -119,6 +121,8 @@ class TrainParams(FlowParams):
                 if key not in data:
                     raise AlignloopError(f"method {self.method} has no {key} option")
                 data[key] = getattr(self, key)
+        if self.judge_api_key_secret and not self.judge_base_url:
+            raise AlignloopError("judge_api_key_secret is the key of a judge at an endpoint: set judge_base_url too")
         if self.stage_datasets:
             if "stages" not in data:
                 raise AlignloopError(f"method {self.method} has no stages: stage_datasets is sDPO's (method dpo)")
@@ -186,11 +190,14 @@ def logged_progress(logger: logging.Logger | logging.LoggerAdapter, parts: int =
 @task(cache_policy=NO_CACHE)
 def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], base_model_id: str,
                reference: str | None, round_id: str | None, progress: Progress | None = None,
-               prompt_checks: dict[str, dict[str, Any]] | None = None, ptx: str | None = None) -> TrainResult:
-    """Train in a task; without a caller's ``progress`` (the UI, a round) the phases go to the run's log."""
+               prompt_checks: dict[str, dict[str, Any]] | None = None, ptx: str | None = None,
+               judge_key_secret: str | None = None) -> TrainResult:
+    """Train in a task; without a caller's ``progress`` (the UI, a round) the phases go to the run's log. The
+    judge's key is read from its Secret block here: the block's name is the task's parameter, never the key."""
     return train_model(method, snapshot, base, cfgmod.from_dict(config), base_model_id=base_model_id,
                        reference_model=reference, round_id=round_id,
-                       progress=progress or logged_progress(get_run_logger()), prompt_checks=prompt_checks, ptx=ptx)
+                       progress=progress or logged_progress(get_run_logger()), prompt_checks=prompt_checks, ptx=ptx,
+                       judge_api_key=secret_value(judge_key_secret))
 
 
 def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
@@ -248,7 +255,8 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     # one run; sDPO: one a stage, each from and against the last
     for (stage_snapshot, stage_id, stage_name), stage_config in zip(datasets, _stage_configs(config, len(datasets))):
         result = train_task(params.method, str(stage_snapshot), str(base), cfgmod.to_dict(stage_config), base_id,
-                            reference, params.round, progress, checks, str(ptx) if ptx else None)
+                            reference, params.round, progress, checks, str(ptx) if ptx else None,
+                            params.judge_api_key_secret)
         if stage_id and not result.run.dataset_id:
             result = _with_dataset(result, stage_id)
         summaries.append({**_summary(result, record_result(db_path, result)), "dataset": stage_name})

@@ -42,8 +42,9 @@ class Wh:
         return c.id
 
     def rank(self, prompt_id: str, order: list[str], source: str = "human", judge: str = "ann1",
-             scores: list[float] | None = None) -> str:
-        r = Ranking(Ranking.make_id(judge, order), prompt_id, order, judge, source, ROUND, scores=scores)
+             scores: list[float] | None = None, aspect: str = "overall") -> str:
+        r = Ranking(Ranking.make_id(judge, order, aspect), prompt_id, order, judge, source, ROUND, scores=scores,
+                    aspect=aspect)
         db.ingest(self.con, "rankings", [r])
         return r.id
 

@@ -136,6 +136,13 @@ def test_listwise_from_rankings_and_ratings(wh: Wh):
     r = run(wh, "listwise", origin="ratings", k=3)
     assert r.table["completions"].to_pylist() == [["b", "c", "a"]]
     assert r.table["scores"].to_pylist() == [[8.0, 6.0, 4.0]]
+    # the same three ranked by harmlessness by the same annotator: another ranking (its own id), read by its aspect
+    assert wh.rank(p1, [b, a, c], aspect="harmlessness") != wh.rank(p1, [c, a, b])
+    safe = run(wh, "listwise", k=3, aspect="harmlessness")
+    assert safe.table["completions"].to_pylist() == [["b", "a", "c"]]
+    assert run(wh, "listwise", k=3).table["completions"].to_pylist() == [["c", "a", "b"]]
+    assert pairs(run(wh, "pairwise", origin="rankings", aspect="harmlessness", ranking_pairs="adjacent")) == {
+        ("b", "a", 1.0), ("a", "c", 1.0)}
 
 
 def test_listwise_leaves_out_lists_with_a_missing_response(wh: Wh):

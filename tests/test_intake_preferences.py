@@ -185,6 +185,12 @@ def test_rankings_and_nectar_become_best_first_rankings_for_listwise_rows(con, t
     lists = build(con, parse_options("listwise", {"origin": "rankings", "k": 4, "decontaminate": False})).table
     assert sorted(lists["completions"].to_pylist()) == [["best", "ok", "fine", "worst"],
                                                         ["fruit 1", "fruit 2", "fruit 3", "fruit 4"]]
+    # the same file imported as harmlessness rankings: a ranking of its own, which a build of that aspect reads
+    s = import_file(con, ranked, ImportOptions(aspect="harmlessness"))
+    assert s.inserted["rankings"] == 1 and s.inserted["responses"] == 0
+    safe = build(con, parse_options("listwise", {"origin": "rankings", "k": 4, "decontaminate": False,
+                                                 "aspect": "harmlessness"})).table
+    assert safe["completions"].to_pylist() == [["best", "ok", "fine", "worst"]]
     with pytest.raises(InputError, match=r"r2\.jsonl:1: field 'ranks': expected a number per completion \(2\)"):
         import_file(con, _jsonl(tmp_path / "r2.jsonl", [{"prompt": "q", "completions": ["a", "b"], "ranks": [1]}]))
 

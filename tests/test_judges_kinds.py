@@ -60,6 +60,15 @@ def test_listwise_judge_borda_over_permutations(seeded):
         assert [quality(texts[i]) for i in ids] == sorted((quality(texts[i]) for i in ids), reverse=True)
         assert scores == [6.0, 3.0, 0.0]
         assert perms is not None and len(json.loads(perms)) == 3
+    # the same judge asked for harmlessness ranks the same groups again, stored under that aspect with their own ids
+    harmless = make_judge("listwise", backend, JudgeConfig(permutations=3, calls=FAST, aspects=("harmlessness",)))
+    items, _ = select_items(seeded, JudgeRequest("listwise", "r1", group_size=3), harmless)
+    assert len(items) == 3 and harmless.judge == judge.judge
+    store(seeded, execute(harmless, "listwise", items, "r1"))
+    by_aspect = seeded.execute("SELECT aspect, count(DISTINCT id) FROM rankings GROUP BY aspect ORDER BY 1").fetchall()
+    assert by_aspect == [("harmlessness", 3), ("overall", 3)]
+    with pytest.raises(Exception, match="a listwise judge ranks by one aspect per run, got 2"):
+        make_judge("listwise", backend, JudgeConfig(aspects=("a", "b")))
 
 
 def test_rating_per_aspect_and_invalid(seeded):

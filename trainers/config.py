@@ -367,8 +367,9 @@ class PPOConfig:
     weights of the moment (online self-rewarding). This, ``reward_model`` or ``verifier``."""
     judge_base_url: str = ""
     """``judge_model`` served at this OpenAI-compatible endpoint (vLLM's or llama.cpp's server, an API): the judge is
-    then the served model's name and its key ``$OPENAI_API_KEY``; the endpoint must return log-probabilities, which
-    is checked before training. Empty: a local judge."""
+    then the served model's name and its key ``train_model``'s ``judge_api_key`` or ``$OPENAI_API_KEY`` (never a
+    config field); the endpoint must return log-probabilities, which is checked before training. Empty: a local
+    judge."""
     judge_principles: tuple[str, ...] = ()
     """What the LLM judge weighs (principle names or sentences, as ``alignloop judge --principle``); empty: helpful,
     harmless, honest."""

@@ -579,7 +579,7 @@ def _dynamic_sampling(models: _Models, first: Samples, chosen: list[int], train_
 
 
 def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str, Any]],
-                  checks: Mapping[str, Mapping[str, Any]]) -> Callable[..., Any]:
+                  checks: Mapping[str, Mapping[str, Any]], judge_api_key: str | None = None) -> Callable[..., Any]:
     """What scores the answers, checked before any model loads (a verifier by name, a reward model from its
     config, an LLM judge's folder); called with the reference's folder and model, the live policy and its tokenizer,
     it returns the judge (loading the reward model, or the LLM judge unless it is the reference: then the reference
@@ -588,7 +588,7 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
     if config.judge_model == cfgmod.LIVE_JUDGE:
         return partial(_live_judge, config)
     if config.judge_base_url:
-        return partial(_endpoint_judge, config)
+        return partial(_endpoint_judge, config, judge_api_key)
     if config.judge_model:
         return partial(_llm_judge, config, _judge_folder(config.judge_model))
     if config.verifier:
@@ -634,16 +634,17 @@ def _live_judge(config: cfgmod.PPOConfig, reference_path: Path, reference: Any, 
     return _rating_judge(config, TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE))
 
 
-def _endpoint_judge(config: cfgmod.PPOConfig, *_: Any) -> Any:
-    """An LLM judge served at an OpenAI-compatible endpoint, asked once before training whether it returns the
-    log-probabilities direct RLAIF's reward is made of (an endpoint without them would leave every reward 0)."""
+def _endpoint_judge(config: cfgmod.PPOConfig, api_key: str | None, *_: Any) -> Any:
+    """An LLM judge served at an OpenAI-compatible endpoint (its key ``api_key``, else ``$OPENAI_API_KEY``), asked
+    once before training whether it returns the log-probabilities direct RLAIF's reward is made of (an endpoint
+    without them would leave every reward 0)."""
     import warnings
 
     from pipelines.backends import make_backend
     from pipelines.judges.pointwise import DIGITS
 
     model = config.judge_model
-    backend = make_backend("openai", model, base_url=config.judge_base_url)
+    backend = make_backend("openai", model, base_url=config.judge_base_url, api_key=api_key)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         probe = backend.next_token_logprobs([[{"role": "user", "content": "Reply with one digit from 0 to 9."}]],
@@ -694,7 +695,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
               progress: Callable[[str, int, int, dict[str, float]], None] | None,
               finished: Callable[[Path, str], Any], record: Callable[..., Any],
               prompt_checks: Mapping[str, Mapping[str, Any]] | None = None,
-              ptx: Snapshot | str | Path | None = None) -> Any:
+              ptx: Snapshot | str | Path | None = None, judge_api_key: str | None = None) -> Any:
     """Run PPO (GRPO, RLOO, online DPO) from ``base`` on the snapshot's train prompts; held-out: the reward of greedy
     answers to its test prompts, the trained policy's against the reference's. ``finished``/``record`` are the
     trainer's run-folder helpers (a finished run comes back as stored; a killed one resumes from its last
@@ -708,7 +709,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     method = config.method
     train_prompts, test_prompts = _prompts(snap, "train"), _prompts(snap, "test")
     prompt_checks = prompt_checks or {}
-    load_judge = _reward_judge(config, method, train_prompts, prompt_checks)  # checked before any model loads
+    # checked before any model loads
+    load_judge = _reward_judge(config, method, train_prompts, prompt_checks, judge_api_key)
     if config.cost_model:
         from pipelines.judges.reward_model import check_reward_model
 

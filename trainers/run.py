@@ -196,7 +196,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                 round_id: str | None = None, cache_dir: Path | None = None,
                 progress: Progress | None = None,
                 prompt_checks: Mapping[str, Mapping[str, Any]] | None = None,
-                ptx: Snapshot | str | Path | None = None) -> TrainResult:
+                ptx: Snapshot | str | Path | None = None, judge_api_key: str | None = None) -> TrainResult:
     """Train ``method`` on a snapshot starting from ``base_model`` (a model folder).
 
     Args:
@@ -212,6 +212,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
         prompt_checks: online methods scored by a verifier: what it reads of each prompt (reference, tags, topic),
             by prompt id (:func:`pipelines.judges.run.prompt_checks`).
         ptx: online methods: PPO-ptx's sft snapshot (with the config's ``ptx_coef``).
+        judge_api_key: online methods, direct RLAIF at an endpoint: the judge's key (default ``$OPENAI_API_KEY``);
+            not part of the config, so it is in no run record or file.
 
     Raises:
         AlignloopError: wrong dataset kind, empty dataset, missing base model, resumed config mismatch, NaN loss.
@@ -233,7 +235,10 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
                                  f"{config.advantage!r}); run `train {config.method}` or change the advantage")
         return spec.loop(snap, base, config, base_model_id=base_model_id, reference_model=reference_model,
                          reference_model_id=reference_model_id, round_id=round_id, progress=progress,
-                         finished=_finished, record=_record_finished, prompt_checks=prompt_checks, ptx=ptx)
+                         finished=_finished, record=_record_finished, prompt_checks=prompt_checks, ptx=ptx,
+                         judge_api_key=judge_api_key)
+    if judge_api_key is not None:
+        raise AlignloopError(f"a judge's key is for the online methods' judge at an endpoint, not method {method}")
     if ptx is not None:
         raise AlignloopError(f"a ptx dataset (PPO-ptx) mixes into the online methods' updates, not method {method}'s")
     t = config.train

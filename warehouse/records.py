@@ -156,10 +156,16 @@ class Ranking:
     scores: list[float] | None = None
     permutations: list[list[int]] | None = None
     meta: dict[str, Any] | None = None
+    aspect: str = "overall"
+    """What the responses were ranked by (helpfulness, harmlessness, ...); ``overall`` unless the judge or file
+    says."""
 
     @staticmethod
-    def make_id(judge: str, response_ids: list[str]) -> str:
-        return ids.judgment_id("listwise", judge, sorted(response_ids))
+    def make_id(judge: str, response_ids: list[str], aspect: str = "overall") -> str:
+        items: list[str] | dict[str, Any] = sorted(response_ids)
+        if aspect != "overall":  # an overall ranking keeps the id it had before rankings had aspects
+            items = {"responses": items, "aspect": aspect}
+        return ids.judgment_id("listwise", judge, items)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,7 @@ class CommonOptions:
     judges: tuple[str, ...] = ()
     """Only feedback from these judges or annotators (ids as `alignloop judge report` shows them); empty: all."""
     aspect: str = "overall"
-    """What the comparisons or ratings read were about (helpfulness, harmlessness, ...); rankings, corrections and
+    """What the comparisons, rankings or ratings read were about (helpfulness, harmlessness, ...); corrections and
     step labels carry none."""
     prefer_human: bool = True
     """Where one item was judged by several source tiers keep only the highest (human > rule > ai > reward_model)."""
@@ -243,8 +243,8 @@ class DatasetSpec:
             raise InputError(f"{self.kind} needs a {CONFIGS[self.kind].__name__}, got {type(self.config).__name__}")
         reads = self.reads
         if self.common.aspect != "overall" and reads in _NO_ASPECT:
-            raise InputError(f"aspect={self.common.aspect!r}: {reads} carry no aspect (it selects comparisons and "
-                             "ratings)", field="aspect")
+            raise InputError(f"aspect={self.common.aspect!r}: {reads} carry no aspect (it selects comparisons, "
+                             "rankings and ratings)", field="aspect")
 
     @property
     def reads(self) -> str:
@@ -273,7 +273,7 @@ class DatasetSpec:
                           "common": common})
 
 
-_NO_ASPECT = ("rankings", "corrections", "step_labels")
+_NO_ASPECT = ("corrections", "step_labels")
 
 
 def _jsonable(obj: Any) -> Any:

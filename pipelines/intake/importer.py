@@ -46,7 +46,7 @@ class ImportOptions:
     GPT-4 ratings), stored with every comparison, ranking, rating, step label and correction it carries; None: the
     format's (``ai`` for ultrafeedback and nectar, else ``human``)."""
     aspect: str = "overall"
-    """What the file's comparisons judged, where a record does not say (e.g. helpfulness for HH-RLHF's
+    """What the file's comparisons and rankings judged, where a record does not say (e.g. helpfulness for HH-RLHF's
     helpful-base, harmlessness for its harmless-base): builds select it with ``-o aspect=``."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
@@ -235,8 +235,8 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
                                                   {"a": 1.0, "b": 0.0, "tie": 0.5}[winner], aspect=aspect))
         if it.ranking:
             order = [rid[key] for key in it.ranking]
-            rows["rankings"].append(Ranking(Ranking.make_id(judge, order), pid, order, judge, feedback_source,
-                                            opts.round))
+            rows["rankings"].append(Ranking(Ranking.make_id(judge, order, opts.aspect), pid, order, judge,
+                                            feedback_source, opts.round, aspect=opts.aspect))
         for t in it.ratings:
             rows["ratings"].append(Rating(Rating.make_id(judge, rid[t.response], t.aspect), pid, rid[t.response],
                                           t.score, t.scale_min, t.scale_max, judge, feedback_source, opts.round,

@@ -10,6 +10,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import GroupItem, JudgeConfig
 from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
+from warehouse.errors import AlignloopError
 from warehouse.ids import content_id
 from warehouse.records import Ranking
 
@@ -58,13 +59,21 @@ class ListwiseJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "listwise",
                                                                self.config.principles))
+        if len(self.config.aspects) != 1:
+            raise AlignloopError(f"a listwise judge ranks by one aspect per run, got {len(self.config.aspects)}: "
+                                 f"{', '.join(self.config.aspects)}")
 
     @property
     def judge(self) -> str:
         return self.template.judge_id(self.backend.name)
 
+    @property
+    def aspect(self) -> str:
+        """What its rankings are stored as ranking by (``--aspect``; the principles say what it weighs)."""
+        return self.config.aspects[0]
+
     def ids(self, groups: list[GroupItem]) -> list[str]:
-        return [Ranking.make_id(self.judge, list(g.ids)) for g in groups]
+        return [Ranking.make_id(self.judge, list(g.ids), self.aspect) for g in groups]
 
     def _perms(self, group: GroupItem) -> list[list[int]]:
         seed = int(content_id("perm", [self.config.seed, list(group.ids)])[:8], 16)
@@ -102,9 +111,10 @@ class ListwiseJudge:
                 valid.append([perm[p] for p in shown])  # -> item indices best first
         meta = {"template": self.template.name, "template_version": self.template.version, "raw": raw,
                 "valid_permutations": len(valid), "principles": list(self.config.principles), **share}
-        rid = Ranking.make_id(self.judge, list(g.ids))
+        rid = Ranking.make_id(self.judge, list(g.ids), self.aspect)
         if not valid:
             meta["invalid"] = True
-            return Ranking(rid, g.prompt_id, list(g.ids), self.judge, "ai", round_id, None, perms, meta)
+            return Ranking(rid, g.prompt_id, list(g.ids), self.judge, "ai", round_id, None, perms, meta, self.aspect)
         order, points = borda(valid, len(g.ids))
-        return Ranking(rid, g.prompt_id, [g.ids[i] for i in order], self.judge, "ai", round_id, points, perms, meta)
+        return Ranking(rid, g.prompt_id, [g.ids[i] for i in order], self.judge, "ai", round_id, points, perms, meta,
+                       self.aspect)

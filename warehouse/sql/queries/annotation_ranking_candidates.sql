@@ -1,4 +1,5 @@
--- The responses of each prompt in a round (two or more), in sample order, with AI rankings of exactly that set.
+-- The responses of each prompt in a round (two or more), in sample order, with AI rankings of exactly that set
+-- (overall ones: what a ranking task asks people).
 -- $round_id: the round; $origins: response origins to include.
 WITH grouped AS (
     SELECT
@@ -20,6 +21,7 @@ SELECT
     g.texts,
     list({'judge': k.judge, 'order': k.response_ids} ORDER BY k.judge) FILTER (WHERE k.judge IS NOT NULL) AS verdicts
 FROM grouped AS g
-LEFT JOIN rankings AS k ON k.source = 'ai' AND list_sort(k.response_ids) = list_sort(g.ids)
+LEFT JOIN rankings AS k
+    ON k.source = 'ai' AND k.aspect = 'overall' AND list_sort(k.response_ids) = list_sort(g.ids)
 GROUP BY g.prompt_id, g.question, g.ids, g.texts
 ORDER BY g.prompt_id
