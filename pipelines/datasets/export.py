@@ -143,6 +143,7 @@ def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, st
             tables = {s: openrlhf_table(snap.tables[s], kind, standard=standard) for s in SPLITS}
         else:
             tables = dict(snap.tables)
+        files: dict[str, str] = {}  # each split's file, for the card (an empty split is left out of it)
         if fmt == "trl":
             import datasets
 
@@ -150,16 +151,15 @@ def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, st
             parts = {s: datasets.Dataset(datasets.table.InMemoryTable(tables[s]))
                      for s in SPLITS if rows[s]}  # an empty split cannot be reloaded by datasets: left out
             datasets.DatasetDict(parts).save_to_disk(str(tmp))
-        for s in SPLITS if fmt != "trl" else ():
-            if fmt == "parquet":
-                pq.write_table(tables[s], tmp / f"{s}.parquet")
-            else:
-                _write_jsonl(tables[s], tmp / f"{s}.jsonl")
+        else:
+            ext = "parquet" if fmt == "parquet" else "jsonl"
+            for s in SPLITS:
+                (pq.write_table if fmt == "parquet" else _write_jsonl)(tables[s], tmp / f"{s}.{ext}")
+                if rows[s]:
+                    files[s] = f"{s}.{ext}"
         meta = {"dataset": snap.manifest.id, "kind": kind, "format": fmt, "standard": standard, "rows": rows,
                 "content_hash": snap.manifest.content_hash, "label_rule": label_rule}
         (tmp / "alignloop_export.json").write_text(json.dumps(meta, indent=2))
-        ext = {"parquet": "parquet", "jsonl": "jsonl", "openrlhf": "jsonl"}.get(fmt)
-        files = {s: f"{s}.{ext}" for s in SPLITS if ext and rows[s]}  # an empty split is left out of the card
         card = dataset_card(snap, fmt, files, tables[SPLITS[0]].column_names, standard=standard, label_rule=label_rule)
         (tmp / "README.md").write_text(card, encoding="utf-8")
         _commit(tmp, out)
