@@ -152,20 +152,25 @@ class LabelStudioClient:
 
         return self._call("listing projects", run)
 
-    def get_or_create_project(self, title: str, config: str, description: str = "") -> Project:
+    def get_or_create_project(self, title: str, config: str | Callable[[Project | None], str],
+                              description: str = "") -> Project:
         """Project with this exact title (the oldest one if several), created if missing.
-        An existing project's label config is updated when it differs."""
+        An existing project's label config is updated when it differs. ``config`` may be a function of the existing
+        project (None when there is none) that returns the config it should have."""
         if len(title) < 3:
             raise ValueError("Label Studio project titles need at least 3 characters")
+        want = config if callable(config) else (lambda _: config)
         for project in sorted(self.list_projects(), key=lambda p: p.id):
             if project.title == title:
+                config = want(project)
                 if _normalise_xml(project.label_config) != _normalise_xml(config):
                     self._call(
                         f"updating project {project.id} config",
-                        lambda pid=project.id: self.sdk.projects.update(id=pid, label_config=config),
+                        lambda pid=project.id, xml=config: self.sdk.projects.update(id=pid, label_config=xml),
                     )
                     return dataclasses.replace(project, label_config=config)
                 return project
+        config = want(None)
         created = self._call(
             f"creating project {title!r}",
             lambda: self.sdk.projects.create(title=title, label_config=config, description=description),

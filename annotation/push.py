@@ -251,13 +251,14 @@ def project_for(client: LabelStudioClient, round_id: str, kind: str, questions: 
     """The Label Studio project of a round and feedback kind, created on first use. A pairwise project asks
     ``questions`` where they are given; otherwise an existing one keeps the aspect questions it asks (a new one
     asks the defaults), so a push or a round that names none never drops a question from a project."""
-    title = project_title(round_id, kind)
-    if questions is None and kind == "pairwise":
-        existing = [p for p in client.list_projects() if p.title == title]
-        if existing:
-            questions = tuple(configs.aspect_questions(min(existing, key=lambda p: p.id).label_config).values())
-    config = configs.config_for(kind, None if questions is None else tuple(questions))
-    return client.get_or_create_project(title, config, description=f"alignloop {kind} feedback for round {round_id}")
+    def config(existing: Project | None) -> str:
+        asked = questions
+        if asked is None and kind == "pairwise" and existing is not None:
+            asked = tuple(configs.aspect_questions(existing.label_config).values())
+        return configs.config_for(kind, None if asked is None else tuple(asked))
+
+    return client.get_or_create_project(project_title(round_id, kind), config,
+                                        description=f"alignloop {kind} feedback for round {round_id}")
 
 
 def configure_only(client: LabelStudioClient, request: PushRequest) -> int | None:

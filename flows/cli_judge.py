@@ -98,22 +98,22 @@ def report(
 ) -> None:
     """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost.
 
-    Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
+    Listwise judges the same over the orders they were shown (the first-shown answer ranked first, against chance:
+    1/k), and against people's rankings (same best, Kendall tau) and pairwise verdicts of the same answers. Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
     scored higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges
     (AI, process reward model) on the steps people labelled: label agreement, kappa, the same first error.
     """
     with db.connect(db.existing_path(db_file)) as con:
-        rows = quality.judge_quality(con, round_name)
-        rated = quality.rating_quality(con, round_name)
-        stepped = quality.step_quality(con, round_name)
-        quality.store(con, [*rows, *rated, *stepped], round_name)
-    if png and (rows or rated or stepped):
-        quality.plot([*rows, *rated, *stepped], png)
+        found = quality.full_report(con, round_name)
+        every = [q for kind in found.values() for q in kind]
+        quality.store(con, every, round_name)
+    rows, listed, rated, stepped = found["pairwise"], found["listwise"], found["ratings"], found["steps"]
+    if png and every:
+        quality.plot(every, png)
     if json_out:
-        emit_json({"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated],
-                   "steps": [asdict(r) for r in stepped]})
+        emit_json({kind: [asdict(q) for q in qs] for kind, qs in found.items()})
         return
-    if not rows and not rated and not stepped:
+    if not every:
         where = f" in round {round_name}" if round_name else ""
         console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
                       "--judge MODEL' judges a round's pairs in both orders; rating judges (AI, reward model, rule) "
@@ -131,6 +131,16 @@ def report(
                              f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
                              f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
         console.print(_by_judge("judge quality", names, values, wide=150))
+    if listed:
+        names = ("rankings", "same best", "P(first)", "chance", "P(longer)", "invalid", "people lists",
+                 "people same best", "tau", "people pairs", "pair acc")
+        values = [(r.target, [str(r.rankings), f(r.consistency), f(r.first_position), f(r.chance), f(r.longer),
+                              f(r.invalid_rate), str(r.human_lists), f(r.human_top_agreement), f(r.human_tau),
+                              str(r.human_pairs), f(r.human_accuracy)]) for r in listed]
+        console.print(_by_judge("listwise judges", names, values, wide=150,
+                                caption="same best: rankings whose orders shown all put the same answer first; "
+                                        "P(first) and P(longer) against chance (1/k); tau: Kendall's, with people's "
+                                        "rankings; pair acc: people's pairwise winners it ranks higher"))
     if rated:
         names = ("human pairs", "human acc", "held-out pairs", "held-out acc", "score ties", "P(longer)")
         values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), str(r.heldout_pairs), f(r.heldout_accuracy),

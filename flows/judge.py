@@ -111,11 +111,10 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
 
 @flow(name="judge-report", persist_result=True)
 def judge_report(db_file: str | None = None, round_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Compute the judge quality report (pairwise judges; rating judges on pairs people compared), store it in
-    ``evaluations``."""
+    """Compute the judge quality report (pairwise and listwise judges; rating judges on pairs people compared, step
+    judges on steps people labelled), store it in ``evaluations``."""
     path = db.existing_path(db_file)
     with db.connect(path) as con:
-        rows = quality.judge_quality(con, round_id)
-        rated = quality.rating_quality(con, round_id)
-        quality.store(con, [*rows, *rated], round_id)
-    return {"pairwise": [asdict(r) for r in rows], "ratings": [asdict(r) for r in rated]}
+        found = quality.full_report(con, round_id)
+        quality.store(con, [q for kind in found.values() for q in kind], round_id)
+    return {kind: [asdict(q) for q in qs] for kind, qs in found.items()}

@@ -13,8 +13,9 @@ import duckdb
 from pipelines.judges import report as judge_report
 from warehouse import db
 
-JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.RATING_METRICS + judge_report.STEP_METRICS))
-"""Pairwise judges' figures, then rating judges' (human_accuracy and longer are shared) and step judges', as the
+JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.LISTWISE_METRICS + judge_report.RATING_METRICS
+                                    + judge_report.STEP_METRICS))
+"""Pairwise judges' figures, then listwise, rating (human_accuracy and longer are shared) and step judges', as the
 judge report stores them."""
 
 

@@ -74,7 +74,7 @@ def test_cli_verifier_judge_and_report(tmp_path):
     bad = runner.invoke(app, ["judge", "pairwise", "--round", "r1", "--judge", "verifier:final_answer", "--db", path])
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
-    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "ratings": [], "steps": []}
+    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "listwise": [], "ratings": [], "steps": []}
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0
@@ -211,3 +211,63 @@ def test_step_judges_are_measured_on_the_steps_people_labelled(tmp_path):
         assert stored["step_accuracy"] == pytest.approx(8 / 11) and set(stored) == set(report.STEP_METRICS)
         page = write_report(con, tmp_path / "rep").read_text()
     assert "<th>first_error_agreement</th>" in page and set(report.STEP_METRICS) <= set(JUDGE_METRICS)
+
+
+def test_listwise_judges_are_measured_under_their_orders_and_against_people(seeded, tmp_path):
+    """A judge that ranks by quality, one that always ranks the answer shown first first, one whose replies cannot be
+    read; people rank one prompt's answers (once in quality order, once reversed) and compare two pairs of
+    another's: each figure is checked by hand."""
+    from flows.cli import app
+    from pipelines.report import JUDGE_METRICS
+    from tests.fixtures_judges import quality
+    from tests.test_judges_kinds import rank_by_quality
+    from warehouse.records import Ranking
+
+    config = JudgeConfig(permutations=3, calls=FAST)  # cyclic orders of 3: each answer is shown first once
+    for name, reply in (("fair", rank_by_quality), ("first", lambda c: "A > B > C"), ("lost", lambda c: "no idea")):
+        judge = make_judge("listwise", FakeBackend(reply=reply, name=name), config)
+        items, _ = select_items(seeded, JudgeRequest("listwise", "r1", group_size=3), judge)
+        store(seeded, execute(judge, "listwise", items, "r1"))
+    answers: dict[str, list[tuple[str, str]]] = {}
+    for rid, pid, text in seeded.execute("SELECT id, prompt_id, text FROM responses ORDER BY sample_index").fetchall():
+        answers.setdefault(pid, []).append((rid, text))
+    (p0, first_prompt), (p1, second_prompt) = list(answers.items())[:2]
+    best_first = [rid for rid, text in sorted(first_prompt, key=lambda a: -quality(a[1]))]
+    db.ingest(seeded, "rankings", [Ranking(Ranking.make_id(who, order), p0, order, who, "human", "r1")
+                                   for who, order in (("ann1", best_first), ("ann2", best_first[::-1]))])
+    by_quality = [rid for rid, text in sorted(second_prompt, key=lambda a: -quality(a[1]))]
+    db.ingest(seeded, "comparisons", [  # two verdicts agreeing with quality, and a tie (no winner: not counted)
+        Comparison(Comparison.make_id("ann1", by_quality[0], by_quality[2]), p1, by_quality[0], by_quality[2], "a",
+                   "ann1", "human", "r1"),
+        Comparison(Comparison.make_id("ann1", by_quality[2], by_quality[1]), p1, by_quality[2], by_quality[1], "b",
+                   "ann1", "human", "r1"),
+        Comparison(Comparison.make_id("ann1", by_quality[0], by_quality[1]), p1, by_quality[0], by_quality[1],
+                   "tie", "ann1", "human", "r1")])
+    by = {q.judge.split(":")[0]: q for q in report.listwise_quality(seeded)}
+    fair, first, lost = by["fair"], by["first"], by["lost"]
+    assert (fair.rankings, fair.consistency, fair.invalid_rate) == (3, 1.0, 0.0)
+    assert fair.first_position == pytest.approx(1 / 3) and fair.chance == pytest.approx(1 / 3)
+    longest_is_best = [max(a, key=lambda x: len(x[1])) == max(a, key=lambda x: quality(x[1])) for a in answers.values()]
+    assert fair.longer == pytest.approx(sum(longest_is_best) / 3)
+    # people: the same best in one of their two rankings, tau +1 and -1; both pairwise winners ranked higher
+    assert (fair.human_lists, fair.human_top_agreement, fair.human_tau) == (2, 0.5, 0.0)
+    assert (fair.human_pairs, fair.human_accuracy) == (2, 1.0)
+    # the position-biased judge: its three orders never agree on a best, and the first shown is always its best
+    assert (first.consistency, first.first_position, first.invalid_rate) == (0.0, 1.0, 0.0)
+    assert (lost.invalid_rate, lost.consistency, lost.first_position, lost.human_lists) == (1.0, None, None, 0)
+    assert report.kendall_tau(["a", "b", "c"], ["a", "c", "b"]) == pytest.approx(1 / 3)
+    path = str(tmp_path / "w.duckdb")
+    seeded.execute("ATTACH $p AS out", {"p": path})
+    seeded.execute("COPY FROM DATABASE memory TO out")
+    seeded.execute("DETACH out")
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
+    assert res.exit_code == 0, res.output
+    listed = {r["judge"].split(":")[0]: r for r in json.loads(res.stdout)["listwise"]}
+    assert set(listed) == {"fair", "first", "lost"} and listed["fair"]["human_tau"] == 0.0
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
+    assert "listwise judges" in res.output and "people same best" in res.output, res.output
+    with db.connect(path) as con:
+        stored = dict(con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t",
+                                  {"t": fair.judge}).fetchall())
+    assert stored["first_position"] == pytest.approx(1 / 3) and set(stored) == set(report.LISTWISE_METRICS)
+    assert set(report.LISTWISE_METRICS) <= set(JUDGE_METRICS)

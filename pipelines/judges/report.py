@@ -1,23 +1,31 @@
 """Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost;
-for rating judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges
-(AI, process reward model) how often their step labels and first errors match people's.
+for listwise judges the same under their permutations, against people's rankings and pairwise verdicts; for rating
+judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges (AI,
+process reward model) how often their step labels and first errors match people's.
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from itertools import combinations
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
+from pipelines.judges.parsing import parse_ranking
+from pipelines.judges.templates import letters
 from warehouse import db
 from warehouse.records import Evaluation
 
 METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
 RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
 STEP_METRICS = ("step_accuracy", "step_kappa", "first_error_agreement", "negative_rate", "human_negative_rate")
+LISTWISE_METRICS = ("consistency", "first_position", "chance", "longer", "invalid_rate", "human_top_agreement",
+                    "human_tau", "human_accuracy")
 
 
 @dataclass(frozen=True)
@@ -93,6 +101,46 @@ class StepJudgeQuality:
     """People's share of -1 labels on the same steps."""
 
 
+@dataclass(frozen=True)
+class ListwiseJudgeQuality:
+    judge: str
+    aspect: str
+    rankings: int
+    consistency: float | None
+    """Share of rankings with two or more readable orders whose orders all put the same response first."""
+    first_position: float | None
+    """P(the response shown first is ranked first), over readable orders; ``chance`` is the unbiased rate."""
+    chance: float | None
+    """What ``first_position`` and ``longer`` are for a judge blind to position and length: the mean of 1/k."""
+    longer: float | None
+    """P(its best is the longest response of the list), over lists with one longest response."""
+    invalid_rate: float | None
+    """Share of its replies (one per order shown) that could not be read as a ranking."""
+    human_lists: int
+    """People's rankings of the same responses on the same aspect."""
+    human_top_agreement: float | None
+    """Share of them with the same best response."""
+    human_tau: float | None
+    """Mean Kendall tau between its order and theirs (1: the same order, -1: reversed)."""
+    human_pairs: int
+    """People's pairwise verdicts (a or b won, the latest per pair) on two of its responses, same aspect."""
+    human_accuracy: float | None
+    """Share of them where its order puts people's winner higher."""
+
+    @property
+    def target(self) -> str:
+        return self.judge if self.aspect == "overall" else f"{self.judge} [{self.aspect}]"
+
+
+def kendall_tau(a: list[str], b: list[str]) -> float | None:
+    """Kendall's tau between two orders of the same items (best first); None with fewer than two."""
+    if len(a) < 2 or set(a) != set(b):
+        return None
+    rank = {x: i for i, x in enumerate(b)}
+    signs = [1 if rank[x] < rank[y] else -1 for x, y in combinations(a, 2)]  # a ranks x above y
+    return sum(signs) / len(signs)
+
+
 def cohen_kappa(x: list[str], y: list[str]) -> float | None:
     """(p_o - p_e) / (1 - p_e) for two raters' labels; None when undefined (no items, or p_e = 1)."""
     n = len(x)
@@ -153,6 +201,61 @@ def step_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) ->
     return [_step_quality(judge, rows) for judge, rows in by_judge.items()]
 
 
+def listwise_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[ListwiseJudgeQuality]:
+    """One row per listwise AI judge and aspect, from its rankings' replies under each order shown (read again, as
+    the judge read them) and people's rankings and pairwise verdicts of the same responses."""
+    by_judge: dict[tuple[str, str], list[dict]] = {}
+    for r in db.fetch_dicts(con, db.query("listwise_judge_rows"), {"round_id": round_id}):
+        by_judge.setdefault((r["judge"], r["aspect"]), []).append(r)
+    return [_listwise_quality(judge, aspect, rows) for (judge, aspect), rows in by_judge.items()]
+
+
+def _readings(row: dict[str, Any]) -> tuple[list[tuple[int, int]], int]:
+    """Each readable reply's (index shown first, index ranked first), in the group's item indices, and how many
+    replies could not be read."""
+    meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else (row["meta"] or {})
+    perms = json.loads(row["permutations"]) if isinstance(row["permutations"], str) else (row["permutations"] or [])
+    labels = letters(len(row["response_ids"]))
+    read, invalid = [], 0
+    for perm, text in zip(perms, meta.get("raw") or []):
+        shown = parse_ranking(text or "", labels)  # positions best first
+        if shown is None:
+            invalid += 1
+        else:
+            read.append((perm[0], perm[shown[0]]))
+    return read, invalid
+
+
+def _listwise_quality(judge: str, aspect: str, rows: list[dict]) -> ListwiseJudgeQuality:
+    consistent, first, chance, longer, invalid, replies = [], [], [], [], 0, 0
+    tops, taus, pairs = [], [], []
+    for r in rows:
+        order, k = list(r["response_ids"]), len(r["response_ids"])
+        read, bad = _readings(r)
+        invalid, replies = invalid + bad, replies + bad + len(read)
+        if len(read) >= 2:
+            consistent.append(len({best for _, best in read}) == 1)
+        first += [shown == best for shown, best in read]
+        chance += [1 / k] * len(read)
+        valid = len(read) > 0
+        lengths = r["lengths"] or []
+        if valid and len(lengths) == k and None not in lengths and lengths.count(max(lengths)) == 1:
+            longer.append(lengths[0] == max(lengths))
+        if not valid:  # a ranking no reply could be read for is its group's order, not the judge's
+            continue
+        for theirs in r["human_orders"] or []:
+            tops.append(theirs[0] == order[0])
+            taus.append(kendall_tau(order, list(theirs)))
+        pos = {x: i for i, x in enumerate(order)}
+        pairs += [pos[won] < pos[lost] for won, lost in r["human_pairs"] or []]
+    taus = [t for t in taus if t is not None]
+    return ListwiseJudgeQuality(
+        judge=judge, aspect=aspect, rankings=len(rows), consistency=_mean(consistent), first_position=_mean(first),
+        chance=sum(chance) / len(chance) if chance else None, longer=_mean(longer),
+        invalid_rate=invalid / replies if replies else None, human_lists=len(tops), human_top_agreement=_mean(tops),
+        human_tau=sum(taus) / len(taus) if taus else None, human_pairs=len(pairs), human_accuracy=_mean(pairs))
+
+
 def _first_error(labels: list[tuple[int, int]]) -> int | None:
     return min((i for i, lab in labels if lab == -1), default=None)
 
@@ -170,10 +273,18 @@ def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
         negative_rate=_mean([x == "-1" for x in mine]), human_negative_rate=_mean([x == "-1" for x in theirs]))
 
 
-Quality = JudgeQuality | RatingJudgeQuality | StepJudgeQuality
+Quality = JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality
+
+
+def full_report(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> dict[str, list[Quality]]:
+    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges) and steps (step judges)."""
+    return {"pairwise": judge_quality(con, round_id), "listwise": listwise_quality(con, round_id),
+            "ratings": rating_quality(con, round_id), "steps": step_quality(con, round_id)}
 
 
 def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
+    if isinstance(q, ListwiseJudgeQuality):
+        return q.target, LISTWISE_METRICS
     if isinstance(q, RatingJudgeQuality):
         return q.target, RATING_METRICS
     return (q.judge, STEP_METRICS) if isinstance(q, StepJudgeQuality) else (q.target, METRICS)
@@ -218,14 +329,15 @@ def plot(report: list[Quality], path: str | Path) -> Path:
     for j, q in enumerate(report):
         vals = [getattr(q, m, None) for m in shown]
         label, n = (q.target, q.human_pairs) if isinstance(q, RatingJudgeQuality) else \
-            (q.judge, q.steps) if isinstance(q, StepJudgeQuality) else (q.target, q.comparisons)
+            (q.judge, q.steps) if isinstance(q, StepJudgeQuality) else \
+            (q.target, q.rankings) if isinstance(q, ListwiseJudgeQuality) else (q.target, q.comparisons)
         ax.bar([i + j * width for i in range(len(shown))], [float("nan") if v is None else v for v in vals], width,
                label=f"{label} (n={n})")
     ax.axhline(0.5, ls="--", c="grey", lw=1)
     ax.set_xticks([i + width * (len(report) - 1) / 2 for i in range(len(shown))], list(shown))
     ax.set_ylim(0, 1)
     ax.set_ylabel("rate")
-    ax.set_title("Judge quality (position bias: first_position far from 0.5)")
+    ax.set_title("Judge quality (position bias: first_position far from 0.5; listwise: from chance, 1/k)")
     ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
     path = Path(path)
