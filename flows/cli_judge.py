@@ -99,9 +99,10 @@ def report(
     """Per judge and template: swap consistency, position and length bias, invalid verdicts, human agreement, cost.
 
     Listwise judges the same over the orders they were shown (the first-shown answer ranked first, against chance:
-    1/k), and against people's rankings (same best, Kendall tau) and pairwise verdicts of the same answers. Rating judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner
-    scored higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges
-    (AI, process reward model) on the steps people labelled: label agreement, kappa, the same first error.
+    1/k), and against people's rankings (same best, Kendall tau) and pairwise verdicts of the same answers. Rating
+    judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner scored
+    higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges (AI,
+    process reward model) on the steps people labelled: label agreement, kappa, the same first error.
     """
     with db.connect(db.existing_path(db_file)) as con:
         found = quality.full_report(con, round_name)
