@@ -162,21 +162,21 @@ class LabelStudioClient:
         want = config if callable(config) else (lambda _: config)
         for project in sorted(self.list_projects(), key=lambda p: p.id):
             if project.title == title:
-                config = want(project)
-                if _normalise_xml(project.label_config) != _normalise_xml(config):
+                xml = want(project)
+                if _normalise_xml(project.label_config) != _normalise_xml(xml):
                     self._call(
                         f"updating project {project.id} config",
-                        lambda pid=project.id, xml=config: self.sdk.projects.update(id=pid, label_config=xml),
+                        lambda pid=project.id, xml=xml: self.sdk.projects.update(id=pid, label_config=xml),
                     )
-                    return dataclasses.replace(project, label_config=config)
+                    return dataclasses.replace(project, label_config=xml)
                 return project
-        config = want(None)
+        xml = want(None)
         created = self._call(
             f"creating project {title!r}",
-            lambda: self.sdk.projects.create(title=title, label_config=config, description=description),
+            lambda: self.sdk.projects.create(title=title, label_config=xml, description=description),
             idempotent=False,
         )
-        return Project(created.id, created.title or title, created.label_config or config)
+        return Project(created.id, created.title or title, created.label_config or xml)
 
     def project(self, project_id: int) -> Project:
         """One project by id."""
