@@ -8,6 +8,7 @@ run's records only (``run.json`` beside the folder holds them all): the same fin
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from trainers.catalog import CATALOG
@@ -25,6 +26,12 @@ def _trained_with(config: dict[str, Any]) -> dict[str, Any]:
     if isinstance(out.get("train"), dict):
         out["train"] = {k: v for k, v in out["train"].items() if k not in _RUN_ONLY}
     return out
+
+
+def _about(method: str) -> str:
+    """The method's catalog line without its command-line hints (``--loss ...``)."""
+    line = CATALOG[method].help if method in CATALOG else method
+    return re.sub(r";[^;]*--.*$", "", re.sub(r"\s*\([^)]*--[^)]*\)", "", line))
 
 
 def _figure(value: Any) -> str:
@@ -50,7 +57,7 @@ def model_card(run: dict[str, Any], model: dict[str, Any], meta: dict[str, Any])
                           + (" (bf16)" if meta.get("bf16") else "")))
     loader = LOADER.get(role, "AutoModelForCausalLM")
     body = ["", f"# {method} on {dataset}", "",
-            f"Trained by alignloop: {CATALOG[method].help if method in CATALOG else method}.", "",
+            f"Trained by alignloop: {_about(method)}.", "",
             "| | |", "| --- | --- |", *[f"| {k} | {v} |" for k, v in rows], ""]
     evals = meta.get("eval") or {}
     if evals:
