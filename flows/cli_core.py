@@ -106,9 +106,9 @@ def prompts_import(
     source: Annotated[str | None, typer.Option(help="Source name (default: the file name).")] = None,
     feedback_source: Annotated[str | None, typer.Option(help="Who gave the file's labels: human or ai (default: "
                                                              "ai for ultrafeedback and nectar, else human).")] = None,
-    aspect: Annotated[str, typer.Option(help="What the file's comparisons and rankings judged where a record does not "
-                                             "say (e.g. helpfulness, harmlessness); builds select it with -o "
-                                             "aspect=.")
+    aspect: Annotated[str, typer.Option(help="What the file's comparisons, rankings and corrections judged where a "
+                                             "record does not say (e.g. helpfulness, harmlessness); builds select it "
+                                             "with -o aspect=.")
                       ] = "overall",
     tag: Annotated[list[str] | None, typer.Option(help="Tag added to every prompt (repeatable).")] = None,
     test_fraction: Annotated[float, typer.Option(help="Share of prompts in the test split.")] = 0.1,

@@ -64,8 +64,8 @@ def _command(kind: str):
         group_size: Annotated[int, typer.Option(help="Listwise: responses ranked together.")] = 4,
         permutations: Annotated[int, typer.Option(help="Listwise: orders shown.")] = 3,
         aspect: Annotated[list[str] | None, typer.Option(
-            help="Rating aspect (repeatable); pairwise, listwise: the one aspect its comparisons or rankings are "
-                 "stored under.")] = None,
+            help="Rating aspect (repeatable); pairwise, listwise, correction: the one aspect its comparisons, "
+                 "rankings or corrections are stored under.")] = None,
         max_chars: Annotated[int, typer.Option(help="Clip texts to this many characters.")] = 4000,
         batch_size: Annotated[int, typer.Option(help="Conversations per backend call.")] = 16,
         prm_aggregate: Annotated[Literal["product", "min"] | None, typer.Option(

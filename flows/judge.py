@@ -43,7 +43,8 @@ class JudgeParams(FlowParams):
     group_size: int = Field(4, ge=2, le=26, description="Listwise: responses ranked together.")
     permutations: int = Field(3, ge=1, description="Listwise: orders shown (Borda count).")
     aspects: list[str] = Field(default_factory=lambda: ["overall"], description="Rating: aspects rated; pairwise, "
-                              "listwise: the one aspect its comparisons or rankings are stored under.")
+                              "listwise, correction: the one aspect its comparisons, rankings or corrections are "
+                              "stored under.")
     max_chars: int | None = Field(4000, ge=16, description="Clip conversation and answers to this many characters.")
     batch_size: int = Field(16, ge=2, description="Conversations per backend call.")
     chunk_size: int = Field(64, ge=1, description="Items per task; each chunk is written when it finishes.")

@@ -63,10 +63,11 @@ class Wh:
         return [r.id for r in rows]
 
     def correct(self, prompt_id: str, original_id: str, corrected_text: str, source: str = "human",
-                judge: str = "ann1") -> tuple[str, str]:
+                judge: str = "ann1", aspect: str = "overall") -> tuple[str, str]:
         fixed = Response.given(prompt_id, "aligner", ROUND, corrected_text, "human_edit", parent_id=original_id)
         db.ingest(self.con, "responses", [fixed])
-        c = Correction(Correction.make_id(judge, original_id), prompt_id, original_id, fixed.id, judge, source, ROUND)
+        c = Correction(Correction.make_id(judge, original_id, aspect), prompt_id, original_id, fixed.id, judge, source,
+                       ROUND, aspect=aspect)
         db.ingest(self.con, "corrections", [c])
         return c.id, fixed.id
 

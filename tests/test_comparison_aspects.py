@@ -20,7 +20,7 @@ from pipelines.judges.report import rating_quality
 from tests.fixtures_datasets import ROUND, Wh, wh  # noqa: F401
 from warehouse import db, ids
 from warehouse.errors import InputError
-from warehouse.records import Comparison, Ranking, Rating
+from warehouse.records import Comparison, Correction, Ranking, Rating
 
 runner = CliRunner()
 
@@ -57,7 +57,7 @@ def _texts(con, table) -> set[tuple[str, ...]]:
     return {(r["prompt_text"].removeprefix("user: "), r["chosen"], r["rejected"]) for r in table.to_pylist()}
 
 
-def test_a_schema_v1_warehouse_gains_comparison_and_ranking_aspects_and_keeps_its_ids(tmp_path):
+def test_a_schema_v1_warehouse_gains_comparison_ranking_and_correction_aspects_and_keeps_its_ids(tmp_path):
     path = str(tmp_path / "old.duckdb")
     old = duckdb.connect(path)
     old.execute(dict(db.migrations())[1])
@@ -70,17 +70,22 @@ def test_a_schema_v1_warehouse_gains_comparison_and_ranking_aspects_and_keeps_it
     kid = ids.judgment_id("listwise", "ann1", ["ra", "rb", "rc"])  # and a v1 ranking's
     old.execute("INSERT INTO rankings (id, prompt_id, response_ids, judge, source, round_id) "
                 "VALUES (?, 'p', ['rc', 'ra', 'rb'], 'ann1', 'human', 'r1')", [kid])
+    fid = ids.judgment_id("correction", "ann1", ["ra"])  # and a v1 correction's
+    old.execute("INSERT INTO corrections (id, prompt_id, original_id, corrected_id, judge, source, round_id) "
+                "VALUES (?, 'p', 'ra', 'rd', 'ann1', 'human', 'r1')", [fid])
     old.close()
     with db.connect(path) as con:
         assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == max(v for v, _ in
                                                                                             db.migrations())
         assert con.execute("SELECT id, aspect FROM comparisons").fetchall() == [(cid, "overall")]
         assert con.execute("SELECT id, aspect FROM rankings").fetchall() == [(kid, "overall")]
+        assert con.execute("SELECT id, aspect FROM corrections").fetchall() == [(fid, "overall")]
     # an overall verdict keeps its id; another aspect of the same pair by the same judge is a judgment of its own
     assert Comparison.make_id("ann1", "ra", "rb") == cid
     assert len({cid, Comparison.make_id("ann1", "ra", "rb", "harmlessness"),
                 Comparison.make_id("ann1", "ra", "rb", "helpfulness")}) == 3
     assert Ranking.make_id("ann1", ["rc", "ra", "rb"]) == kid != Ranking.make_id("ann1", ["rc", "ra", "rb"], "honesty")
+    assert Correction.make_id("ann1", "ra") == fid != Correction.make_id("ann1", "ra", "harmlessness")
 
 
 def test_pku_saferlhf_records_become_two_aspect_comparisons_and_safety_ratings(tmp_path):
@@ -171,13 +176,13 @@ def test_import_aspect_labels_a_files_comparisons_and_builds_select_it(tmp_path)
 
 
 def test_aspect_is_refused_where_the_feedback_has_none():
-    for kind, opts in (("steps", {}), ("pairwise", {"origin": "corrections"}), ("correction", {}),
-                       ("binary", {"origin": "pairwise", "pairwise.origin": "corrections"})):
-        with pytest.raises(InputError, match="carry no aspect") as e:
-            parse_options(kind, {**opts, "aspect": "harmlessness"})
-        assert e.value.field == "aspect"
+    with pytest.raises(InputError, match="carry no aspect") as e:
+        parse_options("steps", {"aspect": "harmlessness"})
+    assert e.value.field == "aspect"
     assert parse_options("binary", {"origin": "pairwise", "aspect": "harmlessness"}).common.aspect == "harmlessness"
-    for kind, opts in (("pairwise", {"origin": "rankings"}), ("listwise", {}), ("sft", {"origin": "rankings"})):
+    for kind, opts in (("pairwise", {"origin": "rankings"}), ("listwise", {}), ("sft", {"origin": "rankings"}),
+                       ("pairwise", {"origin": "corrections"}), ("correction", {}),
+                       ("binary", {"origin": "pairwise", "pairwise.origin": "corrections"})):
         assert parse_options(kind, {**opts, "aspect": "harmlessness"}).common.aspect == "harmlessness"
 
 

@@ -104,7 +104,10 @@ def test_pairwise_from_corrections_and_verifier(wh: Wh):
     p = wh.prompt("2+2?")
     wrong, right, right2 = wh.responses(p, "5", "4", "four")
     wh.correct(p, wrong, "It is 4.")
+    wh.correct(p, wrong, "Please check: 2+2 is 4.", aspect="harmlessness")  # the same annotator, another aspect
     assert pairs(run(wh, "pairwise", origin="corrections")) == {("It is 4.", "5", 1.0)}
+    assert pairs(run(wh, "pairwise", origin="corrections", aspect="harmlessness")) == {
+        ("Please check: 2+2 is 4.", "5", 1.0)}
     for rid, s in [(wrong, 0), (right, 1), (right2, 1)]:
         wh.rate(p, rid, s, lo=0, hi=1, source="rule", judge="exact_match")
     wh.rate(p, wrong, 1, lo=0, hi=1, source="human", judge="ann1")  # not a verifier: ignored
@@ -202,6 +205,11 @@ def test_correction_identity_subset(wh: Wh):
     assert ident["answer"].to_pylist() == ident["correction"].to_pylist()
     again = run(wh, "correction", identity_fraction=0.3)
     assert again.table.equals(r.table)
+    p = wh.prompt("question 10")
+    wh.correct(p, wh.response(p, "answer 10"), "safer 10", aspect="harmlessness")  # read by its aspect only
+    assert run(wh, "correction", identity_fraction=0.3).table.equals(r.table)
+    safe = run(wh, "correction", identity_fraction=0.0, aspect="harmlessness").table
+    assert safe["correction"].to_pylist() == ["safer 10"]
 
 
 def test_sft_best_of_n_and_rejection(wh: Wh):

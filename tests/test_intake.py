@@ -88,6 +88,11 @@ def test_qac_and_generic_formats(con, tmp_path):
     orig, corr = con.execute("""SELECT o.text, c.text FROM corrections x JOIN responses o ON o.id = x.original_id
                                 JOIN responses c ON c.id = x.corrected_id""").fetchone()
     assert (orig, corr) == ("bad", "good")
+    # the same file as harmlessness corrections: a correction of its own (same answer and corrected text)
+    s = import_file(con, qac, ImportOptions(aspect="harmlessness"))
+    assert s.inserted.get("corrections") == 1 and not s.inserted.get("responses")
+    assert con.execute("SELECT aspect FROM corrections ORDER BY aspect").fetchall() == [("harmlessness",),
+                                                                                       ("overall",)]
 
     csv = tmp_path / "p.csv"
     csv.write_text("question,answer\nWhat is 1+1?,2\nName a colour,red\n")

@@ -182,6 +182,13 @@ def test_correction_makes_aligner_response(seeded):
     # corrections are not corrected again, and the two done are cached
     again, cached = select_items(seeded, JudgeRequest("correction", "r1"), judge)
     assert cached == 2 and len(again) == 7
+    # the same judge correcting for harmlessness: corrections of their own, stored under that aspect
+    harmless = make_judge("correction", backend, JudgeConfig(calls=FAST, aspects=("harmlessness",)))
+    items, cached = select_items(seeded, JudgeRequest("correction", "r1", limit=2), harmless)
+    assert cached == 0 and len(items) == 2
+    store(seeded, execute(harmless, "correction", items, "r1"))
+    assert seeded.execute("SELECT aspect, count(*) FROM corrections GROUP BY 1 ORDER BY 1").fetchall() == [
+        ("harmlessness", 2), ("overall", 2)]
 
 
 def test_verifier_judge_writes_rule_ratings(seeded):

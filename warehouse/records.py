@@ -223,10 +223,16 @@ class Correction:
     source: Source
     round_id: str
     meta: dict[str, Any] | None = None
+    aspect: str = "overall"
+    """What the answer was corrected for (helpfulness, harmlessness, ...); ``overall`` unless the judge or file
+    says."""
 
     @staticmethod
-    def make_id(judge: str, original_id: str) -> str:
-        return ids.judgment_id("correction", judge, [original_id])
+    def make_id(judge: str, original_id: str, aspect: str = "overall") -> str:
+        items: list[str] | dict[str, Any] = [original_id]
+        if aspect != "overall":  # an overall correction keeps the id it had before corrections had aspects
+            items = {"responses": items, "aspect": aspect}
+        return ids.judgment_id("correction", judge, items)
 
 
 @dataclass(frozen=True, slots=True)

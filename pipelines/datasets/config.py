@@ -50,8 +50,8 @@ class CommonOptions:
     judges: tuple[str, ...] = ()
     """Only feedback from these judges or annotators (ids as `alignloop judge report` shows them); empty: all."""
     aspect: str = "overall"
-    """What the comparisons, rankings or ratings read were about (helpfulness, harmlessness, ...); corrections and
-    step labels carry none."""
+    """What the comparisons, rankings, ratings or corrections read were about (helpfulness, harmlessness, ...); step
+    labels carry none."""
     prefer_human: bool = True
     """Where one item was judged by several source tiers keep only the highest (human > rule > ai > reward_model)."""
     decontaminate: bool = True
@@ -244,7 +244,7 @@ class DatasetSpec:
         reads = self.reads
         if self.common.aspect != "overall" and reads in _NO_ASPECT:
             raise InputError(f"aspect={self.common.aspect!r}: {reads} carry no aspect (it selects comparisons, "
-                             "rankings and ratings)", field="aspect")
+                             "rankings, ratings and corrections)", field="aspect")
 
     @property
     def reads(self) -> str:
@@ -273,7 +273,7 @@ class DatasetSpec:
                           "common": common})
 
 
-_NO_ASPECT = ("corrections", "step_labels")
+_NO_ASPECT = ("step_labels",)
 
 
 def _jsonable(obj: Any) -> Any:

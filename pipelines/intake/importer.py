@@ -46,7 +46,7 @@ class ImportOptions:
     GPT-4 ratings), stored with every comparison, ranking, rating, step label and correction it carries; None: the
     format's (``ai`` for ultrafeedback and nectar, else ``human``)."""
     aspect: str = "overall"
-    """What the file's comparisons and rankings judged, where a record does not say (e.g. helpfulness for HH-RLHF's
+    """What the file's comparisons, rankings and corrections judged, where a record does not say (e.g. helpfulness for HH-RLHF's
     helpful-base, harmlessness for its harmless-base): builds select it with ``-o aspect=``."""
     tags: tuple[str, ...] = ()
     test_fraction: float = 0.1
@@ -246,8 +246,8 @@ def _build_tables(items: list[ParsedItem], opts: ImportOptions, source: str, sum
                                                  rid[s.response], s.index, s.label, judge, feedback_source, opts.round,
                                                  s.flagged, it.step_finish_reason))
         for orig, corr in it.corrections:
-            rows["corrections"].append(Correction(Correction.make_id(judge, rid[orig]), pid, rid[orig], rid[corr],
-                                                  judge, feedback_source, opts.round))
+            rows["corrections"].append(Correction(Correction.make_id(judge, rid[orig], opts.aspect), pid, rid[orig],
+                                                  rid[corr], judge, feedback_source, opts.round, aspect=opts.aspect))
     tables = {"prompts": to_arrow(list(prompts.values()))} if prompts else {}
     has_feedback = bool(rows["responses"])
     if has_feedback:

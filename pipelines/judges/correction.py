@@ -10,6 +10,7 @@ from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.templates import Template, load_template, quoted
 from pipelines.models import model_uri
 from warehouse import ids
+from warehouse.errors import AlignloopError
 from warehouse.records import Correction, Response
 
 CORRECTION_SAMPLING = Sampling(n=1, temperature=0.0, max_new_tokens=256)
@@ -35,13 +36,21 @@ class CorrectionJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "correction",
                                                                self.config.principles))
+        if len(self.config.aspects) != 1:
+            raise AlignloopError(f"a correction judge corrects for one aspect per run, got {len(self.config.aspects)}: "
+                                 f"{', '.join(self.config.aspects)}")
 
     @property
     def judge(self) -> str:
         return self.template.judge_id(self.backend.name)
 
+    @property
+    def aspect(self) -> str:
+        """What its corrections are stored as correcting for (``--aspect``; the principles say what it weighs)."""
+        return self.config.aspects[0]
+
     def ids(self, items: list[ResponseItem]) -> list[str]:
-        return [Correction.make_id(self.judge, it.id) for it in items]
+        return [Correction.make_id(self.judge, it.id, self.aspect) for it in items]
 
     def judge_items(self, items: list[ResponseItem], round_id: str) -> CorrectionResult:
         responses, corrections, invalid = [], [], []
@@ -68,6 +77,6 @@ class CorrectionJudge:
                                 parent_id=it.id, finish_reason=comp.finish_reason, prompt_tokens=comp.prompt_tokens,
                                 completion_tokens=comp.completion_tokens, meta={"judge": self.judge})
                 responses.append(resp)
-                corrections.append(Correction(Correction.make_id(self.judge, it.id), it.prompt_id, it.id, resp.id,
-                                              self.judge, "ai", round_id, meta=meta))
+                corrections.append(Correction(Correction.make_id(self.judge, it.id, self.aspect), it.prompt_id, it.id,
+                                              resp.id, self.judge, "ai", round_id, meta=meta, aspect=self.aspect))
         return CorrectionResult(responses, corrections, invalid)

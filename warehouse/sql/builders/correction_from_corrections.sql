@@ -6,7 +6,8 @@ WITH allowed AS (
         -- include: _source_tier
     FROM corrections AS c
     WHERE
-        list_contains($sources, c.source)
+        c.aspect = $aspect
+        AND list_contains($sources, c.source)
         AND (len($rounds) = 0 OR list_contains($rounds, c.round_id))
         AND (len($judges) = 0 OR list_contains($judges, c.judge))
     QUALIFY NOT $prefer_human OR tier = min(tier) OVER (PARTITION BY c.original_id)

@@ -12,7 +12,8 @@ SELECT
     NULL::VARCHAR[] AS feedback_ids
 FROM corrections AS c
 WHERE
-    list_contains($sources, c.source)
+    c.aspect = $aspect
+    AND list_contains($sources, c.source)
     AND (len($rounds) = 0 OR list_contains($rounds, c.round_id))
     AND (len($judges) = 0 OR list_contains($judges, c.judge))
     AND c.corrected_id <> c.original_id
