@@ -256,6 +256,15 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     assert (first.consistency, first.first_position, first.invalid_rate) == (0.0, 1.0, 0.0)
     assert (lost.invalid_rate, lost.consistency, lost.first_position, lost.human_lists) == (1.0, None, None, 0)
     assert report.kendall_tau(["a", "b", "c"], ["a", "c", "b"]) == pytest.approx(1 / 3)
+    # an AI ranking imported without replies (as Nectar's GPT-4 rankings are): no orders to read, still compared
+    # with people's ranking of the same answers
+    (p2, third_prompt), = list(answers.items())[2:]
+    imported = [rid for rid, _ in third_prompt]
+    db.ingest(seeded, "rankings", [Ranking(Ranking.make_id("gpt-4", imported), p2, imported, "gpt-4", "ai", "r1"),
+                                   Ranking(Ranking.make_id("ann1", imported), p2, imported, "ann1", "human", "r1")])
+    gpt = {q.judge: q for q in report.listwise_quality(seeded)}["gpt-4"]
+    assert (gpt.rankings, gpt.consistency, gpt.first_position, gpt.invalid_rate) == (1, None, None, None)
+    assert (gpt.human_lists, gpt.human_top_agreement, gpt.human_tau) == (1, 1.0, 1.0)
     path = str(tmp_path / "w.duckdb")
     seeded.execute("ATTACH $p AS out", {"p": path})
     seeded.execute("COPY FROM DATABASE memory TO out")
@@ -263,7 +272,7 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
     assert res.exit_code == 0, res.output
     listed = {r["judge"].split(":")[0]: r for r in json.loads(res.stdout)["listwise"]}
-    assert set(listed) == {"fair", "first", "lost"} and listed["fair"]["human_tau"] == 0.0
+    assert set(listed) == {"fair", "first", "lost", "gpt-4"} and listed["first"]["first_position"] == 1.0
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
     assert "listwise judges" in res.output and "people same best" in res.output, res.output
     with db.connect(path) as con:

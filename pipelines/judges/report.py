@@ -210,14 +210,19 @@ def listwise_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None
     return [_listwise_quality(judge, aspect, rows) for (judge, aspect), rows in by_judge.items()]
 
 
-def _readings(row: dict[str, Any]) -> tuple[list[tuple[int, int]], int]:
+def _loaded(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _readings(row: dict[str, Any], meta: dict[str, Any]) -> tuple[list[tuple[int, int]], int]:
     """Each readable reply's (index shown first, index ranked first), in the group's item indices, and how many
-    replies could not be read."""
-    meta = json.loads(row["meta"]) if isinstance(row["meta"], str) else (row["meta"] or {})
-    perms = json.loads(row["permutations"]) if isinstance(row["permutations"], str) else (row["permutations"] or [])
+    replies could not be read; none for a ranking that came with no replies (an imported one, e.g. Nectar's)."""
+    perms, raw = _loaded(row["permutations"]) or [], meta.get("raw") or []
+    if not perms or not raw:
+        return [], 0
     labels = letters(len(row["response_ids"]))
     read, invalid = [], 0
-    for perm, text in zip(perms, meta.get("raw") or []):
+    for perm, text in zip(perms, raw):
         shown = parse_ranking(text or "", labels)  # positions best first
         if shown is None:
             invalid += 1
@@ -231,18 +236,18 @@ def _listwise_quality(judge: str, aspect: str, rows: list[dict]) -> ListwiseJudg
     tops, taus, pairs = [], [], []
     for r in rows:
         order, k = list(r["response_ids"]), len(r["response_ids"])
-        read, bad = _readings(r)
+        meta = _loaded(r["meta"]) or {}
+        read, bad = _readings(r, meta)
         invalid, replies = invalid + bad, replies + bad + len(read)
         if len(read) >= 2:
             consistent.append(len({best for _, best in read}) == 1)
         first += [shown == best for shown, best in read]
         chance += [1 / k] * len(read)
-        valid = len(read) > 0
-        lengths = r["lengths"] or []
-        if valid and len(lengths) == k and None not in lengths and lengths.count(max(lengths)) == 1:
-            longer.append(lengths[0] == max(lengths))
-        if not valid:  # a ranking no reply could be read for is its group's order, not the judge's
+        if meta.get("invalid"):  # no reply could be read: the order stored is its group's, not the judge's
             continue
+        lengths = r["lengths"] or []
+        if len(lengths) == k and None not in lengths and lengths.count(max(lengths)) == 1:
+            longer.append(lengths[0] == max(lengths))
         for theirs in r["human_orders"] or []:
             tops.append(theirs[0] == order[0])
             taus.append(kendall_tau(order, list(theirs)))
