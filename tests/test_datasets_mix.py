@@ -139,6 +139,12 @@ def test_mix_cli_writes_a_versioned_snapshot_of_two_builds(tmp_path):
         assert con.execute("SELECT count(*) FROM datasets WHERE name = 'mixed'").fetchone()[0] == 1
     again = json.loads(run.invoke(app, args, env={"COLUMNS": "400"}).output)
     assert not again["created"] and again["manifest"]["content_hash"] == m["content_hash"]
+    # its export's card names the parts it was mixed from (with their fractions) as its options
+    r = run.invoke(app, ["dataset", "export", "mixed", "--format", "jsonl", "--out", str(tmp_path / "x"), *db_args])
+    assert r.exit_code == 0, r.output
+    card = (tmp_path / "x" / "README.md").read_text()
+    assert "built by alignloop with builder `pairwise.mix`" in card and '"fraction": 0.5' in card
+    assert m["params"]["parts"][1]["content_hash"] in card
     r = run.invoke(app, ["dataset", "mix", "--name", "mixed", "--part", "people=1", "--part", "judged=2", *db_args],
                    env={"COLUMNS": "400"})
     assert r.exit_code == 2 and r.output == "error: fraction of judged@v1 must be in (0, 1], got 2.0\n", r.output

@@ -66,12 +66,12 @@ def _yaml_list(key: str, values: list[str]) -> list[str]:
 
 
 def _options(params: dict[str, Any]) -> list[str]:
-    """The builder's options as ``key = value`` lines (its own, then the shared ones)."""
-    lines = []
-    for part in ("config", "common"):
-        for key, value in (params.get(part) or {}).items():
-            lines.append(f"- `{key}` = `{json.dumps(value)}`")
-    return lines
+    """The builder's options as ``key = value`` lines (its own, then the shared ones); a derived snapshot's (a
+    mixture, a part, a relabelling) own parameters (its parts or parent, with their content hashes)."""
+    groups = [params[p] for p in ("config", "common") if isinstance(params.get(p), dict)]
+    if not groups:
+        groups = [{k: v for k, v in params.items() if k not in ("kind", "builder")}]
+    return [f"- `{key}` = `{json.dumps(value)}`" for group in groups for key, value in group.items()]
 
 
 def dataset_card(snap: Snapshot, fmt: str, files: dict[str, str], columns: list[str], *, standard: bool = False,
