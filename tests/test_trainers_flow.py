@@ -84,6 +84,8 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
     assert "tags:\n- \"alignloop\"\n- \"dpo\"\n- \"ipo\"\n- \"policy\"\n" in card
     assert f"| run | `{summary['run_id']}` |" in card and "| method | dpo (loss ipo) |" in card
     assert "Trained by alignloop: pairwise preference optimisation.\n" in card  # the catalog's line, no CLI hints
+    assert f"| base model | `{tiny_model_dir}`, warehouse id `{parent}` |" in card
+    assert "| reference model | the base model |" in card
     assert "## Held-out evaluation" in card and "| eval/rewards/accuracies | " in card
     assert '"max_steps": 2' in card and "output_dir" not in card and str(tmp_path) not in card
     again = train.fn(params.model_copy(update={"output_dir": str(tmp_path / "run2")}))

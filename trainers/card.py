@@ -48,9 +48,12 @@ def model_card(run: dict[str, Any], model: dict[str, Any], meta: dict[str, Any])
     head = ["---", "library_name: transformers", f"pipeline_tag: {PIPELINE.get(role, 'text-generation')}", "tags:",
             *[f"- {json.dumps(t)}" for t in dict.fromkeys(tags)], "---"]
     rows = [("run", f"`{run['id']}`"), ("method", method + (f" (loss {loss})" if loss else "")),
-            ("dataset", f"`{dataset}`"), ("base model", f"`{run.get('base_model_id')}` (warehouse id)")]
+            ("dataset", f"`{dataset}`"),
+            ("base model", (f"`{meta['base_model']}`, " if meta.get("base_model") else "")
+             + f"warehouse id `{run.get('base_model_id')}`")]
     if run.get("reference_model_id"):
-        rows.append(("reference model", f"`{run['reference_model_id']}` (warehouse id)"))
+        same = run["reference_model_id"] == run.get("base_model_id")
+        rows.append(("reference model", "the base model" if same else f"warehouse id `{run['reference_model_id']}`"))
     if run.get("round_id"):
         rows.append(("round", f"`{run['round_id']}`"))
     rows.append(("steps", f"{meta.get('steps', '?')} in {meta.get('train_seconds', '?')} s"

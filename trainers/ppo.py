@@ -58,7 +58,15 @@ from torch import Tensor
 
 from trainers import config as cfgmod
 from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
-from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
+from trainers.records import (
+    evaluation_rows,
+    metric_rows,
+    model_record,
+    plot_curves,
+    run_id,
+    stored_name,
+    training_run,
+)
 from trainers.snapshot import Snapshot
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError
@@ -823,7 +831,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     policy.config.alignloop_input = {"max_length": t.max_length, "max_prompt_length": t.max_prompt_length}
     model_dir = save_model(policy, tokenizer, out_dir / "model")
     evals = _heldout(models, test_prompts, enc, config, progress) if t.eval and test_prompts else {}
-    meta = {"train_seconds": round(seconds, 2), "steps": iterations,
+    meta = {"base_model": stored_name(base), "train_seconds": round(seconds, 2), "steps": iterations,
             "optimizer_steps": int(sum(v for _, name, v in logged if name == "updates")),
             "resumed": start > 0, "bf16": models.bf16, "eval": evals, "reward": config.reward,
             "truncation": {"train": enc.counts.as_dict(), **({"ptx": ptx_enc.counts.as_dict()} if ptx_enc else {})},

@@ -27,6 +27,14 @@ def run_id(method: str, config: dict[str, Any], dataset: str, base_model_id: str
                                        "base": base_model_id})
 
 
+def stored_name(folder: str | Path) -> str:
+    """A model folder as the warehouse names it: the embedded model by its name and package version (the same on
+    every machine), any other folder as given."""
+    from pipelines.models import model_uri
+
+    return model_uri(str(folder))
+
+
 def metric_rows(run: str, logged: list[tuple[int, str, float]]) -> list[Metric]:
     """One row per (step, name); a later value at the same step wins (Trainer logs a summary at the end)."""
     latest: dict[tuple[int, str], float] = {}

@@ -24,7 +24,15 @@ from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
 from trainers.evaluate import evaluate_split
 from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
-from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, training_run
+from trainers.records import (
+    evaluation_rows,
+    metric_rows,
+    model_record,
+    plot_curves,
+    run_id,
+    stored_name,
+    training_run,
+)
 from trainers.reference import cached_reference, compute_logps, is_cached, reference_inputs
 from trainers.snapshot import Snapshot, load_snapshot_dir
 from trainers.tokenize import Encoder
@@ -319,7 +327,8 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
     if t.eval and features["test"]:
         evals = evaluate_split(trainer.model, objective, features["test"], collator("test"), t.batch_size, bf16,
                                _Counter(progress, "eval", len(features["test"])))
-    meta = {"truncation": truncation, "train_seconds": round(seconds, 2), "steps": trainer.state.global_step,
+    meta = {"base_model": stored_name(base), "truncation": truncation, "train_seconds": round(seconds, 2),
+            "steps": trainer.state.global_step,
             "bf16": bf16, "resumed": bool(has_checkpoint), "reference_artifacts": [a.id for a in artifacts],
             "eval": evals, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **soft,
             **({"reference_rows_per_batch": len(lazy.rows)} if lazy is not None else {})}
