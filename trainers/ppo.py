@@ -58,15 +58,7 @@ from torch import Tensor
 
 from trainers import config as cfgmod
 from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
-from trainers.records import (
-    evaluation_rows,
-    metric_rows,
-    model_record,
-    plot_curves,
-    run_id,
-    stored_name,
-    training_run,
-)
+from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, stored_name, training_run
 from trainers.snapshot import Snapshot
 from trainers.tokenize import Encoder
 from warehouse.errors import AlignloopError

@@ -24,15 +24,7 @@ from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
 from trainers.evaluate import evaluate_split
 from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
-from trainers.records import (
-    evaluation_rows,
-    metric_rows,
-    model_record,
-    plot_curves,
-    run_id,
-    stored_name,
-    training_run,
-)
+from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, stored_name, training_run
 from trainers.reference import cached_reference, compute_logps, is_cached, reference_inputs
 from trainers.snapshot import Snapshot, load_snapshot_dir
 from trainers.tokenize import Encoder
