@@ -8,7 +8,6 @@ process reward model) how often their step labels and first errors match people'
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from pathlib import Path
@@ -19,7 +18,7 @@ import duckdb
 from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import letters
 from warehouse import db
-from warehouse.records import Evaluation
+from warehouse.records import Evaluation, loads
 
 METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
 RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
@@ -210,14 +209,10 @@ def listwise_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None
     return [_listwise_quality(judge, aspect, rows) for (judge, aspect), rows in by_judge.items()]
 
 
-def _loaded(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) else value
-
-
 def _readings(row: dict[str, Any], meta: dict[str, Any]) -> tuple[list[tuple[int, int]], int]:
     """Each readable reply's (index shown first, index ranked first), in the group's item indices, and how many
     replies could not be read; none for a ranking that came with no replies (an imported one, e.g. Nectar's)."""
-    perms, raw = _loaded(row["permutations"]) or [], meta.get("raw") or []
+    perms, raw = loads(row["permutations"]) or [], meta.get("raw") or []
     if not perms or not raw:
         return [], 0
     labels = letters(len(row["response_ids"]))
@@ -236,7 +231,7 @@ def _listwise_quality(judge: str, aspect: str, rows: list[dict]) -> ListwiseJudg
     tops, taus, pairs = [], [], []
     for r in rows:
         order, k = list(r["response_ids"]), len(r["response_ids"])
-        meta = _loaded(r["meta"]) or {}
+        meta = loads(r["meta"]) or {}
         read, bad = _readings(r, meta)
         invalid, replies = invalid + bad, replies + bad + len(read)
         if len(read) >= 2:

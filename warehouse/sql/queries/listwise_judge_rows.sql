@@ -36,19 +36,8 @@ people AS (
     GROUP BY a.id
 ),
 
-verdicts AS (
-    SELECT
-        prompt_id,
-        aspect,
-        CASE winner WHEN 'a' THEN response_a ELSE response_b END AS won,
-        CASE winner WHEN 'a' THEN response_b ELSE response_a END AS lost,
-        winner
-    FROM comparisons
-    WHERE source = 'human' AND winner <> 'invalid'
-    QUALIFY row_number() OVER (
-        PARTITION BY least(response_a, response_b), greatest(response_a, response_b), aspect
-        ORDER BY created_at DESC, id
-    ) = 1
+decided AS (
+    -- include: _human_decided
 ),
 
 pairs AS (
@@ -56,9 +45,9 @@ pairs AS (
         a.id,
         list([v.won, v.lost] ORDER BY v.won, v.lost) AS human_pairs
     FROM ai AS a
-    INNER JOIN verdicts AS v
+    INNER JOIN decided AS v
         ON
-            v.prompt_id = a.prompt_id AND v.aspect = a.aspect AND v.winner IN ('a', 'b')
+            v.prompt_id = a.prompt_id AND v.aspect = a.aspect
             AND list_contains(a.response_ids, v.won) AND list_contains(a.response_ids, v.lost)
     GROUP BY a.id
 )

@@ -3,29 +3,8 @@
 -- aspect that scored both responses, aggregated per judge and aspect (see RatingJudgeQuality for each figure). A
 -- rating aspect is measured on people's verdicts of the same aspect where a pair has one, else their overall one.
 -- $round_id: NULL for all rounds; else only that round's ratings.
-WITH human AS (
-    SELECT
-        prompt_id,
-        response_a,
-        response_b,
-        aspect,
-        winner,
-        row_number() OVER (
-            PARTITION BY least(response_a, response_b), greatest(response_a, response_b), aspect
-            ORDER BY created_at DESC, id
-        ) AS n
-    FROM comparisons
-    WHERE source = 'human' AND winner <> 'invalid'
-),
-
-decided AS (
-    SELECT
-        prompt_id,
-        aspect,
-        CASE winner WHEN 'a' THEN response_a ELSE response_b END AS won,
-        CASE winner WHEN 'a' THEN response_b ELSE response_a END AS lost
-    FROM human
-    WHERE n = 1 AND winner IN ('a', 'b')
+WITH decided AS (
+    -- include: _human_decided
 ),
 
 scored AS (
