@@ -62,8 +62,12 @@ def response_id(
     return content_id("response", key)
 
 
-def judgment_id(kind: str, judge: str, items: list[str] | dict[str, Any]) -> str:
-    """A judgment: its kind, the judge (model + template version, verifier, or annotator) and the items judged."""
+def judgment_id(kind: str, judge: str, items: list[str] | dict[str, Any], aspect: str = "overall") -> str:
+    """A judgment: its kind, the judge (model + template version, verifier, or annotator) and the items judged;
+    with an ``aspect`` other than overall, the responses judged and that aspect (an overall judgment keeps the id it
+    had before comparisons, rankings and corrections had aspects)."""
+    if aspect != "overall":
+        items = {"responses": items, "aspect": aspect}
     return content_id("judgment", {"kind": kind, "judge": judge, "items": items})
 
 

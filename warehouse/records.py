@@ -137,10 +137,7 @@ class Comparison:
 
     @staticmethod
     def make_id(judge: str, response_a: str, response_b: str, aspect: str = "overall") -> str:
-        items: list[str] | dict[str, Any] = [response_a, response_b]
-        if aspect != "overall":  # an overall verdict keeps the id it had before comparisons had aspects
-            items = {"responses": items, "aspect": aspect}
-        return ids.judgment_id("pairwise", judge, items)
+        return ids.judgment_id("pairwise", judge, [response_a, response_b], aspect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,10 +159,7 @@ class Ranking:
 
     @staticmethod
     def make_id(judge: str, response_ids: list[str], aspect: str = "overall") -> str:
-        items: list[str] | dict[str, Any] = sorted(response_ids)
-        if aspect != "overall":  # an overall ranking keeps the id it had before rankings had aspects
-            items = {"responses": items, "aspect": aspect}
-        return ids.judgment_id("listwise", judge, items)
+        return ids.judgment_id("listwise", judge, sorted(response_ids), aspect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,10 +223,7 @@ class Correction:
 
     @staticmethod
     def make_id(judge: str, original_id: str, aspect: str = "overall") -> str:
-        items: list[str] | dict[str, Any] = [original_id]
-        if aspect != "overall":  # an overall correction keeps the id it had before corrections had aspects
-            items = {"responses": items, "aspect": aspect}
-        return ids.judgment_id("correction", judge, items)
+        return ids.judgment_id("correction", judge, [original_id], aspect)
 
 
 @dataclass(frozen=True, slots=True)

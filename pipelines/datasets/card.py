@@ -28,9 +28,8 @@ MEANING = {
     "correction": "`correction` rewrites `answer` (an identity row repeats the answer, for the copy warm-up)",
     "sft": "`completion` is the best response found for the prompt",
 }
-LAYOUT = {"trl": "TRL's column conventions", "openrlhf": "OpenRLHF's keys",
-          "jsonl": "the snapshot's own columns (`prompt` is the chat as JSON, `prompt_text` the same as text)",
-          "parquet": "the snapshot's own columns (`prompt` is the chat as JSON, `prompt_text` the same as text)"}
+_OWN = "the snapshot's own columns (`prompt` is the chat as JSON, `prompt_text` the same as text)"
+LAYOUT = {"trl": "TRL's column conventions", "openrlhf": "OpenRLHF's keys", "jsonl": _OWN, "parquet": _OWN}
 LINEAGE = ("Every row keeps the warehouse ids it came from (`prompt_id`, the response ids, `round_id`, `source`, "
            "`feedback_ids`: the comparisons, ratings, rankings, labels or corrections behind it), so a row can "
            "be traced to its prompt, response, judge or annotator and round.")
