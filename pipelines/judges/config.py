@@ -7,6 +7,7 @@ from typing import Literal
 
 from pipelines.judges.calls import CallPolicy
 from pipelines.judges.templates import DEFAULT_PRINCIPLES
+from warehouse.errors import AlignloopError
 
 JudgeKind = Literal["pairwise", "listwise", "rating", "binary", "steps", "correction"]
 JUDGE_KINDS: tuple[str, ...] = ("pairwise", "listwise", "rating", "binary", "steps", "correction")
@@ -56,6 +57,13 @@ class JudgeConfig:
             raise ValueError(f"permutation_kind must be cyclic or random, got {self.permutation_kind!r}")
         if not self.aspects or any(not a.strip() for a in self.aspects):
             raise ValueError("aspects must be non-empty names")
+
+    def one_aspect(self, does: str) -> str:
+        """The one aspect a pairwise, listwise or correction judge stores its verdicts under; ``does`` says what it
+        does (``"a listwise judge ranks by"``) in the error for more than one."""
+        if len(self.aspects) != 1:
+            raise AlignloopError(f"{does} one aspect per run, got {len(self.aspects)}: {', '.join(self.aspects)}")
+        return self.aspects[0]
 
 
 @dataclass(frozen=True, slots=True)

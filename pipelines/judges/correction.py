@@ -10,7 +10,6 @@ from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.templates import Template, load_template, quoted
 from pipelines.models import model_uri
 from warehouse import ids
-from warehouse.errors import AlignloopError
 from warehouse.records import Correction, Response
 
 CORRECTION_SAMPLING = Sampling(n=1, temperature=0.0, max_new_tokens=256)
@@ -36,9 +35,7 @@ class CorrectionJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "correction",
                                                                self.config.principles))
-        if len(self.config.aspects) != 1:
-            raise AlignloopError(f"a correction judge corrects for one aspect per run, got {len(self.config.aspects)}: "
-                                 f"{', '.join(self.config.aspects)}")
+        self.config.one_aspect("a correction judge corrects for")  # refused here, before anything is judged
 
     @property
     def judge(self) -> str:

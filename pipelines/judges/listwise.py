@@ -10,7 +10,6 @@ from pipelines.judges import calls
 from pipelines.judges.config import GroupItem, JudgeConfig
 from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
-from warehouse.errors import AlignloopError
 from warehouse.ids import content_id
 from warehouse.records import Ranking
 
@@ -59,9 +58,7 @@ class ListwiseJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "listwise",
                                                                self.config.principles))
-        if len(self.config.aspects) != 1:
-            raise AlignloopError(f"a listwise judge ranks by one aspect per run, got {len(self.config.aspects)}: "
-                                 f"{', '.join(self.config.aspects)}")
+        self.config.one_aspect("a listwise judge ranks by")  # refused here, before anything is judged
 
     @property
     def judge(self) -> str:

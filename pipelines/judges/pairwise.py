@@ -20,7 +20,6 @@ from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.parsing import mass, parse_pairwise, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
-from warehouse.errors import AlignloopError
 from warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
@@ -74,9 +73,7 @@ class PairwiseJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "pairwise",
                                                                self.config.principles))
-        if len(self.config.aspects) != 1:
-            raise AlignloopError(f"a pairwise judge compares on one aspect per run, got {len(self.config.aspects)}: "
-                                 f"{', '.join(self.config.aspects)}")
+        self.config.one_aspect("a pairwise judge compares on")  # refused here, before anything is judged
 
     @property
     def judge(self) -> str:
