@@ -71,6 +71,13 @@ def _command(kind: str):
         prm_aggregate: Annotated[Literal["product", "min"] | None, typer.Option(
             help="A process reward model (rm:FOLDER from `train prm`): step scores as their product (default) or "
                  "minimum.")] = None,
+        rollouts: Annotated[int | None, typer.Option(
+            help="Steps: label each step from this many completions of the solution up to it (Math-Shepherd): +1 "
+                 "where one reaches the right answer, else -1; the --judge model completes.")] = None,
+        rollout_verifier: Annotated[str, typer.Option(help="Steps with --rollouts: the verifier of each completion "
+                                                           "(final_answer needs a reference).")] = "final_answer",
+        rollout_temperature: Annotated[float, typer.Option(help="Steps with --rollouts: temperature.")] = 0.7,
+        rollout_max_new_tokens: Annotated[int, typer.Option(help="Steps with --rollouts: longest completion.")] = 256,
         db_file: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -82,7 +89,9 @@ def _command(kind: str):
             "tie_band": tie_band, "disagreement": disagreement, "pairs": pairs,
             "max_pairs_per_prompt": max_pairs_per_prompt, "group_size": group_size, "permutations": permutations,
             "aspects": aspect or ["overall"], "max_chars": max_chars, "batch_size": batch_size,
-            "prm_aggregate": prm_aggregate, "db": db.existing_path(db_file)})
+            "prm_aggregate": prm_aggregate, "rollouts": rollouts, "rollout_verifier": rollout_verifier,
+            "rollout_temperature": rollout_temperature, "rollout_max_new_tokens": rollout_max_new_tokens,
+            "db": db.existing_path(db_file)})
         _run(params, json_out)
 
     command.__doc__ = f"Judge a round's responses ({kind}); judgments already stored are not recomputed."

@@ -18,6 +18,7 @@ from pipelines.judges import report as quality
 from pipelines.judges import run
 from pipelines.judges.calls import CallPolicy
 from pipelines.judges.config import JudgeConfig
+from pipelines.judges.rollouts import RolloutConfig
 from warehouse import db
 
 
@@ -52,6 +53,13 @@ class JudgeParams(FlowParams):
     prm_aggregate: Literal["product", "min"] | None = Field(
         None, description="A process reward model (rm:FOLDER from `train prm`): its step scores as the product "
                           "(default: every step right) or the minimum (the weakest step).")
+    rollouts: int | None = Field(None, ge=1, description="Steps: label each step from this many completions of "
+                                                        "the solution up to it (Math-Shepherd): +1 where one reaches "
+                                                        "the right answer, else -1; the judge model completes.")
+    rollout_verifier: str = Field("final_answer", description="Steps with rollouts: the verifier that checks each "
+                                                              "completion (final_answer needs a reference answer).")
+    rollout_temperature: float = Field(0.7, ge=0, description="Steps with rollouts: sampling temperature.")
+    rollout_max_new_tokens: int = Field(256, ge=1, description="Steps with rollouts: longest completion, in tokens.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def config(self) -> JudgeConfig:
@@ -59,6 +67,12 @@ class JudgeParams(FlowParams):
                            disagreement=self.disagreement, max_chars=self.max_chars, permutations=self.permutations,
                            aspects=tuple(self.aspects), calls=CallPolicy(retries=self.retries,
                                                                          batch_size=self.batch_size))
+
+    def rollout_config(self) -> RolloutConfig | None:
+        if self.rollouts is None:
+            return None
+        return RolloutConfig(n=self.rollouts, verifier=self.rollout_verifier, temperature=self.rollout_temperature,
+                             max_new_tokens=self.rollout_max_new_tokens)
 
     def request(self) -> run.JudgeRequest:
         return run.JudgeRequest(self.kind, self.round, self.limit, self.pairs, self.max_pairs_per_prompt,
@@ -79,7 +93,7 @@ def engine_options(backend: str, base_url: str | None, api_key_secret: str | Non
 
 def build_judge(params: JudgeParams) -> Any:
     return run.build_judge(params.kind, params.judge, params.backend, params.config(), params.prm_aggregate,
-                           **params.backend_options())
+                           params.rollout_config(), **params.backend_options())
 
 
 @task(name="judge-chunk", persist_result=False)

@@ -72,6 +72,16 @@ def test_greedy_asks_once_and_copies(scripted):
     assert len(Scripted.requests) == 1 and len({c.text for c in out[0]}) == 1 and len(out[0]) == 4
 
 
+def test_an_assistant_message_last_is_continued_with_vllms_request_fields(scripted):
+    backend = OpenAIBackend("m", base_url=scripted)
+    partial = [*user("what is 2 + 3?"), {"role": "assistant", "content": "2 + 3 = 5\n"}]
+    backend.generate([user("hi"), partial], Sampling(max_new_tokens=8))
+    sent = {json.dumps(r["messages"]): r for r in Scripted.requests}
+    fresh, continued = sent[json.dumps(user("hi"))], sent[json.dumps(partial)]
+    assert "continue_final_message" not in fresh and "add_generation_prompt" not in fresh
+    assert (continued["continue_final_message"], continued["add_generation_prompt"]) == (True, False)
+
+
 def test_gives_up_with_url_and_cause_but_never_the_key(scripted):
     Scripted.failures = 100
     backend = OpenAIBackend("m", base_url=scripted, api_key="sk-secret-123", max_retries=2, backoff_s=0.01)

@@ -14,6 +14,12 @@ from warehouse.errors import OptionError
 Conversation = list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": str}]
 
 
+def continues(conversation: Conversation) -> bool:
+    """Whether generation continues the conversation's last message (an assistant's, e.g. a partial solution)
+    instead of opening a new assistant turn."""
+    return bool(conversation) and conversation[-1].get("role") == "assistant"
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Sampling parameters; part of a response's identity, so keep them explicit."""
@@ -71,7 +77,8 @@ class Backend(Protocol):
     """Model identity as stored in the warehouse (e.g. the model folder or API model name)."""
 
     def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[Completion]]:
-        """For each conversation, ``sampling.n`` completions in sample-index order."""
+        """For each conversation, ``sampling.n`` completions in sample-index order. A conversation that ends with an
+        assistant message is continued (:func:`continues`): the completion is what follows that message's text."""
         ...
 
     def next_token_logprobs(self, conversations: list[Conversation], candidates: list[str]) -> list[TokenScores]:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
+from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
 from pipelines.backends.seeding import sample_seed
 from pipelines.backends.stats import GenerationStats
 from warehouse.errors import AlignloopError
@@ -141,6 +141,8 @@ class OpenAIBackend:
             kw["n"] = n
         if sampling.stop:
             kw["stop"] = list(sampling.stop)
+        if continues(conv):  # vLLM's and SGLang's chat parameters for continuing the last (assistant) message
+            kw["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
         resp = await self._call(sem, lambda: client.chat.completions.create(**kw))
         usage = getattr(resp, "usage", None)
         prompt = getattr(usage, "prompt_tokens", None)

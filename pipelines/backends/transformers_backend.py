@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
+from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
 from pipelines.backends.seeding import sample_seed
 from pipelines.backends.stats import GenerationStats
 from warehouse.errors import AlignloopError
@@ -91,8 +91,12 @@ class TransformersBackend:
     # -- prompts -------------------------------------------------------------------------------------------------
 
     def encode(self, conversation: Conversation) -> list[int]:
-        """Token ids of the conversation rendered with the chat template and the assistant turn opened."""
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        """Token ids of the conversation rendered with the chat template and the assistant turn opened (or, where it
+        ends with an assistant message, that message left open to be continued)."""
+        if continues(conversation):
+            text = self.tokenizer.apply_chat_template(conversation, continue_final_message=True, tokenize=False)
+        else:
+            text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def _fit(self, ids: list[int], max_new_tokens: int) -> list[int] | None:

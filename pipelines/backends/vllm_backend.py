@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
+from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
 from pipelines.backends.seeding import sample_seed
 from pipelines.backends.stats import GenerationStats
 from warehouse.errors import AlignloopError
@@ -61,9 +61,13 @@ class VLLMBackend:
                 keys.append((c, s))
                 params.append(self._vllm.SamplingParams(**sampling_kwargs(sampling, sample_seed(sampling.seed, conv,
                                                                                                   s))))
-        messages = [conversations[c] for c, _ in keys]
-        outputs = self.llm.chat(messages, params, use_tqdm=False) if keys else []
-        results = {key: out for key, out in zip(keys, outputs)}
+        results = {}
+        for cont in (False, True):  # vLLM continues the last message (or not) for a whole call
+            part = [i for i, (c, _) in enumerate(keys) if continues(conversations[c]) == cont]
+            if part:
+                outputs = self.llm.chat([conversations[keys[i][0]] for i in part], [params[i] for i in part],
+                                        use_tqdm=False, add_generation_prompt=not cont, continue_final_message=cont)
+                results.update({keys[i]: out for i, out in zip(part, outputs)})
         completions: list[list[Completion]] = []
         for c in range(len(conversations)):
             self.stats.prompts += 1

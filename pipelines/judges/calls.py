@@ -76,15 +76,20 @@ def _retry(backend: Backend, what: str, fn: Callable[[], T], policy: CallPolicy)
 def generate(backend: Backend, convs: list[Conversation], policy: CallPolicy, stats: CallStats,
              sampling: Sampling = VERDICT_SAMPLING) -> list[Completion]:
     """First completion per conversation; counts one call per conversation."""
+    return [c[0] for c in samples(backend, convs, policy, stats, sampling)]
+
+
+def samples(backend: Backend, convs: list[Conversation], policy: CallPolicy, stats: CallStats,
+            sampling: Sampling) -> list[list[Completion]]:
+    """``sampling.n`` completions per conversation; counts one call per conversation, and the prompt once."""
     t0 = time.perf_counter()
     out = _retry(backend, "to generate", lambda: backend.generate(convs, sampling), policy)
     stats.seconds += time.perf_counter() - t0
     stats.calls += len(convs)
     stats.prompt_chars += sum(len(m["content"]) for c in convs for m in c)
-    firsts = [c[0] for c in out]
-    stats.prompt_tokens += sum(c.prompt_tokens or 0 for c in firsts)
-    stats.completion_tokens += sum(c.completion_tokens or 0 for c in firsts)
-    return firsts
+    stats.prompt_tokens += sum(c[0].prompt_tokens or 0 for c in out if c)
+    stats.completion_tokens += sum(s.completion_tokens or 0 for c in out for s in c)
+    return out
 
 
 def logprobs(backend: Backend, convs: list[Conversation], candidates: list[str], policy: CallPolicy,

@@ -81,6 +81,9 @@ class ResponseItem:
     """Subject word(s) of the prompt (prompt meta "topic"/"subject" or tags "topic:WORD"), for on-topic checks."""
     messages: str | None = None
     """The prompt's chat messages as JSON (``question`` is them flattened); a reward model reads them as trained."""
+    partial: bool = False
+    """The response stops mid-solution (cut at the token limit, or a branch of another such as PRM800K's alternative
+    steps): no final answer of its own."""
 
 
 @dataclass(frozen=True, slots=True)

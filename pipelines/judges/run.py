@@ -22,6 +22,7 @@ from pipelines.judges.correction import CorrectionJudge
 from pipelines.judges.listwise import ListwiseJudge
 from pipelines.judges.pairwise import PairwiseJudge
 from pipelines.judges.pointwise import BinaryJudge, RatingJudge
+from pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
 from pipelines.judges.steps import StepJudge, split_steps
 from warehouse import db
 from warehouse.errors import AlignloopError
@@ -91,9 +92,9 @@ def load_responses(con: duckdb.DuckDBPyConnection, round_id: str, origins: tuple
                    ) -> list[ResponseItem]:
     rows = con.execute(db.query("judge_responses"), {"round_id": round_id, "origins": list(origins)}).fetchall()
     out = []
-    for rid, pid, question, text, steps, reference, tags, meta, messages in rows:
+    for rid, pid, question, text, steps, reference, tags, meta, messages, partial in rows:
         out.append(ResponseItem(rid, pid, question, text, tuple(steps) if steps else None,
-                                messages=messages, **_check_fields(reference, tags, meta)))
+                                messages=messages, partial=partial, **_check_fields(reference, tags, meta)))
     return out
 
 
@@ -160,6 +161,11 @@ def select_items(con: duckdb.DuckDBPyConnection, request: JudgeRequest, judge: A
         items = load_groups(con, r.round_id, r.group_size, r.origins)
     else:
         items = load_responses(con, r.round_id, r.origins)
+    if items and hasattr(judge, "accepts"):  # a judge that can label some responses only (rollouts: a reference)
+        kept = [it for it in items if judge.accepts(it)]
+        if not kept:
+            raise AlignloopError(judge.refusal(r.round_id, len(items)))
+        items = kept
     if r.kind == "correction":  # corrections of corrections are not wanted
         aligner = {it.id for it in load_responses(con, r.round_id, ("aligner",))}
         items = [it for it in items if it.id not in aligner]
@@ -272,8 +278,9 @@ class VerifierJudge:
 
 
 def build_judge(kind: str, spec: str, backend: str = "transformers", config: JudgeConfig | None = None,
-                prm_aggregate: str | None = None, **backend_opts: Any) -> Any:
-    """A judge from ``--judge``: ``verifier:NAME`` (rule), ``rm:FOLDER`` (reward model) or a model for ``backend``.
+                prm_aggregate: str | None = None, rollouts: RolloutConfig | None = None, **backend_opts: Any) -> Any:
+    """A judge from ``--judge``: ``verifier:NAME`` (rule), ``rm:FOLDER`` (reward model) or a model for ``backend``
+    (with ``rollouts``, the model completes partial solutions and a verifier labels the steps: Math-Shepherd).
 
     Raises:
         AlignloopError: a verifier or reward model asked for a kind it cannot produce.
@@ -281,6 +288,18 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
     if prm_aggregate and not spec.startswith("rm:"):
         raise AlignloopError(f"--prm-aggregate (prm_aggregate) is for a process reward model ('rm:FOLDER'), not "
                              f"judge {spec!r}")
+    if rollouts is not None:
+        if kind != "steps":
+            raise AlignloopError(f"--rollouts (rollouts) labels steps (`judge steps`), not `judge {kind}`")
+        if spec.startswith(("verifier:", "rm:")):
+            raise AlignloopError(f"--rollouts (rollouts) needs a model to complete solutions with (--judge MODEL), "
+                                 f"not {spec!r}")
+        from pipelines.backends import make_backend
+        from pipelines.verifiers import get_verifier
+
+        verifier = get_verifier(rollouts.verifier)  # an unknown name fails before a model loads
+        return RolloutStepJudge(make_backend(backend, spec, **backend_opts), verifier, rollouts,
+                                (config or JudgeConfig()).calls)
     if spec.startswith("verifier:"):
         if kind not in ("binary", "rating"):
             raise AlignloopError(f"verifiers give binary ratings; use `judge binary`, not `judge {kind}`")

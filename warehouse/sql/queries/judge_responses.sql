@@ -9,7 +9,10 @@ SELECT
     p.reference,
     p.tags,
     CAST(p.meta AS VARCHAR) AS prompt_meta,
-    CAST(p.messages AS VARCHAR) AS messages
+    CAST(p.messages AS VARCHAR) AS messages,
+    -- stops mid-solution: cut at the token limit, or a branch of another (PRM800K's alternative steps)
+    coalesce(r.finish_reason = 'length' OR json_extract(r.meta, '$.alternative_for_step') IS NOT NULL, false)
+        AS partial
 FROM responses AS r
 INNER JOIN prompts AS p ON r.prompt_id = p.id
 WHERE r.round_id = $round_id AND list_contains($origins, r.origin)
