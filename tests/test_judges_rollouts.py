@@ -17,7 +17,7 @@ from pipelines.verifiers import get_verifier
 from tests.fixtures_generate import *
 from tests.fixtures_judges import *
 from warehouse import db
-from warehouse.errors import AlignloopError
+from warehouse.errors import AlignloopError, InputError
 from warehouse.records import Prompt, Response
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=4)
@@ -121,6 +121,12 @@ def test_rollout_labels_build_a_step_dataset(con):
             zip(t["completion_id"].to_pylist(), t["steps"].to_pylist(), t["labels"].to_pylist())}
     assert rows == {seeded["wrong"].id: (["2 + 3 = 5", "5 * 1 = 6", "The answer is 6."], [1, -1, -1]),
                     seeded["right"].id: (["2 + 3 = 5", "5 * 1 = 5", "The answer is 5."], [1, 1, 1])}
+    # the soft estimate cut at a half: one rollout of four is not enough; the last steps are the responses' own
+    soft = build(con, parse_options("steps", {"decontaminate": False, "sources": "ai", "rollout_threshold": 0.5}))
+    assert dict(zip(soft.table["completion_id"].to_pylist(), soft.table["labels"].to_pylist())) == {
+        seeded["wrong"].id: [-1, -1, -1], seeded["right"].id: [-1, -1, 1]}
+    with pytest.raises(InputError, match=r"rollout_threshold must be in \(0, 1\], got 0$"):
+        parse_options("steps", {"rollout_threshold": 0})
 
 
 def test_rollout_judge_is_refused_where_it_cannot_label(con):

@@ -148,7 +148,7 @@ def _build_binary(chain: Chain, cfg: BinaryConfig) -> str:
 
 
 def _build_steps(chain: Chain, cfg: StepsConfig) -> str:
-    chain.params["truncate_after_negative"] = cfg.truncate_after_negative
+    chain.params.update(truncate_after_negative=cfg.truncate_after_negative, rollout_threshold=cfg.rollout_threshold)
     chain.source("labelled_solutions", "steps_from_labels")
     sources = _sources(chain, "step_labels")
     chain.then("render", "steps_render")

@@ -182,9 +182,16 @@ class StepsConfig:
     """Cut each solution after its first -1 step (PRM800K phase 2 style)."""
     neutral_label: bool = True
     """Boolean exports map +1 -> True, -1 -> False and 0 -> this value."""
+    rollout_threshold: float | None = None
+    """Labels from rollouts (`judge steps --rollouts N`): +1 where at least this share of a step's rollouts reached
+    the right answer, else -1 (Math-Shepherd's soft estimate cut at a threshold); None keeps the stored hard estimate
+    (+1 where any did). Other judges' labels are kept as they are."""
 
     def __post_init__(self) -> None:
         _check_literals(self)
+        if self.rollout_threshold is not None and not 0 < self.rollout_threshold <= 1:
+            raise InputError(f"rollout_threshold must be in (0, 1], got {self.rollout_threshold}",
+                             field="rollout_threshold")
 
     def label_rule(self) -> str:
         return f"+1 -> True, 0 -> {self.neutral_label}, -1 -> False"

@@ -4,9 +4,17 @@
 -- A response with a parent (responses.parent_id; PRM800K alternative completions continue the solution's first
 -- steps) takes the same judge's parent labels for the steps it has not labelled itself, where its steps up to and
 -- including that step equal the parent's (a step's label depends on the steps before it).
+-- With $rollout_threshold, a label from rollouts (meta.estimate: the share of a step's rollouts that reached the
+-- right answer) is +1 where that share is at least the threshold, else -1.
 WITH allowed AS (
     SELECT
-        s.*,
+        s.* REPLACE (
+            CASE
+                WHEN $rollout_threshold IS NULL OR json_extract(s.meta, '$.estimate') IS NULL THEN s.label
+                WHEN json_extract(s.meta, '$.estimate')::DOUBLE >= $rollout_threshold THEN 1
+                ELSE -1
+            END::SMALLINT AS label
+        ),
         -- include: _source_tier
     FROM step_labels AS s
     WHERE
