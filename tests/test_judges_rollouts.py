@@ -31,14 +31,16 @@ class Completer:
 
     name: str = "completer"
     asked: list[tuple[Conversation, Sampling]] = field(default_factory=list)
+    cut: bool = False
+    """Every completion stops at the token limit (its text as before)."""
 
     def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[list[Completion]]:
         out = []
         for conv in conversations:
             self.asked.append((conv, sampling))
             wrong = "6" in conv[-1]["content"]
-            out.append([Completion(f"The answer is {6 if wrong else 5 if s == 0 else 7}.", "stop", 10, 5, s)
-                        for s in range(sampling.n)])
+            out.append([Completion(f"The answer is {6 if wrong else 5 if s == 0 else 7}.",
+                                   "length" if self.cut else "stop", 10, 5, s) for s in range(sampling.n)])
         return out
 
     def next_token_logprobs(self, conversations: list[Conversation], candidates: list[str]) -> list[TokenScores]:
@@ -107,6 +109,19 @@ def test_a_partial_response_is_rolled_out_from_its_last_step_too(con):
     # "5 * 1 = 5" states the right number, but a partial answer is no final answer: its step is rolled out as well
     assert rows == {(cut.id, 0): (1, 4, 1), (cut.id, 1): (1, 4, 1), (branch.id, 0): (1, 4, 1),
                     (branch.id, 1): (-1, 4, 0)}
+
+
+def test_a_completion_cut_at_the_token_limit_reaches_no_answer(con):
+    seeded = seed_solutions(con)
+    judge = RolloutStepJudge(Completer(cut=True), get_verifier("final_answer"), RolloutConfig(n=4), FAST)
+    items, _ = select_items(con, JudgeRequest("steps", "r1"), judge)
+    rows = {(r.response_id, r.step_index): (r.label, r.meta["right"], r.meta.get("cut"))
+            for r in judge.judge_items(items, "r1")}
+    # sample 0 wrote the right number but was cut: no step before the last reaches an answer; the last steps are the
+    # responses' own finished answers
+    w, r = seeded["wrong"].id, seeded["right"].id
+    assert rows == {(w, 0): (-1, 0, 4), (w, 1): (-1, 0, 4), (w, 2): (-1, 0, None),
+                    (r, 0): (-1, 0, 4), (r, 1): (-1, 0, 4), (r, 2): (1, 1, None)}
 
 
 def test_rollout_labels_build_a_step_dataset(con):

@@ -1,9 +1,10 @@
 """Step labels from rollouts, as Math-Shepherd labels steps without people: complete a solution from each of its
 steps ``n`` times with a model, check each completion with a verifier (its final answer against the prompt's
-reference); a step from which some completion reaches a right answer is +1, one from which none does -1 (the
-"hard estimate"), and the share that did is kept with the label (the "soft estimate"). The last step of a finished
-response is the response itself: its label is the verifier's verdict on it, no rollouts needed (a partial one, cut
-at the token limit or a branch such as PRM800K's alternative steps, is rolled out from its last step too).
+reference; a completion cut at the token limit reached none); a step from which some completion reaches a right
+answer is +1, one from which none does -1 (the "hard estimate"), and the share that did is kept with the label (the
+"soft estimate"). The last step of a finished response is the response itself: its label is the verifier's verdict
+on it, no rollouts needed (a partial one, cut at the token limit or a branch such as PRM800K's alternative steps, is
+rolled out from its last step too).
 
     judge = RolloutStepJudge(make_backend("transformers", "default"), get_verifier("final_answer"), RolloutConfig(n=8))
 """
@@ -14,7 +15,7 @@ import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from pipelines.backends.base import Backend, Conversation, Sampling
+from pipelines.backends.base import Backend, Completion, Conversation, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import ResponseItem
 from pipelines.judges.steps import finish_reason, split_steps
@@ -85,25 +86,28 @@ class RolloutStepJudge:
         todo = [(k, i, partial(it, st[: i + 1])) for k, (it, st) in enumerate(zip(items, steps))
                 for i in range(len(st) - (0 if it.partial else 1))]
         stats = calls.CallStats()
-        done: dict[tuple[int, int], list[str]] = {}
+        done: dict[tuple[int, int], list[Completion]] = {}
         for batch in calls.chunks(todo, self.policy.batch_size):
             out = calls.samples(self.backend, [conv for _, _, conv in batch], self.policy, stats,
                                 self.config.sampling())
-            done.update({(k, i): [c.text for c in comps] for (k, i, _), comps in zip(batch, out)})
+            done.update({(k, i): comps for (k, i, _), comps in zip(batch, out)})
         share = stats.share(max(len(todo), 1))
         labels: list[StepLabel] = []
         for k, (it, st) in enumerate(zip(items, steps)):
-            found: list[tuple[int, int]] = []  # (right, tried) per step
+            found: list[tuple[int, int, int]] = []  # (right, tried, cut at the token limit) per step
             for i in range(len(st) - (0 if it.partial else 1)):
                 prefix = STEP_JOIN.join(st[: i + 1]) + STEP_JOIN
-                found.append((sum(self._right(it, prefix + text) for text in done[(k, i)]), len(done[(k, i)])))
+                # a completion cut at the token limit reached no answer, whatever number it stopped on
+                cut = [c.finish_reason == "length" for c in done[(k, i)]]
+                right = sum(not c_cut and self._right(it, prefix + c.text) for c, c_cut in zip(done[(k, i)], cut))
+                found.append((right, len(cut), sum(cut)))
             if not it.partial:
-                found.append((int(self._right(it, it.text)), 0))  # the response itself
-            marks: list[int | None] = [1 if right else -1 for right, _ in found]
+                found.append((int(self._right(it, it.text)), 0, 0))  # the response itself
+            marks: list[int | None] = [1 if right else -1 for right, _, _ in found]
             reason = finish_reason(marks)
-            for i, ((right, tried), mark) in enumerate(zip(found, marks)):
-                meta = ({"right": right, "rollouts": tried, "estimate": right / tried, **share} if tried else
-                        {"right": right, "rollouts": 0, "estimate": float(right), "from": "response"})
+            for i, ((right, tried, cut_n), mark) in enumerate(zip(found, marks)):
+                meta = ({"right": right, "rollouts": tried, "cut": cut_n, "estimate": right / tried, **share}
+                        if tried else {"right": right, "rollouts": 0, "estimate": float(right), "from": "response"})
                 labels.append(StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, mark,
                                         self.judge, "ai", round_id, finish_reason=reason,
                                         meta={**meta, "steps": len(st), "verifier": self.verifier.judge}))
