@@ -78,6 +78,9 @@ def _command(kind: str):
                                                            "(final_answer needs a reference).")] = "final_answer",
         rollout_temperature: Annotated[float, typer.Option(help="Steps with --rollouts: temperature.")] = 0.7,
         rollout_max_new_tokens: Annotated[int, typer.Option(help="Steps with --rollouts: longest completion.")] = 256,
+        rollout_search: Annotated[Literal["all", "binary"], typer.Option(
+            help="Steps with --rollouts: from every step, or a binary search for the first error (OmegaPRM; the "
+                 "steps after it taken as -1).")] = "all",
         db_file: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
@@ -91,6 +94,7 @@ def _command(kind: str):
             "aspects": aspect or ["overall"], "max_chars": max_chars, "batch_size": batch_size,
             "prm_aggregate": prm_aggregate, "rollouts": rollouts, "rollout_verifier": rollout_verifier,
             "rollout_temperature": rollout_temperature, "rollout_max_new_tokens": rollout_max_new_tokens,
+            "rollout_search": rollout_search,
             "db": db.existing_path(db_file)})
         _run(params, json_out)
 

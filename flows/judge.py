@@ -60,6 +60,9 @@ class JudgeParams(FlowParams):
                                                               "completion (final_answer needs a reference answer).")
     rollout_temperature: float = Field(0.7, ge=0, description="Steps with rollouts: sampling temperature.")
     rollout_max_new_tokens: int = Field(256, ge=1, description="Steps with rollouts: longest completion, in tokens.")
+    rollout_search: Literal["all", "binary"] = Field(
+        "all", description="Steps with rollouts: from every step, or a binary search for the first error (OmegaPRM; "
+                           "the steps after it taken as -1).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def config(self) -> JudgeConfig:
@@ -72,7 +75,7 @@ class JudgeParams(FlowParams):
         if self.rollouts is None:
             return None
         return RolloutConfig(n=self.rollouts, verifier=self.rollout_verifier, temperature=self.rollout_temperature,
-                             max_new_tokens=self.rollout_max_new_tokens)
+                             max_new_tokens=self.rollout_max_new_tokens, search=self.rollout_search)
 
     def request(self) -> run.JudgeRequest:
         return run.JudgeRequest(self.kind, self.round, self.limit, self.pairs, self.max_pairs_per_prompt,

@@ -111,6 +111,38 @@ def test_a_partial_response_is_rolled_out_from_its_last_step_too(con):
                     (branch.id, 1): (-1, 4, 0)}
 
 
+def test_binary_search_finds_the_first_error_in_fewer_rollouts_with_the_same_labels(con):
+    db.ensure_round(con, "r1")
+    p = Prompt.create(QUESTION, "test", reference="5")
+    long = Response.sampled(p.id, "m", "r1", "", {}, 0, 0, steps=["a = 1", "b = 2", "c = 3", "d = 4", "e = 6",
+                                                                   "f = 7", "g = 8", "The answer is 9."])
+    right = Response.sampled(p.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 5\nThe answer is 5.", {}, 0, 1)
+    cut = Response.sampled(p.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 5", {}, 0, 2, finish_reason="length")
+    db.ingest(con, "prompts", [p])
+    db.ingest(con, "responses", [long, right, cut])
+    labels, asked = {}, {}
+    for search in ("all", "binary"):
+        backend = Completer()
+        judge = RolloutStepJudge(backend, get_verifier("final_answer"), RolloutConfig(n=4, search=search), FAST)
+        items, _ = select_items(con, JudgeRequest("steps", "r1"), judge)
+        rows = judge.judge_items(items, "r1")
+        labels[search] = {(r.response_id, r.step_index): r.label for r in rows}
+        asked[search] = sorted((c[-1]["content"].count("\n")) for c, _ in backend.asked)  # steps in each prefix
+        metas = {(r.response_id, r.step_index): r.meta for r in rows}
+    # the first error ("e = 6", step 4) found by probing steps 3, 5 and 4 (an 8-step wrong answer: its last step is
+    # its own); the right answer needs no rollout; the cut one is probed at its second step only
+    assert asked == {"all": [1, 1, 1, 2, 2, 2, 3, 4, 5, 6, 7], "binary": [2, 4, 5, 6]}
+    assert labels["binary"] == labels["all"]
+    assert [labels["all"][(long.id, i)] for i in range(8)] == [1, 1, 1, 1, -1, -1, -1, -1]
+    assert [metas[(long.id, i)].get("inferred") for i in range(8)] == [
+        "before a step that reached the answer"] * 3 + [None, None, None, "after the first error", None]
+    assert metas[(right.id, 0)] == {"inferred": "before a step that reached the answer", "rollouts": 0, "steps": 3,
+                                    "verifier": judge.verifier.judge}
+    assert (metas[(long.id, 3)]["right"], metas[(long.id, 7)]["from"]) == (1, "response")
+    binary = RolloutStepJudge(Completer(), get_verifier("final_answer"), RolloutConfig(n=4, search="binary"))
+    assert binary.judge != RolloutStepJudge(Completer(), get_verifier("final_answer"), RolloutConfig(n=4)).judge
+
+
 def test_a_completion_cut_at_the_token_limit_reaches_no_answer(con):
     seeded = seed_solutions(con)
     judge = RolloutStepJudge(Completer(cut=True), get_verifier("final_answer"), RolloutConfig(n=4), FAST)
@@ -185,7 +217,7 @@ def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
     with db.connect(path) as con:
         seeded = seed_solutions(con)
     args = ["judge", "steps", "--round", "r1", "--judge", str(tiny_model_dir), "--rollouts", "2",
-            "--rollout-max-new-tokens", "4", "--db", str(path), "--json"]
+            "--rollout-max-new-tokens", "4", "--rollout-search", "binary", "--db", str(path), "--json"]
     first = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert first.exit_code == 0, first.output
     out = json.loads(first.output)
@@ -194,8 +226,9 @@ def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
         last = dict(con.execute("SELECT response_id, label FROM step_labels WHERE step_index = 2").fetchall())
         tried = {r[0] for r in con.execute("SELECT json_extract(meta, '$.rollouts')::INT FROM step_labels "
                                            "WHERE step_index < 2").fetchall()}
-    # the last step is the response's own final answer, whatever the random model wrote in its rollouts
-    assert last == {seeded["wrong"].id: -1, seeded["right"].id: 1} and tried == {2}
+    # the last step is the response's own final answer, whatever the random model wrote in its rollouts; the right
+    # answer's steps need no rollout in a binary search, the wrong one's are probed (2 rollouts each)
+    assert last == {seeded["wrong"].id: -1, seeded["right"].id: 1} and tried == {0, 2}
     again = CliRunner().invoke(app, args, env={"COLUMNS": "400"})
     assert again.exit_code == 0 and json.loads(again.output)["cached"] == 2
     bad = CliRunner().invoke(app, [*args[:-1], "--rollout-temperature", "0"], env={"COLUMNS": "400"})

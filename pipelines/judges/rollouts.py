@@ -6,6 +6,11 @@ answer is +1, one from which none does -1 (the "hard estimate"), and the share t
 on it, no rollouts needed (a partial one, cut at the token limit or a branch such as PRM800K's alternative steps, is
 rolled out from its last step too).
 
+With ``search="binary"`` (OmegaPRM's) only the first error is searched for, in about log2(steps) probes: every step
+before a step some rollout continued to the answer is +1 by that very completion (inferred, no rollouts of its own:
+a right finished response needs none at all), and the steps after the first error are taken to be -1 too (the
+search's assumption: a solution that cannot be saved at one step cannot be saved later), marked as inferred.
+
     judge = RolloutStepJudge(make_backend("transformers", "default"), get_verifier("final_answer"), RolloutConfig(n=8))
 """
 
@@ -13,9 +18,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
-from pipelines.backends.base import Backend, Completion, Conversation, Sampling
+from pipelines.backends.base import Backend, Conversation, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import ResponseItem
 from pipelines.judges.steps import finish_reason, split_steps
@@ -38,8 +43,12 @@ class RolloutConfig:
     max_new_tokens: int = 256
     """Longest completion of a partial solution, in tokens."""
     seed: int = 0
+    search: Literal["all", "binary"] = "all"
+    """all: roll out from every step; binary: search for the first error only (OmegaPRM), inferring the rest."""
 
     def __post_init__(self) -> None:
+        if self.search not in ("all", "binary"):
+            raise AlignloopError(f"--rollout-search must be all or binary, got {self.search!r}")
         if self.n < 1:
             raise AlignloopError(f"--rollouts must be >= 1, got {self.n}")
         if self.temperature == 0 and self.n > 1:
@@ -64,7 +73,7 @@ class RolloutStepJudge:
     @property
     def judge(self) -> str:
         spec = {"verifier": self.verifier.judge, "n": self.config.n, "sampling": self.config.sampling().identity(),
-                "seed": self.config.seed, "join": STEP_JOIN}
+                "seed": self.config.seed, "join": STEP_JOIN, "search": self.config.search}
         return f"{model_uri(self.backend.name)}:rollouts@{content_id('rollouts', spec)[:8]}"
 
     def accepts(self, item: ResponseItem) -> bool:
@@ -82,36 +91,82 @@ class RolloutStepJudge:
 
     def judge_items(self, items: list[ResponseItem], round_id: str) -> list[StepLabel]:
         steps = [split_steps(it) for it in items]
-        # every step but a finished response's last: (item, step index, the conversation its rollouts continue)
-        todo = [(k, i, partial(it, st[: i + 1])) for k, (it, st) in enumerate(zip(items, steps))
-                for i in range(len(st) - (0 if it.partial else 1))]
         stats = calls.CallStats()
-        done: dict[tuple[int, int], list[Completion]] = {}
-        for batch in calls.chunks(todo, self.policy.batch_size):
-            out = calls.samples(self.backend, [conv for _, _, conv in batch], self.policy, stats,
-                                self.config.sampling())
-            done.update({(k, i): comps for (k, i, _), comps in zip(batch, out)})
-        share = stats.share(max(len(todo), 1))
+        # per item and step: (right, rollouts, cut at the token limit), or the inference that labels it
+        found: list[dict[int, tuple[int, int, int] | str]] = []
+        for it, st in zip(items, steps):
+            known: dict[int, tuple[int, int, int] | str] = {}
+            if not it.partial:  # the last step of a finished response is the response itself
+                known[len(st) - 1] = (int(self._right(it, it.text)), 0, 0)
+            found.append(known)
+        if self.config.search == "all":
+            wanted = [(k, i) for k, st in enumerate(steps) for i in range(len(st)) if i not in found[k]]
+            self._probe(items, steps, wanted, found, stats)
+        else:
+            self._search(items, steps, found, stats)
+        share = stats.share(max(sum(isinstance(v, tuple) and v[1] > 0 for f in found for v in f.values()), 1))
         labels: list[StepLabel] = []
-        for k, (it, st) in enumerate(zip(items, steps)):
-            found: list[tuple[int, int, int]] = []  # (right, tried, cut at the token limit) per step
-            for i in range(len(st) - (0 if it.partial else 1)):
-                prefix = STEP_JOIN.join(st[: i + 1]) + STEP_JOIN
-                # a completion cut at the token limit reached no answer, whatever number it stopped on
-                cut = [c.finish_reason == "length" for c in done[(k, i)]]
-                right = sum(not c_cut and self._right(it, prefix + c.text) for c, c_cut in zip(done[(k, i)], cut))
-                found.append((right, len(cut), sum(cut)))
-            if not it.partial:
-                found.append((int(self._right(it, it.text)), 0, 0))  # the response itself
-            marks: list[int | None] = [1 if right else -1 for right, _, _ in found]
+        for it, st, known in zip(items, steps, found):
+            marks = [self._mark(known[i]) for i in range(len(st))]
             reason = finish_reason(marks)
-            for i, ((right, tried, cut_n), mark) in enumerate(zip(found, marks)):
-                meta = ({"right": right, "rollouts": tried, "cut": cut_n, "estimate": right / tried, **share}
-                        if tried else {"right": right, "rollouts": 0, "estimate": float(right), "from": "response"})
+            for i, mark in enumerate(marks):
                 labels.append(StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, mark,
                                         self.judge, "ai", round_id, finish_reason=reason,
-                                        meta={**meta, "steps": len(st), "verifier": self.verifier.judge}))
+                                        meta={**self._meta(known[i], share), "steps": len(st),
+                                              "verifier": self.verifier.judge}))
         return labels
+
+    def _probe(self, items: list[ResponseItem], steps: list[list[str]], wanted: list[tuple[int, int]],
+               found: list[dict[int, Any]], stats: calls.CallStats) -> None:
+        """Roll out ``n`` completions from each (item, step) wanted and record how many reached a right answer."""
+        for batch in calls.chunks(wanted, self.policy.batch_size):
+            convs = [partial(items[k], steps[k][: i + 1]) for k, i in batch]
+            for (k, i), comps in zip(batch, calls.samples(self.backend, convs, self.policy, stats,
+                                                          self.config.sampling())):
+                prefix = STEP_JOIN.join(steps[k][: i + 1]) + STEP_JOIN
+                # a completion cut at the token limit reached no answer, whatever number it stopped on
+                cut = [c.finish_reason == "length" for c in comps]
+                right = sum(not c_cut and self._right(items[k], prefix + c.text) for c, c_cut in zip(comps, cut))
+                found[k][i] = (right, len(comps), sum(cut))
+
+    def _search(self, items: list[ResponseItem], steps: list[list[str]], found: list[dict[int, Any]],
+                stats: calls.CallStats) -> None:
+        """Binary search for each item's first error, all items' probes of one round in one batch of calls. Steps
+        before ``lo`` are good and step ``hi`` is bad (``hi`` = the step count: none is)."""
+        bounds: dict[int, tuple[int, int]] = {}
+        for k, st in enumerate(steps):
+            last = found[k].get(len(st) - 1)
+            if last is not None and last[0]:  # a right finished response: every step leads to it
+                bounds[k] = (len(st) - 1, len(st) - 1)
+            else:
+                bounds[k] = (0, len(st) - 1 if last is not None else len(st))
+        while True:
+            probes = {k: (lo + hi) // 2 for k, (lo, hi) in bounds.items() if lo < hi}
+            if not probes:
+                break
+            self._probe(items, steps, sorted(probes.items()), found, stats)
+            for k, mid in probes.items():
+                lo, hi = bounds[k]
+                bounds[k] = (mid + 1, hi) if found[k][mid][0] else (lo, mid)
+        for k, (_, first_bad) in bounds.items():
+            for i in range(len(steps[k])):
+                if i not in found[k]:
+                    found[k][i] = "before a step that reached the answer" if i < first_bad else "after the first error"
+
+    @staticmethod
+    def _mark(result: tuple[int, int, int] | str) -> int:
+        if isinstance(result, str):
+            return 1 if result.startswith("before") else -1
+        return 1 if result[0] else -1
+
+    @staticmethod
+    def _meta(result: tuple[int, int, int] | str, share: dict[str, float]) -> dict[str, Any]:
+        if isinstance(result, str):
+            return {"inferred": result, "rollouts": 0}
+        right, tried, cut = result
+        if not tried:
+            return {"right": right, "rollouts": 0, "estimate": float(right), "from": "response"}
+        return {"right": right, "rollouts": tried, "cut": cut, "estimate": right / tried, **share}
 
     def _right(self, item: ResponseItem, text: str) -> bool:
         return self.verifier.check(replace(item, text=text, steps=None)).passed
