@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated
 from pipelines.judges import report as quality
 from pipelines.judges import run
+from pipelines.judges.best_of_n import plot_curves
 from warehouse import db
 
 if TYPE_CHECKING:
@@ -115,15 +117,21 @@ def report(
     1/k), and against people's rankings (same best, Kendall tau) and pairwise verdicts of the same answers. Rating
     judges (AI, reward model, rule) are measured on the pairs people compared: how often the human's winner scored
     higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges (AI,
-    process reward model) on the steps people labelled: label agreement, kappa, the same first error.
+    process reward model) on the steps people labelled: label agreement, kappa, the same first error. Every scorer of
+    two or more samples per problem with a reference answer (PRM, reward model as ORM, AI, rule) by its best of N
+    against majority vote, a random pick and the oracle, at N = 1, 2, 4, ... (a second PNG).
     """
     with db.connect(db.existing_path(db_file)) as con:
         found = quality.full_report(con, round_name)
         every = [q for kind in found.values() for q in kind]
         quality.store(con, every, round_name)
     rows, listed, rated, stepped = found["pairwise"], found["listwise"], found["ratings"], found["steps"]
-    if png and every:
+    best = found["best_of_n"]
+    curves = Path(png).with_name(Path(png).stem + "_best_of_n.png") if png and best else None
+    if png and len(every) > len(best):
         quality.plot(every, png)
+    if curves:
+        plot_curves(best, curves)
     if json_out:
         emit_json({kind: [asdict(q) for q in qs] for kind, qs in found.items()})
         return
@@ -131,8 +139,9 @@ def report(
         where = f" in round {round_name}" if round_name else ""
         console.print(f"no AI pairwise judgments{where} to report on yet; 'alignloop judge pairwise --round R "
                       "--judge MODEL' judges a round's pairs in both orders; rating judges (AI, reward model, rule) "
-                      "are measured once people have compared responses they scored, step judges once people have "
-                      "labelled the same steps", highlight=False)
+                      "are measured once people have compared responses they scored (and, by their best of N, on "
+                      "samples of prompts with a reference answer), step judges once people have labelled the same "
+                      "steps", highlight=False)
         return
 
     def f(v: float | None) -> str:
@@ -169,8 +178,20 @@ def report(
         console.print(_by_judge("step judges on steps people labelled", names, values, wide=110,
                                 caption="acc: share of steps labelled alike (-1 / 0 / +1); same first error: "
                                         "solutions whose first -1 both put on the same step (or neither)"))
-    if png:
+    if best:
+        names = ("problems", "N", "best of N", "majority vote", "random pick", "oracle", "best of N at N =")
+        values = [(f"{q.judge} [{q.aspect}]", [str(q.problems), str(q.samples), f(q.best_of_n), f(q.majority),
+                                                f(q.mean_correct), f(q.oracle),
+                                                ", ".join(f"{n}: {f(v['best_of_n'])}" for n, v in q.curve.items())])
+                  for q in best]
+        console.print(_by_judge("best of N samples by each scorer, on problems with a reference answer", names,
+                                values, wide=130, caption="share of problems whose pick is right (final answer "
+                                                          "against the reference); random pick: the share of right "
+                                                          "samples; oracle: any of the N right"))
+    if png and len(every) > len(best):
         console.print(f"plot: {png}")
+    if curves:
+        console.print(f"best-of-N plot: {curves}")
 
 
 def _by_judge(title: str, names: tuple[str, ...], values: list[tuple[str, list[str]]], wide: int,

@@ -14,9 +14,9 @@ from pipelines.judges import report as judge_report
 from warehouse import db
 
 JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.LISTWISE_METRICS + judge_report.RATING_METRICS
-                                    + judge_report.STEP_METRICS))
-"""Pairwise judges' figures, then listwise, rating (human_accuracy and longer are shared) and step judges', as the
-judge report stores them."""
+                                    + judge_report.STEP_METRICS + judge_report.BEST_OF_N_METRICS))
+"""Pairwise judges' figures, then listwise, rating (human_accuracy and longer are shared), step judges' and best-of-N
+figures, as the judge report stores them."""
 
 
 def rounds_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -74,7 +74,8 @@ def test_cli_verifier_judge_and_report(tmp_path):
     bad = runner.invoke(app, ["judge", "pairwise", "--round", "r1", "--judge", "verifier:final_answer", "--db", path])
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
-    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "listwise": [], "ratings": [], "steps": []}
+    assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "listwise": [], "ratings": [], "steps": [],
+                                                         "best_of_n": []}
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0

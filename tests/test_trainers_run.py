@@ -13,7 +13,6 @@ from safetensors.torch import load_file
 from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
 from trainers import config as C
 from trainers import reference
-from trainers.evaluate import Solution, best_of_n_accuracy
 from trainers.run import train_model
 from warehouse.errors import AlignloopError
 
@@ -210,18 +209,6 @@ def test_finished_run_keeps_no_checkpoint_and_reruns_from_its_records(tmp_path, 
     monkeypatch.undo()
     third = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
     assert third.run.id == first.run.id and (out / "model" / "config.json").is_file()
-
-
-def test_best_of_n_prm_orm_majority():
-    def s(answer, correct, steps, orm):
-        return Solution(answer, correct, tuple(steps), orm)
-
-    problems = [
-        [s("4", True, [0.9, 0.9], 0.2), s("5", False, [0.9, 0.1], 0.9), s("5", False, [0.5, 0.5], 0.1)],
-        [s("7", False, [0.2, 0.9], 0.8), s("6", True, [0.8, 0.8], 0.3), s("6", True, [0.7, 0.7], 0.1)],
-    ]
-    acc = best_of_n_accuracy(problems)
-    assert acc == {"prm_product": 1.0, "prm_min": 1.0, "majority": 0.5, "orm": 0.0, "oracle": 1.0}
 
 
 def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backbone_is_refused(tmp_path, caplog,

@@ -1,18 +1,16 @@
-"""Evaluation after training: held-out metrics of the objective, PRM step scores, and best-of-N selection.
+"""Evaluation after training: held-out metrics of the objective and PRM step scores.
 
 * Preference accuracy of the implicit reward, reward-model accuracy and PRM step accuracy are the objective's own
   metrics (``rewards/accuracies``, ``step_accuracy``) averaged over the test split without gradients.
-* Best-of-N (Lightman et al. 2023, Sec. 3): given N sampled solutions per problem, pick one by the PRM (product of
-  per-step P(good), or the minimum), by an outcome reward model (ORM), or by majority vote over final answers, and
-  report how often the pick is correct.
+* Best-of-N selection by a PRM, an ORM or majority vote is measured on the warehouse's scored samples by
+  ``alignloop judge report`` (``pipelines.judges.best_of_n``).
 """
 
 from __future__ import annotations
 
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -76,60 +74,6 @@ def prm_step_probabilities(model: torch.nn.Module, encoded: Sequence[Encoded], n
         probs = logits.logits[0].float().softmax(-1)[:, num_classes - 1]  # (T,)
         keep = batch["labels"][0] != IGNORE_INDEX
         out.append(probs[keep.to(device)].tolist())
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Solution:
-    """One sampled solution of a problem."""
-
-    answer: str
-    """Final answer (for majority vote)."""
-    correct: bool
-    """Whether the final answer is right (ground truth)."""
-    step_scores: tuple[float, ...]
-    """PRM P(good) for each step."""
-    outcome_score: float | None = None
-    """ORM score of the whole solution (None when no ORM was run)."""
-
-
-def _prm_product(s: Solution) -> float:
-    p = 1.0
-    for x in s.step_scores:
-        p *= x
-    return p
-
-
-def _prm_min(s: Solution) -> float:
-    return min(s.step_scores, default=1.0)
-
-
-def _majority(solutions: Sequence[Solution]) -> Solution:
-    top = Counter(s.answer for s in solutions).most_common(1)[0][0]
-    return next(s for s in solutions if s.answer == top)
-
-
-def best_of_n_accuracy(problems: Sequence[Sequence[Solution]]) -> dict[str, float]:
-    """Selection accuracy of PRM (product and min of step scores), ORM and majority vote.
-
-    Ties keep the first solution. ORM is reported only when every solution has an ``outcome_score``.
-
-    Returns:
-        ``{"prm_product": ..., "prm_min": ..., "orm": ..., "majority": ..., "oracle": ...}`` in [0, 1];
-        ``oracle`` = share of problems with at least one correct solution (the ceiling).
-    """
-    problems = [p for p in problems if p]
-    if not problems:
-        return {}
-    pickers: dict[str, Callable[[Sequence[Solution]], Solution]] = {
-        "prm_product": lambda sols: max(sols, key=_prm_product),
-        "prm_min": lambda sols: max(sols, key=_prm_min),
-        "majority": _majority,
-    }
-    if all(s.outcome_score is not None for p in problems for s in p):
-        pickers["orm"] = lambda sols: max(sols, key=lambda s: s.outcome_score)
-    out = {name: sum(pick(p).correct for p in problems) / len(problems) for name, pick in pickers.items()}
-    out["oracle"] = sum(any(s.correct for s in p) for p in problems) / len(problems)
     return out
 
 

@@ -1,7 +1,8 @@
 """Judge quality report: position and length bias, swap consistency, invalid verdicts, agreement with people, cost;
 for listwise judges the same under their permutations, against people's rankings and pairwise verdicts; for rating
 judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges (AI,
-process reward model) how often their step labels and first errors match people's.
+process reward model) how often their step labels and first errors match people's; for every scorer of samples to
+problems with a reference answer, how often its best of N is right (``best_of_n``).
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
@@ -15,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
 from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import letters
 from warehouse import db
@@ -273,16 +275,20 @@ def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
         negative_rate=_mean([x == "-1" for x in mine]), human_negative_rate=_mean([x == "-1" for x in theirs]))
 
 
-Quality = JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality
+Quality = JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality | BestOfNQuality
 
 
 def full_report(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> dict[str, list[Quality]]:
-    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges) and steps (step judges)."""
+    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges), steps (step judges) and best_of_n
+    (rating judges picking among samples of problems with a reference answer)."""
     return {"pairwise": judge_quality(con, round_id), "listwise": listwise_quality(con, round_id),
-            "ratings": rating_quality(con, round_id), "steps": step_quality(con, round_id)}
+            "ratings": rating_quality(con, round_id), "steps": step_quality(con, round_id),
+            "best_of_n": best_of_n_quality(con, round_id)}
 
 
 def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
+    if isinstance(q, BestOfNQuality):
+        return q.target, BEST_OF_N_METRICS
     if isinstance(q, ListwiseJudgeQuality):
         return q.target, LISTWISE_METRICS
     if isinstance(q, RatingJudgeQuality):
@@ -313,8 +319,10 @@ def store(con: duckdb.DuckDBPyConnection, report: list[Quality], round_id: str |
 def plot(report: list[Quality], path: str | Path) -> Path:
     """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias).
 
-    A rating or step judge has no position or consistency figures: no bar is drawn for them (not a zero).
+    A rating or step judge has no position or consistency figures: no bar is drawn for them (not a zero). Best-of-N
+    figures are curves (:func:`pipelines.judges.best_of_n.plot_curves`), not drawn here.
     """
+    report = [q for q in report if not isinstance(q, BestOfNQuality)]
     import matplotlib
 
     matplotlib.use("Agg")
