@@ -156,7 +156,7 @@ def plot_curves(report: list[BestOfNQuality], path) -> None:
     ax.set_xlabel("N (samples per problem)")
     ax.set_ylabel("share of problems whose pick is right")
     ax.set_title("Best-of-N by each scorer")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
