@@ -52,3 +52,32 @@ def test_vllm_generates_on_gpu():
     assert len(out[0]) == 2 and all(c.completion_tokens for c in out[0])
     scores = backend.next_token_logprobs([[{"role": "user", "content": "Answer A or B."}]], ["A", "B"])
     assert scores[0].available
+
+
+def test_generate_continues_assistant_messages_in_a_call_of_their_own():
+    """vLLM's ``continue_final_message`` holds for a whole ``chat`` call: a batch mixing new turns and partial answers
+    is sent as two calls, and every completion comes back to its own conversation and sample."""
+    from types import SimpleNamespace
+
+    from pipelines.backends.stats import GenerationStats
+    from pipelines.backends.vllm_backend import VLLMBackend
+
+    calls = []
+
+    class FakeLLM:
+        def chat(self, messages, params, use_tqdm, add_generation_prompt, continue_final_message):
+            calls.append((add_generation_prompt, continue_final_message, [m[-1]["content"] for m in messages]))
+            return [SimpleNamespace(prompt_token_ids=[0] * 3, outputs=[SimpleNamespace(
+                text=f"{m[-1]['content']}|{p['seed']}", token_ids=[1, 2], finish_reason="stop")])
+                for m, p in zip(messages, params)]
+
+    backend = VLLMBackend.__new__(VLLMBackend)
+    backend.name, backend.stats, backend.llm = "m", GenerationStats(), FakeLLM()
+    backend._vllm = SimpleNamespace(SamplingParams=lambda **kw: kw)
+    ask = [{"role": "user", "content": "q1"}]
+    partial = [{"role": "user", "content": "q2"}, {"role": "assistant", "content": "step 1\n"}]
+    out = backend.generate([ask, partial, ask[:]], Sampling(n=2, temperature=1.0, max_new_tokens=4))
+    assert [(a, c, len(m)) for a, c, m in calls] == [(True, False, 4), (False, True, 2)]
+    assert [[c.text.split("|")[0] for c in row] for row in out] == [["q1", "q1"], ["step 1\n", "step 1\n"],
+                                                                   ["q1", "q1"]]
+    assert len({c.text for row in out for c in row}) == 4  # each sample its own seed (the two q1 share theirs)
