@@ -127,7 +127,8 @@ def push_cmd(
     round_name: Annotated[str, typer.Option("--round", help="Round whose responses are sent.")],
     sample: Annotated[int | None, typer.Option(help="Send at most this many new tasks.")] = None,
     strategy: Annotated[Literal["inconsistent", "disagreement", "random"], typer.Option(
-        help="Pairwise order: AI-inconsistent first, judge disagreements first, or random.")] = "inconsistent",
+        help="Order: flagged first (pairwise: AI-inconsistent, then judge disagreements; steps: convincing wrong "
+             "answers, then step judges that disagree), disagreements first, or random.")] = "inconsistent",
     seed: Annotated[int, typer.Option(help="Seed of the random audit sample.")] = 0,
     audit: Annotated[float, typer.Option(help="Share of the sample for random unflagged items.")] = 0.1,
     question: Annotated[list[str] | None, typer.Option(help="Pairwise: an optional aspect question the project asks "

@@ -15,6 +15,7 @@ from annotation.server import DEFAULT_USERNAME
 from flows.cli import app
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
 from warehouse import db
+from warehouse.records import StepLabel
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 ADMIN = f"annotator:{DEFAULT_USERNAME}"
@@ -202,10 +203,19 @@ def test_binary_two_annotators_gold_and_other_kinds(tmp_path, team):
         admin.create_annotation(tasks[(rid,)][0], [choice("thumbs", "response", x)])
         admin.create_annotation(tasks[(rid,)][0], [choice("thumbs", "response", y)], completed_by=team.bob.id)
 
+    with db.connect(path) as con:  # an AI step judge's labels, which go along as the step task's prediction
+        db.ingest(con, "step_labels", [StepLabel(StepLabel.make_id("judge-steps", rid, i), s.prompts[p], rid, i, mark,
+                                                 "judge-steps", "ai", "lsr2")
+                                       for p, rs in enumerate(s.responses) for rid in rs
+                                       for i, mark in enumerate([1, -1, -1])])
     step_res = push.push(path, admin, push.PushRequest("step", "lsr2", sample=1, strategy="random"))
     corr_res = push.push(path, admin, push.PushRequest("correction", "lsr2", sample=1))
     rank_res = push.push(path, admin, push.PushRequest("ranking", "lsr2", sample=1))
     (_step_items, (step_task, _)), = _tasks(path, "step").items()
+    (prediction,) = admin.sdk.predictions.list(task=step_task)
+    assert prediction.model_version == "judge-steps" and [(r["from_name"], r["value"]) for r in prediction.result] == [
+        ("step_label_0", {"choices": ["positive"]}), ("step_label_1", {"choices": ["negative"]}),
+        ("step_label_2", {"choices": ["negative"]}), ("first_error", {"number": 2})]
     (corr_items, (corr_task, _)), = _tasks(path, "correction").items()
     (rank_items, (rank_task, _)), = _tasks(path, "ranking").items()
     admin.create_annotation(step_task, [
@@ -222,7 +232,8 @@ def test_binary_two_annotators_gold_and_other_kinds(tmp_path, team):
     assert summary.skipped == []
     assert summary.inserted == {"ratings": 12, "step_labels": 2, "corrections": 1, "rankings": 1, "responses": 1}
     with db.connect(path) as con:
-        steps = con.execute("SELECT step_index, label, finish_reason, judge FROM step_labels ORDER BY 1").fetchall()
+        steps = con.execute("SELECT step_index, label, finish_reason, judge FROM step_labels WHERE source = 'human' "
+                            "ORDER BY 1").fetchall()
         corr = con.execute("SELECT c.original_id, r.text, r.origin, r.parent_id FROM corrections c "
                            "JOIN responses r ON r.id = c.corrected_id").fetchall()
         rank = con.execute("SELECT response_ids, scores FROM rankings").fetchall()

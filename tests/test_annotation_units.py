@@ -51,6 +51,47 @@ def test_plan_push_orders_inconsistent_then_disagreement_then_audit(con):
         t.id for t in push.plan_push(con, "pairwise", "r1", strategy="random", seed=3)]
 
 
+def test_step_tasks_put_convincing_wrong_answers_first_then_step_judges_that_disagree(con):
+    from warehouse.records import Rating
+
+    s = seed_round(con, "r1", with_ai=False)
+    (r0, r1, r2), prompt = s.responses[0], s.prompts[0]
+
+    def labels(judge: str, rid: str, marks: list[int | None], source: str = "ai") -> list[StepLabel]:
+        return [StepLabel(StepLabel.make_id(judge, rid, i), prompt, rid, i, m, judge, source, "r1")
+                for i, m in enumerate(marks)]
+
+    def outcome(rid: str, score: float) -> Rating:
+        return Rating(Rating.make_id("final_answer@v", rid, "final_answer", kind="verifier"), prompt, rid, score,
+                      0.0, 1.0, "final_answer@v", "rule", "r1", aspect="final_answer")
+
+    db.ingest(con, "step_labels", [*labels("judge-a", r0, [1, 1, 1]), *labels("judge-a", r1, [1, -1, -1]),
+                                   *labels("prm", r1, [1, 1, -1], "reward_model"), *labels("judge-a", r2, [1, 1, 1]),
+                                   *labels("ann", r2, [1, -1, -1], "human")])  # people's labels are no prediction
+    db.ingest(con, "ratings", [outcome(r0, 0.0), outcome(r2, 1.0)])
+    tasks = push.plan_push(con, "step", "r1")
+    # r0: wrong answer, every step passed (a convincing wrong answer); r1: its judges' first errors differ (2 vs 3)
+    assert [tuple(t.item_ids) for t in tasks[:2]] == [(r0,), (r1,)]
+    assert [t.payload["meta"] for t in tasks[:2]] == [{"inconsistent": True, "disagreement": False},
+                                                      {"inconsistent": False, "disagreement": True}]
+    assert all(t.payload["meta"] == {"inconsistent": False, "disagreement": False} for t in tasks[2:])
+    assert [tuple(t.item_ids) for t in push.plan_push(con, "step", "r1", strategy="disagreement")[:2]] == [(r1,),
+                                                                                                          (r0,)]
+    # each step judge's labels go along as a prediction: the choices of the step config and the first error's number
+    preds = {p["model_version"]: p["result"] for p in tasks[1].payload["predictions"]}
+    assert preds == {"judge-a": [choice("step_label_0", "step_0", "positive"),
+                                 choice("step_label_1", "step_1", "negative"),
+                                 choice("step_label_2", "step_2", "negative"),
+                                 {"from_name": "first_error", "to_name": "question", "type": "number",
+                                  "value": {"number": 2}}],
+                     "prm": [choice("step_label_0", "step_0", "positive"), choice("step_label_1", "step_1", "positive"),
+                             choice("step_label_2", "step_2", "negative"),
+                             {"from_name": "first_error", "to_name": "question", "type": "number",
+                              "value": {"number": 3}}]}
+    r2_task = next(t for t in tasks if tuple(t.item_ids) == (r2,))
+    assert [p["model_version"] for p in r2_task.payload["predictions"]] == ["judge-a"]
+
+
 def test_plan_push_skips_items_already_sent_and_ids_are_content_hashes(con):
     seed_round(con, "r1")
     tasks = push.plan_push(con, "binary", "r1", sample=2)
