@@ -36,7 +36,7 @@ def _run(params: JudgeParams, json_out: bool) -> None:
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*cols, console=console, disable=json_out or not items) as progress:
         bar = progress.add_task("items", total=len(items))
-        stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size,
+        stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk(),
                                      on_chunk=lambda n: progress.advance(bar, n))
     totals = {"judge": judge_obj.judge, "kind": params.kind, "selected": len(items), "cached": cached, **stored}
     if json_out:

@@ -71,6 +71,11 @@ class JudgeParams(FlowParams):
                            aspects=tuple(self.aspects), calls=CallPolicy(retries=self.retries,
                                                                          batch_size=self.batch_size))
 
+    def chunk(self) -> int:
+        """Items judged and written together: with rollouts (``n`` completions of every step of every item) at most
+        8, so progress shows and a kill loses little."""
+        return min(self.chunk_size, 8) if self.rollouts else self.chunk_size
+
     def rollout_config(self) -> RolloutConfig | None:
         if self.rollouts is None:
             return None
@@ -122,7 +127,7 @@ def prepare(params: JudgeParams, judge_obj: Any = None,
 def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
     """Select items (ids first, cached skipped), judge chunk by chunk, write each chunk in one transaction."""
     path, judge_obj, items, cached = prepare(params, judge_obj)
-    stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk_size, judge_chunk)
+    stored = run.judge_and_store(path, judge_obj, params.kind, items, params.round, params.chunk(), judge_chunk)
     aspect = {"aspect": judge_obj.aspect} if isinstance(getattr(judge_obj, "aspect", None), str) else {}
     return {"judge": judge_obj.judge, **aspect, "selected": len(items), "cached": cached, **stored}
 

@@ -233,3 +233,11 @@ def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
     assert again.exit_code == 0 and json.loads(again.output)["cached"] == 2
     bad = CliRunner().invoke(app, [*args[:-1], "--rollout-temperature", "0"], env={"COLUMNS": "400"})
     assert bad.exit_code == 2 and "would repeat one greedy completion" in bad.output
+
+
+def test_rollouts_are_judged_and_written_a_few_items_at_a_time():
+    from flows.judge import JudgeParams
+
+    assert JudgeParams(kind="steps", round="r1", rollouts=4).chunk() == 8
+    assert JudgeParams(kind="steps", round="r1", rollouts=4, chunk_size=3).chunk() == 3
+    assert JudgeParams(kind="steps", round="r1").chunk() == 64
