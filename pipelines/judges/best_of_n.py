@@ -105,30 +105,35 @@ class BestOfNQuality:
 
 
 def best_of_n_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> list[BestOfNQuality]:
-    """One row per rating judge (not people) and aspect that scored every sample of some problem."""
-    check = FinalAnswer()
-    problems: dict[tuple[str, str], list[Sample]] = {}
+    """One row per rating judge (not people) and aspect that scored every sample of some problem. Final answers are
+    checked only for the problems some judge scored in full."""
+    rows: dict[tuple[str, str], dict[str, dict]] = {}  # problem -> sample id -> row, in sample order
     scores: dict[tuple[str, str], dict[str, float]] = {}
-    seen: set[str] = set()
     for r in db.fetch_dicts(con, db.query("best_of_n_rows"), {"round_id": round_id}):
-        if r["id"] not in seen:
-            seen.add(r["id"])
-            item = ResponseItem(r["id"], r["prompt_id"], "", r["text"], reference=r["reference"])
-            got = extract_answer(r["text"])
-            problems.setdefault((r["round_id"], r["prompt_id"]), []).append(
-                Sample(r["id"], normalize(got) if got else None, check.check(item).passed))
+        rows.setdefault((r["round_id"], r["prompt_id"]), {}).setdefault(r["id"], r)
         if r["judge"] is not None:
             scores.setdefault((r["judge"], r["aspect"]), {})[r["id"]] = r["score"]
+    covered = {judge: [key for key, samples in rows.items() if samples.keys() <= scored.keys()]
+               for judge, scored in scores.items()}
+    check = FinalAnswer()
+    problems = {key: [_sample(r, check) for r in rows[key].values()] for key in {k for ks in covered.values()
+                                                                                 for k in ks}}
     out = []
-    for (judge, aspect), scored in sorted(scores.items()):
-        mine = [p for p in problems.values() if all(s.id in scored for s in p)]
-        if not mine:
+    for (judge, aspect), keys in sorted(covered.items()):
+        if not keys:
             continue
-        curve = selection_curve(mine, lambda s, scored=scored: scored[s.id])
+        scored = scores[(judge, aspect)]
+        curve = selection_curve([problems[k] for k in keys], lambda s, scored=scored: scored[s.id])
         top = curve[max(curve)]
-        out.append(BestOfNQuality(judge, aspect, len(mine), max(curve), top["best_of_n"], top["majority"],
+        out.append(BestOfNQuality(judge, aspect, len(keys), max(curve), top["best_of_n"], top["majority"],
                                   top["mean_correct"], top["oracle"], curve))
     return out
+
+
+def _sample(row: dict, check: FinalAnswer) -> Sample:
+    got = extract_answer(row["text"])
+    item = ResponseItem(row["id"], row["prompt_id"], "", row["text"], reference=row["reference"])
+    return Sample(row["id"], normalize(got) if got else None, check.check(item).passed)
 
 
 def plot_curves(report: list[BestOfNQuality], path) -> None:
