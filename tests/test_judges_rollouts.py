@@ -51,8 +51,8 @@ def seed_solutions(con) -> dict[str, Response]:
     db.ensure_round(con, "r1")
     with_ref = Prompt.create(QUESTION, "test", reference="5")
     no_ref = Prompt.create([{"role": "user", "content": "Say hello."}], "test")
-    wrong = Response.sampled(with_ref.id, "m", "r1", "", {}, 0, 0, steps=["2 + 3 = 5", "5 * 1 = 6",
-                                                                              "The answer is 6."])
+    wrong = Response.sampled(with_ref.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 6\nThe answer is 6.", {}, 0, 0,
+                             steps=["2 + 3 = 5", "5 * 1 = 6", "The answer is 6."])
     right = Response.sampled(with_ref.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 5\nThe answer is 5.", {}, 0, 1)
     hello = Response.sampled(no_ref.id, "m", "r1", "Hello\nthere", {}, 0, 0)
     db.ingest(con, "prompts", [with_ref, no_ref])
@@ -114,8 +114,8 @@ def test_a_partial_response_is_rolled_out_from_its_last_step_too(con):
 def test_binary_search_finds_the_first_error_in_fewer_rollouts_with_the_same_labels(con):
     db.ensure_round(con, "r1")
     p = Prompt.create(QUESTION, "test", reference="5")
-    long = Response.sampled(p.id, "m", "r1", "", {}, 0, 0, steps=["a = 1", "b = 2", "c = 3", "d = 4", "e = 6",
-                                                                   "f = 7", "g = 8", "The answer is 9."])
+    steps = ["a = 1", "b = 2", "c = 3", "d = 4", "e = 6", "f = 7", "g = 8", "The answer is 9."]
+    long = Response.sampled(p.id, "m", "r1", "\n".join(steps), {}, 0, 0, steps=steps)
     right = Response.sampled(p.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 5\nThe answer is 5.", {}, 0, 1)
     cut = Response.sampled(p.id, "m", "r1", "2 + 3 = 5\n5 * 1 = 5", {}, 0, 2, finish_reason="length")
     db.ingest(con, "prompts", [p])

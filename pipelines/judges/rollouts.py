@@ -121,9 +121,9 @@ class RolloutStepJudge:
         """Roll out ``n`` completions from each (item, step) wanted and record how many reached a right answer."""
         for batch in calls.chunks(wanted, self.policy.batch_size):
             convs = [partial(items[k], steps[k][: i + 1]) for k, i in batch]
-            for (k, i), comps in zip(batch, calls.samples(self.backend, convs, self.policy, stats,
-                                                          self.config.sampling())):
-                prefix = STEP_JOIN.join(steps[k][: i + 1]) + STEP_JOIN
+            for (k, i), conv, comps in zip(batch, convs, calls.samples(self.backend, convs, self.policy, stats,
+                                                                       self.config.sampling())):
+                prefix = conv[-1]["content"]  # the steps so far, which each completion continues
                 # a completion cut at the token limit reached no answer, whatever number it stopped on
                 cut = [c.finish_reason == "length" for c in comps]
                 right = sum(not c_cut and self._right(items[k], prefix + c.text) for c, c_cut in zip(comps, cut))
