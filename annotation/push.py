@@ -21,7 +21,7 @@ import duckdb
 from annotation import configs
 from annotation.client import LabelStudioClient, Project
 from warehouse import db, ids
-from warehouse.records import AnnotationTask, loads
+from warehouse.records import AnnotationTask, StepLabel, loads
 
 Strategy = Literal["inconsistent", "disagreement", "random"]
 STRATEGIES: tuple[str, ...] = ("inconsistent", "disagreement", "random")
@@ -136,17 +136,12 @@ def _pair_predictions(verdicts: list[dict] | None) -> list[dict[str, Any]]:
 _STEP_CHOICE = {1: "positive", 0: "neutral", -1: "negative"}
 
 
-def first_error(labels: dict[int, int | None]) -> int | None:
-    """The index of a solution's first -1 step (None: no step labelled -1)."""
-    return min((i for i, lab in labels.items() if lab == -1), default=None)
-
-
 def _step_prediction(judge: str, labels: dict[int, int | None]) -> dict[str, Any]:
     """A step judge's labels as a Label Studio prediction of the step config: each labelled step's choice and, where
     it found one, the first error's number (1-based)."""
     result = [_choice(f"step_label_{i}", f"step_{i}", _STEP_CHOICE[lab]) for i, lab in sorted(labels.items())
               if lab is not None]
-    first = first_error(labels)
+    first = StepLabel.first_error(labels)
     if first is not None:
         result.append({"from_name": "first_error", "to_name": "question", "type": "number",
                        "value": {"number": first + 1}})
@@ -189,7 +184,7 @@ def candidates(con: duckdb.DuckDBPyConnection, kind: str, round_id: str,
             data = configs.step_task(r["question"], list(r["steps"]), **meta)
             verdicts = [(v["judge"], dict(zip(v["steps"], v["labels"]))) for v in r["step_verdicts"] or []]
             preds = [_step_prediction(judge, labels) for judge, labels in verdicts]
-            firsts = {first_error(labels) for _, labels in verdicts}
+            firsts = {StepLabel.first_error(labels) for _, labels in verdicts}
             # PRM800K's pick for people: a convincing wrong answer (a step judge passed every step of a solution
             # whose final answer is wrong); then solutions whose step judges put the first error apart
             convincing = bool(r["wrong_answer"]) and None in firsts

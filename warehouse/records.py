@@ -204,6 +204,11 @@ class StepLabel:
     def make_id(judge: str, response_id: str, step_index: int) -> str:
         return ids.judgment_id("step", judge, {"response": response_id, "step": step_index})
 
+    @staticmethod
+    def first_error(labels: dict[int, int | None]) -> int | None:
+        """The index of a solution's first -1 step, from {step index: label} (None: no step labelled -1)."""
+        return min((i for i, lab in labels.items() if lab == -1), default=None)
+
 
 @dataclass(frozen=True, slots=True)
 class Correction:

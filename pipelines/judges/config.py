@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -84,6 +85,10 @@ class ResponseItem:
     partial: bool = False
     """The response stops mid-solution (cut at the token limit, or a branch of another such as PRM800K's alternative
     steps): no final answer of its own."""
+
+    def chat(self) -> list[dict[str, str]]:
+        """The prompt as a chat: its stored messages, else the question as one user turn."""
+        return json.loads(self.messages) if self.messages else [{"role": "user", "content": self.question}]
 
 
 @dataclass(frozen=True, slots=True)

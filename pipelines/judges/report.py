@@ -20,7 +20,7 @@ from pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_o
 from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import letters
 from warehouse import db
-from warehouse.records import Evaluation, loads
+from warehouse.records import Evaluation, StepLabel, loads
 
 METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
 RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
@@ -258,17 +258,13 @@ def _listwise_quality(judge: str, aspect: str, rows: list[dict]) -> ListwiseJudg
         human_tau=sum(taus) / len(taus) if taus else None, human_pairs=len(pairs), human_accuracy=_mean(pairs))
 
 
-def _first_error(labels: list[tuple[int, int]]) -> int | None:
-    return min((i for i, lab in labels if lab == -1), default=None)
-
-
 def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
     mine, theirs = [str(r["judge_label"]) for r in rows], [str(r["human_label"]) for r in rows]
     solutions: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         solutions.setdefault((r["response_id"], r["person"]), []).append(r)
-    first = [_first_error([(r["step_index"], r["judge_label"]) for r in rs])
-             == _first_error([(r["step_index"], r["human_label"]) for r in rs]) for rs in solutions.values()]
+    first = [StepLabel.first_error({r["step_index"]: r["judge_label"] for r in rs})
+             == StepLabel.first_error({r["step_index"]: r["human_label"] for r in rs}) for rs in solutions.values()]
     return StepJudgeQuality(
         judge=judge, steps=len(rows), step_accuracy=_mean([a == b for a, b in zip(mine, theirs)]),
         step_kappa=cohen_kappa(mine, theirs), solutions=len(solutions), first_error_agreement=_mean(first),

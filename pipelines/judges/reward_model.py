@@ -94,9 +94,7 @@ def _load_head(path: str, want: Literal["reward", "prm"]) -> tuple[Any, Any, dic
 def _prompt_ids(tokenizer: Any, item: ResponseItem, max_prompt_length: int) -> list[int]:
     """The prompt as trainers' ``Encoder`` renders it: its messages through the chat template with the assistant turn
     opened (else the text and a newline), left-truncated to ``max_prompt_length`` tokens."""
-    import json
-
-    messages = json.loads(item.messages) if item.messages else [{"role": "user", "content": item.question}]
+    messages = item.chat()
     if getattr(tokenizer, "chat_template", None):
         prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     else:

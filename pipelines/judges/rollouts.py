@@ -16,7 +16,6 @@ search's assumption: a solution that cannot be saved at one step cannot be saved
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -29,6 +28,10 @@ from warehouse.errors import AlignloopError
 from warehouse.ids import content_id
 from warehouse.records import StepLabel
 
+GOOD_BEFORE = "before a step that reached the answer"
+"""Binary search: an unprobed step before one some rollout continued to the answer (+1)."""
+BAD_AFTER = "after the first error"
+"""Binary search: an unprobed step after the first error (-1, the search's assumption)."""
 STEP_JOIN = "\n"
 """How a solution's steps are joined into the text its rollouts continue (the steps' own split: lines)."""
 
@@ -151,12 +154,12 @@ class RolloutStepJudge:
         for k, (_, first_bad) in bounds.items():
             for i in range(len(steps[k])):
                 if i not in found[k]:
-                    found[k][i] = "before a step that reached the answer" if i < first_bad else "after the first error"
+                    found[k][i] = GOOD_BEFORE if i < first_bad else BAD_AFTER
 
     @staticmethod
     def _mark(result: tuple[int, int, int] | str) -> int:
         if isinstance(result, str):
-            return 1 if result.startswith("before") else -1
+            return 1 if result == GOOD_BEFORE else -1
         return 1 if result[0] else -1
 
     @staticmethod
@@ -174,5 +177,4 @@ class RolloutStepJudge:
 
 def partial(item: ResponseItem, steps: list[str]) -> Conversation:
     """The prompt's chat with the first ``steps`` of the solution as an assistant message to continue."""
-    chat = json.loads(item.messages) if item.messages else [{"role": "user", "content": item.question}]
-    return [*chat, {"role": "assistant", "content": STEP_JOIN.join(steps) + STEP_JOIN}]
+    return [*item.chat(), {"role": "assistant", "content": STEP_JOIN.join(steps) + STEP_JOIN}]
