@@ -227,6 +227,19 @@ def _tail(path: Path, lines: int = 15) -> str:
         return ""
 
 
+def startup_cause(log_text: str) -> str:
+    """What killed a server during start-up, from its log: the exception line that ends the last Python
+    traceback (``TypeError: Unknown option 'send_default_pii'``), else the last line that is not blank."""
+    lines = [line.rstrip() for line in log_text.splitlines() if line.strip()]
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
+    if starts:
+        # a traceback's frames are indented; the first line after them that is not is the exception
+        for line in lines[starts[-1] + 1 :]:
+            if not line[:1].isspace():
+                return line
+    return lines[-1].strip() if lines else "(the log is empty)"
+
+
 def start_server(
     data_dir: Path | str,
     port: int | None = None,
@@ -309,9 +322,13 @@ def _wait_healthy(server: LabelStudioServer, timeout: float) -> None:
         while True:
             code = server.process.poll()
             if code is not None:
+                try:
+                    log_text = server.log_file.read_text(errors="replace")
+                except OSError:
+                    log_text = ""
                 raise LabelStudioError(
-                    f"Label Studio exited with code {code} before answering {server.url}/health; "
-                    f"see {server.log_file}:\n{_tail(server.log_file)}"
+                    f"Label Studio exited with code {code} during start-up: {startup_cause(log_text)} "
+                    f"(log: {server.log_file})\n{_tail(server.log_file)}"
                 )
             try:
                 if http.get(f"{server.url}/health").status_code == 200:

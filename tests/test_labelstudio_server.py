@@ -13,7 +13,13 @@ import pytest
 
 from annotation import configs
 from annotation.client import Annotator, LabelStudioClientError, connect
-from annotation.server import LabelStudioNotInstalled, PortInUseError, start_server
+from annotation.server import (
+    LabelStudioError,
+    LabelStudioNotInstalled,
+    PortInUseError,
+    start_server,
+    startup_cause,
+)
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 
@@ -29,6 +35,42 @@ def test_missing_executable_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("ALIGNLOOP_LABEL_STUDIO_BIN", str(tmp_path / "nope" / "label-studio"))
     with pytest.raises(LabelStudioNotInstalled, match="scripts/setup-label-studio"):
         start_server(tmp_path / "data")
+
+
+SENTRY_3_LOG = """\
+Traceback (most recent call last):
+  File "/venv/bin/label-studio", line 8, in <module>
+    sys.exit(main())
+  File "/venv/lib/python3.11/site-packages/sentry_sdk/client.py", line 102, in _get_options
+    raise TypeError("Unknown option %r" % (key,))
+TypeError: Unknown option 'send_default_pii'
+"""
+
+
+def test_startup_failure_names_its_cause_from_the_log(monkeypatch, tmp_path):
+    """A server that dies while starting (sentry-sdk 3 in its venv did) is reported by the log's last
+    exception line, on the error's first line, not only as 'did not come up'."""
+    fake = tmp_path / "label-studio"
+    fake.write_text(f"#!/bin/sh\necho 'Starting Label Studio'\ncat <<'EOF' >&2\n{SENTRY_3_LOG}EOF\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("ALIGNLOOP_LABEL_STUDIO_BIN", str(fake))
+    with pytest.raises(LabelStudioError) as err:
+        start_server(tmp_path / "data", timeout=30)
+    first = str(err.value).splitlines()[0]
+    assert "exited with code 1 during start-up" in first
+    assert "TypeError: Unknown option 'send_default_pii'" in first
+
+
+def test_startup_cause_reads_the_last_exception_else_the_last_line():
+    assert startup_cause(SENTRY_3_LOG) == "TypeError: Unknown option 'send_default_pii'"
+    chained = (
+        "Traceback (most recent call last):\n  File x\nValueError: first\n\nDuring handling...\n"
+        "Traceback (most recent call last):\n  File y\n    raise ImproperlyConfigured(...)\n"
+        "django.core.exceptions.ImproperlyConfigured: no DB\nshutting down\n"
+    )
+    assert startup_cause(chained) == "django.core.exceptions.ImproperlyConfigured: no DB"
+    assert startup_cause("Starting\nport 8080 is busy, giving up\n\n") == "port 8080 is busy, giving up"
+    assert startup_cause("") == "(the log is empty)"
 
 
 def test_connect_without_settings_is_a_clear_error(monkeypatch):
