@@ -119,17 +119,19 @@ def report(
     higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges (AI,
     process reward model) on the steps people labelled: label agreement, kappa, the same first error. Every scorer of
     two or more samples per problem with a reference answer (PRM, reward model as ORM, AI, rule) by its best of N
-    against majority vote, a random pick and the oracle, at N = 1, 2, 4, ... (a second PNG).
+    against majority vote, a random pick and the oracle, at N = 1, 2, 4, ... (a second PNG). Every AI judge, of any
+    kind, by its replies: how many its template's grammar could read, and the commonest reasons for the others.
     """
     with db.connect(db.existing_path(db_file)) as con:
         found = quality.full_report(con, round_name)
         every = [q for kind in found.values() for q in kind]
         quality.store(con, every, round_name)
     rows, listed, rated, stepped = found["pairwise"], found["listwise"], found["ratings"], found["steps"]
-    best = found["best_of_n"]
+    best, read = found["best_of_n"], found["verdicts"]
     curves = Path(png).with_name(Path(png).stem + "_best_of_n.png") if png and best else None
-    if png and len(every) > len(best):
-        quality.plot(every, png)
+    plotted = rows + listed + rated + stepped  # best of N has its curves; the verdicts' rates are in these bars
+    if png and plotted:
+        quality.plot(plotted, png)
     if curves:
         plot_curves(best, curves)
     if json_out:
@@ -188,7 +190,15 @@ def report(
                                 values, wide=130, caption="share of problems whose pick is right (final answer "
                                                           "against the reference); random pick: the share of right "
                                                           "samples; oracle: any of the N right"))
-    if png and len(every) > len(best):
+    if read:
+        names = ("kind", "verdicts", "invalid", "invalid rate", "commonest reasons")
+        values = [(q.target, [q.kind, str(q.verdicts), str(q.invalid), f(q.invalid_rate),
+                              "; ".join(f"{n}x {why}" for why, n in q.reasons.items()) or "-"]) for q in read]
+        console.print(_by_judge("replies each AI judge gave, read by its template's grammar", names, values,
+                                wide=120, caption="verdicts: one per order shown (pairwise, listwise), per rating, "
+                                                  "per step label; invalid: no verdict in the form the template "
+                                                  "asks for, two different ones, or out of range"))
+    if png and plotted:
         console.print(f"plot: {png}")
     if curves:
         console.print(f"best-of-N plot: {curves}")

@@ -49,9 +49,10 @@ def test_report_measures_position_bias_and_human_agreement(seeded, tmp_path):
     assert by["fair"].invalid_rate == 0.0 and by["fair"].calls == pytest.approx(18)
     # longer answers in the fake data have fewer 'good's in some prompts: the rate is measured, not assumed
     assert 0.0 <= by["fair"].longer <= 1.0
-    assert report.store(seeded, list(by.values())) == 12
-    assert report.store(seeded, list(by.values())) == 12  # replaced, not duplicated
-    assert seeded.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0] == 12
+    # five figures each (their invalid rates are stored from the verdicts section, which reads every kind)
+    assert report.store(seeded, list(by.values())) == 10
+    assert report.store(seeded, list(by.values())) == 10  # replaced, not duplicated
+    assert seeded.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0] == 10
     png = report.plot(list(by.values()), tmp_path / "q.png")
     assert png.stat().st_size > 1000
 
@@ -75,7 +76,7 @@ def test_cli_verifier_judge_and_report(tmp_path):
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
     assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "listwise": [], "ratings": [], "steps": [],
-                                                         "best_of_n": []}
+                                                         "best_of_n": [], "verdicts": []}  # rules read no replies
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0
@@ -272,6 +273,7 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     seeded.execute("DETACH out")
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
     assert res.exit_code == 0, res.output
+    res_json = res.stdout
     listed = {r["judge"].split(":")[0]: r for r in json.loads(res.stdout)["listwise"]}
     assert set(listed) == {"fair", "first", "lost", "gpt-4"} and listed["first"]["first_position"] == 1.0
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
@@ -279,5 +281,11 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     with db.connect(path) as con:
         stored = dict(con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t",
                                   {"t": fair.judge}).fetchall())
-    assert stored["first_position"] == pytest.approx(1 / 3) and set(stored) == set(report.LISTWISE_METRICS)
+    assert stored["first_position"] == pytest.approx(1 / 3)
+    assert set(stored) == set(report.LISTWISE_METRICS) | {"invalid_rate"} and stored["invalid_rate"] == 0.0
+    read = {r["judge"].split(":")[0]: r for r in json.loads(res_json)["verdicts"]}
+    assert (read["lost"]["verdicts"], read["lost"]["invalid_rate"], read["fair"]["invalid_rate"]) == (9, 1.0, 0.0)
+    assert read["lost"]["reasons"] == {"no verdict: the template asks for the answers' letters best first, separated "
+                                       "by '>', alone or after 'Ranking:'": 9}
+    assert "gpt-4" not in read  # imported without replies: none to read
     assert set(report.LISTWISE_METRICS) <= set(JUDGE_METRICS)

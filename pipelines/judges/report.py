@@ -2,7 +2,8 @@
 for listwise judges the same under their permutations, against people's rankings and pairwise verdicts; for rating
 judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges (AI,
 process reward model) how often their step labels and first errors match people's; for every scorer of samples to
-problems with a reference answer, how often its best of N is right (``best_of_n``).
+problems with a reference answer, how often its best of N is right (``best_of_n``); for every AI judge how many of its
+replies could be read, and why the others could not (``verdicts``).
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
@@ -16,17 +17,19 @@ from typing import Any
 
 import duckdb
 
+from pipelines.judges import parsing
 from pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
-from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import letters
+from pipelines.judges.verdict_quality import VERDICT_METRICS, VerdictQuality, verdict_quality
 from warehouse import db
 from warehouse.records import Evaluation, StepLabel, loads
 
-METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
+# invalid_rate is stored once per judge, from the verdicts section (VERDICT_METRICS), which measures every kind
+METRICS = ("consistency", "first_position", "longer", "human_accuracy", "human_kappa")
 RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
 STEP_METRICS = ("step_accuracy", "step_kappa", "first_error_agreement", "negative_rate", "human_negative_rate")
-LISTWISE_METRICS = ("consistency", "first_position", "chance", "longer", "invalid_rate", "human_top_agreement",
-                    "human_tau", "human_accuracy")
+LISTWISE_METRICS = ("consistency", "first_position", "chance", "longer", "human_top_agreement", "human_tau",
+                    "human_accuracy")
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,7 @@ class JudgeQuality:
     longer: float | None
     """P(prefers the longer answer), over decided pairs of unequal length."""
     invalid_rate: float | None
-    """Share of single-order verdicts that could not be read."""
+    """Share of single-order verdicts it was asked for (imported comparisons were never asked) that it did not give."""
     human_pairs: int
     human_accuracy: float | None
     """Agreement with the human label on the same pair (winners a/b/tie), where both exist."""
@@ -167,7 +170,7 @@ def judge_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -
 
 
 def _quality(judge: str, rs: list[dict], aspect: str) -> JudgeQuality:
-    verdicts = [r[k] for r in rs for k in ("pos_ab", "pos_ba")]
+    verdicts = [r[k] for r in rs if r["template"] for k in ("pos_ab", "pos_ba")]  # imported ones were never asked
     sided = [v for v in verdicts if v in ("A", "B")]
     longer = [(r["winner"] == "a") == (r["len_a"] > r["len_b"]) for r in rs
               if r["winner"] in ("a", "b") and r["len_a"] is not None and r["len_b"] is not None
@@ -220,7 +223,7 @@ def _readings(row: dict[str, Any], meta: dict[str, Any]) -> tuple[list[tuple[int
     labels = letters(len(row["response_ids"]))
     read, invalid = [], 0
     for perm, text in zip(perms, raw):
-        shown = parse_ranking(text or "", labels)  # positions best first
+        shown = parsing.read("listwise", text, labels).verdict  # positions best first
         if shown is None:
             invalid += 1
         else:
@@ -271,20 +274,24 @@ def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
         negative_rate=_mean([x == "-1" for x in mine]), human_negative_rate=_mean([x == "-1" for x in theirs]))
 
 
-Quality = JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality | BestOfNQuality
+Quality = (JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality | BestOfNQuality
+           | VerdictQuality)
 
 
 def full_report(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> dict[str, list[Quality]]:
-    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges), steps (step judges) and best_of_n
-    (rating judges picking among samples of problems with a reference answer)."""
+    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges), steps (step judges), best_of_n
+    (rating judges picking among samples of problems with a reference answer) and verdicts (every AI judge's replies
+    read or not)."""
     return {"pairwise": judge_quality(con, round_id), "listwise": listwise_quality(con, round_id),
             "ratings": rating_quality(con, round_id), "steps": step_quality(con, round_id),
-            "best_of_n": best_of_n_quality(con, round_id)}
+            "best_of_n": best_of_n_quality(con, round_id), "verdicts": verdict_quality(con, round_id)}
 
 
 def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
     if isinstance(q, BestOfNQuality):
         return q.target, BEST_OF_N_METRICS
+    if isinstance(q, VerdictQuality):
+        return q.target, VERDICT_METRICS
     if isinstance(q, ListwiseJudgeQuality):
         return q.target, LISTWISE_METRICS
     if isinstance(q, RatingJudgeQuality):
@@ -316,9 +323,10 @@ def plot(report: list[Quality], path: str | Path) -> Path:
     """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias).
 
     A rating or step judge has no position or consistency figures: no bar is drawn for them (not a zero). Best-of-N
-    figures are curves (:func:`pipelines.judges.best_of_n.plot_curves`), not drawn here.
+    figures are curves (:func:`pipelines.judges.best_of_n.plot_curves`), not drawn here, nor the verdicts section
+    (its invalid rates are the pairwise and listwise bars').
     """
-    report = [q for q in report if not isinstance(q, BestOfNQuality)]
+    report = [q for q in report if not isinstance(q, BestOfNQuality | VerdictQuality)]
     import matplotlib
 
     matplotlib.use("Agg")
