@@ -135,7 +135,7 @@ def report(
     if curves:
         plot_curves(best, curves)
     if json_out:
-        emit_json({kind: [asdict(q) for q in qs] for kind, qs in found.items()})
+        emit_json({**{kind: [asdict(q) for q in qs] for kind, qs in found.items()}, "tie_rule": quality.TIE_RULE})
         return
     if not every:
         where = f" in round {round_name}" if round_name else ""
@@ -149,30 +149,38 @@ def report(
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
+    ties = ("against people, on the pairs they decided: acc over the pairs the judge decided too (ties left out), "
+            "ties: the share it tied, half: ties count half")
+
     if rows:
-        names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
-                 "tokens", "seconds")
+        names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "human ties",
+                 "half", "kappa", "calls", "tokens", "seconds")
         values = [(r.target, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
-                             f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
-                             f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
-        console.print(_by_judge("judge quality", names, values, wide=150))
+                             f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_ties),
+                             f(r.human_accuracy_half), f(r.human_kappa), f"{r.calls:.0f}", f"{r.tokens:.0f}",
+                             f"{r.seconds:.1f}"]) for r in rows]
+        console.print(_by_judge("judge quality", names, values, wide=160, caption=ties))
     if listed:
         names = ("rankings", "same best", "P(first)", "chance", "P(longer)", "invalid", "people lists",
-                 "people same best", "tau", "people pairs", "pair acc")
+                 "people same best", "tau", "people pairs", "pair acc", "pair ties", "half")
         values = [(r.target, [str(r.rankings), f(r.consistency), f(r.first_position), f(r.chance), f(r.longer),
                               f(r.invalid_rate), str(r.human_lists), f(r.human_top_agreement), f(r.human_tau),
-                              str(r.human_pairs), f(r.human_accuracy)]) for r in listed]
-        console.print(_by_judge("listwise judges", names, values, wide=150,
+                              str(r.human_pairs), f(r.human_accuracy), f(r.human_ties), f(r.human_accuracy_half)])
+                  for r in listed]
+        console.print(_by_judge("listwise judges", names, values, wide=170,
                                 caption="same best: rankings whose orders shown all put the same answer first; "
                                         "P(first) and P(longer) against chance (1/k); tau: Kendall's, with people's "
-                                        "rankings; pair acc: people's pairwise winners it ranks higher"))
+                                        "rankings; pair acc: people's pairwise winners it ranks higher (a tie: "
+                                        f"equal Borda points); {ties}"))
     if rated:
-        names = ("human pairs", "human acc", "held-out pairs", "held-out acc", "score ties", "P(longer)")
-        values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), str(r.heldout_pairs), f(r.heldout_accuracy),
-                              f(r.score_ties), f(r.longer)]) for r in rated]
-        console.print(_by_judge("rating judges on pairs people compared", names, values, wide=100,
-                                caption="acc: share of pairs where people's winner scored higher (ties half); "
-                                        "held-out: on test-split prompts"))
+        names = ("human pairs", "human acc", "half", "held-out pairs", "held-out acc", "held-out half", "score ties",
+                 "P(longer)")
+        values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), f(r.human_accuracy_half), str(r.heldout_pairs),
+                              f(r.heldout_accuracy), f(r.heldout_accuracy_half), f(r.score_ties), f(r.longer)])
+                  for r in rated]
+        console.print(_by_judge("rating judges on pairs people compared", names, values, wide=120,
+                                caption="acc: share of pairs where people's winner scored higher; a tie: equal "
+                                        f"scores; held-out: on test-split prompts; {ties}"))
     if stepped:
         names = ("steps", "acc", "kappa", "solutions", "same first error", "P(-1)", "people P(-1)")
         values = [(r.judge, [str(r.steps), f(r.step_accuracy), f(r.step_kappa), str(r.solutions),
