@@ -19,7 +19,7 @@ PAIRWISE = [
     ("Verdict: A", "A"), ("**Verdict: B**", "B"), ("**Verdict:** B", "B"), ("Final answer: [[A]]", "A"),
     ("Final Answer: \\boxed{B}", "B"), ("### Verdict\nB", "B"), ("The better answer is B.", "B"),
     ("My answer is a tie", "tie"), ("Winner - A", "A"), ("Answer B is better.", "B"), ("I prefer B.", "B"),
-    ("It's a tie.", "tie"),
+    ("It's a tie.", "tie"), ("Verdict: Response B", "B"), ("Assistant A", "A"), ("**Final verdict:** Answer A.", "A"),
     # reasoning, then the verdict on its own line
     ("Answer A is longer, but B says the same in fewer words.\n\nVerdict: B", "B"),
     ("Both are correct. A adds an example.\nA", "A"),

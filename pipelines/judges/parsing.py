@@ -78,7 +78,7 @@ class Grammar:
 
 
 def _pairwise(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
-    return ("tie" if "tie" in token.lower() else token.upper()), None
+    return ("tie" if "tie" in token.lower() else token[-1].upper()), None  # "Response B" -> B
 
 
 def _binary(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
@@ -112,9 +112,10 @@ def _ranking(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | 
 
 
 _NUMBER = r"[+\-−]?[0-9]+(?:\.[0-9]+)?(?:\s*(?:/|(?i:out\s+of))\s*[0-9]+)?"
+_SIDE = r"(?i:(?:answer|response|assistant|option)\s+)?[AB]|(?i:(?:a\s+)?tie)"  # "B", "Response B", "a tie"
 _PAIRWISE = Grammar(
     "pairwise", "pairwise", "A, B or tie, alone or after a label such as 'Verdict:'",
-    token=r"A|B|(?i:(?:a\s+)?tie)", alone=r"A|B|(?i:(?:a\s+)?tie)", whole="a|b",
+    token=_SIDE, alone=_SIDE, whole="a|b",
     labels=r"(?:(?:my|the|final|overall|your)\s+)*(?:verdict|answer|decision|choice|winner|judge?ment|preference|"
            r"result|output|better\s+(?:answer|response|one)|preferred\s+(?:answer|response))",
     mention=r"(?<![\w'’])(A|B|(?i:tie))(?![\w'’])",
