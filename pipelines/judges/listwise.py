@@ -10,6 +10,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import GroupItem, JudgeConfig
 from pipelines.judges.parsing import grammar, read
 from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
+from pipelines.models import provenance
 from warehouse.ids import content_id
 from warehouse.records import Ranking
 
@@ -107,7 +108,7 @@ class ListwiseJudge:
         valid = [[perm[p] for p in r.verdict] for perm, r in zip(perms, readings) if r.verdict is not None]
         meta = {"template": self.template.name, "template_version": self.template.version, "raw": raw,
                 "valid_permutations": len(valid), "invalid_reasons": [r.reason for r in readings],
-                "principles": list(self.config.principles), **share}
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share}
         rid = Ranking.make_id(self.judge, list(g.ids), self.aspect)
         if not valid:
             meta["invalid"] = True

@@ -20,6 +20,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
@@ -125,7 +126,7 @@ class PairwiseJudge:
 
     def _meta(self, mode: str, share: dict, **extra: object) -> dict:
         return {"mode": mode, "template": self.template.name, "template_version": self.template.version,
-                "principles": list(self.config.principles), **share, **extra}
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share, **extra}
 
     def _from_scores(self, pair: PairItem, s_ab, s_ba, round_id: str, share: dict) -> Comparison:
         p_ab, p_ba = two_way_prob(s_ab, *CANDIDATES), two_way_prob(s_ba, *CANDIDATES)

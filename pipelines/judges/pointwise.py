@@ -10,6 +10,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import Rating
 
 BINARY_CANDIDATES = ("Yes", "No")
@@ -35,7 +36,7 @@ class _Pointwise:
 
     def _meta(self, share: dict, **extra: object) -> dict:
         return {"template": self.template.name, "template_version": self.template.version,
-                "principles": list(self.config.principles), **share, **extra}
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share, **extra}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.parsing import grammar, read_steps
 from pipelines.judges.templates import Template, fenced, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import StepLabel
 
 
@@ -66,7 +67,7 @@ class StepJudge:
                 labels = reading.labels
                 reason = finish_reason(labels)
                 meta = {"template": self.template.name, "template_version": self.template.version, "raw": text,
-                        "steps": len(st), "invalid_reason": reading.reason, **share}
+                        "steps": len(st), "invalid_reason": reading.reason, **provenance(self.backend.name), **share}
                 out += [StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, lab, self.judge,
                                   "ai", round_id, flagged=lab is None, finish_reason=reason, meta=meta)
                         for i, lab in enumerate(labels)]
