@@ -22,7 +22,7 @@ from pipelines.backends import Sampling, make_backend
 from pipelines.judges.calls import CallPolicy
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.pairwise import PairwiseJudge, resolve, to_response
-from pipelines.judges.parsing import parse_pairwise
+from pipelines.judges.parsing import read
 from pipelines.models import model_uri
 
 
@@ -86,8 +86,8 @@ def main() -> None:
     naive = []
     for p in pairs:
         ab, ba = judge.conversations(p)
-        v_ab = parse_pairwise(backend.generate([ab], sampling)[0][0].text)
-        v_ba = parse_pairwise(backend.generate([ba], sampling)[0][0].text)
+        v_ab = read("pairwise", backend.generate([ab], sampling)[0][0].text).verdict
+        v_ba = read("pairwise", backend.generate([ba], sampling)[0][0].text).verdict
         naive.append(resolve(to_response(v_ab, True), to_response(v_ba, False), "tie")[0])
     t_naive = time.perf_counter() - t0
     results.update(batched=batched, naive=t_naive)

@@ -119,21 +119,23 @@ def report(
     higher, how often the scores tie, and how often the higher score goes to the longer answer. Step judges (AI,
     process reward model) on the steps people labelled: label agreement, kappa, the same first error. Every scorer of
     two or more samples per problem with a reference answer (PRM, reward model as ORM, AI, rule) by its best of N
-    against majority vote, a random pick and the oracle, at N = 1, 2, 4, ... (a second PNG).
+    against majority vote, a random pick and the oracle, at N = 1, 2, 4, ... (a second PNG). Every AI judge, of any
+    kind, by its replies: how many its template's grammar could read, and the commonest reasons for the others.
     """
     with db.connect(db.existing_path(db_file)) as con:
         found = quality.full_report(con, round_name)
         every = [q for kind in found.values() for q in kind]
         quality.store(con, every, round_name)
     rows, listed, rated, stepped = found["pairwise"], found["listwise"], found["ratings"], found["steps"]
-    best = found["best_of_n"]
+    best, read = found["best_of_n"], found["verdicts"]
     curves = Path(png).with_name(Path(png).stem + "_best_of_n.png") if png and best else None
-    if png and len(every) > len(best):
-        quality.plot(every, png)
+    plotted = rows + listed + rated + stepped  # best of N has its curves; the verdicts' rates are in these bars
+    if png and plotted:
+        quality.plot(plotted, png)
     if curves:
         plot_curves(best, curves)
     if json_out:
-        emit_json({kind: [asdict(q) for q in qs] for kind, qs in found.items()})
+        emit_json({**{kind: [asdict(q) for q in qs] for kind, qs in found.items()}, "tie_rule": quality.TIE_RULE})
         return
     if not every:
         where = f" in round {round_name}" if round_name else ""
@@ -147,30 +149,38 @@ def report(
     def f(v: float | None) -> str:
         return "-" if v is None else f"{v:.2f}"
 
+    ties = ("against people, on the pairs they decided: acc over the pairs the judge decided too (ties left out), "
+            "ties: the share it tied, half: ties count half")
+
     if rows:
-        names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "kappa", "calls",
-                 "tokens", "seconds")
+        names = ("n", "consistent", "P(first)", "P(longer)", "invalid", "human n", "human acc", "human ties",
+                 "half", "kappa", "calls", "tokens", "seconds")
         values = [(r.target, [str(r.comparisons), f(r.consistency), f(r.first_position), f(r.longer),
-                             f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_kappa),
-                             f"{r.calls:.0f}", f"{r.tokens:.0f}", f"{r.seconds:.1f}"]) for r in rows]
-        console.print(_by_judge("judge quality", names, values, wide=150))
+                             f(r.invalid_rate), str(r.human_pairs), f(r.human_accuracy), f(r.human_ties),
+                             f(r.human_accuracy_half), f(r.human_kappa), f"{r.calls:.0f}", f"{r.tokens:.0f}",
+                             f"{r.seconds:.1f}"]) for r in rows]
+        console.print(_by_judge("judge quality", names, values, wide=160, caption=ties))
     if listed:
         names = ("rankings", "same best", "P(first)", "chance", "P(longer)", "invalid", "people lists",
-                 "people same best", "tau", "people pairs", "pair acc")
+                 "people same best", "tau", "people pairs", "pair acc", "pair ties", "half")
         values = [(r.target, [str(r.rankings), f(r.consistency), f(r.first_position), f(r.chance), f(r.longer),
                               f(r.invalid_rate), str(r.human_lists), f(r.human_top_agreement), f(r.human_tau),
-                              str(r.human_pairs), f(r.human_accuracy)]) for r in listed]
-        console.print(_by_judge("listwise judges", names, values, wide=150,
+                              str(r.human_pairs), f(r.human_accuracy), f(r.human_ties), f(r.human_accuracy_half)])
+                  for r in listed]
+        console.print(_by_judge("listwise judges", names, values, wide=170,
                                 caption="same best: rankings whose orders shown all put the same answer first; "
                                         "P(first) and P(longer) against chance (1/k); tau: Kendall's, with people's "
-                                        "rankings; pair acc: people's pairwise winners it ranks higher"))
+                                        "rankings; pair acc: people's pairwise winners it ranks higher (a tie: "
+                                        f"equal Borda points); {ties}"))
     if rated:
-        names = ("human pairs", "human acc", "held-out pairs", "held-out acc", "score ties", "P(longer)")
-        values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), str(r.heldout_pairs), f(r.heldout_accuracy),
-                              f(r.score_ties), f(r.longer)]) for r in rated]
-        console.print(_by_judge("rating judges on pairs people compared", names, values, wide=100,
-                                caption="acc: share of pairs where people's winner scored higher (ties half); "
-                                        "held-out: on test-split prompts"))
+        names = ("human pairs", "human acc", "half", "held-out pairs", "held-out acc", "held-out half", "score ties",
+                 "P(longer)")
+        values = [(r.target, [str(r.human_pairs), f(r.human_accuracy), f(r.human_accuracy_half), str(r.heldout_pairs),
+                              f(r.heldout_accuracy), f(r.heldout_accuracy_half), f(r.score_ties), f(r.longer)])
+                  for r in rated]
+        console.print(_by_judge("rating judges on pairs people compared", names, values, wide=120,
+                                caption="acc: share of pairs where people's winner scored higher; a tie: equal "
+                                        f"scores; held-out: on test-split prompts; {ties}"))
     if stepped:
         names = ("steps", "acc", "kappa", "solutions", "same first error", "P(-1)", "people P(-1)")
         values = [(r.judge, [str(r.steps), f(r.step_accuracy), f(r.step_kappa), str(r.solutions),
@@ -188,7 +198,15 @@ def report(
                                 values, wide=130, caption="share of problems whose pick is right (final answer "
                                                           "against the reference); random pick: the share of right "
                                                           "samples; oracle: any of the N right"))
-    if png and len(every) > len(best):
+    if read:
+        names = ("kind", "verdicts", "invalid", "invalid rate", "commonest reasons")
+        values = [(q.target, [q.kind, str(q.verdicts), str(q.invalid), f(q.invalid_rate),
+                              "; ".join(f"{n}x {why}" for why, n in q.reasons.items()) or "-"]) for q in read]
+        console.print(_by_judge("replies each AI judge gave, read by its template's grammar", names, values,
+                                wide=120, caption="verdicts: one per order shown (pairwise, listwise), per rating, "
+                                                  "per step label; invalid: no verdict in the form the template "
+                                                  "asks for, two different ones, or out of range"))
+    if png and plotted:
         console.print(f"plot: {png}")
     if curves:
         console.print(f"best-of-N plot: {curves}")

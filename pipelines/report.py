@@ -14,9 +14,10 @@ from pipelines.judges import report as judge_report
 from warehouse import db
 
 JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.LISTWISE_METRICS + judge_report.RATING_METRICS
-                                    + judge_report.STEP_METRICS + judge_report.BEST_OF_N_METRICS))
-"""Pairwise judges' figures, then listwise, rating (human_accuracy and longer are shared), step judges' and best-of-N
-figures, as the judge report stores them."""
+                                    + judge_report.STEP_METRICS + judge_report.BEST_OF_N_METRICS
+                                    + judge_report.VERDICT_METRICS))
+"""Pairwise judges' figures, then listwise, rating (human_accuracy and longer are shared), step judges', best-of-N
+figures and every AI judge's invalid rate, as the judge report stores them."""
 
 
 def rounds_summary(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:

@@ -6,6 +6,9 @@ the shorter answer wins a comparison (a ranking lists them shortest first), and 
 them, as ``transformers serve`` does.
 
     from tests.fixtures_judge_server import RuleJudge, rule_judge, shorter_wins
+
+``garbage_judge`` serves ``GarbageJudge``: replies that look like verdicts and are none (in turn), without
+log-probabilities.
 """
 
 from __future__ import annotations
@@ -67,6 +70,37 @@ class RuleJudge(BaseHTTPRequestHandler):
 
     def log_message(self, *args):
         pass
+
+
+GARBAGE = ("The answer is a bit unclear, both fine", "The choice is a hard one; B", "Tie-breaker: A",
+           "answer: tie actually B", "The answer is A. Actually, B.", "No problems, the answer is correct.", "-3",
+           "Rating: 7\nRating: 8", "Step 1: 1\nStep 1: -1", "C > A > C", "Neither", "lorem ipsum dolor sit amet", "")
+"""Replies no template's grammar reads as a verdict: articles, contradictions, a score out of range, a step labelled
+twice, a ranking naming one answer twice, nothing."""
+
+
+class GarbageJudge(BaseHTTPRequestHandler):
+    """POST /v1/chat/completions: the next reply of GARBAGE (in turn), no log-probabilities."""
+
+    served: ClassVar[int] = 0
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        cls = type(self)
+        texts = [GARBAGE[(cls.served + i) % len(GARBAGE)] for i in range(body.get("n") or 1)]
+        cls.served += len(texts)
+        send_json(self, completion(body["model"], texts))
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def garbage_judge():
+    """An endpoint answering GARBAGE; its base URL (``.../v1``)."""
+    GarbageJudge.served = 0
+    with serving(GarbageJudge) as url:
+        yield url
 
 
 def completion(model: str, texts: list[str], logprobs: dict | None = None, tokens: tuple[int, int] = (5, 3)

@@ -8,13 +8,14 @@ import re
 import pytest
 
 from pipelines.judges.calls import CallPolicy
-from pipelines.judges.config import JudgeConfig
+from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.listwise import borda, permutations
-from pipelines.judges.parsing import parse_ranking, parse_rating, parse_steps
+from pipelines.judges.parsing import read, read_steps
 from pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, answer, quality
 from warehouse import db
+from warehouse.errors import AlignloopError
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
 
@@ -33,13 +34,37 @@ def test_permutations_cyclic_and_random():
 
 
 def test_parse_ranking_and_rating_and_steps():
-    assert parse_ranking("C > A > B", ["A", "B", "C"]) == [2, 0, 1]
-    assert parse_ranking("C > A", ["A", "B", "C"]) == [2, 0, 1]  # the last one may be left out
-    assert parse_ranking("C > D > A", ["A", "B", "C"]) is None
-    assert parse_ranking("A", ["A", "B", "C"]) is None
-    assert (parse_rating("7"), parse_rating("Rating: 8/10"), parse_rating("11"), parse_rating("3 or 4")) == \
-        (7.0, 8.0, None, None)
-    assert parse_steps("Step 1: +1\nStep 2: -1\nStep 9: 0", 3) == [1, -1, None]
+    assert read("listwise", "C > A > B", ["A", "B", "C"]).verdict == [2, 0, 1]
+    assert read("listwise", "C > A", ["A", "B", "C"]).verdict == [2, 0, 1]  # the last one may be left out
+    assert read("listwise", "C > D > A", ["A", "B", "C"]).verdict is None
+    assert read("listwise", "A", ["A", "B", "C"]).verdict is None
+    assert [read("rating", t).verdict for t in ("7", "Rating: 8/10", "11", "3 or 4")] == [7.0, 8.0, None, None]
+    assert read_steps("Step 1: +1\nStep 2: -1", 3).labels == [1, -1, None]
+    assert read_steps("Step 1: +1\nStep 2: -1\nStep 9: 0", 3).labels == [None] * 3  # no step 9: misaligned
+
+
+def test_ratings_are_read_on_their_templates_scale_and_keep_why_not():
+    items = [ResponseItem("r", "p", "Question?", "An answer.")]
+    signless = make_judge("rating", FakeBackend(reply=lambda c: "-3"), JudgeConfig(mode="text", calls=FAST))
+    (row,) = signless.judge_items(items, "r1")
+    assert row.score is None and row.meta["invalid_reason"] == "-3 is outside 1..10 (line 1)"  # not 3: the sign
+    digit = make_judge("rating", FakeBackend(reply=lambda c: "0"), JudgeConfig(mode="text", template="rating_digit",
+                                                                               calls=FAST))
+    (row,) = digit.judge_items(items, "r1")
+    assert (row.score, row.scale_min, row.scale_max, row.meta["invalid_reason"]) == (0.0, 0.0, 9.0, None)
+    (row,) = make_judge("binary", FakeBackend(reply=lambda c: "No problems, the answer is correct.", logprobs=False),
+                        JudgeConfig(calls=FAST)).judge_items(items, "r1")
+    assert row.score is None and row.meta["invalid_reason"].startswith("no verdict: the template asks for Yes or No")
+    with pytest.raises(AlignloopError, match="a binary judge cannot read replies to template 'rating'"):
+        make_judge("binary", FakeBackend(), JudgeConfig(template="rating"))
+
+
+def test_steps_labelled_twice_are_stored_unlabelled_with_the_reason():
+    judge = make_judge("steps", FakeBackend(reply=lambda c: "Step 1: 1\nStep 1: -1"), JudgeConfig(calls=FAST))
+    items = [ResponseItem("r", "p", "Question?", "First step.\nSecond step.")]
+    rows = judge.judge_items(items, "r1")
+    assert [r.label for r in rows] == [None, None] and all(r.flagged for r in rows)
+    assert {r.meta["invalid_reason"] for r in rows} == {"step 1 labelled twice (line 2)"}
 
 
 def rank_by_quality(content: str) -> str:

@@ -11,7 +11,7 @@ from pipelines.backends.base import TokenScores
 from pipelines.judges.calls import CallPolicy, JudgeBackendError
 from pipelines.judges.config import JudgeConfig, PairItem
 from pipelines.judges.pairwise import PairwiseJudge, debiased_prob, winner_from_prob
-from pipelines.judges.parsing import parse_pairwise, two_way_prob
+from pipelines.judges.parsing import read, two_way_prob
 from pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
 from pipelines.judges.templates import load_template
 from tests.fixtures_judges import *
@@ -91,11 +91,25 @@ def test_unreadable_verdict_is_invalid_never_a_tie(reply):
     assert row.verdict_ab == reply  # raw text kept
 
 
+@pytest.mark.parametrize("reply, winner", [("The choice is a hard one; B", "invalid"), ("My answer is a tie", "tie"),
+                                           ("Tie-breaker: A", "invalid"), ("The answer is A.\nActually, B.", "invalid")])
+def test_text_verdicts_are_read_by_the_grammar_and_keep_why_not(reply, winner):
+    backend = FakeBackend(reply=lambda content: reply, logprobs=False)
+    (row,) = PairwiseJudge(backend, JudgeConfig(mode="text", calls=FAST)).judge_pairs([pair()], "r1")
+    assert row.winner == winner and (row.verdict_ab, row.verdict_ba) == (reply, reply)
+    if winner == "invalid":
+        assert row.meta["pos_ab"] is None and row.meta["reason_ab"] == row.meta["reason_ba"]
+        assert row.meta["invalid_reason"] == f"a shown first: {row.meta['reason_ab']}; b shown first: " \
+                                             f"{row.meta['reason_ba']}"
+    else:
+        assert row.meta["reason_ab"] is None and "invalid_reason" not in row.meta
+
+
 @pytest.mark.parametrize("text, want", [("A", "A"), (" b.", "B"), ("[[B]]", "B"), ("tie", "tie"),
                                         ("Verdict: A", "A"), ("Answer B is better.", "B"), ("A, because", "A"),
                                         ("A is good but B is better", None), ("As an AI I cannot", None)])
 def test_parse_pairwise(text, want):
-    assert parse_pairwise(text) == want
+    assert read("pairwise", text).verdict == want
 
 
 def test_judge_id_and_template_version():

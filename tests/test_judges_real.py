@@ -44,11 +44,12 @@ def test_report_measures_position_bias_on_hh(hh_path, smol, tmp_path):
         stored = con.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0]
     print(f"\nSmolLM2 judge on {q.comparisons} HH pairs: consistency {q.consistency:.2f}, P(first) "
           f"{q.first_position:.2f}, P(longer) {q.longer}, invalid {q.invalid_rate:.2f}, human acc "
-          f"{q.human_accuracy}, kappa {q.human_kappa}, {q.seconds:.1f} s")
+          f"{q.human_accuracy} (ties {q.human_ties}, half {q.human_accuracy_half}), kappa {q.human_kappa}, "
+          f"{q.seconds:.1f} s")
     assert q.comparisons == len(items) and stored == len(report.METRICS)
     assert q.invalid_rate == 0.0  # log-prob verdicts are always readable
     assert q.first_position is not None and q.consistency is not None
-    assert q.human_pairs == q.comparisons and q.human_accuracy is not None
+    assert q.human_pairs == q.comparisons and q.human_ties is not None and q.human_accuracy_half is not None
     # Consistency and position bias are two views of the same verdicts: a judge that always picks one position
     # is never consistent, so consistency can't exceed the share of verdicts against the favourite position x 2.
     assert q.consistency <= 2 * min(q.first_position, 1 - q.first_position) + 1e-9

@@ -45,13 +45,16 @@ def test_report_measures_position_bias_and_human_agreement(seeded, tmp_path):
     assert by["biased"].first_position == 1.0 and by["biased"].consistency == 0.0
     assert by["fair"].first_position == pytest.approx(0.5) and by["fair"].consistency == 1.0
     assert by["fair"].human_pairs == 9 and by["fair"].human_accuracy == 1.0 and by["fair"].human_kappa == 1.0
-    assert by["biased"].human_accuracy == 0.0  # all ties
+    # all ties: no decided verdict to score (not an accuracy of 0.00), every pair tied, half credit each
+    assert (by["biased"].human_accuracy, by["biased"].human_ties, by["biased"].human_accuracy_half) == (None, 1.0, 0.5)
+    assert (by["fair"].human_ties, by["fair"].human_accuracy_half) == (0.0, 1.0)
     assert by["fair"].invalid_rate == 0.0 and by["fair"].calls == pytest.approx(18)
     # longer answers in the fake data have fewer 'good's in some prompts: the rate is measured, not assumed
     assert 0.0 <= by["fair"].longer <= 1.0
-    assert report.store(seeded, list(by.values())) == 12
-    assert report.store(seeded, list(by.values())) == 12  # replaced, not duplicated
-    assert seeded.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0] == 12
+    # seven figures each (their invalid rates are stored from the verdicts section, which reads every kind)
+    assert report.store(seeded, list(by.values())) == 14
+    assert report.store(seeded, list(by.values())) == 14  # replaced, not duplicated
+    assert seeded.execute("SELECT count(*) FROM evaluations WHERE kind = 'judge_quality'").fetchone()[0] == 14
     png = report.plot(list(by.values()), tmp_path / "q.png")
     assert png.stat().st_size > 1000
 
@@ -75,7 +78,8 @@ def test_cli_verifier_judge_and_report(tmp_path):
     assert bad.exit_code == 2 and "binary" in bad.output
     rep = runner.invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "r.png")])
     assert rep.exit_code == 0 and json.loads(rep.stdout) == {"pairwise": [], "listwise": [], "ratings": [], "steps": [],
-                                                         "best_of_n": []}
+                                                         "best_of_n": [], "verdicts": [],  # rules read no replies
+                                                         "tie_rule": report.TIE_RULE}
     # verifier ratings are no pairwise judge: the table view says what would give it rows instead of printing none
     rep = runner.invoke(app, ["judge", "report", "--round", "r1", "--db", path], env={"COLUMNS": "200"})
     assert rep.exit_code == 0
@@ -115,7 +119,7 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
         scored = {  # prompt: (human winner, rm score of the longer answer a, of the short answer b)
             "p1": ("a", 2.0, 1.0),  # agrees
             "p2": ("b", 3.0, 1.0),  # disagrees
-            "p3": ("a", 1.0, 1.0),  # the scores tie: half
+            "p3": ("a", 1.0, 1.0),  # the scores tie: not decided, half in the half-credit figure
             "p4": ("tie", 5.0, 1.0),  # people saw no winner: not counted
         }
         for text, (winner, score_a, score_b) in scored.items():
@@ -140,10 +144,12 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
         q = rated[f"{rm} [overall]"]
         assert (q.human_pairs, q.human_accuracy, q.score_ties, q.longer) == (3, pytest.approx(0.5),
                                                                             pytest.approx(1 / 3), 1.0)
-        assert (q.heldout_pairs, q.heldout_accuracy) == (2, pytest.approx(0.25))  # p2 wrong, p3 a tie
+        assert q.human_accuracy_half == pytest.approx(0.5)  # (1 + 0 + 1/2) / 3
+        assert (q.heldout_pairs, q.heldout_accuracy, q.heldout_accuracy_half) == (2, 0.0, 0.25)  # p2 wrong, p3 a tie
         r = rated[f"{rule} [short]"]
-        assert (r.human_pairs, r.human_accuracy, r.score_ties, r.longer) == (1, 0.0, 0.0, 0.0)
-        assert (r.heldout_pairs, r.heldout_accuracy) == (0, None)
+        assert (r.human_pairs, r.human_accuracy, r.human_accuracy_half, r.score_ties, r.longer) == (1, 0.0, 0.0, 0.0,
+                                                                                                    0.0)
+        assert (r.heldout_pairs, r.heldout_accuracy, r.heldout_accuracy_half) == (0, None, None)
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
@@ -155,8 +161,8 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
     with db.connect(path) as con:
         stored = con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t "
                              "ORDER BY metric", {"t": f"{rm} [overall]"}).fetchall()
-        assert stored == [("heldout_accuracy", 0.25), ("human_accuracy", 0.5), ("longer", 1.0),
-                          ("score_ties", pytest.approx(1 / 3))]
+        assert stored == [("heldout_accuracy", 0.0), ("heldout_accuracy_half", 0.25), ("human_accuracy", 0.5),
+                          ("human_accuracy_half", 0.5), ("longer", 1.0), ("score_ties", pytest.approx(1 / 3))]
         page = write_report(con, tmp_path / "rep").read_text()
     assert "<h2>Judges</h2>" in page and f"<td>{rm} [overall]</td>" in page and "<th>score_ties</th>" in page
     assert "<th>first_position</th>" not in page  # not measured (no single-order verdicts): no empty column
@@ -272,6 +278,7 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     seeded.execute("DETACH out")
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", str(tmp_path / "q.png")])
     assert res.exit_code == 0, res.output
+    res_json = res.stdout
     listed = {r["judge"].split(":")[0]: r for r in json.loads(res.stdout)["listwise"]}
     assert set(listed) == {"fair", "first", "lost", "gpt-4"} and listed["first"]["first_position"] == 1.0
     res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
@@ -279,5 +286,51 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     with db.connect(path) as con:
         stored = dict(con.execute("SELECT metric, value FROM evaluations WHERE kind = 'judge_quality' AND target = $t",
                                   {"t": fair.judge}).fetchall())
-    assert stored["first_position"] == pytest.approx(1 / 3) and set(stored) == set(report.LISTWISE_METRICS)
+    assert stored["first_position"] == pytest.approx(1 / 3)
+    assert set(stored) == set(report.LISTWISE_METRICS) | {"invalid_rate"} and stored["invalid_rate"] == 0.0
+    read = {r["judge"].split(":")[0]: r for r in json.loads(res_json)["verdicts"]}
+    assert (read["lost"]["verdicts"], read["lost"]["invalid_rate"], read["fair"]["invalid_rate"]) == (9, 1.0, 0.0)
+    assert read["lost"]["reasons"] == {"no verdict: the template asks for the answers' letters best first, separated "
+                                       "by '>', alone or after 'Ranking:'": 9}
+    assert "gpt-4" not in read  # imported without replies: none to read
     assert set(report.LISTWISE_METRICS) <= set(JUDGE_METRICS)
+
+
+def test_ties_are_scored_by_one_rule_in_every_section(tmp_path):
+    """A pairwise judge that ties both pairs people decided, a rating judge that scores both sides alike and a
+    listwise judge whose Borda points tie score the same everywhere: no accuracy over decided pairs (none decided),
+    a tie rate of 1, half credit 0.5; the table, --json and the stored evaluations say so."""
+    from flows.cli import app
+    from tests.fixtures_datasets import Wh
+
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        wh = Wh(con)
+        for text, winner in (("p1", "a"), ("p2", "b")):
+            p = wh.prompt(text)
+            a, b = wh.responses(p, f"{text} the first answer", f"{text} another")
+            wh.compare(p, a, b, winner)
+            wh.compare(p, a, b, "tie", source="ai", judge="tier")
+            wh.rate(p, a, 5, source="ai", judge="flat")
+            wh.rate(p, b, 5, source="ai", judge="flat")
+            wh.rank(p, [a, b], source="ai", judge="even", scores=[1.0, 1.0])
+    res = CliRunner().invoke(app, ["judge", "report", "--db", path, "--json", "--png", ""])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["tie_rule"] == report.TIE_RULE and "decided" in report.TIE_RULE
+    (pairwise,), (rated,), (listed,) = out["pairwise"], out["ratings"], out["listwise"]
+    for row, ties in ((pairwise, "human_ties"), (rated, "score_ties"), (listed, "human_ties")):
+        assert (row["human_pairs"], row["human_accuracy"], row[ties], row["human_accuracy_half"]) == (2, None, 1.0,
+                                                                                                       0.5), row
+    with db.connect(path) as con:
+        stored = con.execute("SELECT target, metric, value, details->>'tie_rule' FROM evaluations WHERE metric IN "
+                             "('human_accuracy', 'human_ties', 'score_ties', 'human_accuracy_half') "
+                             "ORDER BY target, metric").fetchall()
+    assert [(t, m, v) for t, m, v, _ in stored] == [
+        ("even", "human_accuracy", None), ("even", "human_accuracy_half", 0.5), ("even", "human_ties", 1.0),
+        ("flat [overall]", "human_accuracy", None), ("flat [overall]", "human_accuracy_half", 0.5),
+        ("flat [overall]", "score_ties", 1.0),
+        ("tier", "human_accuracy", None), ("tier", "human_accuracy_half", 0.5), ("tier", "human_ties", 1.0)]
+    assert {rule for *_, rule in stored} == {report.TIE_RULE}
+    table = CliRunner().invoke(app, ["judge", "report", "--db", path, "--png", ""], env={"COLUMNS": "200"})
+    assert table.exit_code == 0 and "ties count half" in table.output, table.output

@@ -10,6 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.round import RoundParams, round_flow
+from pipelines.models import model_name
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 from tests.fixtures_trainers import make_snapshot
 from warehouse import db
@@ -49,7 +50,8 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
     with pytest.raises(ValidationError, match="stages .sDPO. cut an offline DPO's pairs into parts: needs method"):
         RoundParams(round="x", method="grpo", feedback="verifier", verifier="final_answer", stages=2)
     out = round_flow(RoundParams(**{**_params(tmp_path, policy, "rm1", rm).model_dump(), "stages": 2}))  # sDPO
-    assert out["feedback"]["judge"] == f"{rm}:orm@v2" and out["feedback"]["aspect"] == "reward"
+    # the reward model's folder named by its content, however the round was given it
+    assert out["feedback"]["judge"] == f"{model_name(str(rm))}:orm@v2" and out["feedback"]["aspect"] == "reward"
     with db.connect(str(db_file)) as con:
         stages = con.execute("SELECT id, config->>'$.stage', base_model_id, output_model_id FROM training_runs "
                              "WHERE round_id = 'rm1' ORDER BY config->>'$.stage'").fetchall()

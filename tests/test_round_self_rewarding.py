@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from flows.round import RoundParams, round_flow
+from pipelines.models import model_name
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 
 
@@ -21,9 +22,10 @@ def test_each_self_rewarding_round_is_judged_by_the_policy_it_starts_from(tmp_pa
               "max_length": 96, "runs_dir": str(tmp_path / "runs"), "db": str(tmp_path / "w.duckdb")}
     first = round_flow(RoundParams(round="s1", policy=str(policy), **common))
     second = round_flow(RoundParams(round="s2", policy="previous", parent_round="s1", **common))
-    # round 1's judge is the policy it started from, round 2's the policy round 1 trained
-    assert first["feedback"]["judge"].startswith(f"{policy}:") and first["new_policy"] != str(policy)
-    assert second["feedback"]["judge"].startswith(f"{first['new_policy']}:")
+    # round 1's judge is the policy it started from, round 2's the policy round 1 trained (folders by content)
+    assert first["feedback"]["judge"].startswith(f"{model_name(str(policy))}:") and first["new_policy"] != str(policy)
+    assert second["feedback"]["judge"].startswith(f"{model_name(first['new_policy'])}:")
+    assert first["feedback"]["judge"] != second["feedback"]["judge"]
     db_file = tmp_path / "w.duckdb"
     for round_id, out in (("s1", first), ("s2", second)):
         judges = scalar(db_file, "SELECT list(DISTINCT judge) FROM comparisons WHERE round_id = ?", round_id)

@@ -15,6 +15,7 @@ from flows.cli import app
 from pipelines.datasets import derived, publish
 from pipelines.datasets.build import BuildResult
 from pipelines.datasets.snapshot import read_snapshot, register, snapshot_root
+from pipelines.models import model_name
 from tests.fixtures_trainers import new_warehouse, rows_for, save_tiny_model, tiny_model_dir  # noqa: F401
 from warehouse import db
 from warehouse.errors import InputError
@@ -154,15 +155,15 @@ def test_weak_to_strong_bootstraps_through_three_sizes(tmp_path, monkeypatch):
     judges = {}
     for rid, judge, response, _ in ratings:
         judges.setdefault(judge, set()).add(response)
-    assert sorted(judges) == sorted(f"{d}:orm@v2" for d in (summary["weak"]["model_dir"],
-                                                              summary["steps"][0]["student"]["model_dir"]))
+    assert sorted(judges) == sorted(f"{model_name(d)}:orm@v2" for d in (summary["weak"]["model_dir"],
+                                                                          summary["steps"][0]["student"]["model_dir"]))
     assert all(found == responses for found in judges.values())
     labels2 = read_snapshot(root / "truth-w2s-labels-2" / "v1")
     score = {rid: s for rid, _, _, s in ratings}
     for row in labels2.train.to_pylist():  # chosen is the side step 1's student scored higher, its ratings named
         c, r = row["feedback_ids"]
         assert score[c] >= score[r] and row["prob"] == pytest.approx(1 / (1 + math.exp(score[r] - score[c])))
-    assert labels2.manifest.params["labeler"] == f"{summary['steps'][0]['student']['model_dir']}:orm@v2"
+    assert labels2.manifest.params["labeler"] == f"{model_name(summary['steps'][0]['student']['model_dir'])}:orm@v2"
     assert labels2.test.equals(truth.test)
     for step in summary["steps"] + [summary["direct"]]:
         w, s, c = summary["weak"]["accuracy"], step["student"]["accuracy"], step["ceiling"]["accuracy"]

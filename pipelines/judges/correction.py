@@ -8,7 +8,7 @@ from pipelines.backends.base import Backend, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
 from pipelines.judges.templates import Template, load_template, quoted
-from pipelines.models import model_uri
+from pipelines.models import model_name, provenance
 from warehouse import ids
 from warehouse.records import Correction, Response
 
@@ -53,7 +53,7 @@ class CorrectionJudge:
         responses, corrections, invalid = [], [], []
         mc = self.config.max_chars
         sampling = self.sampling.identity()
-        model = model_uri(self.backend.name)
+        model, path = model_name(self.backend.name), provenance(self.backend.name)
         for batch in calls.chunks(items, self.config.calls.batch_size):
             convs = [self.template.render(question=quoted(it.question, mc), response=quoted(it.text, mc))
                      for it in batch]
@@ -67,12 +67,13 @@ class CorrectionJudge:
                     invalid.append((it.id, comp.text))
                     continue
                 meta = {"template": self.template.name, "template_version": self.template.version,
-                        "principles": list(self.config.principles), "unchanged": text == it.text.strip(), **share}
+                        "principles": list(self.config.principles), "unchanged": text == it.text.strip(), **path,
+                        **share}
                 # Identity includes the original: two answers corrected into the same text stay two rows.
                 rid = ids.response_id(it.prompt_id, model, {**sampling, "parent_id": it.id}, None, 0, text=text)
                 resp = Response(rid, it.prompt_id, model, round_id, text, "aligner", sampling,
                                 parent_id=it.id, finish_reason=comp.finish_reason, prompt_tokens=comp.prompt_tokens,
-                                completion_tokens=comp.completion_tokens, meta={"judge": self.judge})
+                                completion_tokens=comp.completion_tokens, meta={"judge": self.judge, **path})
                 responses.append(resp)
                 corrections.append(Correction(Correction.make_id(self.judge, it.id, self.aspect), it.prompt_id, it.id,
                                               resp.id, self.judge, "ai", round_id, meta=meta, aspect=self.aspect))

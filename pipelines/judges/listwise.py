@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pipelines.backends.base import Backend
 from pipelines.judges import calls
 from pipelines.judges.config import GroupItem, JudgeConfig
-from pipelines.judges.parsing import parse_ranking
+from pipelines.judges.parsing import grammar, read
 from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
+from pipelines.models import provenance
 from warehouse.ids import content_id
 from warehouse.records import Ranking
 
@@ -59,6 +60,7 @@ class ListwiseJudge:
             object.__setattr__(self, "template", load_template(self.config.template or "listwise",
                                                                self.config.principles))
         self.config.one_aspect("a listwise judge ranks by")  # refused here, before anything is judged
+        grammar(self.template.name, "listwise")
 
     @property
     def judge(self) -> str:
@@ -101,16 +103,16 @@ class ListwiseJudge:
 
     def _ranking(self, g: GroupItem, perms: list[list[int]], raw: list[str], round_id: str, share: dict) -> Ranking:
         labels = letters(len(g.ids))
-        valid = []
-        for perm, text in zip(perms, raw):
-            shown = parse_ranking(text, labels)  # positions best first
-            if shown is not None:
-                valid.append([perm[p] for p in shown])  # -> item indices best first
+        readings = [read(grammar(self.template.name, "listwise"), text, labels) for text in raw]
+        # positions best first -> item indices best first
+        valid = [[perm[p] for p in r.verdict] for perm, r in zip(perms, readings) if r.verdict is not None]
         meta = {"template": self.template.name, "template_version": self.template.version, "raw": raw,
-                "valid_permutations": len(valid), "principles": list(self.config.principles), **share}
+                "valid_permutations": len(valid), "invalid_reasons": [r.reason for r in readings],
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share}
         rid = Ranking.make_id(self.judge, list(g.ids), self.aspect)
         if not valid:
             meta["invalid"] = True
+            meta["invalid_reason"] = f"no reply could be read: {readings[0].reason}"
             return Ranking(rid, g.prompt_id, list(g.ids), self.judge, "ai", round_id, None, perms, meta, self.aspect)
         order, points = borda(valid, len(g.ids))
         return Ranking(rid, g.prompt_id, [g.ids[i] for i in order], self.judge, "ai", round_id, points, perms, meta,

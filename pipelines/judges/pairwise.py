@@ -18,8 +18,9 @@ import pyarrow as pa
 from pipelines.backends.base import Backend, Conversation
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, PairItem
-from pipelines.judges.parsing import mass, parse_pairwise, two_way_prob
+from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
@@ -74,6 +75,7 @@ class PairwiseJudge:
             object.__setattr__(self, "template", load_template(self.config.template or "pairwise",
                                                                self.config.principles))
         self.config.one_aspect("a pairwise judge compares on")  # refused here, before anything is judged
+        grammar(self.template.name, "pairwise")
 
     @property
     def judge(self) -> str:
@@ -124,7 +126,7 @@ class PairwiseJudge:
 
     def _meta(self, mode: str, share: dict, **extra: object) -> dict:
         return {"mode": mode, "template": self.template.name, "template_version": self.template.version,
-                "principles": list(self.config.principles), **share, **extra}
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share, **extra}
 
     def _from_scores(self, pair: PairItem, s_ab, s_ba, round_id: str, share: dict) -> Comparison:
         p_ab, p_ba = two_way_prob(s_ab, *CANDIDATES), two_way_prob(s_ba, *CANDIDATES)
@@ -132,9 +134,12 @@ class PairwiseJudge:
         pos_ab = None if p_ab is None else ("A" if p_ab > 0.5 else "B" if p_ab < 0.5 else "tie")
         pos_ba = None if p_ba is None else ("A" if p_ba > 0.5 else "B" if p_ba < 0.5 else "tie")
         meta = self._meta("logprobs", share, p_ab=p_ab, p_ba=p_ba, pos_ab=pos_ab, pos_ba=pos_ba,
+                          reason_ab=None if p_ab is not None else logprob_reason(s_ab, CANDIDATES),
+                          reason_ba=None if p_ba is not None else logprob_reason(s_ba, CANDIDATES),
                           tie_band=self.config.tie_band, mass_ab=mass(s_ab, CANDIDATES),
                           mass_ba=mass(s_ba, CANDIDATES))
         if p_ab is None or p_ba is None:
+            meta["invalid_reason"] = invalid_reason(meta["reason_ab"], meta["reason_ba"])
             return Comparison(cid, pair.prompt_id, pair.a_id, pair.b_id, "invalid", self.judge, "ai", round_id,
                               None, _fmt(s_ab), _fmt(s_ba), None, meta=meta, aspect=self.aspect)
         prob_a = debiased_prob(p_ab, p_ba)
@@ -145,13 +150,24 @@ class PairwiseJudge:
                           aspect=self.aspect)
 
     def _from_texts(self, pair: PairItem, t_ab: str, t_ba: str, round_id: str, share: dict) -> Comparison:
-        pos_ab, pos_ba = parse_pairwise(t_ab), parse_pairwise(t_ba)
-        winner, consistent = resolve(to_response(pos_ab, True), to_response(pos_ba, False), self.config.disagreement)
+        g = grammar(self.template.name, "pairwise")
+        r_ab, r_ba = read(g, t_ab), read(g, t_ba)
+        winner, consistent = resolve(to_response(r_ab.verdict, True), to_response(r_ba.verdict, False),
+                                     self.config.disagreement)
         prob_a = {"a": 1.0, "b": 0.0, "tie": 0.5}.get(winner)
-        meta = self._meta("text", share, pos_ab=pos_ab, pos_ba=pos_ba, disagreement=self.config.disagreement)
+        meta = self._meta("text", share, pos_ab=r_ab.verdict, pos_ba=r_ba.verdict, reason_ab=r_ab.reason,
+                          reason_ba=r_ba.reason, disagreement=self.config.disagreement)
+        if winner == "invalid":
+            meta["invalid_reason"] = invalid_reason(r_ab.reason, r_ba.reason)
         return Comparison(Comparison.make_id(self.judge, pair.a_id, pair.b_id, self.aspect), pair.prompt_id, pair.a_id,
                           pair.b_id, winner, self.judge, "ai", round_id, prob_a, t_ab, t_ba, consistent, meta=meta,
                           aspect=self.aspect)
+
+
+def invalid_reason(reason_ab: str | None, reason_ba: str | None) -> str:
+    """Why a comparison is invalid: each unreadable order's reason, else the two orders' disagreement (dropped)."""
+    unread = [f"{order}: {why}" for order, why in (("a shown first", reason_ab), ("b shown first", reason_ba)) if why]
+    return "; ".join(unread) or "the two orders disagree (disagreement policy: drop)"
 
 
 def _fmt(scores) -> str:

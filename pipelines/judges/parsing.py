@@ -1,103 +1,279 @@
-"""Parse judge replies. Anything unclear (no verdict, two verdicts, a refusal) is None, i.e. invalid, never a guess."""
+"""Read judge replies by their template's reply grammar (GRAMMARS: one record per template); anything else is invalid,
+with the reason kept, never a guess.
+
+Where a verdict stands (pairwise, binary, rating, listwise; the templates ask for the verdict alone):
+  - alone on a line of its own: the whole reply ("B", "**B**", "[[B]]"; a lower-case "b" only as the whole reply), or
+    a line after reasoning;
+  - after a label, as the rest of its line: "Verdict: B", "**Final answer:** [[A]]", "The better answer is B",
+    "Rating: 7/10", "Ranking: C > A > B";
+  - a whole-line sentence: "Answer B is better", "It's a tie", "I would rate it 7";
+  - at the very start of the reply, before an explanation: "A, because ...", "Yes. It is correct.", "8 - clear".
+Every such statement in a reply must give the same verdict (two different ones are a contradiction), and the text
+after the last must name no other ("The answer is A.\nActually, B."). A verdict is the whole rest of its line, so an
+article is no letter: "My answer is a tie" is a tie, "The answer is a bit unclear" and "Tie-breaker: A" hold none.
+Numbers keep their sign ("-3" is outside 1..10, not 3).
+
+Steps: one line ``Step N: L`` per step, L in +1, 0, -1; a step labelled twice, a step the solution does not have or a
+step line without a label makes the whole reply invalid; steps the reply leaves out stay unlabelled.
+"""
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from pipelines.backends.base import TokenScores
+from warehouse.errors import AlignloopError
 
 _REFUSAL = re.compile(
     r"^\W*(i\s*(?:can(?:no|')t|cannot|won't|will not|am not able|'m not able|am unable|'m unable)|"
     r"i'?m sorry|sorry\b|as an ai\b|i apologi[sz]e)",
     re.IGNORECASE,
 )
-_ONLY = re.compile(r"^[\s\[\(\*\"'`]*(A|B|tie)[\s\]\)\*\"'`.!]*$", re.IGNORECASE)
-_PATTERNS = (
-    re.compile(r"^[\s\[\(\*\"'`]*(A|B)(?=[\s\]\)\*\"'`.:,;!]|$)"),  # "A", "A.", "(B) because ..."
-    re.compile(r"\b(?:verdict|winner|choice|answer)\s*(?:is)?\s*[:\-]?\s*[\[\(\*\"'`]*\s*(A|B|tie)\b", re.IGNORECASE),
-    re.compile(r"\b(?:answer|response|assistant)\s+(A|B)\s+(?:is|was)\s+(?:better|preferred|the better)\b"),
-    re.compile(r"^\W*(tie)\b", re.IGNORECASE),
-)
+_W = r"[\[\](){}\"'“”‘’*_]*"  # what may wrap a verdict: brackets, quotes, emphasis
+_END = _W + r"\s*[.!]?\s*" + _W + r"\s*$"
+_COLON = r"\s*[:=\-–—?]\s*"  # "Verdict: B", "Acceptable? Yes"
+_IS = r"\s+(?i:is|was|would\s+be)\s*:?\s*"  # "The better answer is B"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """What a reply says: ``verdict`` (None when unreadable) and, when unreadable, ``reason`` in words."""
+
+    verdict: Any
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class Grammar:
+    """The replies one template asks for: what a verdict looks like (see the module docstring for where it stands)."""
+
+    template: str
+    """The template (``pipelines/templates/NAME.txt``) whose replies this reads."""
+    kind: Literal["pairwise", "binary", "rating", "listwise", "steps"]
+    """Which judge reads it."""
+    asks: str
+    """The verdict the template asks for, in words (an unreadable reply's reason names it)."""
+    token: str = ""
+    """Regex of one verdict after a label or at the start of the reply (letters in capitals)."""
+    alone: str = ""
+    """Regex of one verdict alone on its line."""
+    whole: str = ""
+    """Regex of a verdict read only as the whole reply (a lower-case "b": in reasoning a line "a" is no verdict)."""
+    labels: str = ""
+    """Regex of the labels a verdict may follow (case-insensitive)."""
+    mention: str = ""
+    """Regex of a verdict named in passing; after the last statement it contradicts a different verdict."""
+    sentences: tuple[str, ...] = ()
+    """Whole-line sentences that state a verdict (group 1), matched against the line without markdown."""
+    head: str = r"(?:\s*[.,;:!]|\s+[-–—]|\s+(?i:because|since|as)\b)(?=\s|$)"
+    """What separates a verdict at the start of the reply from its explanation."""
+    scale: tuple[int, int] = (0, 0)
+    """Ratings: the lowest and highest score the template asks for."""
+    value: Callable[[str, Grammar, Sequence[str]], tuple[Any, str | None]] | None = None
+    """A stated token -> (verdict, None), or (None, why it is no verdict) (a score out of range, an unknown letter)."""
+
+
+def _pairwise(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
+    return ("tie" if "tie" in token.lower() else token[-1].upper()), None  # "Response B" -> B
+
+
+def _binary(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
+    return token.lower() == "yes", None
+
+
+def _rating(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
+    m = re.fullmatch(r"([+\-−]?)\s*([0-9]+(?:\.[0-9]+)?)(?:\s*(?:/|(?i:out\s+of))\s*([0-9]+))?", token.strip())
+    if m is None:
+        return None, f"{token!r} is no number"
+    value = float(m.group(2)) * (-1 if m.group(1) in ("-", "−") else 1)
+    lo, hi = g.scale
+    if m.group(3) is not None and int(m.group(3)) != hi:
+        return None, f"{token.strip()} is not on the template's scale {lo}..{hi}"
+    if not lo <= value <= hi:
+        return None, f"{_show(value)} is outside {lo}..{hi}"
+    return value, None
+
+
+def _ranking(token: str, g: Grammar, labels: Sequence[str]) -> tuple[Any, str | None]:
+    named = [x.upper() for x in re.findall(r"[A-Za-z]", token)]
+    for x in named:
+        if x not in labels:
+            return None, f"{x} is not one of the answers {', '.join(labels)}"
+        if named.count(x) > 1:
+            return None, f"{x} ranked twice"
+    missing = [x for x in labels if x not in named]
+    if len(missing) > 1:  # one left out can only be the last; more are not a ranking
+        return None, f"ranks {len(named)} of {len(labels)} answers"
+    return [list(labels).index(x) for x in named + missing], None
+
+
+_NUMBER = r"[+\-−]?[0-9]+(?:\.[0-9]+)?(?:\s*(?:/|(?i:out\s+of))\s*[0-9]+)?"
+_SIDE = r"(?i:(?:answer|response|assistant|option)\s+)?[AB]|(?i:(?:a\s+)?tie)"  # "B", "Response B", "a tie"
+_PAIRWISE = Grammar(
+    "pairwise", "pairwise", "A, B or tie, alone or after a label such as 'Verdict:'",
+    token=_SIDE, alone=_SIDE, whole="a|b",
+    labels=r"(?:(?:my|the|final|overall|your)\s+)*(?:verdict|answer|decision|choice|winner|judge?ment|preference|"
+           r"result|output|better\s+(?:answer|response|one)|preferred\s+(?:answer|response))",
+    mention=r"(?<![\w'’])(A|B|(?i:tie))(?![\w'’])",
+    sentences=(r"^(?i:(?:the\s+)?(?:answer|response|assistant|option)\s+)?" + _W + r"([AB])" + _W +
+               r"\s+(?i:is\s+(?:clearly\s+)?(?:better|preferred|the\s+better(?:\s+(?:one|answer|response))?))" + _END,
+               r"^(?i:i\s+(?:would\s+)?(?:prefer|choose|pick|select))\s+(?i:answer\s+|response\s+)?" + _W + r"([AB])"
+               + _END,
+               r"^(?i:it(?:'s|’s|\s+is)\s+)(?i:(a\s+tie))" + _END),
+    value=_pairwise)
+_BINARY = Grammar(
+    "binary", "binary", "Yes or No, alone or after a label such as 'Verdict:'",
+    token=r"(?i:yes|no)", alone=r"(?i:yes|no)",
+    labels=r"(?:(?:my|the|final|your)\s+)*(?:verdict|answer|decision|judge?ment|acceptable|acceptability|"
+           r"is\s+(?:the\s+)?answer\s+acceptable)",
+    mention=r"(?<![\w'’])((?i:yes|no))(?=\s*(?:[.,;:!?]|$))", value=_binary)
+
+
+def _rating_grammar(template: str, lo: int, hi: int) -> Grammar:
+    return Grammar(
+        template, "rating", f"a score from {lo} to {hi}, alone or after a label such as 'Rating:'",
+        token=_NUMBER, alone=_NUMBER,
+        labels=r"(?:(?:my|the|final|overall|your)\s+)*(?:[a-z]+\s+)?(?:rating|score|grade|verdict|answer)",
+        mention=r"(?<![\w.])([+\-−]?[0-9]+(?:\.[0-9]+)?\s*(?:/|(?i:out\s+of))\s*[0-9]+)",
+        sentences=(r"^(?i:i\s+(?:would\s+)?(?:rate|give|score)\s+(?:it|this|the\s+answer|this\s+answer)"
+                   r"(?:\s+(?:a|an))?)\s+" + _W + "(" + _NUMBER + ")" + _END,),
+        head=r"\s+[-–—](?=\s|$)",  # "8 - clear" ("1. The ..." opens a numbered list, "1, 2 and 3" a list)
+        scale=(lo, hi), value=_rating)
+
+
+_LISTWISE = Grammar(
+    "listwise", "listwise", "the answers' letters best first, separated by '>', alone or after 'Ranking:'",
+    token=r"[A-Z](?:\s*>\s*[A-Z])*", alone=r"[A-Z]|[A-Za-z](?:\s*>\s*[A-Za-z])+",
+    labels=r"(?:(?:my|the|final|overall|your)\s+)*(?:ranking|order|answer|verdict)",
+    mention=r"(?<![\w])([A-Za-z](?:\s*>\s*[A-Za-z])+)(?![\w])", value=_ranking)
+_STEPS = Grammar("steps", "steps", "one line 'Step N: L' per step, L one of +1, 0, -1")
+
+GRAMMARS: dict[str, Grammar] = {g.template: g for g in (
+    _PAIRWISE, _BINARY, _rating_grammar("rating", 1, 10), _rating_grammar("rating_digit", 0, 9), _LISTWISE, _STEPS)}
+"""Template name -> the grammar of its replies (``correction`` and ``aligner`` replies are text, not verdicts)."""
+
+
+def grammar(template: str, kind: str) -> Grammar:
+    """The grammar of ``template``'s replies, which a ``kind`` judge reads; a one-line error for any other."""
+    g = GRAMMARS.get(template)
+    if g is None or g.kind != kind:
+        fits = ", ".join(n for n, x in GRAMMARS.items() if x.kind == kind)
+        raise AlignloopError(f"a {kind} judge cannot read replies to template {template!r}; its templates: {fits}")
+    return g
 
 
 def is_refusal(text: str) -> bool:
     return bool(_REFUSAL.match(text or ""))
 
 
-def parse_pairwise(text: str) -> str | None:
-    """"A", "B", "tie" as shown to the judge, or None when the reply holds no single clear verdict."""
-    if not text or not text.strip() or is_refusal(text):
-        return None
-    m = _ONLY.match(text)
-    if m:
-        return _norm(m.group(1))
-    explicit = {_norm(m.group(1)) for pat in _PATTERNS[1:3] for m in pat.finditer(text)}
-    if explicit:
-        return explicit.pop() if len(explicit) == 1 else None
-    found = {_norm(m.group(1)) for pat in (_PATTERNS[0], _PATTERNS[3]) for m in pat.finditer(text)}
-    mentions = set(re.findall(r"(?<![A-Za-z])(A|B)(?![A-Za-z])", text))
-    if len(found) != 1 or len(mentions) > 1:  # "A or B ...", "A is good but B is better": no clear verdict
-        return None
-    return found.pop()
+def _clean(line: str) -> str:
+    """A line without markdown: bold and code marks, ``\\boxed{``, a heading, quote or bullet mark."""
+    s = re.sub(r"\*\*|__|`|\\boxed\{|\\text\{", "", line).strip()
+    return re.sub(r"^(?:#+|>|[-*•])\s+", "", s).strip()
 
 
-def _norm(v: str) -> str:
-    return "tie" if v.lower() == "tie" else v.upper()
+def _statement(g: Grammar, line: str) -> str | None:
+    """The verdict token a whole line states, or None."""
+    s = _clean(line)
+    for pat in (rf"^{_W}\s*({g.alone}){_END}", rf"^(?i:{g.labels}){_COLON}{_W}\s*({g.token}){_END}",
+                rf"^(?i:{g.labels}){_IS}{_W}\s*({g.token}){_END}", *g.sentences):
+        m = re.match(pat, s)
+        if m:
+            return m.group(1)
+    return None
 
 
-def parse_ranking(text: str, labels: list[str]) -> list[int] | None:
-    """Positions best first from a reply like ``C > A > B``; one missing label (the last) is filled in."""
-    if not text or is_refusal(text):
-        return None
-    allowed = set(labels)
-    seen: list[str] = []
-    for tok in re.findall(r"(?<![A-Za-z])([A-Z])(?![A-Za-z])", text):
-        if tok in allowed and tok not in seen:
-            seen.append(tok)
-        elif tok not in allowed:
-            return None
-    missing = [x for x in labels if x not in seen]
-    if len(missing) > 1:
-        return None
-    seen += missing
-    return [labels.index(x) for x in seen]
+def _opening(g: Grammar, line: str) -> tuple[str, str] | None:
+    """(token, the rest of the line) where the reply opens with a verdict before an explanation."""
+    m = re.match(rf"^{_W}\s*({g.token}){_W}{g.head}(.*)$", _clean(line))
+    return (m.group(1), m.group(2)) if m else None
 
 
-def parse_rating(text: str, lo: int = 1, hi: int = 10) -> float | None:
-    """The first integer in [lo, hi] when the reply holds exactly one number (``7``, ``7/10`` or ``Rating: 7``)."""
-    if not text or is_refusal(text):
-        return None
-    nums = re.findall(r"(?<![\d.])(\d+(?:\.\d+)?)(?![\d.])", text)
-    if nums[1:2] == [str(hi)] and len(nums) == 2:  # "7/10"
-        nums = nums[:1]
-    if len(nums) != 1:
-        return None
-    v = float(nums[0])
-    return v if lo <= v <= hi else None
+def read(g: Grammar | str, text: str | None, labels: Sequence[str] = ()) -> Reading:
+    """The verdict ``text`` states by grammar ``g`` (or a template's name); ``labels``: a ranking's letters."""
+    g = GRAMMARS[g] if isinstance(g, str) else g
+    if g.kind == "steps":
+        raise AlignloopError("step replies hold one label per step: read them with read_steps")
+    if not text or not text.strip():
+        return Reading(None, "empty reply")
+    lines = text.splitlines()
+    found = [(i, tok, "") for i, ln in enumerate(lines) if (tok := _statement(g, ln)) is not None]
+    if not found and g.whole and "\n" not in text.strip() and (m := re.match(rf"^{_W}\s*({g.whole}){_END}",
+                                                                              _clean(text))):
+        found = [(next(i for i, ln in enumerate(lines) if ln.strip()), m.group(1), "")]
+    first = next(i for i, ln in enumerate(lines) if ln.strip())
+    if (not found or found[0][0] != first) and (opening := _opening(g, lines[first])):
+        found.insert(0, (first, *opening))
+    if not found:
+        return Reading(None, "a refusal" if is_refusal(text) else f"no verdict: the template asks for {g.asks}")
+    values = []
+    for i, tok, _ in found:
+        v, why = g.value(tok, g, labels)
+        if why:
+            return Reading(None, f"{why} (line {i + 1})")
+        if values and v != values[0][1]:
+            return Reading(None, f"two verdicts: {_show(values[0][1], labels)} (line {values[0][0] + 1}) and "
+                                 f"{_show(v, labels)} (line {i + 1})")
+        values.append((i, v))
+    last, _, rest = found[-1]
+    verdict = values[0][1]
+    for m in re.finditer(g.mention, "\n".join([rest, *lines[last + 1:]])):
+        v, _ = g.value(m.group(1), g, labels)
+        if v is not None and v != verdict:
+            return Reading(None, f"{_show(v, labels)} named after the verdict {_show(verdict, labels)}")
+    return Reading(verdict)
 
 
-def parse_binary(text: str) -> bool | None:
-    if not text or is_refusal(text):
-        return None
-    words = set(re.findall(r"[a-z]+", text.lower()))
-    yes, no = bool(words & {"yes", "acceptable"}), bool(words & {"no", "unacceptable", "not"})
-    if yes == no:
-        return None
-    return yes
+def _show(v: Any, labels: Sequence[str] = ()) -> str:
+    if isinstance(v, bool):
+        return "Yes" if v else "No"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return " > ".join(labels[i] for i in v)
+    return str(v)
 
 
-def parse_steps(text: str, n_steps: int) -> list[int | None]:
-    """One label in {-1, 0, +1} per step from lines like ``Step 2: -1``; None for steps the reply leaves out."""
-    labels: list[int | None] = [None] * n_steps
-    if not text or is_refusal(text):
-        return labels
-    for m in re.finditer(r"step\s*(\d+)\s*[:=\-]\s*([+\-−]?\s*[01])\b", text, re.IGNORECASE):
-        i = int(m.group(1)) - 1
-        v = int(m.group(2).replace(" ", "").replace("−", "-"))
-        if 0 <= i < n_steps and labels[i] is None:
-            labels[i] = v
-    return labels
+@dataclass(frozen=True, slots=True)
+class StepsReading:
+    labels: list[int | None]
+    """One label in {-1, 0, +1} per step; None where the reply leaves the step out (or is unreadable)."""
+    reason: str | None = None
+    """Why steps are unlabelled (the whole reply unreadable, or the steps it leaves out); None when all are."""
+
+
+_STEP_LINE = re.compile(r"^(?i:step)\s*([0-9]+)\s*[:=]\s*" + _W + r"\s*([+\-−]?)\s*([01])(?![0-9]|\.[0-9])" + _W +
+                        r"[.,;]?(?:\s.*)?$")
+
+
+def read_steps(text: str | None, n_steps: int) -> StepsReading:
+    """The labels of a ``steps`` reply: lines ``Step N: L`` (other lines are commentary and ignored)."""
+    none: list[int | None] = [None] * n_steps
+    if not text or not text.strip():
+        return StepsReading(none, "empty reply")
+    labels = list(none)
+    for no, line in enumerate(text.splitlines(), 1):
+        s = _clean(line)
+        if not re.match(r"^(?i:step)\s*[0-9]", s):
+            continue
+        m = _STEP_LINE.match(s)
+        if m is None or len(re.findall(r"(?i:\bstep)\s*[0-9]", s)) > 1:
+            return StepsReading(none, f"line {no} is no 'Step N: L' line: {s[:60]!r}")
+        i, v = int(m.group(1)) - 1, int(m.group(3)) * (-1 if m.group(2) in ("-", "−") else 1)
+        if not 0 <= i < n_steps:
+            return StepsReading(none, f"line {no} labels step {i + 1} of a solution of {n_steps} steps")
+        if labels[i] is not None:
+            return StepsReading(none, f"step {i + 1} labelled twice (line {no})")
+        labels[i] = v
+    if all(v is None for v in labels):
+        return StepsReading(none, "a refusal" if is_refusal(text) else f"no step labels: the template asks for "
+                                                                       f"{_STEPS.asks}")
+    left = [str(i + 1) for i, v in enumerate(labels) if v is None]
+    return StepsReading(labels, f"step {', '.join(left)} not labelled" if left else None)
 
 
 def two_way_prob(scores: TokenScores, first: str, second: str) -> float | None:
@@ -123,3 +299,12 @@ def mass(scores: TokenScores, candidates: tuple[str, ...]) -> float | None:
         return None
     vals = [scores.logprobs.get(c) for c in candidates]
     return sum(math.exp(v) for v in vals if v is not None)
+
+
+def logprob_reason(scores: TokenScores, candidates: Sequence[str]) -> str:
+    """Why verdict-token log-probabilities gave no verdict."""
+    if not scores.available:
+        return "no log-probabilities"
+    missing = [c for c in candidates if scores.logprobs.get(c) is None]
+    return f"no log-probability for {', '.join(missing)}" if missing else f"no finite log-probability for " \
+                                                                           f"{', '.join(candidates)}"

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pipelines.backends.base import Backend, TokenScores
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.parsing import mass, parse_binary, parse_rating, two_way_prob
+from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
 from pipelines.judges.templates import Template, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import Rating
 
 BINARY_CANDIDATES = ("Yes", "No")
@@ -21,11 +22,13 @@ class _Pointwise:
     config: JudgeConfig = field(default_factory=JudgeConfig)
     template: Template | None = None
     default_template = ""
+    kind = ""
 
     def __post_init__(self) -> None:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or self.default_template,
                                                                self.config.principles))
+        grammar(self.template.name, self.kind)  # refused here, before anything is judged
 
     @property
     def judge(self) -> str:
@@ -33,7 +36,7 @@ class _Pointwise:
 
     def _meta(self, share: dict, **extra: object) -> dict:
         return {"template": self.template.name, "template_version": self.template.version,
-                "principles": list(self.config.principles), **share, **extra}
+                "principles": list(self.config.principles), **provenance(self.backend.name), **share, **extra}
 
 
 @dataclass(frozen=True)
@@ -46,6 +49,7 @@ class RatingJudge(_Pointwise):
     """
 
     default_template = "rating"
+    kind = "rating"
 
     def __post_init__(self) -> None:
         if self.template is None and self.config.mode == "logprobs" and not self.config.template:
@@ -65,17 +69,21 @@ class RatingJudge(_Pointwise):
             stats = calls.CallStats()
             if self.config.mode == "logprobs":  # (score, rationale, meta) per conversation; scale 0..9
                 scores = calls.logprobs(self.backend, convs, list(DIGITS), self.config.calls, stats)
-                found = [(expected_digit(s), None, {"mode": "logprobs", "mass": mass(s, DIGITS)}) for s in scores]
+                digits = [expected_digit(s) for s in scores]
+                found = [(d, None, {"mode": "logprobs", "mass": mass(s, DIGITS)},
+                          None if d is not None else logprob_reason(s, DIGITS)) for d, s in zip(digits, scores)]
                 scale = (0.0, 9.0)
-            else:  # scale 1..10
+            else:  # the template's scale: 1..10 (rating), 0..9 (rating_digit)
+                g = grammar(self.template.name, "rating")
                 texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
-                found = [(parse_rating(text), text, {}) for text in texts]
-                scale = (1.0, 10.0)
+                readings = [read(g, text) for text in texts]
+                found = [(r.verdict, text, {}, r.reason) for text, r in zip(texts, readings)]
+                scale = (float(g.scale[0]), float(g.scale[1]))
             share = stats.share(len(batch))
-            for (it, a), (score, rationale, extra) in zip(batch, found):
+            for (it, a), (score, rationale, extra, why) in zip(batch, found):
                 out.append(Rating(Rating.make_id(self.judge, it.id, a), it.prompt_id, it.id, score, *scale,
                                   self.judge, "ai", round_id, aspect=a, rationale=rationale,
-                                  meta=self._meta(share, **extra, invalid=score is None)))
+                                  meta=self._meta(share, **extra, invalid=score is None, invalid_reason=why)))
         return out
 
 
@@ -100,6 +108,7 @@ class BinaryJudge(_Pointwise):
     """Acceptable (1) or not (0) on a 0..1 scale; P(Yes) / (P(Yes) + P(No)) kept in meta when log-probs exist."""
 
     default_template = "binary"
+    kind = "binary"
 
     def ids(self, items: list[ResponseItem]) -> list[str]:
         return [Rating.make_id(self.judge, it.id, "acceptable", kind="binary") for it in items]
@@ -126,11 +135,13 @@ class BinaryJudge(_Pointwise):
                 if probs is not None:
                     p = probs[i]
                     score = None if p is None else float(p >= 0.5)
-                    meta = self._meta(share, mode="logprobs", p_yes=p, mass=masses[i], invalid=score is None)
+                    meta = self._meta(share, mode="logprobs", p_yes=p, mass=masses[i], invalid=score is None,
+                                      invalid_reason=None if p is not None else
+                                      logprob_reason(scores[i], BINARY_CANDIDATES))
                 else:
-                    ok = parse_binary(texts[i])
-                    score = None if ok is None else float(ok)
-                    meta = self._meta(share, mode="text", invalid=score is None)
+                    r = read("binary", texts[i])
+                    score = None if r.verdict is None else float(r.verdict)
+                    meta = self._meta(share, mode="text", invalid=score is None, invalid_reason=r.reason)
                 out.append(Rating(Rating.make_id(self.judge, it.id, "acceptable", kind="binary"), it.prompt_id,
                                   it.id, score, 0.0, 1.0, self.judge, "ai", round_id, aspect="acceptable",
                                   rationale=texts[i], meta=meta))

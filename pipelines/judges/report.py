@@ -2,7 +2,8 @@
 for listwise judges the same under their permutations, against people's rankings and pairwise verdicts; for rating
 judges (AI, reward model, rule) how often they score higher the answer people preferred; for step judges (AI,
 process reward model) how often their step labels and first errors match people's; for every scorer of samples to
-problems with a reference answer, how often its best of N is right (``best_of_n``).
+problems with a reference answer, how often its best of N is right (``best_of_n``); for every AI judge how many of its
+replies could be read, and why the others could not (``verdicts``).
 
     alignloop judge report [--round R] [--json] [--png FILE]
 """
@@ -16,17 +17,35 @@ from typing import Any
 
 import duckdb
 
+from pipelines.judges import parsing
 from pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
-from pipelines.judges.parsing import parse_ranking
 from pipelines.judges.templates import letters
+from pipelines.judges.verdict_quality import VERDICT_METRICS, VerdictQuality, verdict_quality
 from warehouse import db
 from warehouse.records import Evaluation, StepLabel, loads
 
-METRICS = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_kappa")
-RATING_METRICS = ("human_accuracy", "heldout_accuracy", "score_ties", "longer")
+TIE_RULE = ("agreement with people is scored on the pairs they decided (a or b won; their ties have no winner to "
+            "agree with): human_accuracy over the pairs the judge decided too, human_ties (a rating judge's "
+            "score_ties) the share it tied, human_accuracy_half with each of its ties as half a right answer")
+"""How every section scores a judge's ties against people (pairwise, listwise, rating judges): the same rule."""
+# invalid_rate is stored once per judge, from the verdicts section (VERDICT_METRICS), which measures every kind
+METRICS = ("consistency", "first_position", "longer", "human_accuracy", "human_ties", "human_accuracy_half",
+           "human_kappa")
+RATING_METRICS = ("human_accuracy", "human_accuracy_half", "heldout_accuracy", "heldout_accuracy_half", "score_ties",
+                  "longer")
 STEP_METRICS = ("step_accuracy", "step_kappa", "first_error_agreement", "negative_rate", "human_negative_rate")
-LISTWISE_METRICS = ("consistency", "first_position", "chance", "longer", "invalid_rate", "human_top_agreement",
-                    "human_tau", "human_accuracy")
+LISTWISE_METRICS = ("consistency", "first_position", "chance", "longer", "human_top_agreement", "human_tau",
+                    "human_accuracy", "human_ties", "human_accuracy_half")
+
+
+def agreement(outcomes: list[str]) -> tuple[float | None, float | None, float | None]:
+    """(accuracy over the pairs the judge decided, its tie rate, accuracy with a tie as half a right answer) from its
+    outcome on each pair people decided: "right", "wrong" or "tie" (TIE_RULE)."""
+    if not outcomes:
+        return None, None, None
+    right, ties = outcomes.count("right"), outcomes.count("tie")
+    decided = len(outcomes) - ties
+    return (right / decided if decided else None), ties / len(outcomes), (right + 0.5 * ties) / len(outcomes)
 
 
 @dataclass(frozen=True)
@@ -41,12 +60,17 @@ class JudgeQuality:
     longer: float | None
     """P(prefers the longer answer), over decided pairs of unequal length."""
     invalid_rate: float | None
-    """Share of single-order verdicts that could not be read."""
+    """Share of single-order verdicts it was asked for (imported comparisons were never asked) that it did not give."""
     human_pairs: int
+    """Pairs people decided (a or b won) that it gave a verdict on (TIE_RULE)."""
     human_accuracy: float | None
-    """Agreement with the human label on the same pair (winners a/b/tie), where both exist."""
+    """Share of those it decided too where it picked people's winner."""
+    human_ties: float | None
+    """Share of them it called a tie."""
+    human_accuracy_half: float | None
+    """Share where it picked people's winner, each tie counting half."""
     human_kappa: float | None
-    """Cohen's kappa of that agreement (chance-corrected)."""
+    """Cohen's kappa of its verdicts (a, b, tie) against people's on those pairs (chance-corrected)."""
     calls: float
     tokens: float
     seconds: float
@@ -65,15 +89,20 @@ class RatingJudgeQuality:
     judge: str
     aspect: str
     human_pairs: int
-    """Human comparisons with a winner whose two responses this judge scored on this aspect."""
+    """Human comparisons with a winner whose two responses this judge scored on this aspect (TIE_RULE)."""
     human_accuracy: float | None
-    """Share of them where the human's winner scored higher (equal scores count half), as reward-model accuracy."""
+    """Share of those it scored unequally where the human's winner scored higher, as reward-model accuracy."""
+    human_accuracy_half: float | None
+    """Share of them where the human's winner scored higher, equal scores counting half."""
     heldout_pairs: int
     """Those of them on held-out (test split) prompts: pairs a reward model trained on the train split never saw."""
     heldout_accuracy: float | None
     """``human_accuracy`` over the held-out pairs only."""
+    heldout_accuracy_half: float | None
+    """``human_accuracy_half`` over the held-out pairs only."""
     score_ties: float | None
-    """Share of them where both scores were equal (a coarse scale or a rule judge cannot separate them)."""
+    """Share of them where both scores were equal (a coarse scale or a rule judge cannot separate them): its tie
+    rate, as ``human_ties`` of the other sections."""
     longer: float | None
     """P(the higher score goes to the longer answer), over pairs of unequal scores and lengths."""
 
@@ -126,7 +155,11 @@ class ListwiseJudgeQuality:
     human_pairs: int
     """People's pairwise verdicts (a or b won, the latest per pair) on two of its responses, same aspect."""
     human_accuracy: float | None
-    """Share of them where its order puts people's winner higher."""
+    """Share of them where its order puts people's winner higher, over those it did not tie (TIE_RULE)."""
+    human_ties: float | None
+    """Share of them it tied: equal Borda points (its order then follows the responses' ids, not its judgment)."""
+    human_accuracy_half: float | None
+    """Share where its order puts people's winner higher, each tie counting half."""
 
     @property
     def target(self) -> str:
@@ -167,12 +200,13 @@ def judge_quality(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -
 
 
 def _quality(judge: str, rs: list[dict], aspect: str) -> JudgeQuality:
-    verdicts = [r[k] for r in rs for k in ("pos_ab", "pos_ba")]
+    verdicts = [r[k] for r in rs if r["template"] for k in ("pos_ab", "pos_ba")]  # imported ones were never asked
     sided = [v for v in verdicts if v in ("A", "B")]
     longer = [(r["winner"] == "a") == (r["len_a"] > r["len_b"]) for r in rs
               if r["winner"] in ("a", "b") and r["len_a"] is not None and r["len_b"] is not None
               and r["len_a"] != r["len_b"]]
-    human = [(r["winner"], r["human_winner"]) for r in rs if r["human_winner"] and r["winner"] != "invalid"]
+    human = [(r["winner"], r["human_winner"]) for r in rs if r["human_winner"] in ("a", "b") and r["winner"] != "invalid"]
+    accuracy, ties, half = agreement(["tie" if a == "tie" else "right" if a == h else "wrong" for a, h in human])
     return JudgeQuality(
         judge=judge, comparisons=len(rs),
         consistency=_mean([bool(r["consistent"]) for r in rs if r["consistent"] is not None]),
@@ -180,7 +214,7 @@ def _quality(judge: str, rs: list[dict], aspect: str) -> JudgeQuality:
         longer=_mean(longer),
         invalid_rate=_mean([v is None for v in verdicts]),
         human_pairs=len(human),
-        human_accuracy=_mean([a == h for a, h in human]),
+        human_accuracy=accuracy, human_ties=ties, human_accuracy_half=half,
         human_kappa=cohen_kappa([a for a, _ in human], [h for _, h in human]),
         calls=sum(r["calls"] or 0 for r in rs),
         tokens=sum((r["prompt_tokens"] or 0) + (r["completion_tokens"] or 0) for r in rs),
@@ -220,7 +254,7 @@ def _readings(row: dict[str, Any], meta: dict[str, Any]) -> tuple[list[tuple[int
     labels = letters(len(row["response_ids"]))
     read, invalid = [], 0
     for perm, text in zip(perms, raw):
-        shown = parse_ranking(text or "", labels)  # positions best first
+        shown = parsing.read("listwise", text, labels).verdict  # positions best first
         if shown is None:
             invalid += 1
         else:
@@ -249,13 +283,17 @@ def _listwise_quality(judge: str, aspect: str, rows: list[dict]) -> ListwiseJudg
             tops.append(theirs[0] == order[0])
             taus.append(kendall_tau(order, list(theirs)))
         pos = {x: i for i, x in enumerate(order)}
-        pairs += [pos[won] < pos[lost] for won, lost in r["human_pairs"] or []]
+        points = dict(zip(order, r["scores"])) if r["scores"] else {}
+        pairs += ["tie" if points and points[won] == points[lost] else "right" if pos[won] < pos[lost] else "wrong"
+                  for won, lost in r["human_pairs"] or []]
     taus = [t for t in taus if t is not None]
+    accuracy, ties, half = agreement(pairs)
     return ListwiseJudgeQuality(
         judge=judge, aspect=aspect, rankings=len(rows), consistency=_mean(consistent), first_position=_mean(first),
         chance=sum(chance) / len(chance) if chance else None, longer=_mean(longer),
         invalid_rate=invalid / replies if replies else None, human_lists=len(tops), human_top_agreement=_mean(tops),
-        human_tau=sum(taus) / len(taus) if taus else None, human_pairs=len(pairs), human_accuracy=_mean(pairs))
+        human_tau=sum(taus) / len(taus) if taus else None, human_pairs=len(pairs), human_accuracy=accuracy,
+        human_ties=ties, human_accuracy_half=half)
 
 
 def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
@@ -271,20 +309,24 @@ def _step_quality(judge: str, rows: list[dict]) -> StepJudgeQuality:
         negative_rate=_mean([x == "-1" for x in mine]), human_negative_rate=_mean([x == "-1" for x in theirs]))
 
 
-Quality = JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality | BestOfNQuality
+Quality = (JudgeQuality | ListwiseJudgeQuality | RatingJudgeQuality | StepJudgeQuality | BestOfNQuality
+           | VerdictQuality)
 
 
 def full_report(con: duckdb.DuckDBPyConnection, round_id: str | None = None) -> dict[str, list[Quality]]:
-    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges), steps (step judges) and best_of_n
-    (rating judges picking among samples of problems with a reference answer)."""
+    """Every judge measured, by kind: pairwise, listwise, ratings (rating judges), steps (step judges), best_of_n
+    (rating judges picking among samples of problems with a reference answer) and verdicts (every AI judge's replies
+    read or not)."""
     return {"pairwise": judge_quality(con, round_id), "listwise": listwise_quality(con, round_id),
             "ratings": rating_quality(con, round_id), "steps": step_quality(con, round_id),
-            "best_of_n": best_of_n_quality(con, round_id)}
+            "best_of_n": best_of_n_quality(con, round_id), "verdicts": verdict_quality(con, round_id)}
 
 
 def _target(q: Quality) -> tuple[str, tuple[str, ...]]:
     if isinstance(q, BestOfNQuality):
         return q.target, BEST_OF_N_METRICS
+    if isinstance(q, VerdictQuality):
+        return q.target, VERDICT_METRICS
     if isinstance(q, ListwiseJudgeQuality):
         return q.target, LISTWISE_METRICS
     if isinstance(q, RatingJudgeQuality):
@@ -297,7 +339,8 @@ def evaluations(report: list[Quality], round_id: str | None = None) -> list[Eval
     out = []
     for q in report:
         target, metrics = _target(q)
-        out += [Evaluation.create("judge_quality", target, m, getattr(q, m), round_id, details=asdict(q))
+        details = asdict(q) | ({"tie_rule": TIE_RULE} if hasattr(q, "human_accuracy_half") else {})
+        out += [Evaluation.create("judge_quality", target, m, getattr(q, m), round_id, details=details)
                 for m in metrics]
     return out
 
@@ -316,16 +359,17 @@ def plot(report: list[Quality], path: str | Path) -> Path:
     """Bar chart per judge of the bias and agreement rates (dashed line: 0.5, no position/length bias).
 
     A rating or step judge has no position or consistency figures: no bar is drawn for them (not a zero). Best-of-N
-    figures are curves (:func:`pipelines.judges.best_of_n.plot_curves`), not drawn here.
+    figures are curves (:func:`pipelines.judges.best_of_n.plot_curves`), not drawn here, nor the verdicts section
+    (its invalid rates are the pairwise and listwise bars').
     """
-    report = [q for q in report if not isinstance(q, BestOfNQuality)]
+    report = [q for q in report if not isinstance(q, BestOfNQuality | VerdictQuality)]
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "heldout_accuracy",
-             "score_ties")
+    shown = ("consistency", "first_position", "longer", "invalid_rate", "human_accuracy", "human_ties",
+             "human_accuracy_half", "heldout_accuracy", "score_ties")
     if any(isinstance(q, StepJudgeQuality) for q in report):
         shown += ("step_accuracy", "first_error_agreement")
     fig, ax = plt.subplots(figsize=(max(6, 1.8 * len(shown) * max(len(report), 1) / 2), 4))

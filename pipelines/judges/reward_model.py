@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pipelines.judges.config import ResponseItem
 from pipelines.judges.steps import finish_reason, split_steps
+from pipelines.models import model_name, provenance
 from warehouse.errors import AlignloopError
 from warehouse.records import Rating, StepLabel
 
@@ -253,8 +254,9 @@ def best_of_n(items: list[ResponseItem], scores: list[float]) -> dict[str, str]:
 
 
 def orm_judge_id(path: str) -> str:
-    """The judge id of the (outcome) reward model in folder ``path``: its ratings' ``judge``."""
-    return f"{path}:orm@{INPUT_LAYOUT}"
+    """The judge id of the (outcome) reward model in folder ``path``: its ratings' ``judge``; the folder named by its
+    content (:func:`pipelines.models.model_name`), so every path to it and every copy of it is one judge."""
+    return f"{model_name(path)}:orm@{INPUT_LAYOUT}"
 
 
 def orm_rating_id(path: str, response_id: str) -> str:
@@ -289,8 +291,8 @@ class RewardModelJudge:
     @property
     def judge(self) -> str:
         if isinstance(self.scorer, StepRewardScorer):
-            return f"{self.scorer.name}:prm-{self.prm}@{INPUT_LAYOUT}"
-        return f"{self.scorer.name}:prm-{self.prm}" if self.prm else orm_judge_id(self.scorer.name)
+            return f"{model_name(self.scorer.name)}:prm-{self.prm}@{INPUT_LAYOUT}"
+        return f"{model_name(self.scorer.name)}:prm-{self.prm}" if self.prm else orm_judge_id(self.scorer.name)
 
     @property
     def aspect(self) -> str:
@@ -310,6 +312,8 @@ class RewardModelJudge:
         else:
             scores = self.scorer.score(items)
             lo, hi, metas = -math.inf, math.inf, [{} for _ in items]
+        where = provenance(self.scorer.name)
+        metas = [{**m, **where} for m in metas]
         return [Rating(rid, it.prompt_id, it.id, s, lo, hi, self.judge, "reward_model", round_id, aspect=self.aspect,
                        meta=m) for rid, it, s, m in zip(self.ids(items), items, scores, metas)]
 
@@ -336,19 +340,20 @@ class StepLabelJudge:
 
     @property
     def judge(self) -> str:
-        return f"{self.scorer.name}:prm-steps@{INPUT_LAYOUT}"
+        return f"{model_name(self.scorer.name)}:prm-steps@{INPUT_LAYOUT}"
 
     def ids(self, items: list[ResponseItem]) -> list[str]:
         return [StepLabel.make_id(self.judge, it.id, i) for it in items for i in range(len(split_steps(it)))]
 
     def judge_items(self, items: list[ResponseItem], round_id: str) -> list[StepLabel]:
         out: list[StepLabel] = []
+        where = provenance(self.scorer.name)
         for it, probs in zip(items, self.scorer.class_probs(items)):
             n = len(split_steps(it))
             labels: list[int | None] = [step_label(p) for p in probs] + [None] * (n - len(probs))
             reason = finish_reason(labels)
             out += [StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, lab, self.judge,
                               "reward_model", round_id, flagged=lab is None, finish_reason=reason,
-                              meta={"probs": probs[i] if i < len(probs) else None, "steps": n})
+                              meta={"probs": probs[i] if i < len(probs) else None, "steps": n, **where})
                     for i, lab in enumerate(labels)]
         return out

@@ -23,7 +23,7 @@ from pipelines.backends.base import Backend, Conversation, Sampling
 from pipelines.judges import calls
 from pipelines.judges.config import ResponseItem
 from pipelines.judges.steps import finish_reason, split_steps
-from pipelines.models import model_uri
+from pipelines.models import model_name, provenance
 from warehouse.errors import AlignloopError
 from warehouse.ids import content_id
 from warehouse.records import StepLabel
@@ -77,7 +77,7 @@ class RolloutStepJudge:
     def judge(self) -> str:
         spec = {"verifier": self.verifier.judge, "n": self.config.n, "sampling": self.config.sampling().identity(),
                 "seed": self.config.seed, "join": STEP_JOIN, "search": self.config.search}
-        return f"{model_uri(self.backend.name)}:rollouts@{content_id('rollouts', spec)[:8]}"
+        return f"{model_name(self.backend.name)}:rollouts@{content_id('rollouts', spec)[:8]}"
 
     def accepts(self, item: ResponseItem) -> bool:
         """Whether the verifier can judge the item's completions (a reference answer where it needs one)."""
@@ -109,6 +109,7 @@ class RolloutStepJudge:
             self._search(items, steps, found, stats)
         share = stats.share(max(sum(isinstance(v, tuple) and v[1] > 0 for f in found for v in f.values()), 1))
         labels: list[StepLabel] = []
+        where = provenance(self.backend.name)
         for it, st, known in zip(items, steps, found):
             marks = [self._mark(known[i]) for i in range(len(st))]
             reason = finish_reason(marks)
@@ -116,7 +117,7 @@ class RolloutStepJudge:
                 labels.append(StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, mark,
                                         self.judge, "ai", round_id, finish_reason=reason,
                                         meta={**self._meta(known[i], share), "steps": len(st),
-                                              "verifier": self.verifier.judge}))
+                                              "verifier": self.verifier.judge, **where}))
         return labels
 
     def _probe(self, items: list[ResponseItem], steps: list[list[str]], wanted: list[tuple[int, int]],

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pipelines.backends.base import Backend
 from pipelines.judges import calls
 from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.parsing import parse_steps
+from pipelines.judges.parsing import grammar, read_steps
 from pipelines.judges.templates import Template, fenced, load_template, quoted
+from pipelines.models import provenance
 from warehouse.records import StepLabel
 
 
@@ -41,6 +42,7 @@ class StepJudge:
         if self.template is None:
             object.__setattr__(self, "template", load_template(self.config.template or "steps",
                                                                self.config.principles))
+        grammar(self.template.name, "steps")  # refused here, before anything is judged
 
     @property
     def judge(self) -> str:
@@ -61,10 +63,11 @@ class StepJudge:
             texts = [c.text for c in calls.generate(self.backend, convs, self.config.calls, stats)]
             share = stats.share(len(batch))
             for it, st, text in zip(batch, steps, texts):
-                labels = parse_steps(text, len(st))
+                reading = read_steps(text, len(st))
+                labels = reading.labels
                 reason = finish_reason(labels)
                 meta = {"template": self.template.name, "template_version": self.template.version, "raw": text,
-                        "steps": len(st), **share}
+                        "steps": len(st), "invalid_reason": reading.reason, **provenance(self.backend.name), **share}
                 out += [StepLabel(StepLabel.make_id(self.judge, it.id, i), it.prompt_id, it.id, i, lab, self.judge,
                                   "ai", round_id, flagged=lab is None, finish_reason=reason, meta=meta)
                         for i, lab in enumerate(labels)]

@@ -1,7 +1,8 @@
 """Judge templates: package-data text files, principles inserted, versioned by a short hash, items fenced.
 
-The judge id stored in the warehouse is ``f"{model}:{template_name}@{template_hash}"``; it is part of every
-judgment id, so a changed template or changed principles make new judgments instead of overwriting old ones.
+The judge id stored in the warehouse is ``f"{model}:{template_name}@{template_hash}"`` (the model as
+:func:`pipelines.models.model_name` names it: a local folder by its content); it is part of every judgment id, so a
+changed template or changed principles make new judgments instead of overwriting old ones.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 from pipelines.backends.base import Conversation
-from pipelines.models import model_uri
+from pipelines.models import model_name
 from warehouse.errors import AlignloopError
 
 PRINCIPLES: dict[str, str] = {
@@ -40,8 +41,8 @@ class Template:
     """First HASH_CHARS hex digits of sha256(text)."""
 
     def judge_id(self, model: str) -> str:
-        """The judge as stored in the warehouse: ``model:template@hash`` (model as :func:`model_uri` names it)."""
-        return f"{model_uri(model)}:{self.name}@{self.version}"
+        """The judge as stored in the warehouse: ``model:template@hash`` (model as :func:`model_name` names it)."""
+        return f"{model_name(model)}:{self.name}@{self.version}"
 
     def render(self, **fields: str) -> Conversation:
         """One user message with ``fields`` substituted once (text inside a field is never re-expanded)."""

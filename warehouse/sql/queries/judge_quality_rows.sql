@@ -17,6 +17,7 @@ SELECT
     c.winner,
     c.prob_a,
     c.consistent,
+    json_extract_string(c.meta, '$.template') AS template,
     json_extract_string(c.meta, '$.pos_ab') AS pos_ab,
     json_extract_string(c.meta, '$.pos_ba') AS pos_ba,
     CAST(json_extract(c.meta, '$.calls') AS DOUBLE) AS calls,

@@ -1,7 +1,8 @@
 -- Listwise AI judges measured (alignloop judge report): one row per AI ranking with the orders it was shown in
--- (permutations) and its judge's replies (in meta), the lengths of its responses in its best-first order, the orders
--- people gave the same responses on the same aspect, and people's pairwise verdicts ([winner, loser], the latest per
--- pair) on pairs of its responses, same aspect. $round_id: NULL for all rounds; else only that round's rankings.
+-- (permutations) and its judge's replies (in meta), its scores (Borda points: equal ones are a tie), the lengths of
+-- its responses in its best-first order, the orders people gave the same responses on the same aspect, and people's
+-- pairwise verdicts ([winner, loser], the latest per pair) on pairs of its responses, same aspect.
+-- $round_id: NULL for all rounds; else only that round's rankings.
 WITH ai AS (
     SELECT
         id,
@@ -9,6 +10,7 @@ WITH ai AS (
         judge,
         aspect,
         response_ids,
+        scores,
         permutations,
         meta
     FROM rankings
@@ -56,6 +58,7 @@ SELECT
     a.judge,
     a.aspect,
     a.response_ids,
+    a.scores,
     a.permutations,
     a.meta,
     l.lengths,

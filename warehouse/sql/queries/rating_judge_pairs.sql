@@ -23,8 +23,9 @@ pairs AS (
         sw.judge,
         sw.aspect,
         p.split = 'test' AS heldout,
-        -- the human's winner scored higher: 1, equal scores: a half, lower: 0
-        CASE WHEN sw.score > sl.score THEN 1.0 WHEN sw.score = sl.score THEN 0.5 ELSE 0.0 END AS agreed,
+        -- TIE_RULE (pipelines/judges/report.py): accuracy over unequal scores, the tie rate, and ties as half
+        (sw.score > sl.score)::DOUBLE AS agreed,
+        CASE WHEN sw.score > sl.score THEN 1.0 WHEN sw.score = sl.score THEN 0.5 ELSE 0.0 END AS half,
         sw.score = sl.score AS tied,
         -- over pairs of unequal scores and lengths: the higher score went to the longer answer
         CASE
@@ -47,9 +48,11 @@ SELECT
     judge,
     aspect,
     count(*) AS human_pairs,
-    avg(agreed) AS human_accuracy,
+    avg(agreed) FILTER (WHERE NOT tied) AS human_accuracy,
+    avg(half) AS human_accuracy_half,
     count(*) FILTER (WHERE heldout) AS heldout_pairs,
-    avg(agreed) FILTER (WHERE heldout) AS heldout_accuracy,
+    avg(agreed) FILTER (WHERE heldout AND NOT tied) AS heldout_accuracy,
+    avg(half) FILTER (WHERE heldout) AS heldout_accuracy_half,
     avg(tied::DOUBLE) AS score_ties,
     avg(longer_won::DOUBLE) AS longer
 FROM pairs
