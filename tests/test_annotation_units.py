@@ -357,3 +357,26 @@ def test_quota_and_webhook_receiver_checks_secret():
         assert httpx.post(hook.url, content=other, headers=hook.headers()).status_code == 200
         assert hook.count(4) == 1 and hook.rejected == 1
     assert seen == [(4, {"ANNOTATION_CREATED": 1})]
+
+
+# ------------------------------------------------------------------------------------------------ template
+
+
+def test_template_build_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch):
+    """ensure_template removed whatever stood at its path without its marker once its build finished; a folder of
+    files is refused before anything starts, and left as it was."""
+    from annotation import server
+
+    started = []
+    monkeypatch.setattr(server, "start_server", lambda folder, **kw: started.append(folder))
+    monkeypatch.setattr(server, "stop_server", lambda srv: None)
+    mine = tmp_path / "label-studio-data"
+    mine.mkdir()
+    (mine / "label_studio.sqlite3").write_text("someone's projects")
+    with pytest.raises(server.LabelStudioError, match="refusing to build a Label Studio template in .*: it holds"):
+        server.ensure_template(mine)
+    assert not started and [p.name for p in mine.iterdir()] == ["label_studio.sqlite3"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (server.ensure_template(empty) / server._TEMPLATE_MARKER).is_file() and len(started) == 1
+

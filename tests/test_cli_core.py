@@ -359,3 +359,21 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
     assert 0.0 <= json.loads(r.stdout)["figures"]["win_rate"] <= 1.0
     assert RuleJudge.requests and all("Prefer the shorter answer." in q["messages"][-1]["content"]
                                       for q in RuleJudge.requests)
+
+
+def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "mine"}\n')
+    r = CliRunner().invoke(app, ["prompts", "demo", "--out", "prompts.jsonl", "--db", "w.duckdb"],
+                           env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and r.output.startswith("error: refusing to replace prompts.jsonl: line 1 is not a demo "
+                                                    "prompt"), r.output
+    assert (tmp_path / "prompts.jsonl").read_text() == '{"prompt": "mine"}\n' and not (tmp_path / "w.duckdb").exists()
+    for _ in range(2):  # its own file is written again
+        r = CliRunner().invoke(app, ["prompts", "demo", "--out", "demo.jsonl", "--db", "w.duckdb"])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.jsonl", "prompts.jsonl", "w.duckdb"]
