@@ -208,6 +208,13 @@ BAD_OPTIONS = {
     ("annotate", "push", "pairwise", "--round", "r1", "--instructions", "nope.html"): "--instructions nope.html: no "
                                                                                       "such file",
     ("round", "--set", "judge_aspect=safety", "--feedback", "human"): "judge_aspect is what the AI judge's verdicts",
+    # a name a run derives others from: refused in the form, not after generating and judging (the round's dataset)
+    ("round", "--round", "r 1"): "round name 'r 1' must be letters, digits, '.', '_' or '-'",
+    ("round", "--round", "r/1", "--set", "method=kto"): "round name 'r/1' must be letters",
+    ("train", "dpo", "--dataset", "x", "--round", "r 1"): "round: round name 'r 1' must be letters",
+    ("weak-to-strong", "--dataset", "x", "--model", "a", "--model", "b", "--name", "w 2 s"): (
+        "name: dataset name prefix 'w 2 s' must be letters"),
+    ("dataset", "mix", "--name", "a b", "--part", "x=1", "--part", "y=1"): "name: dataset name 'a b' must be letters",
 }
 
 
@@ -377,3 +384,29 @@ def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkey
         r = CliRunner().invoke(app, ["prompts", "demo", "--out", "demo.jsonl", "--db", "w.duckdb"])
         assert r.exit_code == 0, r.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.jsonl", "prompts.jsonl", "w.duckdb"]
+
+
+def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path, monkeypatch):
+    """The round trains into runs/ROUND: a folder of the user's there was found only after generating and judging
+    (and then mixed into). It is refused before any work."""
+    from typer.testing import CliRunner
+
+    import flows.round
+    from flows.cli import app
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["prompts", "demo", "--out", "p.jsonl", "--db", "w.duckdb"]).exit_code == 0
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "notes.txt").write_text("mine")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the round started work")
+
+    monkeypatch.setattr(flows.round, "generate", no_work)
+    monkeypatch.setattr(flows.round, "resolve_policy", no_work)
+    r = CliRunner().invoke(app, ["round", "--round", "r1", "--db", "w.duckdb"], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "run folder runs/r1 holds 'notes.txt' but no run's config.json" in r.output, r.output
+    with db.connect("w.duckdb") as con:
+        assert db.counts(con)["rounds"] == db.counts(con)["responses"] == 0
+
