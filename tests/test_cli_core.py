@@ -410,3 +410,32 @@ def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path,
     with db.connect("w.duckdb") as con:
         assert db.counts(con)["rounds"] == db.counts(con)["responses"] == 0
 
+
+def test_commands_that_need_no_warehouse_work_without_one(tmp_path, monkeypatch):
+    """``models default`` failed with "no warehouse" unless --db named one: it only prints a folder (and registers
+    the model where there is a warehouse). The same for ``models shrink``. A --db that names none is still a typo."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from pipelines import models
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALIGNLOOP_DB", raising=False)
+    model = tmp_path / "cache" / "smollm2"
+    monkeypatch.setattr(models, "default_model_path", lambda dtype=None: model)
+    monkeypatch.setattr(models, "resolve_model", lambda name: model)
+    monkeypatch.setattr(models, "shrink_layers", lambda source, layers, target: target)
+    r = CliRunner().invoke(app, ["models", "default", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"path": str(model), "model_id": None}, r.output
+    r = CliRunner().invoke(app, ["models", "shrink", "--layers", "2", "--out", "small", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model_id"] is None, r.output
+    assert list(tmp_path.iterdir()) == []  # no warehouse made on the way
+    r = CliRunner().invoke(app, ["models", "default", "--db", "typo.duckdb"])
+    assert r.exit_code == 2 and "no warehouse at" in r.output and "typo.duckdb" in r.output
+    with db.connect("alignloop.duckdb"):  # where there is one, the model is registered in it
+        pass
+    r = CliRunner().invoke(app, ["models", "default", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model_id"], r.output
+    with db.connect("alignloop.duckdb") as con:
+        assert con.execute("SELECT uri FROM models").fetchall() == [(str(model),)]
