@@ -380,3 +380,37 @@ def test_template_build_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch):
     empty.mkdir()
     assert (server.ensure_template(empty) / server._TEMPLATE_MARKER).is_file() and len(started) == 1
 
+
+def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_path, monkeypatch):
+    """The token file was written with the umask's mode (world-readable) and chmod'ed to 0600 after: for a moment,
+    and for good where the chmod never came, anyone could read the token. It is created 0600, whole or not at all."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from annotation import server
+    from flows.cli import app
+
+    seen = {}
+
+    def fake_start(data_dir, **kw):
+        seen["token"] = kw["token"]
+        raise server.LabelStudioError("not starting one in a unit test")
+
+    monkeypatch.setattr(server, "start_server", fake_start)
+    monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)  # a mode set after the write does not count
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "ls-token-0123456789")
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(app, ["annotate", "server", "--data-dir", str(tmp_path / "ls")])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 2 and "not starting one" in r.output, r.output
+    token = tmp_path / "ls" / "alignloop-api-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.read_text() == seen["token"] == "ls-token-0123456789"
+    assert [p.name for p in (tmp_path / "ls").iterdir()] == ["alignloop-api-token"]  # no temp file left
+

@@ -3,7 +3,8 @@
 A destructive option (``--force``) refuses what it did not create: a folder or file is replaced only when it is one
 that alignloop wrote there before (``is_ours``; a folder holding nothing else), and never when it is the current
 folder or holds it, is a warehouse's folder or holds any ``.duckdb`` file. The new version is written beside the
-old one and renamed into place at the end, so a failure leaves the old one whole.
+old one and renamed into place at the end, so a failure leaves the old one whole. Secrets are written readable by
+their owner only from the start (:func:`write_private`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -70,6 +72,22 @@ def check_replaceable(path: str | os.PathLike[str], option: str, is_ours: Callab
         raise AlignloopError(f"refusing to replace {path}: {why}; choose another {option}")
     if not force:
         raise AlignloopError(f"{path} exists; pass --force to replace it")
+
+
+def write_private(path: str | os.PathLike[str], text: str) -> None:
+    """Write a secret (a token) to ``path``: readable by its owner only from the first byte (a temp file created
+    0600 in the same folder, then renamed over ``path``), never a moment world-readable, never half-written."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)  # mode 0600 from the start
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def staging_dir(out: Path) -> Path:
