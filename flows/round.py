@@ -49,6 +49,7 @@ from warehouse.errors import AlignloopError, InputError
 from warehouse.ids import canonical_json
 from warehouse.names import check_name
 from warehouse.records import Evaluation, to_arrow
+from warehouse.redact import redact_urls
 
 NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
@@ -380,7 +381,7 @@ def set_status(params: RoundParams, status: str, policy: str | None = None) -> N
         db.ensure_round(con, params.round)
         policy_id = register_model(con, policy, "policy") if policy else None
         con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status,
-                                                    "config": canonical_json(params.model_dump(exclude={"db"})),
+                                                    "config": canonical_json(redact_urls(params.model_dump(exclude={"db"}))),
                                                     "parent": params.parent_round, "policy": policy_id})
 
 

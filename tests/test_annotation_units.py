@@ -414,3 +414,16 @@ def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_pat
     assert token.read_text() == seen["token"] == "ls-token-0123456789"
     assert [p.name for p in (tmp_path / "ls").iterdir()] == ["alignloop-api-token"]  # no temp file left
 
+
+def test_a_label_studio_url_with_credentials_is_never_quoted_with_them():
+    import socket
+
+    from annotation.client import LabelStudioClientError, connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LabelStudioClientError) as err:
+        connect(f"http://bob:ls-pass-123@127.0.0.1:{port}", "tok", retries=0, backoff=0.01)
+    assert f"cannot reach Label Studio at http://127.0.0.1:{port} " in str(err.value)
+    assert "ls-pass-123" not in str(err.value) and "bob" not in str(err.value)

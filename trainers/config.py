@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from warehouse.errors import AlignloopError
+from warehouse.redact import redact_urls
 
 CONFIG_FILE = "config.json"
 
@@ -685,6 +686,12 @@ def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 RESUME_FREE = frozenset({"train.output_dir", "train.logging_steps", "train.save_steps", "train.eval"})
 
 
+def recorded(config: MethodConfig) -> dict[str, Any]:
+    """``to_dict(config)`` as a run stores it (its id, its records, config.json, its card): an endpoint's URL
+    without the credentials it may carry (the trainer connects with the config itself)."""
+    return redact_urls(to_dict(config))
+
+
 def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[str, Any]) -> bool:
     """Refuse to reuse a run folder whose saved config or inputs differ; write them for a new run.
 
@@ -700,7 +707,7 @@ def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[st
         AlignloopError: one line naming the differing fields.
     """
     path = Path(output_dir) / CONFIG_FILE
-    current = {"config": to_dict(config), "run": identity}
+    current = {"config": recorded(config), "run": identity}
     saved = _run_config(path)
     if saved is not None:
         diff = [d for d in differing_fields(saved, current) if d.removeprefix("config.") not in RESUME_FREE]
