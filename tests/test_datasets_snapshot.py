@@ -274,13 +274,15 @@ def test_export_force_refuses_what_no_export_wrote(tmp_path, monkeypatch, out):
 
 def test_export_force_refuses_a_folder_holding_a_warehouse_or_more_than_an_export(tmp_path, monkeypatch):
     project, cmd = _project(tmp_path, monkeypatch)
-    other = tmp_path / "elsewhere"
-    (other / "deep").mkdir(parents=True)
-    (other / "deep" / "old.duckdb").write_bytes(b"x")
-    res = CliRunner().invoke(app, [*cmd, "--out", str(other), "--force"], env={"COLUMNS": "300"})
-    assert res.exit_code == 2 and "holds a warehouse" in res.output and (other / "deep" / "old.duckdb").exists()
     res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs"])
     assert res.exit_code == 0, res.output
+    (project / "exports" / "prefs" / "train").mkdir()  # a name a trl export uses, holding a warehouse
+    (project / "exports" / "prefs" / "train" / "old.duckdb").write_bytes(b"x")
+    res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs", "--force"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "holds a warehouse" in res.output, res.output
+    assert (project / "exports" / "prefs" / "train" / "old.duckdb").exists()
+    (project / "exports" / "prefs" / "train" / "old.duckdb").unlink()
+    (project / "exports" / "prefs" / "train").rmdir()
     (project / "exports" / "prefs" / "my-notes.md").write_text("mine")  # the user's, inside an export
     res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs", "--force"], env={"COLUMNS": "300"})
     assert res.exit_code == 2 and "'my-notes.md'" in res.output, res.output

@@ -21,11 +21,16 @@ from warehouse.errors import AlignloopError
 WAREHOUSE_SUFFIX = ".duckdb"
 
 
-def _warehouse_inside(folder: Path, warehouses: Iterable[str | os.PathLike[str]]) -> str | None:
-    """The first warehouse in ``folder`` (the ones named, then any ``.duckdb`` file below it), or None."""
+def _named_inside(folder: Path, warehouses: Iterable[str | os.PathLike[str]]) -> str | None:
+    """The first of ``warehouses`` that is in ``folder``, or None."""
     for w in warehouses:
         if str(w) != ":memory:" and Path(w).exists() and Path(w).resolve().is_relative_to(folder):
             return str(Path(w).resolve())
+    return None
+
+
+def _any_inside(folder: Path) -> str | None:
+    """The first ``.duckdb`` file (or its write-ahead log) below ``folder``, or None."""
     for root, _, names in os.walk(folder):
         for name in names:
             if name.endswith(WAREHOUSE_SUFFIX) or WAREHOUSE_SUFFIX + "." in name:  # a.duckdb, a.duckdb.wal
@@ -55,9 +60,11 @@ def replace_problem(path: str | os.PathLike[str], is_ours: Callable[[Path], str 
     for w in warehouses:
         if str(w) != ":memory:" and Path(w).resolve().parent == target:
             return f"it is the warehouse's folder ({Path(w).resolve()})"
-    if (found := _warehouse_inside(target, warehouses)) is not None:
+    if (found := _named_inside(target, warehouses)) is not None:
         return f"it holds a warehouse ({found})"
-    return is_ours(target)
+    if (why := is_ours(target)) is not None:  # before the walk below: a folder of anything may be large
+        return why
+    return None if (found := _any_inside(target)) is None else f"it holds a warehouse ({found})"
 
 
 def check_replaceable(path: str | os.PathLike[str], option: str, is_ours: Callable[[Path], str | None],
