@@ -377,11 +377,11 @@ def decide(params: RoundParams) -> tuple[bool, str]:
 def set_status(params: RoundParams, status: str, policy: str | None = None) -> None:
     from pipelines.models import register_model
 
+    config = canonical_json(redact_urls(params.model_dump(exclude={"db"})))  # a URL's credentials stay in memory
     with db.connect(params.path()) as con, db.transaction(con):
         db.ensure_round(con, params.round)
         policy_id = register_model(con, policy, "policy") if policy else None
-        con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status,
-                                                    "config": canonical_json(redact_urls(params.model_dump(exclude={"db"}))),
+        con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status, "config": config,
                                                     "parent": params.parent_round, "policy": policy_id})
 
 
