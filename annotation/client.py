@@ -21,6 +21,8 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
+from warehouse.redact import redact_url, scrub, url_secrets
+
 logger = logging.getLogger(__name__)
 
 URL_ENV = "LABEL_STUDIO_URL"
@@ -80,15 +82,13 @@ class ExportedAnnotation:
     """Seconds the annotator spent on the annotation, as Label Studio measured it (None: not reported)."""
 
 
-def _redact(text: str, secret: str | None) -> str:
-    return text.replace(secret, "***") if secret else text
-
-
 class LabelStudioClient:
     """Create with :func:`connect`. ``sdk`` exposes the underlying ``LabelStudio`` client."""
 
     def __init__(self, url: str, api_key: str, *, retries: int = 4, backoff: float = 0.5, timeout: float = 60.0):
-        self.url = url.rstrip("/")
+        self.url = url.rstrip("/")  # as given: credentials in it reach the server
+        self.shown_url = redact_url(self.url)  # in messages
+        self._secrets = (api_key, *url_secrets(self.url))
         self._api_key = api_key
         self._retries = retries
         self._backoff = backoff
@@ -96,7 +96,7 @@ class LabelStudioClient:
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout, max_retries=0)
 
     def __repr__(self) -> str:  # never show the key
-        return f"LabelStudioClient(url={self.url!r})"
+        return f"LabelStudioClient(url={self.shown_url!r})"
 
     # ---------------------------------------------------------------------------------------- plumbing
 
@@ -113,13 +113,13 @@ class LabelStudioClient:
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise LabelStudioClientError(
-                        f"cannot reach Label Studio at {self.url} ({what}): {type(exc).__name__} after "
+                        f"cannot reach Label Studio at {self.shown_url} ({what}): {type(exc).__name__} after "
                         f"{self._retries + 1} attempts"
                     ) from None
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.ReadTimeout) as exc:
                 if last or not idempotent:
                     raise LabelStudioClientError(
-                        f"Label Studio at {self.url} dropped the connection ({what}): {type(exc).__name__}"
+                        f"Label Studio at {self.shown_url} dropped the connection ({what}): {type(exc).__name__}"
                     ) from None
             except ApiError as exc:
                 if idempotent and not last and exc.status_code in _RETRY_STATUS:
@@ -127,10 +127,10 @@ class LabelStudioClient:
                     delay *= 2
                     continue
                 body = exc.body if isinstance(exc.body, str) else json.dumps(exc.body, default=str)
-                body = _redact(body, self._api_key)[:300].replace("\n", " ")
+                body = scrub(body, *self._secrets)[:300].replace("\n", " ")
                 hint = " (check LABEL_STUDIO_API_KEY)" if exc.status_code in (401, 403) else ""
                 raise LabelStudioClientError(
-                    f"Label Studio at {self.url} refused {what}: HTTP {exc.status_code}{hint}: {body}"
+                    f"Label Studio at {self.shown_url} refused {what}: HTTP {exc.status_code}{hint}: {body}"
                 ) from None
             time.sleep(delay)
             delay *= 2
@@ -182,7 +182,7 @@ class LabelStudioClient:
         """One project by id."""
         found = [p for p in self.list_projects() if p.id == project_id]
         if not found:
-            raise LabelStudioClientError(f"Label Studio at {self.url} has no project {project_id}")
+            raise LabelStudioClientError(f"Label Studio at {self.shown_url} has no project {project_id}")
         return found[0]
 
     def configure_project(self, project: Project, overlap: int | None = None, instructions: str | None = None
@@ -235,7 +235,7 @@ class LabelStudioClient:
         ids = self._call(f"importing {len(payload)} tasks into project {project_id}", run, idempotent=False)
         if len(ids) != len(payload):
             raise LabelStudioClientError(
-                f"Label Studio at {self.url} returned {len(ids)} task ids for {len(payload)} imported tasks "
+                f"Label Studio at {self.shown_url} returned {len(ids)} task ids for {len(payload)} imported tasks "
                 "(async import edition?)"
             )
         return [int(i) for i in ids]

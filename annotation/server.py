@@ -391,6 +391,9 @@ def ensure_template(template_dir: Path | str, timeout: float = 300.0) -> Path:
     template_dir = Path(template_dir).absolute()
     if (template_dir / _TEMPLATE_MARKER).is_file():
         return template_dir
+    if template_dir.exists() and (not template_dir.is_dir() or any(template_dir.iterdir())):
+        raise LabelStudioError(f"refusing to build a Label Studio template in {template_dir}: it holds files and is "
+                               "not a template alignloop built; name a new or empty folder")
     template_dir.parent.mkdir(parents=True, exist_ok=True)
     build_dir = template_dir.parent / f".{template_dir.name}.build-{secrets.token_hex(4)}"
     build_dir.mkdir()
@@ -401,11 +404,11 @@ def ensure_template(template_dir: Path | str, timeout: float = 300.0) -> Path:
             with contextlib.suppress(FileNotFoundError):
                 (build_dir / name).unlink()
         (build_dir / _TEMPLATE_MARKER).write_text("migrated Label Studio data dir built by alignloop\n")
-        if template_dir.exists():  # an empty or broken leftover; a concurrent builder may have won too
-            if (template_dir / _TEMPLATE_MARKER).is_file():
-                shutil.rmtree(build_dir)
-                return template_dir
-            shutil.rmtree(template_dir)
+        if (template_dir / _TEMPLATE_MARKER).is_file():  # a concurrent builder won
+            shutil.rmtree(build_dir)
+            return template_dir
+        with contextlib.suppress(FileNotFoundError):
+            template_dir.rmdir()  # the empty folder checked above (never one with files: rmdir refuses those)
         try:
             build_dir.rename(template_dir)
         except OSError:

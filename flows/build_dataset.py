@@ -12,12 +12,12 @@ from typing import Any
 from prefect import flow, task
 from pydantic import Field
 
-from flows.params import FlowParams
+from flows.params import DatasetName, FlowParams
 from pipelines.datasets import publish
 from pipelines.datasets.build import BuildResult
 from pipelines.datasets.config import DatasetSpec, parse_options
 from pipelines.datasets.lint import LintOptions, LintReport
-from pipelines.datasets.snapshot import SnapshotOutcome, check_name, recorded_versions, register, snapshot_root
+from pipelines.datasets.snapshot import SnapshotOutcome, recorded_versions, register, snapshot_root
 from warehouse import db
 from warehouse.snapshots import KINDS
 
@@ -26,7 +26,7 @@ class BuildDatasetParams(FlowParams):
     """What to build: the form the Prefect UI shows."""
 
     kind: str = Field(..., description=f"Dataset kind: {', '.join(KINDS)}.")
-    name: str = Field(..., min_length=1, description="Dataset name; versions are added under it.")
+    name: DatasetName = Field(..., description="Dataset name; versions are added under it.")
     options: dict[str, str | int | float | bool | list[str]] = Field(
         default_factory=dict, description="Builder options KEY: VALUE (see `alignloop dataset build --help`).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
@@ -36,7 +36,6 @@ class BuildDatasetParams(FlowParams):
     tokenizer: str | None = Field(None, description="Lint: local HF tokenizer folder (default: word estimate).")
 
     def spec(self) -> DatasetSpec:
-        check_name(self.name)
         return parse_options(self.kind, self.options)
 
     def root(self) -> Path:
@@ -81,7 +80,7 @@ def _summary(outcome: SnapshotOutcome, report: LintReport) -> dict[str, Any]:
 class MixDatasetsParams(FlowParams):
     """Which snapshots to mix and how much of each: the form the Prefect UI shows."""
 
-    name: str = Field(..., min_length=1, description="The mixture's dataset name; versions are added under it.")
+    name: DatasetName = Field(..., description="The mixture's dataset name; versions are added under it.")
     parts: dict[str, float] = Field(..., description="Dataset (NAME or NAME@vN) -> the fraction of its train "
                                                      "prompts kept, in (0, 1]; test splits are kept whole.")
     seed: int = Field(0, description="Seed of which prompts each part keeps (same inputs, same rows).")
@@ -100,7 +99,6 @@ def mix_datasets(params: MixDatasetsParams) -> dict[str, Any]:
     from pipelines.datasets.snapshot import load_snapshot
 
     path = db.existing_path(params.db)
-    check_name(params.name)
     root = snapshot_root(params.snapshots, path)
     result = mix([(load_snapshot(ref, root=root), fraction) for ref, fraction in params.parts.items()], params.seed)
     with db.connect(path) as con:

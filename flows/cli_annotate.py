@@ -17,6 +17,7 @@ import typer
 from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
 from warehouse import db
 from warehouse.errors import AlignloopError
+from warehouse.outputs import write_private
 
 TOKEN_FILE = "alignloop-api-token"
 URL_FILE = "alignloop-url"
@@ -89,8 +90,7 @@ def server(
     data_dir.mkdir(parents=True, exist_ok=True)
     token_file = data_dir / TOKEN_FILE
     if not token_file.exists():  # the admin and its token are created on the first start only
-        token_file.write_text(os.environ.get("LABEL_STUDIO_API_KEY") or secrets.token_hex(20))
-        token_file.chmod(0o600)
+        write_private(token_file, os.environ.get("LABEL_STUDIO_API_KEY") or secrets.token_hex(20))
     def interrupt(signum: int, frame: object) -> None:  # SIGTERM stops the server like Ctrl-C does
         raise KeyboardInterrupt
 

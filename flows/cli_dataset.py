@@ -226,18 +226,22 @@ def diff_cmd(old: Annotated[str, typer.Argument(help="NAME@vN; alone (NAME or NA
 def export_cmd(
     name: Annotated[str, typer.Argument(help="NAME or NAME@vN.")],
     fmt: Annotated[str, typer.Option("--format", help=f"One of: {', '.join(FORMATS)}.")],
-    out: Annotated[Path, typer.Option("--out", help="Folder to write (refused if it exists, unless --force).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write (refused if it exists, unless --force and it "
+                                                    "is a previous export).")],
     version: Annotated[int | None, typer.Option("--version", help="Version (default: latest).")] = None,
     standard: Annotated[bool, typer.Option("--standard", help="Plain strings instead of chat message lists.")
                         ] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing export path.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace a previous export at --out (a folder holding only "
+                                                        "what an export writes; never the current folder, one "
+                                                        "holding it, or one holding a warehouse).")] = False,
     snapshots: SnapOption = None,
     db_: DbOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Export a snapshot for a trainer (TRL DatasetDict folder, OpenRLHF JSONL, JSONL, Parquet)."""
-    snap = load_snapshot(name, version, root=snapshot_root(snapshots, db_path(db_)))
-    res = export_snapshot(snap, fmt, out, standard=standard, force=force)
+    warehouse = db_path(db_)
+    snap = load_snapshot(name, version, root=snapshot_root(snapshots, warehouse))
+    res = export_snapshot(snap, fmt, out, standard=standard, force=force, warehouse=warehouse)
     info: dict[str, Any] = {"dataset": snap.manifest.id, "format": fmt, "path": str(res.path), "rows": res.rows,
                             "label_rule": res.label_rule}
     if as_json:

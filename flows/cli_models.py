@@ -20,11 +20,15 @@ def default(
     dtype: Annotated[str | None, typer.Option(help="bfloat16 or float32 (default: bf16 where the CPU has it).")] = None,
     json_out: JsonOption = False,
 ) -> None:
-    """Print the embedded model's folder (converting from GGUF on first use) and register it as a policy."""
+    """Print the embedded model's folder (converting from GGUF on first use) and register it as a policy in the
+    warehouse, where there is one (--db or $ALIGNLOOP_DB must name an existing one)."""
+    warehouse = db.optional_path(db_file)  # before the conversion: a --db typo fails at once
     with console.status("preparing the embedded model (first use converts the GGUF, ~20 s)"):
         path = models.default_model_path(dtype)
-    with db.connect(db.existing_path(db_file)) as con:
-        model_id = models.register_model(con, str(path), "policy")
+    model_id = None
+    if warehouse is not None:
+        with db.connect(warehouse) as con:
+            model_id = models.register_model(con, str(path), "policy")
     if json_out:
         emit_json({"path": str(path), "model_id": model_id})
     else:
@@ -62,21 +66,25 @@ def shrink(
     json_out: JsonOption = False,
 ) -> None:
     """A smaller model from BASE: its first LAYERS decoder layers (embeddings, final norm and head kept), registered
-    with BASE as its parent. One checkpoint gives the models of several sizes a weak-to-strong chain needs."""
+    with BASE as its parent where there is a warehouse. One checkpoint gives the models of several sizes a
+    weak-to-strong chain needs."""
     from pathlib import Path
 
-    path = db.existing_path(db_file)
+    path = db.optional_path(db_file)
     source = models.resolve_model(base)
     with console.status(f"keeping {layers} decoder layers of {base}"):
         target = models.shrink_layers(source, layers, Path(out))
-    with db.connect(path) as con:
-        parent = models.register_model(con, str(source), "policy")
-        model_id = models.register_model(con, str(target), "policy", parent=parent, meta={"layers": layers})
+    parent = model_id = None
+    if path is not None:
+        with db.connect(path) as con:
+            parent = models.register_model(con, str(source), "policy")
+            model_id = models.register_model(con, str(target), "policy", parent=parent, meta={"layers": layers})
     if json_out:
         emit_json({"path": str(target), "model_id": model_id, "parent_id": parent, "layers": layers})
     else:
-        console.print(f"model {model_id[:12]} at {target}: the first {layers} decoder layers of {base}",
-                      highlight=False, soft_wrap=True)
+        registered = f"model {model_id[:12]}" if model_id else "a model (no warehouse here: not registered)"
+        console.print(f"{registered} at {target}: the first {layers} decoder layers of {base}", highlight=False,
+                      soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,6 +18,7 @@ from pipelines.demo_prompts import write_demo_prompts
 from pipelines.evaluation import StoppingRule
 from pipelines.intake import ImportOptions, import_file
 from pipelines.report import write_report
+from trainers.config import check_run_folder
 from warehouse import db
 from warehouse.errors import AlignloopError
 
@@ -83,6 +84,8 @@ def check_warehouse(path: str) -> None:
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the demo end to end; returns per-round figures and the report path."""
     check_warehouse(cfg.db)
+    for k in range(1, cfg.max_rounds + 1):  # each round's run folder, before anything is written
+        check_run_folder(RoundParams(**cfg.round_fields(k)).run_folder())
     work = Path(cfg.workdir)
     t_start = time.perf_counter()
     prompts = write_demo_prompts(work / "data" / "demo_prompts.jsonl", n_train=cfg.n_train, n_test=cfg.n_test,

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from pipelines.judges.templates import DEFAULT_PRINCIPLES
 from warehouse.errors import InputError
+from warehouse.names import check_name
 
 T = TypeVar("T")
 
@@ -20,6 +21,24 @@ JudgeKeySecret = Annotated[str | None, Field(description="Name of a Prefect Secr
 Principles = Annotated[list[str], Field(default_factory=lambda: list(DEFAULT_PRINCIPLES), description=(
     "What the AI judge weighs: principle names (helpful, harmless, honest) or sentences (a constitution)."))]
 """A form's field for what an AI judge weighs."""
+
+
+def name_check(what: str) -> AfterValidator:
+    """A form field's check that its value is a valid name (:func:`warehouse.names.check_name`), as a ValueError the
+    form shows; None (the field left empty) passes."""
+    def check(value: str | None) -> str | None:
+        try:
+            return None if value is None else check_name(value, what)
+        except InputError as exc:
+            raise ValueError(str(exc)) from None
+
+    return AfterValidator(check)
+
+
+DatasetName = Annotated[str, name_check("dataset name")]
+"""A form's field for a dataset name a flow writes (a folder under the snapshot root)."""
+RoundName = Annotated[str | None, name_check("round name")]
+"""A form's field for a round a flow records its work in (its id; a round derives dataset and folder names)."""
 
 
 class FlowParams(BaseModel):
@@ -40,9 +59,10 @@ def validated(model: type[T], fields: dict[str, Any]) -> T:
         where = ".".join(str(p) for p in first.get("loc", ())) or model.__name__
         if first.get("type") == "extra_forbidden":
             raise InputError(f"unknown parameter {where!r}; known: {', '.join(model.model_fields)}") from None
+        msg = str(first.get("msg")).removeprefix("Value error, ")
         if not first.get("loc"):  # a check across fields: its message names them (the input is the whole form)
-            raise InputError(str(first.get("msg")).removeprefix("Value error, ")) from None
-        raise InputError(f"{where}: {first.get('msg')} (got {first.get('input')!r})") from None
+            raise InputError(msg) from None
+        raise InputError(f"{where}: {msg} (got {first.get('input')!r})") from None
 
 
 def secret_value(name: str | None) -> str | None:

@@ -43,10 +43,13 @@ from flows.train import TrainParams, train
 from pipelines.evaluation import StoppingRule
 from pipelines.judges.reward_model import check_reward_model
 from pipelines.models import resolve_model
+from trainers.config import check_run_folder
 from warehouse import db
-from warehouse.errors import AlignloopError
+from warehouse.errors import AlignloopError, InputError
 from warehouse.ids import canonical_json
+from warehouse.names import check_name
 from warehouse.records import Evaluation, to_arrow
+from warehouse.redact import redact_urls
 
 NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
@@ -177,6 +180,35 @@ class RoundParams(FlowParams):
 
     def path(self) -> str:
         return db.existing_path(self.db)
+
+    def dataset(self) -> tuple[str, str]:
+        """(kind, name) of the dataset the round builds from its feedback."""
+        if self.method == "listwise":  # every sample of a prompt in one ranked list
+            return "listwise", f"{self.round}-lists"
+        if _thumbs(self):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
+            return "binary", f"{self.round}-thumbs"
+        if self.method != "dpo" and self.feedback == "verifier":
+            # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair):
+            # its outcomes, pass or fail, carry every sampled prompt; KTO learns from each sample's own outcome
+            return "binary", f"{self.round}-outcomes"
+        if self.method == "kto":  # the round's pairs, each split into a desirable and an undesirable answer
+            return "binary", f"{self.round}-unpaired"
+        return "pairwise", f"{self.round}-pairs"
+
+    def run_folder(self) -> str:
+        """Where the round's training run goes (``runs_dir``/ROUND)."""
+        return f"{self.runs_dir}/{self.round}"
+
+    @model_validator(mode="after")
+    def _names_valid(self) -> RoundParams:
+        """A name the round derives its dataset's and run folder's from fails here, in the form, not after
+        generation and judging."""
+        try:
+            check_name(self.round, "round name")
+            check_name(self.dataset()[1], "the round's dataset name")
+        except InputError as exc:
+            raise ValueError(str(exc)) from None  # the form's error: one line from validated(), a field in the UI
+        return self
 
     def scored_by(self) -> str | None:
         """The reward model the round optimises (its feedback, and PPO's reward), which then also scores the held-out
@@ -345,11 +377,11 @@ def decide(params: RoundParams) -> tuple[bool, str]:
 def set_status(params: RoundParams, status: str, policy: str | None = None) -> None:
     from pipelines.models import register_model
 
+    config = canonical_json(redact_urls(params.model_dump(exclude={"db"})))  # a URL's credentials stay in memory
     with db.connect(params.path()) as con, db.transaction(con):
         db.ensure_round(con, params.round)
         policy_id = register_model(con, policy, "policy") if policy else None
-        con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status,
-                                                    "config": canonical_json(params.model_dump(exclude={"db"})),
+        con.execute(db.query("set_round_status"), {"round_id": params.round, "status": status, "config": config,
                                                     "parent": params.parent_round, "policy": policy_id})
 
 
@@ -364,6 +396,7 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
         params = chosen
         get_run_logger().info("round 'next' is %s (after %s)", params.round, params.parent_round or "none")
     check_heldout(params.path())  # the round ends on held-out figures: refuse before anything runs
+    check_run_folder(params.run_folder())  # and trains into its run folder: one of other files is refused now
     if params.feedback == "reward_model":  # the same for a reward model that would only load after generation
         check_reward_model(params.reward_model)
     if params.judge_backend == "openai":  # before anything is generated
@@ -447,21 +480,16 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
                         "reason": f"{human['done']} of {human['quota']} tasks annotated; rerun the round to go on"}
             fb = {**fb, "human": human}
             options["sources"] = ["human"] if params.feedback == "human" else ["human", "ai"]
-    kind, dataset = "pairwise", f"{params.round}-pairs"
-    if params.method == "listwise":  # every sample of a prompt in one ranked list
-        kind, dataset = "listwise", f"{params.round}-lists"
+    kind, dataset = params.dataset()
+    if kind == "listwise":  # every sample of a prompt in one ranked list
         options = {"k": params.n, **{k: v for k, v in options.items() if k not in ("pairing", "rso_beta", "rso_seed",
                                                                                      "max_pairs_per_prompt")}}
-    elif _thumbs(params):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
-        kind, dataset = "binary", f"{params.round}-thumbs"
+    elif dataset.endswith("-thumbs"):  # people's thumbs up or down on each sample: KTO's unpaired rows as they are
         options = {"origin": "thumbs", "rounds": [params.round], "sources": ["human"], "aspect": THUMBS_ASPECT}
-    elif params.method != "dpo" and params.feedback == "verifier":
-        # online RL needs only the round's prompts, and a verifier may fail every sample of a prompt (no pair): its
-        # outcomes, pass or fail, carry every sampled prompt; KTO learns from each sample's own outcome
-        kind, dataset = "binary", f"{params.round}-outcomes"
+    elif dataset.endswith("-outcomes"):
         options = {"origin": "thumbs", "rounds": [params.round], "sources": ["rule"], "aspect": options["aspect"]}
-    elif params.method == "kto":  # the round's pairs, each split into a desirable and an undesirable answer
-        kind, dataset, options = "binary", f"{params.round}-unpaired", unpaired(options)
+    elif dataset.endswith("-unpaired"):
+        options = unpaired(options)
     if params.replay_rounds:  # a replay buffer: the feedback of the rounds before this one, as judged then
         options["rounds"] = [params.round, *replayed(path, params.round, params.replay_rounds)]
     ds = timed("dataset", build_dataset, BuildDatasetParams(kind=kind, name=dataset, options=options, db=path))
@@ -472,7 +500,7 @@ def _run_round(params: RoundParams, policy: str, reference: str) -> dict[str, An
         **({"stages": params.stages} if params.stages > 1 else {}),
         **(_online(params, judge_model) if params.method in ONLINE else {}), lr=params.lr, epochs=params.epochs,
         batch_size=params.batch_size, max_length=params.max_length, round=params.round,
-        output_dir=f"{params.runs_dir}/{params.round}", db=path))
+        output_dir=params.run_folder(), db=path))
     ev = timed("evaluate", evaluate, EvaluateParams(
         round=params.round, model=tr["model_dir"], reference=reference, verifier=params.verifier,
         limit=params.heldout_limit, max_new_tokens=params.heldout_max_new_tokens,

@@ -14,7 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
 
-from flows.params import FlowParams, JudgeKeySecret, secret_value
+from flows.params import FlowParams, JudgeKeySecret, RoundName, secret_value
 from trainers import config as cfgmod
 from trainers.methods import METHODS, default_config, get_method
 from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
@@ -95,7 +95,7 @@ class TrainParams(FlowParams):
                                                       "likelihood each update keeps (with ptx_coef).")
     ptx_coef: float | None = Field(None, ge=0, description="online methods, PPO-ptx: weight of that likelihood "
                                                            "term.")
-    round: str | None = Field(None, description="Round the run belongs to.")
+    round: RoundName = Field(None, description="Round the run belongs to.")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
     def config(self) -> cfgmod.MethodConfig:

@@ -19,18 +19,26 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from pydantic import Field, field_validator
 
-from flows.params import FlowParams
+from flows.params import FlowParams, name_check
 from flows.train import TrainParams, resolve_dataset, train
 from pipelines.datasets import derived, publish
 from pipelines.datasets.build import BuildResult
-from pipelines.datasets.snapshot import Snapshot, read_snapshot, recorded_versions, register, snapshot_root
+from pipelines.datasets.snapshot import (
+    Snapshot,
+    check_name,
+    read_snapshot,
+    recorded_versions,
+    register,
+    snapshot_root,
+)
+from trainers.config import check_run_folder
 from trainers.evaluate import performance_gap_recovered
 from trainers.run import Progress
 from warehouse import db
@@ -61,7 +69,8 @@ class WeakToStrongParams(FlowParams):
     max_length: int | None = Field(None, ge=8, description="Longest prompt + response in tokens.")
     config_file: str | None = Field(None, description="JSON reward config (trainers.config) for every run (its "
                                                       "confidence_weight is replaced by the field above).")
-    name: str | None = Field(None, description="Prefix of the datasets it writes (default DATASET-w2s).")
+    name: Annotated[str | None, name_check("dataset name prefix")] = Field(
+        None, description="Prefix of the datasets it writes (default DATASET-w2s).")
     output_dir: str | None = Field(None, description="Folder of its runs and summary (default runs/w2s-DATASET).")
     db: str | None = Field(None, description="Warehouse file; default $ALIGNLOOP_DB or ./alignloop.duckdb.")
 
@@ -142,11 +151,17 @@ def weak_to_strong(params: WeakToStrongParams, progress: Progress | None = None,
                              "has no test rows")
     prefix = params.name or f"{truth.manifest.name}-w2s"
     out = Path(params.output_dir or f"runs/w2s-{truth.manifest.name}")
+    n = len(params.models)
+    runs = ["weak", *(f"{k}-{i}" for i in range(1, n) for k in ("w2s", "ceiling"))]
+    runs += ["direct"] if params.direct and n > 2 else []
+    for label in runs:  # every run folder and dataset name it will use, before the first is written
+        check_run_folder(out / label)
+    for suffix in ("half1", "half2", *(f"labels-{i}" for i in range(1, n))):
+        check_name(f"{prefix}-{suffix}")
     root = snapshot_root(None, path)
     halves = [_publish(path, derived.train_part(truth, k, 2), f"{prefix}-half{k + 1}", root) for k in (0, 1)]
     common = {k: getattr(params, k) for k in ("epochs", "max_steps", "batch_size", "lr", "max_length")}
-    n = len(params.models)
-    total = 1 + 2 * (n - 1) + (params.direct and n > 2)
+    total = len(runs)
     started: list[str] = []
 
     def run(label: str, model: str, data: Snapshot, **extra: Any) -> dict[str, Any]:

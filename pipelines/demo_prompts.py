@@ -7,8 +7,12 @@ Each prompt asks for an answer "in at most N words" and carries its subject as a
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
+
+from warehouse.outputs import check_replaceable, staging_dir
 
 SUBJECTS = (
     "computers", "coffee", "bicycles", "rain", "music", "gardens", "libraries", "oceans", "mountains", "bread",
@@ -50,9 +54,29 @@ def demo_prompts(n_train: int = 80, n_test: int = 40, max_words: int = 6, seed: 
     return records
 
 
+def _demo_file_problem(path: Path) -> str | None:
+    """None where ``path`` is a demo prompt file this module wrote (every record tagged ``demo``), else why not."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for n, line in enumerate(fh, start=1):
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or "demo" not in rec.get("tags", ()):
+                    return f"line {n} is not a demo prompt (no 'demo' tag)"
+    except (OSError, UnicodeDecodeError, ValueError):
+        return "it is not a demo prompt file"
+    return None
+
+
 def write_demo_prompts(path: str | Path, **kw: int) -> Path:
+    """Write the demo prompts to ``path`` (JSONL); an existing file is replaced only where it is an earlier demo
+    prompt file (never a user's file), and whole: written beside it, then renamed over it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps(rec) + "\n" for rec in demo_prompts(**kw))
+    check_replaceable(path, "--out", _demo_file_problem)
+    tmp = staging_dir(path)  # a folder beside it: the file is renamed out of it into place
+    try:
+        with open(tmp / path.name, "w", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(rec) + "\n" for rec in demo_prompts(**kw))
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return path

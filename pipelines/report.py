@@ -12,6 +12,7 @@ import duckdb
 
 from pipelines.judges import report as judge_report
 from warehouse import db
+from warehouse.outputs import check_replaceable
 
 JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.LISTWISE_METRICS + judge_report.RATING_METRICS
                                     + judge_report.STEP_METRICS + judge_report.BEST_OF_N_METRICS
@@ -169,9 +170,25 @@ def _datasets_html(datasets: list[dict[str, Any]]) -> str:
                     d["content_hash"][:12], d["created_at"][:19]] for d in datasets])
 
 
+REPORT_FILES = ("index.html", "rounds.png", "losses.png", "judges.png")
+"""What a report writes into its folder; an earlier report's are replaced, anybody else's never."""
+_TITLE = "<title>alignloop report</title>"
+
+
+def _check_report_folder(out: Path) -> None:
+    """Refuse a folder where the report's files would replace files that are not an earlier report's (its
+    ``index.html`` is not an alignloop report): ``--out .`` in a project with its own index.html."""
+    page = out / "index.html"
+    ours = page.is_file() and _TITLE in page.read_text(encoding="utf-8", errors="replace")
+    for name in REPORT_FILES:
+        check_replaceable(out / name, "--out", lambda _: None if ours else "it is not an earlier alignloop report's")
+
+
 def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: dict[str, Any] | None = None) -> Path:
-    """Write ``index.html`` with plots into ``out_dir``; return its path."""
+    """Write ``index.html`` with plots into ``out_dir``; return its path. Files of the same names are replaced only
+    where they are an earlier report's."""
     out = Path(out_dir)
+    _check_report_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     rounds = rounds_summary(con)
     judges = judge_summary(con)
@@ -184,7 +201,7 @@ def write_report(con: duckdb.DuckDBPyConnection, out_dir: str | Path, samples: d
     sample_html = "".join(f"<h2>{html.escape(title)}</h2>{_table(['prompt', 'before', 'after'], [list(r) for r in rows])}"
                           for title, rows in (samples or {}).items())
     imgs = "".join(f'<p><img src="{p.name}" alt="{p.stem}"></p>' for p in plots)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>alignloop report</title>
+    page = f"""<!doctype html><html><head><meta charset="utf-8">{_TITLE}
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;font-size:13px}}</style></head><body>
 <h1>alignloop report</h1>

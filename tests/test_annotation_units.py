@@ -357,3 +357,73 @@ def test_quota_and_webhook_receiver_checks_secret():
         assert httpx.post(hook.url, content=other, headers=hook.headers()).status_code == 200
         assert hook.count(4) == 1 and hook.rejected == 1
     assert seen == [(4, {"ANNOTATION_CREATED": 1})]
+
+
+# ------------------------------------------------------------------------------------------------ template
+
+
+def test_template_build_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch):
+    """ensure_template removed whatever stood at its path without its marker once its build finished; a folder of
+    files is refused before anything starts, and left as it was."""
+    from annotation import server
+
+    started = []
+    monkeypatch.setattr(server, "start_server", lambda folder, **kw: started.append(folder))
+    monkeypatch.setattr(server, "stop_server", lambda srv: None)
+    mine = tmp_path / "label-studio-data"
+    mine.mkdir()
+    (mine / "label_studio.sqlite3").write_text("someone's projects")
+    with pytest.raises(server.LabelStudioError, match="refusing to build a Label Studio template in .*: it holds"):
+        server.ensure_template(mine)
+    assert not started and [p.name for p in mine.iterdir()] == ["label_studio.sqlite3"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (server.ensure_template(empty) / server._TEMPLATE_MARKER).is_file() and len(started) == 1
+
+
+def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_path, monkeypatch):
+    """The token file was written with the umask's mode (world-readable) and chmod'ed to 0600 after: for a moment,
+    and for good where the chmod never came, anyone could read the token. It is created 0600, whole or not at all."""
+    import os
+    import stat
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from annotation import server
+    from flows.cli import app
+
+    seen = {}
+
+    def fake_start(data_dir, **kw):
+        seen["token"] = kw["token"]
+        raise server.LabelStudioError("not starting one in a unit test")
+
+    monkeypatch.setattr(server, "start_server", fake_start)
+    monkeypatch.setattr(Path, "chmod", lambda *a, **k: None)  # a mode set after the write does not count
+    monkeypatch.setattr(os, "chmod", lambda *a, **k: None)
+    monkeypatch.setenv("LABEL_STUDIO_API_KEY", "ls-token-0123456789")
+    old = os.umask(0o022)
+    try:
+        r = CliRunner().invoke(app, ["annotate", "server", "--data-dir", str(tmp_path / "ls")])
+    finally:
+        os.umask(old)
+    assert r.exit_code == 2 and "not starting one" in r.output, r.output
+    token = tmp_path / "ls" / "alignloop-api-token"
+    assert stat.S_IMODE(token.stat().st_mode) == 0o600
+    assert token.read_text() == seen["token"] == "ls-token-0123456789"
+    assert [p.name for p in (tmp_path / "ls").iterdir()] == ["alignloop-api-token"]  # no temp file left
+
+
+def test_a_label_studio_url_with_credentials_is_never_quoted_with_them():
+    import socket
+
+    from annotation.client import LabelStudioClientError, connect
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(LabelStudioClientError) as err:
+        connect(f"http://bob:ls-pass-123@127.0.0.1:{port}", "tok", retries=0, backoff=0.01)
+    assert f"cannot reach Label Studio at http://127.0.0.1:{port} " in str(err.value)
+    assert "ls-pass-123" not in str(err.value) and "bob" not in str(err.value)

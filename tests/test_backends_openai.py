@@ -3,6 +3,7 @@ closed port, and generation against a real ``transformers serve`` on 127.0.0.1."
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import socket
@@ -98,6 +99,35 @@ def test_connection_refused_is_one_clear_line():
     with pytest.raises(AlignloopError, match="Connection") as err:
         backend.generate([user("hi")], Sampling())
     assert url in str(err.value)
+
+
+class Refusing(BaseHTTPRequestHandler):
+    """Answers 401 quoting the credentials it was sent (Basic auth, from the URL's user info), as a gateway's error
+    body may."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        sent = self.headers.get("Authorization", "").removeprefix("Basic ")
+        send_json(self, {"error": {"message": f"bad credentials {base64.b64decode(sent).decode()}"}}, 401)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_credentials_in_the_url_reach_the_endpoint_but_no_message_or_repr():
+    """A base URL carrying ``user:key@`` was quoted whole in the give-up message and the repr (then in logs)."""
+    url = f"http://alice:s3cr3t-pass@127.0.0.1:{free_port()}/v1"
+    backend = make_backend("openai", "m", base_url=url, max_retries=0, backoff_s=0.01)
+    with pytest.raises(AlignloopError, match="Connection") as err:
+        backend.generate([user("hi")], Sampling())
+    shown = url.replace("alice:s3cr3t-pass@", "")
+    assert shown in str(err.value) and "s3cr3t" not in str(err.value) and "alice" not in str(err.value)
+    assert "s3cr3t" not in repr(backend) and shown in repr(backend)
+    with serving(Refusing) as served:
+        backend = OpenAIBackend("m", base_url=served.replace("http://", "http://alice:s3cr3t-pass@"), max_retries=0)
+        with pytest.raises(AlignloopError) as err:
+            backend.generate([user("hi")], Sampling())
+    assert "401" in str(err.value) and "bad credentials ***" in str(err.value), str(err.value)
 
 
 def test_base_url_from_env_or_error(monkeypatch):

@@ -208,6 +208,13 @@ BAD_OPTIONS = {
     ("annotate", "push", "pairwise", "--round", "r1", "--instructions", "nope.html"): "--instructions nope.html: no "
                                                                                       "such file",
     ("round", "--set", "judge_aspect=safety", "--feedback", "human"): "judge_aspect is what the AI judge's verdicts",
+    # a name a run derives others from: refused in the form, not after generating and judging (the round's dataset)
+    ("round", "--round", "r 1"): "round name 'r 1' must be letters, digits, '.', '_' or '-'",
+    ("round", "--round", "r/1", "--set", "method=kto"): "round name 'r/1' must be letters",
+    ("train", "dpo", "--dataset", "x", "--round", "r 1"): "round: round name 'r 1' must be letters",
+    ("weak-to-strong", "--dataset", "x", "--model", "a", "--model", "b", "--name", "w 2 s"): (
+        "name: dataset name prefix 'w 2 s' must be letters"),
+    ("dataset", "mix", "--name", "a b", "--part", "x=1", "--part", "y=1"): "name: dataset name 'a b' must be letters",
 }
 
 
@@ -359,3 +366,76 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
     assert 0.0 <= json.loads(r.stdout)["figures"]["win_rate"] <= 1.0
     assert RuleJudge.requests and all("Prefer the shorter answer." in q["messages"][-1]["content"]
                                       for q in RuleJudge.requests)
+
+
+def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "prompts.jsonl").write_text('{"prompt": "mine"}\n')
+    r = CliRunner().invoke(app, ["prompts", "demo", "--out", "prompts.jsonl", "--db", "w.duckdb"],
+                           env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and r.output.startswith("error: refusing to replace prompts.jsonl: line 1 is not a demo "
+                                                    "prompt"), r.output
+    assert (tmp_path / "prompts.jsonl").read_text() == '{"prompt": "mine"}\n' and not (tmp_path / "w.duckdb").exists()
+    for _ in range(2):  # its own file is written again
+        r = CliRunner().invoke(app, ["prompts", "demo", "--out", "demo.jsonl", "--db", "w.duckdb"])
+        assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.jsonl", "prompts.jsonl", "w.duckdb"]
+
+
+def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path, monkeypatch):
+    """The round trains into runs/ROUND: a folder of the user's there was found only after generating and judging
+    (and then mixed into). It is refused before any work."""
+    from typer.testing import CliRunner
+
+    import flows.round
+    from flows.cli import app
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    assert CliRunner().invoke(app, ["prompts", "demo", "--out", "p.jsonl", "--db", "w.duckdb"]).exit_code == 0
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "notes.txt").write_text("mine")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the round started work")
+
+    monkeypatch.setattr(flows.round, "generate", no_work)
+    monkeypatch.setattr(flows.round, "resolve_policy", no_work)
+    r = CliRunner().invoke(app, ["round", "--round", "r1", "--db", "w.duckdb"], env={"COLUMNS": "300"})
+    assert r.exit_code == 2 and "run folder runs/r1 holds 'notes.txt' but no run's config.json" in r.output, r.output
+    with db.connect("w.duckdb") as con:
+        assert db.counts(con)["rounds"] == db.counts(con)["responses"] == 0
+
+
+def test_commands_that_need_no_warehouse_work_without_one(tmp_path, monkeypatch):
+    """``models default`` failed with "no warehouse" unless --db named one: it only prints a folder (and registers
+    the model where there is a warehouse). The same for ``models shrink``. A --db that names none is still a typo."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from pipelines import models
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("ALIGNLOOP_DB", raising=False)
+    model = tmp_path / "cache" / "smollm2"
+    monkeypatch.setattr(models, "default_model_path", lambda dtype=None: model)
+    monkeypatch.setattr(models, "resolve_model", lambda name: model)
+    monkeypatch.setattr(models, "shrink_layers", lambda source, layers, target: target)
+    r = CliRunner().invoke(app, ["models", "default", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout) == {"path": str(model), "model_id": None}, r.output
+    r = CliRunner().invoke(app, ["models", "shrink", "--layers", "2", "--out", "small", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model_id"] is None, r.output
+    assert list(tmp_path.iterdir()) == []  # no warehouse made on the way
+    r = CliRunner().invoke(app, ["models", "default", "--db", "typo.duckdb"])
+    assert r.exit_code == 2 and "no warehouse at" in r.output and "typo.duckdb" in r.output
+    with db.connect("alignloop.duckdb"):  # where there is one, the model is registered in it
+        pass
+    r = CliRunner().invoke(app, ["models", "default", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["model_id"], r.output
+    with db.connect("alignloop.duckdb") as con:
+        assert con.execute("SELECT uri FROM models").fetchall() == [(str(model),)]

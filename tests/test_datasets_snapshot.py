@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -237,6 +238,91 @@ def test_flow_steps_and_cli(db_file, tmp_path, monkeypatch):
     res = runner.invoke(app, ["dataset", "export", "pref", "--format", "trl", "--out", str(tmp_path / "o2"), *base])
     assert res.exit_code == 2 and "no snapshots named 'pref' under" in res.output
     assert "; datasets there: prefs" in res.output
+
+
+def _project(tmp_path, monkeypatch) -> tuple[Path, list[str]]:
+    """A project folder (warehouse, its snapshots, a file of the user's) that is the current folder; the export
+    command's options for it."""
+    project = tmp_path / "project"
+    project.mkdir()
+    with db.connect(str(project / "alignloop.duckdb")) as con:
+        seed(Wh(con))
+        build_and_publish(con, spec(), "prefs", project / "snapshots")
+    (project / "notes.txt").write_text("mine")
+    monkeypatch.chdir(project)
+    return project, ["dataset", "export", "prefs", "--format", "jsonl", "--db", str(project / "alignloop.duckdb")]
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("out", [".", "..", "PROJECT", "snapshots", "snapshots/prefs/v1", "notes.txt"])
+def test_export_force_refuses_what_no_export_wrote(tmp_path, monkeypatch, out):
+    """--force replaced whatever --out named: the current folder (then failed, the export lost too), the warehouse's
+    folder (exit 0, the .duckdb gone), snapshots, a user's file. Each is refused in one line; nothing changes."""
+    project, cmd = _project(tmp_path, monkeypatch)
+    out = str(project) if out == "PROJECT" else out
+    before = _tree(tmp_path)
+    res = CliRunner().invoke(app, [*cmd, "--out", out, "--force"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2, res.output
+    line = res.output.strip()
+    assert line.startswith("error: refusing to replace") and "\n" not in line and out in line, line
+    assert _tree(tmp_path) == before  # nothing removed, nothing left behind
+    assert sorted(p.name for p in project.iterdir()) == ["alignloop.duckdb", "notes.txt", "snapshots"]
+
+
+def test_export_force_refuses_a_folder_holding_a_warehouse_or_more_than_an_export(tmp_path, monkeypatch):
+    project, cmd = _project(tmp_path, monkeypatch)
+    res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs"])
+    assert res.exit_code == 0, res.output
+    (project / "exports" / "prefs" / "train").mkdir()  # a name a trl export uses, holding a warehouse
+    (project / "exports" / "prefs" / "train" / "old.duckdb").write_bytes(b"x")
+    res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs", "--force"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "holds a warehouse" in res.output, res.output
+    assert (project / "exports" / "prefs" / "train" / "old.duckdb").exists()
+    (project / "exports" / "prefs" / "train" / "old.duckdb").unlink()
+    (project / "exports" / "prefs" / "train").rmdir()
+    (project / "exports" / "prefs" / "my-notes.md").write_text("mine")  # the user's, inside an export
+    res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs", "--force"], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "'my-notes.md'" in res.output, res.output
+    assert (project / "exports" / "prefs" / "my-notes.md").read_text() == "mine"
+    res = CliRunner().invoke(app, [*cmd, "--out", "notes.txt"], env={"COLUMNS": "300"})  # without --force: why
+    assert res.exit_code == 2 and "it is a file" in res.output and "--force" not in res.output
+
+
+def test_export_force_replaces_a_previous_export_and_a_failed_one_leaves_it_whole(tmp_path, monkeypatch):
+    project, cmd = _project(tmp_path, monkeypatch)
+    res = CliRunner().invoke(app, [*cmd, "--out", "exports/prefs"])
+    assert res.exit_code == 0, res.output
+    first = _tree(project / "exports")
+    import os
+
+    import pipelines.datasets.export as export_module
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    rename = os.rename
+
+    def no_swap(src, dst):  # the last step: the new export renamed into place
+        if ".tmp-" in str(src):
+            raise OSError("rename failed")
+        rename(src, dst)
+
+    snap = load_snapshot("prefs", root=project / "snapshots")
+    for target, fake, message in ((export_module, "dataset_card", "disk full"), (os, "rename", "rename failed")):
+        with monkeypatch.context() as m:
+            m.setattr(target, fake, broken if fake == "dataset_card" else no_swap)
+            with pytest.raises(OSError, match=message):
+                export_snapshot(snap, "parquet", "exports/prefs", force=True)
+        assert _tree(project / "exports") == first  # the previous export whole
+        assert [p.name for p in (project / "exports").iterdir()] == ["prefs"]  # nothing left beside it
+    res = CliRunner().invoke(app, [*cmd[:4], "parquet", *cmd[5:], "--out", "exports/prefs", "--force"])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (project / "exports").iterdir()) == ["prefs"]
+    assert json.loads((project / "exports" / "prefs" / "alignloop_export.json").read_text())["format"] == "parquet"
+    assert not (project / "exports" / "prefs" / "train.jsonl").exists()
 
 
 def test_dataset_options_lists_each_option_with_its_default_choices_and_help():

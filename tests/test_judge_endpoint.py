@@ -236,3 +236,45 @@ def test_trainer_refuses_an_endpoint_without_a_model_or_principles_without_a_jud
         TrainParams(method="grpo", dataset="d", judge_model="m", judge_api_key_secret="k").config()
     loaded = C.from_dict(C.to_dict(C.PPOConfig(judge_model="m", judge_principles=("be brief",))))
     assert loaded.judge_principles == ("be brief",)
+
+
+def _warehouse_text(path: Path) -> str:
+    """Every row of every table as text (the file's bytes may hold strings compressed)."""
+    with db.connect(path) as con:
+        return "\n".join(str(con.execute(f"SELECT * FROM {t}").fetchall()) for t in db.TABLES)
+
+
+def test_credentials_in_a_judge_url_given_on_the_cli_land_nowhere(tmp_path, prefect_harness, monkeypatch, capfd,
+                                                                   caplog, rule_judge):  # noqa: F811
+    """``judge_base_url`` was stored verbatim: in the round's config (DuckDB), the training run's config (DuckDB,
+    run.json, config.json). A URL with ``user:key@`` given to ``alignloop round`` reaches the endpoint (its Basic
+    auth) and, redacted, every record; the key is in no warehouse row, run or snapshot file, export or log."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    policy = seed_human_round(tmp_path)
+    user_key = "alice:judge-pass-0123456789"
+    url = rule_judge.replace("http://", f"http://{user_key}@")
+    sets = {"judge_backend": "openai", "judge_base_url": url, "method": "grpo", "win_rate": "false", "n": "4",
+            **{k: str(v) for k, v in round_params(tmp_path).items()
+               if k not in ("feedback", "judge_backend", "judge_model", "n", "db")}}
+    args = ["round", "--round", "u1", "--policy", str(policy), "--feedback", "ai_judge", "--judge-model",
+            "rule-judge", *(x for k, v in sets.items() for x in ("--set", f"{k}={v}")), "--db", "w.duckdb"]
+    r = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    assert RuleJudge.requests and all(q["_auth"].startswith("Basic ") for q in RuleJudge.requests)  # the key went
+    r2 = CliRunner().invoke(app, ["dataset", "export", "u1-pairs", "--format", "jsonl", "--out", "exports/u1",
+                                  "--db", "w.duckdb"])
+    assert r2.exit_code == 0, r2.output
+    stored = _warehouse_text(tmp_path / "w.duckdb")
+    files = [p for p in tmp_path.rglob("*") if p.is_file() and "policy" not in p.parts]
+    assert any(p.name == "run.json" for p in files) and any(p.parent.name == "u1" for p in files)
+    logged = capfd.readouterr()
+    for secret in ("judge-pass-0123456789", "alice:"):
+        assert secret not in stored and secret not in r.output + r2.output
+        assert secret not in logged.out + logged.err and secret not in caplog.text
+        assert not [p for p in files if secret.encode() in p.read_bytes()]
+    assert rule_judge in stored  # the URL is stored (the round's and the run's config), without its credentials

@@ -62,3 +62,21 @@ def test_status_table_leaves_out_feedback_kinds_no_round_has(tmp_path):
     assert "rankings" not in header and "corrections" not in header
     assert "kinds with no rows in any round are left out" in res.output
 
+
+
+def test_report_replaces_an_earlier_report_but_never_a_folder_s_own_index(tmp_path):
+    """``alignloop report --out .`` in a project with its own index.html wrote over it; refused, nothing written."""
+    path = str(tmp_path / "w.duckdb")
+    with db.connect(path) as con:
+        _seed(con)
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "index.html").write_text("<html>my project page</html>")
+    res = CliRunner().invoke(app, ["report", "--out", str(site), "--db", path], env={"COLUMNS": "300"})
+    assert res.exit_code == 2 and "refusing to replace" in res.output and "index.html" in res.output, res.output
+    assert [p.name for p in site.iterdir()] == ["index.html"]
+    assert (site / "index.html").read_text() == "<html>my project page</html>"
+    for _ in range(2):  # an earlier report's files are replaced
+        res = CliRunner().invoke(app, ["report", "--out", str(tmp_path / "reports"), "--db", path])
+        assert res.exit_code == 0, res.output
+    assert "alignloop report" in (tmp_path / "reports" / "index.html").read_text()

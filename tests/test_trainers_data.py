@@ -147,6 +147,29 @@ def test_a_config_file_holds_only_what_it_changes(tmp_path):
         C.load_over(tmp_path / "missing.json", base)
 
 
+def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):
+    """A run writes model/ into its folder and removes checkpoints/ when done: pointed at a folder of the user's
+    (``--output-dir .``) it mixed into it and pruned their checkpoints/. Refused in one line, nothing written."""
+    from warehouse.errors import AlignloopError
+
+    ident = {"method": "dpo", "dataset": "h", "base_model": "b"}
+    mine = tmp_path / "project"
+    (mine / "checkpoints").mkdir(parents=True)
+    (mine / "checkpoints" / "keep.pt").write_bytes(b"x")
+    cfg = C.PreferenceConfig(train=C.TrainConfig(output_dir=str(mine)))
+    with pytest.raises(AlignloopError, match=r"holds 'checkpoints' but no run's config\.json") as err:
+        C.check_resume(mine, cfg, ident)
+    assert "\n" not in str(err.value)
+    (mine / "config.json").write_text('{"model_type": "llama"}')  # a model folder's, not a run's
+    with pytest.raises(AlignloopError, match=r"holds 'checkpoints' and 1 more but no run's config\.json"):
+        C.check_resume(mine, cfg, ident)
+    assert sorted(p.name for p in mine.rglob("*")) == ["checkpoints", "config.json", "keep.pt"]
+    assert (mine / "config.json").read_text() == '{"model_type": "llama"}'
+    assert C.check_resume(tmp_path / "new", cfg, ident) is False  # a new folder, and an empty one, are fine
+    (tmp_path / "empty").mkdir()
+    assert C.check_resume(tmp_path / "empty", cfg, ident) is False
+
+
 def test_resume_with_other_config_is_refused(tmp_path):
     from warehouse.errors import AlignloopError
 

@@ -143,3 +143,24 @@ def test_second_writer_waits_then_says_busy(tmp_path):
         holder.wait()
     with db.connect(path, wait_s=5) as con:  # free again
         assert con.execute("SELECT 1").fetchone() == (1,)
+
+
+@pytest.mark.parametrize(("url", "stored", "secrets"), [
+    ("https://alice:sk-123@api.example.com/v1", "https://api.example.com/v1", ["alice:sk-123", "sk-123"]),
+    ("https://sk-token-9@gw.example.com:8443/v1", "https://gw.example.com:8443/v1", ["sk-token-9"]),
+    ("https://h.example.com/v1?api_key=sk-1%2F2&api-version=2024-06-01",
+     "https://h.example.com/v1?api_key=***&api-version=2024-06-01", ["sk-1%2F2", "sk-1/2"]),
+    ("https://h.example.com/v1?access_token=t0k&sig=s1g", "https://h.example.com/v1?access_token=***&sig=***",
+     ["s1g", "t0k"]),
+    ("http://127.0.0.1:8000/v1", "http://127.0.0.1:8000/v1", []),  # nothing to take: kept byte for byte
+    ("rule-judge", "rule-judge", []),
+])
+def test_a_url_is_stored_without_the_credentials_it_carries(url, stored, secrets):
+    from warehouse.redact import redact_url, redact_urls, scrub, url_secrets
+
+    assert redact_url(url) == stored
+    assert sorted(url_secrets(url)) == sorted(secrets)
+    assert scrub(f"GET {url} failed", *url_secrets(url)).count("***") >= (1 if secrets else 0)
+    assert not any(s in scrub(f"GET {url} failed", *url_secrets(url)) for s in secrets)
+    assert redact_urls({"judge_base_url": url, "model": url, "n": 2}) == {"judge_base_url": stored, "model": url,
+                                                                          "n": 2}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from warehouse.errors import AlignloopError
+from warehouse.redact import redact_urls
 
 CONFIG_FILE = "config.json"
 
@@ -685,6 +686,12 @@ def differing_fields(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 RESUME_FREE = frozenset({"train.output_dir", "train.logging_steps", "train.save_steps", "train.eval"})
 
 
+def recorded(config: MethodConfig) -> dict[str, Any]:
+    """``to_dict(config)`` as a run stores it (its id, its records, config.json, its card): an endpoint's URL
+    without the credentials it may carry (the trainer connects with the config itself)."""
+    return redact_urls(to_dict(config))
+
+
 def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[str, Any]) -> bool:
     """Refuse to reuse a run folder whose saved config or inputs differ; write them for a new run.
 
@@ -700,9 +707,9 @@ def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[st
         AlignloopError: one line naming the differing fields.
     """
     path = Path(output_dir) / CONFIG_FILE
-    current = {"config": to_dict(config), "run": identity}
-    if path.is_file():
-        saved = json.loads(path.read_text())
+    current = {"config": recorded(config), "run": identity}
+    saved = _run_config(path)
+    if saved is not None:
         diff = [d for d in differing_fields(saved, current) if d.removeprefix("config.") not in RESUME_FREE]
         if diff:
             names = ", ".join(d.removeprefix("config.") for d in diff)
@@ -710,6 +717,38 @@ def check_resume(output_dir: str | Path, config: MethodConfig, identity: dict[st
                 f"cannot resume {output_dir}: its saved config differs in {names}; use another output folder"
             )
         return True
+    _check_new_run_folder(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True))
     return False
+
+
+def _run_config(path: Path) -> dict[str, Any] | None:
+    """A run folder's saved config and identity, or None where ``path`` is not one (absent, or another program's
+    config.json, such as a model folder's)."""
+    if not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return saved if isinstance(saved, dict) and {"config", "run"} <= saved.keys() else None
+
+
+def check_run_folder(output_dir: str | Path) -> None:
+    """Refuse, before any work, a run folder no run can use: a file, or a folder of files that are not a run's."""
+    if _run_config(Path(output_dir) / CONFIG_FILE) is None:
+        _check_new_run_folder(Path(output_dir))
+
+
+def _check_new_run_folder(folder: Path) -> None:
+    """A new run goes in a new or empty folder: it writes model/ there and removes its checkpoints/ when done, so a
+    folder of other files (the current one, a model's, a user's) is refused rather than mixed into or pruned."""
+    if folder.exists() and not folder.is_dir():
+        raise AlignloopError(f"run folder {folder} is a file; use a new or empty folder (output_dir)")
+    held = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if held:
+        more = f" and {len(held) - 1} more" if len(held) > 1 else ""
+        raise AlignloopError(f"run folder {folder} holds {held[0]!r}{more} but no run's {CONFIG_FILE}: a run writes "
+                             f"its model there and removes its checkpoints/ when done; use a new or empty folder "
+                             "(output_dir)")

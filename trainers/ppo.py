@@ -650,7 +650,7 @@ def _endpoint_judge(config: cfgmod.PPOConfig, api_key: str | None, *_: Any) -> A
         probe = backend.next_token_logprobs([[{"role": "user", "content": "Reply with one digit from 0 to 9."}]],
                                             list(DIGITS))
     if not probe[0].available:
-        raise AlignloopError(f"judge {model!r} at {backend.base_url} returned no log-probabilities; direct RLAIF's "
+        raise AlignloopError(f"judge {model!r} at {backend.shown_url} returned no log-probabilities; direct RLAIF's "
                              "reward is the expected digit under them: serve the judge with an engine that returns "
                              "them (vLLM's or llama.cpp's server)")
     return _rating_judge(config, backend)
@@ -720,7 +720,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                              if config.ptx_coef else "a ptx dataset was given but ptx_coef is 0: set ptx_coef "
                              "(--ptx-coef) to mix its likelihood into the updates")
     out_dir = Path(t.output_dir)
-    cfg_dict = cfgmod.to_dict(config)
+    cfg_dict = cfgmod.recorded(config)
     identity = {"method": method, "dataset": snap.content_hash, "base_model": base_model_id}
     inputs = snap.content_hash
     if config.verifier:  # what it reads of the prompts (reference answers, ...) is an input: changed, another run

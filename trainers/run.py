@@ -247,7 +247,7 @@ def train_model(method: str, snapshot: Snapshot | str | Path, base_model: str | 
 
         check_freeze_layers(t.freeze_layers, AutoConfig.from_pretrained(str(base)).num_hidden_layers)
     out_dir = Path(t.output_dir)
-    cfg_dict = cfgmod.to_dict(config)
+    cfg_dict = cfgmod.recorded(config)
     rid = run_id(method, cfg_dict, snap.content_hash, base_model_id)
     resumed = cfgmod.check_resume(out_dir, config, {"method": method, "dataset": snap.content_hash,
                                                     "base_model": base_model_id})

@@ -58,6 +58,15 @@ def existing_path(value: str | os.PathLike[str] | None = None) -> str:
     return path
 
 
+def optional_path(value: str | os.PathLike[str] | None = None) -> str | None:
+    """The warehouse a command that works without one adds to (``models default`` registers the model it prints):
+    ``value`` or ``$ALIGNLOOP_DB``, which must exist when given (a typo fails), else ``./alignloop.duckdb`` where
+    there is one, else None."""
+    if value is not None or os.environ.get("ALIGNLOOP_DB"):
+        return existing_path(value)
+    return DEFAULT_DB if Path(DEFAULT_DB).exists() else None
+
+
 _INCLUDE = re.compile(r"^([ \t]*)-- include: (_\w+)[ \t]*$", re.MULTILINE)
 
 

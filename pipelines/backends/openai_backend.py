@@ -1,7 +1,8 @@
 """Generation and next-token scoring against any OpenAI-compatible endpoint (vLLM serve, transformers serve, APIs).
 
 Requests run concurrently under an ``asyncio.Semaphore``; 429, 5xx, timeouts and connection errors are retried
-with exponential backoff, then fail with an AlignloopError naming the URL and the cause (never the key).
+with exponential backoff, then fail with an AlignloopError naming the URL and the cause (never the key, nor
+credentials the URL carries).
 The key is passed in as a string: flows resolve Prefect Secret blocks, this layer never sees Prefect.
 """
 
@@ -19,6 +20,7 @@ from pipelines.backends.base import Completion, Conversation, Sampling, TokenSco
 from pipelines.backends.seeding import sample_seed
 from pipelines.backends.stats import GenerationStats
 from warehouse.errors import AlignloopError
+from warehouse.redact import redact_url, scrub, url_secrets
 
 T = TypeVar("T")
 TOP_LOGPROBS = 20
@@ -57,7 +59,8 @@ class OpenAIBackend:
         if concurrency < 1:
             raise ValueError(f"concurrency must be >= 1, got {concurrency}")
         self.name = model
-        self.base_url = resolve_base_url(base_url)
+        self.base_url = resolve_base_url(base_url)  # as given: credentials in it reach the endpoint
+        self.shown_url = redact_url(self.base_url)  # in messages and logs
         self._key = api_key or os.environ.get("OPENAI_API_KEY") or "EMPTY"
         self.concurrency, self.max_retries, self.backoff_s, self.timeout_s = concurrency, max_retries, backoff_s, \
             timeout_s
@@ -65,7 +68,7 @@ class OpenAIBackend:
         self._warned_logprobs = False
 
     def __repr__(self) -> str:  # never show the key
-        return f"OpenAIBackend(model={self.name!r}, base_url={self.base_url!r})"
+        return f"OpenAIBackend(model={self.name!r}, base_url={self.shown_url!r})"
 
     # -- plumbing ------------------------------------------------------------------------------------------------
 
@@ -102,8 +105,8 @@ class OpenAIBackend:
                 attempt += 1
 
     def _describe(self, exc: Exception, attempts: int) -> str:
-        cause = f"{type(exc).__name__}: {exc}".replace(self._key, "***").splitlines()[0][:300]
-        return f"OpenAI-compatible endpoint {self.base_url} failed after {attempts} attempt(s): {cause}"
+        cause = scrub(f"{type(exc).__name__}: {exc}", self._key, *url_secrets(self.base_url)).splitlines()[0][:300]
+        return f"OpenAI-compatible endpoint {self.shown_url} failed after {attempts} attempt(s): {cause}"
 
     # -- generation ----------------------------------------------------------------------------------------------
 
@@ -171,7 +174,7 @@ class OpenAIBackend:
         if not content:
             if not self._warned_logprobs:
                 self._warned_logprobs = True
-                warnings.warn(f"{self.base_url} returned no logprobs; verdict-token scores are unavailable",
+                warnings.warn(f"{self.shown_url} returned no logprobs; verdict-token scores are unavailable",
                               stacklevel=3)
             return TokenScores({c: None for c in candidates}, available=False)
         top = {t.token: t.logprob for t in (content[0].top_logprobs or [])}

@@ -21,7 +21,9 @@ import pyarrow.parquet as pq
 
 from pipelines.datasets.card import dataset_card
 from pipelines.datasets.snapshot import SPLITS, Snapshot
-from warehouse.errors import AlignloopError, InputError
+from warehouse import db
+from warehouse.errors import InputError
+from warehouse.outputs import check_replaceable, staging_dir, swap_in
 from warehouse.snapshots import SCHEMAS
 
 Format = Literal["trl", "openrlhf", "jsonl", "parquet"]
@@ -106,37 +108,50 @@ def _write_jsonl(table: pa.Table, path: Path) -> None:
         f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in table.to_pylist())
 
 
-def _prepare(out: Path, force: bool) -> Path:
-    if (out.exists() or out.is_symlink()) and not force:
-        raise AlignloopError(f"export path {out} exists; pass --force to replace it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
+EXPORT_FILE = "alignloop_export.json"
+"""What an export writes besides its data and card: the dataset, kind and format it holds (how --force knows one)."""
+_EXPORT_NAMES = frozenset({EXPORT_FILE, "README.md", "dataset_dict.json", *SPLITS,
+                           *(f"{s}.{ext}" for s in SPLITS for ext in ("jsonl", "parquet"))})
 
 
-def _commit(tmp: Path, out: Path) -> None:
-    if out.is_dir() and not out.is_symlink():
-        shutil.rmtree(out)
-    elif out.exists() or out.is_symlink():
-        out.unlink()
-    os.rename(tmp, out)
+def export_problem(folder: Path) -> str | None:
+    """None where ``folder`` is a previous export (its ``alignloop_export.json`` and dataset card) holding nothing
+    an export does not write; else why it is not one."""
+    if not folder.is_dir():
+        return "it is a file, not an alignloop export"
+    try:
+        meta = json.loads((folder / EXPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"it is not an alignloop export (no readable {EXPORT_FILE})"
+    if not isinstance(meta, dict) or not {"dataset", "format"} <= meta.keys() or not (folder / "README.md").is_file():
+        return f"it is not an alignloop export ({EXPORT_FILE} without the dataset it holds, or no README.md card)"
+    other = sorted(p.name for p in folder.iterdir() if p.name not in _EXPORT_NAMES)
+    if other:
+        more = f" and {len(other) - 1} more" if len(other) > 1 else ""
+        return f"it is an export that also holds {other[0]!r}{more}, which no export writes"
+    return None
 
 
 def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, standard: bool = False,
-                    force: bool = False) -> ExportResult:
-    """Write ``snap`` to folder ``out`` in format ``fmt`` (refuses an existing path unless ``force``)."""
+                    force: bool = False, warehouse: str | None = None) -> ExportResult:
+    """Write ``snap`` to folder ``out`` in format ``fmt``.
+
+    An existing ``out`` is refused unless ``force`` and it is a previous export holding nothing else, and never
+    when it is the current folder or holds it, is ``warehouse``'s folder or holds a warehouse
+    (:func:`warehouse.outputs.replace_problem`). The export is written beside ``out`` and swapped in at the end: a
+    failure leaves a previous export whole.
+    """
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}; valid formats: {', '.join(FORMATS)}")
     kind = snap.manifest.kind
     if fmt == "openrlhf" and kind not in _OPENRLHF_KINDS:
         openrlhf_table(snap.train, kind, standard=standard)  # raises the one-line error
     out = Path(out)
-    tmp = _prepare(out, force)
+    check_replaceable(out, "--out", export_problem, [warehouse or db.default_path()], force)
+    tmp = staging_dir(out.resolve())
     rows = {s: snap.tables[s].num_rows for s in SPLITS}
     label_rule = snap.manifest.notes.get("label_rule")
     try:
-        tmp.mkdir(parents=True)
         if fmt == "trl":
             tables = {s: trl_table(snap.tables[s], kind, standard=standard, neutral=_neutral(snap)) for s in SPLITS}
         elif fmt == "openrlhf":
@@ -159,10 +174,10 @@ def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, st
                     files[s] = f"{s}.{ext}"
         meta = {"dataset": snap.manifest.id, "kind": kind, "format": fmt, "standard": standard, "rows": rows,
                 "content_hash": snap.manifest.content_hash, "label_rule": label_rule}
-        (tmp / "alignloop_export.json").write_text(json.dumps(meta, indent=2))
+        (tmp / EXPORT_FILE).write_text(json.dumps(meta, indent=2))
         card = dataset_card(snap, fmt, files, tables[SPLITS[0]].column_names, standard=standard, label_rule=label_rule)
         (tmp / "README.md").write_text(card, encoding="utf-8")
-        _commit(tmp, out)
+        swap_in(tmp, out.resolve())
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -172,7 +187,7 @@ def export_snapshot(snap: Snapshot, fmt: str, out: str | os.PathLike[str], *, st
 def read_export(path: str | os.PathLike[str], kind: str | None = None) -> dict[str, pa.Table]:
     """Read an export back as Arrow tables per split (for checks and round-trip tests)."""
     path = Path(path)
-    meta = json.loads((path / "alignloop_export.json").read_text())
+    meta = json.loads((path / EXPORT_FILE).read_text())
     kind = kind or meta["kind"]
     if meta["format"] == "trl":
         import datasets

@@ -23,20 +23,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.datasets.build import BuildResult
-from warehouse import db
+from warehouse import db, names
 from warehouse.errors import AlignloopError, InputError
 from warehouse.records import DatasetRecord
 from warehouse.snapshots import SCHEMAS
 
 SPLITS = ("train", "test")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def check_name(name: str) -> str:
-    if not _NAME.fullmatch(name or ""):
-        raise InputError(f"dataset name {name!r} must be letters, digits, '.', '_' or '-' (no '/' or '@')",
-                         field="name")
-    return name
+    """``name`` if it is a valid dataset name (:func:`warehouse.names.check_name`), else one line naming it."""
+    return names.check_name(name, "dataset name", field="name")
 
 
 def snapshot_root(root: str | os.PathLike[str] | None = None, db_path: str | None = None) -> Path:
