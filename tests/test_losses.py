@@ -69,7 +69,9 @@ GOLDEN = {
         lambda i: (-0.8 * lsig(0.5 * margin(i)) + 0.2 * lsig(-0.5 * margin(i))) / 0.6,
     ),
     "hinge": ({"beta": 0.5}, lambda i: max(0.0, 1 - 0.5 * margin(i))),
-    "rdpo": ({"beta": 0.5, "alpha": 0.1}, lambda i: -lsig(0.5 * margin(i) - 0.1 * (LC[i] - LR[i]))),
+    # Park et al. 2024, length-regularised DPO (as written in the R-DPO row of Meng et al. 2024, SimPO, Table 3):
+    # -log sigma(beta log pi(y_w)/ref(y_w) - beta log pi(y_l)/ref(y_l) + (alpha |y_w| - alpha |y_l|))
+    "rdpo": ({"beta": 0.5, "alpha": 0.1}, lambda i: -lsig(0.5 * margin(i) + (0.1 * LC[i] - 0.1 * LR[i]))),
     "simpo": ({"beta": 2.0, "gamma": 0.3}, lambda i: -lsig(2.0 * (PC[i] / LC[i] - PR[i] / LR[i]) - 0.3)),
     "orpo": ({"beta": 0.2}, lambda i: _orpo(i, 0.2)),
     "cpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * (PC[i] - PR[i])) + 0.7 * (-PC[i] / LC[i])),
@@ -103,6 +105,19 @@ def test_golden_value(name):
     out = call_pair(name, t(PC), t(PR), t(RC), t(RR), **kwargs)
     assert out.losses.shape == (3,)
     assert out.losses.tolist() == pytest.approx([formula(i) for i in range(3)], rel=1e-9, abs=1e-12)
+
+
+def test_rdpo_issue_example_a_longer_chosen_answer_needs_a_smaller_margin():
+    """Park et al. 2024's R-DPO, the example of the issue that found the sign: beta 0.1, alpha 0.05, log-ratio margin
+    2, chosen 120 tokens, rejected 80: -log sigma(0.1 * 2 + 0.05 * (120 - 80)) = log(1 + e^-2.2) = 0.105."""
+    out = L.rdpo_loss(t([2.0]), t([0.0]), t([0.0]), t([0.0]), len_chosen=t([120]), len_rejected=t([80]), beta=0.1,
+                      alpha=0.05)
+    assert out.losses.item() == pytest.approx(math.log1p(math.exp(-2.2)))
+    assert out.losses.item() == pytest.approx(0.105, abs=5e-4)
+    # the regulariser removes the length incentive: the same margin on a longer chosen answer costs less
+    shorter = L.rdpo_loss(t([2.0]), t([0.0]), t([0.0]), t([0.0]), len_chosen=t([80]), len_rejected=t([120]),
+                          beta=0.1, alpha=0.05)
+    assert out.losses.item() < shorter.losses.item()
 
 
 def test_golden_beta_dpo():

@@ -287,11 +287,17 @@ def rdpo_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, alpha: float = 0.01,
 ) -> LossOutput:
-    """R-DPO, length-regularised DPO: ``-log sigma(beta m - alpha (|y_c| - |y_r|))`` (Park et al. 2024, Eq. 8)."""
+    """R-DPO, length-regularised DPO: ``-log sigma(beta m + alpha (|y_c| - |y_r|))`` (Park et al. 2024, "Disentangling
+    Length from Quality in Direct Preference Optimization"; the R-DPO row of Meng et al. 2024, SimPO, Table 3).
+
+    The regulariser subtracts ``alpha |y|`` from the reward, so the implicit reward is ``beta r + alpha |y|`` and the
+    logit gains ``+alpha (|y_c| - |y_r|)``: a longer chosen answer needs a smaller margin, which removes the incentive
+    to grow longer. Lengths are token counts.
+    """
     l_c, l_r = _need_lengths(len_chosen, len_rejected, "rdpo")
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "rdpo")
     length_gap = (l_c - l_r).to(r_c.dtype)
-    return _out(-F.logsigmoid(beta * (r_c - r_r) - alpha * length_gap), r_c, r_r, beta)
+    return _out(-F.logsigmoid(beta * (r_c - r_r) + alpha * length_gap), r_c, r_r, beta)
 
 
 def dpop_loss(
@@ -683,7 +689,7 @@ _SPECS = [
     LossSpec("cdpo", cdpo_loss, True, "pairs", False, "Mitchell 2023, A note on DPO with noisy preferences"),
     LossSpec("robust", robust_dpo_loss, True, "pairs", False, "Chowdhury et al. 2024, Provably Robust DPO, Eq. 6"),
     LossSpec("hinge", hinge_loss, True, "pairs", False, "Zhao et al. 2023, SLiC-HF"),
-    LossSpec("rdpo", rdpo_loss, True, "pairs", True, "Park et al. 2024, Disentangling Length from Quality, Eq. 8"),
+    LossSpec("rdpo", rdpo_loss, True, "pairs", True, "Park et al. 2024, Disentangling Length from Quality"),
     LossSpec("simpo", simpo_loss, False, "pairs", True, "Meng et al. 2024, SimPO, Eq. 6"),
     LossSpec("orpo", orpo_loss, False, "pairs", True, "Hong et al. 2024, ORPO, Eq. 6-7"),
     LossSpec("cpo", cpo_loss, False, "pairs", False, "Xu et al. 2024, Contrastive Preference Optimization"),
