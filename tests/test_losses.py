@@ -424,12 +424,48 @@ def test_bco_unpaired_matches_formula_and_prefers_desirable():
     assert get_loss("bco").data == "unpaired" and get_loss("bco").needs_reference
 
 
+def burns_logconf(logits: torch.Tensor, labels: torch.Tensor, coef: float) -> torch.Tensor:
+    """Burns et al. 2023, "Weak-to-Strong Generalization", Eq. 1, the auxiliary confidence loss
+    (1 - a) CE(f(x), f_w(x)) + a CE(f(x), hard(f(x))), with hard() thresholded per batch so that the share of each
+    class matches the weak labels' (their released code, weak_to_strong/loss.py logconf_loss_fn: the threshold is the
+    quantile of P(class 0) at the weak labels' mean for class 1). Two classes; logits (N, 2), soft labels (N, 2)."""
+    preds = torch.softmax(logits, dim=-1)
+    threshold = torch.quantile(preds[:, 0].detach(), labels.mean(0)[1])
+    hard = torch.stack([preds[:, 0] >= threshold, preds[:, 0] < threshold], dim=1).to(logits.dtype).detach()
+    target = labels * (1 - coef) + hard * coef
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("label", [None, [1.0, 0.7, 0.55, 1.0, 0.9]])
+def test_weak_to_strong_confidence_loss_is_burns_loss_on_both_orders_of_each_pair(label):
+    """A pair is one example whichever answer is listed first; pairs are stored with the weak label's winner first, so
+    the class "first listed wins" has prior 1 (or above 1/2) by construction, not by the data. Burns' loss on the
+    batch holding each pair in both orders (class 0 = first wins: logits (z, 0) and (0, z), labels (l, 1 - l) and
+    (1 - l, l)) is the reference: loss and gradient equal ours on the stored batch. The tie (z = 0, the first step of
+    DPO, where policy = reference) is where a threshold of 'margin > 0' differs."""
+    alpha = 0.3
+    z = t([2.0, -1.0, 0.0, 0.5, -0.25], grad=True)
+    weak = torch.ones(5, dtype=torch.float64) if label is None else t(label)
+    zeros = torch.zeros_like(z)
+    first, second = torch.stack([z, zeros], 1), torch.stack([zeros, z], 1)  # the stored order, then swapped
+    logits = torch.cat([first, second])
+    labels = torch.cat([torch.stack([weak, 1 - weak], 1), torch.stack([1 - weak, weak], 1)])
+    reference = burns_logconf(logits, labels, alpha)
+    (grad_reference,) = torch.autograd.grad(reference, z)
+
+    target = L.confidence_target(None if label is None else t(label), z, alpha)
+    ours = L.dpo_loss(z, zeros, zeros, zeros, beta=1.0, label=target).losses.mean()
+    (grad_ours,) = torch.autograd.grad(ours, z)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
+    assert grad_ours.tolist() == pytest.approx(grad_reference.tolist(), rel=1e-9, abs=1e-12)
+
+
 def test_weak_to_strong_confidence_target():
-    label, margin = torch.tensor([1.0, 1.0, 0.7]), torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    label, margin = torch.tensor([1.0, 1.0, 0.7, 1.0]), torch.tensor([2.0, -1.0, 0.5, 0.0], requires_grad=True)
     target = L.confidence_target(label, margin, alpha=0.25)
-    # (1 - a) * weak label + a * [own margin > 0]; the hardened side carries no gradient
-    assert target.tolist() == pytest.approx([1.0, 0.75, 0.7 * 0.75 + 0.25]) and not target.requires_grad
-    assert L.confidence_target(None, margin, 0.5).tolist() == [1.0, 0.5, 1.0]  # a hard weak label is 1
+    # (1 - a) * weak label + a * hard, hard 1 / 0 by the margin's sign and 1/2 at a tie; no gradient through it
+    assert target.tolist() == pytest.approx([1.0, 0.75, 0.7 * 0.75 + 0.25, 0.75 + 0.125]) and not target.requires_grad
+    assert L.confidence_target(None, margin, 0.5).tolist() == [1.0, 0.5, 1.0, 0.75]  # a hard weak label is 1
 
 
 def test_performance_gap_recovered():

@@ -185,8 +185,9 @@ class PreferenceConfig:
     run counts the soft labels they ignore. False: every pair is hard."""
     confidence_weight: float = 0.0
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
-    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
-    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
+    threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
     stages: int = 1
@@ -292,8 +293,9 @@ class RewardConfig:
     chosen is preferred; False: every pair is hard."""
     confidence_weight: float = 0.0
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
-    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
-    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
+    threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
 

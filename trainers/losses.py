@@ -178,11 +178,31 @@ def soft_bce(z: Tensor, label: OptTensor) -> Tensor:
 
 
 def confidence_target(label: OptTensor, margin: Tensor, alpha: float) -> Tensor:
-    """Weak-to-strong auxiliary confidence loss as a target (Burns et al. 2023, Eq. 1): the cross-entropy
-    ``(1 - alpha) CE(f, weak) + alpha CE(f, hard(f))`` is linear in the target, so it is the cross-entropy with
-    ``(1 - alpha) * label + alpha * [margin > 0]``, the model's own hardened preference (threshold 0: P = 0.5), cut
-    from the graph. ``label`` None: the weak label is 1 (a hard pair)."""
-    hard = (margin.detach() > 0).to(margin.dtype)
+    """Weak-to-strong auxiliary confidence loss as a target (Burns et al. 2023, "Weak-to-Strong Generalization",
+    Eq. 1): the cross-entropy ``(1 - alpha) CE(f, weak) + alpha CE(f, hard(f))`` is linear in the target, so it is the
+    cross-entropy with ``(1 - alpha) * label + alpha * hard``, cut from the graph. ``label`` None: the weak label is 1.
+
+    ``hard`` is 1 where the model's own margin is positive, 0 where negative and 1/2 at a tie. Burns et al. harden
+    with a threshold chosen per batch so that the share of each class matches the weak labels' (their code: the
+    quantile of P(class 0) at the weak labels' mean for class 1); these are the same here. A pair is one example in
+    either order, and pairs are stored with the weak label's winner first, so "the first answer wins" has prior 1 (or
+    above 1/2 with soft labels) by how they are stored, not by the data: taken literally on the stored batch the
+    threshold would be the lowest prediction and ``hard`` always 1, turning the loss off. On the batch that holds each
+    pair in both orders (what the data says), the weak labels' mean is exactly 1/2 and the predictions ``p`` and
+    ``1 - p`` are symmetric about 1/2, so the quantile is exactly 1/2, a zero margin: both copies of a pair get the
+    sign of its margin, and a tie gets the same class in both copies, "chosen" in one and "rejected" in the other,
+    which on the stored pair is ``hard = 1/2``. With the loss's symmetry (``CE(z, t) = CE(-z, 1 - t)``) the mean over both orders is the mean
+    over the stored pairs: Burns' loss exactly, for hard and soft labels (tests/test_losses.py writes it out).
+
+    Args:
+        label: (B,) weak probability that chosen is preferred, or None.
+        margin: (B,) the model's logit for "chosen is preferred" (its reward margin).
+        alpha: weight of the hardened prediction.
+
+    Returns:
+        (B,) detached target probabilities.
+    """
+    hard = (torch.sign(margin.detach()) + 1.0) / 2.0
     weak = torch.ones_like(hard) if label is None else label.to(margin.dtype)
     return (1.0 - alpha) * weak + alpha * hard
 
