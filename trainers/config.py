@@ -99,8 +99,10 @@ class TrainConfig:
     merge_reserve: float = 0.01
     """Share of the step's and the delta's entries kept: OnDARE keeps each with this probability, OnTIES this share
     of the largest in magnitude."""
-    merge_rescale: bool = False
-    """OnDARE: divide the kept entries by ``merge_reserve``."""
+    merge_no_rescale: bool = False
+    """Ablation of OnDARE: keep the dropped entries' survivors as they are instead of dividing them by
+    ``merge_reserve`` (DARE's rescale, which keeps each merged step AdamW's in expectation; without it every step is
+    about ``merge_reserve`` of AdamW's)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -121,7 +123,8 @@ class TrainConfig:
             (0 <= self.merge_alpha <= 1, f"merge_alpha must be in [0, 1], got {self.merge_alpha}"),
             (0 < self.merge_reserve <= 1, f"merge_reserve must be in (0, 1], got {self.merge_reserve}"),
             (self.merge_method in ("dare", "ties"), f"merge_method must be dare or ties, got {self.merge_method!r}"),
-            (not (self.merge_rescale and self.merge_method == "ties"), "merge_rescale is OnDARE's; OnTIES has none"),
+            (not (self.merge_no_rescale and self.merge_method == "ties"),
+             "merge_no_rescale is an ablation of OnDARE's rescale; OnTIES does not rescale"),
             (not (self.merge_base and self.lora), "merge_base (online merging) merges full weights; not with lora"),
         ]
         _require(checks)
