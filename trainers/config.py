@@ -190,7 +190,8 @@ class PreferenceConfig:
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
     hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
     threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
-    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over
+    ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
     stages: int = 1
@@ -298,7 +299,8 @@ class RewardConfig:
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
     hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
     threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
-    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over
+    ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
 

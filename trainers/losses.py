@@ -191,8 +191,9 @@ def confidence_target(label: OptTensor, margin: Tensor, alpha: float) -> Tensor:
     pair in both orders (what the data says), the weak labels' mean is exactly 1/2 and the predictions ``p`` and
     ``1 - p`` are symmetric about 1/2, so the quantile is exactly 1/2, a zero margin: both copies of a pair get the
     sign of its margin, and a tie gets the same class in both copies, "chosen" in one and "rejected" in the other,
-    which on the stored pair is ``hard = 1/2``. With the loss's symmetry (``CE(z, t) = CE(-z, 1 - t)``) the mean over both orders is the mean
-    over the stored pairs: Burns' loss exactly, for hard and soft labels (tests/test_losses.py writes it out).
+    which on the stored pair is ``hard = 1/2``. With the loss's symmetry (``CE(z, t) = CE(-z, 1 - t)``) the mean
+    over both orders is the mean over the stored pairs: Burns' loss exactly, for hard and soft labels
+    (tests/test_losses.py writes it out).
 
     Args:
         label: (B,) weak probability that chosen is preferred, or None.
@@ -445,8 +446,8 @@ def apo_zero_loss(
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
 ) -> LossOutput:
     """APO-zero: ``(1 - sigma(beta r_c)) + sigma(beta r_r)`` (D'Oosterlinck et al. 2024, "Anchored Preference
-    Optimization", Eq. 7, plus the constant 1): push chosen likelihood up and rejected down. ``1 - sigma(x)`` is computed as
-    ``sigma(-x)``."""
+    Optimization", Eq. 7, plus the constant 1): push chosen likelihood up and rejected down. ``1 - sigma(x)`` is
+    computed as ``sigma(-x)``."""
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "apo_zero")
     return _out(torch.sigmoid(-beta * r_c) + torch.sigmoid(beta * r_r), r_c, r_r, beta)
 
@@ -455,8 +456,9 @@ def apo_down_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
 ) -> LossOutput:
-    """APO-down: ``sigma(beta r_c) + (1 - sigma(beta (r_c - r_r)))`` (D'Oosterlinck et al. 2024, Eq. 8, plus the constant 1): push both
-    likelihoods down while increasing the margin. Not monotone in ``pi_chosen`` alone, by design."""
+    """APO-down: ``sigma(beta r_c) + (1 - sigma(beta (r_c - r_r)))`` (D'Oosterlinck et al. 2024, Eq. 8, plus the
+    constant 1): push both likelihoods down while increasing the margin. Not monotone in ``pi_chosen`` alone, by
+    design."""
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "apo_down")
     return _out(torch.sigmoid(beta * r_c) + torch.sigmoid(-beta * (r_c - r_r)), r_c, r_r, beta)
 
