@@ -47,48 +47,80 @@ def call_pair(name: str, pc, pr, rc, rr, lc=None, lr=None, **kw) -> L.LossOutput
 
 
 # ----------------------------------------------------------------------------------------------- golden values
+# Each expected value is the paper's equation written out with ``math`` on the numbers above, the paper and equation
+# cited beside it; where the code deliberately differs from the paper, the comment says how (and the loss's docstring
+# why). Notation: r_w = log pi(y_w)/ref(y_w), r_l likewise, h = r_w - r_l (margin(i)), |y| a completion's tokens.
+
+
+def r_w(i: int) -> float:
+    return PC[i] - RC[i]
+
+
+def r_l(i: int) -> float:
+    return PR[i] - RR[i]
 
 
 def _orpo(i: int, lam: float) -> float:
-    a_c, a_r = PC[i] / LC[i], PR[i] / LR[i]
-    log_odds = (a_c - math.log(1 - math.exp(a_c))) - (a_r - math.log(1 - math.exp(a_r)))
-    return -a_c - lam * lsig(log_odds)
+    # Hong et al. 2024, ORPO, Eq. 6-7: L_SFT + lambda * -log sigma(log(odds(y_w) / odds(y_l))), odds = P / (1 - P),
+    # P(y|x) = exp(mean token log-prob) (Eq. 2-4), L_SFT the mean token NLL of y_w
+    p_w, p_l = math.exp(PC[i] / LC[i]), math.exp(PR[i] / LR[i])
+    log_odds_ratio = math.log((p_w / (1 - p_w)) / (p_l / (1 - p_l)))
+    return -math.log(p_w) - lam * lsig(log_odds_ratio)
 
 
 def _exo(i: int, beta: float, eps: float) -> float:
-    p = sig(beta * margin(i))
+    # Ji et al. 2024, EXO, Eq. 16 (EXO-pref, K = 2): KL(p_theta || p_label), p_theta = softmax(beta r) over (y_w, y_l)
+    # = (sigma(beta h), sigma(-beta h)), p_label = (1 - eps, eps)
+    p = math.exp(beta * r_w(i)) / (math.exp(beta * r_w(i)) + math.exp(beta * r_l(i)))
     return p * math.log(p / (1 - eps)) + (1 - p) * math.log((1 - p) / eps)
 
 
 GOLDEN = {
-    "dpo": ({"beta": 0.5}, lambda i: -lsig(0.5 * margin(i))),
-    "ipo": ({"beta": 0.5}, lambda i: (margin(i) - 1.0) ** 2),
-    "cdpo": ({"beta": 0.5, "eps": 0.2}, lambda i: -0.8 * lsig(0.5 * margin(i)) - 0.2 * lsig(-0.5 * margin(i))),
+    # Rafailov et al. 2023, DPO, Eq. 7: -log sigma(beta r_w - beta r_l)
+    "dpo": ({"beta": 0.5}, lambda i: -lsig(0.5 * r_w(i) - 0.5 * r_l(i))),
+    # Azar et al. 2023, IPO, Eq. 17: (h - 1/(2 tau))^2, tau = beta = 0.5
+    "ipo": ({"beta": 0.5}, lambda i: (margin(i) - 1 / (2 * 0.5)) ** 2),
+    # Mitchell 2023, "A note on DPO with noisy preferences" (conservative DPO, the label-smoothed loss):
+    # (1 - eps) * L_DPO(y_w, y_l) + eps * L_DPO(y_l, y_w)
+    "cdpo": ({"beta": 0.5, "eps": 0.2}, lambda i: 0.8 * -lsig(0.5 * margin(i)) + 0.2 * -lsig(0.5 * -margin(i))),
+    # Chowdhury et al. 2024, Provably Robust DPO, Eq. 6: ((1 - eps) l(y_w, y_l) - eps l(y_l, y_w)) / (1 - 2 eps)
     "robust": (
         {"beta": 0.5, "eps": 0.2},
-        lambda i: (-0.8 * lsig(0.5 * margin(i)) + 0.2 * lsig(-0.5 * margin(i))) / 0.6,
+        lambda i: (0.8 * -lsig(0.5 * margin(i)) - 0.2 * -lsig(0.5 * -margin(i))) / (1 - 2 * 0.2),
     ),
-    "hinge": ({"beta": 0.5}, lambda i: max(0.0, 1 - 0.5 * margin(i))),
-    "rdpo": ({"beta": 0.5, "alpha": 0.1}, lambda i: -lsig(0.5 * margin(i) - 0.1 * (LC[i] - LR[i]))),
-    "simpo": ({"beta": 2.0, "gamma": 0.3}, lambda i: -lsig(2.0 * (PC[i] / LC[i] - PR[i] / LR[i]) - 0.3)),
+    # Zhao et al. 2023, SLiC-HF, the calibration loss max(0, delta - log pi(y_w) + log pi(y_l)) (SimPO Table 3,
+    # SLiC-HF row), on the log-ratios and scaled by 1/delta, beta = 1/delta (see hinge_loss): max(0, 1 - beta h)
+    "hinge": ({"beta": 0.5}, lambda i: 0.5 * max(0.0, 1 / 0.5 - margin(i))),
+    # Park et al. 2024, length-regularised DPO (as written in the R-DPO row of Meng et al. 2024, SimPO, Table 3):
+    # -log sigma(beta log pi(y_w)/ref(y_w) - beta log pi(y_l)/ref(y_l) + (alpha |y_w| - alpha |y_l|))
+    "rdpo": ({"beta": 0.5, "alpha": 0.1}, lambda i: -lsig(0.5 * margin(i) + (0.1 * LC[i] - 0.1 * LR[i]))),
+    # Meng et al. 2024, SimPO, Eq. 6: -log sigma(beta/|y_w| log pi(y_w) - beta/|y_l| log pi(y_l) - gamma)
+    "simpo": ({"beta": 2.0, "gamma": 0.3}, lambda i: -lsig(2.0 / LC[i] * PC[i] - 2.0 / LR[i] * PR[i] - 0.3)),
     "orpo": ({"beta": 0.2}, lambda i: _orpo(i, 0.2)),
-    "cpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * (PC[i] - PR[i])) + 0.7 * (-PC[i] / LC[i])),
+    # Xu et al. 2024, CPO, Eq. 3 (L_prefer: -log sigma(beta log pi(y_w) - beta log pi(y_l))) + alpha L_NLL; the NLL is
+    # per token here when lengths are given (cpo_loss; the summed form of the paper: test_cpo_without_lengths_...)
+    "cpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * PC[i] - 0.5 * PR[i]) + 0.7 * (-PC[i] / LC[i])),
+    # Jung et al. 2024, BCO, on a pair (TRL's bco_pair): -log sigma(beta r_w - delta) - log sigma(-(beta r_l - delta))
     "bco_pair": (
         {"beta": 0.5, "delta": 0.1},
-        lambda i: -lsig(0.5 * (PC[i] - RC[i]) - 0.1) - lsig(-(0.5 * (PR[i] - RR[i]) - 0.1)),
+        lambda i: -lsig(0.5 * r_w(i) - 0.1) - lsig(-(0.5 * r_l(i) - 0.1)),
     ),
+    # Chen et al. 2024, NCA, Eq. 10 (K = 2): -log sigma(beta r_w) - 1/2 sum_{y in (y_w, y_l)} log sigma(-beta r_y)
     "nca_pair": (
         {"beta": 0.5},
-        lambda i: -lsig(0.5 * (PC[i] - RC[i]))
-        - 0.5 * lsig(-0.5 * (PC[i] - RC[i]))
-        - 0.5 * lsig(-0.5 * (PR[i] - RR[i])),
+        lambda i: -lsig(0.5 * r_w(i)) - 0.5 * (lsig(-0.5 * r_w(i)) + lsig(-0.5 * r_l(i))),
     ),
-    # paper: (r_w - eta/2)^2 + (r_l + eta/2)^2 with eta = 1/beta = 2
-    "sppo_hard": ({"beta": 0.5}, lambda i: (PC[i] - RC[i] - 1.0) ** 2 + (PR[i] - RR[i] + 1.0) ** 2),
-    "apo_zero": ({"beta": 0.5}, lambda i: (1 - sig(0.5 * (PC[i] - RC[i]))) + sig(0.5 * (PR[i] - RR[i]))),
-    "apo_down": ({"beta": 0.5}, lambda i: sig(0.5 * (PC[i] - RC[i])) + (1 - sig(0.5 * margin(i)))),
+    # Wu et al. 2024, SPPO, Eq. 4.7 (Algorithm 1) with hard probabilities P(y_w > pi_t) = 1, P(y_l > pi_t) = 0:
+    # (r_y - eta (P - 1/2))^2 summed over the pair, eta = 1/beta = 2
+    "sppo_hard": ({"beta": 0.5}, lambda i: (r_w(i) - 2.0 * (1 - 0.5)) ** 2 + (r_l(i) - 2.0 * (0 - 0.5)) ** 2),
+    # D'Oosterlinck et al. 2024, APO, Eq. 7 (APO-zero): -sigma(beta r_w) + sigma(beta r_l), plus the constant 1
+    "apo_zero": ({"beta": 0.5}, lambda i: 1 - sig(0.5 * r_w(i)) + sig(0.5 * r_l(i))),
+    # D'Oosterlinck et al. 2024, APO, Eq. 8 (APO-down): sigma(beta r_w) - sigma(beta r_w - beta r_l), plus 1
+    "apo_down": ({"beta": 0.5}, lambda i: 1 + sig(0.5 * r_w(i)) - sig(0.5 * r_w(i) - 0.5 * r_l(i))),
+    # Pal et al. 2024, Smaug / DPO-Positive, Eq. 3: -log sigma(beta (h - lambda max(0, log ref(y_w)/pi(y_w))))
     "dpop": ({"beta": 0.5, "lam": 5.0}, lambda i: -lsig(0.5 * (margin(i) - 5.0 * max(0.0, RC[i] - PC[i])))),
     "exo_pair": ({"beta": 0.5, "eps": 1e-3}, lambda i: _exo(i, 0.5, 1e-3)),
+    # Pang et al. 2024, Iterative RPO (arXiv v3), the DPO+NLL loss: L_DPO + alpha L_NLL, L_NLL = -log pi(y_w)/|y_w|
     "rpo": ({"beta": 0.5, "alpha": 0.7}, lambda i: -lsig(0.5 * margin(i)) + 0.7 * (-PC[i] / LC[i])),
 }
 
@@ -105,10 +137,25 @@ def test_golden_value(name):
     assert out.losses.tolist() == pytest.approx([formula(i) for i in range(3)], rel=1e-9, abs=1e-12)
 
 
+def test_rdpo_issue_example_a_longer_chosen_answer_needs_a_smaller_margin():
+    """Park et al. 2024's R-DPO, the example of the issue that found the sign: beta 0.1, alpha 0.05, log-ratio margin
+    2, chosen 120 tokens, rejected 80: -log sigma(0.1 * 2 + 0.05 * (120 - 80)) = log(1 + e^-2.2) = 0.105."""
+    out = L.rdpo_loss(t([2.0]), t([0.0]), t([0.0]), t([0.0]), len_chosen=t([120]), len_rejected=t([80]), beta=0.1,
+                      alpha=0.05)
+    assert out.losses.item() == pytest.approx(math.log1p(math.exp(-2.2)))
+    assert out.losses.item() == pytest.approx(0.105, abs=5e-4)
+    # the regulariser removes the length incentive: the same margin on a longer chosen answer costs less
+    shorter = L.rdpo_loss(t([2.0]), t([0.0]), t([0.0]), t([0.0]), len_chosen=t([80]), len_rejected=t([120]),
+                          beta=0.1, alpha=0.05)
+    assert out.losses.item() < shorter.losses.item()
+
+
 def test_golden_beta_dpo():
+    # Wu et al. 2024, beta-DPO, the batch-level calibration: beta_batch = [1 + alpha (E_batch[M_i] - M_0)] beta_0 with
+    # M_i = beta_0 r_w - beta_0 r_l the implicit reward discrepancy, then DPO's Eq. 7 with beta_batch
     beta, alpha, m0 = 0.5, 0.6, 0.1
-    mean_margin = sum(beta * margin(i) for i in range(3)) / 3
-    beta_used = beta * (1 + alpha * (mean_margin - m0))
+    mean_margin = sum(beta * r_w(i) - beta * r_l(i) for i in range(3)) / 3
+    beta_used = (1 + alpha * (mean_margin - m0)) * beta
     out = L.beta_dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta, alpha=alpha, m0=m0)
     assert out.losses.tolist() == pytest.approx([-lsig(beta_used * margin(i)) for i in range(3)])
     assert out.extras["beta"].item() == pytest.approx(beta_used)
@@ -124,6 +171,7 @@ def test_beta_dpo_clamps_beta_and_alpha_zero_is_dpo():
 
 
 def test_ipo_length_normalised_golden():
+    # Azar et al. 2023, Eq. 17 on per-token log-ratios (TRL's loss_type="ipo"; see ipo_loss)
     out = L.ipo_loss(t(PC), t(PR), t(RC), t(RR), len_chosen=t(LC), len_rejected=t(LR), beta=0.5,
                      length_normalize=True)
     expected = [((PC[i] - RC[i]) / LC[i] - (PR[i] - RR[i]) / LR[i] - 1.0) ** 2 for i in range(3)]
@@ -139,6 +187,8 @@ def test_cdpo_and_robust_reduce_to_dpo_at_eps_zero():
 
 
 def test_dpo_and_cdpo_train_on_soft_labels():
+    # the binary cross-entropy of "y_w is preferred" with target p (DPO, Rafailov et al. 2023, Eq. 7 is p = 1); cDPO
+    # (Mitchell 2023) flips a label with probability eps: target p (1 - eps) + (1 - p) eps
     beta, p = 0.3, [1.0, 0.7, 0.5]
     z = [beta * ((PC[i] - RC[i]) - (PR[i] - RR[i])) for i in range(3)]
     soft = L.dpo_loss(t(PC), t(PR), t(RC), t(RR), beta=beta, label=t(p)).losses
@@ -156,7 +206,14 @@ def test_dpo_and_cdpo_train_on_soft_labels():
         assert (pi_c.grad.sign().item() == sign) and (sign != 0 or pi_c.grad.item() == 0)
 
 
+def test_cpo_without_lengths_is_the_papers_summed_nll():
+    # Xu et al. 2024, CPO: L_prefer (Eq. 3) + L_NLL with L_NLL = -log pi(y_w|x), the sequence's summed log-prob
+    out = L.cpo_loss(t(PC), t(PR), beta=0.5, alpha=1.0)
+    assert out.losses.tolist() == pytest.approx([-lsig(0.5 * PC[i] - 0.5 * PR[i]) - PC[i] for i in range(3)])
+
+
 def test_sppo_matches_beta_scaled_form():
+    # Wu et al. 2024, SPPO, Eq. 4.7 with eta = 1/beta, multiplied out: ((beta r - 1/2)^2 + ...) / beta^2
     beta = 0.25
     out = L.sppo_hard_loss(t(PC), t(PR), t(RC), t(RR), beta=beta).losses
     expected = [
@@ -267,6 +324,8 @@ K_DES = [True, True, False, False]
 
 
 def test_kto_golden():
+    # Ethayarajh et al. 2024, KTO, Eq. 7: lambda_y - v(x, y), v = lambda_D sigma(beta (r - z0)) for a desirable y,
+    # lambda_U sigma(beta (z0 - r)) for an undesirable one
     beta, z0, wd, wu = 0.5, 0.2, 1.5, 0.7
     out = L.kto_loss(t(K_PI), t(K_REF), torch.tensor(K_DES), z0, beta=beta, desirable_weight=wd,
                      undesirable_weight=wu)
@@ -354,6 +413,8 @@ def test_bco_unpaired_matches_formula_and_prefers_desirable():
     ref = torch.tensor([-1.5, -1.0, -3.5])
     lab = torch.tensor([True, False, True])
     out = bco_loss(pi, ref, lab, beta=0.5, delta=0.1)
+    # Jung et al. 2024, BCO: -log sigma(r - delta) for a desirable y, -log sigma(-(r - delta)) otherwise, r = beta log
+    # pi/ref and delta the reward shift
     r = [0.5 * (a - b) for a, b in zip(pi.tolist(), ref.tolist())]
     sig = lambda x: 1 / (1 + math.exp(-x))
     expected = [-math.log(sig(r[0] - 0.1)), -math.log(sig(-(r[1] - 0.1))), -math.log(sig(r[2] - 0.1))]
@@ -363,12 +424,48 @@ def test_bco_unpaired_matches_formula_and_prefers_desirable():
     assert get_loss("bco").data == "unpaired" and get_loss("bco").needs_reference
 
 
+def burns_logconf(logits: torch.Tensor, labels: torch.Tensor, coef: float) -> torch.Tensor:
+    """Burns et al. 2023, "Weak-to-Strong Generalization", Eq. 1, the auxiliary confidence loss
+    (1 - a) CE(f(x), f_w(x)) + a CE(f(x), hard(f(x))), with hard() thresholded per batch so that the share of each
+    class matches the weak labels' (their released code, weak_to_strong/loss.py logconf_loss_fn: the threshold is the
+    quantile of P(class 0) at the weak labels' mean for class 1). Two classes; logits (N, 2), soft labels (N, 2)."""
+    preds = torch.softmax(logits, dim=-1)
+    threshold = torch.quantile(preds[:, 0].detach(), labels.mean(0)[1])
+    hard = torch.stack([preds[:, 0] >= threshold, preds[:, 0] < threshold], dim=1).to(logits.dtype).detach()
+    target = labels * (1 - coef) + hard * coef
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
+
+
+@pytest.mark.parametrize("label", [None, [1.0, 0.7, 0.55, 1.0, 0.9]])
+def test_weak_to_strong_confidence_loss_is_burns_loss_on_both_orders_of_each_pair(label):
+    """A pair is one example whichever answer is listed first; pairs are stored with the weak label's winner first, so
+    the class "first listed wins" has prior 1 (or above 1/2) by construction, not by the data. Burns' loss on the
+    batch holding each pair in both orders (class 0 = first wins: logits (z, 0) and (0, z), labels (l, 1 - l) and
+    (1 - l, l)) is the reference: loss and gradient equal ours on the stored batch. The tie (z = 0, the first step of
+    DPO, where policy = reference) is where a threshold of 'margin > 0' differs."""
+    alpha = 0.3
+    z = t([2.0, -1.0, 0.0, 0.5, -0.25], grad=True)
+    weak = torch.ones(5, dtype=torch.float64) if label is None else t(label)
+    zeros = torch.zeros_like(z)
+    first, second = torch.stack([z, zeros], 1), torch.stack([zeros, z], 1)  # the stored order, then swapped
+    logits = torch.cat([first, second])
+    labels = torch.cat([torch.stack([weak, 1 - weak], 1), torch.stack([1 - weak, weak], 1)])
+    reference = burns_logconf(logits, labels, alpha)
+    (grad_reference,) = torch.autograd.grad(reference, z)
+
+    target = L.confidence_target(None if label is None else t(label), z, alpha)
+    ours = L.dpo_loss(z, zeros, zeros, zeros, beta=1.0, label=target).losses.mean()
+    (grad_ours,) = torch.autograd.grad(ours, z)
+    assert ours.item() == pytest.approx(reference.item(), rel=1e-12)
+    assert grad_ours.tolist() == pytest.approx(grad_reference.tolist(), rel=1e-9, abs=1e-12)
+
+
 def test_weak_to_strong_confidence_target():
-    label, margin = torch.tensor([1.0, 1.0, 0.7]), torch.tensor([2.0, -1.0, 0.5], requires_grad=True)
+    label, margin = torch.tensor([1.0, 1.0, 0.7, 1.0]), torch.tensor([2.0, -1.0, 0.5, 0.0], requires_grad=True)
     target = L.confidence_target(label, margin, alpha=0.25)
-    # (1 - a) * weak label + a * [own margin > 0]; the hardened side carries no gradient
-    assert target.tolist() == pytest.approx([1.0, 0.75, 0.7 * 0.75 + 0.25]) and not target.requires_grad
-    assert L.confidence_target(None, margin, 0.5).tolist() == [1.0, 0.5, 1.0]  # a hard weak label is 1
+    # (1 - a) * weak label + a * hard, hard 1 / 0 by the margin's sign and 1/2 at a tie; no gradient through it
+    assert target.tolist() == pytest.approx([1.0, 0.75, 0.7 * 0.75 + 0.25, 0.75 + 0.125]) and not target.requires_grad
+    assert L.confidence_target(None, margin, 0.5).tolist() == [1.0, 0.5, 1.0, 0.75]  # a hard weak label is 1
 
 
 def test_performance_gap_recovered():

@@ -19,6 +19,9 @@ def t(values, dtype=torch.float64, grad: bool = False) -> torch.Tensor:
 
 
 def pl_nll_by_hand(scores: list[float], targets: list[float]) -> float:
+    """Plackett 1975 / Luce 1959, as the K-wise reward-model likelihood of Zhu et al. 2023 ("Principled RLHF from
+    pairwise or K-wise comparisons", the K-wise MLE): -sum_k log(exp(s_(k)) / sum_{j >= k} exp(s_(j))), (k) the k-th
+    best by the targets; PRO's Eq. 3 (Song et al. 2023) is the same sum on its length-normalised log-probs."""
     order = sorted(range(len(scores)), key=lambda i: -targets[i])
     s = [scores[i] for i in order]
     return -sum(s[k] - math.log(sum(math.exp(x) for x in s[k:])) for k in range(len(s)))
@@ -30,6 +33,8 @@ def pl_nll_by_hand(scores: list[float], targets: list[float]) -> float:
 def test_bradley_terry_golden_with_margin_and_centring():
     rc, rr = [1.0, -0.5], [0.2, 0.7]
     out = L.bradley_terry_loss(t(rc), t(rr), margin=t([0.5, 0.0]), center_coef=0.01)
+    # Touvron et al. 2023, Llama 2, Eq. 2: -log sigma(r(x, y_c) - r(x, y_r) - m(r)); plus Eisenstein et al. 2023's
+    # centring term eta (r(x, y_c) + r(x, y_r))^2
     expected = [-lsig(1.0 - 0.2 - 0.5) + 0.01 * 1.2**2, -lsig(-0.5 - 0.7) + 0.01 * 0.2**2]
     assert out.tolist() == pytest.approx(expected)
     plain = L.bradley_terry_loss(t(rc), t(rr))
@@ -92,6 +97,8 @@ def test_pro_k2_equals_pairwise_logistic():
 
 
 def test_pro_golden_k3_with_sft():
+    # Song et al. 2023, PRO, Eq. 3 (the Plackett-Luce sum on p = log pi / |y|) + the paper's weighted SFT term, the
+    # per-token NLL of the best
     logps, lengths, targets = [-2.0, -6.0, -1.0], [2, 3, 4], [0.5, 2.0, 1.0]
     p = [a / b for a, b in zip(logps, lengths, strict=True)]
     out = L.pro_loss(t([logps]), t([targets]), lengths=t([lengths]), sft_weight=0.05)
@@ -102,6 +109,8 @@ def test_pro_golden_k3_with_sft():
 
 
 def rrhf_by_hand(logps, lengths, rewards, sft_weight=1.0):
+    # Yuan et al. 2023, RRHF, Eq. 2-3: p_i = log P(y_i)/|y_i|, L_rank = sum_{r_i < r_j} max(0, p_i - p_j),
+    # L_ft = NLL of the best y (per token here, as in the authors' code; see rrhf_loss), L = L_rank + L_ft
     p = [a / b for a, b in zip(logps, lengths, strict=True)]
     rank = sum(max(0.0, p[i] - p[j]) for i in range(len(p)) for j in range(len(p)) if rewards[i] < rewards[j])
     best = max(range(len(p)), key=lambda i: rewards[i])
@@ -130,6 +139,8 @@ def test_rrhf_mask_ties_and_needs_lengths():
 
 
 def test_lipo_golden_k3():
+    # Liu et al. 2024, LiPO-lambda, Eq. 6-8: -sum_{psi_i > psi_j} Delta_ij log sigma(s_i - s_j), s = beta log pi/ref,
+    # Delta_ij = |G_i - G_j| |1/D(tau_i) - 1/D(tau_j)|, G = 2^psi - 1, D(tau) = log2(1 + tau), tau the model's rank
     pi, ref, psi = [-1.0, -2.0, -3.0], [-1.5, -1.0, -3.2], [1.0, 2.0, 0.0]
     s = [a - b for a, b in zip(pi, ref, strict=True)]  # beta = 1: [0.5, -1.0, 0.2]
     rank = {0: 1, 2: 2, 1: 3}  # model ranking by s
@@ -223,6 +234,8 @@ def test_map_step_labels():
 
 
 def test_prm_three_class_golden():
+    # Lightman et al. 2023 (PRM800K's -1/0/+1 step ratings) trained as Wang et al. 2024 (Math-Shepherd) train a PRM:
+    # the cross-entropy of each labelled step's class, averaged over the labelled steps
     logits = [[[1.0, 2.0, 0.5], [9.0, 9.0, 9.0], [0.0, -1.0, 3.0]]]
     labels = torch.tensor([[0, -100, 2]])
 

@@ -100,8 +100,10 @@ class TrainConfig:
     merge_reserve: float = 0.01
     """Share of the step's and the delta's entries kept: OnDARE keeps each with this probability, OnTIES this share
     of the largest in magnitude."""
-    merge_rescale: bool = False
-    """OnDARE: divide the kept entries by ``merge_reserve``."""
+    merge_no_rescale: bool = False
+    """Ablation of OnDARE: keep the dropped entries' survivors as they are instead of dividing them by
+    ``merge_reserve`` (DARE's rescale, which keeps each merged step AdamW's in expectation; without it every step is
+    about ``merge_reserve`` of AdamW's)."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -122,7 +124,8 @@ class TrainConfig:
             (0 <= self.merge_alpha <= 1, f"merge_alpha must be in [0, 1], got {self.merge_alpha}"),
             (0 < self.merge_reserve <= 1, f"merge_reserve must be in (0, 1], got {self.merge_reserve}"),
             (self.merge_method in ("dare", "ties"), f"merge_method must be dare or ties, got {self.merge_method!r}"),
-            (not (self.merge_rescale and self.merge_method == "ties"), "merge_rescale is OnDARE's; OnTIES has none"),
+            (not (self.merge_no_rescale and self.merge_method == "ties"),
+             "merge_no_rescale is an ablation of OnDARE's rescale; OnTIES does not rescale"),
             (not (self.merge_base and self.lora), "merge_base (online merging) merges full weights; not with lora"),
         ]
         _require(checks)
@@ -186,8 +189,10 @@ class PreferenceConfig:
     run counts the soft labels they ignore. False: every pair is hard."""
     confidence_weight: float = 0.0
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
-    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
-    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
+    threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over
+    ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
     stages: int = 1
@@ -293,8 +298,10 @@ class RewardConfig:
     chosen is preferred; False: every pair is hard."""
     confidence_weight: float = 0.0
     """Weak-to-strong auxiliary confidence loss (Burns et al. 2023): the target becomes ``(1 - a) * label + a *
-    [the model's own margin > 0]``, so a strong model trained on a weak judge's labels may overrule the ones it
-    confidently disagrees with; ``a`` rises linearly to this weight over ``confidence_warmup`` of training. 0: off."""
+    hard``, ``hard`` the model's own preference hardened by its margin's sign (1/2 at a tie: Burns' per-batch
+    threshold, for pairs; :func:`trainers.losses.confidence_target`), so a strong model trained on a weak judge's
+    labels may overrule the ones it confidently disagrees with; ``a`` rises linearly to this weight over
+    ``confidence_warmup`` of training. 0: off."""
     confidence_warmup: float = 0.2
     """Share of training over which the confidence weight warms up from 0."""
 

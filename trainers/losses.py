@@ -178,11 +178,32 @@ def soft_bce(z: Tensor, label: OptTensor) -> Tensor:
 
 
 def confidence_target(label: OptTensor, margin: Tensor, alpha: float) -> Tensor:
-    """Weak-to-strong auxiliary confidence loss as a target (Burns et al. 2023, Eq. 1): the cross-entropy
-    ``(1 - alpha) CE(f, weak) + alpha CE(f, hard(f))`` is linear in the target, so it is the cross-entropy with
-    ``(1 - alpha) * label + alpha * [margin > 0]``, the model's own hardened preference (threshold 0: P = 0.5), cut
-    from the graph. ``label`` None: the weak label is 1 (a hard pair)."""
-    hard = (margin.detach() > 0).to(margin.dtype)
+    """Weak-to-strong auxiliary confidence loss as a target (Burns et al. 2023, "Weak-to-Strong Generalization",
+    Eq. 1): the cross-entropy ``(1 - alpha) CE(f, weak) + alpha CE(f, hard(f))`` is linear in the target, so it is the
+    cross-entropy with ``(1 - alpha) * label + alpha * hard``, cut from the graph. ``label`` None: the weak label is 1.
+
+    ``hard`` is 1 where the model's own margin is positive, 0 where negative and 1/2 at a tie. Burns et al. harden
+    with a threshold chosen per batch so that the share of each class matches the weak labels' (their code: the
+    quantile of P(class 0) at the weak labels' mean for class 1); these are the same here. A pair is one example in
+    either order, and pairs are stored with the weak label's winner first, so "the first answer wins" has prior 1 (or
+    above 1/2 with soft labels) by how they are stored, not by the data: taken literally on the stored batch the
+    threshold would be the lowest prediction and ``hard`` always 1, turning the loss off. On the batch that holds each
+    pair in both orders (what the data says), the weak labels' mean is exactly 1/2 and the predictions ``p`` and
+    ``1 - p`` are symmetric about 1/2, so the quantile is exactly 1/2, a zero margin: both copies of a pair get the
+    sign of its margin, and a tie gets the same class in both copies, "chosen" in one and "rejected" in the other,
+    which on the stored pair is ``hard = 1/2``. With the loss's symmetry (``CE(z, t) = CE(-z, 1 - t)``) the mean
+    over both orders is the mean over the stored pairs: Burns' loss exactly, for hard and soft labels
+    (tests/test_losses.py writes it out).
+
+    Args:
+        label: (B,) weak probability that chosen is preferred, or None.
+        margin: (B,) the model's logit for "chosen is preferred" (its reward margin).
+        alpha: weight of the hardened prediction.
+
+    Returns:
+        (B,) detached target probabilities.
+    """
+    hard = (torch.sign(margin.detach()) + 1.0) / 2.0
     weak = torch.ones_like(hard) if label is None else label.to(margin.dtype)
     return (1.0 - alpha) * weak + alpha * hard
 
@@ -287,11 +308,17 @@ def rdpo_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, alpha: float = 0.01,
 ) -> LossOutput:
-    """R-DPO, length-regularised DPO: ``-log sigma(beta m - alpha (|y_c| - |y_r|))`` (Park et al. 2024, Eq. 8)."""
+    """R-DPO, length-regularised DPO: ``-log sigma(beta m + alpha (|y_c| - |y_r|))`` (Park et al. 2024, "Disentangling
+    Length from Quality in Direct Preference Optimization"; the R-DPO row of Meng et al. 2024, SimPO, Table 3).
+
+    The regulariser subtracts ``alpha |y|`` from the reward, so the implicit reward is ``beta r + alpha |y|`` and the
+    logit gains ``+alpha (|y_c| - |y_r|)``: a longer chosen answer needs a smaller margin, which removes the incentive
+    to grow longer. Lengths are token counts.
+    """
     l_c, l_r = _need_lengths(len_chosen, len_rejected, "rdpo")
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "rdpo")
     length_gap = (l_c - l_r).to(r_c.dtype)
-    return _out(-F.logsigmoid(beta * (r_c - r_r) - alpha * length_gap), r_c, r_r, beta)
+    return _out(-F.logsigmoid(beta * (r_c - r_r) + alpha * length_gap), r_c, r_r, beta)
 
 
 def dpop_loss(
@@ -311,7 +338,8 @@ def exo_pair_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, eps: float = 1e-3,
 ) -> LossOutput:
-    """EXO, pairwise: reverse KL ``KL(p_theta || p_label)`` (Ji et al. 2024, "Towards Efficient Exact Optimization").
+    """EXO, pairwise: reverse KL ``KL(p_theta || p_label)`` (Ji et al. 2024, "Towards Efficient Exact Optimization",
+    Eq. 16, EXO-pref with K = 2).
 
     ``p_theta = (sigma(beta m), sigma(-beta m))`` is the policy's pairwise distribution and ``p_label = (1-eps, eps)``
     the (smoothed) label distribution; the minimum (0) is at ``beta m = log((1-eps)/eps)``. Same as TRL's
@@ -332,7 +360,7 @@ def rpo_loss(
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, alpha: float = 1.0,
 ) -> LossOutput:
     """RPO / iterative RPO: DPO + ``alpha * (-pi_c / |y_c|)`` (Pang et al. 2024, "Iterative Reasoning Preference
-    Optimization": length-normalised NLL of the chosen completion)."""
+    Optimization", arXiv v3's L_DPO + alpha L_NLL: the length-normalised NLL of the chosen completion)."""
     l_c, _ = _need_lengths(len_chosen, len_rejected, "rpo")
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "rpo")
     nll = nll_loss(pi_chosen, l_c)
@@ -348,8 +376,10 @@ def beta_dpo_loss(
 
     ``beta_batch = beta * (1 + alpha * (mean_i M_i - M0))`` with ``M_i = beta * m_i`` the implicit reward margin
     (detached) and ``M0`` a running mean of it passed in by the caller (update it with
-    ``running_mean_update(m0, extras["mean_margin"])``). ``beta_batch`` is clamped to ``>= beta_min``. The paper's
-    Gaussian data-filtering step is not applied here (weight ``losses`` in the caller to use it).
+    ``running_mean_update(m0, extras["mean_margin"])``). ``beta_batch`` is clamped to ``>= beta_min``, which the paper
+    does not do: a batch whose margins fall far below ``M0`` would otherwise get a negative beta and train towards the
+    rejected answers. The paper's Gaussian data-filtering step is not applied here (weight ``losses`` in the caller to
+    use it).
 
     Returns:
         LossOutput with (B,) losses; ``extras["beta"]`` is the 0-d beta used and ``extras["mean_margin"]`` the
@@ -400,7 +430,7 @@ def sppo_hard_loss(
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
 ) -> LossOutput:
     """SPPO with hard labels: ``(r_c - 1/(2 beta))**2 + (r_r + 1/(2 beta))**2`` (Wu et al. 2024, "Self-Play
-    Preference Optimization", SPPO objective with ``P(y_w > pi_t) = 1``, ``P(y_l > pi_t) = 0``).
+    Preference Optimization", Eq. 4.7 of Algorithm 1 with ``P(y_w > pi_t) = 1``, ``P(y_l > pi_t) = 0``).
 
     The paper's ``(r - eta (P - 1/2))**2`` with ``eta = 1 / beta``, i.e. TRL's ``"sppo_hard"`` form. This equals
     ``((beta r_c - 1/2)**2 + (beta r_r + 1/2)**2) / beta**2``: same minimiser, gradients larger by ``1/beta**2``.
@@ -416,8 +446,8 @@ def apo_zero_loss(
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
 ) -> LossOutput:
     """APO-zero: ``(1 - sigma(beta r_c)) + sigma(beta r_r)`` (D'Oosterlinck et al. 2024, "Anchored Preference
-    Optimization", APO-zero): push chosen likelihood up and rejected down. ``1 - sigma(x)`` is computed as
-    ``sigma(-x)``."""
+    Optimization", Eq. 7, plus the constant 1): push chosen likelihood up and rejected down. ``1 - sigma(x)`` is
+    computed as ``sigma(-x)``."""
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "apo_zero")
     return _out(torch.sigmoid(-beta * r_c) + torch.sigmoid(beta * r_r), r_c, r_r, beta)
 
@@ -426,8 +456,9 @@ def apo_down_loss(
     pi_chosen: Tensor, pi_rejected: Tensor, ref_chosen: OptTensor = None, ref_rejected: OptTensor = None, *,
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1,
 ) -> LossOutput:
-    """APO-down: ``sigma(beta r_c) + (1 - sigma(beta (r_c - r_r)))`` (D'Oosterlinck et al. 2024, APO-down): push both
-    likelihoods down while increasing the margin. Not monotone in ``pi_chosen`` alone, by design."""
+    """APO-down: ``sigma(beta r_c) + (1 - sigma(beta (r_c - r_r)))`` (D'Oosterlinck et al. 2024, Eq. 8, plus the
+    constant 1): push both likelihoods down while increasing the margin. Not monotone in ``pi_chosen`` alone, by
+    design."""
     r_c, r_r = _log_ratios(pi_chosen, pi_rejected, ref_chosen, ref_rejected, "apo_down")
     return _out(torch.sigmoid(beta * r_c) + torch.sigmoid(-beta * (r_c - r_r)), r_c, r_r, beta)
 
@@ -451,9 +482,11 @@ def cpo_loss(
     len_chosen: OptTensor = None, len_rejected: OptTensor = None, beta: float = 0.1, alpha: float = 1.0,
 ) -> LossOutput:
     """CPO: ``-log sigma(beta (pi_c - pi_r)) + alpha * NLL(y_c)`` (Xu et al. 2024, "Contrastive Preference
-    Optimization": L_prefer + L_NLL). Reference-free; ``ref_*`` are ignored.
+    Optimization": L_prefer, Eq. 3, + L_NLL). Reference-free; ``ref_*`` are ignored.
 
-    The NLL is per token (``-pi_c / |y_c|``, like TRL's ``cpo_alpha`` term) when ``len_chosen`` is given, else summed.
+    The paper's L_NLL is the summed ``-log pi(y_c)`` (what this returns without ``len_chosen``); with ``len_chosen``
+    (how the trainers call it) it is per token, ``-pi_c / |y_c|``, as in the authors' and TRL's code (a token-mean
+    cross-entropy), so that ``alpha`` does not grow with the answer's length.
     """
     nll = nll_loss(pi_chosen, len_chosen)
     losses = -F.logsigmoid(beta * (pi_chosen - pi_rejected)) + alpha * nll
@@ -500,7 +533,7 @@ def kto_loss(
     beta: float = 0.1, desirable_weight: float = 1.0, undesirable_weight: float = 1.0,
 ) -> LossOutput:
     """KTO: ``lambda_y - v(x, y)`` (Ethayarajh et al. 2024, "KTO: Model Alignment as Prospect Theoretic
-    Optimization", Eq. 8).
+    Optimization", Eq. 7).
 
     With ``r = pi - ref``: desirable ``lambda_D * (1 - sigma(beta (r - z0)))``, undesirable
     ``lambda_U * (1 - sigma(beta (z0 - r)))``; ``1 - sigma(x)`` is computed as ``sigma(-x)``.
@@ -683,21 +716,21 @@ _SPECS = [
     LossSpec("cdpo", cdpo_loss, True, "pairs", False, "Mitchell 2023, A note on DPO with noisy preferences"),
     LossSpec("robust", robust_dpo_loss, True, "pairs", False, "Chowdhury et al. 2024, Provably Robust DPO, Eq. 6"),
     LossSpec("hinge", hinge_loss, True, "pairs", False, "Zhao et al. 2023, SLiC-HF"),
-    LossSpec("rdpo", rdpo_loss, True, "pairs", True, "Park et al. 2024, Disentangling Length from Quality, Eq. 8"),
+    LossSpec("rdpo", rdpo_loss, True, "pairs", True, "Park et al. 2024, Disentangling Length from Quality"),
     LossSpec("simpo", simpo_loss, False, "pairs", True, "Meng et al. 2024, SimPO, Eq. 6"),
     LossSpec("orpo", orpo_loss, False, "pairs", True, "Hong et al. 2024, ORPO, Eq. 6-7"),
-    LossSpec("cpo", cpo_loss, False, "pairs", False, "Xu et al. 2024, Contrastive Preference Optimization"),
-    LossSpec("kto", kto_loss, True, "unpaired", False, "Ethayarajh et al. 2024, KTO, Eq. 8"),
+    LossSpec("cpo", cpo_loss, False, "pairs", False, "Xu et al. 2024, Contrastive Preference Optimization, Eq. 3"),
+    LossSpec("kto", kto_loss, True, "unpaired", False, "Ethayarajh et al. 2024, KTO, Eq. 7"),
     LossSpec("bco", bco_loss, True, "unpaired", False, "Jung et al. 2024, Binary Classifier Optimization, Eq. 8",
              running=("delta", "mean_reward")),
     LossSpec("bco_pair", bco_pair_loss, True, "pairs", False, "Jung et al. 2024, Binary Classifier Optimization",
              running=("delta", "mean_reward")),
     LossSpec("nca_pair", nca_pair_loss, True, "pairs", False, "Chen et al. 2024, Noise Contrastive Alignment, Eq. 10"),
-    LossSpec("sppo_hard", sppo_hard_loss, True, "pairs", False, "Wu et al. 2024, Self-Play Preference Optimization"),
-    LossSpec("apo_zero", apo_zero_loss, True, "pairs", False, "D'Oosterlinck et al. 2024, Anchored Pref. Opt."),
-    LossSpec("apo_down", apo_down_loss, True, "pairs", False, "D'Oosterlinck et al. 2024, Anchored Pref. Opt."),
+    LossSpec("sppo_hard", sppo_hard_loss, True, "pairs", False, "Wu et al. 2024, Self-Play Pref. Opt., Eq. 4.7"),
+    LossSpec("apo_zero", apo_zero_loss, True, "pairs", False, "D'Oosterlinck et al. 2024, Anchored Pref. Opt., Eq. 7"),
+    LossSpec("apo_down", apo_down_loss, True, "pairs", False, "D'Oosterlinck et al. 2024, Anchored Pref. Opt., Eq. 8"),
     LossSpec("dpop", dpop_loss, True, "pairs", False, "Pal et al. 2024, Smaug / DPO-Positive, Eq. 3"),
-    LossSpec("exo_pair", exo_pair_loss, True, "pairs", False, "Ji et al. 2024, Towards Efficient Exact Optimization"),
+    LossSpec("exo_pair", exo_pair_loss, True, "pairs", False, "Ji et al. 2024, Efficient Exact Optimization, Eq. 16"),
     LossSpec("rpo", rpo_loss, True, "pairs", True, "Pang et al. 2024, Iterative Reasoning Preference Optimization"),
     LossSpec("beta_dpo", beta_dpo_loss, True, "pairs", False, "Wu et al. 2024, beta-DPO: DPO with Dynamic beta",
              running=("m0", "mean_margin")),

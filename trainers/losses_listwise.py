@@ -100,10 +100,10 @@ def lambda_weights(scores: Tensor, targets: Tensor, mask: Tensor | None = None) 
     """LambdaLoss/LiPO-lambda pair weights ``Delta_ij = |G_i - G_j| * |1/D(tau_i) - 1/D(tau_j)|``.
 
     Liu et al. 2024, "LiPO: Listwise Preference Optimization through Learning-to-Rank", Eq. 7-8: gain
-    ``G_i = 2**psi_i - 1`` and discount ``D(tau) = log2(1 + tau)``, where ``tau_i`` is the rank of candidate i under
-    the *current model scores* (:func:`dcg_ranks`). The weights are constants (detached). Pairs involving padded
-    entries get weight 0. Targets should be on a small scale (grades or rewards in [0, ~5]) since gains are
-    exponential.
+    ``G_i = 2**psi_i - 1`` and discount ``D(tau) = log2(1 + tau)`` (DCG's base 2; another base only scales the loss
+    by a constant), where ``tau_i`` is the rank of candidate i under the *current model scores*
+    (:func:`dcg_ranks`). The weights are constants (detached). Pairs involving padded entries get weight 0. Targets
+    should be on a small scale (grades or rewards in [0, ~5]) since gains are exponential.
 
     Args:
         scores: (B, K) model scores ``s_i``.
