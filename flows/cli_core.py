@@ -22,9 +22,9 @@ prompts_app = typer.Typer(help="Bring prompts (and the responses and feedback th
 
 @user_errors
 def init(db_: DbOption = None) -> None:
-    """Create (or migrate) the warehouse."""
+    """Create the warehouse, or migrate one an earlier release made (the only command that migrates)."""
     path = db_path(db_)
-    with db.connect(path) as con:
+    with db.connect(path, migrate=True) as con:
         version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
     console.print(f"warehouse ready: {path} (schema v{version})")
 
@@ -33,7 +33,7 @@ def init(db_: DbOption = None) -> None:
 def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
     """Row counts per table, per round and per feedback kind."""
     path = db.existing_path(db_)
-    with db.connect(path) as con:
+    with db.connect(path, read_only=True) as con:
         st = warehouse_status(con)
     if as_json:
         emit_json({"db": path, **st})
