@@ -173,6 +173,11 @@ def plan_import(path: str | Path, opts: ImportOptions, existing: Callable[[list[
             summary.skipped.append((err.line or 0, str(err)))
     if summary.read == 0:
         raise InputError("no records found", file=str(path))
+    if not items:  # --on-error skip of a file with no good record is not a successful import of nothing
+        first = (summary.skipped or summary.rejected_lines)[0]
+        raise InputError(f"no record to import: {len(summary.skipped):,} of {summary.read:,} skipped as errors, "
+                         f"{sum(summary.rejected.values()):,} rejected; the first at line {first[0]}: {first[1]}",
+                         file=str(path))
     if parse is None and summary.skipped:
         summary.format = "unknown"
     return _build_tables(items, opts, source, summary, existing)

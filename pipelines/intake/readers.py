@@ -124,19 +124,41 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
 
 
 def _read_csv(path: Path) -> Iterator[RawRecord]:
+    """Records of a CSV file with a header, read strictly: an unterminated quote is an error at the line where its
+    record starts, not a prompt that swallows the rest of the file; a value over MAX_FIELD_BYTES is one too, with
+    the same limit as the other formats (the csv module's own is 131,072 characters and names no line)."""
+    limit = csv.field_size_limit(MAX_FIELD_BYTES)  # characters: more than MAX_FIELD_BYTES of them is more bytes too
     try:
         with _open_text(path) as fh:
-            reader = csv.DictReader(fh)
-            for rec in reader:
-                line = reader.line_num
-                if None in rec:
-                    raise InputError("more values than header columns", file=str(path), line=line)
-                _check_sizes(rec, path, line)
-                yield RawRecord({k: v for k, v in rec.items() if v is not None}, line)
+            reader = csv.DictReader(fh, strict=True)
+            line = 1
+            try:
+                reader.fieldnames  # noqa: B018  (reads the header, so line_num counts from it)
+                while True:
+                    line = reader.line_num + 1  # where the next record starts
+                    try:
+                        rec = next(reader)
+                    except StopIteration:
+                        return
+                    if None in rec:
+                        raise InputError("more values than header columns", file=str(path), line=line)
+                    _check_sizes(rec, path, line)
+                    yield RawRecord({k: v for k, v in rec.items() if v is not None}, line)
+            except csv.Error as exc:
+                raise InputError(_csv_problem(exc), file=str(path), line=line) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", file=str(path)) from None
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", file=str(path)) from None
+    finally:
+        csv.field_size_limit(limit)
+
+
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if text == "unexpected end of data":
+        return "a quoted value that starts in this record is never closed (the file ends inside its quotes)"
+    if text.startswith("field larger than field limit"):
+        return f"a value is over {MAX_FIELD_BYTES:,} bytes (limit {MAX_FIELD_BYTES:,})"
+    return f"malformed CSV: {text}"
 
 
 def _read_parquet(path: Path) -> Iterator[RawRecord]:
