@@ -221,3 +221,12 @@ def test_a_duckdb_database_of_something_else_is_not_taken_over(tmp_path):
     with pytest.raises(db.WarehouseUnreadable, match="other.duckdb is a DuckDB database but not an alignloop "
                                                      "warehouse"):
         db.open_connection(path, migrate=True)
+
+
+def test_a_connection_to_an_existing_warehouse_takes_arrow_tables_at_once(tmp_path):
+    """Opening reads the schema version; a result left open there made DuckDB refuse the first ingest."""
+    path = tmp_path / "w.duckdb"
+    with db.connect(path):
+        pass
+    with db.connect(path) as con:
+        assert db.ingest(con, "prompts", [Prompt.create([{"role": "user", "content": "x"}], "a")]) == 1

@@ -160,7 +160,8 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int | None:
         "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
     if "schema_version" not in tables:
         return None if tables else 0
-    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchone()[0])
+    # fetchall: a fetchone leaves the result open, and DuckDB then refuses register() on this connection
+    return int(con.execute("SELECT coalesce(max(version), 0) FROM schema_version").fetchall()[0][0])
 
 
 def _migrate(con: duckdb.DuckDBPyConnection, current: int) -> None:
