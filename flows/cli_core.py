@@ -76,7 +76,8 @@ def _print_summary(s: ImportSummary) -> None:
     t = Table(title=f"import {s.file} ({s.format})")
     t.add_column("")
     t.add_column("count", justify="right")
-    for label, n in (("read", s.read), ("imported", s.imported), ("duplicates", s.duplicates),
+    for label, n in (("read", s.read), ("imported (stored something new)", s.imported),
+                     ("already present (every row stored before)", s.already_present),
                      ("near-duplicates", s.near_duplicates), ("skipped (errors)", len(s.skipped))):
         t.add_row(label, f"{n:,}")
     for reason, n in s.rejected.items():
@@ -84,8 +85,11 @@ def _print_summary(s: ImportSummary) -> None:
     for reason, n in s.warnings.items():
         t.add_row(f"note: {reason}", f"{n:,}")
     for table, n in s.inserted.items():
-        t.add_row(f"new {table}", f"{n:,}")
+        if n or s.present.get(table):
+            t.add_row(f"{table}: new / already present", f"{n:,} / {s.present.get(table, 0):,}")
     console.print(t)
+    if s.seen_before:
+        console.print(f"  {Path(s.file).name} was imported before with these options (the same bytes): nothing new")
     for line, why in s.rejected_lines[:10]:
         console.print(f"  rejected line {line}: {why}")
     for line, why in s.skipped[:20]:

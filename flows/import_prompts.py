@@ -56,7 +56,8 @@ class ImportPromptsParams(FlowParams):
 
 @flow(name="import-prompts", persist_result=True)
 def import_prompts(params: ImportPromptsParams) -> dict[str, Any]:
-    """Import one file in one transaction (rerunning it inserts nothing twice); returns the import summary."""
+    """Import one file in one transaction (rerunning it, or importing a renamed copy, inserts nothing twice); returns
+    the import summary."""
     path = params.db or db.default_path()
     with db.connect(path) as con:
         summary = import_file(con, Path(params.path), params.options())

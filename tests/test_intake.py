@@ -123,7 +123,7 @@ def test_dedup_exact_near_and_split(con, tmp_path):
     rows = [{"prompt": base}, {"prompt": base.upper() + "!!"}, {"prompt": base + " again"},
             {"prompt": "Something else entirely"}]
     s = import_file(con, _jsonl(tmp_path / "d.jsonl", rows), ImportOptions(near_dup=0.8, test_fraction=0.5))
-    assert (s.duplicates, s.near_duplicates, s.inserted["prompts"]) == (1, 1, 2)
+    assert (s.already_present, s.near_duplicates, s.inserted["prompts"]) == (1, 1, 2)
     splits = dict(con.execute("SELECT id, split FROM prompts").fetchall())
     with db.connect(":memory:") as other:  # same prompt, same split, wherever it is imported
         import_file(other, _jsonl(tmp_path / "e.jsonl", rows[::-1]), ImportOptions(test_fraction=0.5))

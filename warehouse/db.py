@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from warehouse import id_functions
 from warehouse.errors import AlignloopError
 from warehouse.records import to_arrow
 
@@ -26,10 +27,11 @@ DEFAULT_DB = "alignloop.duckdb"
 TABLES = (
     "prompts", "models", "rounds", "responses", "comparisons", "rankings", "ratings", "step_labels",
     "corrections", "feedback_history", "annotation_tasks", "datasets", "training_runs", "training_metrics",
-    "evaluations", "artifacts",
+    "evaluations", "artifacts", "imports", "import_rows", "id_rekeys",
 )
 FEEDBACK_TABLES = ("comparisons", "rankings", "ratings", "step_labels", "corrections")
-_KEYS = {"training_metrics": ("run_id", "step", "name")}
+_KEYS = {"training_metrics": ("run_id", "step", "name"), "import_rows": ("import_id", "table_name", "row_id"),
+         "id_rekeys": ("table_name", "old_id")}
 
 
 class WarehouseBusy(RuntimeError):
@@ -111,17 +113,27 @@ def check_file(path: str) -> None:
                                   "--db at the warehouse")
 
 
-_INCLUDE = re.compile(r"^([ \t]*)-- include: (_\w+)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^([ \t]*)-- include: (_\w+)(?:\(([\w=, ]*)\))?[ \t]*$", re.MULTILINE)
 
 
 def _read(folder: Traversable, name: str) -> str:
     """A SQL file's text, each ``-- include: _NAME`` line replaced by the fragment ``_NAME.sql`` of the same folder.
 
     A fragment (its name starts with ``_``) is SQL that several files share, such as a CTE's body; it is
-    pasted in as text before anything is bound, so its ``$parameters`` are the including query's.
+    pasted in as text before anything is bound, so its ``$parameters`` are the including query's. An include may
+    name identifiers for the fragment, ``-- include: _NAME(table=comparisons)``, which replace its ``{{table}}``:
+    identifiers written in the including file, never values.
     """
     text = folder.joinpath(name).read_text()
-    return _INCLUDE.sub(lambda m: textwrap.indent(_read(folder, f"{m[2]}.sql").strip("\n"), m[1]), text)
+
+    def fragment(m: re.Match[str]) -> str:
+        body = _read(folder, f"{m[2]}.sql").strip("\n")
+        for pair in filter(None, (m[3] or "").split(",")):
+            key, _, ident = (part.strip() for part in pair.partition("="))
+            body = body.replace(f"{{{{{key}}}}}", ident)
+        return textwrap.indent(body, m[1])
+
+    return _INCLUDE.sub(fragment, text)
 
 
 def query(name: str) -> str:
@@ -144,7 +156,7 @@ def migrations() -> list[tuple[int, str]]:
     for entry in _SQL.iterdir():
         m = re.fullmatch(r"schema_v(\d+)\.sql", entry.name)
         if m:
-            found.append((int(m.group(1)), entry.read_text()))
+            found.append((int(m.group(1)), _read(_SQL, entry.name)))
     return sorted(found)
 
 
@@ -170,6 +182,7 @@ def _migrate(con: duckdb.DuckDBPyConnection, current: int) -> None:
         "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, "
         "applied_at TIMESTAMP NOT NULL DEFAULT current_timestamp)"
     )
+    id_functions.register(con)  # a migration that re-keys rows computes ids with the Python that makes them
     for version, sql in migrations():
         if version <= current:
             continue
@@ -323,6 +336,20 @@ def ingest(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence
     finally:
         con.unregister("_alignloop_staged")
     return int(inserted)
+
+
+def existing_ids(con: duckdb.DuckDBPyConnection, table: str, row_ids: Sequence[str]) -> set[str]:
+    """The ids among ``row_ids`` that ``table`` already holds."""
+    table = _check_table(table)
+    if not row_ids:
+        return set()
+    con.register("_alignloop_ids", pa.table({"id": pa.array(list(row_ids), pa.string())}))
+    try:
+        # the identifier comes from the fixed schema (checked above); the ids travel as the registered Arrow table
+        return {r[0] for r in con.execute(f"SELECT t.id FROM {table} t SEMI JOIN _alignloop_ids s ON t.id = s.id"
+                                          ).fetchall()}
+    finally:
+        con.unregister("_alignloop_ids")
 
 
 def replace_feedback(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[Any]) -> tuple[int, int]:
