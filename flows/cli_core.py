@@ -10,7 +10,7 @@ from rich.table import Table
 
 from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors
 from pipelines.demo_prompts import write_demo_prompts
-from pipelines.intake import ImportOptions, ImportSummary, import_file
+from pipelines.intake import ImportOptions, ImportSummary, import_into
 from pipelines.intake.formats import FieldMap
 from pipelines.intake.readers import FORMATS
 from warehouse import db
@@ -131,8 +131,8 @@ def prompts_import(
                          tags=tuple(tag or ()),
                          test_fraction=test_fraction,
                          near_dup=near_dup, min_chars=min_chars, max_chars=max_chars, on_error=on_error, limit=limit)
-    with console.status(f"importing {path}"), db.connect(db_path(db_)) as con:
-        summary = import_file(con, path, opts)
+    with console.status(f"importing {path}"):
+        summary = import_into(db_path(db_), path, opts)
     if as_json:
         emit_json(summary.as_dict())
     else:
@@ -151,8 +151,7 @@ def prompts_demo(
 ) -> None:
     """Generate the demo prompt set (short questions about a subject, with a word limit) and import it."""
     write_demo_prompts(out, n_train=n_train, n_test=n_test, max_words=max_words)
-    with db.connect(db_path(db_)) as con:
-        summary = import_file(con, out, ImportOptions(source="demo"))
+    summary = import_into(db_path(db_), out, ImportOptions(source="demo"))
     if as_json:
         emit_json(summary.as_dict())
     else:

@@ -5,18 +5,24 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from pipelines.datasets.build import build
 from pipelines.datasets.config import parse_options
-from pipelines.intake import ImportOptions, import_file
+from pipelines.intake import ImportOptions, import_file, import_into
 from warehouse import db
+from warehouse.errors import InputError
 
 DATA = Path(__file__).parent / "data"
 FILES = DATA / "warehouse_v3"
+CLI = str(Path(sys.executable).with_name("alignloop"))
 DATA_TABLES = ("prompts", "models", "rounds", "responses", "comparisons", "rankings", "ratings", "step_labels",
                "corrections", "annotation_tasks")
 
@@ -220,3 +226,80 @@ def _ids_are_what_the_stages_compute(rows: dict[str, dict[str, dict]]) -> None:
     tasks = list(rows["annotation_tasks"].values())
     assert tasks and all(t["id"] == task_id(t["kind"], t["round_id"], t["item_ids"]) for t in tasks)
 
+
+# ------------------------------------------------------------------------------------------------ the warehouse
+
+
+def test_an_import_does_not_hold_the_warehouse_while_it_reads_the_file(tmp_path):
+    """Two processes: an import reading a pipe (a parse that takes as long as its writer likes) and a status. The
+    status answers at once; before, the import held the write lock from its start and status said "warehouse
+    busy"."""
+    path = tmp_path / "w.duckdb"
+    with db.connect(path):
+        pass
+    pipe = tmp_path / "prompts.jsonl"
+    os.mkfifo(pipe)
+    env = {**os.environ, "ALIGNLOOP_LOCK_WAIT": "2"}
+    importer = subprocess.Popen([CLI, "prompts", "import", str(pipe), "--db", str(path), "--json"], env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:  # the importer has opened the pipe for reading: it is parsing
+            try:
+                fd = os.open(pipe, os.O_WRONLY | os.O_NONBLOCK)
+                break
+            except OSError:
+                assert importer.poll() is None and time.monotonic() < deadline, importer.communicate()
+                time.sleep(0.1)
+        with os.fdopen(fd, "w") as writer:
+            writer.write('{"prompt": "first"}\n')
+            writer.flush()
+            status = subprocess.run([CLI, "status", "--json", "--db", str(path)], env=env, capture_output=True,
+                                    text=True, timeout=120, check=False)
+            assert status.returncode == 0, status.stderr
+            assert json.loads(status.stdout)["tables"]["prompts"] == 0
+            writer.write('{"prompt": "second"}\n')
+        out, err = importer.communicate(timeout=120)
+    finally:
+        if importer.poll() is None:
+            importer.kill()
+            importer.wait()
+    assert importer.returncode == 0, err
+    assert json.loads(out)["inserted"]["prompts"] == 2
+
+
+def test_a_failed_import_removes_the_warehouse_it_created_and_only_that(tmp_path, monkeypatch):
+    from pipelines.intake import importer
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "fine"}\n{oops\n')
+    new = tmp_path / "sub" / "dir" / "new.duckdb"
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: malformed JSON"):  # fails in the parse, before any write
+        import_into(str(new), bad)
+    assert not (tmp_path / "sub").exists()
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"prompt": "fine"}\n')
+
+    def broken(con, plan):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(importer, "write_plan", broken)  # fails after the warehouse file was created
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_into(str(new), good)
+    assert not (tmp_path / "sub").exists()
+    (tmp_path / "kept").mkdir()
+    existing = tmp_path / "kept" / "w.duckdb"
+    with db.connect(existing):
+        pass
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_into(str(existing), good)
+    assert existing.exists()
+
+
+def test_the_cli_leaves_no_warehouse_behind_a_failed_import(tmp_path):
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "fine"}\n{oops\n')
+    r = subprocess.run([CLI, "prompts", "import", "bad.jsonl", "--db", "new/w.duckdb"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120, check=False)
+    assert r.returncode == 2 and "bad.jsonl:2" in r.stderr
+    assert not (tmp_path / "new").exists()

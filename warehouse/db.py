@@ -352,6 +352,27 @@ def existing_ids(con: duckdb.DuckDBPyConnection, table: str, row_ids: Sequence[s
         con.unregister("_alignloop_ids")
 
 
+@contextmanager
+def removed_on_failure(path: str | os.PathLike[str]) -> Iterator[None]:
+    """A block that may create the warehouse ``path``: if it fails, remove what it created (the file, its
+    write-ahead log and the folders made for it), never what was there before."""
+    target = Path(path)
+    if str(path) == ":memory:" or target.exists():
+        yield
+        return
+    made = [d for d in (target.parent, *target.parent.parents) if not d.exists()]
+    try:
+        yield
+    except BaseException:
+        for leftover in (target, Path(f"{target}.wal")):
+            if leftover.is_file():
+                leftover.unlink()
+        for folder in made:  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
+
+
 def replace_feedback(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table | Sequence[Any]) -> tuple[int, int]:
     """Upsert feedback rows: new ids are inserted; changed rows are replaced and the old row kept in history.
 

@@ -1,5 +1,7 @@
-"""Import a file into the warehouse: parse and filter it, then dedup and assign content ids, then write in one
-transaction (``store.write_plan``)."""
+"""Import a file into the warehouse: parse and filter it, then dedup and assign content ids, then write.
+
+The file is read before the warehouse is opened for writing (``import_into``), so a long parse never holds the
+warehouse's lock; the write is one transaction (``store.write_plan``)."""
 
 from __future__ import annotations
 
@@ -323,3 +325,27 @@ def import_file(con: duckdb.DuckDBPyConnection, path: str | Path, opts: ImportOp
     parsed = parse_file(path, opts)
     return write_plan(con, plan_import(parsed, opts, stored_prompts(con, norm_keys(parsed))))
 
+
+def import_into(db_path: str, path: str | Path, opts: ImportOptions | None = None) -> ImportSummary:
+    """Import ``path`` into the warehouse file ``db_path`` (created if missing).
+
+    The file is parsed and its ids computed before the warehouse is opened for writing, so another command (a
+    ``status``, a round) is not kept waiting for the parse; the write lock is held for the write only. A failed
+    import into a new file leaves no file behind.
+    """
+    opts = opts or ImportOptions()
+    exists = Path(db_path).exists()
+    if exists:
+        db.existing_path(db_path)  # a --db that is no warehouse, or of another schema, before a long parse
+    parsed = parse_file(path, opts)
+    keys = norm_keys(parsed)
+    stored: dict[str, str] = {}
+    if exists:
+        with db.connect(db_path, read_only=True) as con:
+            stored = stored_prompts(con, keys)
+    plan = plan_import(parsed, opts, stored)
+    with db.removed_on_failure(db_path), db.connect(db_path) as con:
+        now = stored_prompts(con, keys)
+        if now != plan.stored_prompts:  # another import stored some of these prompts meanwhile: plan again
+            plan = plan_import(parsed, opts, now)
+        return write_plan(con, plan)
