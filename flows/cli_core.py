@@ -10,7 +10,7 @@ from rich.table import Table
 
 from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors
 from pipelines.demo_prompts import write_demo_prompts
-from pipelines.intake import ImportOptions, ImportSummary, import_file
+from pipelines.intake import ImportOptions, ImportSummary, import_into
 from pipelines.intake.formats import FieldMap
 from pipelines.intake.readers import FORMATS
 from warehouse import db
@@ -22,9 +22,9 @@ prompts_app = typer.Typer(help="Bring prompts (and the responses and feedback th
 
 @user_errors
 def init(db_: DbOption = None) -> None:
-    """Create (or migrate) the warehouse."""
+    """Create the warehouse, or migrate one an earlier release made (the only command that migrates)."""
     path = db_path(db_)
-    with db.connect(path) as con:
+    with db.connect(path, migrate=True) as con:
         version = con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
     console.print(f"warehouse ready: {path} (schema v{version})")
 
@@ -33,7 +33,7 @@ def init(db_: DbOption = None) -> None:
 def status(db_: DbOption = None, as_json: JsonOption = False) -> None:
     """Row counts per table, per round and per feedback kind."""
     path = db.existing_path(db_)
-    with db.connect(path) as con:
+    with db.connect(path, read_only=True) as con:
         st = warehouse_status(con)
     if as_json:
         emit_json({"db": path, **st})
@@ -76,7 +76,8 @@ def _print_summary(s: ImportSummary) -> None:
     t = Table(title=f"import {s.file} ({s.format})")
     t.add_column("")
     t.add_column("count", justify="right")
-    for label, n in (("read", s.read), ("imported", s.imported), ("duplicates", s.duplicates),
+    for label, n in (("read", s.read), ("imported (stored something new)", s.imported),
+                     ("already present (every row stored before)", s.already_present),
                      ("near-duplicates", s.near_duplicates), ("skipped (errors)", len(s.skipped))):
         t.add_row(label, f"{n:,}")
     for reason, n in s.rejected.items():
@@ -84,8 +85,11 @@ def _print_summary(s: ImportSummary) -> None:
     for reason, n in s.warnings.items():
         t.add_row(f"note: {reason}", f"{n:,}")
     for table, n in s.inserted.items():
-        t.add_row(f"new {table}", f"{n:,}")
+        if n or s.present.get(table):
+            t.add_row(f"{table}: new / already present", f"{n:,} / {s.present.get(table, 0):,}")
     console.print(t)
+    if s.seen_before:
+        console.print(f"  {Path(s.file).name} was imported before with these options (the same bytes): nothing new")
     for line, why in s.rejected_lines[:10]:
         console.print(f"  rejected line {line}: {why}")
     for line, why in s.skipped[:20]:
@@ -127,8 +131,8 @@ def prompts_import(
                          tags=tuple(tag or ()),
                          test_fraction=test_fraction,
                          near_dup=near_dup, min_chars=min_chars, max_chars=max_chars, on_error=on_error, limit=limit)
-    with console.status(f"importing {path}"), db.connect(db_path(db_)) as con:
-        summary = import_file(con, path, opts)
+    with console.status(f"importing {path}"):
+        summary = import_into(db_path(db_), path, opts)
     if as_json:
         emit_json(summary.as_dict())
     else:
@@ -147,8 +151,7 @@ def prompts_demo(
 ) -> None:
     """Generate the demo prompt set (short questions about a subject, with a word limit) and import it."""
     write_demo_prompts(out, n_train=n_train, n_test=n_test, max_words=max_words)
-    with db.connect(db_path(db_)) as con:
-        summary = import_file(con, out, ImportOptions(source="demo"))
+    summary = import_into(db_path(db_), out, ImportOptions(source="demo"))
     if as_json:
         emit_json(summary.as_dict())
     else:

@@ -16,7 +16,7 @@ from flows.evaluate import EvaluateParams, evaluate
 from flows.round import RoundParams, round_flow
 from pipelines.demo_prompts import write_demo_prompts
 from pipelines.evaluation import StoppingRule
-from pipelines.intake import ImportOptions, import_file
+from pipelines.intake import ImportOptions, import_into
 from pipelines.report import write_report
 from trainers.config import check_run_folder
 from warehouse import db
@@ -73,7 +73,7 @@ def check_warehouse(path: str) -> None:
     """The demo's rounds (r0, r1, ...) go in a warehouse of their own: refuse one that holds other prompts."""
     if not Path(path).exists():
         return
-    with db.connect(path) as con:
+    with db.connect(db.existing_path(path), read_only=True) as con:
         other = con.execute(db.query("prompt_sources_other_than"), {"source": "demo"}).fetchall()
     if other:
         held = ", ".join(f"{n:,} from {source}" for source, n in other)
@@ -90,8 +90,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict[str, A
     t_start = time.perf_counter()
     prompts = write_demo_prompts(work / "data" / "demo_prompts.jsonl", n_train=cfg.n_train, n_test=cfg.n_test,
                                  max_words=cfg.max_words)
-    with db.connect(cfg.db) as con:
-        summary = import_file(con, prompts, ImportOptions(source="demo"))
+    summary = import_into(cfg.db, prompts, ImportOptions(source="demo"))
     say(f"prompts: {summary.inserted.get('prompts', 0)} new ({cfg.n_train} train, {cfg.n_test} held-out, "
         f"subjects never shared)")
     base = evaluate(EvaluateParams(round="r0", model="default", verifier=cfg.verifier, limit=cfg.n_test, db=cfg.db))

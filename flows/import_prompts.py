@@ -13,7 +13,7 @@ from prefect import flow
 from pydantic import Field
 
 from flows.params import FlowParams
-from pipelines.intake import ImportOptions, import_file
+from pipelines.intake import ImportOptions, import_into
 from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
@@ -56,8 +56,6 @@ class ImportPromptsParams(FlowParams):
 
 @flow(name="import-prompts", persist_result=True)
 def import_prompts(params: ImportPromptsParams) -> dict[str, Any]:
-    """Import one file in one transaction (rerunning it inserts nothing twice); returns the import summary."""
-    path = params.db or db.default_path()
-    with db.connect(path) as con:
-        summary = import_file(con, Path(params.path), params.options())
-    return summary.as_dict()
+    """Import one file: parsed first, then written in one transaction (rerunning it, or importing a renamed copy,
+    inserts nothing twice); returns the import summary."""
+    return import_into(params.db or db.default_path(), Path(params.path), params.options()).as_dict()

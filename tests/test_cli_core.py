@@ -5,13 +5,28 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.fixtures_judge_server import RuleJudge, rule_judge  # noqa: F401
 
 CLI = [str(Path(sys.executable).with_name("alignloop"))]
+
+
+@contextmanager
+def duckdb_read(path: Path) -> Iterator[Any]:
+    """The file as DuckDB reads it, bypassing alignloop's checks."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -37,8 +52,7 @@ def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path):
     assert "Traceback" not in r.stderr
     lines = [x for x in r.stderr.strip().splitlines() if x.strip()]
     assert len(lines) == 1 and "bad.jsonl:2" in lines[0] and "malformed JSON" in lines[0]
-    st = json.loads(run("status", "--json", "--db", "w.duckdb", cwd=tmp_path).stdout)
-    assert st["tables"]["prompts"] == 0
+    assert not (tmp_path / "w.duckdb").exists()  # the import that would have created it wrote nothing
 
 
 READERS = (["status"], ["report"], ["dataset", "build", "pairwise", "--name", "x"], ["generate", "--round", "r1"],
@@ -60,6 +74,70 @@ def test_commands_that_read_the_warehouse_refuse_a_missing_one_and_create_none(t
             expected = tmp_path / (where[1] if where else "alignloop.duckdb")
             assert r.exit_code == 2 and f"no warehouse at {expected}" in r.output, (args, where, r.output)
     assert list(tmp_path.iterdir()) == []
+
+
+WRITERS = (["init"], ["prompts", "import", "p.jsonl"])
+
+
+def _invoke(args: list[str], path: Path):
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    return CliRunner().invoke(app, [*args, "--db", str(path)], env={"COLUMNS": "400"})
+
+
+@pytest.mark.parametrize("kind", ["empty", "garbage", "folder"])
+def test_every_command_refuses_a_path_that_is_no_warehouse_in_one_line(tmp_path, monkeypatch, kind):
+    """An empty file, other bytes or a folder at --db: exit 2 and one line naming the file, not DuckDB's traceback."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a question"}\n')
+    path = tmp_path / "z.duckdb"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"" if kind == "empty" else b"not a database\n" * 100)
+    for args in (*READERS, *WRITERS):
+        r = _invoke(list(args), path)
+        assert r.exit_code == 2 and r.output.count("\n") == 1 and f"{path} is " in r.output, (args, r.output)
+    assert path.is_dir() if kind == "folder" else path.read_bytes() in (b"", b"not a database\n" * 100)
+
+
+def test_a_warehouse_of_a_newer_schema_is_refused_for_writing_naming_both_versions(tmp_path, monkeypatch):
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a question"}\n')
+    path = tmp_path / "w.duckdb"
+    with db.connect(path) as con:
+        con.execute("INSERT INTO schema_version (version) VALUES (99)")
+    for args in (*WRITERS, ["prompts", "demo", "--out", "d.jsonl"], ["status"]):
+        r = _invoke(list(args), path)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (args, r.output)
+        assert f"has schema v99, newer than this release of alignloop knows (v{db.latest_version()})" in r.output
+    with duckdb_read(path) as con:
+        assert con.execute("SELECT count(*) FROM prompts").fetchone()[0] == 0
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 99
+
+
+def test_only_init_migrates_an_older_warehouse(tmp_path, monkeypatch):
+    """status, imports and every other command leave a v2 warehouse at v2 and say how to migrate; init does."""
+    from tests.test_warehouse import _old_warehouse
+    from warehouse import db
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "p.jsonl").write_text('{"prompt": "a question"}\n')
+    path = tmp_path / "w.duckdb"
+    _old_warehouse(path, 2)
+    for args in (*READERS, WRITERS[1]):
+        r = _invoke(list(args), path)
+        assert r.exit_code == 2 and r.output.count("\n") == 1, (args, r.output)
+        assert f"has schema v2; this release needs v{db.latest_version()}: run 'alignloop init --db {path}'" \
+            in r.output, (args, r.output)
+    with duckdb_read(path) as con:
+        assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == 2
+    r = _invoke(["init"], path)
+    assert r.exit_code == 0 and f"(schema v{db.latest_version()})" in r.output, r.output
 
 
 def test_flows_refuse_a_missing_warehouse(tmp_path):

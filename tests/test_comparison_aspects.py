@@ -74,7 +74,7 @@ def test_a_schema_v1_warehouse_gains_comparison_ranking_and_correction_aspects_a
     old.execute("INSERT INTO corrections (id, prompt_id, original_id, corrected_id, judge, source, round_id) "
                 "VALUES (?, 'p', 'ra', 'rd', 'ann1', 'human', 'r1')", [fid])
     old.close()
-    with db.connect(path) as con:
+    with db.connect(path, migrate=True) as con:
         assert con.execute("SELECT max(version) FROM schema_version").fetchone()[0] == max(v for v, _ in
                                                                                             db.migrations())
         assert con.execute("SELECT id, aspect FROM comparisons").fetchall() == [(cid, "overall")]

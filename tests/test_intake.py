@@ -123,7 +123,7 @@ def test_dedup_exact_near_and_split(con, tmp_path):
     rows = [{"prompt": base}, {"prompt": base.upper() + "!!"}, {"prompt": base + " again"},
             {"prompt": "Something else entirely"}]
     s = import_file(con, _jsonl(tmp_path / "d.jsonl", rows), ImportOptions(near_dup=0.8, test_fraction=0.5))
-    assert (s.duplicates, s.near_duplicates, s.inserted["prompts"]) == (1, 1, 2)
+    assert (s.already_present, s.near_duplicates, s.inserted["prompts"]) == (1, 1, 2)
     splits = dict(con.execute("SELECT id, split FROM prompts").fetchall())
     with db.connect(":memory:") as other:  # same prompt, same split, wherever it is imported
         import_file(other, _jsonl(tmp_path / "e.jsonl", rows[::-1]), ImportOptions(test_fraction=0.5))
@@ -212,3 +212,36 @@ def test_length_filters_reject_with_reason(con, tmp_path):
     path = _jsonl(tmp_path / "l.jsonl", [{"prompt": "hi"}, {"prompt": "a reasonable prompt"}])
     s = import_file(con, path, ImportOptions(min_chars=5))
     assert s.rejected == {"prompt shorter than 5 chars": 1} and s.inserted["prompts"] == 1
+
+
+def test_on_error_skip_of_a_file_with_no_good_record_is_an_error(con, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('not json\n{"prompt": 5}\n')
+    with pytest.raises(InputError, match=r"bad\.jsonl: no record to import: 2 of 2 skipped as errors, 0 rejected; "
+                                         r"the first at line 1: .*bad\.jsonl:1: malformed JSON"):
+        import_file(con, path, ImportOptions(on_error="skip"))
+    assert db.counts(con)["prompts"] == 0
+
+
+@pytest.mark.parametrize("content,match", [
+    # an unterminated quote swallowed the rest of the file into one prompt
+    ('prompt,other\n"hello, world",1\n"unterminated quote,2\nfoo,3\n',
+     r"p\.csv:3: a quoted value that starts in this record is never closed"),
+    ('prompt,other\nfine,1\n"x" y,2\n', r"p\.csv:3: malformed CSV: ',' expected after '\"'"),
+    # the csv module's own limit (131,072 characters) named no line and was not the 1 MB of the other formats
+    ("prompt\nfine\n" + "x" * 1_000_001 + "\n", r"p\.csv:3: a value is over 1,000,000 bytes \(limit 1,000,000\)"),
+])
+def test_malformed_csv_is_one_error_naming_the_line(con, tmp_path, content, match):
+    path = tmp_path / "p.csv"
+    path.write_text(content)
+    with pytest.raises(InputError, match=match):
+        import_file(con, path)
+    assert db.counts(con)["prompts"] == 0
+
+
+def test_csv_values_up_to_the_limit_and_quoted_newlines_import(con, tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text('prompt,other\n"two\nlines",1\n' + "y" * 200_000 + ",2\n")
+    s = import_file(con, path, ImportOptions(max_chars=300_000))
+    assert s.inserted["prompts"] == 2
+    assert con.execute("SELECT count(*) FROM prompts WHERE text = 'user: two\nlines'").fetchone()[0] == 1

@@ -125,7 +125,7 @@ def test_import_prompts_fn_writes_and_is_idempotent(tmp_path):
     first = import_prompts.fn(params)
     again = import_prompts.fn(params)
     assert first["inserted"]["prompts"] == 3
-    assert again["inserted"]["prompts"] == 0 and again["duplicates"] == 3
+    assert again["inserted"]["prompts"] == 0 and again["already_present"] == 3
 
 
 # ---- real server -----------------------------------------------------------------------------------------------

@@ -164,3 +164,90 @@ def test_a_url_is_stored_without_the_credentials_it_carries(url, stored, secrets
     assert not any(s in scrub(f"GET {url} failed", *url_secrets(url)) for s in secrets)
     assert redact_urls({"judge_base_url": url, "model": url, "n": 2}) == {"judge_base_url": stored, "model": url,
                                                                           "n": 2}
+
+
+def _old_warehouse(path, version: int) -> None:
+    """A warehouse as the release whose last migration was ``version`` left it."""
+    import duckdb
+
+    old = duckdb.connect(str(path))
+    old.execute("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL DEFAULT "
+                "current_timestamp)")
+    for v, sql in db.migrations()[:version]:
+        old.execute(sql)
+        old.execute("INSERT INTO schema_version (version) VALUES (?)", [v])
+    old.close()
+
+
+def _version_of(path) -> int:
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT max(version) FROM schema_version").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_opening_an_older_warehouse_does_not_migrate_it_unless_asked(tmp_path):
+    """Reading (or writing) with this release leaves a v2 file at v2 and says how to migrate; only migrate=True
+    (``alignloop init``) brings it up to date."""
+    path = tmp_path / "v2.duckdb"
+    _old_warehouse(path, 2)
+    latest = db.latest_version()
+    for read_only in (True, False):
+        with pytest.raises(db.SchemaMismatch, match=rf"v2.duckdb has schema v2; this release needs v{latest}: run "
+                                                    rf"'alignloop init --db .*v2.duckdb' to migrate it"):
+            db.open_connection(path, read_only=read_only)
+    assert _version_of(path) == 2
+    with db.connect(path, migrate=True) as con:
+        assert db.schema_version(con) == latest
+
+
+def test_a_newer_warehouse_is_refused_naming_both_versions(tmp_path):
+    path = tmp_path / "v99.duckdb"
+    with db.connect(path) as con:
+        con.execute("INSERT INTO schema_version (version) VALUES (99)")
+    for kw in ({}, {"read_only": True}, {"migrate": True}):
+        with pytest.raises(db.SchemaMismatch, match=rf"schema v99, newer than this release of alignloop knows "
+                                                    rf"\(v{db.latest_version()}\)"):
+            db.open_connection(path, **kw)
+    assert _version_of(path) == 99
+
+
+@pytest.mark.parametrize("kind,match", [("empty", "is an empty file, not a warehouse"),
+                                        ("garbage", r"is not a DuckDB database \(its first bytes"),
+                                        ("folder", "is a folder, not a warehouse file")])
+def test_a_path_that_is_no_warehouse_is_one_error_naming_it(tmp_path, kind, match):
+    path = tmp_path / "z.duckdb"
+    if kind == "folder":
+        path.mkdir()
+    else:
+        path.write_bytes(b"" if kind == "empty" else bytes(range(256)) * 20)
+    for kw in ({}, {"read_only": True}, {"migrate": True}):
+        with pytest.raises(db.WarehouseUnreadable, match=f"z.duckdb {match}"):
+            db.open_connection(path, **kw)
+    with pytest.raises(db.WarehouseUnreadable, match=f"z.duckdb {match}"):
+        db.existing_path(path)
+    assert path.is_dir() if kind == "folder" else path.stat().st_size in (0, 5120)
+
+
+def test_a_duckdb_database_of_something_else_is_not_taken_over(tmp_path):
+    import duckdb
+
+    path = tmp_path / "other.duckdb"
+    other = duckdb.connect(str(path))
+    other.execute("CREATE TABLE sales (n INTEGER)")
+    other.close()
+    with pytest.raises(db.WarehouseUnreadable, match="other.duckdb is a DuckDB database but not an alignloop "
+                                                     "warehouse"):
+        db.open_connection(path, migrate=True)
+
+
+def test_a_connection_to_an_existing_warehouse_takes_arrow_tables_at_once(tmp_path):
+    """Opening reads the schema version; a result left open there made DuckDB refuse the first ingest."""
+    path = tmp_path / "w.duckdb"
+    with db.connect(path):
+        pass
+    with db.connect(path) as con:
+        assert db.ingest(con, "prompts", [Prompt.create([{"role": "user", "content": "x"}], "a")]) == 1

@@ -62,6 +62,26 @@ def response_id(
     return content_id("response", key)
 
 
+def imported_response_id(prompt: str, text: str, origin: str, steps: list[str] | None = None) -> str:
+    """A response that came in a file: its prompt, its text, what it is (an answer, a human edit) and its steps.
+
+    Not the file, the format or the source name: the same answer in a renamed, re-downloaded or overlapping file is
+    the same response.
+    """
+    return content_id("response", {"prompt": prompt, "text": text, "origin": origin, "steps": steps})
+
+
+def label_id(kind: str, labeller: str, items: list[str] | dict[str, Any], label: Any, aspect: str = "overall") -> str:
+    """Feedback that came in a file: its kind, who labelled it, the items labelled and the label itself.
+
+    A data set's anonymous labellers can give the same items different labels (two rows, both kept), while a second
+    copy of a file gives the same label again (one row): so the label is part of the identity, and the file is not.
+    """
+    if aspect != "overall":
+        items = {"items": items, "aspect": aspect}
+    return content_id("label", {"kind": kind, "by": labeller, "items": items, "label": label})
+
+
 def judgment_id(kind: str, judge: str, items: list[str] | dict[str, Any], aspect: str = "overall") -> str:
     """A judgment: its kind, the judge (model + template version, verifier, or annotator) and the items judged;
     with an ``aspect`` other than overall, the responses judged and that aspect (an overall judgment keeps the id it

@@ -108,6 +108,12 @@ class Response:
         return cls(rid, prompt_id, model_id, round_id, text, "policy", sampling, seed, sample_index, **kw)
 
     @classmethod
+    def imported(cls, prompt_id: str, model_id: str, round_id: str, text: str, origin: Origin, **kw: Any) -> Response:
+        """A response that came in a file: its content defines it (``ids.imported_response_id``), not the file."""
+        rid = ids.imported_response_id(prompt_id, text, origin, kw.get("steps"))
+        return cls(rid, prompt_id, model_id, round_id, text, origin, **kw)
+
+    @classmethod
     def given(cls, prompt_id: str, model_id: str, round_id: str, text: str, origin: Origin, **kw: Any) -> Response:
         """A response the platform did not sample (imported, reference, correction): its text defines it."""
         rid = ids.response_id(prompt_id, model_id, None, None, kw.get("sample_index", 0), text=text)
@@ -139,6 +145,13 @@ class Comparison:
     def make_id(judge: str, response_a: str, response_b: str, aspect: str = "overall") -> str:
         return ids.judgment_id("pairwise", judge, [response_a, response_b], aspect)
 
+    @staticmethod
+    def label_id(labeller: str, response_a: str, response_b: str, winner: str, prob_a: float | None,
+                 aspect: str = "overall") -> str:
+        """A comparison that came in a file (``ids.label_id``): the verdict and its soft label are the label."""
+        label = {"winner": winner, "prob_a": None if prob_a is None else float(prob_a)}
+        return ids.label_id("pairwise", labeller, [response_a, response_b], label, aspect)
+
 
 @dataclass(frozen=True, slots=True)
 class Ranking:
@@ -160,6 +173,11 @@ class Ranking:
     @staticmethod
     def make_id(judge: str, response_ids: list[str], aspect: str = "overall") -> str:
         return ids.judgment_id("listwise", judge, sorted(response_ids), aspect)
+
+    @staticmethod
+    def label_id(labeller: str, response_ids: list[str], aspect: str = "overall") -> str:
+        """A ranking that came in a file: the responses ranked, and their order (best first) as the label."""
+        return ids.label_id("listwise", labeller, sorted(response_ids), list(response_ids), aspect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +201,13 @@ class Rating:
     def make_id(judge: str, response_id: str, aspect: str = "overall", kind: str = "rating") -> str:
         return ids.judgment_id(kind, judge, {"response": response_id, "aspect": aspect})
 
+    @staticmethod
+    def label_id(labeller: str, response_id: str, aspect: str, score: float | None, scale_min: float,
+                 scale_max: float) -> str:
+        """A rating that came in a file: the score on its scale is the label."""
+        label = {"score": None if score is None else float(score), "scale": [float(scale_min), float(scale_max)]}
+        return ids.label_id("rating", labeller, {"response": response_id, "aspect": aspect}, label)
+
 
 @dataclass(frozen=True, slots=True)
 class StepLabel:
@@ -203,6 +228,12 @@ class StepLabel:
     @staticmethod
     def make_id(judge: str, response_id: str, step_index: int) -> str:
         return ids.judgment_id("step", judge, {"response": response_id, "step": step_index})
+
+    @staticmethod
+    def label_id(labeller: str, response_id: str, step_index: int, label: int | None, flagged: bool) -> str:
+        """A step label that came in a file: the -1/0/+1 label and the labeller's flag are the label."""
+        return ids.label_id("step", labeller, {"response": response_id, "step": int(step_index)},
+                            {"label": None if label is None else int(label), "flagged": bool(flagged)})
 
     @staticmethod
     def first_error(labels: dict[int, int | None]) -> int | None:
@@ -229,6 +260,11 @@ class Correction:
     @staticmethod
     def make_id(judge: str, original_id: str, aspect: str = "overall") -> str:
         return ids.judgment_id("correction", judge, [original_id], aspect)
+
+    @staticmethod
+    def label_id(labeller: str, original_id: str, corrected_id: str, aspect: str = "overall") -> str:
+        """A correction that came in a file: the corrected response is the label."""
+        return ids.label_id("correction", labeller, [original_id], corrected_id, aspect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,6 +352,29 @@ class Artifact:
     kind: str
     path: str
     inputs: dict[str, Any]
+
+@dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """One file's import: which file (name, path, sha256 of its bytes), with which options, what it stored. Its rows
+    are in ``import_rows``; a second import of the same bytes under the same name and options is the same import."""
+
+    table: ClassVar[str] = "imports"
+    json_fields: ClassVar[tuple[str, ...]] = ("options", "counts")
+    id: str
+    path: str
+    file_name: str
+    source: str
+    sha256: str | None = None
+    bytes: int | None = None
+    format: str | None = None
+    round_id: str | None = None
+    options: dict[str, Any] | None = None
+    counts: dict[str, Any] | None = None
+
+    @staticmethod
+    def make_id(file_name: str, sha256: str, options: dict[str, Any]) -> str:
+        return ids.content_id("import", {"file": file_name, "sha256": sha256, "options": options})
+
 
 def to_arrow(rows: list[Any]) -> pa.Table:
     """Records of one type -> an Arrow table whose column names match the warehouse table."""

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 import zlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from warehouse.errors import InputError
 
@@ -29,9 +31,65 @@ class RawRecord:
     line: int
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+@dataclass
+class FileDigest:
+    """The sha256 and size of the bytes a reader read, gathered as it reads (one pass, a pipe too)."""
+
+    sha: Any = field(default_factory=hashlib.sha256)
+    bytes: int = 0
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.sha.update(data)
+        self.bytes += len(data)
+
+    def hexdigest(self) -> str:
+        return self.sha.hexdigest()
+
+
+class _Hashing(io.RawIOBase):
+    """A file whose reads also go to a digest."""
+
+    def __init__(self, raw: IO[bytes], digest: FileDigest):
+        super().__init__()
+        self._raw, self._digest = raw, digest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._raw.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n
+
+
+@contextmanager
+def _open_bytes(path: Path, digest: FileDigest | None) -> Iterator[IO[bytes]]:
+    """The file's bytes, decompressed when its name ends in .gz; what is read of the file itself goes to ``digest``."""
+    with open(path, "rb") as raw:
+        src: IO[bytes] = io.BufferedReader(_Hashing(raw, digest)) if digest is not None else raw
+        if path.suffix == ".gz":
+            with gzip.GzipFile(fileobj=src, mode="rb") as gz:
+                yield gz
+        else:
+            yield src
+
+
+@contextmanager
+def _open_text(path: Path, digest: FileDigest | None) -> Iterator[io.TextIOBase]:
+    with _open_bytes(path, digest) as raw:
+        yield io.TextIOWrapper(raw, encoding="utf-8", errors="strict", newline="")
+
+
+def hash_files(path: Path, digest: FileDigest) -> None:
+    """Hash a file, or a folder's files in the order of their paths (each path, then its bytes)."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for f in files:
+        if path.is_dir():
+            digest.sha.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
 
 
 def container_format(path: Path) -> str:
@@ -56,15 +114,23 @@ def _check_sizes(rec: dict[str, Any], path: Path, line: int) -> None:
                              file=str(path), line=line, field=key)
 
 
-def read_records(path: Path, container: str) -> Iterator[RawRecord | InputError]:
+def read_records(path: Path, container: str, digest: FileDigest | None = None) -> Iterator[RawRecord | InputError]:
     """Yield records in file order; a malformed record of a line-based file is yielded as its InputError
     (so the caller can skip it), a file that cannot be read at all raises InputError (a damaged .gz too, at
-    whatever record it breaks: the caller has written nothing by then)."""
+    whatever record it breaks: the caller has written nothing by then).
+
+    Args:
+        digest: gathers the sha256 and size of the file's bytes as they are read (of a folder's files, first).
+    """
     readers = {"jsonl": _read_jsonl, "json": _read_json, "csv": _read_csv, "parquet": _read_parquet, "hf": _read_hf}
     if container not in readers:
         raise InputError(f"unknown container format {container!r}", file=str(path))
+    if container in ("parquet", "hf"):  # read by random access: hashed on their own first
+        if digest is not None:
+            hash_files(path, digest)
+        digest = None
     try:
-        yield from readers[container](path)
+        yield from readers[container](path, digest)
     except EOFError:  # click would print a bare "Aborted!" for it
         raise InputError("the gzip data ends early (a truncated or unfinished file)", file=str(path)) from None
     except (gzip.BadGzipFile, zlib.error) as exc:
@@ -73,9 +139,8 @@ def read_records(path: Path, container: str) -> Iterator[RawRecord | InputError]
         raise InputError(what, file=str(path)) from None
 
 
-def _read_jsonl(path: Path) -> Iterator[RawRecord | InputError]:
-    raw = gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")  # noqa: SIM115
-    with raw:
+def _read_jsonl(path: Path, digest: FileDigest | None) -> Iterator[RawRecord | InputError]:
+    with _open_bytes(path, digest) as raw:
         for lineno, blob in enumerate(raw, start=1):
             if len(blob) > MAX_FIELD_BYTES * 2:
                 yield InputError(f"line is {len(blob):,} bytes (limit {MAX_FIELD_BYTES * 2:,})", file=str(path),
@@ -104,9 +169,9 @@ def _read_jsonl(path: Path) -> Iterator[RawRecord | InputError]:
             yield RawRecord(rec, lineno)
 
 
-def _read_json(path: Path) -> Iterator[RawRecord]:
+def _read_json(path: Path, digest: FileDigest | None) -> Iterator[RawRecord]:
     try:
-        with _open_text(path) as fh:
+        with _open_text(path, digest) as fh:
             data = json.load(fh)
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", file=str(path)) from None
@@ -123,23 +188,45 @@ def _read_json(path: Path) -> Iterator[RawRecord]:
         yield RawRecord(rec, i)
 
 
-def _read_csv(path: Path) -> Iterator[RawRecord]:
+def _read_csv(path: Path, digest: FileDigest | None) -> Iterator[RawRecord]:
+    """Records of a CSV file with a header, read strictly: an unterminated quote is an error at the line where its
+    record starts, not a prompt that swallows the rest of the file; a value over MAX_FIELD_BYTES is one too, with
+    the same limit as the other formats (the csv module's own is 131,072 characters and names no line)."""
+    limit = csv.field_size_limit(MAX_FIELD_BYTES)  # characters: more than MAX_FIELD_BYTES of them is more bytes too
     try:
-        with _open_text(path) as fh:
-            reader = csv.DictReader(fh)
-            for rec in reader:
-                line = reader.line_num
-                if None in rec:
-                    raise InputError("more values than header columns", file=str(path), line=line)
-                _check_sizes(rec, path, line)
-                yield RawRecord({k: v for k, v in rec.items() if v is not None}, line)
+        with _open_text(path, digest) as fh:
+            reader = csv.DictReader(fh, strict=True)
+            line = 1
+            try:
+                reader.fieldnames  # noqa: B018  (reads the header, so line_num counts from it)
+                while True:
+                    line = reader.line_num + 1  # where the next record starts
+                    try:
+                        rec = next(reader)
+                    except StopIteration:
+                        return
+                    if None in rec:
+                        raise InputError("more values than header columns", file=str(path), line=line)
+                    _check_sizes(rec, path, line)
+                    yield RawRecord({k: v for k, v in rec.items() if v is not None}, line)
+            except csv.Error as exc:
+                raise InputError(_csv_problem(exc), file=str(path), line=line) from None
     except UnicodeDecodeError as exc:
         raise InputError(f"invalid UTF-8 ({exc.reason} at byte {exc.start})", file=str(path)) from None
-    except csv.Error as exc:
-        raise InputError(f"malformed CSV: {exc}", file=str(path)) from None
+    finally:
+        csv.field_size_limit(limit)
 
 
-def _read_parquet(path: Path) -> Iterator[RawRecord]:
+def _csv_problem(exc: csv.Error) -> str:
+    text = str(exc)
+    if text == "unexpected end of data":
+        return "a quoted value that starts in this record is never closed (the file ends inside its quotes)"
+    if text.startswith("field larger than field limit"):
+        return f"a value is over {MAX_FIELD_BYTES:,} bytes (limit {MAX_FIELD_BYTES:,})"
+    return f"malformed CSV: {text}"
+
+
+def _read_parquet(path: Path, _digest: None = None) -> Iterator[RawRecord]:
     import pyarrow.parquet as pq
 
     try:
@@ -154,7 +241,7 @@ def _read_parquet(path: Path) -> Iterator[RawRecord]:
             yield RawRecord(rec, row)
 
 
-def _read_hf(path: Path) -> Iterator[RawRecord]:
+def _read_hf(path: Path, _digest: None = None) -> Iterator[RawRecord]:
     import datasets
 
     ds = datasets.load_from_disk(str(path))
