@@ -21,9 +21,8 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import duckdb
-
-from warehouse import db
-from warehouse.records import Evaluation
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Evaluation
 
 EVAL_KIND = "annotation_agreement"
 

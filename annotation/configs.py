@@ -72,7 +72,7 @@ def config_for(kind: str, questions: tuple[str, ...] | None = None) -> str:
     aspect questions, default :data:`DEFAULT_QUESTIONS`) after the required overall one."""
     if kind not in KINDS:
         raise ValueError(f"unknown feedback kind {kind!r}; expected one of {', '.join(KINDS)}")
-    xml = resources.files("annotation").joinpath("configs", f"{kind}.xml").read_text(encoding="utf-8")
+    xml = resources.files("alignloop.annotation").joinpath("configs", f"{kind}.xml").read_text(encoding="utf-8")
     if questions is None or tuple(questions) == DEFAULT_QUESTIONS:
         return xml
     if kind != "pairwise":

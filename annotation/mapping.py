@@ -10,10 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from annotation import configs
-from annotation.client import Annotator, ExportedAnnotation
-from warehouse import ids
-from warehouse.records import Comparison, Correction, Ranking, Rating, Response, StepLabel
+from alignloop.annotation import configs
+from alignloop.annotation.client import Annotator, ExportedAnnotation
+from alignloop.warehouse import ids
+from alignloop.warehouse.records import Comparison, Correction, Ranking, Rating, Response, StepLabel
 
 _WINNER = {"A": "a", "B": "b", "tie": "tie"}
 _STEP = {"positive": 1, "neutral": 0, "negative": -1}

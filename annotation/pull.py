@@ -16,12 +16,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import duckdb
-
-from annotation.client import ExportedAnnotation, LabelStudioClient
-from annotation.configs import CRITERIA
-from annotation.mapping import FeedbackRows, SentTask, annotator_judge, to_feedback
-from warehouse import db
-from warehouse.records import loads
+from alignloop.annotation.client import ExportedAnnotation, LabelStudioClient
+from alignloop.annotation.configs import CRITERIA
+from alignloop.annotation.mapping import FeedbackRows, SentTask, annotator_judge, to_feedback
+from alignloop.warehouse import db
+from alignloop.warehouse.records import loads
 
 
 @dataclass(frozen=True)

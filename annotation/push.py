@@ -17,11 +17,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import duckdb
-
-from annotation import configs
-from annotation.client import LabelStudioClient, Project
-from warehouse import db, ids
-from warehouse.records import AnnotationTask, StepLabel, loads
+from alignloop.annotation import configs
+from alignloop.annotation.client import LabelStudioClient, Project
+from alignloop.warehouse import db, ids
+from alignloop.warehouse.records import AnnotationTask, StepLabel, loads
 
 Strategy = Literal["inconsistent", "disagreement", "random"]
 STRATEGIES: tuple[str, ...] = ("inconsistent", "disagreement", "random")

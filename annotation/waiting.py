@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
 
-from annotation.client import LabelStudioClient
+from alignloop.annotation.client import LabelStudioClient
 
 logger = logging.getLogger(__name__)
 

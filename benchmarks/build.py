@@ -25,10 +25,10 @@ import pyarrow.compute as pc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from warehouse import db
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.warehouse import db
+from alignloop.warehouse.snapshots import SCHEMAS
 
 RESPONSES_PER_PROMPT = 4
 SPECS = {"pairwise": ("pairwise", {"decontaminate": False}),

@@ -17,7 +17,7 @@ import time
 
 
 def timed(prelude: str, argv: list[str], cwd: str) -> float:
-    code = f"{prelude}import sys; sys.argv = {['alignloop', *argv]!r}; from flows.cli import app; app()"
+    code = f"{prelude}import sys; sys.argv = {['alignloop', *argv]!r}; from alignloop.flows.cli import app; app()"
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], cwd=cwd, check=True, capture_output=True)
     return time.perf_counter() - start

@@ -32,12 +32,12 @@ METRICS = ("reward", "zero_std_groups", "groups_used", "rollouts", "pairs", "kl"
 
 
 def child(args: argparse.Namespace) -> None:
-    from flows.demo import DemoConfig
-    from flows.evaluate import EvaluateParams, evaluate
-    from flows.round import RoundParams, round_flow
-    from pipelines.demo_prompts import write_demo_prompts
-    from pipelines.intake.importer import ImportOptions, import_file
-    from warehouse import db
+    from alignloop.flows.demo import DemoConfig
+    from alignloop.flows.evaluate import EvaluateParams, evaluate
+    from alignloop.flows.round import RoundParams, round_flow
+    from alignloop.pipelines.demo_prompts import write_demo_prompts
+    from alignloop.pipelines.intake.importer import ImportOptions, import_file
+    from alignloop.warehouse import db
 
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)

@@ -36,10 +36,9 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
-
-    from pipelines.backends import Sampling
-    from pipelines.backends.transformers_backend import TransformersBackend
-    from pipelines.models import default_dtype
+    from alignloop.pipelines.backends import Sampling
+    from alignloop.pipelines.backends.transformers_backend import TransformersBackend
+    from alignloop.pipelines.models import default_dtype
 
     torch.set_num_threads(args.threads)
     dtype = args.dtype or default_dtype("cpu")
@@ -79,7 +78,7 @@ def samples(backend, convs, n: int, max_new_tokens: int) -> None:
     """N samples per prompt (shared prefill) vs N separate copies of each prompt, same rows, batch and sampling."""
     from dataclasses import replace
 
-    from pipelines.backends import Sampling
+    from alignloop.pipelines.backends import Sampling
 
     sampling = Sampling(n=n, temperature=0.9, max_new_tokens=max_new_tokens, seed=0)
     runs = {}

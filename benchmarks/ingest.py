@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-
-from warehouse import db
+from alignloop.warehouse import db
 
 
 def synthetic_comparisons(n: int, seed: int = 0) -> pa.Table:

@@ -18,12 +18,12 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-from pipelines.backends import Sampling, make_backend
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.config import JudgeConfig, PairItem
-from pipelines.judges.pairwise import PairwiseJudge, resolve, to_response
-from pipelines.judges.parsing import read
-from pipelines.models import model_uri
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.config import JudgeConfig, PairItem
+from alignloop.pipelines.judges.pairwise import PairwiseJudge, resolve, to_response
+from alignloop.pipelines.judges.parsing import read
+from alignloop.pipelines.models import model_uri
 
 
 def load_pairs(n: int) -> list[PairItem]:

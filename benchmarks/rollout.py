@@ -32,8 +32,7 @@ def before(model, tokens, attention, width: int, temperature: float):
     """The previous scoring: one pass over the whole rollout, every position's logits, entropy computed."""
     import torch
     import torch.nn.functional as F
-
-    from trainers.ppo import _positions
+    from alignloop.trainers.ppo import _positions
 
     with torch.no_grad():
         out = model(input_ids=tokens, attention_mask=attention, position_ids=_positions(attention))
@@ -46,10 +45,9 @@ def before(model, tokens, attention, width: int, temperature: float):
 
 def child(args: argparse.Namespace) -> None:
     import torch
+    from alignloop.pipelines.models import resolve_model
+    from alignloop.trainers.ppo import score_rollout
     from transformers import AutoModelForCausalLM
-
-    from pipelines.models import resolve_model
-    from trainers.ppo import score_rollout
 
     torch.set_num_threads(args.threads)
     folder = resolve_model("default")

@@ -41,15 +41,15 @@ def _timed(stage: str, fn):
 
 
 def instrument() -> None:
-    import flows.evaluate as fe
-    import flows.generate as fg
-    import flows.train as ft
-    import pipelines.backends.transformers_backend as tb
-    import pipelines.datasets.publish as pub
-    import pipelines.generate as gen
-    import pipelines.judges.pairwise as jp
-    import pipelines.judges.run as jr
-    import trainers.divergence as div
+    import alignloop.flows.evaluate as fe
+    import alignloop.flows.generate as fg
+    import alignloop.flows.train as ft
+    import alignloop.pipelines.backends.transformers_backend as tb
+    import alignloop.pipelines.datasets.publish as pub
+    import alignloop.pipelines.generate as gen
+    import alignloop.pipelines.judges.pairwise as jp
+    import alignloop.pipelines.judges.run as jr
+    import alignloop.trainers.divergence as div
 
     for mod, name, stage in [
         (fg, "make_backend", "load model"), (fe, "make_backend", "load model"),
@@ -71,10 +71,10 @@ def main() -> None:
     ap.add_argument("--epochs", type=float, default=3.0, help="Training epochs (the demo uses 3).")
     args = ap.parse_args()
     instrument()
-    from flows.round import RoundParams, round_flow
-    from pipelines.demo_prompts import write_demo_prompts
-    from pipelines.intake import ImportOptions, import_file
-    from warehouse import db
+    from alignloop.flows.round import RoundParams, round_flow
+    from alignloop.pipelines.demo_prompts import write_demo_prompts
+    from alignloop.pipelines.intake import ImportOptions, import_file
+    from alignloop.warehouse import db
 
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "bench.duckdb")

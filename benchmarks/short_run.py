@@ -25,8 +25,8 @@ from benchmarks.train import make_pairs, pairs_snapshot
 
 def run(side: str, snap: Path, model: Path, args: argparse.Namespace, tmp: Path) -> tuple[float, int]:
     """(wall seconds of train_model, reference rows computed) for one side, cold reference cache."""
-    import trainers.run as tr
-    from trainers.config import PreferenceConfig, TrainConfig
+    import alignloop.trainers.run as tr
+    from alignloop.trainers.config import PreferenceConfig, TrainConfig
 
     folder = Path(tempfile.mkdtemp(dir=tmp))
     cfg = PreferenceConfig(train=TrainConfig(lr=1e-6, max_steps=args.steps, batch_size=args.batch_size,
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=2)
     args = ap.parse_args()
-    from pipelines.models import default_model_path
+    from alignloop.pipelines.models import default_model_path
 
     model = default_model_path()
     tmp = Path(tempfile.mkdtemp())

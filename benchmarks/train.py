@@ -71,9 +71,8 @@ def make_pairs(n: int) -> list[dict]:
 def pairs_snapshot(folder: Path, pairs: list[dict]) -> Path:
     """A pairwise snapshot folder (train split only) of ``pairs``."""
     import pyarrow as pa
-
-    from trainers.snapshot import write_snapshot_dir
-    from warehouse.snapshots import SCHEMAS
+    from alignloop.trainers.snapshot import write_snapshot_dir
+    from alignloop.warehouse.snapshots import SCHEMAS
 
     rows = [{"prompt_id": f"p{i}", "split": "train", "round_id": "bench", "prompt_text": p["prompt"],
              "prompt": json.dumps([{"role": "user", "content": p["prompt"]}]), "chosen": p["chosen"],
@@ -84,9 +83,9 @@ def pairs_snapshot(folder: Path, pairs: list[dict]) -> Path:
 
 
 def run_ours(args: argparse.Namespace, pairs: list[dict]) -> dict:
-    from trainers.config import PreferenceConfig, TrainConfig
-    from trainers.methods import get_method
-    from trainers.run import train_model
+    from alignloop.trainers.config import PreferenceConfig, TrainConfig
+    from alignloop.trainers.methods import get_method
+    from alignloop.trainers.run import train_model
 
     tmp = Path(tempfile.mkdtemp())
     snap = pairs_snapshot(tmp / "snap", pairs)
@@ -218,7 +217,7 @@ def main() -> None:
         return
     if args.model is None:
         sys.path.insert(0, str(REPO))
-        from pipelines.models import default_model_path
+        from alignloop.pipelines.models import default_model_path
 
         args.model = str(default_model_path("float32"))
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(REPO),

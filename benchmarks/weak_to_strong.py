@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from flows.weak_to_strong import result_lines
+from alignloop.flows.weak_to_strong import result_lines
 
 
 def hh_file() -> Path:

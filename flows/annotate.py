@@ -1,6 +1,6 @@
 """Prefect flows for human feedback in Label Studio: push tasks, pull annotations, wait for a quota.
 
-    python -c "from flows.annotate import *; annotate_push(AnnotatePushParams(kind='pairwise', round='r1'))"
+    python -c "from alignloop.flows.annotate import *; annotate_push(AnnotatePushParams(kind='pairwise', round='r1'))"
 
 Label Studio is reached at ``label_studio_url`` (default env LABEL_STUDIO_URL) with the token from env
 LABEL_STUDIO_API_KEY, or from the Prefect Secret block named by ``token_secret``. The token is resolved
@@ -20,17 +20,16 @@ from dataclasses import asdict
 from typing import Any, Literal
 from uuid import UUID
 
+from alignloop.annotation import agreement, push, waiting
+from alignloop.annotation import pull as pulling
+from alignloop.annotation.client import LabelStudioClient, connect
+from alignloop.flows.params import FlowParams
+from alignloop.warehouse import db
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.states import Completed
 from pydantic import Field, model_validator
-
-from annotation import agreement, push, waiting
-from annotation import pull as pulling
-from annotation.client import LabelStudioClient, connect
-from flows.params import FlowParams
-from warehouse import db
 
 
 class LabelStudioParams(FlowParams):

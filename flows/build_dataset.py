@@ -1,6 +1,6 @@
 """Prefect flow ``build-dataset``: feedback -> immutable, versioned dataset snapshot (+ its ``datasets`` row).
 
-    python -c "from flows.build_dataset import build_dataset, BuildDatasetParams as P; \
+    python -c "from alignloop.flows.build_dataset import build_dataset, BuildDatasetParams as P; \
 build_dataset(P(kind='pairwise', name='prefs', options={'ties': 'keep'}))"
 """
 
@@ -9,17 +9,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from alignloop.flows.params import DatasetName, FlowParams
+from alignloop.pipelines.datasets import publish
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.pipelines.datasets.config import DatasetSpec, parse_options
+from alignloop.pipelines.datasets.lint import LintOptions, LintReport
+from alignloop.pipelines.datasets.snapshot import SnapshotOutcome, recorded_versions, register, snapshot_root
+from alignloop.warehouse import db
+from alignloop.warehouse.snapshots import KINDS
 from prefect import flow, task
 from pydantic import Field
-
-from flows.params import DatasetName, FlowParams
-from pipelines.datasets import publish
-from pipelines.datasets.build import BuildResult
-from pipelines.datasets.config import DatasetSpec, parse_options
-from pipelines.datasets.lint import LintOptions, LintReport
-from pipelines.datasets.snapshot import SnapshotOutcome, recorded_versions, register, snapshot_root
-from warehouse import db
-from warehouse.snapshots import KINDS
 
 
 class BuildDatasetParams(FlowParams):
@@ -95,8 +94,8 @@ class MixDatasetsParams(FlowParams):
 def mix_datasets(params: MixDatasetsParams) -> dict[str, Any]:
     """Mix snapshots of one kind into a new snapshot (each part's fraction of train prompts, tests whole; held-out
     prompts, duplicates and contradictions across parts resolved), record it in ``datasets``."""
-    from pipelines.datasets.mix import mix
-    from pipelines.datasets.snapshot import load_snapshot
+    from alignloop.pipelines.datasets.mix import mix
+    from alignloop.pipelines.datasets.snapshot import load_snapshot
 
     path = db.existing_path(params.db)
     root = snapshot_root(params.snapshots, path)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import typer
-
-from flows.cli_common import (  # noqa: F401  (re-exported: programs and tests import them from here)
+from alignloop.flows.cli_common import (  # noqa: F401  (re-exported: programs and tests import them from here)
     DbOption,
     JsonOption,
     console,
@@ -22,7 +21,7 @@ app = typer.Typer(help="alignloop: prompts -> responses -> feedback -> datasets 
 
 
 def _register_all() -> None:
-    from flows import cli_core, cli_stages
+    from alignloop.flows import cli_core, cli_stages
 
     cli_core.register(app)
     cli_stages.register(app)

@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.outputs import write_private
+from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.outputs import write_private
 
 TOKEN_FILE = "alignloop-api-token"
 URL_FILE = "alignloop-url"
@@ -40,8 +39,8 @@ def label_studio_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Label Studio and server errors become one-line user errors (the message names the URL, not the token)."""
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from annotation.client import LabelStudioClientError
-        from annotation.server import LabelStudioError
+        from alignloop.annotation.client import LabelStudioClientError
+        from alignloop.annotation.server import LabelStudioError
 
         try:
             return fn(*args, **kwargs)
@@ -61,7 +60,7 @@ def local_server(data_dir: Path = DATA_DIR) -> tuple[str | None, str | None]:
 def _client(url: str | None):
     """Label Studio at ``url`` or $LABEL_STUDIO_URL (token: $LABEL_STUDIO_API_KEY); where neither is set, the
     local server started from this folder."""
-    from annotation.client import API_KEY_ENV, URL_ENV, LabelStudioClientError, connect
+    from alignloop.annotation.client import API_KEY_ENV, URL_ENV, LabelStudioClientError, connect
 
     if url or os.environ.get(URL_ENV):
         return connect(url, retries=RETRIES, backoff=BACKOFF)
@@ -84,7 +83,7 @@ def server(
     """Start a local Label Studio, print its URL and where the API token is; stop it with Ctrl-C.
 
     From the folder it was started in, the other annotate commands find it without any setting."""
-    from annotation.server import port_is_free, start_server, stop_server
+    from alignloop.annotation.server import port_is_free, start_server, stop_server
 
     data_dir = data_dir.absolute()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +144,7 @@ def push_cmd(
     json_out: JsonOption = False,
 ) -> None:
     """Send a round's items to Label Studio (one project per round and kind; items already sent are skipped)."""
-    from annotation import push
+    from alignloop.annotation import push
 
     if instructions is not None and not instructions.is_file():
         raise AlignloopError(f"--instructions {instructions}: no such file")
@@ -172,7 +171,7 @@ def push_cmd(
 def pull_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption = None,
              json_out: JsonOption = False) -> None:
     """Bring annotations back into the warehouse (edited ones replace the old verdict; history is kept)."""
-    from annotation import agreement, pull
+    from alignloop.annotation import agreement, pull
 
     path = db.existing_path(db_file)
     client = _client(url)
@@ -197,9 +196,8 @@ def _fmt(x: float | None) -> str:
 
 def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: JsonOption = False) -> None:
     """Inter-annotator agreement, human vs AI judges, throughput and gold accuracy (stored in `evaluations`)."""
+    from alignloop.annotation import agreement
     from rich.table import Table
-
-    from annotation import agreement
 
     with db.connect(db.existing_path(db_file)) as con:
         rep = agreement.report(*agreement.collect(con, round_name))
@@ -242,7 +240,7 @@ def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: 
 def status_cmd(round_name: RoundOpt = None, url: UrlOpt = None, db_file: DbOption = None,
                json_out: JsonOption = False) -> None:
     """Done/total tasks per Label Studio project recorded in the warehouse."""
-    from annotation import pull, waiting
+    from alignloop.annotation import pull, waiting
 
     with db.connect(db.existing_path(db_file)) as con:
         sent = pull.load_sent(con, round_name)

@@ -16,11 +16,10 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
+from alignloop.flows.params import validated  # noqa: F401  (the commands' parameter check)
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError, InputError
 from rich.console import Console
-
-from flows.params import validated  # noqa: F401  (the commands' parameter check)
-from warehouse import db
-from warehouse.errors import AlignloopError, InputError
 
 T = TypeVar("T")
 

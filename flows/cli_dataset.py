@@ -9,19 +9,25 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from alignloop.flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
+from alignloop.pipelines.datasets.card import note_text, source_line
+from alignloop.pipelines.datasets.config import option_help, parse_options
+from alignloop.pipelines.datasets.export import FORMATS, export_snapshot
+from alignloop.pipelines.datasets.lint import LintOptions, lint
+from alignloop.pipelines.datasets.publish import build_and_publish
+from alignloop.pipelines.datasets.snapshot import (
+    Manifest,
+    list_snapshots,
+    load_snapshot,
+    parse_ref,
+    snapshot_root,
+    versions,
+)
+from alignloop.pipelines.datasets.stats import stats_rows
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.snapshots import KINDS
 from rich.table import Table
-
-from flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
-from pipelines.datasets.card import note_text, source_line
-from pipelines.datasets.config import option_help, parse_options
-from pipelines.datasets.export import FORMATS, export_snapshot
-from pipelines.datasets.lint import LintOptions, lint
-from pipelines.datasets.publish import build_and_publish
-from pipelines.datasets.snapshot import Manifest, list_snapshots, load_snapshot, parse_ref, snapshot_root, versions
-from pipelines.datasets.stats import stats_rows
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.snapshots import KINDS
 
 dataset_app = typer.Typer(help="Datasets: feedback -> versioned snapshots -> trainer formats.", no_args_is_help=True)
 
@@ -108,8 +114,8 @@ def mix_cmd(
 ) -> None:
     """Mix snapshots of one kind into a new one: a fraction of each one's train prompts, every test split; a
     held-out prompt never trains, rows in two parts are kept once, and opposite verdicts on a pair are dropped."""
-    from flows.build_dataset import MixDatasetsParams, mix_datasets
-    from flows.cli_common import flow_in_process, validated
+    from alignloop.flows.build_dataset import MixDatasetsParams, mix_datasets
+    from alignloop.flows.cli_common import flow_in_process, validated
 
     params = validated(MixDatasetsParams, {"name": name, "parts": key_values(part), "seed": seed,
                                            "db": db.existing_path(db_), "snapshots": snapshots,
@@ -183,7 +189,7 @@ def diff_cmd(old: Annotated[str, typer.Argument(help="NAME@vN; alone (NAME or NA
              snapshots: SnapOption = None, db_: DbOption = None, as_json: JsonOption = False) -> None:
     """What changed between two snapshot versions: options, and rows added, removed, moved between splits or
     changed (matched by the warehouse ids they came from), with the columns that changed."""
-    from pipelines.datasets.diff import CHANGES, diff_snapshots
+    from alignloop.pipelines.datasets.diff import CHANGES, diff_snapshots
 
     root = snapshot_root(snapshots, db_path(db_))
     if new is None:  # one version: against the one before it

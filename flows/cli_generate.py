@@ -6,11 +6,10 @@ import time
 from typing import Annotated, Literal
 
 import typer
-
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
-from pipelines import generate as gen
-from pipelines.backends import Sampling, make_backend
-from warehouse import db
+from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+from alignloop.pipelines import generate as gen
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.warehouse import db
 
 
 @user_errors

@@ -7,17 +7,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated
-from pipelines.judges import report as quality
-from pipelines.judges import run
-from pipelines.judges.best_of_n import plot_curves
-from warehouse import db
+from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated
+from alignloop.pipelines.judges import report as quality
+from alignloop.pipelines.judges import run
+from alignloop.pipelines.judges.best_of_n import plot_curves
+from alignloop.warehouse import db
 
 if TYPE_CHECKING:
+    from alignloop.flows.judge import JudgeParams
     from rich.table import Table
-
-    from flows.judge import JudgeParams
 
 RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
 JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge model ('default', a folder, an API model name), "
@@ -28,9 +26,8 @@ LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new 
 
 
 def _run(params: JudgeParams, json_out: bool) -> None:
+    from alignloop.flows.judge import prepare  # Prefect: imported by the commands that run, not by --help
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from flows.judge import prepare  # Prefect: imported by the commands that run, not by --help
 
     path, judge_obj, items, cached = prepare(params, loading=lambda: console.status(f"loading judge {params.judge}"))
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -86,7 +83,7 @@ def _command(kind: str):
         db_file: DbOption = None,
         json_out: JsonOption = False,
     ) -> None:
-        from flows.judge import JudgeParams
+        from alignloop.flows.judge import JudgeParams
 
         params = validated(JudgeParams, {
             "kind": kind, "round": round_name, "judge": judge, "backend": backend, "base_url": base_url,

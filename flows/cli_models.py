@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-
-from flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
-from pipelines import models
-from warehouse import db
+from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+from alignloop.pipelines import models
+from alignloop.warehouse import db
 
 models_app = typer.Typer(help="Models: the embedded default and the registry.", no_args_is_help=True)
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from flows.cli_common import (
+from alignloop.flows.cli_common import (
     DbOption,
     JsonOption,
     console,
@@ -22,8 +21,8 @@ from flows.cli_common import (
     user_errors,
     validated,
 )
-from warehouse import db
-from warehouse.errors import InputError
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
 
 
 @user_errors
@@ -61,7 +60,7 @@ def round_cmd(
     With human feedback the round sends pairs to Label Studio and waits for the quota; a round that stops
     waiting ends 'waiting' and the same command resumes it.
     """
-    from flows.round import RoundParams, round_flow
+    from alignloop.flows.round import RoundParams, round_flow
 
     lists = [k for k, f in RoundParams.model_fields.items() if _is_list(f.annotation)]
     fields = {"round": name, "policy": policy, "parent_round": parent_round, "feedback": feedback,
@@ -122,7 +121,7 @@ def evaluate_cmd(
 ) -> None:
     """A policy on held-out prompts: verifier pass rate, reward, length, distinct-2, repetition, KL, win rates;
     stored."""
-    from flows.evaluate import EvaluateParams, evaluate
+    from alignloop.flows.evaluate import EvaluateParams, evaluate
 
     params = validated(EvaluateParams, {
         "round": round_name, "model": model, "reference": reference, "verifier": verifier, "split": split,
@@ -147,7 +146,7 @@ def report_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Per-round held-out figures, training runs, datasets, judge bias and loss curves: a static HTML report (or JSON)."""
-    from pipelines.report import datasets_summary, judge_summary, rounds_summary, runs_summary, write_report
+    from alignloop.pipelines.report import datasets_summary, judge_summary, rounds_summary, runs_summary, write_report
 
     path = db.existing_path(db_)
     with db.connect(path) as con:
@@ -179,8 +178,8 @@ def demo_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Iterative RPO (DPO plus NLL) on the embedded model with an un-gameable verifier; prints rounds, writes a report."""
-    from flows.demo import DemoConfig, run_demo
-    from flows.round import RoundParams
+    from alignloop.flows.demo import DemoConfig, run_demo
+    from alignloop.flows.round import RoundParams
 
     def say(line: str) -> None:
         console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -7,8 +7,9 @@ import importlib
 import typer
 
 STAGE_MODULES = (
-    "flows.cli_models", "flows.cli_generate", "flows.cli_judge", "flows.cli_dataset", "flows.cli_train",
-    "flows.cli_annotate", "flows.cli_round", "flows.cli_serve",
+    "alignloop.flows.cli_models", "alignloop.flows.cli_generate", "alignloop.flows.cli_judge",
+    "alignloop.flows.cli_dataset", "alignloop.flows.cli_train", "alignloop.flows.cli_annotate",
+    "alignloop.flows.cli_round", "alignloop.flows.cli_serve",
 )
 
 

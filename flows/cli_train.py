@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Self
 
 import typer
-
-from flows.cli_common import (
+from alignloop.flows.cli_common import (
     DbOption,
     JsonOption,
     console,
@@ -15,9 +14,9 @@ from flows.cli_common import (
     user_errors,
     validated,
 )
-from trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
-from warehouse import db
-from warehouse.errors import AlignloopError
+from alignloop.trainers.catalog import CATALOG  # not trainers.methods: listing the methods loads no torch
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
 if TYPE_CHECKING:
     from rich.progress import TaskID
@@ -51,7 +50,7 @@ class PhaseBars:
             self.bar.stop()
 
     def __call__(self, phase: str, done: int, total: int, logs: dict[str, float]) -> None:
-        from trainers.run import PHASES, PROGRESS_METRICS
+        from alignloop.trainers.run import PHASES, PROGRESS_METRICS
 
         if not self.tasks:
             self.bar.start()
@@ -152,8 +151,8 @@ def train(
         raise AlignloopError(f"unknown training method {method!r}; known: {', '.join(CATALOG)}")
     path = db.existing_path(db_file)
 
-    from flows.train import TrainParams
-    from flows.train import train as train_flow
+    from alignloop.flows.train import TrainParams
+    from alignloop.flows.train import train as train_flow
 
     params = validated(TrainParams, {
         "method": method, "dataset": dataset, "base": base, "loss": loss, "beta": beta, "max_steps": max_steps,
@@ -228,8 +227,8 @@ def weak_to_strong(
     labels; each larger model learns the second half as the model before it labels it (and, as its ceiling, the
     true labels); every model is measured on the test split and each step's performance gap recovered reported."""
     path = db.existing_path(db_file)
-    from flows.weak_to_strong import WeakToStrongParams, result_lines
-    from flows.weak_to_strong import weak_to_strong as w2s_flow
+    from alignloop.flows.weak_to_strong import WeakToStrongParams, result_lines
+    from alignloop.flows.weak_to_strong import weak_to_strong as w2s_flow
 
     params = validated(WeakToStrongParams, {
         "dataset": dataset, "models": model, "confidence_weight": confidence_weight, "soft_labels": soft_labels,

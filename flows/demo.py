@@ -12,15 +12,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flows.evaluate import EvaluateParams, evaluate
-from flows.round import RoundParams, round_flow
-from pipelines.demo_prompts import write_demo_prompts
-from pipelines.evaluation import StoppingRule
-from pipelines.intake import ImportOptions, import_into
-from pipelines.report import write_report
-from trainers.config import check_run_folder
-from warehouse import db
-from warehouse.errors import AlignloopError
+from alignloop.flows.evaluate import EvaluateParams, evaluate
+from alignloop.flows.round import RoundParams, round_flow
+from alignloop.pipelines.demo_prompts import write_demo_prompts
+from alignloop.pipelines.evaluation import StoppingRule
+from alignloop.pipelines.intake import ImportOptions, import_into
+from alignloop.pipelines.report import write_report
+from alignloop.trainers.config import check_run_folder
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
 
 @dataclass(frozen=True)

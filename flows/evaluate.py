@@ -1,6 +1,6 @@
 """Prefect flow ``evaluate``: a policy on held-out prompts it never trained on.
 
-    python -c "from flows.evaluate import evaluate, EvaluateParams; evaluate(EvaluateParams(round='r0'))"
+    python -c "from alignloop.flows.evaluate import evaluate, EvaluateParams; evaluate(EvaluateParams(round='r0'))"
 
 Greedy answers to the held-out prompts, a verifier's pass rate (``heldout_accuracy``), length and
 degeneration figures (distinct-n, repetition), the drift from a reference model, and optionally the
@@ -13,20 +13,19 @@ import json
 import time
 from typing import Any, Literal
 
+from alignloop.flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
+from alignloop.pipelines import generate as gen
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.pipelines.evaluation import text_stats, win_rate
+from alignloop.pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
+from alignloop.pipelines.judges.run import load_responses, make_judge
+from alignloop.pipelines.models import register_model, resolve_model
+from alignloop.pipelines.verifiers import get_verifier, rate
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import Evaluation, to_arrow
 from prefect import flow, task
 from pydantic import Field
-
-from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
-from pipelines import generate as gen
-from pipelines.backends import Sampling, make_backend
-from pipelines.evaluation import text_stats, win_rate
-from pipelines.judges.config import JudgeConfig, PairItem, ResponseItem
-from pipelines.judges.run import load_responses, make_judge
-from pipelines.models import register_model, resolve_model
-from pipelines.verifiers import get_verifier, rate
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.records import Evaluation, to_arrow
 
 
 class EvaluateParams(FlowParams):
@@ -78,7 +77,7 @@ def heldout_answers(params: EvaluateParams, path: str) -> tuple[str, dict[str, f
 def kl_task(policy: str, reference: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> float:
     """KL(pi || ref) in nats per answer: one answer per held-out prompt sampled from pi at temperature 1
     (an unbiased Monte-Carlo estimate; greedy answers would bias it). The samples are not stored."""
-    from trainers.divergence import kl_to_reference
+    from alignloop.trainers.divergence import kl_to_reference
 
     backend = make_backend("transformers", policy, dtype="float32")  # sample the model that is scored
     samples = backend.generate(prompts, Sampling(n=1, temperature=1.0, max_new_tokens=max_new_tokens, seed=0))
@@ -92,7 +91,7 @@ def win_rate_task(params: EvaluateParams, pairs: list[PairItem], round_id: str) 
     """Win rate of ``a`` (this policy) over ``b`` (the previous one), judged in both orders; in memory only, so
     held-out prompts never become feedback a dataset could train on. Verdicts from the judge's log-probabilities,
     from its text where an endpoint returns none."""
-    from flows.judge import engine_options
+    from alignloop.flows.judge import engine_options
 
     backend = make_backend(params.judge_backend, params.judge_model, **engine_options(
         params.judge_backend, params.judge_base_url, params.judge_api_key_secret))
@@ -112,7 +111,7 @@ def reward_task(folder: str, ours: list[ResponseItem], previous: list[ResponseIt
     """Held-out figures by a reward model, in memory only (held-out prompts never become feedback): the mean score
     of this policy's answers, and over the prompts the previous policy answered too, the share where this policy's
     answer scores higher (a tie counts half)."""
-    from pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge
 
     judge = RewardModelJudge.load(folder)
     scores = [r.score for r in judge.judge_items([*ours, *previous], "")]
@@ -142,7 +141,7 @@ def evaluate(params: EvaluateParams) -> dict[str, Any]:
     path = db.existing_path(params.db)
     check_heldout(path, params.split, params.tags)
     if params.reward_model:  # from its config, before a policy loads
-        from pipelines.judges.reward_model import check_reward_model
+        from alignloop.pipelines.judges.reward_model import check_reward_model
 
         check_reward_model(params.reward_model)
     model_dir = str(resolve_model(params.model))

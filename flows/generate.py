@@ -1,6 +1,6 @@
 """Prefect flow ``generate``: sample responses for a round's prompts, one task per shard, the flow writes.
 
-    python -c "from flows.generate import generate, GenerateParams; generate(GenerateParams(round='r1', limit=8))"
+    python -c "from alignloop.flows.generate import generate, GenerateParams as P; generate(P(round='r1', limit=8))"
 """
 
 from __future__ import annotations
@@ -8,13 +8,12 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
+from alignloop.flows.params import FlowParams, secret_value
+from alignloop.pipelines import generate as gen
+from alignloop.pipelines.backends import Backend, Sampling, make_backend
+from alignloop.warehouse import db
 from prefect import flow, task
 from pydantic import Field
-
-from flows.params import FlowParams, secret_value
-from pipelines import generate as gen
-from pipelines.backends import Backend, Sampling, make_backend
-from warehouse import db
 
 
 class GenerateParams(FlowParams):

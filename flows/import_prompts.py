@@ -1,6 +1,6 @@
 """Prefect flow ``import_prompts``: bring a file of prompts (and the feedback it carries) into the warehouse.
 
-    python -c "from flows.import_prompts import import_prompts, ImportPromptsParams; \
+    python -c "from alignloop.flows.import_prompts import import_prompts, ImportPromptsParams; \
 import_prompts(ImportPromptsParams(path='data/demo_prompts.jsonl'))"
 """
 
@@ -9,12 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from alignloop.flows.params import FlowParams
+from alignloop.pipelines.intake import ImportOptions, import_into
+from alignloop.warehouse import db
 from prefect import flow
 from pydantic import Field
-
-from flows.params import FlowParams
-from pipelines.intake import ImportOptions, import_into
-from warehouse import db
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
                  "unpaired", "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer",

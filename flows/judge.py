@@ -1,6 +1,6 @@
 """Prefect flow ``judge``: AI, rule or reward-model feedback on a round's responses; cached judgments are skipped.
 
-    python -c "from flows.judge import judge, JudgeParams; judge(JudgeParams(kind='pairwise', round='r1', limit=8))"
+    python -c "from alignloop.flows.judge import judge, JudgeParams as P; judge(P(kind='pairwise', round='r1', limit=8))"
 """
 
 from __future__ import annotations
@@ -10,16 +10,15 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from typing import Any, Literal
 
+from alignloop.flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles, secret_value
+from alignloop.pipelines.judges import report as quality
+from alignloop.pipelines.judges import run
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.config import JudgeConfig
+from alignloop.pipelines.judges.rollouts import RolloutConfig
+from alignloop.warehouse import db
 from prefect import flow, task
 from pydantic import Field
-
-from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles, secret_value
-from pipelines.judges import report as quality
-from pipelines.judges import run
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.config import JudgeConfig
-from pipelines.judges.rollouts import RolloutConfig
-from warehouse import db
 
 
 class JudgeParams(FlowParams):

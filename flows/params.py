@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
+from alignloop.pipelines.judges.templates import DEFAULT_PRINCIPLES
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.names import check_name
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-
-from pipelines.judges.templates import DEFAULT_PRINCIPLES
-from warehouse.errors import InputError
-from warehouse.names import check_name
 
 T = TypeVar("T")
 

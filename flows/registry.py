@@ -1,4 +1,4 @@
-"""The flows alignloop deploys: ``python -c "from flows.registry import deployables; print(deployables())"``.
+"""The flows alignloop deploys: ``python -c "from alignloop.flows.registry import deployables; print(deployables())"``.
 
 Discovery is an explicit list of modules. A module that is not written yet is skipped; any other import error
 propagates, so a broken flow module fails ``alignloop serve`` at start instead of vanishing from the UI.
@@ -11,10 +11,9 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
+from alignloop.flows.params import validated
+from alignloop.warehouse.errors import AlignloopError
 from prefect import Flow
-
-from flows.params import validated
-from warehouse.errors import AlignloopError
 
 DEPLOYMENT_NAME = "alignloop"
 """Deployment name used by ``alignloop serve``; the UI lists each as ``<flow name>/alignloop``."""
@@ -37,19 +36,19 @@ class FlowModule:
 
 
 FLOW_MODULES: tuple[FlowModule, ...] = (
-    FlowModule("flows.import_prompts"),
-    FlowModule("flows.generate"),
-    FlowModule("flows.judge"),
-    FlowModule("flows.build_dataset"),
-    FlowModule("flows.train"),
-    FlowModule("flows.annotate"),
-    FlowModule("flows.evaluate"),
-    FlowModule("flows.round"),
-    FlowModule("flows.weak_to_strong"),
+    FlowModule("alignloop.flows.import_prompts"),
+    FlowModule("alignloop.flows.generate"),
+    FlowModule("alignloop.flows.judge"),
+    FlowModule("alignloop.flows.build_dataset"),
+    FlowModule("alignloop.flows.train"),
+    FlowModule("alignloop.flows.annotate"),
+    FlowModule("alignloop.flows.evaluate"),
+    FlowModule("alignloop.flows.round"),
+    FlowModule("alignloop.flows.weak_to_strong"),
 )
 """Known flow modules in loop order; the round's schedule is set by ``alignloop serve --round-cron``."""
 
-ROUND_MODULE = "flows.round"
+ROUND_MODULE = "alignloop.flows.round"
 
 
 @dataclass(frozen=True)
@@ -67,8 +66,9 @@ class Deployable:
 
     @property
     def entrypoint(self) -> str:
-        """``flows/x.py:flow_fn``, relative to the repository root (for ``flow.from_source``)."""
-        return f"{self.module.replace('.', '/')}.py:{self.attr}"
+        """``flows/x.py:flow_fn``, relative to the folder of the ``alignloop`` package (the repository root, or
+        ``site-packages/alignloop`` when installed from a wheel), for ``flow.from_source``."""
+        return f"{self.module.removeprefix('alignloop.').replace('.', '/')}.py:{self.attr}"
 
     @property
     def full_name(self) -> str:

@@ -1,6 +1,6 @@
 """Prefect flow ``round``: walk the loop once — generate, get feedback, build a dataset, train, evaluate.
 
-    python -c "from flows.round import round_flow, RoundParams; round_flow(RoundParams(round='r1'))"
+    python -c "from alignloop.flows.round import round_flow, RoundParams; round_flow(RoundParams(round='r1'))"
 
 Policy k answers fresh samples of the training prompts, a verifier (or an AI judge with position swap)
 scores them, the round's pairs become a dataset snapshot, iterative DPO (or PPO with a reward model)
@@ -15,15 +15,10 @@ import re
 import time
 from typing import Any, Literal
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from pydantic import Field, model_validator
-
-from annotation import waiting
-from annotation.configs import question_problem
-from annotation.mapping import THUMBS_ASPECT
-from flows.annotate import (
+from alignloop.annotation import waiting
+from alignloop.annotation.configs import question_problem
+from alignloop.annotation.mapping import THUMBS_ASPECT
+from alignloop.flows.annotate import (
     AnnotatePullParams,
     AnnotatePushParams,
     LabelStudioParams,
@@ -34,22 +29,26 @@ from flows.annotate import (
     label_studio,
     round_project_id,
 )
-from flows.build_dataset import BuildDatasetParams, build_dataset
-from flows.evaluate import RM_FIGURES, EvaluateParams, check_heldout, evaluate
-from flows.generate import GenerateParams, generate
-from flows.judge import JudgeParams, judge
-from flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
-from flows.train import TrainParams, train
-from pipelines.evaluation import StoppingRule
-from pipelines.judges.reward_model import check_reward_model
-from pipelines.models import resolve_model
-from trainers.config import check_run_folder
-from warehouse import db
-from warehouse.errors import AlignloopError, InputError
-from warehouse.ids import canonical_json
-from warehouse.names import check_name
-from warehouse.records import Evaluation, to_arrow
-from warehouse.redact import redact_urls
+from alignloop.flows.build_dataset import BuildDatasetParams, build_dataset
+from alignloop.flows.evaluate import RM_FIGURES, EvaluateParams, check_heldout, evaluate
+from alignloop.flows.generate import GenerateParams, generate
+from alignloop.flows.judge import JudgeParams, judge
+from alignloop.flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
+from alignloop.flows.train import TrainParams, train
+from alignloop.pipelines.evaluation import StoppingRule
+from alignloop.pipelines.judges.reward_model import check_reward_model
+from alignloop.pipelines.models import resolve_model
+from alignloop.trainers.config import check_run_folder
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError, InputError
+from alignloop.warehouse.ids import canonical_json
+from alignloop.warehouse.names import check_name
+from alignloop.warehouse.records import Evaluation, to_arrow
+from alignloop.warehouse.redact import redact_urls
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field, model_validator
 
 NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""
@@ -282,7 +281,7 @@ class RoundParams(FlowParams):
     def _loss_fits(self) -> None:
         """An unknown loss, or one of the wrong kind for the method, fails here (in the form, before any
         generation), not at training; a listwise round left at the default loss takes lipo."""
-        from trainers.losses import get_loss
+        from alignloop.trainers.losses import get_loss
 
         if self.method == "listwise" and self.loss == "dpo":
             self.loss = "lipo"
@@ -375,7 +374,7 @@ def decide(params: RoundParams) -> tuple[bool, str]:
 
 @task(name="round-status", cache_policy=NO_CACHE, persist_result=False)  # a resumed run writes it again
 def set_status(params: RoundParams, status: str, policy: str | None = None) -> None:
-    from pipelines.models import register_model
+    from alignloop.pipelines.models import register_model
 
     config = canonical_json(redact_urls(params.model_dump(exclude={"db"})))  # a URL's credentials stay in memory
     with db.connect(params.path()) as con, db.transaction(con):
@@ -400,7 +399,7 @@ def round_flow(params: RoundParams) -> dict[str, Any]:
     if params.feedback == "reward_model":  # the same for a reward model that would only load after generation
         check_reward_model(params.reward_model)
     if params.judge_backend == "openai":  # before anything is generated
-        from pipelines.backends.openai_backend import resolve_base_url
+        from alignloop.pipelines.backends.openai_backend import resolve_base_url
 
         try:
             resolve_base_url(params.judge_base_url)
@@ -542,7 +541,7 @@ def unpaired(pairwise: dict[str, Any]) -> dict[str, Any]:
     kind's), and soft labels and kept ties (a split pair's labels are hard: a tie has no desirable side)."""
     from dataclasses import fields
 
-    from pipelines.datasets.config import CommonOptions
+    from alignloop.pipelines.datasets.config import CommonOptions
 
     shared = {f.name for f in fields(CommonOptions)}
     return {"origin": "pairwise", **{k if k in shared else f"pairwise.{k}": v for k, v in pairwise.items()
@@ -567,7 +566,7 @@ def _trainer_judge(params: RoundParams, judge_model: str) -> dict[str, Any]:
     out: dict[str, Any] = {"judge_model": judge_model, "judge_principles": params.principles,
                            "judge_aspect": params.judge_aspect}
     if params.judge_backend == "openai":
-        from pipelines.backends.openai_backend import resolve_base_url
+        from alignloop.pipelines.backends.openai_backend import resolve_base_url
 
         out["judge_base_url"] = resolve_base_url(params.judge_base_url)
         out["judge_api_key_secret"] = params.judge_api_key_secret  # the block's name: the train task reads the key
@@ -634,7 +633,7 @@ def _wait_for_quota(params: RoundParams, client: Any, project_id: int, quota: in
 
 
 def _verifier_aspect(name: str) -> str:
-    from pipelines.verifiers.composite import get_verifier, verifier_aspect
+    from alignloop.pipelines.verifiers.composite import get_verifier, verifier_aspect
 
     return verifier_aspect(get_verifier(name))
 

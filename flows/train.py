@@ -1,6 +1,6 @@
 """Prefect flow ``train``: train a model on a dataset snapshot and record the run, its metrics and the new model.
 
-    python -c "from flows.train import train, TrainParams; train(TrainParams(method='dpo', dataset='prefs'))"
+    python -c "from alignloop.flows.train import train, TrainParams; train(TrainParams(method='dpo', dataset='prefs'))"
 """
 
 from __future__ import annotations
@@ -10,18 +10,17 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from alignloop.flows.params import FlowParams, JudgeKeySecret, RoundName, secret_value
+from alignloop.trainers import config as cfgmod
+from alignloop.trainers.methods import METHODS, default_config, get_method
+from alignloop.trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
+from alignloop.trainers.snapshot import prompt_ids, snapshot_kind
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import to_arrow
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import Field
-
-from flows.params import FlowParams, JudgeKeySecret, RoundName, secret_value
-from trainers import config as cfgmod
-from trainers.methods import METHODS, default_config, get_method
-from trainers.run import PHASES, PROGRESS_METRICS, Progress, TrainResult, train_model
-from trainers.snapshot import prompt_ids, snapshot_kind
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.records import to_arrow
 
 Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo", "grpo", "rloo", "online_dpo"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods
@@ -132,7 +131,7 @@ class TrainParams(FlowParams):
         if "reward_model" in data:  # an online method
             cfgmod.check_one_reward(self.method, data["reward_model"], data["verifier"], data["judge_model"])
         if data.get("verifier"):
-            from pipelines.verifiers import get_verifier
+            from alignloop.pipelines.verifiers import get_verifier
 
             get_verifier(data["verifier"])  # an unknown name fails here, in the form
         try:
@@ -145,7 +144,7 @@ def resolve_dataset(dataset: str, db_path: str) -> tuple[Path, str | None]:
     """A snapshot folder and dataset id: an existing folder as is, else NAME[@vN] through the ``datasets`` table."""
     if Path(dataset).is_dir():
         return Path(dataset), None
-    from pipelines.datasets.snapshot import parse_ref
+    from alignloop.pipelines.datasets.snapshot import parse_ref
 
     name, version = parse_ref(dataset)
     with db.connect(db_path) as con:
@@ -160,7 +159,7 @@ def resolve_dataset(dataset: str, db_path: str) -> tuple[Path, str | None]:
 
 def resolve_base(base: str, db_path: str) -> tuple[Path, str]:
     """Model folder and warehouse id ('default' = the embedded model, registered as a policy)."""
-    from pipelines.models import register_model, resolve_model
+    from alignloop.pipelines.models import register_model, resolve_model
 
     path = resolve_model(base)
     with db.connect(db_path) as con:
@@ -202,7 +201,7 @@ def train_task(method: str, snapshot: str, base: str, config: dict[str, Any], ba
 
 def verifier_prompt_checks(db_path: str, snapshot: Path) -> dict[str, dict[str, Any]]:
     """What a verifier reads of the snapshot's prompts (reference, tags, topic), from the warehouse."""
-    from pipelines.judges.run import prompt_checks
+    from alignloop.pipelines.judges.run import prompt_checks
 
     with db.connect(db_path, read_only=True) as con:
         return prompt_checks(con, prompt_ids(snapshot))
@@ -236,7 +235,7 @@ def train(params: TrainParams, progress: Progress | None = None) -> dict[str, An
     checks = verifier_prompt_checks(db_path, snapshot) if getattr(config, "verifier", "") else None
     ptx = None
     if params.ptx_dataset:
-        from trainers.ppo import check_ptx_kind
+        from alignloop.trainers.ppo import check_ptx_kind
 
         ptx, _ = resolve_dataset(params.ptx_dataset, db_path)
         check_ptx_kind(params.ptx_dataset, snapshot_kind(ptx)[1])  # before a task or model load

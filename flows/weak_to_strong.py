@@ -1,7 +1,7 @@
 """Prefect flow ``weak-to-strong``: Burns et al. (2023)'s experiment with reward models on a pairwise dataset whose
 labels are the ground truth (people's), and its bootstrapping through models of growing size.
 
-    python -c "from flows.weak_to_strong import weak_to_strong, WeakToStrongParams as P; \
+    python -c "from alignloop.flows.weak_to_strong import weak_to_strong, WeakToStrongParams as P; \
 weak_to_strong(P(dataset='hh', models=['models/smol-8l', 'default']))"
 
 The dataset's train prompts are cut in two halves by a hash. The weakest model is trained as a reward model on the
@@ -21,16 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
-from pydantic import Field, field_validator
-
-from flows.params import FlowParams, name_check
-from flows.train import TrainParams, resolve_dataset, train
-from pipelines.datasets import derived, publish
-from pipelines.datasets.build import BuildResult
-from pipelines.datasets.snapshot import (
+from alignloop.flows.params import FlowParams, name_check
+from alignloop.flows.train import TrainParams, resolve_dataset, train
+from alignloop.pipelines.datasets import derived, publish
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.pipelines.datasets.snapshot import (
     Snapshot,
     check_name,
     read_snapshot,
@@ -38,12 +33,16 @@ from pipelines.datasets.snapshot import (
     register,
     snapshot_root,
 )
-from trainers.config import check_run_folder
-from trainers.evaluate import performance_gap_recovered
-from trainers.run import Progress
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.records import Evaluation, Rating, to_arrow
+from alignloop.trainers.config import check_run_folder
+from alignloop.trainers.evaluate import performance_gap_recovered
+from alignloop.trainers.run import Progress
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import Evaluation, Rating, to_arrow
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from pydantic import Field, field_validator
 
 ACCURACY = "eval/rewards/accuracies"
 """The held-out figure compared: a reward model's accuracy on the test split's true labels."""
@@ -85,8 +84,8 @@ class WeakToStrongParams(FlowParams):
 @task(cache_policy=NO_CACHE)
 def score_task(labeler: str, snapshot: str) -> list[Rating]:
     """The labeler's ratings of the snapshot's train responses (one per response)."""
-    from pipelines.judges.config import ResponseItem
-    from pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.pipelines.judges.config import ResponseItem
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge
 
     judge = RewardModelJudge.load(labeler)
     by_round: dict[str, list[ResponseItem]] = {}
@@ -107,7 +106,7 @@ def _publish(path: str, result: BuildResult, name: str, root: Path) -> Snapshot:
 
 def _stored_scores(path: str, labeler: str, half: Snapshot) -> dict[str, tuple[float, str]] | None:
     """The labeler's ratings of every train response of the half, when the warehouse holds them all (a rerun)."""
-    from pipelines.judges.reward_model import orm_rating_id
+    from alignloop.pipelines.judges.reward_model import orm_rating_id
 
     wanted = {orm_rating_id(labeler, r["id"]): r["id"] for r in derived.responses(half)}
     with db.connect(path, read_only=True) as con:
@@ -118,7 +117,7 @@ def _stored_scores(path: str, labeler: str, half: Snapshot) -> dict[str, tuple[f
 def _relabelled(path: str, labeler: str, half: Snapshot, soft: bool, name: str, root: Path) -> Snapshot:
     """The half's pairs as ``labeler`` (a reward model folder) orders them; its ratings stored first (or read back,
     when a run before stored them all)."""
-    from pipelines.judges.reward_model import orm_judge_id
+    from alignloop.pipelines.judges.reward_model import orm_judge_id
 
     scores = _stored_scores(path, labeler, half)
     if scores is None:

@@ -12,7 +12,7 @@ import random
 import shutil
 from pathlib import Path
 
-from warehouse.outputs import check_replaceable, staging_dir
+from alignloop.warehouse.outputs import check_replaceable, staging_dir
 
 SUBJECTS = (
     "computers", "coffee", "bicycles", "rain", "music", "gardens", "libraries", "oceans", "mountains", "bread",

@@ -12,11 +12,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
-
-from pipelines.backends.base import Backend, Sampling
-from warehouse import db, ids
-from warehouse.errors import OptionError
-from warehouse.records import Response, loads, to_arrow
+from alignloop.pipelines.backends.base import Backend, Sampling
+from alignloop.warehouse import db, ids
+from alignloop.warehouse.errors import OptionError
+from alignloop.warehouse.records import Response, loads, to_arrow
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ def open_run(db_path: str, backend: Backend, cfg_args: dict[str, object]) -> tup
         backend: its ``name`` is the model uri stored in ``models``.
         cfg_args: :class:`GenerateConfig` fields except ``model_id``.
     """
-    from pipelines.models import register_model
+    from alignloop.pipelines.models import register_model
 
     cfg = GenerateConfig(model_id="", **cfg_args)  # type: ignore[arg-type]  # bad options: nothing written
     with db.connect(db_path) as con:

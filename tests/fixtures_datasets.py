@@ -6,9 +6,8 @@ from collections.abc import Iterator
 
 import duckdb
 import pytest
-
-from warehouse import db
-from warehouse.records import Comparison, Correction, Prompt, Ranking, Rating, Response, StepLabel
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Comparison, Correction, Prompt, Ranking, Rating, Response, StepLabel
 
 ROUND = "r1"
 MODEL = "m-policy"

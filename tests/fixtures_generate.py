@@ -6,9 +6,8 @@ import os
 from pathlib import Path
 
 import pytest
-
-from warehouse import db
-from warehouse.records import Prompt
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Prompt
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -58,7 +57,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_backend(tiny_model_dir: Path):
-    from pipelines.backends.transformers_backend import TransformersBackend
+    from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend.load(str(tiny_model_dir), device="cpu", dtype="float32", max_batch_size=4)
 

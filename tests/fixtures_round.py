@@ -7,14 +7,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from annotation import push
-from annotation.configs import config_for
-from flows.round import RoundParams
-from pipelines.demo_prompts import write_demo_prompts
-from pipelines.intake import ImportOptions, import_file
+from alignloop.annotation import push
+from alignloop.annotation.configs import config_for
+from alignloop.flows.round import RoundParams
+from alignloop.pipelines.demo_prompts import write_demo_prompts
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.warehouse import db
+
 from tests.fixtures_annotation import pref
 from tests.fixtures_generate import build_tiny_model
-from warehouse import db
 
 PROMPTS = 3
 """Training prompts per round: one Label Studio task each (n=2 samples make one pair)."""

@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from trainers.snapshot import write_snapshot_dir
-from warehouse.snapshots import SCHEMAS
+from alignloop.trainers.snapshot import write_snapshot_dir
+from alignloop.warehouse.snapshots import SCHEMAS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -101,7 +100,7 @@ def make_snapshot(root: Path, kind: str, n_train: int = 8, n_test: int = 4, name
 
 def new_warehouse(folder: Path) -> str:
     """An empty warehouse file in ``folder`` (``alignloop init``): training records its runs there."""
-    from warehouse import db
+    from alignloop.warehouse import db
 
     path = folder / "w.duckdb"
     with db.connect(path):
@@ -111,7 +110,7 @@ def new_warehouse(folder: Path) -> str:
 
 def small_train(tmp: Path, **kw):
     """A TrainConfig for 2 quick steps on the tiny model."""
-    from trainers.config import TrainConfig
+    from alignloop.trainers.config import TrainConfig
 
     base = {"lr": 1e-2, "max_steps": 2, "batch_size": 2, "max_length": 96, "max_prompt_length": 48,
             "bf16": False, "output_dir": str(tmp / "run"), "save_steps": 1000}

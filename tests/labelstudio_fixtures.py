@@ -14,8 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from annotation.server import (
+from alignloop.annotation.server import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     LabelStudioServer,

@@ -6,16 +6,16 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from alignloop.annotation import agreement, configs, push, waiting
+from alignloop.annotation.client import LabelStudioClient, User, connect
+from alignloop.annotation.pull import pull
+from alignloop.annotation.server import DEFAULT_USERNAME
+from alignloop.flows.cli import app
+from alignloop.warehouse import db
+from alignloop.warehouse.records import StepLabel
 from typer.testing import CliRunner
 
-from annotation import agreement, configs, push, waiting
-from annotation.client import LabelStudioClient, User, connect
-from annotation.pull import pull
-from annotation.server import DEFAULT_USERNAME
-from flows.cli import app
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
-from warehouse import db
-from warehouse.records import StepLabel
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
 ADMIN = f"annotator:{DEFAULT_USERNAME}"

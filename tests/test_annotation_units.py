@@ -8,14 +8,14 @@ import secrets
 
 import httpx
 import pytest
+from alignloop.annotation import agreement, pull, push, waiting
+from alignloop.annotation.agreement import HumanAiRow, LabelRow
+from alignloop.annotation.mapping import SentTask, to_feedback
+from alignloop.annotation.pull import collect
+from alignloop.warehouse import db
+from alignloop.warehouse.records import AnnotationTask, StepLabel
 
-from annotation import agreement, pull, push, waiting
-from annotation.agreement import HumanAiRow, LabelRow
-from annotation.mapping import SentTask, to_feedback
-from annotation.pull import collect
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, choice, exported, pref, seed_round
-from warehouse import db
-from warehouse.records import AnnotationTask, StepLabel
 
 
 @pytest.fixture
@@ -52,7 +52,7 @@ def test_plan_push_orders_inconsistent_then_disagreement_then_audit(con):
 
 
 def test_step_tasks_put_convincing_wrong_answers_first_then_step_judges_that_disagree(con):
-    from warehouse.records import Rating
+    from alignloop.warehouse.records import Rating
 
     s = seed_round(con, "r1", with_ai=False)
     (r0, r1, r2), prompt = s.responses[0], s.prompts[0]
@@ -247,7 +247,7 @@ def test_a_pairwise_annotation_gives_its_aspect_verdicts_and_ratings_and_an_edit
 
 
 def test_a_project_asks_the_aspect_questions_it_was_given_and_its_answers_are_those_aspects(con):
-    from annotation import configs
+    from alignloop.annotation import configs
 
     default = configs.config_for("pairwise")
     assert configs.config_for("pairwise", ("harmlessness",)) == default
@@ -293,7 +293,7 @@ def test_a_response_rated_in_two_pairs_by_one_annotator_keeps_both_ratings(con):
 
 
 def test_export_lead_time_is_a_non_negative_number_or_none():
-    from annotation.client import _seconds
+    from alignloop.annotation.client import _seconds
 
     assert [_seconds(v) for v in (12.5, "3", 0, None, -1, "x", float("nan"), True)] == [
         12.5, 3.0, 0.0, None, None, None, None, None]
@@ -365,7 +365,7 @@ def test_quota_and_webhook_receiver_checks_secret():
 def test_template_build_refuses_a_folder_it_did_not_make(tmp_path, monkeypatch):
     """ensure_template removed whatever stood at its path without its marker once its build finished; a folder of
     files is refused before anything starts, and left as it was."""
-    from annotation import server
+    from alignloop.annotation import server
 
     started = []
     monkeypatch.setattr(server, "start_server", lambda folder, **kw: started.append(folder))
@@ -388,10 +388,9 @@ def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_pat
     import stat
     from pathlib import Path
 
+    from alignloop.annotation import server
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from annotation import server
-    from flows.cli import app
 
     seen = {}
 
@@ -418,7 +417,7 @@ def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_pat
 def test_a_label_studio_url_with_credentials_is_never_quoted_with_them():
     import socket
 
-    from annotation.client import LabelStudioClientError, connect
+    from alignloop.annotation.client import LabelStudioClientError, connect
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

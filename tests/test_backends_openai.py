@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.pipelines.backends.openai_backend import OpenAIBackend
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines.backends import Sampling, make_backend
-from pipelines.backends.openai_backend import OpenAIBackend
 from tests.fixtures_generate import *
 from tests.fixtures_generate import user
 from tests.fixtures_judge_server import completion, send_json, serving
-from warehouse.errors import AlignloopError
 
 
 def free_port() -> int:

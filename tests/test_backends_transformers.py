@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.pipelines.backends.base import Backend
+from alignloop.pipelines.backends.transformers_backend import TransformersBackend, TransformersOptions
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines.backends import Sampling, make_backend
-from pipelines.backends.base import Backend
-from pipelines.backends.transformers_backend import TransformersBackend, TransformersOptions
 from tests.fixtures_generate import *
 from tests.fixtures_generate import QUESTIONS, user
-from warehouse.errors import AlignloopError
 
 CONVS = [user(q) for q in QUESTIONS[:6]]
 
@@ -125,7 +125,7 @@ def test_shared_head_is_cached_once_and_scores_match_full_forwards(tiny_backend,
     """Judge prompts share their head: it runs once, each batch reuses its cache, and every score equals an
     unpadded full forward of that conversation alone (rows of different lengths, several batches)."""
 
-    from pipelines.backends import transformers_backend as tb
+    from alignloop.pipelines.backends import transformers_backend as tb
 
     head = "the quick brown fox jumps over the lazy dog. name three colors: red, green, blue. "
     convs = [user(head + tail) for tail in ("hello", "what is two plus two today", "0123", "write a short poem",
@@ -143,7 +143,7 @@ def test_shared_head_is_cached_once_and_scores_match_full_forwards(tiny_backend,
 
 
 def test_prefix_groups_share_what_neighbours_share_and_never_lose_a_row():
-    from pipelines.backends.transformers_backend import _batches, prefix_groups
+    from alignloop.pipelines.backends.transformers_backend import _batches, prefix_groups
 
     q1, q2 = list(range(100, 120)), list(range(200, 230))
     tails = {0: q1 + [1, 2], 1: q2 + [7], 2: q1 + [3], 3: [5, 6, 7], 4: q2 + [8, 9], 5: q1}
@@ -168,7 +168,7 @@ def test_both_orders_of_a_pair_share_their_question_and_scores_match_full_forwar
     """Two-stage scoring: the global head once, each pair's common part once per pair, then each row's rest;
     every score equals an unpadded full forward of that conversation alone."""
 
-    from pipelines.backends import transformers_backend as tb
+    from alignloop.pipelines.backends import transformers_backend as tb
 
     head = "judge which answer is better. be fair and brief, and say only A or B. "
     questions = ("why is the sky blue when the sun is white and bright at noon in summer",

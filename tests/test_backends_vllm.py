@@ -6,10 +6,9 @@ import importlib.util
 from dataclasses import dataclass
 
 import pytest
-
-from pipelines.backends import Sampling, make_backend
-from pipelines.backends.vllm_backend import TOP_LOGPROBS, sampling_kwargs, scores_from_top, scoring_kwargs
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends import Sampling, make_backend
+from alignloop.pipelines.backends.vllm_backend import TOP_LOGPROBS, sampling_kwargs, scores_from_top, scoring_kwargs
+from alignloop.warehouse.errors import AlignloopError
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
@@ -59,8 +58,8 @@ def test_generate_continues_assistant_messages_in_a_call_of_their_own():
     is sent as two calls, and every completion comes back to its own conversation and sample."""
     from types import SimpleNamespace
 
-    from pipelines.backends.stats import GenerationStats
-    from pipelines.backends.vllm_backend import VLLMBackend
+    from alignloop.pipelines.backends.stats import GenerationStats
+    from alignloop.pipelines.backends.vllm_backend import VLLMBackend
 
     calls = []
 

@@ -62,9 +62,8 @@ READERS = (["status"], ["report"], ["dataset", "build", "pairwise", "--name", "x
 
 def test_commands_that_read_the_warehouse_refuse_a_missing_one_and_create_none(tmp_path, monkeypatch):
     """A typo in --db or $ALIGNLOOP_DB is one line naming the file, never a new empty warehouse and "0 rows"."""
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ALIGNLOOP_DB", raising=False)
@@ -80,9 +79,8 @@ WRITERS = (["init"], ["prompts", "import", "p.jsonl"])
 
 
 def _invoke(args: list[str], path: Path):
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     return CliRunner().invoke(app, [*args, "--db", str(path)], env={"COLUMNS": "400"})
 
@@ -104,7 +102,7 @@ def test_every_command_refuses_a_path_that_is_no_warehouse_in_one_line(tmp_path,
 
 
 def test_a_warehouse_of_a_newer_schema_is_refused_for_writing_naming_both_versions(tmp_path, monkeypatch):
-    from warehouse import db
+    from alignloop.warehouse import db
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.jsonl").write_text('{"prompt": "a question"}\n')
@@ -122,8 +120,9 @@ def test_a_warehouse_of_a_newer_schema_is_refused_for_writing_naming_both_versio
 
 def test_only_init_migrates_an_older_warehouse(tmp_path, monkeypatch):
     """status, imports and every other command leave a v2 warehouse at v2 and say how to migrate; init does."""
+    from alignloop.warehouse import db
+
     from tests.test_warehouse import _old_warehouse
-    from warehouse import db
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "p.jsonl").write_text('{"prompt": "a question"}\n')
@@ -142,14 +141,14 @@ def test_only_init_migrates_an_older_warehouse(tmp_path, monkeypatch):
 
 def test_flows_refuse_a_missing_warehouse(tmp_path):
     """The same from the Prefect UI: a flow whose db parameter names no file fails at once and creates none."""
-    from flows.annotate import AnnotatePushParams, annotate_push
-    from flows.build_dataset import BuildDatasetParams, build_dataset
-    from flows.evaluate import EvaluateParams, evaluate
-    from flows.generate import GenerateParams, generate
-    from flows.judge import JudgeParams, judge, judge_report
-    from flows.round import RoundParams, round_flow
-    from flows.train import TrainParams, train
-    from warehouse.db import WarehouseMissing
+    from alignloop.flows.annotate import AnnotatePushParams, annotate_push
+    from alignloop.flows.build_dataset import BuildDatasetParams, build_dataset
+    from alignloop.flows.evaluate import EvaluateParams, evaluate
+    from alignloop.flows.generate import GenerateParams, generate
+    from alignloop.flows.judge import JudgeParams, judge, judge_report
+    from alignloop.flows.round import RoundParams, round_flow
+    from alignloop.flows.train import TrainParams, train
+    from alignloop.warehouse.db import WarehouseMissing
 
     missing = str(tmp_path / "typo.duckdb")
     calls = (lambda: generate.fn(GenerateParams(round="r1", db=missing)),
@@ -168,9 +167,8 @@ def test_flows_refuse_a_missing_warehouse(tmp_path):
 
 
 def test_demo_refuses_a_bad_recipe_before_writing_anything(tmp_path):
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     for args, expected in ((["--loss", "kto"], "loss 'kto' is not pairwise"), (["--lr", "0"], "lr: "),
                            (["--samples", "1"], "n: ")):
@@ -197,8 +195,8 @@ def test_a_temporary_prefect_server_that_does_not_answer_is_one_line(tmp_path):
 def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
     import logging
 
-    from flows.cli_common import _QuietUserErrors
-    from warehouse.errors import InputError
+    from alignloop.flows.cli_common import _QuietUserErrors
+    from alignloop.warehouse.errors import InputError
 
     quiet = _QuietUserErrors()
 
@@ -218,7 +216,7 @@ def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
 def test_commands_running_a_flow_in_process_show_warnings_but_not_prefect_s_routine_lines():
     import logging
 
-    from flows.cli_common import flow_in_process
+    from alignloop.flows.cli_common import flow_in_process
 
     seen: list[str] = []
 
@@ -245,17 +243,17 @@ def test_commands_running_a_flow_in_process_show_warnings_but_not_prefect_s_rout
 def test_listing_commands_load_neither_torch_nor_prefect():
     """`alignloop --help`, `status`, `dataset list` start in about a second: the heavy libraries load with the
     commands that use them."""
-    code = ("import sys, flows.cli; heavy = [m for m in ('torch', 'transformers', 'prefect') if m in sys.modules]; "
+    code = ("import sys, alignloop.flows.cli; "
+            "heavy = [m for m in ('torch', 'transformers', 'prefect') if m in sys.modules]; "
             "print(','.join(heavy))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip() == ""
 
 
 def test_listings_of_an_empty_warehouse_say_what_to_do_instead_of_empty_tables(tmp_path):
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    from flows.cli import app
-    from warehouse import db
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -297,10 +295,9 @@ BAD_OPTIONS = {
 
 
 def test_bad_option_values_are_one_line_before_anything_loads_or_is_written(tmp_path):
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    from flows.cli import app
-    from warehouse import db
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -315,10 +312,9 @@ def test_bad_option_values_are_one_line_before_anything_loads_or_is_written(tmp_
 
 def test_flow_parameters_refuse_unknown_fields():
     """A typo in a deployment's parameters or an API call fails naming it, instead of running with the default."""
+    from alignloop.flows.round import RoundParams
+    from alignloop.flows.train import TrainParams
     from pydantic import ValidationError
-
-    from flows.round import RoundParams
-    from flows.train import TrainParams
 
     for model, fields in ((RoundParams, {"round": "r1", "promts_per_round": 4}),
                           (TrainParams, {"method": "dpo", "dataset": "x", "learning_rate": 1e-5})):
@@ -328,21 +324,21 @@ def test_flow_parameters_refuse_unknown_fields():
 
 def test_each_command_module_imports_on_its_own_and_the_app_still_has_every_command():
     """A command module imported first (a program or a test) must not catch the app registering it halfway."""
-    from flows.cli_stages import STAGE_MODULES
+    from alignloop.flows.cli_stages import STAGE_MODULES
 
-    code = ("import importlib, sys, typer.main; importlib.import_module(sys.argv[1]); from flows.cli import app; "
+    code = ("import importlib, sys, typer.main; importlib.import_module(sys.argv[1]); "
+            "from alignloop.flows.cli import app; "
             "print(sorted(typer.main.get_command(app).commands))")
     seen = {subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True,
-                           timeout=120).stdout for name in ("flows.cli_core", *STAGE_MODULES)}
+                           timeout=120).stdout for name in ("alignloop.flows.cli_core", *STAGE_MODULES)}
     assert len(seen) == 1 and "'serve'" in seen.pop()
 
 
 def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch):
+    from alignloop.flows.cli import app
+    from alignloop.pipelines.intake import import_file
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    from flows.cli import app
-    from pipelines.intake import import_file
-    from warehouse import db
 
     monkeypatch.chdir(tmp_path)  # the demo writes its prompts under data/ of the working folder
     (tmp_path / "mine.jsonl").write_text('{"prompt": "my own question"}\n')
@@ -358,11 +354,10 @@ def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch
 
 
 def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path, monkeypatch):
+    import alignloop.flows.round as flows_round
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    import flows.round
-    from flows.cli import app
-    from warehouse import db
 
     with db.connect(tmp_path / "w.duckdb"):
         pass
@@ -373,7 +368,7 @@ def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path,
         return {"round": "r4", "new_policy": "runs/r4/model", "stop": False, "reason": "improved by 0.05",
                 "heldout": {"heldout_accuracy": 0.28125, "mean_words": 5.0, "held_out_rows": 40}}
 
-    monkeypatch.setattr(flows.round, "round_flow", fake_round)
+    monkeypatch.setattr(flows_round, "round_flow", fake_round)
     r = CliRunner().invoke(app, ["round", "--db", str(tmp_path / "w.duckdb")], env={"COLUMNS": "300"})
     assert r.exit_code == 0 and ran == ["next"], r.output
     assert r.output.splitlines() == [
@@ -382,16 +377,15 @@ def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path,
 
 
 def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path, monkeypatch):
+    import alignloop.flows.round as flows_round
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    import flows.round
-    from flows.cli import app
-    from warehouse import db
 
     with db.connect(tmp_path / "w.duckdb"):
         pass
     ran = []
-    monkeypatch.setattr(flows.round, "round_flow", lambda params: ran.append(params) or {
+    monkeypatch.setattr(flows_round, "round_flow", lambda params: ran.append(params) or {
         "round": "r1", "new_policy": "m", "stop": True, "reason": "-", "heldout": {}})
     args = ["round", "--feedback", "ai_judge", "--judge-model", "gpt-judge", "--principle", "Be brief.",
             "--principle", "honest", "--set", "judge_backend=openai", "--set", "prompt_tags=math",
@@ -409,11 +403,11 @@ def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path
 
 def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd,
                                                                                   rule_judge):  # noqa: F811
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
 
-    from flows.cli import app
     from tests.fixtures_generate import QUESTIONS, add_prompts, build_tiny_model
-    from warehouse import db
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -447,9 +441,8 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
 
 
 def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkeypatch):
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "mine"}\n')
@@ -467,11 +460,10 @@ def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkey
 def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path, monkeypatch):
     """The round trains into runs/ROUND: a folder of the user's there was found only after generating and judging
     (and then mixed into). It is refused before any work."""
+    import alignloop.flows.round as flows_round
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    import flows.round
-    from flows.cli import app
-    from warehouse import db
 
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(app, ["prompts", "demo", "--out", "p.jsonl", "--db", "w.duckdb"]).exit_code == 0
@@ -481,8 +473,8 @@ def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path,
     def no_work(*args, **kwargs):
         raise AssertionError("the round started work")
 
-    monkeypatch.setattr(flows.round, "generate", no_work)
-    monkeypatch.setattr(flows.round, "resolve_policy", no_work)
+    monkeypatch.setattr(flows_round, "generate", no_work)
+    monkeypatch.setattr(flows_round, "resolve_policy", no_work)
     r = CliRunner().invoke(app, ["round", "--round", "r1", "--db", "w.duckdb"], env={"COLUMNS": "300"})
     assert r.exit_code == 2 and "run folder runs/r1 holds 'notes.txt' but no run's config.json" in r.output, r.output
     with db.connect("w.duckdb") as con:
@@ -492,11 +484,10 @@ def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path,
 def test_commands_that_need_no_warehouse_work_without_one(tmp_path, monkeypatch):
     """``models default`` failed with "no warehouse" unless --db named one: it only prints a folder (and registers
     the model where there is a warehouse). The same for ``models shrink``. A --db that names none is still a typo."""
+    from alignloop.flows.cli import app
+    from alignloop.pipelines import models
+    from alignloop.warehouse import db
     from typer.testing import CliRunner
-
-    from flows.cli import app
-    from pipelines import models
-    from warehouse import db
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ALIGNLOOP_DB", raising=False)

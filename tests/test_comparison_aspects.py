@@ -9,18 +9,18 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from alignloop.flows.cli import app
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.stages import EmptyDataset
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.pipelines.judges.report import rating_quality
+from alignloop.warehouse import db, ids
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.records import Comparison, Correction, Ranking, Rating
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.stages import EmptyDataset
-from pipelines.intake import ImportOptions, import_file
-from pipelines.judges.report import rating_quality
 from tests.fixtures_datasets import ROUND, Wh, wh  # noqa: F401
-from warehouse import db, ids
-from warehouse.errors import InputError
-from warehouse.records import Comparison, Correction, Ranking, Rating
 
 runner = CliRunner()
 
@@ -214,8 +214,8 @@ def test_a_rating_judge_is_measured_on_peoples_verdicts_of_its_aspect_where_ther
 
 
 def test_ai_agreement_with_people_compares_verdicts_of_one_aspect(wh):  # noqa: F811
-    from annotation.agreement import collect
-    from pipelines.judges.report import judge_quality
+    from alignloop.annotation.agreement import collect
+    from alignloop.pipelines.judges.report import judge_quality
     pid = wh.prompt("Tell me a joke about my boss.")
     a, b = wh.responses(pid, "A mean joke.", "A kind joke.")
     _compare(wh, pid, a, b, "b", "harmlessness")

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.stages import EmptyDataset
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.snapshots import SCHEMAS
 
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.stages import EmptyDataset
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
-from warehouse.errors import InputError
-from warehouse.snapshots import SCHEMAS
 
 
 def run(wh: Wh, kind: str, **opts):

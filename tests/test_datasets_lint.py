@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from pipelines.datasets.lint import _chat_problem
+from alignloop.pipelines.datasets.lint import _chat_problem
 
 
 def chat(*roles: str) -> str:

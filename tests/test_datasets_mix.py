@@ -8,15 +8,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from alignloop.flows.cli import app
+from alignloop.pipelines.datasets.mix import mix
+from alignloop.pipelines.datasets.snapshot import Manifest, Snapshot
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.snapshots import SCHEMAS
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipelines.datasets.mix import mix
-from pipelines.datasets.snapshot import Manifest, Snapshot
 from tests.fixtures_datasets import Wh
-from warehouse import db
-from warehouse.errors import InputError
-from warehouse.snapshots import SCHEMAS
 
 
 def pair(prompt: str, chosen: str, rejected: str, split: str = "train", source: str = "human") -> dict:

@@ -6,12 +6,12 @@ import hashlib
 import math
 
 import pytest
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.warehouse.errors import InputError
 
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
-from warehouse.errors import InputError
 
 
 def run(wh: Wh, **opts):

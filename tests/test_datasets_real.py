@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.export import export_snapshot, read_export
+from alignloop.pipelines.datasets.publish import build_and_publish
+from alignloop.pipelines.datasets.snapshot import load_snapshot
+from alignloop.warehouse import db
 
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.export import export_snapshot, read_export
-from pipelines.datasets.publish import build_and_publish
-from pipelines.datasets.snapshot import load_snapshot
 from tests.conftest import shared_file
-from warehouse import db
 
-intake = pytest.importorskip("pipelines.intake", reason="the intake importer (pipelines/intake) is not there")
+intake = pytest.importorskip("alignloop.pipelines.intake", reason="the intake importer is not there")
 
 
 def test_hh_rlhf_pairwise_snapshot_to_trl(tmp_path):

@@ -6,9 +6,8 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
 
 
 @pytest.fixture(scope="module")

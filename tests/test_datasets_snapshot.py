@@ -7,19 +7,19 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from alignloop.flows.build_dataset import BuildDatasetParams, build_rows, write_snapshot
+from alignloop.flows.cli import app
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.export import export_snapshot, read_export
+from alignloop.pipelines.datasets.lint import LintOptions, lint
+from alignloop.pipelines.datasets.publish import build_and_publish
+from alignloop.pipelines.datasets.snapshot import load_snapshot, register
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 from typer.testing import CliRunner
 
-from flows.build_dataset import BuildDatasetParams, build_rows, write_snapshot
-from flows.cli import app
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.export import export_snapshot, read_export
-from pipelines.datasets.lint import LintOptions, lint
-from pipelines.datasets.publish import build_and_publish
-from pipelines.datasets.snapshot import load_snapshot, register
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
-from warehouse import db
-from warehouse.errors import AlignloopError
 
 
 def seed(wh: Wh, n: int = 6) -> None:
@@ -166,7 +166,7 @@ def test_steps_export_maps_labels_by_recorded_rule(wh: Wh, tmp_path):
 
 
 def test_lints_count_problems():
-    from warehouse.snapshots import SCHEMAS
+    from alignloop.warehouse.snapshots import SCHEMAS
 
     good = json.dumps([{"role": "user", "content": "hi"}])
     rows = {"prompt_id": ["p1", "p2", "p3"], "split": ["train"] * 3, "round_id": ["r"] * 3,
@@ -180,8 +180,9 @@ def test_lints_count_problems():
 
 
 def test_length_lint_counts_a_tokenizer_s_tokens_and_refuses_what_is_not_one(tmp_path):
+    from alignloop.warehouse.snapshots import SCHEMAS
+
     from tests.fixtures_trainers import tiny_tokenizer
-    from warehouse.snapshots import SCHEMAS
 
     tiny_tokenizer().save_pretrained(tmp_path / "tok")  # one token per byte
     chat = json.dumps([{"role": "user", "content": "hi"}])
@@ -298,7 +299,7 @@ def test_export_force_replaces_a_previous_export_and_a_failed_one_leaves_it_whol
     first = _tree(project / "exports")
     import os
 
-    import pipelines.datasets.export as export_module
+    import alignloop.pipelines.datasets.export as export_module
 
     def broken(*args, **kwargs):
         raise OSError("disk full")
@@ -344,7 +345,7 @@ def test_dataset_options_lists_each_option_with_its_default_choices_and_help():
 
 
 def test_stats_are_rounded_and_a_note_with_nothing_to_measure_says_so(db_file, tmp_path):
-    from pipelines.datasets.stats import compute_stats, length_histograms
+    from alignloop.pipelines.datasets.stats import compute_stats, length_histograms
 
     rows = {"prompt_id": [f"p{i}" for i in range(7)], "split": ["train"] * 7, "source": ["human"] * 7,
             "prompt_text": ["q"] * 7, "chosen": ["c" * 3 * k for k in range(1, 8)], "rejected": ["r"] * 7,
@@ -366,8 +367,8 @@ def test_stats_are_rounded_and_a_note_with_nothing_to_measure_says_so(db_file, t
 def test_diff_names_the_options_and_rows_that_changed_between_versions(wh: Wh, tmp_path):
     from dataclasses import replace
 
-    from pipelines.datasets.diff import diff_snapshots
-    from pipelines.datasets.snapshot import Snapshot
+    from alignloop.pipelines.datasets.diff import diff_snapshots
+    from alignloop.pipelines.datasets.snapshot import Snapshot
 
     seed(wh)  # 6 prompts (one held out), each a human pair and an AI pair: 12 rows
     for opts in ({}, {"ties": "keep"}, {"soft_labels": True}, {"sources": ["human"]}):

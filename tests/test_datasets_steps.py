@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.lint import lint
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Response, StepLabel
 
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.lint import lint
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import MODEL, ROUND, Wh
-from warehouse import db
-from warehouse.records import Response, StepLabel
 
 
 def steps_rows(con, **opts) -> list[tuple[list[str], list[int | None], int]]:
@@ -47,7 +47,7 @@ def test_child_inherits_parent_labels_on_shared_prefix_only(wh: Wh):
 
 
 def test_prm800k_alternatives_have_no_missing_labels(prm_path: Path):
-    intake = pytest.importorskip("pipelines.intake", reason="the intake importer is not there")
+    intake = pytest.importorskip("alignloop.pipelines.intake", reason="the intake importer is not there")
     with db.connect(":memory:") as con:
         intake.import_file(con, prm_path, intake.ImportOptions(format="prm800k"))
         n_alts = con.execute("SELECT count(*) FROM responses WHERE parent_id IS NOT NULL").fetchone()[0]

@@ -6,15 +6,15 @@ import json
 
 import pytest
 import typer
+from alignloop.pipelines import generate as gen
+from alignloop.pipelines.backends import Sampling
+from alignloop.pipelines.backends.transformers_backend import TransformersBackend
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 from typer.testing import CliRunner
 
-from pipelines import generate as gen
-from pipelines.backends import Sampling
-from pipelines.backends.transformers_backend import TransformersBackend
 from tests.fixtures_generate import *
 from tests.fixtures_generate import QUESTIONS, add_prompts
-from warehouse import db
-from warehouse.errors import AlignloopError
 
 
 def cfg_args(**kw):
@@ -116,8 +116,8 @@ class FailingAfter:
 
 
 def cli_app() -> typer.Typer:
-    import flows.cli  # noqa: F401  (the main app first: stage modules import its helpers)
-    from flows import cli_generate, cli_models
+    import alignloop.flows.cli  # noqa: F401  (the main app first: stage modules import its helpers)
+    from alignloop.flows import cli_generate, cli_models
 
     app = typer.Typer()
     cli_generate.register(app)
@@ -140,8 +140,8 @@ def test_cli_generate_then_list_models(prompt_db, tiny_model_dir):
 
 
 def test_cli_failing_backend_keeps_finished_shards(prompt_db, tiny_backend, monkeypatch):
-    import flows.cli  # noqa: F401
-    from flows import cli_generate
+    import alignloop.flows.cli  # noqa: F401
+    from alignloop.flows import cli_generate
 
     monkeypatch.setattr(cli_generate, "make_backend", lambda *a, **k: FailingAfter(tiny_backend, ok=2))
     res = CliRunner().invoke(cli_app(), ["generate", "--round", "r1", "--n", "1", "--shard-size", "3",
@@ -160,7 +160,7 @@ def test_cli_unknown_model_is_one_line(prompt_db, tmp_path):
 
 
 def test_flow_generates_and_resumes(prompt_harness_db, tiny_model_dir):
-    from flows.generate import GenerateParams, generate
+    from alignloop.flows.generate import GenerateParams, generate
 
     params = GenerateParams(round="r1", model=str(tiny_model_dir), n=2, limit=4, max_new_tokens=4, shard_size=3,
                             db=prompt_harness_db)
@@ -176,7 +176,7 @@ def prompt_harness_db(prefect_harness, prompt_db):
 
 
 def test_cli_models_default_prints_and_registers(prompt_db, tiny_model_dir, monkeypatch):
-    from pipelines import models
+    from alignloop.pipelines import models
 
     monkeypatch.setattr(models, "default_model_path", lambda dtype=None: tiny_model_dir)
     res = CliRunner().invoke(cli_app(), ["models", "default", "--db", prompt_db])

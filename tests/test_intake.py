@@ -9,14 +9,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from pipelines.intake import ImportOptions, import_file
-from pipelines.intake.dedup import NearDuplicateIndex
-from pipelines.intake.formats import FieldMap, hh_turns, parse_hh
-from pipelines.intake.parsed import Rejected
-from pipelines.intake.readers import RawRecord
-from warehouse import db
-from warehouse.errors import InputError
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.pipelines.intake.dedup import NearDuplicateIndex
+from alignloop.pipelines.intake.formats import FieldMap, hh_turns, parse_hh
+from alignloop.pipelines.intake.parsed import Rejected
+from alignloop.pipelines.intake.readers import RawRecord
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
 
 
 def _jsonl(path: Path, rows: list) -> Path:

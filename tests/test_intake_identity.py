@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from pipelines.intake import ImportOptions, import_file, import_into
-from warehouse import db
-from warehouse.errors import InputError
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.intake import ImportOptions, import_file, import_into
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
 
 DATA = Path(__file__).parent / "data"
 FILES = DATA / "warehouse_v3"
@@ -205,9 +204,9 @@ def test_a_v3_warehouse_migrates_keeping_every_row_with_consistent_ids(tmp_path)
 
 def _ids_are_what_the_stages_compute(rows: dict[str, dict[str, dict]]) -> None:
     """After the migration an AI judge, Aligner or annotation push run again finds its rows by the id it computes."""
-    from annotation.push import task_id
-    from warehouse import ids
-    from warehouse.records import Comparison, Ranking, Rating, StepLabel
+    from alignloop.annotation.push import task_id
+    from alignloop.warehouse import ids
+    from alignloop.warehouse.records import Comparison, Ranking, Rating, StepLabel
 
     judged = [c for c in rows["comparisons"].values() if c["source"] == "ai"]
     assert judged and all(c["id"] == Comparison.make_id(c["judge"], c["response_a"], c["response_b"], c["aspect"])
@@ -269,7 +268,7 @@ def test_an_import_does_not_hold_the_warehouse_while_it_reads_the_file(tmp_path)
 
 
 def test_a_failed_import_removes_the_warehouse_it_created_and_only_that(tmp_path, monkeypatch):
-    from pipelines.intake import importer
+    from alignloop.pipelines.intake import importer
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "fine"}\n{oops\n')

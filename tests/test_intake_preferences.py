@@ -8,16 +8,15 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
-
-from pipelines.datasets.build import build
-from pipelines.datasets.config import parse_options
-from pipelines.datasets.export import export_snapshot
-from pipelines.datasets.publish import build_and_publish
-from pipelines.datasets.snapshot import load_snapshot
-from pipelines.datasets.stages import EmptyDataset
-from pipelines.intake import ImportOptions, import_file
-from warehouse import db
-from warehouse.errors import InputError
+from alignloop.pipelines.datasets.build import build
+from alignloop.pipelines.datasets.config import parse_options
+from alignloop.pipelines.datasets.export import export_snapshot
+from alignloop.pipelines.datasets.publish import build_and_publish
+from alignloop.pipelines.datasets.snapshot import load_snapshot
+from alignloop.pipelines.datasets.stages import EmptyDataset
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
 
 USER, ASSISTANT = "user", "assistant"
 

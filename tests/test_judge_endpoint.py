@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from alignloop.flows.params import validated
+from alignloop.flows.round import RoundParams, round_flow
+from alignloop.pipelines.judges.templates import quoted
+from alignloop.trainers import config as C
+from alignloop.trainers.run import train_model
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError, InputError
 
-from flows.params import validated
-from flows.round import RoundParams, round_flow
-from pipelines.judges.templates import quoted
 from tests.fixtures_judge_server import RuleJudge, _verdict, rule_judge, rule_rating, shorter_wins  # noqa: F401
 from tests.fixtures_prefect_ops import save_secret
 from tests.fixtures_round import PROMPTS, seed_human_round
 from tests.fixtures_trainers import make_snapshot, tiny_model_dir  # noqa: F401
-from trainers import config as C
-from trainers.run import train_model
-from warehouse import db
-from warehouse.errors import AlignloopError, InputError
 
 PRINCIPLE = "Prefer the answer that says the same in fewer characters."
 KEY = "sk-judge-0123456789abcdef"
@@ -181,8 +181,8 @@ def test_a_listwise_round_trains_a_list_loss_on_each_prompts_samples_ranked_at_t
 
 
 def test_kto_reads_a_rounds_pairwise_options_as_a_binary_build_of_those_pairs():
-    from flows.round import unpaired
-    from pipelines.datasets.config import parse_options
+    from alignloop.flows.round import unpaired
+    from alignloop.pipelines.datasets.config import parse_options
 
     pairwise = {"origin": "ratings", "rounds": ["r1"], "sources": ["reward_model"], "judges": ["rm"],
                 "aspect": "reward", "pairing": "rso", "rso_beta": 1.0, "max_pairs_per_prompt": 2,
@@ -230,7 +230,7 @@ def test_trainer_refuses_an_endpoint_without_a_model_or_principles_without_a_jud
         C.PPOConfig(judge_base_url="http://127.0.0.1:1/v1", judge_model="policy")
     with pytest.raises(ValueError, match="judge_principles and judge_aspect tell an LLM judge what to rate"):
         C.PPOConfig(verifier="final_answer", judge_aspect="harmlessness")
-    from flows.train import TrainParams
+    from alignloop.flows.train import TrainParams
 
     with pytest.raises(AlignloopError, match="judge_api_key_secret is the key of a judge at an endpoint"):
         TrainParams(method="grpo", dataset="d", judge_model="m", judge_api_key_secret="k").config()
@@ -249,9 +249,8 @@ def test_credentials_in_a_judge_url_given_on_the_cli_land_nowhere(tmp_path, pref
     """``judge_base_url`` was stored verbatim: in the round's config (DuckDB), the training run's config (DuckDB,
     run.json, config.json). A URL with ``user:key@`` given to ``alignloop round`` reaches the endpoint (its Basic
     auth) and, redacted, every record; the key is in no warehouse row, run or snapshot file, export or log."""
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

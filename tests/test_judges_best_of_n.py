@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from pipelines.judges.best_of_n import Sample, best_of_n_quality, pick_majority, selection_curve, sizes
-from warehouse import db
-from warehouse.records import Prompt, Rating, Response
+from alignloop.pipelines.judges.best_of_n import Sample, best_of_n_quality, pick_majority, selection_curve, sizes
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Prompt, Rating, Response
 
 # three problems of round r1, four samples each (final answers); P3 has no right one
 ANSWERS = {"4": ["5", "4", "5", "4"], "6": ["6", "7", "7", "8"], "9": ["1", "2", "3", "2"]}
@@ -87,9 +86,8 @@ def test_best_of_n_per_scorer_on_hand_made_problems():
 
 
 def test_cli_report_shows_stores_and_plots_best_of_n(tmp_path):
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     path = tmp_path / "w.duckdb"
     with db.connect(path) as con:

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import json
 
+from alignloop.warehouse import db
 from typer.testing import CliRunner
 
 from tests.fixtures_judge_server import garbage_judge  # noqa: F401
 from tests.fixtures_judges import seed_round
-from warehouse import db
 
 KINDS = ("pairwise", "listwise", "rating", "binary", "steps")
 
 
 def test_a_garbage_answering_judge_is_invalid_in_every_kind_and_in_the_report(tmp_path, garbage_judge):  # noqa: F811
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path) as con:

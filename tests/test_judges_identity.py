@@ -9,17 +9,17 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alignloop.pipelines import models
+from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
+from alignloop.pipelines.judges.rollouts import RolloutStepJudge
+from alignloop.pipelines.judges.run import make_judge
+from alignloop.pipelines.models import CONTENT_CACHE, model_name, provenance
+from alignloop.pipelines.verifiers import get_verifier
+from alignloop.warehouse import db
 from typer.testing import CliRunner
 
-from pipelines import models
-from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.rollouts import RolloutStepJudge
-from pipelines.judges.run import make_judge
-from pipelines.models import CONTENT_CACHE, model_name, provenance
-from pipelines.verifiers import get_verifier
 from tests.fixtures_judges import FakeBackend, seed_round
 from tests.fixtures_trainers import tiny_tokenizer
-from warehouse import db
 
 REL = "runs/reward-x/model"
 
@@ -122,7 +122,7 @@ def head_folder(path: Path, head: str) -> Path:
 @pytest.mark.parametrize("kind, head, extra", [("rating", "reward", []), ("rating", "prm", ["--prm-aggregate", "min"]),
                                                ("steps", "prm", [])])
 def test_a_reward_model_by_two_paths_is_one_judge(kind, head, extra, tmp_path, monkeypatch):
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     pytest.importorskip("torch")
     folder = head_folder(tmp_path / REL, head)

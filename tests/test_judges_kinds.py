@@ -6,16 +6,16 @@ import json
 import re
 
 import pytest
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
+from alignloop.pipelines.judges.listwise import borda, permutations
+from alignloop.pipelines.judges.parsing import read, read_steps
+from alignloop.pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.listwise import borda, permutations
-from pipelines.judges.parsing import read, read_steps
-from pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, answer, quality
-from warehouse import db
-from warehouse.errors import AlignloopError
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
 
@@ -113,7 +113,7 @@ def test_rating_by_log_probs_is_the_expected_digit(seeded):
     expected digit under the judge's probabilities renormalised over the ten digits; scale 0..9."""
     import math
 
-    from pipelines.judges.pointwise import expected_digit
+    from alignloop.pipelines.judges.pointwise import expected_digit
 
     def digits(content: str) -> dict[str, float]:  # 3x the weight on 7 (an answer with "good") or on 2 (without)
         rated = re.search(r"\[\[\[BEGIN ANSWER\]\]\]\n(.*?)\n\[\[\[END ANSWER\]\]\]", content, re.DOTALL).group(1)
@@ -133,7 +133,7 @@ def test_rating_by_log_probs_is_the_expected_digit(seeded):
         top = 7 if "good" in text[r.response_id] else 2
         assert r.score == pytest.approx((45 + 2 * top) / 12) and (r.scale_min, r.scale_max) == (0.0, 9.0)
         assert r.meta["mode"] == "logprobs" and r.meta["mass"] == pytest.approx(12 * math.exp(-5.0))
-    from pipelines.backends.base import TokenScores
+    from alignloop.pipelines.backends.base import TokenScores
 
     assert expected_digit(TokenScores({str(d): None for d in range(10)}, available=False)) is None
     assert expected_digit(TokenScores({**{str(d): -math.inf for d in range(10)}})) is None
@@ -173,9 +173,9 @@ def test_step_labels(seeded):
 
 
 def test_step_labels_of_responses_stored_without_steps_build_a_step_dataset(con):
-    from pipelines.datasets.build import build
-    from pipelines.datasets.config import parse_options
-    from warehouse.records import Prompt, Response
+    from alignloop.pipelines.datasets.build import build
+    from alignloop.pipelines.datasets.config import parse_options
+    from alignloop.warehouse.records import Prompt, Response
 
     db.ensure_round(con, "r1")
     p = Prompt.create([{"role": "user", "content": "What is 2 + 3?"}], "test")

@@ -6,17 +6,17 @@ from __future__ import annotations
 import math
 
 import pytest
+from alignloop.pipelines.backends.base import TokenScores
+from alignloop.pipelines.judges.calls import CallPolicy, JudgeBackendError
+from alignloop.pipelines.judges.config import JudgeConfig, PairItem
+from alignloop.pipelines.judges.pairwise import PairwiseJudge, debiased_prob, winner_from_prob
+from alignloop.pipelines.judges.parsing import read, two_way_prob
+from alignloop.pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
+from alignloop.pipelines.judges.templates import load_template
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines.backends.base import TokenScores
-from pipelines.judges.calls import CallPolicy, JudgeBackendError
-from pipelines.judges.config import JudgeConfig, PairItem
-from pipelines.judges.pairwise import PairwiseJudge, debiased_prob, winner_from_prob
-from pipelines.judges.parsing import read, two_way_prob
-from pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
-from pipelines.judges.templates import load_template
 from tests.fixtures_judges import *
 from tests.fixtures_judges import INJECTION, FakeBackend, answer
-from warehouse.errors import AlignloopError
 
 FAST = CallPolicy(retries=2, retry_delay_s=0.0, batch_size=8)
 

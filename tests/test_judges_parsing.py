@@ -4,12 +4,11 @@ text around a well-formed verdict never flips it, text without one is never read
 from __future__ import annotations
 
 import pytest
+from alignloop.pipelines.judges.parsing import GRAMMARS, grammar, read, read_steps
+from alignloop.pipelines.judges.templates import TEMPLATE_NAMES
+from alignloop.warehouse.errors import AlignloopError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from pipelines.judges.parsing import GRAMMARS, grammar, read, read_steps
-from pipelines.judges.templates import TEMPLATE_NAMES
-from warehouse.errors import AlignloopError
 
 PAIRWISE = [
     # the form the template asks for, and its decorations

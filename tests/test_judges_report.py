@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 
 import pytest
+from alignloop.pipelines.judges import report
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.config import JudgeConfig
+from alignloop.pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Comparison
 from typer.testing import CliRunner
 
-from pipelines.judges import report
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.config import JudgeConfig
-from pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, seed_round
-from warehouse import db
-from warehouse.records import Comparison
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=8)
 
@@ -60,7 +60,7 @@ def test_report_measures_position_bias_and_human_agreement(seeded, tmp_path):
 
 
 def test_cli_verifier_judge_and_report(tmp_path):
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path) as con:
@@ -87,7 +87,7 @@ def test_cli_verifier_judge_and_report(tmp_path):
 
 
 def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
-    from flows.judge import JudgeParams, judge
+    from alignloop.flows.judge import JudgeParams, judge
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path) as con:
@@ -98,7 +98,7 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
     res = judge.fn(params, j)
     assert res["selected"] == 9 and res["inserted"] == {"comparisons": 9}
     assert judge.fn(params, j)["cached"] == 9 and backend.logprob_calls == 18
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     # the table view: a row per judge on a wide terminal, a column per judge on a narrow one; no figure cut
     for width, layout in (("200", "judge"), ("80", "metric")):
@@ -108,8 +108,9 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
 
 
 def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
-    from flows.cli import app
-    from pipelines.report import JUDGE_METRICS, write_report
+    from alignloop.flows.cli import app
+    from alignloop.pipelines.report import JUDGE_METRICS, write_report
+
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")
@@ -172,8 +173,9 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
 
 
 def test_step_judges_are_measured_on_the_steps_people_labelled(tmp_path):
-    from flows.cli import app
-    from pipelines.report import JUDGE_METRICS, write_report
+    from alignloop.flows.cli import app
+    from alignloop.pipelines.report import JUDGE_METRICS, write_report
+
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")
@@ -224,11 +226,12 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     """A judge that ranks by quality, one that always ranks the answer shown first first, one whose replies cannot be
     read; people rank one prompt's answers (once in quality order, once reversed) and compare two pairs of
     another's: each figure is checked by hand."""
-    from flows.cli import app
-    from pipelines.report import JUDGE_METRICS
+    from alignloop.flows.cli import app
+    from alignloop.pipelines.report import JUDGE_METRICS
+    from alignloop.warehouse.records import Ranking
+
     from tests.fixtures_judges import quality
     from tests.test_judges_kinds import rank_by_quality
-    from warehouse.records import Ranking
 
     config = JudgeConfig(permutations=3, calls=FAST)  # cyclic orders of 3: each answer is shown first once
     for name, reply in (("fair", rank_by_quality), ("first", lambda c: "A > B > C"), ("lost", lambda c: "no idea")):
@@ -300,7 +303,8 @@ def test_ties_are_scored_by_one_rule_in_every_section(tmp_path):
     """A pairwise judge that ties both pairs people decided, a rating judge that scores both sides alike and a
     listwise judge whose Borda points tie score the same everywhere: no accuracy over decided pairs (none decided),
     a tie rate of 1, half credit 0.5; the table, --json and the stored evaluations say so."""
-    from flows.cli import app
+    from alignloop.flows.cli import app
+
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")

@@ -8,17 +8,17 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
+from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
+from alignloop.pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
+from alignloop.pipelines.verifiers import get_verifier
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError, InputError
+from alignloop.warehouse.records import Prompt, Response
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
-from pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
-from pipelines.verifiers import get_verifier
 from tests.fixtures_generate import *
 from tests.fixtures_judges import *
-from warehouse import db
-from warehouse.errors import AlignloopError, InputError
-from warehouse.records import Prompt, Response
 
 FAST = CallPolicy(retries=1, retry_delay_s=0.0, batch_size=4)
 QUESTION = [{"role": "user", "content": "What is (2 + 3) * 1?"}]
@@ -157,8 +157,8 @@ def test_a_completion_cut_at_the_token_limit_reaches_no_answer(con):
 
 
 def test_rollout_labels_build_a_step_dataset(con):
-    from pipelines.datasets.build import build
-    from pipelines.datasets.config import parse_options
+    from alignloop.pipelines.datasets.build import build
+    from alignloop.pipelines.datasets.config import parse_options
 
     seeded = seed_solutions(con)
     judge = RolloutStepJudge(Completer(), get_verifier("final_answer"), RolloutConfig(n=4), FAST)
@@ -209,9 +209,8 @@ def test_transformers_backend_continues_an_assistant_message(tiny_backend):
 
 
 def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
+    from alignloop.flows.cli import app
     from typer.testing import CliRunner
-
-    from flows.cli import app
 
     path = tmp_path / "w.duckdb"
     with db.connect(path) as con:
@@ -236,7 +235,7 @@ def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
 
 
 def test_rollouts_are_judged_and_written_a_few_items_at_a_time():
-    from flows.judge import JudgeParams
+    from alignloop.flows.judge import JudgeParams
 
     assert JudgeParams(kind="steps", round="r1", rollouts=4).chunk() == 8
     assert JudgeParams(kind="steps", round="r1", rollouts=4, chunk_size=3).chunk() == 3

@@ -10,10 +10,9 @@ import time
 
 import httpx
 import pytest
-
-from annotation import configs
-from annotation.client import Annotator, LabelStudioClientError, connect
-from annotation.server import (
+from alignloop.annotation import configs
+from alignloop.annotation.client import Annotator, LabelStudioClientError, connect
+from alignloop.annotation.server import (
     LabelStudioError,
     LabelStudioNotInstalled,
     PortInUseError,

@@ -9,8 +9,7 @@ import math
 
 import pytest
 import torch
-
-from trainers import losses as L
+from alignloop.trainers import losses as L
 
 # three pairs: (pi_chosen, pi_rejected, ref_chosen, ref_rejected, len_chosen, len_rejected)
 PC = [-1.0, -3.0, -2.5]
@@ -407,7 +406,7 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_bco_unpaired_matches_formula_and_prefers_desirable():
-    from trainers.losses import bco_loss, get_loss
+    from alignloop.trainers.losses import bco_loss, get_loss
 
     pi = torch.tensor([-1.0, -2.0, -3.0])
     ref = torch.tensor([-1.5, -1.0, -3.5])
@@ -469,7 +468,7 @@ def test_weak_to_strong_confidence_target():
 
 
 def test_performance_gap_recovered():
-    from trainers.evaluate import performance_gap_recovered as pgr
+    from alignloop.trainers.evaluate import performance_gap_recovered as pgr
 
     assert pgr(0.6, 0.7, 0.8) == pytest.approx(0.5) and pgr(0.6, 0.55, 0.8) == pytest.approx(-0.25)
     assert pgr(0.8, 0.9, 0.8) is None
@@ -478,7 +477,7 @@ def test_performance_gap_recovered():
 def test_running_state_is_a_mean_of_training_batches_only_and_a_fixed_parameter_stays():
     """BCO's reward shift and beta-DPO's m0 are running means the caller keeps: each training call uses the state
     of the calls before it and moves it (momentum 0.9); a call without gradients (evaluation) reads it only."""
-    from trainers.objectives import PolicyLoss
+    from alignloop.trainers.objectives import PolicyLoss
 
     loss = PolicyLoss(L.get_loss("bco_pair"), 0.5)
     first, second = (t(PC), t(PR), t(RC), t(RR)), (t(PR), t(PC), t(RR), t(RC))
@@ -523,8 +522,7 @@ def test_running_state_is_a_mean_of_training_batches_only_and_a_fixed_parameter_
 
 def _rank_running_mean(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
-
-    from trainers.objectives import PolicyLoss
+    from alignloop.trainers.objectives import PolicyLoss
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:

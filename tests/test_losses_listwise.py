@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-
-from trainers import losses as L
+from alignloop.trainers import losses as L
 
 
 def lsig(x: float) -> float:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from alignloop.pipelines import models
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines import models
 from tests.fixtures_generate import *
-from warehouse import db
-from warehouse.errors import AlignloopError
 
 
 @pytest.fixture
@@ -132,7 +132,7 @@ def test_embedded_model_uri_is_the_same_on_every_machine(tmp_path, monkeypatch):
 
 
 def test_judge_ids_name_the_embedded_model_not_its_folder(tmp_path, monkeypatch):
-    from pipelines.judges.templates import load_template
+    from alignloop.pipelines.judges.templates import load_template
 
     monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path))
     folder = tmp_path / "models" / "smollm2-135m-instruct-bfloat16"

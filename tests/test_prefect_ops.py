@@ -8,10 +8,12 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+from alignloop.flows.import_prompts import ImportPromptsParams, import_prompts
+from alignloop.flows.limits import GPU_LIMIT, ensure_limits
+from alignloop.flows.registry import FLOW_MODULES, FlowModule, deployables, flows_in
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
-from flows.import_prompts import ImportPromptsParams, import_prompts
-from flows.limits import GPU_LIMIT, ensure_limits
-from flows.registry import FLOW_MODULES, FlowModule, deployables, flows_in
 from tests.fixtures_prefect_ops import (
     PrefectServer,
     prefect_server,  # noqa: F401 - fixture
@@ -20,10 +22,8 @@ from tests.fixtures_prefect_ops import (
     wait_for,
     write_prompts,
 )
-from warehouse import db
-from warehouse.errors import AlignloopError
 
-SERVE_CODE = "from flows.serve import serve_registered; serve_registered(only=('import-prompts',))"
+SERVE_CODE = "from alignloop.flows.serve import serve_registered; serve_registered(only=('import-prompts',))"
 
 
 def _read_run(run_id: UUID):
@@ -52,8 +52,9 @@ def test_registry_finds_written_flows_and_skips_missing_modules():
     assert entries[0].entrypoint == "flows/import_prompts.py:import_prompts"
     assert entries[0].full_name == "import-prompts/alignloop"
     assert len(names) == len(set(names))
-    assert [FlowModule(m.module) for m in FLOW_MODULES if m.module == "flows.round"]  # round is a known module
-    missing = deployables(modules=(FlowModule("flows.import_prompts"), FlowModule("flows.not_written_yet")))
+    assert [FlowModule(m.module) for m in FLOW_MODULES if m.module == "alignloop.flows.round"]  # a known module
+    missing = deployables(modules=(FlowModule("alignloop.flows.import_prompts"),
+                                   FlowModule("alignloop.flows.not_written_yet")))
     assert [e.flow.name for e in missing] == ["import-prompts"]
 
 
@@ -69,16 +70,15 @@ def test_registry_rejects_unknown_names_and_two_round_schedules():
         deployables(only=("nope",))
     with pytest.raises(AlignloopError, match="not both"):
         deployables(round_cron="0 3 * * *", round_interval=60)
-    no_round = (FlowModule("flows.import_prompts"), FlowModule("flows.not_written_round"))
+    no_round = (FlowModule("alignloop.flows.import_prompts"), FlowModule("alignloop.flows.not_written_round"))
     with pytest.raises(AlignloopError, match="has no flow yet"):
         deployables(round_cron="0 3 * * *", modules=no_round)
 
 
 def test_cli_registers_commands_and_rejects_bad_round_params():
     import typer
+    from alignloop.flows import cli_serve
     from typer.testing import CliRunner
-
-    from flows import cli_serve
 
     app = typer.Typer()
     cli_serve.register(app)
@@ -92,7 +92,7 @@ def test_cli_registers_commands_and_rejects_bad_round_params():
 def test_flows_in_ignores_imported_flows():
     import types
 
-    from flows import import_prompts as mod
+    from alignloop.flows import import_prompts as mod
 
     fake = types.ModuleType("fake_round")
     fake.import_prompts = mod.import_prompts  # a round module importing a stage flow must not re-deploy it
@@ -110,7 +110,7 @@ def test_params_validate_like_the_ui_form():
 
 
 def test_round_form_rejects_a_loss_it_cannot_train():
-    from flows.round import RoundParams
+    from alignloop.flows.round import RoundParams
 
     assert RoundParams(round="r1", loss="rpo").loss == "rpo"
     with pytest.raises(ValueError, match="unknown loss 'dpoo'; valid names: .*simpo"):
@@ -204,9 +204,8 @@ SHARD_PROMPTS = 5_000
 
 @pytest.mark.slow
 def test_two_process_workers_run_two_imports_in_parallel(prefect_server, tmp_path):  # noqa: F811
+    from alignloop.flows.deploy import deploy_to_pool, start_workers
     from prefect.client.orchestration import get_client
-
-    from flows.deploy import deploy_to_pool, start_workers
 
     pool = "cpu-test"
     ids = deploy_to_pool(pool, only=("import-prompts",))
@@ -243,10 +242,9 @@ def test_two_process_workers_run_two_imports_in_parallel(prefect_server, tmp_pat
 
 @pytest.mark.slow
 def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F811
+    from alignloop.flows.deploy import deploy_to_pool
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-
-    from flows.deploy import deploy_to_pool
 
     # the slice of prefect-docker's job template that matters here (the plugin is not installed in tests)
     template = {"job_configuration": {"image": "{{ image }}", "mem_limit": "{{ mem_limit }}"},
@@ -258,7 +256,7 @@ def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F
                          job_variables={"mem_limit": "8g"})
     with get_client(sync_client=True) as client:
         dep = client.read_deployment(ids["import-prompts/docker-test"])
-    assert dep.entrypoint == "flows.import_prompts.import_prompts"
+    assert dep.entrypoint == "alignloop.flows.import_prompts.import_prompts"
     assert dep.work_pool_name == "docker-test"
     assert dep.job_variables == {"image": "alignloop:test", "mem_limit": "8g"}
 
@@ -266,8 +264,8 @@ def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F
 def test_round_next_resumes_the_last_round_or_goes_on_after_it(tmp_path):
     """round='next' (what a schedule runs): r1 on a new warehouse, the last round again while it has not finished,
     the one after it once it has, nothing once the stopping rule stopped the iteration."""
-    from flows.round import RoundParams, next_round
-    from warehouse.records import Round
+    from alignloop.flows.round import RoundParams, next_round
+    from alignloop.warehouse.records import Round
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path) as con:
@@ -302,7 +300,7 @@ def test_round_next_resumes_the_last_round_or_goes_on_after_it(tmp_path):
 
 
 def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
-    from flows.registry import ROUND_MODULE
+    from alignloop.flows.registry import ROUND_MODULE
 
     def round_params(**kw):
         return next(e for e in deployables(**kw) if e.module == ROUND_MODULE).parameters
@@ -316,7 +314,7 @@ def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
 
 
 def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial_policy(tmp_path):
-    from flows.round import RoundParams, resolve_policy
+    from alignloop.flows.round import RoundParams, resolve_policy
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -332,7 +330,8 @@ def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial
 
 def test_a_round_that_fails_says_so_and_next_takes_it_up_again(tmp_path):
     """A round stopped by an error is 'failed' in the warehouse (not left 'running'); 'next' resumes it."""
-    from flows.round import RoundParams, next_round, round_flow
+    from alignloop.flows.round import RoundParams, next_round, round_flow
+
     from tests.fixtures_generate import add_prompts, build_tiny_model
 
     path = str(tmp_path / "w.duckdb")

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 
+from alignloop.flows.cli import app
+from alignloop.pipelines.report import datasets_summary, runs_summary, write_report
+from alignloop.warehouse import db
 from typer.testing import CliRunner
-
-from flows.cli import app
-from pipelines.report import datasets_summary, runs_summary, write_report
-from warehouse import db
 
 
 def _seed(con) -> None:

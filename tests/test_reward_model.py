@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-
-from pipelines.judges.config import ResponseItem
-from pipelines.judges.reward_model import (
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.judges.reward_model import (
     RewardModelJudge,
     RewardModelScorer,
     aggregate_steps,
@@ -71,16 +70,15 @@ def test_aggregation_and_best_of_n():
 
 
 def test_refuses_non_folder():
-    from warehouse.errors import AlignloopError
+    from alignloop.warehouse.errors import AlignloopError
 
     with pytest.raises(AlignloopError, match="not a local model folder"):
         RewardModelScorer.load("some/hub-name")
 
 
 def test_a_folder_that_is_no_one_score_reward_model_is_refused_by_name(tmp_path):
+    from alignloop.warehouse.errors import AlignloopError
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
-
-    from warehouse.errors import AlignloopError
 
     small = {"vocab_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 32}

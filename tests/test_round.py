@@ -12,18 +12,17 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
-from pipelines.demo_prompts import write_demo_prompts
-from pipelines.evaluation import StoppingRule, text_stats
-from pipelines.intake import ImportOptions, import_file
-from warehouse import db
+from alignloop.pipelines.demo_prompts import write_demo_prompts
+from alignloop.pipelines.evaluation import StoppingRule, text_stats
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.warehouse import db
 
 PROMPTS, SAMPLES, HELDOUT = 16, 4, 4
 
 
 def _round_cmd(tmp: Path) -> list[str]:
     code = (
-        "from flows.round import RoundParams, round_flow; import json; "
+        "from alignloop.flows.round import RoundParams, round_flow; import json; "
         f"out = round_flow(RoundParams(round='next', prompts_per_round={PROMPTS}, n={SAMPLES}, "
         f"heldout_limit={HELDOUT}, heldout_max_new_tokens=16, epochs=1, batch_size=2, "
         f"runs_dir='{tmp / 'runs'}', db='{tmp / 'w.duckdb'}')); "

@@ -7,14 +7,14 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+from alignloop.flows.round import RoundParams, round_flow
+from alignloop.pipelines.models import model_name
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 from pydantic import ValidationError
 
-from flows.round import RoundParams, round_flow
-from pipelines.models import model_name
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 from tests.fixtures_trainers import make_snapshot
-from warehouse import db
-from warehouse.errors import AlignloopError
 
 
 def _reward_model(policy, folder):
@@ -73,7 +73,7 @@ def test_a_round_trains_on_its_reward_model_s_best_over_worst(tmp_path, prefect_
 
 def _scores(db_file, judge, round_id):
     """Per held-out prompt, the reward model's score of the answer stored under ``round_id``'s held-out round."""
-    from pipelines.judges.run import load_responses
+    from alignloop.pipelines.judges.run import load_responses
 
     with db.connect(str(db_file)) as con:
         items = load_responses(con, f"{round_id}/heldout")
@@ -81,7 +81,7 @@ def _scores(db_file, judge, round_id):
 
 
 def test_reward_model_rounds_are_evaluated_and_stopped_on_their_reward(tmp_path, prefect_harness):
-    from pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge
 
     policy = seed_human_round(tmp_path)
     rm = _reward_model(policy, tmp_path / "rm")

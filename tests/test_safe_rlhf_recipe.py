@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 import random
 
+from alignloop.warehouse import db
 from typer.testing import CliRunner
 
 from tests.fixtures_trainers import WORDS, tiny_model_dir  # noqa: F401
-from warehouse import db
 
 ENV = {"COLUMNS": "400"}
 
@@ -29,7 +29,7 @@ def _records(n: int) -> list[dict]:
 
 def test_the_safe_rlhf_recipe_runs_from_pku_records_to_a_cost_bounded_policy(tmp_path, tiny_model_dir,  # noqa: F811
                                                                            monkeypatch):
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))
     path = str(tmp_path / "w.duckdb")

@@ -6,12 +6,19 @@ import json
 
 import pytest
 import torch
+from alignloop.trainers import config as C
+from alignloop.trainers.collators import ListCollator, PairCollator, UnpairedCollator
+from alignloop.trainers.logprobs import sequence_logprobs
+from alignloop.trainers.tokenize import (
+    IGNORE_INDEX,
+    Encoder,
+    encode_lists,
+    encode_pairs,
+    encode_steps,
+    encode_unpaired,
+)
 
 from tests.fixtures_trainers import rows_for, tiny_tokenizer
-from trainers import config as C
-from trainers.collators import ListCollator, PairCollator, UnpairedCollator
-from trainers.logprobs import sequence_logprobs
-from trainers.tokenize import IGNORE_INDEX, Encoder, encode_lists, encode_pairs, encode_steps, encode_unpaired
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +128,7 @@ def test_config_validation_and_round_trip(tmp_path):
 
 
 def test_a_config_file_holds_only_what_it_changes(tmp_path):
-    from warehouse.errors import AlignloopError
+    from alignloop.warehouse.errors import AlignloopError
 
     base = C.PreferenceConfig()
     f = tmp_path / "c.json"
@@ -150,7 +157,7 @@ def test_a_config_file_holds_only_what_it_changes(tmp_path):
 def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):
     """A run writes model/ into its folder and removes checkpoints/ when done: pointed at a folder of the user's
     (``--output-dir .``) it mixed into it and pruned their checkpoints/. Refused in one line, nothing written."""
-    from warehouse.errors import AlignloopError
+    from alignloop.warehouse.errors import AlignloopError
 
     ident = {"method": "dpo", "dataset": "h", "base_model": "b"}
     mine = tmp_path / "project"
@@ -171,7 +178,7 @@ def test_a_new_run_refuses_a_folder_of_other_files(tmp_path):
 
 
 def test_resume_with_other_config_is_refused(tmp_path):
-    from warehouse.errors import AlignloopError
+    from alignloop.warehouse.errors import AlignloopError
 
     ident = {"method": "dpo", "dataset": "h", "base_model": "b"}
     cfg = C.PreferenceConfig(train=C.TrainConfig(output_dir=str(tmp_path)))

@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import pytest
+from alignloop.trainers import config as C
 from typer.testing import CliRunner
 
 from tests.fixtures_trainers import make_snapshot, new_warehouse, small_train, tiny_model_dir  # noqa: F401
-from trainers import config as C
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
@@ -20,7 +20,7 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 def test_logged_progress_logs_each_phase_at_its_start_tenths_and_end():
     import logging
 
-    from flows.train import logged_progress
+    from alignloop.flows.train import logged_progress
 
     class Kept(logging.Handler):
         def __init__(self) -> None:
@@ -48,8 +48,8 @@ def test_logged_progress_logs_each_phase_at_its_start_tenths_and_end():
 
 
 def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness, monkeypatch):  # noqa: F811
-    from flows.train import TrainParams, train
-    from warehouse import db
+    from alignloop.flows.train import TrainParams, train
+    from alignloop.warehouse import db
 
     snap = make_snapshot(tmp_path / "snap", "pairwise")
     cfg_file = tmp_path / "cfg.json"
@@ -63,7 +63,7 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
     logger = logging.getLogger("alignloop.test.train_task")
     logger.setLevel(logging.INFO)
     monkeypatch.setattr(logger, "info", lambda msg, *args: run_log.append(msg % args))
-    monkeypatch.setattr("flows.train.get_run_logger", lambda: logger)
+    monkeypatch.setattr("alignloop.flows.train.get_run_logger", lambda: logger)
     summary = train.fn(params)
     assert summary["written"]["training_runs"] == 1 and summary["written"]["models"] == 1
     # a run without a progress bar (the UI, a round) reports its phases to the run's log
@@ -106,8 +106,8 @@ def test_train_flow_records_everything(tmp_path, tiny_model_dir, prefect_harness
 
 
 def test_cli_help_lists_every_method():
-    from flows.cli import app
-    from trainers.methods import METHODS
+    from alignloop.flows.cli import app
+    from alignloop.trainers.methods import METHODS
 
     out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
     assert out.exit_code == 0
@@ -119,15 +119,15 @@ def test_cli_help_lists_every_method():
 
 
 def test_the_cli_catalog_lists_the_registry_methods_and_kinds():
-    from trainers.catalog import CATALOG
-    from trainers.methods import METHODS
+    from alignloop.trainers.catalog import CATALOG
+    from alignloop.trainers.methods import METHODS
 
     assert {n: tuple(m.layouts) for n, m in METHODS.items()} == {n: c.kinds for n, c in CATALOG.items()}
     assert all(m.help == CATALOG[n].help for n, m in METHODS.items())
 
 
 def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: F811
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     out = CliRunner().invoke(app, ["train", "kto", "--dataset", str(snap), "--base", str(tiny_model_dir),
@@ -137,9 +137,9 @@ def test_cli_wrong_dataset_kind_is_one_line(tmp_path, tiny_model_dir):  # noqa: 
 
 
 def test_an_unknown_dataset_name_lists_the_datasets_the_warehouse_holds(tmp_path):
-    from flows.train import resolve_dataset
-    from warehouse import db
-    from warehouse.errors import AlignloopError, InputError
+    from alignloop.flows.train import resolve_dataset
+    from alignloop.warehouse import db
+    from alignloop.warehouse.errors import AlignloopError, InputError
 
     path = new_warehouse(tmp_path)
     with pytest.raises(AlignloopError, match=r"dataset 'prefs' is not in the warehouse .*; none built yet"):
@@ -161,7 +161,7 @@ def test_an_unknown_dataset_name_lists_the_datasets_the_warehouse_holds(tmp_path
 
 
 def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_model_dir, prefect_harness, capfd):  # noqa: F811
-    from flows.cli import app
+    from alignloop.flows.cli import app
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     args = ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--max-steps", "2",
@@ -185,11 +185,11 @@ def test_cli_train_runs_quietly_then_reuses_the_finished_run(tmp_path, tiny_mode
 
 def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model_dir, prefect_harness, capfd,  # noqa: F811
                                                             monkeypatch):
-    import flows.train
-    from flows.cli import app
+    import alignloop.flows.train as flows_train
+    from alignloop.flows.cli import app
 
     started = []
-    monkeypatch.setattr(flows.train, "train_task", lambda *a, **k: started.append(a))  # the flow refuses first
+    monkeypatch.setattr(flows_train, "train_task", lambda *a, **k: started.append(a))  # the flow refuses first
     snap = make_snapshot(tmp_path / "kto", "binary", name="kto")
     res = CliRunner().invoke(app, ["train", "dpo", "--dataset", str(snap), "--base", str(tiny_model_dir), "--db",
                                    new_warehouse(tmp_path)], env={"COLUMNS": "400"})
@@ -202,9 +202,10 @@ def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model
 
 
 def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tiny_model_dir, prefect_harness):  # noqa: F811
-    from flows.cli import app
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
+
     from tests.test_trainers_ppo import tiny_reward_model
-    from warehouse import db
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     path = new_warehouse(tmp_path)
@@ -255,8 +256,9 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     rlvr[rlvr.index(str(tmp_path / "grpo"))] = str(tmp_path / "rlvr")
     out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
     assert out.exit_code == 2 and "none of the 8 train prompts has one in the warehouse" in out.output, out.output
+    from alignloop.warehouse.records import Prompt, to_arrow
+
     from tests.fixtures_trainers import rows_for
-    from warehouse.records import Prompt, to_arrow
 
     with db.connect(path) as con:
         rows = [Prompt(r["prompt_id"], json.loads(r["prompt"]), r["prompt_text"], r["prompt_id"], "test", split,
@@ -281,9 +283,9 @@ def test_sdpo_trains_its_parts_in_turn_each_from_and_against_the_stage_before(tm
                                                                              prefect_harness, monkeypatch):
     """sDPO: the train prompts cut by a hash into stages of near-equal size, each prompt in one; stage 2 starts from
     stage 1's model and uses it as its reference; the stages' rows are the whole train split, each once."""
-    from flows.cli import app
-    from warehouse import db
-    from warehouse.ids import hash_parts
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
+    from alignloop.warehouse.ids import hash_parts
 
     ids = [f"p{i}" for i in range(10)]
     parts = hash_parts(ids, 3)
@@ -335,8 +337,8 @@ def test_sdpo_with_a_dataset_per_stage_trains_each_in_turn_from_and_against_the_
         tmp_path, tiny_model_dir, prefect_harness, monkeypatch):  # noqa: F811
     """sDPO as the paper ran it: the whole of one dataset, then the whole of the next, from and against stage 1's
     model; refused with the cut of one dataset into stages, for other methods and for another kind of dataset."""
-    from flows.cli import app
-    from warehouse import db
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
 
     monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))
     first = make_snapshot(tmp_path / "easy", "pairwise", n_train=8, name="easy")
@@ -374,8 +376,8 @@ def test_sdpo_with_a_dataset_per_stage_trains_each_in_turn_from_and_against_the_
 def test_sdpo_easy_first_puts_the_clearest_preferences_in_stage_one():
     """sDPO's curricula: prompts ordered by the mean |prob - 0.5| of their pairs, then their mean margin; or from
     AI-labelled pairs to people's."""
-    from trainers import config as C
-    from trainers.run import _stage_rows
+    from alignloop.trainers import config as C
+    from alignloop.trainers.run import _stage_rows
 
     probs = {"a": [1.0, 0.9], "b": [0.55], "c": [0.9], "d": [0.6, 0.6], "e": [0.1]}  # clarity .45 .05 .4 .1 .4
     margins = {"c": 2.0, "e": 1.0}

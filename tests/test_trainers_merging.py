@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from alignloop.trainers import config as C
+from alignloop.trainers import merging
+from alignloop.trainers.merging import OnlineMergingAdamW, dare, ondare, onties, trim
+from alignloop.trainers.run import train_model
+from alignloop.warehouse.errors import AlignloopError
 from safetensors.torch import load_file
 
 from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
-from trainers import config as C
-from trainers import merging
-from trainers.merging import OnlineMergingAdamW, dare, ondare, onties, trim
-from trainers.run import train_model
-from warehouse.errors import AlignloopError
 
 
 def _adamw_step(w0: torch.Tensor, grad: torch.Tensor, **kw) -> torch.Tensor:

@@ -10,13 +10,13 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.trainers import config as C
+from alignloop.trainers import ppo
+from alignloop.trainers.run import train_model
+from alignloop.warehouse.errors import AlignloopError
 
-from pipelines.judges.config import ResponseItem
 from tests.fixtures_trainers import make_snapshot, tiny_model_dir  # noqa: F401
-from trainers import config as C
-from trainers import ppo
-from trainers.run import train_model
-from warehouse.errors import AlignloopError
 
 
 def close(actual: torch.Tensor, expected: list) -> None:
@@ -171,7 +171,7 @@ def _completion_nll(model_dir: Path, demos: Path, config: C.PPOConfig) -> float:
     """The token-mean NLL of every completion of an sft snapshot under a model folder's weights."""
     from dataclasses import replace
 
-    from trainers.loading import load_model, load_tokenizer
+    from alignloop.trainers.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(model_dir)
     batches, _, _ = ppo.load_ptx(demos, tokenizer, config)
@@ -186,7 +186,7 @@ def test_ppo_ptx_keeps_the_likelihood_of_its_sft_completions(tmp_path, tiny_mode
     order that covers every row once a pass; the policy ends likelier on them than PPO alone leaves it."""
     from dataclasses import replace
 
-    from trainers.loading import load_tokenizer
+    from alignloop.trainers.loading import load_tokenizer
 
     batches = ppo.PtxBatches(list("abcdef"), 4, 0, 0)
     drawn = [r for position in range(3) for r in batches.rows(position)]
@@ -236,8 +236,8 @@ def test_grpo_rewarded_by_an_llm_judge_is_direct_rlaif(tmp_path, tiny_model_dir,
     import shutil
     from dataclasses import replace
 
-    from pipelines.backends.transformers_backend import TransformersBackend
-    from warehouse.records import Rating
+    from alignloop.pipelines.backends.transformers_backend import TransformersBackend
+    from alignloop.warehouse.records import Rating
 
     loads = []
     real_load = TransformersBackend.load.__func__
@@ -402,7 +402,7 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
     snap = make_snapshot(tmp_path / "snap", "pairwise", n_train=6, n_test=2)
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
     for method in ("grpo", "rloo"):
-        from trainers.methods import default_config
+        from alignloop.trainers.methods import default_config
 
         preset = default_config(method)
         assert preset.advantage == method and preset.samples_per_prompt == 4 and preset.method == method
@@ -446,8 +446,8 @@ def test_grpo_and_rloo_runs_compare_answers_to_one_prompt_without_a_critic(tmp_p
 
 
 def test_a_verifier_scores_answers_with_what_it_reads_of_their_prompts():
-    from pipelines.judges.run import VerifierJudge
-    from pipelines.verifiers import get_verifier
+    from alignloop.pipelines.judges.run import VerifierJudge
+    from alignloop.pipelines.verifiers import get_verifier
 
     checks = {"p1": {"reference": "42", "tags": (), "topic": ()}, "p2": {"reference": "7", "tags": (), "topic": ()}}
     models = ppo._Models(None, None, None, VerifierJudge(get_verifier("final_answer")), None, torch.device("cpu"),
@@ -458,8 +458,8 @@ def test_a_verifier_scores_answers_with_what_it_reads_of_their_prompts():
 
 
 def test_a_sample_s_score_is_the_verifier_s_less_the_length_penalties(monkeypatch):
-    from pipelines.judges.run import VerifierJudge
-    from pipelines.verifiers import get_verifier
+    from alignloop.pipelines.judges.run import VerifierJudge
+    from alignloop.pipelines.verifiers import get_verifier
 
     checks = {"p1": {"reference": "42", "tags": (), "topic": ()}}
     models = ppo._Models(None, None, None, VerifierJudge(get_verifier("final_answer")), None, torch.device("cpu"),
@@ -512,7 +512,7 @@ def test_online_dpo_pairs_each_group_s_best_and_worst_for_any_pairwise_loss(tmp_
     rm = tiny_reward_model(tiny_model_dir, tmp_path / "rm")
     calls = _scored_by_prompt(monkeypatch, {"p-train-0", "p-train-2", "p-train-5"})
     seen = []
-    from trainers import objectives
+    from alignloop.trainers import objectives
 
     real = objectives.pairwise_loss
     monkeypatch.setattr(objectives, "pairwise_loss", lambda fn, *a: seen.append((fn.spec.name, fn.beta)) or real(
@@ -644,8 +644,8 @@ def test_rollout_scores_in_chunks_from_the_answer_logits_alone_match_the_whole_b
 def test_safe_rlhf_scores_are_the_lagrangian_and_the_multiplier_moves_with_the_cost(monkeypatch):
     """Safe RLHF by hand: (reward - lambda * cost) / (1 + lambda) per answer, the cost the cost model's negated score;
     lambda rises while the mean cost is over the limit, falls while under, never below 0."""
-    from pipelines.judges.run import VerifierJudge
-    from pipelines.verifiers import get_verifier
+    from alignloop.pipelines.judges.run import VerifierJudge
+    from alignloop.pipelines.verifiers import get_verifier
 
     close(ppo.lagrangian_scores(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([0.5, -1.0, 0.0]), 3.0),
           [(1 - 1.5) / 4, (0 + 3) / 4, 2 / 4])
@@ -701,9 +701,10 @@ def test_safe_rlhf_advantages_combine_a_reward_critic_and_a_cost_critic():
 def bad_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
     """A reward model trained the other way round: 'bad' answers over 'good' ones (a harmlessness model at odds
     with the 'good' reward model)."""
+    from alignloop.trainers.snapshot import write_snapshot_dir
+    from alignloop.warehouse.snapshots import SCHEMAS
+
     from tests.fixtures_trainers import rows_for
-    from trainers.snapshot import write_snapshot_dir
-    from warehouse.snapshots import SCHEMAS
 
     tmp = tmp_path_factory.mktemp("bad-rm")
     tables = {}
@@ -753,7 +754,7 @@ def test_safe_rlhf_weighs_the_cost_against_the_reward_and_bounds_it(tmp_path, ti
 
 
 def test_the_train_form_carries_the_cost_model_and_limit_to_online_methods_only(tmp_path):
-    from flows.train import TrainParams
+    from alignloop.flows.train import TrainParams
 
     config = TrainParams(method="grpo", dataset="x", reward_model="rm", cost_model="safe-rm", cost_limit=-0.5).config()
     assert (config.cost_model, config.cost_limit, config.lambda_init) == ("safe-rm", -0.5, 1.0)
@@ -767,11 +768,12 @@ def test_a_reward_model_on_binary_rows_learns_the_label_s_sign(tmp_path, bad_rew
     cost limit of 0 means what the paper's does. The loss is -log sigmoid(s * r) by hand."""
     from types import SimpleNamespace
 
-    from pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.trainers import objectives as O
+    from alignloop.trainers.snapshot import write_snapshot_dir
+    from alignloop.warehouse.snapshots import SCHEMAS
+
     from tests.fixtures_trainers import rows_for
-    from trainers import objectives as O
-    from trainers.snapshot import write_snapshot_dir
-    from warehouse.snapshots import SCHEMAS
 
     scores = torch.tensor([[1.5], [-0.5], [0.2]])
     stub = lambda **kw: SimpleNamespace(logits=scores)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from alignloop.trainers import config as C
+from alignloop.trainers import reference
+from alignloop.trainers.run import train_model
+from alignloop.warehouse.errors import AlignloopError
 from safetensors.torch import load_file
 
 from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
-from trainers import config as C
-from trainers import reference
-from trainers.run import train_model
-from warehouse.errors import AlignloopError
 
 CASES = [
     ("dpo", "pairwise", lambda t: C.PreferenceConfig(train=t), "rewards/accuracies"),
@@ -87,7 +87,7 @@ def test_reference_is_computed_once_and_reused(tmp_path, tiny_model_dir, monkeyp
         calls.append(len(features))
         return real(model, features, collate, *args)
 
-    monkeypatch.setattr("trainers.run.compute_logps", counting)
+    monkeypatch.setattr("alignloop.trainers.run.compute_logps", counting)
     cfg = C.PreferenceConfig(train=small_train(tmp_path / "a"))
     first = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
     assert calls == [8, 4]  # train and test split
@@ -141,7 +141,7 @@ def test_short_run_computes_reference_only_for_the_rows_its_steps_see(tmp_path, 
         calls.append({f.row: o for f, o in zip(features, out, strict=True)})
         return out
 
-    monkeypatch.setattr("trainers.run.compute_logps", recording)
+    monkeypatch.setattr("alignloop.trainers.run.compute_logps", recording)
     one_step = C.PreferenceConfig(train=small_train(tmp_path / "a", max_steps=1))  # 1 step x 2 rows: under half
     short = train_model("dpo", snap, tiny_model_dir, one_step, base_model_id="base", cache_dir=tmp_path / "cache")
     # the held-out split (cached), then the step's 2 train rows and the next batch's (the data loader reads one
@@ -159,7 +159,7 @@ def test_short_run_computes_reference_only_for_the_rows_its_steps_see(tmp_path, 
 def test_snapshot_kind_reads_no_rows_and_names_what_is_wrong(tmp_path):
     import json
 
-    from trainers.snapshot import snapshot_kind
+    from alignloop.trainers.snapshot import snapshot_kind
 
     prefs = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
     assert snapshot_kind(prefs) == ("prefs", "pairwise")
@@ -197,7 +197,7 @@ def test_finished_run_keeps_no_checkpoint_and_reruns_from_its_records(tmp_path, 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was trained again")
 
-    monkeypatch.setattr("trainers.run.load_model", no_training)
+    monkeypatch.setattr("alignloop.trainers.run.load_model", no_training)
     again = train_model("dpo", snap, tiny_model_dir, cfg, base_model_id="base", cache_dir=tmp_path / "cache")
     assert again.run == first.run and again.model == first.model and again.metrics == first.metrics
     assert again.evaluations == first.evaluations and again.artifacts == first.artifacts
@@ -215,9 +215,8 @@ def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backb
                                                                                              tiny_model_dir):  # noqa: F811
     import logging
 
+    from alignloop.trainers.loading import load_model
     from safetensors.torch import save_file
-
-    from trainers.loading import load_model
 
     with caplog.at_level(logging.INFO):
         model = load_model(tiny_model_dir, "reward")
@@ -235,13 +234,13 @@ def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backb
 def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, tiny_model_dir):  # noqa: F811
     import json
 
+    from alignloop.pipelines.judges.config import ResponseItem
+    from alignloop.pipelines.judges.reward_model import RewardModelScorer
+    from alignloop.trainers.loading import load_tokenizer
+    from alignloop.trainers.tokenize import Encoder
     from transformers import AutoModelForSequenceClassification
 
-    from pipelines.judges.config import ResponseItem
-    from pipelines.judges.reward_model import RewardModelScorer
     from tests.fixtures_trainers import rows_for
-    from trainers.loading import load_tokenizer
-    from trainers.tokenize import Encoder
 
     train = small_train(tmp_path)
     result = train_model("reward", make_snapshot(tmp_path / "snap", "pairwise"), tiny_model_dir,
@@ -261,7 +260,7 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
     with torch.inference_mode():
         alone = [float(model(input_ids=torch.tensor([ids])).logits[0, 0]) for ids in trained_on]
     assert scorer.score(items) == pytest.approx(alone, abs=1e-4)  # batched with padding, read where training read
-    from pipelines.judges.run import build_judge
+    from alignloop.pipelines.judges.run import build_judge
 
     with pytest.raises(AlignloopError, match=r"rm:\S+ scores whole responses; --prm-aggregate \(prm_aggregate\) is "
                                              r"for a process reward model"):
@@ -269,13 +268,13 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
 
 
 def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_label(tmp_path, tiny_model_dir):  # noqa: F811
+    from alignloop.pipelines.judges.config import ResponseItem
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
+    from alignloop.trainers.loading import load_tokenizer
+    from alignloop.trainers.tokenize import Encoder
     from transformers import AutoModelForTokenClassification
 
-    from pipelines.judges.config import ResponseItem
-    from pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
     from tests.fixtures_trainers import rows_for
-    from trainers.loading import load_tokenizer
-    from trainers.tokenize import Encoder
 
     train = small_train(tmp_path)
     result = train_model("prm", make_snapshot(tmp_path / "snap", "steps"), tiny_model_dir,
@@ -306,7 +305,7 @@ def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_
     assert ratings[-1].score is None and ratings[-1].meta["step_probs"] == []  # no step fits: no score
     assert RewardModelJudge.load(str(result.model_dir), prm="min").judge_items(items, "r1")[0].score == \
         pytest.approx(min(expected[0]), abs=1e-5)
-    from pipelines.judges.run import build_judge
+    from alignloop.pipelines.judges.run import build_judge
 
     assert build_judge("rating", f"rm:{result.model_dir}", prm_aggregate="min").judge.endswith(":prm-min@v2")
     with pytest.raises(AlignloopError, match=r"process reward model \('rm:FOLDER'\), not judge 'verifier:final_answer'"):
@@ -316,14 +315,13 @@ def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_
 def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path, tiny_model_dir):  # noqa: F811
     import json
 
+    from alignloop.pipelines.datasets.build import build
+    from alignloop.pipelines.datasets.config import parse_options
+    from alignloop.pipelines.judges.reward_model import step_label
+    from alignloop.pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
+    from alignloop.warehouse import db
+    from alignloop.warehouse.records import Prompt, Response
     from transformers import AutoModelForTokenClassification
-
-    from pipelines.datasets.build import build
-    from pipelines.datasets.config import parse_options
-    from pipelines.judges.reward_model import step_label
-    from pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
-    from warehouse import db
-    from warehouse.records import Prompt, Response
 
     assert [step_label(p) for p in ([0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.6, 0.4], [0.5, 0.5])] == \
         [0, 1, -1, -1, 1]
@@ -371,10 +369,10 @@ def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path,
 def test_soft_labels_reach_the_losses_that_take_them(tmp_path, tiny_model_dir):  # noqa: F811
     """Pairs that are all ties (prob 0.5) teach a reward model no margin; trained as hard preferences they do."""
     import pyarrow as pa
+    from alignloop.trainers.snapshot import write_snapshot_dir
+    from alignloop.warehouse.snapshots import SCHEMAS
 
     from tests.fixtures_trainers import rows_for
-    from trainers.snapshot import write_snapshot_dir
-    from warehouse.snapshots import SCHEMAS
 
     ties = [{**r, "prob": 0.5} for r in rows_for("pairwise", 8, "train")]
     snap = write_snapshot_dir(tmp_path / "ties", "pairwise", pa.Table.from_pylist(ties, schema=SCHEMAS["pairwise"]),
@@ -399,8 +397,8 @@ def test_soft_labels_reach_the_losses_that_take_them(tmp_path, tiny_model_dir): 
 def test_weak_to_strong_confidence_warms_up_and_reaches_the_reward_loss(tmp_path, tiny_model_dir, monkeypatch):  # noqa: F811
     from types import SimpleNamespace
 
-    from trainers import objectives as O
-    from trainers.losses import bradley_terry_loss
+    from alignloop.trainers import objectives as O
+    from alignloop.trainers.losses import bradley_terry_loss
 
     conf = O.Confidence(weight=0.5, warmup=0.5)
     assert [O.Confidence(0.5, 0.5, p).alpha for p in (0.0, 0.25, 0.5, 0.9)] == [0.0, 0.25, 0.5, 0.5]
@@ -437,10 +435,10 @@ def test_a_trained_aligner_corrects_answers_with_the_prompt_it_was_trained_on(tm
     import dataclasses
     import json
 
-    from pipelines.backends.base import Sampling
-    from pipelines.judges.config import ResponseItem
-    from pipelines.judges.run import build_judge
-    from trainers.tokenize import ALIGNER_TEMPLATE
+    from alignloop.pipelines.backends.base import Sampling
+    from alignloop.pipelines.judges.config import ResponseItem
+    from alignloop.pipelines.judges.run import build_judge
+    from alignloop.trainers.tokenize import ALIGNER_TEMPLATE
 
     aligner = train_model("sft", make_snapshot(tmp_path / "qac", "correction"), tiny_model_dir,
                           C.SFTConfig(train=small_train(tmp_path)), base_model_id="base").model_dir
@@ -461,7 +459,7 @@ def test_a_trained_aligner_corrects_answers_with_the_prompt_it_was_trained_on(tm
 def test_a_killed_run_resumes_with_its_loss_s_running_state(tmp_path, tiny_model_dir, monkeypatch, loss):  # noqa: F811
     """beta-DPO's m0 and BCO's reward shift are running means over the steps: a run killed after its checkpoint
     resumes with them (saved beside the optimizer's state) and logs what the run that was never killed logs."""
-    from trainers.objectives import PairwiseObjective
+    from alignloop.trainers.objectives import PairwiseObjective
 
     snap = make_snapshot(tmp_path / "snap", "pairwise")
 

@@ -10,20 +10,20 @@ import re
 
 import pyarrow as pa
 import pytest
+from alignloop.trainers import config as C
+from alignloop.trainers.run import train_model
+from alignloop.trainers.snapshot import write_snapshot_dir
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.snapshots import SCHEMAS
 
 from tests.conftest import shared_file
-from trainers import config as C
-from trainers.run import train_model
-from trainers.snapshot import write_snapshot_dir
-from warehouse.errors import AlignloopError
-from warehouse.snapshots import SCHEMAS
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def embedded_model():
-    from pipelines.models import default_model_path
+    from alignloop.pipelines.models import default_model_path
 
     try:
         return default_model_path()
@@ -76,7 +76,7 @@ def _rm_budget() -> tuple[int, int, int, int, float, int]:
     native bf16) trains at about a third of a bf16 one's speed, so it gets a smaller budget at a higher rate, and
     trains the top 10 of the 30 layers: 96 pairs at 1e-4 reached 0.542 vs 0.467 untrained there with 60 s of
     training (the whole model: 0.550 in 108 s; 128 pairs: 0.575; 192 at 5e-5: 0.583 in 7.7 minutes)."""
-    from pipelines.models import cpu_supports_bf16
+    from alignloop.pipelines.models import cpu_supports_bf16
 
     full = cpu_supports_bf16()
     pairs = int(os.environ.get("ALIGNLOOP_RM_PAIRS", "320" if full else "96"))
@@ -86,12 +86,11 @@ def _rm_budget() -> tuple[int, int, int, int, float, int]:
 
 def test_reward_model_beats_untrained_on_hh_rlhf(tmp_path, embedded_model):
     import torch
-
-    from trainers.collators import PairCollator
-    from trainers.evaluate import evaluate_split
-    from trainers.loading import load_model, load_tokenizer
-    from trainers.objectives import RewardPairObjective
-    from trainers.tokenize import Encoder, encode_pairs
+    from alignloop.trainers.collators import PairCollator
+    from alignloop.trainers.evaluate import evaluate_split
+    from alignloop.trainers.loading import load_model, load_tokenizer
+    from alignloop.trainers.objectives import RewardPairObjective
+    from alignloop.trainers.tokenize import Encoder, encode_pairs
 
     path = shared_file("hh-rlhf-harmless-base-test.jsonl.gz")
     n_train, n_test, max_length, max_prompt_length, lr, frozen = _rm_budget()

@@ -4,9 +4,8 @@ that two-word nonsense and topic echoes cannot game."""
 from __future__ import annotations
 
 import pytest
-
-from pipelines.judges.config import ResponseItem
-from pipelines.verifiers import (
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.verifiers import (
     FinalAnswer,
     ForbiddenWords,
     JsonValid,

@@ -9,9 +9,8 @@ import sys
 import textwrap
 
 import pytest
-
-from warehouse import db, ids
-from warehouse.records import (
+from alignloop.warehouse import db, ids
+from alignloop.warehouse.records import (
     AnnotationTask,
     Comparison,
     Correction,
@@ -156,7 +155,7 @@ def test_second_writer_waits_then_says_busy(tmp_path):
     ("rule-judge", "rule-judge", []),
 ])
 def test_a_url_is_stored_without_the_credentials_it_carries(url, stored, secrets):
-    from warehouse.redact import redact_url, redact_urls, scrub, url_secrets
+    from alignloop.warehouse.redact import redact_url, redact_urls, scrub, url_secrets
 
     assert redact_url(url) == stored
     assert sorted(url_secrets(url)) == sorted(secrets)

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from alignloop.flows.cli import app
+from alignloop.pipelines.datasets import derived, publish
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.pipelines.datasets.snapshot import read_snapshot, register, snapshot_root
+from alignloop.pipelines.models import model_name
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.ids import hash_parts
+from alignloop.warehouse.snapshots import SCHEMAS
 from typer.testing import CliRunner
 
-from flows.cli import app
-from pipelines.datasets import derived, publish
-from pipelines.datasets.build import BuildResult
-from pipelines.datasets.snapshot import read_snapshot, register, snapshot_root
-from pipelines.models import model_name
 from tests.fixtures_trainers import new_warehouse, rows_for, save_tiny_model, tiny_model_dir  # noqa: F401
-from warehouse import db
-from warehouse.errors import InputError
-from warehouse.ids import hash_parts
-from warehouse.snapshots import SCHEMAS
 
 ENV = {"COLUMNS": "400"}
 
@@ -173,7 +173,7 @@ def test_weak_to_strong_bootstraps_through_three_sizes(tmp_path, monkeypatch):
                                                   [summary["direct"]])
     assert Path(summary["plot"]).stat().st_size > 0 and Path(summary["summary_file"]).is_file()
 
-    from pipelines.judges.reward_model import RewardModelJudge
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge
 
     def no_scoring(*a, **k):
         raise AssertionError("a rerun scored the responses again")
@@ -210,7 +210,7 @@ def test_weak_to_strong_refuses_what_it_cannot_measure(tmp_path, tiny_model_dir)
 
 def test_weak_to_strong_runs_as_a_prefect_flow(tmp_path, monkeypatch, prefect_harness):
     """As the UI starts it: each run a train subflow, the scoring a task, two models (no bootstrapping)."""
-    from flows.weak_to_strong import WeakToStrongParams, weak_to_strong
+    from alignloop.flows.weak_to_strong import WeakToStrongParams, weak_to_strong
 
     monkeypatch.setenv("ALIGNLOOP_CACHE", str(tmp_path / "cache"))
     path = new_warehouse(tmp_path)

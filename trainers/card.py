@@ -11,7 +11,7 @@ import json
 import re
 from typing import Any
 
-from trainers.catalog import CATALOG
+from alignloop.trainers.catalog import CATALOG
 
 PIPELINE = {"reward": "text-classification", "prm": "token-classification"}
 """Hub pipeline tag by model role (policies and Aligner correctors generate text)."""

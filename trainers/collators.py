@@ -16,9 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from trainers.packing import pack_pairs
-from trainers.tokenize import IGNORE_INDEX, Encoded, ListFeature, PairFeature, SeqFeature, UnpairedFeature
+from alignloop.trainers.packing import pack_pairs
+from alignloop.trainers.tokenize import IGNORE_INDEX, Encoded, ListFeature, PairFeature, SeqFeature, UnpairedFeature
 
 
 def pad(seqs: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from warehouse.errors import AlignloopError
-from warehouse.redact import redact_urls
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.redact import redact_urls
 
 CONFIG_FILE = "config.json"
 
@@ -211,7 +211,7 @@ class PreferenceConfig:
     STAGE_ORDERS: ClassVar[tuple[str, ...]] = ("hash", "easy_first", "ai_first")
 
     def __post_init__(self) -> None:
-        from trainers.losses import get_loss
+        from alignloop.trainers.losses import get_loss
 
         spec = get_loss(self.loss)
         if spec.data != "pairs":
@@ -243,7 +243,7 @@ class UnpairedConfig:
     """Further keyword hyperparameters (KTO: desirable_weight, undesirable_weight)."""
 
     def __post_init__(self) -> None:
-        from trainers.losses import get_loss
+        from alignloop.trainers.losses import get_loss
 
         spec = get_loss(self.loss)
         if spec.data != "unpaired":
@@ -269,7 +269,7 @@ class ListwiseConfig:
     """Keep at most this many completions per list (the best ones)."""
 
     def __post_init__(self) -> None:
-        from trainers.losses import get_loss
+        from alignloop.trainers.losses import get_loss
 
         spec = get_loss(self.loss)
         if spec.data != "lists":
@@ -559,7 +559,7 @@ class OnlineDPOConfig(PPOConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from trainers.losses import get_loss
+        from alignloop.trainers.losses import get_loss
 
         spec = get_loss(self.loss)
         _require([(spec.data == "pairs", f"loss {self.loss!r} is not pairwise (it takes {spec.data})"),

@@ -1,6 +1,6 @@
 """How far a policy moved from its reference: a Monte-Carlo estimate of KL(pi || ref) on the policy's answers.
 
-    from trainers.divergence import kl_to_reference
+    from alignloop.trainers.divergence import kl_to_reference
     kl = kl_to_reference("runs/r2/model", "runs/r1/model", prompts, answers)
 
 For answers y sampled from pi, E[log pi(y|x) - log ref(y|x)] = KL(pi || ref) (summed over tokens, in nats).
@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from trainers.logprobs import IGNORE_INDEX, forward_logprobs
+from alignloop.trainers.logprobs import IGNORE_INDEX, forward_logprobs
 
 Answer = str | Sequence[int]
 """An answer as text, or as the token ids sampled (exact: no re-tokenisation, end token included if sampled)."""

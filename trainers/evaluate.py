@@ -14,8 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-
-from trainers.tokenize import IGNORE_INDEX, Encoded
+from alignloop.trainers.tokenize import IGNORE_INDEX, Encoded
 
 Objective = Callable[[torch.nn.Module, dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, torch.Tensor]]]
 
@@ -63,7 +62,7 @@ def prm_step_probabilities(model: torch.nn.Module, encoded: Sequence[Encoded], n
     Encode unlabelled solutions with any placeholder label (e.g. 1) so the step ends are marked. 3-class heads give
     P(good) = softmax[2] (PRM800K "positive"); binary heads softmax[1].
     """
-    from trainers.collators import pad
+    from alignloop.trainers.collators import pad
 
     model.eval()
     device = next(model.parameters()).device

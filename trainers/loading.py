@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from trainers.config import LoraConfig, TrainConfig
-from warehouse.errors import AlignloopError
+from alignloop.trainers.config import LoraConfig, TrainConfig
+from alignloop.warehouse.errors import AlignloopError
 
 _AUTO = {"causal": "AutoModelForCausalLM", "reward": "AutoModelForSequenceClassification",
          "prm": "AutoModelForTokenClassification"}

@@ -25,8 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-
-from trainers.losses_listwise import (
+from alignloop.trainers.losses_listwise import (
     IGNORE_INDEX,
     bradley_terry_loss,
     dcg_ranks,

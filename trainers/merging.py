@@ -44,9 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from alignloop.warehouse.errors import AlignloopError
 from torch import Tensor
-
-from warehouse.errors import AlignloopError
 
 METHODS = ("dare", "ties")
 

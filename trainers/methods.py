@@ -9,10 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from trainers import collators, objectives
-from trainers import tokenize as tk
-from trainers.catalog import CATALOG
-from trainers.config import (
+from alignloop.trainers import collators, objectives
+from alignloop.trainers import tokenize as tk
+from alignloop.trainers.catalog import CATALOG
+from alignloop.trainers.config import (
     ListwiseConfig,
     MethodConfig,
     OnlineDPOConfig,
@@ -23,8 +23,8 @@ from trainers.config import (
     SFTConfig,
     UnpairedConfig,
 )
-from trainers.losses import LossSpec, get_loss
-from warehouse.errors import AlignloopError
+from alignloop.trainers.losses import LossSpec, get_loss
+from alignloop.warehouse.errors import AlignloopError
 
 Head = Literal["causal", "reward", "prm"]
 Rows = list[dict[str, Any]]
@@ -102,7 +102,7 @@ _ALIGNER = Layout(lambda e, rows, cfg: tk.encode_sft(e, [r for r in rows if cfg.
                   collators.SeqCollator, lambda cfg: objectives.SFTObjective(), "aligner")
 
 def _ppo(*args: Any, **kw: Any) -> Any:
-    from trainers.ppo import train_ppo  # torch-heavy: loaded when a PPO run starts
+    from alignloop.trainers.ppo import train_ppo  # torch-heavy: loaded when a PPO run starts
 
     return train_ppo(*args, **kw)
 

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-
-from trainers.logprobs import forward_logprobs
-from trainers.losses import (
+from alignloop.trainers.logprobs import forward_logprobs
+from alignloop.trainers.losses import (
     LossOutput,
     LossSpec,
     bradley_terry_loss,
@@ -23,7 +22,7 @@ from trainers.losses import (
     prm_step_loss,
     running_mean_update,
 )
-from trainers.packing import batch_logprobs
+from alignloop.trainers.packing import batch_logprobs
 
 Tensor = torch.Tensor
 Metrics = dict[str, Tensor]

@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from trainers.logprobs import IGNORE_INDEX, forward_logprobs, token_logprobs
+from alignloop.trainers.logprobs import IGNORE_INDEX, forward_logprobs, token_logprobs
 
 ROW_TOKENS = 512
 """Groups share a row up to this many tokens (a longer group gets a row of its own). Attention over a packed row costs

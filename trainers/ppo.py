@@ -54,14 +54,21 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from alignloop.trainers import config as cfgmod
+from alignloop.trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
+from alignloop.trainers.records import (
+    evaluation_rows,
+    metric_rows,
+    model_record,
+    plot_curves,
+    run_id,
+    stored_name,
+    training_run,
+)
+from alignloop.trainers.snapshot import Snapshot
+from alignloop.trainers.tokenize import Encoder
+from alignloop.warehouse.errors import AlignloopError
 from torch import Tensor
-
-from trainers import config as cfgmod
-from trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
-from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, stored_name, training_run
-from trainers.snapshot import Snapshot
-from trainers.tokenize import Encoder
-from warehouse.errors import AlignloopError
 
 SAFETY_PANEL = ("safety (Safe RLHF)", ("cost", "cost_limit", "lambda"))
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
@@ -270,8 +277,8 @@ class PtxBatches:
 
     def loss(self, model: Any, position: int, device: torch.device) -> Tensor:
         """The token-mean negative log-likelihood of the completions of update ``position``'s batch."""
-        from trainers.collators import SeqCollator
-        from trainers.objectives import SFTObjective
+        from alignloop.trainers.collators import SeqCollator
+        from alignloop.trainers.objectives import SFTObjective
 
         batch = SeqCollator(self.pad_id)([self.features[r] for r in self.rows(position)])
         nll, _ = SFTObjective()(model, {k: v.to(device) for k, v in batch.items()})
@@ -289,8 +296,8 @@ def load_ptx(ptx: Snapshot | str | Path, tokenizer: Any, config: cfgmod.PPOConfi
                                                                                             Snapshot]:
     """PPO-ptx's batches of an sft snapshot (its train split), encoded as SFT encodes them; refuses another kind
     or an empty one."""
-    from trainers.snapshot import load_snapshot_dir
-    from trainers.tokenize import encode_sft
+    from alignloop.trainers.snapshot import load_snapshot_dir
+    from alignloop.trainers.tokenize import encode_sft
 
     snap = ptx if isinstance(ptx, Snapshot) else load_snapshot_dir(ptx)
     check_ptx_kind(snap.name, snap.kind)
@@ -506,7 +513,7 @@ class _Models:
         """The reward model's score of each answer (0 where it gives none: a PRM that fits no step), the
         verifier's 1 / 0, or the LLM judge's rating in [-1, 1] (:func:`_reward`); by ``judge`` if given (the cost
         model)."""
-        from pipelines.judges.config import ResponseItem
+        from alignloop.pipelines.judges.config import ResponseItem
 
         items = [ResponseItem(f"a{i}", p["prompt_id"], p["prompt_text"], t, messages=p["prompt"],
                               **self.prompt_checks.get(p["prompt_id"], {}))
@@ -592,8 +599,8 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
     if config.judge_model:
         return partial(_llm_judge, config, _judge_folder(config.judge_model))
     if config.verifier:
-        from pipelines.judges.run import VerifierJudge
-        from pipelines.verifiers import get_verifier
+        from alignloop.pipelines.judges.run import VerifierJudge
+        from alignloop.pipelines.verifiers import get_verifier
 
         verifier = get_verifier(config.verifier)
         if verifier.needs_reference and not any((checks.get(p["prompt_id"]) or {}).get("reference")
@@ -601,7 +608,7 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
             raise AlignloopError(f"verifier {config.verifier} compares answers with the prompts' reference answers; "
                                  f"none of the {len(prompts)} train prompts has one in the warehouse")
         return lambda *_: VerifierJudge(verifier)
-    from pipelines.judges.reward_model import RewardModelJudge, check_reward_model
+    from alignloop.pipelines.judges.reward_model import RewardModelJudge, check_reward_model
 
     check_reward_model(config.reward_model)  # from its config
     return lambda *_: RewardModelJudge.load(str(config.reward_model))
@@ -610,7 +617,7 @@ def _reward_judge(config: cfgmod.PPOConfig, method: str, prompts: list[dict[str,
 def _judge_folder(spec: str) -> Path:
     """The LLM judge's model folder: ``default`` (the embedded model) or a folder, refused in one line if absent."""
     if spec == "default":
-        from pipelines.models import resolve_model
+        from alignloop.pipelines.models import resolve_model
 
         return resolve_model(spec)
     return check_model_dir(spec)
@@ -619,8 +626,8 @@ def _judge_folder(spec: str) -> Path:
 def _rating_judge(config: cfgmod.PPOConfig, backend: Any) -> Any:
     """Direct RLAIF's judge on a backend: the rating judge on the expected digit of its next-token probabilities,
     rating the config's aspect by its principles."""
-    from pipelines.judges.config import JudgeConfig
-    from pipelines.judges.pointwise import RatingJudge
+    from alignloop.pipelines.judges.config import JudgeConfig
+    from alignloop.pipelines.judges.pointwise import RatingJudge
 
     principles = {"principles": config.judge_principles} if config.judge_principles else {}
     return RatingJudge(backend, JudgeConfig(mode="logprobs", aspects=(config.judge_aspect,), **principles))
@@ -629,7 +636,7 @@ def _rating_judge(config: cfgmod.PPOConfig, backend: Any) -> Any:
 def _live_judge(config: cfgmod.PPOConfig, reference_path: Path, reference: Any, policy: Any, tokenizer: Any) -> Any:
     """Online self-rewarding: the policy being trained rates its own answers (with its weights of the moment, under
     no gradient), so the judge changes as the policy learns; no model is loaded for it."""
-    from pipelines.backends.transformers_backend import TransformersBackend
+    from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 
     return _rating_judge(config, TransformersBackend(policy, tokenizer, cfgmod.LIVE_JUDGE))
 
@@ -640,8 +647,8 @@ def _endpoint_judge(config: cfgmod.PPOConfig, api_key: str | None, *_: Any) -> A
     without them would leave every reward 0)."""
     import warnings
 
-    from pipelines.backends import make_backend
-    from pipelines.judges.pointwise import DIGITS
+    from alignloop.pipelines.backends import make_backend
+    from alignloop.pipelines.judges.pointwise import DIGITS
 
     model = config.judge_model
     backend = make_backend("openai", model, base_url=config.judge_base_url, api_key=api_key)
@@ -659,8 +666,8 @@ def _endpoint_judge(config: cfgmod.PPOConfig, api_key: str | None, *_: Any) -> A
 def _llm_judge(config: cfgmod.PPOConfig, folder: Path, reference_path: Path, reference: Any, *_: Any) -> Any:
     """An LLM judge from its folder. A judge that is the reference's folder (d-RLAIF's usual set-up: the model the
     policy started from) judges with the loaded reference model (frozen, like a judge), not a copy of it."""
-    from pipelines.backends import make_backend
-    from pipelines.backends.transformers_backend import TransformersBackend
+    from alignloop.pipelines.backends import make_backend
+    from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 
     if folder.resolve() == reference_path.resolve():
         return _rating_judge(config, TransformersBackend(reference, load_tokenizer(folder), str(folder)))
@@ -701,9 +708,8 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     trainer's run-folder helpers (a finished run comes back as stored; a killed one resumes from its last
     checkpoint); ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id;
     ``ptx`` PPO-ptx's sft snapshot (with ``ptx_coef``)."""
+    from alignloop.trainers.run import TrainResult
     from transformers import set_seed
-
-    from trainers.run import TrainResult
 
     t = config.train
     method = config.method
@@ -712,7 +718,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     # checked before any model loads
     load_judge = _reward_judge(config, method, train_prompts, prompt_checks, judge_api_key)
     if config.cost_model:
-        from pipelines.judges.reward_model import check_reward_model
+        from alignloop.pipelines.judges.reward_model import check_reward_model
 
         check_reward_model(config.cost_model)
     if bool(config.ptx_coef) != (ptx is not None):
@@ -724,7 +730,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     identity = {"method": method, "dataset": snap.content_hash, "base_model": base_model_id}
     inputs = snap.content_hash
     if config.verifier:  # what it reads of the prompts (reference answers, ...) is an input: changed, another run
-        from warehouse.ids import content_id
+        from alignloop.warehouse.ids import content_id
 
         identity["prompt_checks"] = content_id("prompt_checks", {
             p["prompt_id"]: prompt_checks[p["prompt_id"]] for p in train_prompts + test_prompts
@@ -753,12 +759,12 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
                      load_judge(ref_path, reference, policy, tokenizer), tokenizer, device, use_bf16(t), prompt_checks,
                      ptx=ptx_batches)
     if config.pairwise_updates:
-        from trainers.losses import get_loss
-        from trainers.objectives import PolicyLoss
+        from alignloop.trainers.losses import get_loss
+        from alignloop.trainers.objectives import PolicyLoss
 
         models.pair_loss = PolicyLoss(get_loss(config.loss), config.beta, dict(config.loss_params))
     if config.cost_model:  # Safe RLHF
-        from pipelines.judges.reward_model import RewardModelJudge
+        from alignloop.pipelines.judges.reward_model import RewardModelJudge
 
         models.cost_judge, models.lam = RewardModelJudge.load(str(config.cost_model)), config.lambda_init
     for judge in (models.judge, models.cost_judge):
@@ -768,7 +774,7 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     params = [p for p in policy.parameters() if p.requires_grad] + (list(models.value_head.parameters()) if critic
                                                                     else [])
     if t.merge_base:  # online merging: each step merged with the SFT delta (the value head has none)
-        from trainers.merging import OnlineMergingAdamW, optimizer_kwargs
+        from alignloop.trainers.merging import OnlineMergingAdamW, optimizer_kwargs
 
         optimizer: torch.optim.Optimizer = OnlineMergingAdamW(params, lr=t.lr, weight_decay=t.weight_decay, eps=1e-5,
                                                               **optimizer_kwargs(t, policy, ref_path))
@@ -963,7 +969,7 @@ def _pair_minibatch(models: _Models, ro: Rollout, config: cfgmod.PPOConfig, idx:
     """Online DPO: the pairwise loss of the pairs ``idx`` (rows ``2i`` chosen, ``2i + 1`` rejected), summed
     answer log-probs at temperature 1 against the reference's, and its metrics, with the KL to the reference of the
     pairs' answers measured in this pass (before its step; as TRL's online DPO measures it)."""
-    from trainers.objectives import pairwise_loss
+    from alignloop.trainers.objectives import pairwise_loss
 
     rows = torch.stack([2 * idx, 2 * idx + 1], 1).flatten()
     with models.autocast():
@@ -994,7 +1000,7 @@ def _heldout(models: _Models, prompts: list[dict[str, Any]], enc: Encoder, confi
                 costs[cost] += models.cost(batch, texts).tolist()
         if progress:
             progress("eval", min(i + size, len(prompts)), len(prompts), {})
-    from pipelines.evaluation import win_rate
+    from alignloop.pipelines.evaluation import win_rate
 
     safety = {name: float(np.mean(v)) for name, v in costs.items()} if models.cost_judge is not None else {}
     return {"reward": float(np.mean(mine)), "reference_reward": float(np.mean(theirs)),

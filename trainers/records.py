@@ -10,8 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from warehouse.ids import content_id
-from warehouse.records import Evaluation, Metric, Model, TrainingRun
+from alignloop.warehouse.ids import content_id
+from alignloop.warehouse.records import Evaluation, Metric, Model, TrainingRun
 
 
 def run_id(method: str, config: dict[str, Any], dataset: str, base_model_id: str) -> str:
@@ -30,7 +30,7 @@ def run_id(method: str, config: dict[str, Any], dataset: str, base_model_id: str
 def stored_name(folder: str | Path) -> str:
     """A model folder as the warehouse names it: the embedded model by its name and package version (the same on
     every machine), any other folder as given."""
-    from pipelines.models import model_uri
+    from alignloop.pipelines.models import model_uri
 
     return model_uri(str(folder))
 

@@ -16,10 +16,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-
-from trainers.packing import batch_logprobs
-from warehouse.ids import content_id
-from warehouse.records import Artifact
+from alignloop.trainers.packing import batch_logprobs
+from alignloop.warehouse.ids import content_id
+from alignloop.warehouse.records import Artifact
 
 KIND = "reference_logps"
 

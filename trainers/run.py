@@ -1,6 +1,6 @@
 """Train one method on one dataset snapshot and return the warehouse records (the flow writes them).
 
-    from trainers.run import train_model
+    from alignloop.trainers.run import train_model
     result = train_model("dpo", "snapshots/prefs@1", "models/base", PreferenceConfig(), base_model_id="...")
 """
 
@@ -17,20 +17,34 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from trainers import config as cfgmod
-from trainers.card import model_card
-from trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
-from trainers.evaluate import evaluate_split
-from trainers.loading import check_freeze_layers, check_model_dir, load_model, load_tokenizer, save_model, use_bf16
-from trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
-from trainers.records import evaluation_rows, metric_rows, model_record, plot_curves, run_id, stored_name, training_run
-from trainers.reference import cached_reference, compute_logps, is_cached, reference_inputs
-from trainers.snapshot import Snapshot, load_snapshot_dir
-from trainers.tokenize import Encoder
-from warehouse.errors import AlignloopError
-from warehouse.ids import hash_parts
-from warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
+from alignloop.trainers import config as cfgmod
+from alignloop.trainers.card import model_card
+from alignloop.trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter
+from alignloop.trainers.evaluate import evaluate_split
+from alignloop.trainers.loading import (
+    check_freeze_layers,
+    check_model_dir,
+    load_model,
+    load_tokenizer,
+    save_model,
+    use_bf16,
+)
+from alignloop.trainers.methods import Layout, MethodSpec, get_method, needs_reference, row_ids
+from alignloop.trainers.records import (
+    evaluation_rows,
+    metric_rows,
+    model_record,
+    plot_curves,
+    run_id,
+    stored_name,
+    training_run,
+)
+from alignloop.trainers.reference import cached_reference, compute_logps, is_cached, reference_inputs
+from alignloop.trainers.snapshot import Snapshot, load_snapshot_dir
+from alignloop.trainers.tokenize import Encoder
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.ids import hash_parts
+from alignloop.warehouse.records import Artifact, Evaluation, Metric, Model, TrainingRun
 
 Progress = Callable[[str, int, int, dict[str, float]], None]
 """``(phase, done, total, logs)``: phase ``reference`` (rows whose reference log-probs are computed, over the splits
@@ -342,7 +356,7 @@ def _online_merging(t: cfgmod.TrainConfig, model: Any, args: Any, reference: Pat
     (:mod:`trainers.merging`)."""
     if not t.merge_base:
         return None
-    from trainers.merging import OnlineMergingAdamW, optimizer_kwargs
+    from alignloop.trainers.merging import OnlineMergingAdamW, optimizer_kwargs
 
     return OnlineMergingAdamW, {"lr": t.lr, "betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon,
                                 **optimizer_kwargs(t, model, reference)}

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from warehouse.errors import AlignloopError
-from warehouse.snapshots import SCHEMAS
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.snapshots import SCHEMAS
 
 SPLITS = ("train", "test")
 

@@ -16,12 +16,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+from alignloop.warehouse import id_functions
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import to_arrow
 
-from warehouse import id_functions
-from warehouse.errors import AlignloopError
-from warehouse.records import to_arrow
-
-_SQL = files("warehouse") / "sql"
+_SQL = files("alignloop.warehouse") / "sql"
 DEFAULT_DB = "alignloop.duckdb"
 
 TABLES = (
@@ -418,7 +417,7 @@ def replace_feedback(con: duckdb.DuckDBPyConnection, table: str, data: pa.Table 
 
 def ensure_round(con: duckdb.DuckDBPyConnection, name: str, **fields: Any) -> None:
     """Rounds are named by the user and created on first use."""
-    from warehouse.records import Round
+    from alignloop.warehouse.records import Round
 
     if not name or not name.strip():
         raise ValueError("round name must not be empty")

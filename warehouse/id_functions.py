@@ -11,9 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 import duckdb
-
-from warehouse import ids
-from warehouse.records import Comparison, Correction, Ranking, Rating, StepLabel
+from alignloop.warehouse import ids
+from alignloop.warehouse.records import Comparison, Correction, Ranking, Rating, StepLabel
 
 V, D, INT, BIG, BOOL = "VARCHAR", "DOUBLE", "INTEGER", "BIGINT", "BOOLEAN"
 

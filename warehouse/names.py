@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from warehouse.errors import InputError
+from alignloop.warehouse.errors import InputError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 MAX_LENGTH = 200

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from warehouse.errors import AlignloopError
+from alignloop.warehouse.errors import AlignloopError
 
 WAREHOUSE_SUFFIX = ".duckdb"
 

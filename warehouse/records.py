@@ -11,9 +11,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
-
-from warehouse import ids
-from warehouse.ids import canonical_json
+from alignloop.warehouse import ids
+from alignloop.warehouse.ids import canonical_json
 
 Source = Literal["human", "ai", "rule", "reward_model"]
 Winner = Literal["a", "b", "tie", "invalid"]

@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import duckdb
-
-from warehouse import db
+from alignloop.warehouse import db
 
 
 def status(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pipelines.backends.base import Backend, Completion, Conversation, Sampling, TokenScores
+from alignloop.pipelines.backends.base import Backend, Completion, Conversation, Sampling, TokenScores
 
 BackendKind = Literal["transformers", "vllm", "openai"]
 BACKEND_KINDS: tuple[str, ...] = ("transformers", "vllm", "openai")
@@ -20,18 +20,18 @@ def make_backend(kind: BackendKind, model: str, **opts: Any) -> Backend:
         model: model folder / "default" for local kinds, the served model name for "openai".
         **opts: the chosen backend's options (TransformersOptions fields, vllm.LLM kwargs, OpenAIBackend args).
     """
-    from warehouse.errors import AlignloopError
+    from alignloop.warehouse.errors import AlignloopError
 
     if kind == "transformers":
-        from pipelines.backends.transformers_backend import TransformersBackend
+        from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 
         return TransformersBackend.load(model, **opts)
     if kind == "vllm":
-        from pipelines.backends.vllm_backend import VLLMBackend
+        from alignloop.pipelines.backends.vllm_backend import VLLMBackend
 
         return VLLMBackend(model, **opts)
     if kind == "openai":
-        from pipelines.backends.openai_backend import OpenAIBackend
+        from alignloop.pipelines.backends.openai_backend import OpenAIBackend
 
         return OpenAIBackend(model, **opts)
     raise AlignloopError(f"unknown backend {kind!r}; use one of {', '.join(BACKEND_KINDS)}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from warehouse.errors import OptionError
+from alignloop.warehouse.errors import OptionError
 
 Conversation = list[dict[str, str]]  # [{"role": "system"|"user"|"assistant", "content": str}]
 

@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
-from pipelines.backends.seeding import sample_seed
-from pipelines.backends.stats import GenerationStats
-from warehouse.errors import AlignloopError
-from warehouse.redact import redact_url, scrub, url_secrets
+from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
+from alignloop.pipelines.backends.seeding import sample_seed
+from alignloop.pipelines.backends.stats import GenerationStats
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.redact import redact_url, scrub, url_secrets
 
 T = TypeVar("T")
 TOP_LOGPROBS = 20

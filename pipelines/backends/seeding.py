@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.backends.base import Conversation
-from warehouse import ids
+from alignloop.pipelines.backends.base import Conversation
+from alignloop.warehouse import ids
 
 
 def conversation_hash(conversation: Conversation) -> str:

@@ -13,10 +13,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
-from pipelines.backends.seeding import sample_seed
-from pipelines.backends.stats import GenerationStats
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
+from alignloop.pipelines.backends.seeding import sample_seed
+from alignloop.pipelines.backends.stats import GenerationStats
+from alignloop.warehouse.errors import AlignloopError
 
 
 @dataclass(frozen=True)
@@ -74,9 +74,8 @@ class TransformersBackend:
     def load(cls, model: str, **opts: Any) -> TransformersBackend:
         """Load from "default"/"smollm2" or a local folder (never a hub) with :class:`TransformersOptions`."""
         import torch
+        from alignloop.pipelines.models import _check_dtype, load_dtype, resolve_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        from pipelines.models import _check_dtype, load_dtype, resolve_model
 
         options = TransformersOptions(**opts)
         path = resolve_model(model)

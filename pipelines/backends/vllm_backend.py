@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
-from pipelines.backends.seeding import sample_seed
-from pipelines.backends.stats import GenerationStats
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores, continues
+from alignloop.pipelines.backends.seeding import sample_seed
+from alignloop.pipelines.backends.stats import GenerationStats
+from alignloop.warehouse.errors import AlignloopError
 
 TOP_LOGPROBS = 20
 
@@ -43,7 +43,7 @@ class VLLMBackend:
     """The Backend protocol over ``vllm.LLM`` (model folder resolved locally; never a hub name by accident)."""
 
     def __init__(self, model: str, **engine_kwargs: Any):
-        from pipelines.models import resolve_model
+        from alignloop.pipelines.models import resolve_model
 
         vllm = _import_vllm()
         path = resolve_model(model)

@@ -13,8 +13,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from pipelines.datasets.config import (
+from alignloop.pipelines.datasets.config import (
     FEEDBACK_SOURCES,
     BinaryConfig,
     CorrectionConfig,
@@ -24,9 +23,9 @@ from pipelines.datasets.config import (
     SFTConfig,
     StepsConfig,
 )
-from pipelines.datasets.stages import Chain, EmptyDataset, run_sql
-from warehouse import db
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.stages import Chain, EmptyDataset, run_sql
+from alignloop.warehouse import db
+from alignloop.warehouse.snapshots import SCHEMAS
 
 
 @dataclass

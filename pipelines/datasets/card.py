@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pipelines.datasets.snapshot import SPLITS, Snapshot
+from alignloop.pipelines.datasets.snapshot import SPLITS, Snapshot
 
 TAGS = {"pairwise": ["preference", "dpo", "reward-modeling"], "binary": ["unpaired-preference", "kto"],
         "listwise": ["ranking", "listwise-preference"], "steps": ["stepwise-supervision", "process-reward-modeling"],

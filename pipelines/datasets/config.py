@@ -17,8 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Union
 
-from warehouse.errors import InputError
-from warehouse.snapshots import KINDS
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.snapshots import KINDS
 
 FEEDBACK_SOURCES = ("human", "ai", "rule", "reward_model")
 

@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
-
-from pipelines.datasets.build import BuildResult
-from pipelines.datasets.snapshot import Snapshot
-from warehouse.errors import InputError
-from warehouse.ids import hash_parts
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.pipelines.datasets.snapshot import Snapshot
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.ids import hash_parts
+from alignloop.warehouse.snapshots import SCHEMAS
 
 
 @dataclass(frozen=True)

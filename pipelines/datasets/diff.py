@@ -13,10 +13,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from pipelines.datasets.snapshot import Snapshot
-from warehouse import db
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.datasets.snapshot import Snapshot
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
 KEYS: dict[str, tuple[str, ...]] = {
     "pairwise": ("chosen_id", "rejected_id"),

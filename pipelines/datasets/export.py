@@ -18,13 +18,12 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from pipelines.datasets.card import dataset_card
-from pipelines.datasets.snapshot import SPLITS, Snapshot
-from warehouse import db
-from warehouse.errors import InputError
-from warehouse.outputs import check_replaceable, staging_dir, swap_in
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.card import dataset_card
+from alignloop.pipelines.datasets.snapshot import SPLITS, Snapshot
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.outputs import check_replaceable, staging_dir, swap_in
+from alignloop.warehouse.snapshots import SCHEMAS
 
 Format = Literal["trl", "openrlhf", "jsonl", "parquet"]
 FORMATS: tuple[str, ...] = ("trl", "openrlhf", "jsonl", "parquet")

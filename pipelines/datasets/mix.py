@@ -21,12 +21,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-
-from pipelines.datasets.build import BuildResult
-from pipelines.datasets.derived import DerivedSpec, parent_ref
-from pipelines.datasets.snapshot import Snapshot
-from warehouse.errors import InputError
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.pipelines.datasets.derived import DerivedSpec, parent_ref
+from alignloop.pipelines.datasets.snapshot import Snapshot
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.snapshots import SCHEMAS
 
 ROW_KEYS: dict[str, tuple[str, ...]] = {
     "pairwise": ("chosen_id", "rejected_id"), "binary": ("completion_id",), "listwise": ("completion_ids",),

@@ -12,11 +12,10 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-
-from pipelines.datasets.build import BuildResult, build
-from pipelines.datasets.config import DatasetSpec
-from pipelines.datasets.lint import LintOptions, LintReport, lint
-from pipelines.datasets.snapshot import (
+from alignloop.pipelines.datasets.build import BuildResult, build
+from alignloop.pipelines.datasets.config import DatasetSpec
+from alignloop.pipelines.datasets.lint import LintOptions, LintReport, lint
+from alignloop.pipelines.datasets.snapshot import (
     SnapshotOutcome,
     check_name,
     load_snapshot,
@@ -24,7 +23,7 @@ from pipelines.datasets.snapshot import (
     register,
     write_snapshot,
 )
-from pipelines.datasets.stats import compute_stats, plot_stats
+from alignloop.pipelines.datasets.stats import compute_stats, plot_stats
 
 
 @dataclass(frozen=True)

@@ -21,12 +21,11 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from pipelines.datasets.build import BuildResult
-from warehouse import db, names
-from warehouse.errors import AlignloopError, InputError
-from warehouse.records import DatasetRecord
-from warehouse.snapshots import SCHEMAS
+from alignloop.pipelines.datasets.build import BuildResult
+from alignloop.warehouse import db, names
+from alignloop.warehouse.errors import AlignloopError, InputError
+from alignloop.warehouse.records import DatasetRecord
+from alignloop.warehouse.snapshots import SCHEMAS
 
 SPLITS = ("train", "test")
 

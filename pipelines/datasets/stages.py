@@ -15,9 +15,8 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-
-from warehouse import db
-from warehouse.errors import AlignloopError
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
 
 _PARAM = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
 _COMMENT = re.compile(r"--[^\n]*")

@@ -10,9 +10,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.intake.parsed import ParsedItem, ParsedRating, ParsedResponse, ParsedStepLabel, Rejected
-from pipelines.intake.readers import RawRecord
-from warehouse.errors import InputError
+from alignloop.pipelines.intake.parsed import ParsedItem, ParsedRating, ParsedResponse, ParsedStepLabel, Rejected
+from alignloop.pipelines.intake.readers import RawRecord
+from alignloop.warehouse.errors import InputError
 
 _TURN = re.compile(r"\n\n(Human|Assistant): ")
 _ROLES = {"Human": "user", "Assistant": "assistant"}

@@ -13,15 +13,14 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-
-from pipelines.intake import formats
-from pipelines.intake.dedup import NearDuplicateIndex
-from pipelines.intake.parsed import ParsedItem, Rejected
-from pipelines.intake.readers import FORMATS, FileDigest, RawRecord, container_format, read_records
-from pipelines.intake.store import TABLES, write_plan
-from warehouse import db
-from warehouse.errors import InputError
-from warehouse.records import (
+from alignloop.pipelines.intake import formats
+from alignloop.pipelines.intake.dedup import NearDuplicateIndex
+from alignloop.pipelines.intake.parsed import ParsedItem, Rejected
+from alignloop.pipelines.intake.readers import FORMATS, FileDigest, RawRecord, container_format, read_records
+from alignloop.pipelines.intake.store import TABLES, write_plan
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import InputError
+from alignloop.warehouse.records import (
     Comparison,
     Correction,
     ImportRecord,

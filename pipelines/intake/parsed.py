@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from warehouse.records import Message, Origin
+from alignloop.warehouse.records import Message, Origin
 
 
 class Rejected(Exception):

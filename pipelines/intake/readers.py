@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from warehouse.errors import InputError
+from alignloop.warehouse.errors import InputError
 
 MAX_FIELD_BYTES = 1_000_000
 """A single value larger than this is bad input (a prompt of megabytes), not a prompt."""

@@ -7,11 +7,10 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
-
-from warehouse import db
+from alignloop.warehouse import db
 
 if TYPE_CHECKING:
-    from pipelines.intake.importer import ImportPlan, ImportSummary
+    from alignloop.pipelines.intake.importer import ImportPlan, ImportSummary
 
 TABLES = ("prompts", "responses", "comparisons", "rankings", "ratings", "step_labels", "corrections")
 """The tables an import fills, in the order it writes them (a row's references come before it)."""

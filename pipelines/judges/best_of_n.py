@@ -13,11 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
-
-from pipelines.judges.config import ResponseItem
-from pipelines.verifiers.answers import extract_answer, normalize
-from pipelines.verifiers.checks import FinalAnswer
-from warehouse import db
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.verifiers.answers import extract_answer, normalize
+from alignloop.pipelines.verifiers.checks import FinalAnswer
+from alignloop.warehouse import db
 
 BEST_OF_N_METRICS = ("best_of_n", "majority", "mean_correct", "oracle")
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from pipelines.backends.base import Backend, Completion, Conversation, Sampling, TokenScores
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends.base import Backend, Completion, Conversation, Sampling, TokenScores
+from alignloop.warehouse.errors import AlignloopError
 
 T = TypeVar("T")
 VERDICT_SAMPLING = Sampling(n=1, temperature=0.0, max_new_tokens=16)

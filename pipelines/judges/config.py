@@ -6,9 +6,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipelines.judges.calls import CallPolicy
-from pipelines.judges.templates import DEFAULT_PRINCIPLES
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.judges.calls import CallPolicy
+from alignloop.pipelines.judges.templates import DEFAULT_PRINCIPLES
+from alignloop.warehouse.errors import AlignloopError
 
 JudgeKind = Literal["pairwise", "listwise", "rating", "binary", "steps", "correction"]
 JUDGE_KINDS: tuple[str, ...] = ("pairwise", "listwise", "rating", "binary", "steps", "correction")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipelines.backends.base import Backend, Sampling
-from pipelines.judges import calls
-from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.templates import Template, load_template, quoted
-from pipelines.models import model_name, provenance
-from warehouse import ids
-from warehouse.records import Correction, Response
+from alignloop.pipelines.backends.base import Backend, Sampling
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
+from alignloop.pipelines.judges.templates import Template, load_template, quoted
+from alignloop.pipelines.models import model_name, provenance
+from alignloop.warehouse import ids
+from alignloop.warehouse.records import Correction, Response
 
 CORRECTION_SAMPLING = Sampling(n=1, temperature=0.0, max_new_tokens=256)
 

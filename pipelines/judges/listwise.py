@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from pipelines.backends.base import Backend
-from pipelines.judges import calls
-from pipelines.judges.config import GroupItem, JudgeConfig
-from pipelines.judges.parsing import grammar, read
-from pipelines.judges.templates import Template, fenced, letters, load_template, quoted
-from pipelines.models import provenance
-from warehouse.ids import content_id
-from warehouse.records import Ranking
+from alignloop.pipelines.backends.base import Backend
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import GroupItem, JudgeConfig
+from alignloop.pipelines.judges.parsing import grammar, read
+from alignloop.pipelines.judges.templates import Template, fenced, letters, load_template, quoted
+from alignloop.pipelines.models import provenance
+from alignloop.warehouse.ids import content_id
+from alignloop.warehouse.records import Ranking
 
 
 def permutations(k: int, n_perms: int, kind: str = "cyclic", seed: int = 0) -> list[list[int]]:

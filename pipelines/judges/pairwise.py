@@ -14,14 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
-
-from pipelines.backends.base import Backend, Conversation
-from pipelines.judges import calls
-from pipelines.judges.config import JudgeConfig, PairItem
-from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
-from pipelines.judges.templates import Template, load_template, quoted
-from pipelines.models import provenance
-from warehouse.records import Comparison, to_arrow
+from alignloop.pipelines.backends.base import Backend, Conversation
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import JudgeConfig, PairItem
+from alignloop.pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
+from alignloop.pipelines.judges.templates import Template, load_template, quoted
+from alignloop.pipelines.models import provenance
+from alignloop.warehouse.records import Comparison, to_arrow
 
 CANDIDATES = ("A", "B")
 

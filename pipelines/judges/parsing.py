@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipelines.backends.base import TokenScores
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends.base import TokenScores
+from alignloop.warehouse.errors import AlignloopError
 
 _REFUSAL = re.compile(
     r"^\W*(i\s*(?:can(?:no|')t|cannot|won't|will not|am not able|'m not able|am unable|'m unable)|"

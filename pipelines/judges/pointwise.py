@@ -5,13 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from pipelines.backends.base import Backend, TokenScores
-from pipelines.judges import calls
-from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
-from pipelines.judges.templates import Template, load_template, quoted
-from pipelines.models import provenance
-from warehouse.records import Rating
+from alignloop.pipelines.backends.base import Backend, TokenScores
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
+from alignloop.pipelines.judges.parsing import grammar, logprob_reason, mass, read, two_way_prob
+from alignloop.pipelines.judges.templates import Template, load_template, quoted
+from alignloop.pipelines.models import provenance
+from alignloop.warehouse.records import Rating
 
 BINARY_CANDIDATES = ("Yes", "No")
 

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-
-from pipelines.judges import parsing
-from pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
-from pipelines.judges.templates import letters
-from pipelines.judges.verdict_quality import VERDICT_METRICS, VerdictQuality, verdict_quality
-from warehouse import db
-from warehouse.records import Evaluation, StepLabel, loads
+from alignloop.pipelines.judges import parsing
+from alignloop.pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
+from alignloop.pipelines.judges.templates import letters
+from alignloop.pipelines.judges.verdict_quality import VERDICT_METRICS, VerdictQuality, verdict_quality
+from alignloop.warehouse import db
+from alignloop.warehouse.records import Evaluation, StepLabel, loads
 
 TIE_RULE = ("agreement with people is scored on the pairs they decided (a or b won; their ties have no winner to "
             "agree with): human_accuracy over the pairs the judge decided too, human_ties (a rating judge's "

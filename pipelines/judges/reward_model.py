@@ -10,11 +10,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pipelines.judges.config import ResponseItem
-from pipelines.judges.steps import finish_reason, split_steps
-from pipelines.models import model_name, provenance
-from warehouse.errors import AlignloopError
-from warehouse.records import Rating, StepLabel
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.judges.steps import finish_reason, split_steps
+from alignloop.pipelines.models import model_name, provenance
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import Rating, StepLabel
 
 
 def _text(tokenizer: Any, question: str, answer: str) -> str:

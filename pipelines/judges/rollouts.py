@@ -19,14 +19,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from pipelines.backends.base import Backend, Conversation, Sampling
-from pipelines.judges import calls
-from pipelines.judges.config import ResponseItem
-from pipelines.judges.steps import finish_reason, split_steps
-from pipelines.models import model_name, provenance
-from warehouse.errors import AlignloopError
-from warehouse.ids import content_id
-from warehouse.records import StepLabel
+from alignloop.pipelines.backends.base import Backend, Conversation, Sampling
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.judges.steps import finish_reason, split_steps
+from alignloop.pipelines.models import model_name, provenance
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.ids import content_id
+from alignloop.warehouse.records import StepLabel
 
 GOOD_BEFORE = "before a step that reached the answer"
 """Binary search: an unprobed step before one some rollout continued to the answer (+1)."""

@@ -15,18 +15,17 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
-
-from pipelines.backends.base import Backend
-from pipelines.judges.config import JUDGE_KINDS, GroupItem, JudgeConfig, PairItem, ResponseItem
-from pipelines.judges.correction import CorrectionJudge
-from pipelines.judges.listwise import ListwiseJudge
-from pipelines.judges.pairwise import PairwiseJudge
-from pipelines.judges.pointwise import BinaryJudge, RatingJudge
-from pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
-from pipelines.judges.steps import StepJudge, split_steps
-from warehouse import db
-from warehouse.errors import AlignloopError
-from warehouse.records import to_arrow
+from alignloop.pipelines.backends.base import Backend
+from alignloop.pipelines.judges.config import JUDGE_KINDS, GroupItem, JudgeConfig, PairItem, ResponseItem
+from alignloop.pipelines.judges.correction import CorrectionJudge
+from alignloop.pipelines.judges.listwise import ListwiseJudge
+from alignloop.pipelines.judges.pairwise import PairwiseJudge
+from alignloop.pipelines.judges.pointwise import BinaryJudge, RatingJudge
+from alignloop.pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
+from alignloop.pipelines.judges.steps import StepJudge, split_steps
+from alignloop.warehouse import db
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.records import to_arrow
 
 ORIGINS = ("policy", "import", "reference", "human_edit", "aligner")
 _CLASSES = {"pairwise": PairwiseJudge, "listwise": ListwiseJudge, "rating": RatingJudge, "binary": BinaryJudge,
@@ -267,12 +266,12 @@ class VerifierJudge:
         return self.verifier.judge
 
     def ids(self, items: list[ResponseItem]) -> list[str]:
-        from pipelines.verifiers.composite import rating_id
+        from alignloop.pipelines.verifiers.composite import rating_id
 
         return [rating_id(self.verifier, it.id) for it in items]
 
     def judge_items(self, items: list[ResponseItem], round_id: str):
-        from pipelines.verifiers.composite import rate
+        from alignloop.pipelines.verifiers.composite import rate
 
         return rate(self.verifier, items, round_id)
 
@@ -294,8 +293,8 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
         if spec.startswith(("verifier:", "rm:")):
             raise AlignloopError(f"--rollouts (rollouts) needs a model to complete solutions with (--judge MODEL), "
                                  f"not {spec!r}")
-        from pipelines.backends import make_backend
-        from pipelines.verifiers import get_verifier
+        from alignloop.pipelines.backends import make_backend
+        from alignloop.pipelines.verifiers import get_verifier
 
         verifier = get_verifier(rollouts.verifier)  # an unknown name fails before a model loads
         return RolloutStepJudge(make_backend(backend, spec, **backend_opts), verifier, rollouts,
@@ -303,14 +302,14 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
     if spec.startswith("verifier:"):
         if kind not in ("binary", "rating"):
             raise AlignloopError(f"verifiers give binary ratings; use `judge binary`, not `judge {kind}`")
-        from pipelines.verifiers import get_verifier
+        from alignloop.pipelines.verifiers import get_verifier
 
         return VerifierJudge(get_verifier(spec.split(":", 1)[1]))
     if spec.startswith("rm:"):
         if kind not in ("rating", "steps"):
             raise AlignloopError(f"reward models give scores (`judge rating`) and process reward models step labels "
                                  f"(`judge steps`), not `judge {kind}`")
-        from pipelines.judges.reward_model import RewardModelJudge, StepLabelJudge, check_reward_model
+        from alignloop.pipelines.judges.reward_model import RewardModelJudge, StepLabelJudge, check_reward_model
 
         folder = spec.split(":", 1)[1]
         head = check_reward_model(folder) if prm_aggregate or kind == "steps" else None  # config only, no weights
@@ -324,7 +323,7 @@ def build_judge(kind: str, spec: str, backend: str = "transformers", config: Jud
                                      "(`judge rating`); `judge steps` labels each step")
             return StepLabelJudge.load(folder)
         return RewardModelJudge.load(folder, prm=prm_aggregate)
-    from pipelines.backends import make_backend
+    from alignloop.pipelines.backends import make_backend
 
     if kind == "correction" and not (config and config.template) and trained_aligner(spec):
         config = replace(config or JudgeConfig(), template="aligner")  # the prompt it was trained on

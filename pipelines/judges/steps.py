@@ -5,13 +5,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pipelines.backends.base import Backend
-from pipelines.judges import calls
-from pipelines.judges.config import JudgeConfig, ResponseItem
-from pipelines.judges.parsing import grammar, read_steps
-from pipelines.judges.templates import Template, fenced, load_template, quoted
-from pipelines.models import provenance
-from warehouse.records import StepLabel
+from alignloop.pipelines.backends.base import Backend
+from alignloop.pipelines.judges import calls
+from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
+from alignloop.pipelines.judges.parsing import grammar, read_steps
+from alignloop.pipelines.judges.templates import Template, fenced, load_template, quoted
+from alignloop.pipelines.models import provenance
+from alignloop.warehouse.records import StepLabel
 
 
 def split_steps(item: ResponseItem) -> list[str]:

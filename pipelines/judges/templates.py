@@ -12,9 +12,9 @@ import string
 from dataclasses import dataclass
 from importlib.resources import files
 
-from pipelines.backends.base import Conversation
-from pipelines.models import model_name
-from warehouse.errors import AlignloopError
+from alignloop.pipelines.backends.base import Conversation
+from alignloop.pipelines.models import model_name
+from alignloop.warehouse.errors import AlignloopError
 
 PRINCIPLES: dict[str, str] = {
     "helpful": "Helpful: the answer addresses what was asked, correctly and usefully, without padding.",
@@ -78,7 +78,7 @@ def load_template(name: str, principles: tuple[str, ...] | list[str] = DEFAULT_P
         text: template text to use instead of the packaged file (custom templates).
     """
     if text is None:
-        path = files("pipelines") / "templates" / f"{name}.txt"
+        path = files("alignloop.pipelines") / "templates" / f"{name}.txt"
         if not path.is_file():
             raise AlignloopError(f"unknown judge template {name!r}; known: {', '.join(TEMPLATE_NAMES)}")
         text = path.read_text(encoding="utf-8")

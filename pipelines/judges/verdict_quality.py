@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
-
-from pipelines.judges.parsing import GRAMMARS
-from warehouse import db
+from alignloop.pipelines.judges.parsing import GRAMMARS
+from alignloop.warehouse import db
 
 VERDICT_METRICS = ("invalid_rate",)
 TOP_REASONS = 5

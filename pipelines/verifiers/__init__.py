@@ -1,7 +1,7 @@
 """Rule judges (verifiers): final-answer match, format and length constraints, composites; ratings with source 'rule'."""
 
-from pipelines.verifiers.answers import equivalent, extract_answer, extract_reference
-from pipelines.verifiers.checks import (
+from alignloop.pipelines.verifiers.answers import equivalent, extract_answer, extract_reference
+from alignloop.pipelines.verifiers.checks import (
     CheckResult,
     FinalAnswer,
     ForbiddenWords,
@@ -13,7 +13,7 @@ from pipelines.verifiers.checks import (
     OnTopic,
     RequiredWords,
 )
-from pipelines.verifiers.composite import CompositeVerifier, get_verifier, rank_samples, rate, short_on_topic
+from alignloop.pipelines.verifiers.composite import CompositeVerifier, get_verifier, rank_samples, rate, short_on_topic
 
 __all__ = [
     "CheckResult", "CompositeVerifier", "FinalAnswer", "ForbiddenWords", "JsonValid", "MaxWords", "MinOtherWords",

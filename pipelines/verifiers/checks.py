@@ -11,9 +11,9 @@ import re
 from dataclasses import asdict, dataclass
 from typing import ClassVar
 
-from pipelines.judges.config import ResponseItem
-from pipelines.verifiers.answers import equivalent, extract_answer, extract_reference
-from warehouse.ids import content_id
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.verifiers.answers import equivalent, extract_answer, extract_reference
+from alignloop.warehouse.ids import content_id
 
 CHECKS_VERSION = 1
 _WORD = re.compile(r"[A-Za-z0-9]+(?:'[A-Za-z]+)?")

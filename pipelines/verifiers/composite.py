@@ -6,8 +6,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import ClassVar
 
-from pipelines.judges.config import ResponseItem
-from pipelines.verifiers.checks import (
+from alignloop.pipelines.judges.config import ResponseItem
+from alignloop.pipelines.verifiers.checks import (
     CheckResult,
     FinalAnswer,
     JsonValid,
@@ -18,9 +18,9 @@ from pipelines.verifiers.checks import (
     OnTopic,
     _Check,
 )
-from warehouse.errors import AlignloopError
-from warehouse.ids import content_id
-from warehouse.records import Rating
+from alignloop.warehouse.errors import AlignloopError
+from alignloop.warehouse.ids import content_id
+from alignloop.warehouse.records import Rating
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from annotation.push import task_id
-from pipelines.intake import ImportOptions, import_file
-from warehouse import db, ids
-from warehouse.records import (
+from alignloop.annotation.push import task_id
+from alignloop.pipelines.intake import ImportOptions, import_file
+from alignloop.warehouse import db, ids
+from alignloop.warehouse.records import (
     AnnotationTask,
     Comparison,
     Correction,
