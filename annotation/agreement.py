@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import duckdb
+
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Evaluation
 

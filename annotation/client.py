@@ -18,9 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import httpx
-from alignloop.warehouse.redact import redact_url, scrub, url_secrets
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
+
+from alignloop.warehouse.redact import redact_url, scrub, url_secrets
 
 logger = logging.getLogger(__name__)
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import duckdb
+
 from alignloop.annotation.client import ExportedAnnotation, LabelStudioClient
 from alignloop.annotation.configs import CRITERIA
 from alignloop.annotation.mapping import FeedbackRows, SentTask, annotator_judge, to_feedback

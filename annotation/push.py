@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import duckdb
+
 from alignloop.annotation import configs
 from alignloop.annotation.client import LabelStudioClient, Project
 from alignloop.warehouse import db, ids

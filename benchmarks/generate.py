@@ -36,6 +36,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import torch
+
     from alignloop.pipelines.backends import Sampling
     from alignloop.pipelines.backends.transformers_backend import TransformersBackend
     from alignloop.pipelines.models import default_dtype

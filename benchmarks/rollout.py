@@ -32,6 +32,7 @@ def before(model, tokens, attention, width: int, temperature: float):
     """The previous scoring: one pass over the whole rollout, every position's logits, entropy computed."""
     import torch
     import torch.nn.functional as F
+
     from alignloop.trainers.ppo import _positions
 
     with torch.no_grad():
@@ -45,9 +46,10 @@ def before(model, tokens, attention, width: int, temperature: float):
 
 def child(args: argparse.Namespace) -> None:
     import torch
+    from transformers import AutoModelForCausalLM
+
     from alignloop.pipelines.models import resolve_model
     from alignloop.trainers.ppo import score_rollout
-    from transformers import AutoModelForCausalLM
 
     torch.set_num_threads(args.threads)
     folder = resolve_model("default")

@@ -71,6 +71,7 @@ def make_pairs(n: int) -> list[dict]:
 def pairs_snapshot(folder: Path, pairs: list[dict]) -> Path:
     """A pairwise snapshot folder (train split only) of ``pairs``."""
     import pyarrow as pa
+
     from alignloop.trainers.snapshot import write_snapshot_dir
     from alignloop.warehouse.snapshots import SCHEMAS
 

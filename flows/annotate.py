@@ -20,16 +20,17 @@ from dataclasses import asdict
 from typing import Any, Literal
 from uuid import UUID
 
-from alignloop.annotation import agreement, push, waiting
-from alignloop.annotation import pull as pulling
-from alignloop.annotation.client import LabelStudioClient, connect
-from alignloop.flows.params import FlowParams
-from alignloop.warehouse import db
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.input import RunInput
 from prefect.states import Completed
 from pydantic import Field, model_validator
+
+from alignloop.annotation import agreement, push, waiting
+from alignloop.annotation import pull as pulling
+from alignloop.annotation.client import LabelStudioClient, connect
+from alignloop.flows.params import FlowParams
+from alignloop.warehouse import db
 
 
 class LabelStudioParams(FlowParams):

@@ -9,6 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from prefect import flow, task
+from pydantic import Field
+
 from alignloop.flows.params import DatasetName, FlowParams
 from alignloop.pipelines.datasets import publish
 from alignloop.pipelines.datasets.build import BuildResult
@@ -17,8 +20,6 @@ from alignloop.pipelines.datasets.lint import LintOptions, LintReport
 from alignloop.pipelines.datasets.snapshot import SnapshotOutcome, recorded_versions, register, snapshot_root
 from alignloop.warehouse import db
 from alignloop.warehouse.snapshots import KINDS
-from prefect import flow, task
-from pydantic import Field
 
 
 class BuildDatasetParams(FlowParams):

@@ -13,6 +13,9 @@ import json
 import time
 from typing import Any, Literal
 
+from prefect import flow, task
+from pydantic import Field
+
 from alignloop.flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles
 from alignloop.pipelines import generate as gen
 from alignloop.pipelines.backends import Sampling, make_backend
@@ -24,8 +27,6 @@ from alignloop.pipelines.verifiers import get_verifier, rate
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.records import Evaluation, to_arrow
-from prefect import flow, task
-from pydantic import Field
 
 
 class EvaluateParams(FlowParams):

@@ -8,12 +8,13 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
+from prefect import flow, task
+from pydantic import Field
+
 from alignloop.flows.params import FlowParams, secret_value
 from alignloop.pipelines import generate as gen
 from alignloop.pipelines.backends import Backend, Sampling, make_backend
 from alignloop.warehouse import db
-from prefect import flow, task
-from pydantic import Field
 
 
 class GenerateParams(FlowParams):

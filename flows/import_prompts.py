@@ -9,11 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
+from prefect import flow
+from pydantic import Field
+
 from alignloop.flows.params import FlowParams
 from alignloop.pipelines.intake import ImportOptions, import_into
 from alignloop.warehouse import db
-from prefect import flow
-from pydantic import Field
 
 Format = Literal["auto", "jsonl", "json", "csv", "parquet", "hf", "hh-rlhf", "prm800k", "qac", "preference",
                  "unpaired", "ultrafeedback", "ranking", "nectar", "shp", "pku-saferlhf", "helpsteer",

@@ -10,6 +10,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from typing import Any, Literal
 
+from prefect import flow, task
+from pydantic import Field
+
 from alignloop.flows.params import FlowParams, JudgeBaseUrl, JudgeKeySecret, Principles, secret_value
 from alignloop.pipelines.judges import report as quality
 from alignloop.pipelines.judges import run
@@ -17,8 +20,6 @@ from alignloop.pipelines.judges.calls import CallPolicy
 from alignloop.pipelines.judges.config import JudgeConfig
 from alignloop.pipelines.judges.rollouts import RolloutConfig
 from alignloop.warehouse import db
-from prefect import flow, task
-from pydantic import Field
 
 
 class JudgeParams(FlowParams):

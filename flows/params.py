@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
 from alignloop.pipelines.judges.templates import DEFAULT_PRINCIPLES
 from alignloop.warehouse.errors import InputError
 from alignloop.warehouse.names import check_name
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 T = TypeVar("T")
 

@@ -15,6 +15,11 @@ import re
 import time
 from typing import Any, Literal
 
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field, model_validator
+
 from alignloop.annotation import waiting
 from alignloop.annotation.configs import question_problem
 from alignloop.annotation.mapping import THUMBS_ASPECT
@@ -45,10 +50,6 @@ from alignloop.warehouse.ids import canonical_json
 from alignloop.warehouse.names import check_name
 from alignloop.warehouse.records import Evaluation, to_arrow
 from alignloop.warehouse.redact import redact_urls
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
-from pydantic import Field, model_validator
 
 NEXT = "next"
 """Round name that picks the round itself (see ``next_round``): what a scheduled deployment runs."""

@@ -10,6 +10,10 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import Field
+
 from alignloop.flows.params import FlowParams, JudgeKeySecret, RoundName, secret_value
 from alignloop.trainers import config as cfgmod
 from alignloop.trainers.methods import METHODS, default_config, get_method
@@ -18,9 +22,6 @@ from alignloop.trainers.snapshot import prompt_ids, snapshot_kind
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.records import to_arrow
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from pydantic import Field
 
 Method = Literal["dpo", "kto", "bco", "listwise", "reward", "prm", "sft", "ppo", "grpo", "rloo", "online_dpo"]
 assert set(Method.__args__) == set(METHODS)  # the form lists exactly the registry's methods

@@ -21,6 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.context import FlowRunContext
+from pydantic import Field, field_validator
+
 from alignloop.flows.params import FlowParams, name_check
 from alignloop.flows.train import TrainParams, resolve_dataset, train
 from alignloop.pipelines.datasets import derived, publish
@@ -39,10 +44,6 @@ from alignloop.trainers.run import Progress
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.records import Evaluation, Rating, to_arrow
-from prefect import flow, get_run_logger, task
-from prefect.cache_policies import NO_CACHE
-from prefect.context import FlowRunContext
-from pydantic import Field, field_validator
 
 ACCURACY = "eval/rewards/accuracies"
 """The held-out figure compared: a reward model's accuracy on the test split's true labels."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 
 import pyarrow as pa
+
 from alignloop.pipelines.backends.base import Backend, Sampling
 from alignloop.warehouse import db, ids
 from alignloop.warehouse.errors import OptionError

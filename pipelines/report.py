@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
 from alignloop.pipelines.judges import report as judge_report
 from alignloop.warehouse import db
 from alignloop.warehouse.outputs import check_replaceable

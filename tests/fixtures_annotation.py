@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import duckdb
+
 from alignloop.annotation.client import Annotator, ExportedAnnotation
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Comparison, Prompt, Response

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import duckdb
 import pytest
+
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Comparison, Correction, Prompt, Ranking, Rating, Response, StepLabel
 

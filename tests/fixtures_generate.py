@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Prompt
 

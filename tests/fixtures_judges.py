@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+
 from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Prompt, Response

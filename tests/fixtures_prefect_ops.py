@@ -15,8 +15,9 @@ from typing import Any
 from uuid import UUID
 
 import pytest
-from alignloop.flows.registry import DEPLOYMENT_NAME
-from alignloop.flows.serve import prefect_env, running_server, stop_process
+
+from alignloop.flows.serving.registry import DEPLOYMENT_NAME
+from alignloop.flows.serving.serve import prefect_env, running_server, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -123,7 +124,7 @@ def served(server: PrefectServer, flow_names: tuple[str, ...], log: Path, meanwh
 
     ``meanwhile`` runs while the child imports and registers (start another server there). On exit the child
     stops, then this process's Prefect workers are drained while the server still runs."""
-    proc = start_python(f"from alignloop.flows.serve import serve_registered; serve_registered(only={flow_names!r})",
+    proc = start_python(f"from alignloop.flows.serving.serve import serve_registered; serve_registered(only={flow_names!r})",
                         server.env(), log)
     try:
         extra = meanwhile()

@@ -13,7 +13,6 @@ from alignloop.flows.round import RoundParams
 from alignloop.pipelines.demo_prompts import write_demo_prompts
 from alignloop.pipelines.intake import ImportOptions, import_file
 from alignloop.warehouse import db
-
 from tests.fixtures_annotation import pref
 from tests.fixtures_generate import build_tiny_model
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from alignloop.trainers.snapshot import write_snapshot_dir
 from alignloop.warehouse.snapshots import SCHEMAS
 

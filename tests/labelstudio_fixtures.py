@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from alignloop.annotation.server import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,

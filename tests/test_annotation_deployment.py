@@ -8,10 +8,10 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from alignloop.annotation import configs, push
 from alignloop.annotation.client import connect
 from alignloop.flows.annotate import CheckQuotaParams, check_annotation_quota
-
 from tests.fixtures_annotation import pref
 from tests.fixtures_prefect_ops import (
     PrefectServer,

@@ -9,6 +9,8 @@ import threading
 import time
 
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.annotation import configs, waiting
 from alignloop.annotation.client import connect
 from alignloop.flows.annotate import (
@@ -22,8 +24,6 @@ from alignloop.flows.annotate import (
 )
 from alignloop.flows.cli import app
 from alignloop.warehouse import db
-from typer.testing import CliRunner
-
 from tests.fixtures_annotation import choice, pref, seed_round
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -121,8 +121,8 @@ def test_cli_push_status_and_server_down(label_studio, warehouse, monkeypatch):
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        monkeypatch.setattr("alignloop.flows.cli_annotate.RETRIES", 1)
-        monkeypatch.setattr("alignloop.flows.cli_annotate.BACKOFF", 0.01)
+        monkeypatch.setattr("alignloop.flows.cli.annotate.RETRIES", 1)
+        monkeypatch.setattr("alignloop.flows.cli.annotate.BACKOFF", 0.01)
         res = runner.invoke(app, ["annotate", "pull", "--url", dead, "--db", warehouse])
     assert res.exit_code == 2 and dead in res.output and label_studio.token not in res.output
 
@@ -130,7 +130,7 @@ def test_cli_push_status_and_server_down(label_studio, warehouse, monkeypatch):
 def test_cli_finds_the_server_started_from_the_same_folder(label_studio, tmp_path, monkeypatch):
     """Without LABEL_STUDIO_URL / _API_KEY the commands use the address and token 'annotate server' leaves in
     ./label-studio-data; with neither, one line says what to set or start."""
-    from alignloop.flows.cli_annotate import DATA_DIR, TOKEN_FILE, URL_FILE
+    from alignloop.flows.cli.annotate import DATA_DIR, TOKEN_FILE, URL_FILE
 
     monkeypatch.delenv("LABEL_STUDIO_URL", raising=False)
     monkeypatch.delenv("LABEL_STUDIO_API_KEY", raising=False)
@@ -151,8 +151,8 @@ def test_cli_finds_the_server_started_from_the_same_folder(label_studio, tmp_pat
     with socket.socket() as sock:  # the server stopped without removing its address file
         sock.bind(("127.0.0.1", 0))
         (DATA_DIR / URL_FILE).write_text(f"http://127.0.0.1:{sock.getsockname()[1]}")
-        monkeypatch.setattr("alignloop.flows.cli_annotate.RETRIES", 1)
-        monkeypatch.setattr("alignloop.flows.cli_annotate.BACKOFF", 0.01)
+        monkeypatch.setattr("alignloop.flows.cli.annotate.RETRIES", 1)
+        monkeypatch.setattr("alignloop.flows.cli.annotate.BACKOFF", 0.01)
         res = runner.invoke(app, ["annotate", "pull", "--db", warehouse])
     assert res.exit_code == 2 and "still running?" in res.output and label_studio.token not in res.output
 
@@ -167,7 +167,7 @@ def test_annotate_server_serves_the_commands_of_its_folder_and_cleans_up(label_s
     from pathlib import Path
 
     from alignloop.annotation.server import _copy_template
-    from alignloop.flows.cli_annotate import DATA_DIR, DEFAULT_PORT, URL_FILE
+    from alignloop.flows.cli.annotate import DATA_DIR, DEFAULT_PORT, URL_FILE
 
     (tmp_path / DATA_DIR).mkdir()
     _copy_template(label_studio_template, tmp_path / DATA_DIR)  # a migrated database: starts in seconds

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.annotation import agreement, configs, push, waiting
 from alignloop.annotation.client import LabelStudioClient, User, connect
 from alignloop.annotation.pull import pull
@@ -13,8 +15,6 @@ from alignloop.annotation.server import DEFAULT_USERNAME
 from alignloop.flows.cli import app
 from alignloop.warehouse import db
 from alignloop.warehouse.records import StepLabel
-from typer.testing import CliRunner
-
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, Seeded, choice, pref, seed_round
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]

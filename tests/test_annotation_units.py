@@ -8,13 +8,13 @@ import secrets
 
 import httpx
 import pytest
+
 from alignloop.annotation import agreement, pull, push, waiting
 from alignloop.annotation.agreement import HumanAiRow, LabelRow
 from alignloop.annotation.mapping import SentTask, to_feedback
 from alignloop.annotation.pull import collect
 from alignloop.warehouse import db
 from alignloop.warehouse.records import AnnotationTask, StepLabel
-
 from tests.fixtures_annotation import JUDGE_X, JUDGE_Y, choice, exported, pref, seed_round
 
 
@@ -388,9 +388,10 @@ def test_annotate_server_writes_its_token_file_owner_only_from_the_start(tmp_pat
     import stat
     from pathlib import Path
 
+    from typer.testing import CliRunner
+
     from alignloop.annotation import server
     from alignloop.flows.cli import app
-    from typer.testing import CliRunner
 
     seen = {}
 

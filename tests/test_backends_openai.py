@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
+
 from alignloop.pipelines.backends import Sampling, make_backend
 from alignloop.pipelines.backends.openai_backend import OpenAIBackend
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_generate import *
 from tests.fixtures_generate import user
 from tests.fixtures_judge_server import completion, send_json, serving

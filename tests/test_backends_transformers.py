@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+
 from alignloop.pipelines.backends import Sampling, make_backend
 from alignloop.pipelines.backends.base import Backend
 from alignloop.pipelines.backends.transformers_backend import TransformersBackend, TransformersOptions
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_generate import *
 from tests.fixtures_generate import QUESTIONS, user
 

@@ -6,6 +6,7 @@ import importlib.util
 from dataclasses import dataclass
 
 import pytest
+
 from alignloop.pipelines.backends import Sampling, make_backend
 from alignloop.pipelines.backends.vllm_backend import TOP_LOGPROBS, sampling_kwargs, scores_from_top, scoring_kwargs
 from alignloop.warehouse.errors import AlignloopError

@@ -62,8 +62,9 @@ READERS = (["status"], ["report"], ["dataset", "build", "pairwise", "--name", "x
 
 def test_commands_that_read_the_warehouse_refuse_a_missing_one_and_create_none(tmp_path, monkeypatch):
     """A typo in --db or $ALIGNLOOP_DB is one line naming the file, never a new empty warehouse and "0 rows"."""
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ALIGNLOOP_DB", raising=False)
@@ -79,8 +80,9 @@ WRITERS = (["init"], ["prompts", "import", "p.jsonl"])
 
 
 def _invoke(args: list[str], path: Path):
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     return CliRunner().invoke(app, [*args, "--db", str(path)], env={"COLUMNS": "400"})
 
@@ -121,7 +123,6 @@ def test_a_warehouse_of_a_newer_schema_is_refused_for_writing_naming_both_versio
 def test_only_init_migrates_an_older_warehouse(tmp_path, monkeypatch):
     """status, imports and every other command leave a v2 warehouse at v2 and say how to migrate; init does."""
     from alignloop.warehouse import db
-
     from tests.test_warehouse import _old_warehouse
 
     monkeypatch.chdir(tmp_path)
@@ -167,8 +168,9 @@ def test_flows_refuse_a_missing_warehouse(tmp_path):
 
 
 def test_demo_refuses_a_bad_recipe_before_writing_anything(tmp_path):
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     for args, expected in ((["--loss", "kto"], "loss 'kto' is not pairwise"), (["--lr", "0"], "lr: "),
                            (["--samples", "1"], "n: ")):
@@ -195,7 +197,7 @@ def test_a_temporary_prefect_server_that_does_not_answer_is_one_line(tmp_path):
 def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
     import logging
 
-    from alignloop.flows.cli_common import _QuietUserErrors
+    from alignloop.flows.cli.common import _QuietUserErrors
     from alignloop.warehouse.errors import InputError
 
     quiet = _QuietUserErrors()
@@ -216,7 +218,7 @@ def test_cli_holds_back_prefect_run_logs_of_user_errors_only():
 def test_commands_running_a_flow_in_process_show_warnings_but_not_prefect_s_routine_lines():
     import logging
 
-    from alignloop.flows.cli_common import flow_in_process
+    from alignloop.flows.cli.common import flow_in_process
 
     seen: list[str] = []
 
@@ -251,9 +253,10 @@ def test_listing_commands_load_neither_torch_nor_prefect():
 
 
 def test_listings_of_an_empty_warehouse_say_what_to_do_instead_of_empty_tables(tmp_path):
+    from typer.testing import CliRunner
+
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -295,9 +298,10 @@ BAD_OPTIONS = {
 
 
 def test_bad_option_values_are_one_line_before_anything_loads_or_is_written(tmp_path):
+    from typer.testing import CliRunner
+
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     path = str(tmp_path / "w.duckdb")
     with db.connect(path):
@@ -312,9 +316,10 @@ def test_bad_option_values_are_one_line_before_anything_loads_or_is_written(tmp_
 
 def test_flow_parameters_refuse_unknown_fields():
     """A typo in a deployment's parameters or an API call fails naming it, instead of running with the default."""
+    from pydantic import ValidationError
+
     from alignloop.flows.round import RoundParams
     from alignloop.flows.train import TrainParams
-    from pydantic import ValidationError
 
     for model, fields in ((RoundParams, {"round": "r1", "promts_per_round": 4}),
                           (TrainParams, {"method": "dpo", "dataset": "x", "learning_rate": 1e-5})):
@@ -324,21 +329,23 @@ def test_flow_parameters_refuse_unknown_fields():
 
 def test_each_command_module_imports_on_its_own_and_the_app_still_has_every_command():
     """A command module imported first (a program or a test) must not catch the app registering it halfway."""
-    from alignloop.flows.cli_stages import STAGE_MODULES
+    modules = [f"alignloop.flows.cli.{name}" for name in
+               ("core", "models", "generate", "judge", "dataset", "train", "annotate", "round", "serve")]
 
     code = ("import importlib, sys, typer.main; importlib.import_module(sys.argv[1]); "
             "from alignloop.flows.cli import app; "
             "print(sorted(typer.main.get_command(app).commands))")
     seen = {subprocess.run([sys.executable, "-c", code, name], capture_output=True, text=True, check=True,
-                           timeout=120).stdout for name in ("alignloop.flows.cli_core", *STAGE_MODULES)}
+                           timeout=120).stdout for name in modules}
     assert len(seen) == 1 and "'serve'" in seen.pop()
 
 
 def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
     from alignloop.flows.cli import app
     from alignloop.pipelines.intake import import_file
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     monkeypatch.chdir(tmp_path)  # the demo writes its prompts under data/ of the working folder
     (tmp_path / "mine.jsonl").write_text('{"prompt": "my own question"}\n')
@@ -354,10 +361,11 @@ def test_demo_refuses_a_warehouse_that_holds_other_prompts(tmp_path, monkeypatch
 
 
 def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
     import alignloop.flows.round as flows_round
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     with db.connect(tmp_path / "w.duckdb"):
         pass
@@ -377,10 +385,11 @@ def test_round_cli_prints_the_round_it_ran_and_its_figures_on_one_line(tmp_path,
 
 
 def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
     import alignloop.flows.round as flows_round
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     with db.connect(tmp_path / "w.duckdb"):
         pass
@@ -403,10 +412,10 @@ def test_round_cli_takes_the_judge_its_principles_and_lists_through_set(tmp_path
 
 def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(tmp_path, prefect_harness, capfd,
                                                                                   rule_judge):  # noqa: F811
-    from alignloop.flows.cli import app
-    from alignloop.warehouse import db
     from typer.testing import CliRunner
 
+    from alignloop.flows.cli import app
+    from alignloop.warehouse import db
     from tests.fixtures_generate import QUESTIONS, add_prompts, build_tiny_model
 
     path = str(tmp_path / "w.duckdb")
@@ -441,8 +450,9 @@ def test_evaluate_cli_scores_a_model_on_held_out_prompts_and_stores_the_figures(
 
 
 def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkeypatch):
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "prompts.jsonl").write_text('{"prompt": "mine"}\n')
@@ -460,10 +470,11 @@ def test_prompts_demo_never_writes_over_a_file_it_did_not_write(tmp_path, monkey
 def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path, monkeypatch):
     """The round trains into runs/ROUND: a folder of the user's there was found only after generating and judging
     (and then mixed into). It is refused before any work."""
+    from typer.testing import CliRunner
+
     import alignloop.flows.round as flows_round
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     monkeypatch.chdir(tmp_path)
     assert CliRunner().invoke(app, ["prompts", "demo", "--out", "p.jsonl", "--db", "w.duckdb"]).exit_code == 0
@@ -484,10 +495,11 @@ def test_round_refuses_a_run_folder_of_other_files_before_it_generates(tmp_path,
 def test_commands_that_need_no_warehouse_work_without_one(tmp_path, monkeypatch):
     """``models default`` failed with "no warehouse" unless --db named one: it only prints a folder (and registers
     the model where there is a warehouse). The same for ``models shrink``. A --db that names none is still a typo."""
+    from typer.testing import CliRunner
+
     from alignloop.flows.cli import app
     from alignloop.pipelines import models
     from alignloop.warehouse import db
-    from typer.testing import CliRunner
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("ALIGNLOOP_DB", raising=False)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.flows.cli import app
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
@@ -18,8 +20,6 @@ from alignloop.pipelines.judges.report import rating_quality
 from alignloop.warehouse import db, ids
 from alignloop.warehouse.errors import InputError
 from alignloop.warehouse.records import Comparison, Correction, Ranking, Rating
-from typer.testing import CliRunner
-
 from tests.fixtures_datasets import ROUND, Wh, wh  # noqa: F401
 
 runner = CliRunner()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.pipelines.datasets.stages import EmptyDataset
 from alignloop.warehouse.errors import InputError
 from alignloop.warehouse.snapshots import SCHEMAS
-
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
 

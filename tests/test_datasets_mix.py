@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.flows.cli import app
 from alignloop.pipelines.datasets.mix import mix
 from alignloop.pipelines.datasets.snapshot import Manifest, Snapshot
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import InputError
 from alignloop.warehouse.snapshots import SCHEMAS
-from typer.testing import CliRunner
-
 from tests.fixtures_datasets import Wh
 
 

@@ -6,10 +6,10 @@ import hashlib
 import math
 
 import pytest
+
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.warehouse.errors import InputError
-
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
 

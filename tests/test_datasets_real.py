@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
+
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.pipelines.datasets.export import export_snapshot, read_export
 from alignloop.pipelines.datasets.publish import build_and_publish
 from alignloop.pipelines.datasets.snapshot import load_snapshot
 from alignloop.warehouse import db
-
 from tests.conftest import shared_file
 
 intake = pytest.importorskip("alignloop.pipelines.intake", reason="the intake importer is not there")

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.flows.build_dataset import BuildDatasetParams, build_rows, write_snapshot
 from alignloop.flows.cli import app
 from alignloop.pipelines.datasets.config import parse_options
@@ -16,8 +18,6 @@ from alignloop.pipelines.datasets.publish import build_and_publish
 from alignloop.pipelines.datasets.snapshot import load_snapshot, register
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-from typer.testing import CliRunner
-
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import Wh
 
@@ -181,7 +181,6 @@ def test_lints_count_problems():
 
 def test_length_lint_counts_a_tokenizer_s_tokens_and_refuses_what_is_not_one(tmp_path):
     from alignloop.warehouse.snapshots import SCHEMAS
-
     from tests.fixtures_trainers import tiny_tokenizer
 
     tiny_tokenizer().save_pretrained(tmp_path / "tok")  # one token per byte

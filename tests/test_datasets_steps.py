@@ -5,12 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.pipelines.datasets.lint import lint
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Response, StepLabel
-
 from tests.fixtures_datasets import *
 from tests.fixtures_datasets import MODEL, ROUND, Wh
 

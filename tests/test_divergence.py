@@ -9,11 +9,11 @@ import shutil
 
 import pytest
 import torch
+
 from alignloop.pipelines import models
 from alignloop.pipelines.backends import Sampling
 from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 from alignloop.trainers.divergence import answer_logprobs, kl_to_reference
-
 from tests.fixtures_generate import build_tiny_model, user
 
 PROMPTS = [user(t) for t in ("what is two plus two", "hello there", "write a poem", "name three colors")]

@@ -6,13 +6,13 @@ import json
 
 import pytest
 import typer
+from typer.testing import CliRunner
+
 from alignloop.pipelines import generate as gen
 from alignloop.pipelines.backends import Sampling
 from alignloop.pipelines.backends.transformers_backend import TransformersBackend
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-from typer.testing import CliRunner
-
 from tests.fixtures_generate import *
 from tests.fixtures_generate import QUESTIONS, add_prompts
 
@@ -117,7 +117,8 @@ class FailingAfter:
 
 def cli_app() -> typer.Typer:
     import alignloop.flows.cli  # noqa: F401  (the main app first: stage modules import its helpers)
-    from alignloop.flows import cli_generate, cli_models
+    from alignloop.flows.cli import generate as cli_generate
+    from alignloop.flows.cli import models as cli_models
 
     app = typer.Typer()
     cli_generate.register(app)
@@ -141,7 +142,7 @@ def test_cli_generate_then_list_models(prompt_db, tiny_model_dir):
 
 def test_cli_failing_backend_keeps_finished_shards(prompt_db, tiny_backend, monkeypatch):
     import alignloop.flows.cli  # noqa: F401
-    from alignloop.flows import cli_generate
+    from alignloop.flows.cli import generate as cli_generate
 
     monkeypatch.setattr(cli_generate, "make_backend", lambda *a, **k: FailingAfter(tiny_backend, ok=2))
     res = CliRunner().invoke(cli_app(), ["generate", "--round", "r1", "--n", "1", "--shard-size", "3",

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from alignloop.pipelines.intake import ImportOptions, import_file
 from alignloop.pipelines.intake.dedup import NearDuplicateIndex
 from alignloop.pipelines.intake.formats import FieldMap, hh_turns, parse_hh

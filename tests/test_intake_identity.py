@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.pipelines.intake import ImportOptions, import_file, import_into

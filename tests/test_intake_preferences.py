@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+
 from alignloop.pipelines.datasets.build import build
 from alignloop.pipelines.datasets.config import parse_options
 from alignloop.pipelines.datasets.export import export_snapshot

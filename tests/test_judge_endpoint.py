@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
 from alignloop.flows.params import validated
 from alignloop.flows.round import RoundParams, round_flow
 from alignloop.pipelines.judges.templates import quoted
@@ -18,7 +19,6 @@ from alignloop.trainers import config as C
 from alignloop.trainers.run import train_model
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError, InputError
-
 from tests.fixtures_judge_server import RuleJudge, _verdict, rule_judge, rule_rating, shorter_wins  # noqa: F401
 from tests.fixtures_prefect_ops import save_secret
 from tests.fixtures_round import PROMPTS, seed_human_round
@@ -249,8 +249,9 @@ def test_credentials_in_a_judge_url_given_on_the_cli_land_nowhere(tmp_path, pref
     """``judge_base_url`` was stored verbatim: in the round's config (DuckDB), the training run's config (DuckDB,
     run.json, config.json). A URL with ``user:key@`` given to ``alignloop round`` reaches the endpoint (its Basic
     auth) and, redacted, every record; the key is in no warehouse row, run or snapshot file, export or log."""
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)

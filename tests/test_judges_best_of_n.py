@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from alignloop.pipelines.judges.best_of_n import Sample, best_of_n_quality, pick_majority, selection_curve, sizes
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Prompt, Rating, Response
@@ -86,8 +87,9 @@ def test_best_of_n_per_scorer_on_hand_made_problems():
 
 
 def test_cli_report_shows_stores_and_plots_best_of_n(tmp_path):
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     path = tmp_path / "w.duckdb"
     with db.connect(path) as con:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 
-from alignloop.warehouse import db
 from typer.testing import CliRunner
 
+from alignloop.warehouse import db
 from tests.fixtures_judge_server import garbage_judge  # noqa: F401
 from tests.fixtures_judges import seed_round
 

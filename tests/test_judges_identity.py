@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.pipelines import models
 from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
 from alignloop.pipelines.judges.rollouts import RolloutStepJudge
@@ -16,8 +18,6 @@ from alignloop.pipelines.judges.run import make_judge
 from alignloop.pipelines.models import CONTENT_CACHE, model_name, provenance
 from alignloop.pipelines.verifiers import get_verifier
 from alignloop.warehouse import db
-from typer.testing import CliRunner
-
 from tests.fixtures_judges import FakeBackend, seed_round
 from tests.fixtures_trainers import tiny_tokenizer
 

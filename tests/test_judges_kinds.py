@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+
 from alignloop.pipelines.judges.calls import CallPolicy
 from alignloop.pipelines.judges.config import JudgeConfig, ResponseItem
 from alignloop.pipelines.judges.listwise import borda, permutations
@@ -13,7 +14,6 @@ from alignloop.pipelines.judges.parsing import read, read_steps
 from alignloop.pipelines.judges.run import JudgeRequest, build_judge, execute, make_judge, select_items, store
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, answer, quality
 

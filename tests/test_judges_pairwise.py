@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from alignloop.pipelines.backends.base import TokenScores
 from alignloop.pipelines.judges.calls import CallPolicy, JudgeBackendError
 from alignloop.pipelines.judges.config import JudgeConfig, PairItem
@@ -14,7 +15,6 @@ from alignloop.pipelines.judges.parsing import read, two_way_prob
 from alignloop.pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
 from alignloop.pipelines.judges.templates import load_template
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_judges import *
 from tests.fixtures_judges import INJECTION, FakeBackend, answer
 

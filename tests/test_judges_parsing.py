@@ -4,11 +4,12 @@ text around a well-formed verdict never flips it, text without one is never read
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from alignloop.pipelines.judges.parsing import GRAMMARS, grammar, read, read_steps
 from alignloop.pipelines.judges.templates import TEMPLATE_NAMES
 from alignloop.warehouse.errors import AlignloopError
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 PAIRWISE = [
     # the form the template asks for, and its decorations

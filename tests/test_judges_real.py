@@ -7,12 +7,12 @@ tuned to the model: the test checks that the numbers exist and are consistent wi
 from __future__ import annotations
 
 import pytest
+
 from alignloop.pipelines.judges import report
 from alignloop.pipelines.judges.calls import CallPolicy
 from alignloop.pipelines.judges.config import JudgeConfig
 from alignloop.pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
 from alignloop.warehouse import db
-
 from tests.fixtures_judges import INJECTION
 
 pytestmark = pytest.mark.slow

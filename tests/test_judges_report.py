@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.pipelines.judges import report
 from alignloop.pipelines.judges.calls import CallPolicy
 from alignloop.pipelines.judges.config import JudgeConfig
 from alignloop.pipelines.judges.run import JudgeRequest, execute, make_judge, select_items, store
 from alignloop.warehouse import db
 from alignloop.warehouse.records import Comparison
-from typer.testing import CliRunner
-
 from tests.fixtures_judges import *
 from tests.fixtures_judges import FakeBackend, seed_round
 
@@ -110,7 +110,6 @@ def test_flow_fn_with_injected_judge(tmp_path, prefect_harness):
 def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
     from alignloop.flows.cli import app
     from alignloop.pipelines.report import JUDGE_METRICS, write_report
-
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")
@@ -175,7 +174,6 @@ def test_rating_judges_are_measured_on_the_pairs_people_compared(tmp_path):
 def test_step_judges_are_measured_on_the_steps_people_labelled(tmp_path):
     from alignloop.flows.cli import app
     from alignloop.pipelines.report import JUDGE_METRICS, write_report
-
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")
@@ -229,7 +227,6 @@ def test_listwise_judges_are_measured_under_their_orders_and_against_people(seed
     from alignloop.flows.cli import app
     from alignloop.pipelines.report import JUDGE_METRICS
     from alignloop.warehouse.records import Ranking
-
     from tests.fixtures_judges import quality
     from tests.test_judges_kinds import rank_by_quality
 
@@ -304,7 +301,6 @@ def test_ties_are_scored_by_one_rule_in_every_section(tmp_path):
     listwise judge whose Borda points tie score the same everywhere: no accuracy over decided pairs (none decided),
     a tie rate of 1, half credit 0.5; the table, --json and the stored evaluations say so."""
     from alignloop.flows.cli import app
-
     from tests.fixtures_datasets import Wh
 
     path = str(tmp_path / "w.duckdb")

@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass, field
 
 import pytest
+
 from alignloop.pipelines.backends.base import Completion, Conversation, Sampling, TokenScores
 from alignloop.pipelines.judges.calls import CallPolicy
 from alignloop.pipelines.judges.rollouts import RolloutConfig, RolloutStepJudge
@@ -16,7 +17,6 @@ from alignloop.pipelines.verifiers import get_verifier
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError, InputError
 from alignloop.warehouse.records import Prompt, Response
-
 from tests.fixtures_generate import *
 from tests.fixtures_judges import *
 
@@ -209,8 +209,9 @@ def test_transformers_backend_continues_an_assistant_message(tiny_backend):
 
 
 def test_cli_labels_steps_from_rollouts_of_a_model(tmp_path, tiny_model_dir):
-    from alignloop.flows.cli import app
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import app
 
     path = tmp_path / "w.duckdb"
     with db.connect(path) as con:

@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+
 from alignloop.annotation import configs
 from alignloop.annotation.client import Annotator, LabelStudioClientError, connect
 from alignloop.annotation.server import (

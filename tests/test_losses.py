@@ -9,6 +9,7 @@ import math
 
 import pytest
 import torch
+
 from alignloop.trainers import losses as L
 
 # three pairs: (pi_chosen, pi_rejected, ref_chosen, ref_rejected, len_chosen, len_rejected)
@@ -522,6 +523,7 @@ def test_running_state_is_a_mean_of_training_batches_only_and_a_fixed_parameter_
 
 def _rank_running_mean(rank: int, world: int, port: int, out) -> None:
     import torch.distributed as dist
+
     from alignloop.trainers.objectives import PolicyLoss
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)

@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+
 from alignloop.trainers import losses as L
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from alignloop.pipelines import models
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_generate import *
 
 

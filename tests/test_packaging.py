@@ -93,7 +93,7 @@ def test_a_deployment_served_from_the_wheel_runs(wheel_site, prefect_server, tmp
 
     log = tmp_path / "serve.log"
     env = prefect_server.env(PYTHONPATH=str(wheel_site))
-    code = "from alignloop.flows.serve import serve_registered; serve_registered(only=('import-prompts',))"
+    code = "from alignloop.flows.serving.serve import serve_registered; serve_registered(only=('import-prompts',))"
     with open(log, "ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)

@@ -8,12 +8,12 @@ from pathlib import Path
 from uuid import UUID
 
 import pytest
+
 from alignloop.flows.import_prompts import ImportPromptsParams, import_prompts
-from alignloop.flows.limits import GPU_LIMIT, ensure_limits
-from alignloop.flows.registry import FLOW_MODULES, FlowModule, deployables, flows_in
+from alignloop.flows.serving.limits import GPU_LIMIT, ensure_limits
+from alignloop.flows.serving.registry import FLOW_MODULES, FlowModule, deployables, flows_in
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_prefect_ops import (
     PrefectServer,
     prefect_server,  # noqa: F401 - fixture
@@ -23,7 +23,7 @@ from tests.fixtures_prefect_ops import (
     write_prompts,
 )
 
-SERVE_CODE = "from alignloop.flows.serve import serve_registered; serve_registered(only=('import-prompts',))"
+SERVE_CODE = "from alignloop.flows.serving.serve import serve_registered; serve_registered(only=('import-prompts',))"
 
 
 def _read_run(run_id: UUID):
@@ -77,8 +77,9 @@ def test_registry_rejects_unknown_names_and_two_round_schedules():
 
 def test_cli_registers_commands_and_rejects_bad_round_params():
     import typer
-    from alignloop.flows import cli_serve
     from typer.testing import CliRunner
+
+    from alignloop.flows.cli import serve as cli_serve
 
     app = typer.Typer()
     cli_serve.register(app)
@@ -204,8 +205,9 @@ SHARD_PROMPTS = 5_000
 
 @pytest.mark.slow
 def test_two_process_workers_run_two_imports_in_parallel(prefect_server, tmp_path):  # noqa: F811
-    from alignloop.flows.deploy import deploy_to_pool, start_workers
     from prefect.client.orchestration import get_client
+
+    from alignloop.flows.serving.deploy import deploy_to_pool, start_workers
 
     pool = "cpu-test"
     ids = deploy_to_pool(pool, only=("import-prompts",))
@@ -242,9 +244,10 @@ def test_two_process_workers_run_two_imports_in_parallel(prefect_server, tmp_pat
 
 @pytest.mark.slow
 def test_image_deployment_loads_flows_by_module_path(prefect_server):  # noqa: F811
-    from alignloop.flows.deploy import deploy_to_pool
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+
+    from alignloop.flows.serving.deploy import deploy_to_pool
 
     # the slice of prefect-docker's job template that matters here (the plugin is not installed in tests)
     template = {"job_configuration": {"image": "{{ image }}", "mem_limit": "{{ mem_limit }}"},
@@ -300,7 +303,7 @@ def test_round_next_resumes_the_last_round_or_goes_on_after_it(tmp_path):
 
 
 def test_a_scheduled_round_deployment_runs_the_next_round_by_default():
-    from alignloop.flows.registry import ROUND_MODULE
+    from alignloop.flows.serving.registry import ROUND_MODULE
 
     def round_params(**kw):
         return next(e for e in deployables(**kw) if e.module == ROUND_MODULE).parameters
@@ -331,7 +334,6 @@ def test_round_policy_auto_continues_the_parent_round_or_starts_from_the_initial
 def test_a_round_that_fails_says_so_and_next_takes_it_up_again(tmp_path):
     """A round stopped by an error is 'failed' in the warehouse (not left 'running'); 'next' resumes it."""
     from alignloop.flows.round import RoundParams, next_round, round_flow
-
     from tests.fixtures_generate import add_prompts, build_tiny_model
 
     path = str(tmp_path / "w.duckdb")

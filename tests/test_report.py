@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
+from typer.testing import CliRunner
+
 from alignloop.flows.cli import app
 from alignloop.pipelines.report import datasets_summary, runs_summary, write_report
 from alignloop.warehouse import db
-from typer.testing import CliRunner
 
 
 def _seed(con) -> None:

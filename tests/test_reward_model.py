@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+
 from alignloop.pipelines.judges.config import ResponseItem
 from alignloop.pipelines.judges.reward_model import (
     RewardModelJudge,
@@ -77,8 +78,9 @@ def test_refuses_non_folder():
 
 
 def test_a_folder_that_is_no_one_score_reward_model_is_refused_by_name(tmp_path):
-    from alignloop.warehouse.errors import AlignloopError
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
+
+    from alignloop.warehouse.errors import AlignloopError
 
     small = {"vocab_size": 16, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
              "intermediate_size": 32}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from alignloop.pipelines.demo_prompts import write_demo_prompts
 from alignloop.pipelines.evaluation import StoppingRule, text_stats
 from alignloop.pipelines.intake import ImportOptions, import_file

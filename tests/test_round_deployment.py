@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from alignloop.annotation.client import connect
 from alignloop.flows.annotate import CheckQuotaParams, check_annotation_quota
-
 from tests.fixtures_prefect_ops import (
     PrefectServer,
     prefect_server,  # noqa: F401 - fixture

@@ -4,10 +4,10 @@ the quota, then pulls their labels and trains on them. Tiny random policy, so th
 from __future__ import annotations
 
 import pytest
+
 from alignloop.annotation import waiting
 from alignloop.annotation.client import connect
 from alignloop.flows.round import round_flow
-
 from tests.fixtures_round import PROMPTS, annotate_all, human_round_params, scalar, seed_human_round
 
 pytestmark = [pytest.mark.labelstudio, pytest.mark.slow]
@@ -78,7 +78,6 @@ def test_polling_round_times_out_cleanly_then_resumes_when_annotators_finish(set
 def test_a_kto_round_asks_people_for_a_thumbs_up_or_down_on_each_sample(setup, monkeypatch):
     from alignloop.annotation import push
     from alignloop.annotation.configs import config_for
-
     from tests.fixtures_annotation import choice
 
     tmp, policy, ls = setup

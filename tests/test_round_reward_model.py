@@ -7,12 +7,12 @@ import math
 
 import pyarrow.parquet as pq
 import pytest
+from pydantic import ValidationError
+
 from alignloop.flows.round import RoundParams, round_flow
 from alignloop.pipelines.models import model_name
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
-from pydantic import ValidationError
-
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 from tests.fixtures_trainers import make_snapshot
 

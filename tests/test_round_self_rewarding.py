@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pyarrow.parquet as pq
+
 from alignloop.flows.round import RoundParams, round_flow
 from alignloop.pipelines.models import model_name
-
 from tests.fixtures_round import PROMPTS, scalar, seed_human_round
 
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import json
 import random
 
-from alignloop.warehouse import db
 from typer.testing import CliRunner
 
+from alignloop.warehouse import db
 from tests.fixtures_trainers import WORDS, tiny_model_dir  # noqa: F401
 
 ENV = {"COLUMNS": "400"}

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from alignloop.trainers import config as C
 from alignloop.trainers.collators import ListCollator, PairCollator, UnpairedCollator
 from alignloop.trainers.logprobs import sequence_logprobs
@@ -17,7 +18,6 @@ from alignloop.trainers.tokenize import (
     encode_steps,
     encode_unpaired,
 )
-
 from tests.fixtures_trainers import rows_for, tiny_tokenizer
 
 

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 
 import pytest
-from alignloop.trainers import config as C
 from typer.testing import CliRunner
 
+from alignloop.trainers import config as C
 from tests.fixtures_trainers import make_snapshot, new_warehouse, small_train, tiny_model_dir  # noqa: F401
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -204,7 +204,6 @@ def test_cli_train_on_the_wrong_kind_of_dataset_is_one_line(tmp_path, tiny_model
 def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tiny_model_dir, prefect_harness):  # noqa: F811
     from alignloop.flows.cli import app
     from alignloop.warehouse import db
-
     from tests.test_trainers_ppo import tiny_reward_model
 
     snap = make_snapshot(tmp_path / "prefs", "pairwise", name="prefs")
@@ -257,7 +256,6 @@ def test_cli_trains_ppo_with_a_reward_model_and_refuses_it_without(tmp_path, tin
     out = CliRunner().invoke(app, rlvr, env={"COLUMNS": "400"})
     assert out.exit_code == 2 and "none of the 8 train prompts has one in the warehouse" in out.output, out.output
     from alignloop.warehouse.records import Prompt, to_arrow
-
     from tests.fixtures_trainers import rows_for
 
     with db.connect(path) as con:

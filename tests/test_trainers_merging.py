@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from alignloop.trainers import config as C
 from alignloop.trainers import merging
 from alignloop.trainers.merging import OnlineMergingAdamW, dare, ondare, onties, trim
 from alignloop.trainers.run import train_model
 from alignloop.warehouse.errors import AlignloopError
-from safetensors.torch import load_file
-
 from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
 
 

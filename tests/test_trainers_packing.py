@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from alignloop.trainers import logprobs, packing
 from alignloop.trainers.collators import PackedPairCollator, PairCollator
 from alignloop.trainers.loading import load_model
 from alignloop.trainers.logprobs import IGNORE_INDEX, token_logprobs
 from alignloop.trainers.packing import PROMPT, batch_logprobs, pack_groups, pack_pairs
 from alignloop.trainers.tokenize import Encoder, encode_pairs
-
 from tests.fixtures_trainers import rows_for, tiny_model_dir, tiny_tokenizer  # noqa: F401
 
 

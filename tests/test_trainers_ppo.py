@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 import torch
+
 from alignloop.pipelines.judges.config import ResponseItem
 from alignloop.trainers import config as C
 from alignloop.trainers import ppo
 from alignloop.trainers.run import train_model
 from alignloop.warehouse.errors import AlignloopError
-
 from tests.fixtures_trainers import make_snapshot, tiny_model_dir  # noqa: F401
 
 
@@ -703,7 +703,6 @@ def bad_reward_model(tmp_path_factory, tiny_model_dir) -> Path:  # noqa: F811
     with the 'good' reward model)."""
     from alignloop.trainers.snapshot import write_snapshot_dir
     from alignloop.warehouse.snapshots import SCHEMAS
-
     from tests.fixtures_trainers import rows_for
 
     tmp = tmp_path_factory.mktemp("bad-rm")
@@ -772,7 +771,6 @@ def test_a_reward_model_on_binary_rows_learns_the_label_s_sign(tmp_path, bad_rew
     from alignloop.trainers import objectives as O
     from alignloop.trainers.snapshot import write_snapshot_dir
     from alignloop.warehouse.snapshots import SCHEMAS
-
     from tests.fixtures_trainers import rows_for
 
     scores = torch.tensor([[1.5], [-0.5], [0.2]])

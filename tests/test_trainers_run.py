@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from alignloop.trainers import config as C
 from alignloop.trainers import reference
 from alignloop.trainers.run import train_model
 from alignloop.warehouse.errors import AlignloopError
-from safetensors.torch import load_file
-
 from tests.fixtures_trainers import make_snapshot, save_tiny_model, small_train, tiny_model_dir  # noqa: F401
 
 CASES = [
@@ -215,8 +215,9 @@ def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backb
                                                                                              tiny_model_dir):  # noqa: F811
     import logging
 
-    from alignloop.trainers.loading import load_model
     from safetensors.torch import save_file
+
+    from alignloop.trainers.loading import load_model
 
     with caplog.at_level(logging.INFO):
         model = load_model(tiny_model_dir, "reward")
@@ -234,12 +235,12 @@ def test_a_new_reward_head_loads_without_transformers_report_but_a_missing_backb
 def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, tiny_model_dir):  # noqa: F811
     import json
 
+    from transformers import AutoModelForSequenceClassification
+
     from alignloop.pipelines.judges.config import ResponseItem
     from alignloop.pipelines.judges.reward_model import RewardModelScorer
     from alignloop.trainers.loading import load_tokenizer
     from alignloop.trainers.tokenize import Encoder
-    from transformers import AutoModelForSequenceClassification
-
     from tests.fixtures_trainers import rows_for
 
     train = small_train(tmp_path)
@@ -268,12 +269,12 @@ def test_a_reward_model_judge_reads_the_input_its_trainer_trained_on(tmp_path, t
 
 
 def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_label(tmp_path, tiny_model_dir):  # noqa: F811
+    from transformers import AutoModelForTokenClassification
+
     from alignloop.pipelines.judges.config import ResponseItem
     from alignloop.pipelines.judges.reward_model import RewardModelJudge, StepRewardScorer
     from alignloop.trainers.loading import load_tokenizer
     from alignloop.trainers.tokenize import Encoder
-    from transformers import AutoModelForTokenClassification
-
     from tests.fixtures_trainers import rows_for
 
     train = small_train(tmp_path)
@@ -315,13 +316,14 @@ def test_a_process_reward_model_judge_reads_each_step_where_its_trainer_put_the_
 def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path, tiny_model_dir):  # noqa: F811
     import json
 
+    from transformers import AutoModelForTokenClassification
+
     from alignloop.pipelines.datasets.build import build
     from alignloop.pipelines.datasets.config import parse_options
     from alignloop.pipelines.judges.reward_model import step_label
     from alignloop.pipelines.judges.run import JudgeRequest, build_judge, execute, select_items, store
     from alignloop.warehouse import db
     from alignloop.warehouse.records import Prompt, Response
-    from transformers import AutoModelForTokenClassification
 
     assert [step_label(p) for p in ([0.2, 0.5, 0.3], [0.1, 0.2, 0.7], [0.6, 0.3, 0.1], [0.6, 0.4], [0.5, 0.5])] == \
         [0, 1, -1, -1, 1]
@@ -369,9 +371,9 @@ def test_a_process_reward_model_labels_steps_that_build_a_step_dataset(tmp_path,
 def test_soft_labels_reach_the_losses_that_take_them(tmp_path, tiny_model_dir):  # noqa: F811
     """Pairs that are all ties (prob 0.5) teach a reward model no margin; trained as hard preferences they do."""
     import pyarrow as pa
+
     from alignloop.trainers.snapshot import write_snapshot_dir
     from alignloop.warehouse.snapshots import SCHEMAS
-
     from tests.fixtures_trainers import rows_for
 
     ties = [{**r, "prob": 0.5} for r in rows_for("pairwise", 8, "train")]

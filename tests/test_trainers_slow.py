@@ -10,12 +10,12 @@ import re
 
 import pyarrow as pa
 import pytest
+
 from alignloop.trainers import config as C
 from alignloop.trainers.run import train_model
 from alignloop.trainers.snapshot import write_snapshot_dir
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.snapshots import SCHEMAS
-
 from tests.conftest import shared_file
 
 pytestmark = pytest.mark.slow
@@ -86,6 +86,7 @@ def _rm_budget() -> tuple[int, int, int, int, float, int]:
 
 def test_reward_model_beats_untrained_on_hh_rlhf(tmp_path, embedded_model):
     import torch
+
     from alignloop.trainers.collators import PairCollator
     from alignloop.trainers.evaluate import evaluate_split
     from alignloop.trainers.loading import load_model, load_tokenizer

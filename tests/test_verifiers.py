@@ -4,6 +4,7 @@ that two-word nonsense and topic echoes cannot game."""
 from __future__ import annotations
 
 import pytest
+
 from alignloop.pipelines.judges.config import ResponseItem
 from alignloop.pipelines.verifiers import (
     FinalAnswer,

@@ -9,6 +9,7 @@ import sys
 import textwrap
 
 import pytest
+
 from alignloop.warehouse import db, ids
 from alignloop.warehouse.records import (
     AnnotationTask,

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from typer.testing import CliRunner
+
 from alignloop.flows.cli import app
 from alignloop.pipelines.datasets import derived, publish
 from alignloop.pipelines.datasets.build import BuildResult
@@ -18,8 +20,6 @@ from alignloop.warehouse import db
 from alignloop.warehouse.errors import InputError
 from alignloop.warehouse.ids import hash_parts
 from alignloop.warehouse.snapshots import SCHEMAS
-from typer.testing import CliRunner
-
 from tests.fixtures_trainers import new_warehouse, rows_for, save_tiny_model, tiny_model_dir  # noqa: F401
 
 ENV = {"COLUMNS": "400"}

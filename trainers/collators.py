@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from alignloop.trainers.packing import pack_pairs
 from alignloop.trainers.tokenize import IGNORE_INDEX, Encoded, ListFeature, PairFeature, SeqFeature, UnpairedFeature
 

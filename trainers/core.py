@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from alignloop.warehouse.errors import AlignloopError
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from alignloop.warehouse.errors import AlignloopError
 
 LOSS_STATE = "loss_state.pt"
 """A checkpoint's file with the objective's loss state (:meth:`trainers.objectives.PolicyLoss.state_dict`)."""

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from alignloop.trainers.logprobs import IGNORE_INDEX, forward_logprobs
 
 Answer = str | Sequence[int]

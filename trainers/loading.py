@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from alignloop.trainers.config import LoraConfig, TrainConfig
 from alignloop.warehouse.errors import AlignloopError
 

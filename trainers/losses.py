@@ -25,6 +25,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+
 from alignloop.trainers.losses_listwise import (
     IGNORE_INDEX,
     bradley_terry_loss,

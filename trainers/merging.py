@@ -44,8 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from alignloop.warehouse.errors import AlignloopError
 from torch import Tensor
+
+from alignloop.warehouse.errors import AlignloopError
 
 METHODS = ("dare", "ties")
 

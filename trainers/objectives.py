@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+
 from alignloop.trainers.logprobs import forward_logprobs
 from alignloop.trainers.losses import (
     LossOutput,

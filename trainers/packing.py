@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from alignloop.trainers.logprobs import IGNORE_INDEX, forward_logprobs, token_logprobs
 
 ROW_TOKENS = 512

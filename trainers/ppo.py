@@ -54,6 +54,8 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import Tensor
+
 from alignloop.trainers import config as cfgmod
 from alignloop.trainers.loading import check_model_dir, load_model, load_tokenizer, save_model, use_bf16
 from alignloop.trainers.records import (
@@ -68,7 +70,6 @@ from alignloop.trainers.records import (
 from alignloop.trainers.snapshot import Snapshot
 from alignloop.trainers.tokenize import Encoder
 from alignloop.warehouse.errors import AlignloopError
-from torch import Tensor
 
 SAFETY_PANEL = ("safety (Safe RLHF)", ("cost", "cost_limit", "lambda"))
 PANELS = (("reward", ("reward", "reward_penalised")), ("KL to reference", ("kl",)),
@@ -708,8 +709,9 @@ def train_ppo(snap: Snapshot, base: Path, config: cfgmod.PPOConfig, *, base_mode
     trainer's run-folder helpers (a finished run comes back as stored; a killed one resumes from its last
     checkpoint); ``prompt_checks`` what a verifier reads of each prompt (reference, tags, topic), by prompt id;
     ``ptx`` PPO-ptx's sft snapshot (with ``ptx_coef``)."""
-    from alignloop.trainers.run import TrainResult
     from transformers import set_seed
+
+    from alignloop.trainers.run import TrainResult
 
     t = config.train
     method = config.method

@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+
 from alignloop.trainers.packing import batch_logprobs
 from alignloop.warehouse.ids import content_id
 from alignloop.warehouse.records import Artifact

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from alignloop.trainers import config as cfgmod
 from alignloop.trainers.card import model_card
 from alignloop.trainers.core import AlignTrainer, MetricsRecorder, ProgressPrinter

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.snapshots import SCHEMAS
 

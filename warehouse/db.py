@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.warehouse import id_functions
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.records import to_arrow

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import duckdb
+
 from alignloop.warehouse import ids
 from alignloop.warehouse.records import Comparison, Correction, Ranking, Rating, StepLabel
 

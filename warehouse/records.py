@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
 import pyarrow as pa
+
 from alignloop.warehouse import ids
 from alignloop.warehouse.ids import canonical_json
 

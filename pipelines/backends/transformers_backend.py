@@ -74,8 +74,9 @@ class TransformersBackend:
     def load(cls, model: str, **opts: Any) -> TransformersBackend:
         """Load from "default"/"smollm2" or a local folder (never a hub) with :class:`TransformersOptions`."""
         import torch
-        from alignloop.pipelines.models import _check_dtype, load_dtype, resolve_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from alignloop.pipelines.models import _check_dtype, load_dtype, resolve_model
 
         options = TransformersOptions(**opts)
         path = resolve_model(model)

@@ -13,6 +13,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.pipelines.datasets.config import (
     FEEDBACK_SOURCES,
     BinaryConfig,

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+
 from alignloop.pipelines.datasets.build import BuildResult
 from alignloop.pipelines.datasets.snapshot import Snapshot
 from alignloop.warehouse.errors import InputError

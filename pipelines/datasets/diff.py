@@ -13,6 +13,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from alignloop.pipelines.datasets.snapshot import Snapshot
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from alignloop.pipelines.datasets.card import dataset_card
 from alignloop.pipelines.datasets.snapshot import SPLITS, Snapshot
 from alignloop.warehouse import db

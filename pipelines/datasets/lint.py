@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from alignloop.warehouse.errors import AlignloopError
 
 ROLES = ("system", "user", "assistant")
@@ -81,8 +82,9 @@ def _token_counts(col: pa.ChunkedArray, tokenizer: str | None) -> pa.Array:
 @functools.lru_cache(maxsize=2)
 def _load_tokenizer(name: str) -> Any:
     """'default' (the embedded model's) or a local folder; a one-line error otherwise (never a hub look-up)."""
-    from alignloop.pipelines.models import DEFAULT_NAMES, resolve_model
     from transformers import AutoTokenizer  # heavy: only when a tokenizer is asked for
+
+    from alignloop.pipelines.models import DEFAULT_NAMES, resolve_model
 
     folder = resolve_model(name) if name.lower() in DEFAULT_NAMES else Path(name).expanduser()
     if not folder.is_dir():

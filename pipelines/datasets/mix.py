@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
+
 from alignloop.pipelines.datasets.build import BuildResult
 from alignloop.pipelines.datasets.derived import DerivedSpec, parent_ref
 from alignloop.pipelines.datasets.snapshot import Snapshot

@@ -12,6 +12,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
+
 from alignloop.pipelines.datasets.build import BuildResult, build
 from alignloop.pipelines.datasets.config import DatasetSpec
 from alignloop.pipelines.datasets.lint import LintOptions, LintReport, lint

@@ -21,6 +21,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
 from alignloop.pipelines.datasets.build import BuildResult
 from alignloop.warehouse import db, names
 from alignloop.warehouse.errors import AlignloopError, InputError

@@ -15,6 +15,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 

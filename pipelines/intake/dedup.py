@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
 from alignloop.warehouse.ids import normalise
 
 _PRIME = np.uint64((1 << 61) - 1)

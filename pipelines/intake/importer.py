@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.pipelines.intake import formats
 from alignloop.pipelines.intake.dedup import NearDuplicateIndex
 from alignloop.pipelines.intake.parsed import ParsedItem, Rejected

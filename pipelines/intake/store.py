@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.warehouse import db
 
 if TYPE_CHECKING:

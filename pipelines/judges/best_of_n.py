@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import duckdb
+
 from alignloop.pipelines.judges.config import ResponseItem
 from alignloop.pipelines.verifiers.answers import extract_answer, normalize
 from alignloop.pipelines.verifiers.checks import FinalAnswer

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+
 from alignloop.pipelines.backends.base import Backend, Conversation
 from alignloop.pipelines.judges import calls
 from alignloop.pipelines.judges.config import JudgeConfig, PairItem

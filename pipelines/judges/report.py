@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
 from alignloop.pipelines.judges import parsing
 from alignloop.pipelines.judges.best_of_n import BEST_OF_N_METRICS, BestOfNQuality, best_of_n_quality
 from alignloop.pipelines.judges.templates import letters

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import duckdb
 import pyarrow as pa
+
 from alignloop.pipelines.backends.base import Backend
 from alignloop.pipelines.judges.config import JUDGE_KINDS, GroupItem, JudgeConfig, PairItem, ResponseItem
 from alignloop.pipelines.judges.correction import CorrectionJudge

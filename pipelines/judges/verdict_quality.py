@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import duckdb
+
 from alignloop.pipelines.judges.parsing import GRAMMARS
 from alignloop.warehouse import db
 

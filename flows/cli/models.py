@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, emit_json, user_errors
 from alignloop.pipelines import models
 from alignloop.warehouse import db
 

@@ -6,7 +6,8 @@ import time
 from typing import Annotated, Literal
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, emit_json, user_errors
 from alignloop.pipelines import generate as gen
 from alignloop.pipelines.backends import Sampling, make_backend
 from alignloop.warehouse import db

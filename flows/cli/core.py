@@ -6,14 +6,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, user_errors
+from rich.table import Table
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, db_path, emit_json, user_errors
 from alignloop.pipelines.demo_prompts import write_demo_prompts
 from alignloop.pipelines.intake import ImportOptions, ImportSummary, import_into
 from alignloop.pipelines.intake.formats import FieldMap
 from alignloop.pipelines.intake.readers import FORMATS
 from alignloop.warehouse import db
 from alignloop.warehouse.status import status as warehouse_status
-from rich.table import Table
 
 prompts_app = typer.Typer(help="Bring prompts (and the responses and feedback that come with them) in.",
                           no_args_is_help=True)

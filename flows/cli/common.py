@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich.console import Console
+
 from alignloop.flows.params import validated  # noqa: F401  (the commands' parameter check)
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError, InputError
-from rich.console import Console
 
 T = TypeVar("T")
 

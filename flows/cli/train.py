@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Self
 
 import typer
-from alignloop.flows.cli_common import (
+
+from alignloop.flows.cli.common import (
     DbOption,
     JsonOption,
     console,

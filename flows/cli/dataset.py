@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
+from rich.table import Table
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, db_path, emit_json, key_values, user_errors
 from alignloop.pipelines.datasets.card import note_text, source_line
 from alignloop.pipelines.datasets.config import option_help, parse_options
 from alignloop.pipelines.datasets.export import FORMATS, export_snapshot
@@ -27,7 +29,6 @@ from alignloop.pipelines.datasets.stats import stats_rows
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.snapshots import KINDS
-from rich.table import Table
 
 dataset_app = typer.Typer(help="Datasets: feedback -> versioned snapshots -> trainer formats.", no_args_is_help=True)
 
@@ -115,7 +116,7 @@ def mix_cmd(
     """Mix snapshots of one kind into a new one: a fraction of each one's train prompts, every test split; a
     held-out prompt never trains, rows in two parts are kept once, and opposite verdicts on a pair are dropped."""
     from alignloop.flows.build_dataset import MixDatasetsParams, mix_datasets
-    from alignloop.flows.cli_common import flow_in_process, validated
+    from alignloop.flows.cli.common import flow_in_process, validated
 
     params = validated(MixDatasetsParams, {"name": name, "parts": key_values(part), "seed": seed,
                                            "db": db.existing_path(db_), "snapshots": snapshots,

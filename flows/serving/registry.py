@@ -1,4 +1,4 @@
-"""The flows alignloop deploys: ``python -c "from alignloop.flows.registry import deployables; print(deployables())"``.
+"""The flows alignloop deploys: ``python -c "from alignloop.flows.serving.registry import deployables; print(deployables())"``.
 
 Discovery is an explicit list of modules. A module that is not written yet is skipped; any other import error
 propagates, so a broken flow module fails ``alignloop serve`` at start instead of vanishing from the UI.
@@ -11,9 +11,10 @@ from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Any
 
+from prefect import Flow
+
 from alignloop.flows.params import validated
 from alignloop.warehouse.errors import AlignloopError
-from prefect import Flow
 
 DEPLOYMENT_NAME = "alignloop"
 """Deployment name used by ``alignloop serve``; the UI lists each as ``<flow name>/alignloop``."""

@@ -1,6 +1,6 @@
 """Deploy the registered flows to a work pool, and start the workers that pull from it.
 
-    python -c "from alignloop.flows.deploy import deploy_to_pool; deploy_to_pool('local')"   # needs PREFECT_API_URL
+    python -c "from alignloop.flows.serving.deploy import deploy_to_pool; deploy_to_pool('local')"   # needs PREFECT_API_URL
     prefect worker start --pool local
 
 Served deployments (``alignloop serve``) run flows as children of one process. A work pool instead lets any
@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from alignloop.flows.registry import deployables
-from alignloop.flows.serve import prefect_env
+from alignloop.flows.serving.registry import deployables
+from alignloop.flows.serving.serve import prefect_env
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 """Source directory the deployments point to; workers on this machine load flows from here."""
 
 

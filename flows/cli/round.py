@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from alignloop.flows.cli_common import (
+
+from alignloop.flows.cli.common import (
     DbOption,
     JsonOption,
     console,

@@ -1,5 +1,5 @@
 """Prefect global concurrency limits alignloop relies on:
-``python -c "from alignloop.flows.limits import ensure_limits; ensure_limits()"``.
+``python -c "from alignloop.flows.serving.limits import ensure_limits; ensure_limits()"``.
 
 The training flow takes the GPU slot with ``with concurrency(GPU_LIMIT, occupy=1, strict=True)``; ``strict=True``
 matters because Prefect silently ignores a limit that does not exist.

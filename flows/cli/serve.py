@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from alignloop.flows.cli_common import DbOption, console, user_errors
-from alignloop.flows.serve import DEFAULT_PORT, run_server, serve_registered, sigterm_as_interrupt, stop_process
+
+from alignloop.flows.cli.common import DbOption, console, user_errors
+from alignloop.flows.serving.serve import (
+    DEFAULT_PORT,
+    run_server,
+    serve_registered,
+    sigterm_as_interrupt,
+    stop_process,
+)
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 
@@ -74,7 +81,7 @@ def workers_deploy(
     round_interval: Annotated[float | None, typer.Option(help="Interval schedule of the round, seconds.")] = None,
 ) -> None:
     """Deploy every registered flow to a work pool (process pools load code from this checkout)."""
-    from alignloop.flows.deploy import deploy_to_pool
+    from alignloop.flows.serving.deploy import deploy_to_pool
 
     ids = deploy_to_pool(pool, tuple(only or ()), image=image,
                          job_variables=_json_option("--job-variables", job_variables),
@@ -93,7 +100,7 @@ def workers_start(
     db_: DbOption = None,
 ) -> None:
     """Start COUNT process workers on POOL (each runs flows as subprocesses) until Ctrl-C."""
-    from alignloop.flows.deploy import ensure_process_pool, start_workers
+    from alignloop.flows.serving.deploy import ensure_process_pool, start_workers
 
     _use_db(db_)
     if ensure_process_pool(pool):

@@ -1,6 +1,6 @@
 """A local Prefect server and one process serving every registered flow: ``alignloop server`` / ``alignloop serve``.
 
-    python -c "from alignloop.flows.serve import serve_registered; serve_registered()"   # needs PREFECT_API_URL
+    python -c "from alignloop.flows.serving.serve import serve_registered; serve_registered()"   # needs PREFECT_API_URL
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import httpx
+
 from alignloop.warehouse.errors import AlignloopError
 
 LOOPBACK = "127.0.0.1"
@@ -164,10 +165,11 @@ def serve_registered(only: tuple[str, ...] = (), round_cron: str | None = None, 
         round_parameters: default parameters of the round deployment.
         limit: most flow runs at the same time (None: no limit).
     """
-    from alignloop.flows.limits import ensure_limits
-    from alignloop.flows.registry import deployables
     from prefect import serve
     from prefect.settings import PREFECT_RUNNER_POLL_FREQUENCY, temporary_settings
+
+    from alignloop.flows.serving.limits import ensure_limits
+    from alignloop.flows.serving.registry import deployables
 
     entries = deployables(only, round_cron, round_interval, round_parameters)
     if not entries:

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, emit_json, user_errors
 from alignloop.warehouse import db
 from alignloop.warehouse.errors import AlignloopError
 from alignloop.warehouse.outputs import write_private
@@ -196,8 +197,9 @@ def _fmt(x: float | None) -> str:
 
 def report_cmd(round_name: RoundOpt = None, db_file: DbOption = None, json_out: JsonOption = False) -> None:
     """Inter-annotator agreement, human vs AI judges, throughput and gold accuracy (stored in `evaluations`)."""
-    from alignloop.annotation import agreement
     from rich.table import Table
+
+    from alignloop.annotation import agreement
 
     with db.connect(db.existing_path(db_file)) as con:
         rep = agreement.report(*agreement.collect(con, round_name))

@@ -7,15 +7,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
-from alignloop.flows.cli_common import DbOption, JsonOption, console, emit_json, user_errors, validated
+
+from alignloop.flows.cli.common import DbOption, JsonOption, console, emit_json, user_errors, validated
 from alignloop.pipelines.judges import report as quality
 from alignloop.pipelines.judges import run
 from alignloop.pipelines.judges.best_of_n import plot_curves
 from alignloop.warehouse import db
 
 if TYPE_CHECKING:
-    from alignloop.flows.judge import JudgeParams
     from rich.table import Table
+
+    from alignloop.flows.judge import JudgeParams
 
 RoundOpt = Annotated[str, typer.Option("--round", help="Round whose responses are judged.")]
 JudgeOpt = Annotated[str, typer.Option("--judge", help="Judge model ('default', a folder, an API model name), "
@@ -26,8 +28,9 @@ LimitOpt = Annotated[int | None, typer.Option(help="Judge at most this many new 
 
 
 def _run(params: JudgeParams, json_out: bool) -> None:
-    from alignloop.flows.judge import prepare  # Prefect: imported by the commands that run, not by --help
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from alignloop.flows.judge import prepare  # Prefect: imported by the commands that run, not by --help
 
     path, judge_obj, items, cached = prepare(params, loading=lambda: console.status(f"loading judge {params.judge}"))
     cols = (TextColumn(f"judging ({params.kind})"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
